@@ -1,0 +1,50 @@
+"""The storage engine: partition logs of record batches, on disk or in memory.
+
+Plain synchronous code with no dependency on the rest of logq; the broker
+runs its blocking parts off the event loop.
+"""
+
+from logq.log.batch import Record, decode_batch, encode_batch, read_header, validate_batch
+from logq.log.config import FsyncPolicy, LogConfig
+from logq.log.errors import (
+    BatchTooLargeError,
+    CorruptBatchError,
+    InvalidBatchError,
+    InvalidConfigError,
+    LogClosedError,
+    LogError,
+    OffsetOutOfRangeError,
+)
+from logq.log.file_log import FileLog
+from logq.log.memory_log import MemoryLog
+from logq.log.storage import (
+    AppendResult,
+    PartitionLog,
+    ReadResult,
+    RecoveryReport,
+    RetentionResult,
+)
+
+__all__ = [
+    "AppendResult",
+    "BatchTooLargeError",
+    "CorruptBatchError",
+    "FileLog",
+    "FsyncPolicy",
+    "InvalidBatchError",
+    "InvalidConfigError",
+    "LogClosedError",
+    "LogConfig",
+    "LogError",
+    "MemoryLog",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+    "ReadResult",
+    "Record",
+    "RecoveryReport",
+    "RetentionResult",
+    "decode_batch",
+    "encode_batch",
+    "read_header",
+    "validate_batch",
+]

@@ -1,0 +1,47 @@
+"""The recovery checkpoint: a durable point inside the active segment.
+
+Everything before it was fsynced, indexes included, so recovery validates
+only the batches after it. It is a small JSON file replaced atomically; a
+missing or unreadable checkpoint only means a longer scan (of the active
+segment alone: sealed segments were fsynced when they were sealed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from logq.log import durable
+
+CHECKPOINT_NAME = "recovery-checkpoint.json"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    segment: int  # base offset of the segment it points into
+    position: int  # byte position of a batch boundary in that segment
+    next_offset: int  # offset of the batch at that position
+    max_timestamp: int  # max record time of the segment before that position
+
+
+def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
+    payload = {"version": CHECKPOINT_VERSION, **asdict(checkpoint)}
+    durable.write_atomic(directory / CHECKPOINT_NAME, json.dumps(payload).encode())
+
+
+def read_checkpoint(directory: Path) -> Checkpoint | None:
+    try:
+        payload = json.loads((directory / CHECKPOINT_NAME).read_bytes())
+        if payload.pop("version") != CHECKPOINT_VERSION:
+            return None
+        checkpoint = Checkpoint(**payload)
+    except (FileNotFoundError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    fields = (checkpoint.segment, checkpoint.position, checkpoint.next_offset)
+    if not all(isinstance(value, int) and value >= 0 for value in fields):
+        return None
+    if checkpoint.next_offset < checkpoint.segment:
+        return None
+    return checkpoint

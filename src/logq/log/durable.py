@@ -1,0 +1,61 @@
+"""The one place that makes files durable.
+
+Small metadata files (checkpoints, later topic metadata) are replaced
+atomically: write a temporary file, fsync it, rename it over the old one,
+fsync the directory so the rename itself survives power loss. Segment data
+is made durable with `sync_data`; new or removed files with `sync_directory`.
+Nobody else in logq renames or fsyncs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+
+def sync_data(fd: int) -> None:
+    """Make a file's written data durable (fdatasync: metadata only as needed)."""
+    os.fdatasync(fd)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make creations, renames and removals inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file."""
+    temp = path.with_name(path.name + TEMP_SUFFIX)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    sync_directory(path.parent)
+
+
+def truncate_durably(fd: int, size: int) -> None:
+    """Cut a file to `size` bytes and make the new length durable."""
+    os.ftruncate(fd, size)
+    os.fsync(fd)
+
+
+def remove_files(paths: list[Path]) -> None:
+    """Remove files (missing ones are fine) and make the removal durable."""
+    directories: set[Path] = set()
+    for path in paths:
+        path.unlink(missing_ok=True)
+        directories.add(path.parent)
+    for directory in directories:
+        sync_directory(directory)

@@ -1,0 +1,53 @@
+"""Errors raised by the storage engine.
+
+Each error carries a stable code word, shared later by the native protocol,
+the REST API and the client, and a `retriable` flag telling a caller whether
+the same request may succeed if tried again.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class LogError(Exception):
+    """Base of every storage engine error."""
+
+    code: ClassVar[str] = "STORAGE"
+    retriable: ClassVar[bool] = False
+
+
+class InvalidBatchError(LogError):
+    """A batch offered for append is malformed; nothing was written."""
+
+    code = "BADBATCH"
+
+
+class CorruptBatchError(InvalidBatchError):
+    """A batch's CRC32C does not match its bytes."""
+
+    code = "CORRUPT"
+
+
+class BatchTooLargeError(InvalidBatchError):
+    """A batch is over a configured size or record limit."""
+
+    code = "TOOBIG"
+
+
+class OffsetOutOfRangeError(LogError):
+    """An offset below the log start or past the log end was asked for."""
+
+    code = "OUTOFRANGE"
+
+
+class LogClosedError(LogError):
+    """The log was closed; no operation may use it."""
+
+    code = "CLOSED"
+
+
+class InvalidConfigError(LogError, ValueError):
+    """A storage setting is out of its allowed range."""
+
+    code = "BADCONFIG"

@@ -1,0 +1,464 @@
+"""The partition log on disk: an ordered list of segments, the last one active.
+
+Writers append under one lock; durability is a separate step so that
+concurrent appenders share an fsync (group commit): the first waiter becomes
+the leader, notes how far the file has been written, fsyncs once, and every
+append written before that point is durable with it.
+
+Only the active segment can hold unsynced bytes (a roll fsyncs the segment
+it seals), and a recovery checkpoint names a durable point inside it, so a
+restart scans at most `checkpoint_interval_bytes` of batches, whatever the
+size of the log. Readers see only durable data under `fsync: always`, so no
+one ever reads a batch that a crash could take back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from logq.log import durable
+from logq.log.batch import decode_timestamps, validate_batch
+from logq.log.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from logq.log.config import FsyncPolicy, LogConfig
+from logq.log.errors import CorruptBatchError, LogClosedError, OffsetOutOfRangeError
+from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
+from logq.log.reading import cut_whole_batches
+from logq.log.segment import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    NO_TIMESTAMP,
+    TIME_INDEX_SUFFIX,
+    Segment,
+    parse_segment_name,
+)
+from logq.log.storage import AppendResult, ReadResult, RecoveryReport, RetentionResult
+
+logger = logging.getLogger(__name__)
+
+
+class FileLog:
+    """A partition log stored as segment files in one directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = Path(directory)
+        self.config = config or LogConfig()
+        self._clock = clock
+        self._lock = threading.Lock()  # segment list and the active segment
+        self._sync_lock = threading.Lock()  # one fsync leader; destructive operations
+        self._checkpoint_lock = threading.Lock()
+        self._closed = False
+        self._segments: list[Segment] = []
+        self._bases: list[int] = []
+        # Durable point: (offset, base of its segment, position in that segment).
+        self._durable = (0, 0, 0)
+        self._checkpoint: Checkpoint | None = None
+        self._last_flush = clock()
+        self._stats: dict[str, int | float] = dict.fromkeys(
+            (
+                "appended_batches",
+                "appended_bytes",
+                "appended_records",
+                "fsyncs",
+                "fsync_seconds",
+                "checkpoints",
+                "segments_rolled",
+                "segments_deleted",
+                "corrupt_reads",
+                "invalid_batches",
+            ),
+            0,
+        )
+        self.recovery = self._open()
+
+    # -- properties ----------------------------------------------------------
+
+    @property
+    def _active(self) -> Segment:
+        return self._segments[-1]
+
+    @property
+    def first_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def next_offset(self) -> int:
+        return self._active.next_offset
+
+    @property
+    def durable_offset(self) -> int:
+        return self._durable[0]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size for segment in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def _readable_offset(self) -> int:
+        if self.config.fsync is FsyncPolicy.ALWAYS:
+            return self._durable[0]
+        return self._active.next_offset
+
+    def _readable_position(self, segment: Segment) -> int:
+        if self.config.fsync is not FsyncPolicy.ALWAYS:
+            return segment.size
+        _, durable_base, durable_position = self._durable
+        if segment.base_offset < durable_base:
+            return segment.size
+        return durable_position if segment.base_offset == durable_base else 0
+
+    # -- opening and recovery --------------------------------------------------
+
+    def _open(self) -> RecoveryReport:
+        started = time.perf_counter()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        bases = self._tidy_directory()
+        checkpoint = read_checkpoint(self.directory)
+        if not bases:
+            start = checkpoint.next_offset if checkpoint else 0
+            segment = Segment(self.directory, start, self.config.index_interval_bytes)
+            durable.sync_directory(self.directory)
+            bases = [start]
+            self._segments = [segment]
+        else:
+            self._segments = [
+                Segment(self.directory, base, self.config.index_interval_bytes) for base in bases
+            ]
+        self._bases = bases
+        rebuilt = 0
+        for segment, next_base in zip(self._segments, bases[1:], strict=False):
+            if not self._indexes_sane(segment):
+                logger.warning("segment %s: rebuilding its indexes", segment.log_path.name)
+                segment.rebuild_indexes()
+                rebuilt += 1
+            segment.load_sealed_state(next_base)
+        active = self._active
+        active.open_for_append()
+        if (
+            checkpoint is not None
+            and checkpoint.segment == active.base_offset
+            and checkpoint.position <= active.size
+            and self._indexes_sane(active)
+        ):
+            start_position = checkpoint.position
+            result = active.recover(
+                checkpoint.position, checkpoint.next_offset, checkpoint.max_timestamp
+            )
+        else:
+            if not self._indexes_sane(active):
+                rebuilt += 1
+            start_position = 0
+            active.offset_index.truncate_entries(0)
+            active.time_index.truncate_entries(0)
+            result = active.recover(0, active.base_offset, NO_TIMESTAMP)
+        active.sync()
+        active.sync_indexes()
+        self._durable = (active.next_offset, active.base_offset, active.size)
+        self._write_checkpoint()
+        report = RecoveryReport(
+            segments=len(self._segments),
+            scanned_bytes=result.end_position - start_position,
+            scanned_batches=result.batches,
+            cut_bytes=result.cut_bytes,
+            cut_reason=result.cut_reason,
+            indexes_rebuilt=rebuilt,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        if report.cut_bytes:
+            logger.warning(
+                "log %s: recovery cut %d bytes at offset %d (%s)",
+                self.directory,
+                report.cut_bytes,
+                active.next_offset,
+                report.cut_reason,
+            )
+        return report
+
+    def _tidy_directory(self) -> list[int]:
+        """Base offsets of the segments present; leftovers of interrupted
+        writes (temporary files, indexes without a segment) are removed."""
+        bases: list[int] = []
+        leftovers: list[Path] = []
+        names = {path.name for path in self.directory.iterdir()}
+        for name in sorted(names):
+            base = parse_segment_name(name)
+            if base is not None:
+                bases.append(base)
+            elif name.endswith(durable.TEMP_SUFFIX):
+                leftovers.append(self.directory / name)
+            elif name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX)):
+                stem = name.partition(".")[0]
+                if f"{stem}{LOG_SUFFIX}" not in names:
+                    leftovers.append(self.directory / name)
+        if leftovers:
+            durable.remove_files(leftovers)
+        return sorted(bases)
+
+    @staticmethod
+    def _indexes_sane(segment: Segment) -> bool:
+        limits_offset = (MAX_RELATIVE_OFFSET, max(segment.size - 1, 0))
+        limits_time = (2**63 - 1, MAX_RELATIVE_OFFSET)
+        if segment.size == 0:
+            return True
+        return segment.offset_index.is_sane(limits_offset) and segment.time_index.is_sane(
+            limits_time
+        )
+
+    # -- appending ---------------------------------------------------------------
+
+    def write(self, batch: bytes) -> AppendResult:
+        try:
+            header = validate_batch(
+                batch,
+                size_bytes_max=self.config.batch_bytes_max,
+                records_max=self.config.batch_records_max,
+            )
+        except Exception:
+            self._stats["invalid_batches"] += 1
+            raise
+        with self._lock:
+            self._check_open()
+            active = self._active
+            if should_roll(active, header, self.config):
+                active = self._roll_locked()
+            base = active.next_offset
+            active.append(batch, header, base)
+            self._stats["appended_batches"] += 1
+            self._stats["appended_bytes"] += header.size
+            self._stats["appended_records"] += header.record_count
+        return AppendResult(base, base + header.record_count - 1)
+
+    def append(self, batch: bytes) -> AppendResult:
+        result = self.write(batch)
+        if self.config.fsync is FsyncPolicy.ALWAYS:
+            self.sync(result.next_offset)
+        elif self.config.fsync is FsyncPolicy.INTERVAL:
+            self.flush_if_due()
+        return result
+
+    def _roll_locked(self) -> Segment:
+        old = self._active
+        old.seal()
+        new = Segment(self.directory, old.next_offset, self.config.index_interval_bytes)
+        new.open_for_append()
+        durable.sync_directory(self.directory)
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        if self._durable[0] <= new.base_offset:
+            self._durable = (new.base_offset, new.base_offset, 0)
+        self._stats["segments_rolled"] += 1
+        self._write_checkpoint()
+        return new
+
+    def roll(self) -> None:
+        with self._lock:
+            self._check_open()
+            if not self._active.is_empty:
+                self._roll_locked()
+
+    # -- durability ----------------------------------------------------------------
+
+    def sync(self, up_to_offset: int | None = None) -> None:
+        target = self.next_offset if up_to_offset is None else up_to_offset
+        if self._durable[0] >= target:
+            return
+        with self._sync_lock:
+            if self._durable[0] >= target:
+                return  # another leader's fsync covered us
+            with self._lock:
+                self._check_open()
+                segment = self._active
+                point = (segment.next_offset, segment.base_offset, segment.size)
+                max_timestamp = segment.max_timestamp
+            started = time.perf_counter()
+            segment.sync()
+            self._stats["fsyncs"] += 1
+            self._stats["fsync_seconds"] += time.perf_counter() - started
+            with self._lock:
+                if point[0] > self._durable[0]:
+                    self._durable = point
+            self._last_flush = self._clock()
+            self._maybe_checkpoint(segment, point, max_timestamp)
+
+    def flush_if_due(self) -> None:
+        if self.config.fsync is not FsyncPolicy.INTERVAL:
+            return
+        if (self._clock() - self._last_flush) * 1000 >= self.config.fsync_interval_ms:
+            self.sync()
+
+    def _maybe_checkpoint(
+        self, segment: Segment, point: tuple[int, int, int], max_timestamp: int
+    ) -> None:
+        last = self._checkpoint
+        if (
+            last is not None
+            and last.segment == point[1]
+            and point[2] - last.position < self.config.checkpoint_interval_bytes
+        ):
+            return
+        segment.sync_indexes()  # entries below the checkpoint must survive a crash
+        self._store_checkpoint(Checkpoint(point[1], point[2], point[0], max_timestamp))
+
+    def _write_checkpoint(self) -> None:
+        active = self._active
+        if self._durable[1] != active.base_offset:
+            return
+        self._store_checkpoint(
+            Checkpoint(active.base_offset, self._durable[2], self._durable[0], active.max_timestamp)
+        )
+
+    def _store_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self._checkpoint_lock:
+            last = self._checkpoint
+            if last is not None and (last.segment, last.position) >= (
+                checkpoint.segment,
+                checkpoint.position,
+            ):
+                return
+            write_checkpoint(self.directory, checkpoint)
+            self._checkpoint = checkpoint
+            self._stats["checkpoints"] += 1
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _segment_for(self, offset: int) -> Segment:
+        return self._segments[bisect.bisect_right(self._bases, offset) - 1]
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        max_bytes = max(1, min(max_bytes, self.config.read_bytes_max))
+        with self._lock:
+            self._check_open()
+            readable = self._readable_offset()
+            if not self.first_offset <= offset <= readable:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is outside [{self.first_offset}, {readable}]"
+                )
+            segment = self._segment_for(offset)
+            end_position = self._readable_position(segment)
+            found = segment.find_position(offset, end_position) if offset < readable else None
+            if found is None:
+                return ReadResult(b"", offset, offset, 0, 0, readable)
+            position, header = found
+            length = min(max(max_bytes, header.size), end_position - position)
+            data = segment.pread(position, length)
+        try:
+            return cut_whole_batches(data, readable, source=segment.log_path.name)
+        except CorruptBatchError:
+            self._stats["corrupt_reads"] += 1
+            raise
+
+    def offset_for_time(self, timestamp_ms: int) -> int | None:
+        with self._lock:
+            self._check_open()
+            readable = self._readable_offset()
+            for segment in self._segments:
+                if segment.max_timestamp < timestamp_ms:
+                    continue
+                end_position = self._readable_position(segment)
+                position = segment.position_for_time(timestamp_ms)
+                while position < end_position:
+                    header = segment.header_at(position)
+                    if header.max_timestamp >= timestamp_ms:
+                        data = segment.pread(position, header.size)
+                        for index, stamp in enumerate(decode_timestamps(data)):
+                            if stamp >= timestamp_ms:
+                                found = header.base_offset + index
+                                return found if found < readable else None
+                    position += header.size
+            return None
+
+    # -- truncation and retention ------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> int:
+        with self._sync_lock, self._lock:
+            self._check_open()
+            if offset >= self.next_offset:
+                return self.next_offset
+            if offset < self.first_offset:
+                raise OffsetOutOfRangeError(
+                    f"cannot truncate to {offset}, below the log start {self.first_offset}"
+                )
+            segment = self._segment_for(offset)
+            found = segment.find_position(offset, segment.size)
+            assert found is not None
+            position, header = found
+            index = self._segments.index(segment)
+            self._delete_segments(self._segments[index + 1 :])
+            if not segment.writable:
+                segment.open_for_append()
+            segment.truncate_to_position(position, header.base_offset)
+            segment.sync()
+            self._durable = (segment.next_offset, segment.base_offset, segment.size)
+            self._checkpoint = None
+            self._write_checkpoint()
+            return segment.next_offset
+
+    def apply_retention(self, now_ms: int) -> RetentionResult:
+        with self._sync_lock, self._lock:
+            self._check_open()
+            doomed = self._segments[: expired_prefix(self._segments, now_ms, self.config)]
+            if len(doomed) == len(self._segments):
+                self._roll_locked()  # the whole log expired: keep an empty active segment
+            deleted_bytes = sum(segment.size for segment in doomed)
+            self._delete_segments(doomed)
+            return RetentionResult(len(doomed), deleted_bytes, self.first_offset)
+
+    def _delete_segments(self, doomed: list[Segment]) -> None:
+        if not doomed:
+            return
+        paths: list[Path] = []
+        for segment in doomed:
+            segment.close()
+            paths.extend(segment.paths)
+            self._segments.remove(segment)
+            self._bases.remove(segment.base_offset)
+        durable.remove_files(paths)
+        self._stats["segments_deleted"] += len(doomed)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"log {self.directory} is closed")
+
+    def statistics(self) -> dict[str, int | float]:
+        stats = dict(self._stats)
+        stats.update(
+            segments=len(self._segments),
+            size_bytes=self.size_bytes,
+            first_offset=self.first_offset,
+            next_offset=self.next_offset,
+            durable_offset=self.durable_offset,
+            recovery_scanned_bytes=self.recovery.scanned_bytes,
+            recovery_cut_bytes=self.recovery.cut_bytes,
+            recovery_indexes_rebuilt=self.recovery.indexes_rebuilt,
+            recovery_ms=self.recovery.duration_ms,
+        )
+        return stats
+
+    def close(self) -> None:
+        """Flush everything, write a checkpoint at the end, release files."""
+        with self._sync_lock, self._lock:
+            if self._closed:
+                return
+            active = self._active
+            active.sync()
+            active.sync_indexes()
+            self._durable = (active.next_offset, active.base_offset, active.size)
+            self._write_checkpoint()
+            self._closed = True
+            for segment in self._segments:
+                segment.close()

@@ -1,0 +1,40 @@
+"""Shaping a raw read into whole, verified batches, for every storage."""
+
+from __future__ import annotations
+
+from logq.log.batch import HEADER_SIZE, LENGTH_PREFIX_SIZE, compute_crc, read_header
+from logq.log.errors import CorruptBatchError
+from logq.log.storage import ReadResult
+
+
+def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadResult:
+    """Keep the whole batches at the front of `data`, each CRC-checked.
+
+    A batch that fails its CRC is never served: if it comes first the read
+    fails with CorruptBatchError; otherwise the read stops just before it.
+    """
+    position = 0
+    records = 0
+    batches = 0
+    first_offset = next_offset = -1
+    while len(data) - position >= HEADER_SIZE:
+        header = read_header(data, position)
+        size = header.size
+        if header.batch_length < HEADER_SIZE - LENGTH_PREFIX_SIZE or position + size > len(data):
+            break
+        if compute_crc(data, position, size) != header.crc:
+            if batches == 0:
+                raise CorruptBatchError(
+                    f"batch at offset {header.base_offset} in {source} fails its CRC"
+                )
+            break
+        if batches == 0:
+            first_offset = header.base_offset
+        next_offset = header.next_offset
+        records += header.record_count
+        batches += 1
+        position += size
+    if batches == 0:
+        raise CorruptBatchError(f"no whole batch could be read from {source}")
+    served = data if position == len(data) else data[:position]
+    return ReadResult(served, first_offset, next_offset, batches, records, log_end_offset)
