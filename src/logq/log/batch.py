@@ -2,10 +2,12 @@
 
 A batch is a fixed 61-byte header shaped like Kafka's v2 record batch header,
 followed by a columnar body: five arrays of 32-bit integers (offset deltas,
-timestamp deltas, key lengths, value lengths, header-block lengths) packed with
-one `struct` call, then all keys, all values and all header blocks joined.
-Columns make both ends cheap in Python: encoding and decoding are a handful
-of C-level calls per batch instead of a loop over varints per record.
+timestamp deltas, and the cumulative end of each key, value and header block)
+packed with one `struct` call, two null bitmaps (keys, values), then all keys,
+all values and all header blocks joined. Columns make both ends cheap in
+Python: encoding and decoding are a handful of C-level calls per batch, and
+because the columns hold ends rather than lengths, the log checks a batch's
+structure in constant time (the last ends must add up to the body size).
 
 The producer builds the batch; the log validates it once (length, CRC32C,
 structure), writes its base offset into the first eight bytes (outside the
@@ -54,8 +56,8 @@ KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK
 
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
-NULL_LENGTH = -1
 COLUMN_COUNT = 5
+_LAST_ENDS = struct.Struct("<I")
 _HEADER_ENTRY = struct.Struct("<HI")  # header key length, header value length
 _HEADER_COUNT = struct.Struct("<H")
 
@@ -229,15 +231,13 @@ def encode_batch(
     header_blocks = [encode_headers(h) for h in headers] if headers else [b""] * count
     if len(key_column) != count or len(header_blocks) != count:
         raise InvalidBatchError("keys, headers and values differ in length")
-    key_lengths = [NULL_LENGTH if k is None else len(k) for k in key_column]
-    value_lengths = [NULL_LENGTH if v is None else len(v) for v in values]
     try:
         columns = struct.pack(
-            f"<{count}I{count}i{count}i{count}I",
+            f"<{count}I{count}I{count}I{count}I",
             *timestamp_deltas,
-            *key_lengths,
-            *value_lengths,
-            *map(len, header_blocks),
+            *accumulate(len(k) if k else 0 for k in key_column),
+            *accumulate(len(v) if v else 0 for v in values),
+            *accumulate(map(len, header_blocks)),
         )
     except struct.error as error:
         raise InvalidBatchError(f"record field out of range: {error}") from None
@@ -245,6 +245,8 @@ def encode_batch(
         (
             _dense_offset_deltas(count),
             columns,
+            _null_bitmap(key_column),
+            _null_bitmap(values),
             b"".join(k for k in key_column if k),
             b"".join(v for v in values if v),
             b"".join(header_blocks),
@@ -313,79 +315,102 @@ def validate_batch(
     return header
 
 
-def _body(batch: bytes | bytearray | memoryview, header: BatchHeader, size_limit: int) -> bytes:
-    raw = bytes(memoryview(batch)[HEADER_SIZE : header.size])
+def _body(
+    batch: bytes | bytearray | memoryview, header: BatchHeader, size_limit: int
+) -> bytes | memoryview:
+    raw = memoryview(batch)[HEADER_SIZE : header.size]
+    if header.codec == compression.NONE:
+        return raw
     try:
-        return compression.decompress(header.codec, raw, size_bytes_max=size_limit)
+        return compression.decompress(header.codec, bytes(raw), size_bytes_max=size_limit)
     except compression.CompressionError as error:
         raise InvalidBatchError(str(error)) from None
 
 
-def _check_columns(body: bytes, header: BatchHeader) -> None:
+def _bitmap_size(count: int) -> int:
+    return (count + 7) // 8
+
+
+def _null_bitmap(items: Sequence[bytes | None]) -> bytes:
+    """Bit i (little-endian bit order) is set when item i is None."""
+    bits = 0
+    for index, item in enumerate(items):
+        if item is None:
+            bits |= 1 << index
+    return bits.to_bytes(_bitmap_size(len(items)), "little")
+
+
+def _data_start(count: int) -> int:
+    return 4 * COLUMN_COUNT * count + 2 * _bitmap_size(count)
+
+
+def _check_columns(body: bytes | memoryview, header: BatchHeader) -> None:
+    """Constant-time structure check: the dense offset deltas and the last
+    end of each data column must account for every byte of the body."""
     count = header.record_count
-    columns_size = 4 * COLUMN_COUNT * count
-    if len(body) < columns_size:
+    data_start = _data_start(count)
+    if len(body) < data_start:
         raise InvalidBatchError(
             f"body of {len(body)} bytes is too short for {count} records' columns"
         )
     if body[: 4 * count] != _dense_offset_deltas(count):
         raise InvalidBatchError("offset deltas are not 0..count-1")
-    timestamp_deltas, key_lengths, value_lengths, header_lengths = _unpack_columns(body, count)
-    if max(timestamp_deltas) != header.max_timestamp - header.first_timestamp:
-        raise InvalidBatchError("timestamp deltas do not match the header's timestamps")
-    if min(key_lengths) < NULL_LENGTH or min(value_lengths) < NULL_LENGTH:
-        raise InvalidBatchError("negative key or value length")
-    data_size = (
-        sum(key_lengths)
-        + key_lengths.count(NULL_LENGTH)
-        + sum(value_lengths)
-        + value_lengths.count(NULL_LENGTH)
-        + sum(header_lengths)
-    )
-    if columns_size + data_size != len(body):
+    last = 4 * count - 4
+    (keys_size,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
+    (values_size,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
+    (headers_size,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
+    described = data_start + keys_size + values_size + headers_size
+    if described != len(body):
         raise InvalidBatchError(
-            f"columns describe {columns_size + data_size} bytes, body holds {len(body)}"
+            f"columns describe {described} bytes, the body holds {len(body)}; "
+            f"is the record count ({count}) right?"
         )
 
 
-def _unpack_columns(
-    body: bytes, count: int
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    start = 4 * count
-    return (
-        struct.unpack_from(f"<{count}I", body, start),
-        struct.unpack_from(f"<{count}i", body, start + 4 * count),
-        struct.unpack_from(f"<{count}i", body, start + 8 * count),
-        struct.unpack_from(f"<{count}I", body, start + 12 * count),
-    )
-
-
-def _slices(
-    data: bytes, start: int, lengths: tuple[int, ...]
+def _split(
+    data: bytes, start: int, ends: tuple[int, ...], nulls: int
 ) -> tuple[list[bytes | None], int]:
-    sizes = [length if length > 0 else 0 for length in lengths]
-    ends = list(accumulate(sizes, initial=start))
-    items: list[bytes | None] = [
-        None if length == NULL_LENGTH else data[ends[i] : ends[i + 1]]
-        for i, length in enumerate(lengths)
-    ]
-    return items, ends[-1]
+    """Cut one data column by its cumulative ends; None where the bitmap says."""
+    starts = (0, *ends[:-1])
+    region = data[start : start + (ends[-1] if ends else 0)]
+    if nulls == 0:
+        items: list[bytes | None] = [region[a:b] for a, b in zip(starts, ends, strict=True)]
+    elif nulls == (1 << len(ends)) - 1:
+        items = [None] * len(ends)
+    else:
+        items = [
+            None if nulls >> index & 1 else region[a:b]
+            for index, (a, b) in enumerate(zip(starts, ends, strict=True))
+        ]
+    return items, start + (ends[-1] if ends else 0)
+
+
+def _decoded_body(
+    batch: bytes | bytearray | memoryview, position: int
+) -> tuple[BatchHeader, bytes]:
+    header = read_header(batch, position)
+    raw = bytes(memoryview(batch)[position + HEADER_SIZE : position + header.size])
+    return header, compression.decompress(header.codec, raw, size_bytes_max=1 << 31)
 
 
 def decode_batch(batch: bytes | bytearray | memoryview, position: int = 0) -> DecodedBatch:
     """Decode the batch at `position` into columns (consumer-side work)."""
-    header = read_header(batch, position)
-    raw = bytes(memoryview(batch)[position + HEADER_SIZE : position + header.size])
-    body = compression.decompress(header.codec, raw, size_bytes_max=1 << 31)
+    header, body = _decoded_body(batch, position)
     count = header.record_count
-    timestamp_deltas, key_lengths, value_lengths, header_lengths = _unpack_columns(body, count)
+    columns = struct.unpack_from(f"<{4 * count}I", body, 4 * count)
+    bitmap_size = _bitmap_size(count)
+    bitmaps_at = 4 * COLUMN_COUNT * count
+    key_nulls = int.from_bytes(body[bitmaps_at : bitmaps_at + bitmap_size], "little")
+    value_nulls = int.from_bytes(
+        body[bitmaps_at + bitmap_size : bitmaps_at + 2 * bitmap_size], "little"
+    )
+    keys, cursor = _split(body, _data_start(count), columns[count : 2 * count], key_nulls)
+    values, cursor = _split(body, cursor, columns[2 * count : 3 * count], value_nulls)
+    blocks, _ = _split(body, cursor, columns[3 * count :], 0)
     first = header.first_timestamp
-    keys, cursor = _slices(body, 4 * COLUMN_COUNT * count, key_lengths)
-    values, cursor = _slices(body, cursor, value_lengths)
-    blocks, _ = _slices(body, cursor, header_lengths)
     return DecodedBatch(
         header=header,
-        timestamps=[first + delta for delta in timestamp_deltas],
+        timestamps=[first + delta for delta in columns[:count]],
         keys=keys,
         values=values,
         header_blocks=[block or b"" for block in blocks],
@@ -394,9 +419,7 @@ def decode_batch(batch: bytes | bytearray | memoryview, position: int = 0) -> De
 
 def decode_timestamps(batch: bytes | bytearray | memoryview, position: int = 0) -> list[int]:
     """Only the record timestamps of the batch at `position`."""
-    header = read_header(batch, position)
-    raw = bytes(memoryview(batch)[position + HEADER_SIZE : position + header.size])
-    body = compression.decompress(header.codec, raw, size_bytes_max=1 << 31)
+    header, body = _decoded_body(batch, position)
     count = header.record_count
     deltas = struct.unpack_from(f"<{count}I", body, 4 * count)
     return [header.first_timestamp + delta for delta in deltas]

@@ -40,7 +40,9 @@ def decompress(codec: int, body: bytes, *, size_bytes_max: int) -> bytes:
         if codec == ZSTD:
             declared = zstandard.frame_content_size(body)
             if declared > size_bytes_max:
-                raise CompressionError(f"zstd body declares {declared} bytes, limit {size_bytes_max}")
+                raise CompressionError(
+                    f"zstd body declares {declared} bytes, limit {size_bytes_max}"
+                )
             out = zstandard.ZstdDecompressor().decompress(body, max_output_size=size_bytes_max)
             if len(out) > size_bytes_max:
                 raise CompressionError(f"zstd body expands past {size_bytes_max} bytes")
@@ -50,8 +52,12 @@ def decompress(codec: int, body: bytes, *, size_bytes_max: int) -> bytes:
                 raise CompressionError("lz4 body is shorter than its size prefix")
             declared = int.from_bytes(body[:4], "little", signed=True)
             if not 0 <= declared <= size_bytes_max:
-                raise CompressionError(f"lz4 body declares {declared} bytes, limit {size_bytes_max}")
+                raise CompressionError(
+                    f"lz4 body declares {declared} bytes, limit {size_bytes_max}"
+                )
             return bytes(lz4.block.decompress(body))
     except (zstandard.ZstdError, lz4.block.LZ4BlockError) as error:
-        raise CompressionError(f"cannot decompress {NAMES.get(codec, codec)} body: {error}") from None
+        raise CompressionError(
+            f"cannot decompress {NAMES.get(codec, codec)} body: {error}"
+        ) from None
     raise CompressionError(f"unknown compression codec {codec}")

@@ -133,7 +133,9 @@ class MemoryLog:
             self._check_open()
             end = self.next_offset
             if not self.first_offset <= offset <= end:
-                raise OffsetOutOfRangeError(f"offset {offset} is outside [{self.first_offset}, {end}]")
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is outside [{self.first_offset}, {end}]"
+                )
             if offset == end:
                 return ReadResult(b"", offset, offset, 0, 0, end)
             segment, index = self._locate(offset)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `logq bench`: workloads that print figures, never tests."""

@@ -1,0 +1,110 @@
+"""`logq bench ...`: run a benchmark and print a table, or one JSON object."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
+from logq.log.config import FsyncPolicy
+
+_MB = 1_000_000
+
+
+@click.group()
+def bench() -> None:
+    """Measure logq on this machine."""
+
+
+@bench.command("log")
+@click.option("--records", default=2_000_000, show_default=True, help="Records to append.")
+@click.option("--batch-records", default=1000, show_default=True, help="Records per batch.")
+@click.option("--record-bytes", default=100, show_default=True, help="Value size of each record.")
+@click.option("--writers", default=8, show_default=True, help="Appending threads (group commit).")
+@click.option(
+    "--large-total-mb", default=512, show_default=True, help="MiB appended in ~1 MiB batches."
+)
+@click.option(
+    "--raw-total-mb", default=256, show_default=True, help="MiB written for the raw disk figure."
+)
+@click.option(
+    "--fsync",
+    type=click.Choice([policy.value for policy in FsyncPolicy]),
+    default=FsyncPolicy.ALWAYS.value,
+    show_default=True,
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where to write (default: a temporary folder in the current directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_log(
+    records: int,
+    batch_records: int,
+    record_bytes: int,
+    writers: int,
+    large_total_mb: int,
+    raw_total_mb: int,
+    fsync: str,
+    directory: str | None,
+    as_json: bool,
+) -> None:
+    """Append and read throughput of the storage engine, next to the raw disk."""
+    for name, value in (
+        ("--records", records),
+        ("--batch-records", batch_records),
+        ("--writers", writers),
+        ("--large-total-mb", large_total_mb),
+        ("--raw-total-mb", raw_total_mb),
+    ):
+        if value < 1:
+            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    if record_bytes < 0:
+        raise click.BadParameter("must not be negative", param_hint="--record-bytes")
+    settings = LogBenchSettings(
+        records=records,
+        batch_records=batch_records,
+        record_bytes=record_bytes,
+        writers=writers,
+        large_total_bytes=large_total_mb * 1024 * 1024,
+        raw_total_bytes=raw_total_mb * 1024 * 1024,
+        fsync=fsync,
+        directory=directory,
+    )
+    console = Console(stderr=True)
+    result = run_log_bench(settings, progress=lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        Console().print(_log_table(result))
+
+
+def _log_table(result: LogBenchResult) -> Table:
+    table = Table(
+        title=(
+            f"logq bench log: {result.record_bytes} B records, batches of "
+            f"{result.batch_records}, fsync {result.fsync}, {result.writers} writers"
+        )
+    )
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    table.add_row("append", f"{result.append_records_per_s:,.0f} records/s")
+    table.add_row("append bandwidth", f"{result.append_bytes_per_s / _MB:,.1f} MB/s")
+    table.add_row("fsyncs (group commit)", f"{result.append_fsyncs:,}")
+    table.add_row("read (page cache)", f"{result.read_records_per_s:,.0f} records/s")
+    table.add_row("decode (client side)", f"{result.decode_records_per_s:,.0f} records/s")
+    table.add_row(
+        f"append, {result.large_batch_bytes // 1024} KiB batches",
+        f"{result.append_durable_bytes_per_s / _MB:,.1f} MB/s",
+    )
+    table.add_row(
+        "raw write + fdatasync, 1 MiB", f"{result.raw_durable_bytes_per_s / _MB:,.1f} MB/s"
+    )
+    table.add_row("durable append / raw", f"{result.durable_ratio:.0%}")
+    return table
