@@ -154,7 +154,7 @@ def _decode_rate(sample: list[bytes]) -> float:
 def run_log_bench(
     settings: LogBenchSettings, progress: Progress = lambda _: None
 ) -> LogBenchResult:
-    parent = Path(settings.directory) if settings.directory else Path.cwd()
+    parent = Path(settings.directory) if settings.directory else Path.cwd() / "data"
     parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".logq-bench-", dir=parent))
     try:

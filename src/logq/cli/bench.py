@@ -41,7 +41,7 @@ def bench() -> None:
     "directory",
     type=click.Path(file_okay=False),
     default=None,
-    help="Where to write (default: a temporary folder in the current directory).",
+    help="Where to write (default: a temporary folder under ./data).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_log(

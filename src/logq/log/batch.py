@@ -373,8 +373,10 @@ def _split(
     """Cut one data column by its cumulative ends; None where the bitmap says."""
     starts = (0, *ends[:-1])
     region = data[start : start + (ends[-1] if ends else 0)]
-    if nulls == 0:
-        items: list[bytes | None] = [region[a:b] for a, b in zip(starts, ends, strict=True)]
+    if nulls == 0 and not region:
+        items: list[bytes | None] = [b""] * len(ends)
+    elif nulls == 0:
+        items = [region[a:b] for a, b in zip(starts, ends, strict=True)]
     elif nulls == (1 << len(ends)) - 1:
         items = [None] * len(ends)
     else:

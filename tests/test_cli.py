@@ -1,0 +1,51 @@
+"""The `logq` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+LOGQ = str(Path(sys.executable).parent / "logq")
+
+
+def test_version() -> None:
+    result = subprocess.run([LOGQ, "--version"], capture_output=True, text=True, check=True)
+    assert "logq" in result.stdout
+
+
+def test_bench_log_runs_on_a_tiny_size(tmp_path: Path) -> None:
+    command = [
+        LOGQ, "bench", "log", "--records", "2000", "--batch-records", "100",
+        "--large-total-mb", "2", "--raw-total-mb", "2", "--writers", "2",
+        "--dir", str(tmp_path), "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = json.loads(result.stdout)
+    for key in (
+        "append_records_per_s",
+        "read_records_per_s",
+        "raw_durable_bytes_per_s",
+        "append_durable_bytes_per_s",
+    ):
+        assert figures[key] > 0, key
+    assert figures["records"] == 2000
+    assert list(tmp_path.iterdir()) == []  # the bench cleans up after itself
+
+
+def test_bench_log_table_for_people(tmp_path: Path) -> None:
+    command = [
+        LOGQ, "bench", "log", "--records", "1000", "--large-total-mb", "1",
+        "--raw-total-mb", "1", "--dir", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "records/s" in result.stdout
+    assert "durable append / raw" in result.stdout
+
+
+def test_bad_option_is_a_clear_error(tmp_path: Path) -> None:
+    command = [LOGQ, "bench", "log", "--records", "0", "--dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "--records" in result.stderr
