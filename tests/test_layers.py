@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "log": {"log"},
     "protocol": {"protocol"},
     "state": {"state", "log"},
-    "broker": {"broker", "state", "log"},
+    "broker": {"broker", "state", "log", "root"},
     "server": {"server", "broker", "state", "log", "protocol", "root"},
     "client": {"client", "protocol", "root"},
     "bench": {"bench", "client", "log", "root"},

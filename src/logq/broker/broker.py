@@ -1,0 +1,590 @@
+"""The Broker: one facade with async methods that every front end calls.
+
+It owns the topics (partition logs), the groups (delivery state), the state
+journal and a thread pool for blocking storage work. Topic and group
+operations live here; delivery (receive, ack, nack, reject, extend, seek,
+lease expiry, dead letters) lives in `delivery.py`, which this class mixes
+in, so each module keeps to one job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from typing import Any, TypeVar
+
+from logq.broker.clock import Clock, SystemClock
+from logq.broker.config import BrokerConfig
+from logq.broker.delivery import DeliveryMixin
+from logq.broker.errors import from_log_error
+from logq.broker.group import Group, group_key
+from logq.broker.messages import (
+    Message,
+    MessageId,
+    OutgoingMessage,
+    PublishResult,
+    lane_index,
+    message_from_record,
+    partition_for_key,
+)
+from logq.broker.metrics import Metrics
+from logq.broker.settings import (
+    TopicSettings,
+    check_group_name,
+    check_topic_name,
+    group_settings,
+    topic_settings,
+)
+from logq.broker.storage import Storage
+from logq.broker.topic import Topic
+from logq.errors import (
+    AlreadyExistsError,
+    BadArgumentError,
+    GroupNotFoundError,
+    LogqError,
+    MessageNotFoundError,
+    ShuttingDownError,
+    TooBigError,
+    TopicNotFoundError,
+)
+from logq.log import LogError, decode_batch, encode_batch
+from logq.log.batch import iter_headers
+from logq.state.delivery import PartitionDelivery
+from logq.state.journal import Journal
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+READ_CHUNK_BYTES = 1 << 20
+PEEK_LIMIT_MAX = 10_000
+
+
+class Broker(DeliveryMixin):
+    """A running broker. Build it with `await Broker.open(config)`."""
+
+    def __init__(self, config: BrokerConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.storage = Storage(config.data_dir)
+        self.topics: dict[str, Topic] = {}
+        self.groups: dict[str, Group] = {}
+        self.metrics = Metrics()
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.storage_threads, thread_name_prefix="logq-storage"
+        )
+        self._journal = Journal(
+            self.storage.state_directory,
+            replace(config.log, retention_ms=None),
+            config.snapshot_bytes,
+        )
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
+        self._metadata_lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, config: BrokerConfig | None = None, *, clock: Clock | None = None
+    ) -> Broker:
+        broker = cls(config or BrokerConfig(), clock or SystemClock())
+        await broker._recover()
+        return broker
+
+    async def _recover(self) -> None:
+        metadata = await self.run(self.storage.load_metadata)
+        for name, data in metadata.get("topics", {}).items():
+            settings = topic_settings(data, self.config.topic_defaults)
+            self.topics[name] = await self._open_topic(name, settings)
+        states = self._journal.recovered_groups()
+        for key, data in metadata.get("groups", {}).items():
+            topic_name, _, name = key.partition("/")
+            topic = self.topics.get(topic_name)
+            if topic is None:
+                continue
+            recovered = states.get(key, {})
+            deliveries = [
+                recovered.get(p, PartitionDelivery()) for p in range(len(topic.partitions))
+            ]
+            self.groups[key] = Group(
+                topic_name, name, group_settings(data, self.config.group_defaults), deliveries
+            )
+        replayed = 0
+        for event in self._journal.events():
+            group = self.groups.get(event.group)
+            if group is not None and event.partition < len(group.deliveries):
+                group.deliveries[event.partition].apply(event)
+                replayed += 1
+        logger.info(
+            "broker ready: %d topics, %d groups, %d journal events replayed",
+            len(self.topics),
+            len(self.groups),
+            replayed,
+        )
+
+    async def _open_topic(self, name: str, settings: TopicSettings) -> Topic:
+        base = replace(
+            self.config.log,
+            retention_ms=settings.retention_ms,
+            retention_bytes=settings.retention_bytes,
+        )
+        logs = [
+            await self.run(lambda p=p: self.storage.open_log(name, p, base))  # type: ignore[misc]
+            for p in range(settings.partitions)
+        ]
+        return Topic(name, settings, logs, self.run)
+
+    def start(self) -> None:
+        """Start the background timer (lease expiry, sessions, retention)."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.config.tick_ms / 1000)
+            try:
+                await self.tick()
+            except LogqError as error:
+                logger.warning("timer: %s", error)
+            except Exception:
+                logger.exception("timer failed")
+
+    async def tick(self) -> None:
+        """One round of timed work: expire leases and sessions, flush, retain."""
+        await self.expire_leases()
+        now_ms = self.clock.now_ms()
+        for group in self.groups.values():
+            group.expire_members(now_ms, self.config.session_timeout_ms)
+        for topic in self.topics.values():
+            for partition in topic.partitions:
+                partition.log.flush_if_due()
+
+    async def apply_retention(self) -> int:
+        """Delete expired segments of every topic; returns segments deleted."""
+        now_ms = self.clock.now_ms()
+        deleted = 0
+        for topic in list(self.topics.values()):
+            for partition in topic.partitions:
+                result = await self.run(lambda log=partition.log: log.apply_retention(now_ms))  # type: ignore[misc]
+                deleted += result.deleted_segments
+        return deleted
+
+    async def close(self) -> None:
+        """Stop timers, flush and close every log and the journal."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for topic in self.topics.values():
+            for partition in topic.partitions:
+                await self.run(partition.log.close)
+        await self.run(self._journal.close)
+        self._executor.shutdown(wait=True)
+
+    async def run(self, function: Callable[[], T]) -> T:
+        """Run blocking storage work off the event loop (inline in memory mode)."""
+        if self.storage.in_memory:
+            return function()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ShuttingDownError("the broker is shutting down")
+
+    # -- metadata -------------------------------------------------------------------
+
+    async def _save_metadata(self) -> None:
+        async with self._metadata_lock:
+            metadata = {
+                "topics": {name: topic.settings.as_dict() for name, topic in self.topics.items()},
+                "groups": {key: group.settings.as_dict() for key, group in self.groups.items()},
+            }
+            await self.run(lambda: self.storage.save_metadata(metadata))
+
+    # -- topics ---------------------------------------------------------------------
+
+    def topic(self, name: str) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise TopicNotFoundError(f"topic {name!r} does not exist")
+        return topic
+
+    async def create_topic(
+        self, name: str, settings: dict[str, Any] | None = None, *, exist_ok: bool = False
+    ) -> Topic:
+        self._check_open()
+        check_topic_name(name)
+        parsed = topic_settings(settings or {}, self.config.topic_defaults)
+        if name in self.topics:
+            if exist_ok:
+                return self.topics[name]
+            raise AlreadyExistsError(f"topic {name!r} already exists")
+        topic = await self._open_topic(name, parsed)
+        self.topics[name] = topic
+        await self._save_metadata()
+        return topic
+
+    async def update_topic(self, name: str, changes: dict[str, Any]) -> Topic:
+        self._check_open()
+        topic = self.topic(name)
+        parsed = topic_settings(changes, topic.settings)
+        if parsed.partitions < len(topic.partitions):
+            raise BadArgumentError(
+                f"partitions can only grow: {name!r} has {len(topic.partitions)}, "
+                f"asked for {parsed.partitions}"
+            )
+        base = topic.log_config(self.config.log)
+        for index in range(len(topic.partitions), parsed.partitions):
+            log = await self.run(lambda i=index: self.storage.open_log(name, i, base))  # type: ignore[misc]
+            topic.partitions.append(type(topic.partitions[0])(index, log))
+        topic.settings = parsed
+        for partition in topic.partitions:
+            log = partition.log
+            if hasattr(log, "config"):
+                log.config = topic.log_config(self.config.log)
+        for group in self.groups.values():
+            if group.topic == name:
+                group.add_partitions(parsed.partitions)
+        await self._save_metadata()
+        return topic
+
+    async def delete_topic(self, name: str) -> None:
+        self._check_open()
+        topic = self.topic(name)
+        del self.topics[name]
+        for key in [key for key, group in self.groups.items() if group.topic == name]:
+            del self.groups[key]
+        await self._save_metadata()
+        for partition in topic.partitions:
+            await self.run(partition.log.close)
+        await self.run(lambda: self.storage.delete_topic(name))
+
+    def describe_topic(self, name: str) -> dict[str, Any]:
+        topic = self.topic(name)
+        groups = [g for g in self.groups.values() if g.topic == name]
+        partitions = []
+        for partition in topic.partitions:
+            log = partition.log
+            stats: dict[str, Any] = {
+                "partition": partition.index,
+                "first_offset": log.first_offset,
+                "last_offset": log.next_offset - 1,
+                "next_offset": log.next_offset,
+                "messages": log.next_offset - log.first_offset,
+                "bytes": log.size_bytes,
+                "segments": log.segment_count,
+            }
+            stats["pending"] = sum(
+                g.deliveries[partition.index].unsettled(log.next_offset) for g in groups
+            )
+            stats["in_flight"] = sum(g.deliveries[partition.index].in_flight for g in groups)
+            partitions.append(stats)
+        counters = self.metrics.topic_counters(name)
+        totals = {
+            key: sum(g.counters[key] for g in groups)
+            for key in ("acked", "redelivered", "dead_lettered", "rejected", "nacked")
+        }
+        return {
+            "name": name,
+            "config": topic.settings.as_dict(),
+            "partitions": partitions,
+            "messages": sum(p["messages"] for p in partitions),
+            "bytes": sum(p["bytes"] for p in partitions),
+            "pending": sum(p["pending"] for p in partitions),
+            "in_flight": sum(p["in_flight"] for p in partitions),
+            "acked": totals["acked"],
+            "failed": totals["redelivered"],
+            "dead_lettered": totals["dead_lettered"],
+            "groups": sorted(g.name for g in groups),
+            "published": counters["messages_in"],
+        }
+
+    def list_topics(self) -> list[dict[str, Any]]:
+        return [self.describe_topic(name) for name in sorted(self.topics)]
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def publish(
+        self, topic_name: str, messages: Sequence[OutgoingMessage]
+    ) -> list[PublishResult]:
+        """Place each message (explicit partition, key hash, else round-robin),
+        store them as one batch per partition and lane, durably."""
+        self._check_open()
+        topic = await self._topic_for_publish(topic_name)
+        if not messages:
+            raise BadArgumentError("nothing to publish: give at least one message")
+        if len(messages) > self.config.publish_messages_max:
+            raise TooBigError(
+                f"{len(messages)} messages in one publish, the limit is {self.config.publish_messages_max}"
+            )
+        now_ms = self.clock.now_ms()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, message in enumerate(messages):
+            size = len(message.value or b"") + len(message.key or b"")
+            if size > self.config.message_bytes_max:
+                raise TooBigError(
+                    f"message {index} is {size} bytes, the limit is {self.config.message_bytes_max}"
+                )
+            if message.partition is not None:
+                partition = topic.partition(message.partition).index
+            elif message.key is not None:
+                partition = partition_for_key(message.key, len(topic.partitions))
+            else:
+                partition = topic.next_round_robin()
+            groups.setdefault((partition, lane_index(message.priority)), []).append(index)
+        results: list[PublishResult | None] = [None] * len(messages)
+
+        async def store(partition: int, lane: int, indexes: list[int]) -> None:
+            chosen = [messages[i] for i in indexes]
+            batch = encode_batch(
+                [m.value for m in chosen],
+                keys=[m.key for m in chosen],
+                headers=[m.headers for m in chosen],
+                timestamps=[m.timestamp_ms or now_ms for m in chosen],
+                lane=lane,
+            )
+            appended = await self.publish_batch(topic_name, partition, batch)
+            for step, index in enumerate(indexes):
+                offset = appended.base_offset + step
+                results[index] = PublishResult(
+                    f"{topic_name}:{partition}:{offset}", partition, offset
+                )
+
+        await asyncio.gather(*(store(p, lane, idx) for (p, lane), idx in groups.items()))
+        return [result for result in results if result is not None]
+
+    async def _topic_for_publish(self, name: str) -> Topic:
+        if name not in self.topics and self.config.auto_create_topics:
+            return await self.create_topic(name, exist_ok=True)
+        return self.topic(name)
+
+    async def publish_batch(self, topic_name: str, partition: int, batch: bytes) -> BatchResult:
+        """Store one producer-built batch as it came (the native fast path)."""
+        self._check_open()
+        topic = await self._topic_for_publish(topic_name)
+        target = topic.partition(partition)
+        try:
+            result, duplicate = await topic.append(target, batch)
+        except LogError as error:
+            raise _from_log_error(error) from None
+        if not duplicate:
+            self.metrics.published(topic_name, result.next_offset - result.base_offset, len(batch))
+        return BatchResult(partition, result.base_offset, result.last_offset, duplicate)
+
+    # -- reading without a group ----------------------------------------------------------
+
+    async def read_raw(self, topic_name: str, partition: int, offset: int, max_bytes: int) -> bytes:
+        """Stored batches from `offset` on, as they lie (whole batches)."""
+        log = self.topic(topic_name).partition(partition).log
+        try:
+            result = await self.run(lambda: log.read(offset, max_bytes))
+        except LogError as error:
+            raise _from_log_error(error) from None
+        return result.data
+
+    async def read_messages(
+        self,
+        topic_name: str,
+        partition: int | None = None,
+        *,
+        offset: int | None = None,
+        from_time_ms: int | None = None,
+        to_time_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[Message]:
+        """Peek or replay: by offset or time window [from, to), changing nothing."""
+        topic = self.topic(topic_name)
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= PEEK_LIMIT_MAX
+        ):
+            raise BadArgumentError(f"limit must be within 1..{PEEK_LIMIT_MAX}, got {limit!r}")
+        indexes = (
+            [topic.partition(partition).index]
+            if partition is not None
+            else [p.index for p in topic.partitions]
+        )
+        found: list[Message] = []
+        for index in indexes:
+            log = topic.partitions[index].log
+            start = offset
+            if start is None and from_time_ms is not None:
+                start = await self.run(lambda log=log: log.offset_for_time(from_time_ms))  # type: ignore[misc]
+                if start is None:
+                    continue
+            if start is None:
+                start = log.first_offset
+            start = max(start, log.first_offset)
+            found.extend(
+                await self._collect(topic_name, index, start, limit, from_time_ms, to_time_ms)
+            )
+        found.sort(
+            key=lambda m: (m.timestamp_ms, m.partition, m.offset) if partition is None else m.offset
+        )
+        return found[:limit]
+
+    async def _collect(
+        self,
+        topic_name: str,
+        partition: int,
+        start: int,
+        limit: int,
+        from_time_ms: int | None,
+        to_time_ms: int | None,
+    ) -> list[Message]:
+        log = self.topic(topic_name).partitions[partition].log
+        messages: list[Message] = []
+        offset = start
+        while len(messages) < limit and offset < log.next_offset:
+            data = await self.read_raw(topic_name, partition, offset, READ_CHUNK_BYTES)
+            if not data:
+                break
+            for position, header in iter_headers(data):
+                for record in decode_batch(data, position).records():
+                    if record.offset < offset:
+                        continue
+                    if to_time_ms is not None and record.timestamp >= to_time_ms:
+                        continue
+                    if from_time_ms is not None and record.timestamp < from_time_ms:
+                        continue
+                    messages.append(message_from_record(topic_name, partition, record, header.lane))
+                offset = header.next_offset
+                if len(messages) >= limit:
+                    break
+        return messages[:limit]
+
+    async def get_message(self, message_id: str) -> Message:
+        parsed = MessageId.parse(message_id)
+        topic = self.topics.get(parsed.topic)
+        if topic is None or not 0 <= parsed.partition < len(topic.partitions):
+            raise MessageNotFoundError(f"no message {message_id!r}")
+        log = topic.partitions[parsed.partition].log
+        if not log.first_offset <= parsed.offset < log.next_offset:
+            raise MessageNotFoundError(f"no message {message_id!r} (not stored or past retention)")
+        found = await self._collect(parsed.topic, parsed.partition, parsed.offset, 1, None, None)
+        if not found or found[0].offset != parsed.offset:
+            raise MessageNotFoundError(f"no message {message_id!r}")
+        return found[0]
+
+    # -- groups -------------------------------------------------------------------------
+
+    def group(self, topic_name: str, name: str) -> Group:
+        group = self.groups.get(group_key(topic_name, name))
+        if group is None:
+            self.topic(topic_name)
+            raise GroupNotFoundError(f"group {name!r} of topic {topic_name!r} does not exist")
+        return group
+
+    async def put_group(
+        self, topic_name: str, name: str, settings: dict[str, Any] | None = None
+    ) -> Group:
+        """Create a group, or change its settings."""
+        self._check_open()
+        topic = self.topic(topic_name)
+        check_group_name(name)
+        key = group_key(topic_name, name)
+        existing = self.groups.get(key)
+        base = existing.settings if existing else self.config.group_defaults
+        parsed = group_settings(settings or {}, base)
+        if existing is not None:
+            existing.settings = parsed
+        else:
+            deliveries = [PartitionDelivery() for _ in topic.partitions]
+            self.groups[key] = Group(topic_name, name, parsed, deliveries)
+        await self._save_metadata()
+        return self.groups[key]
+
+    async def group_for_receive(self, topic_name: str, name: str) -> Group:
+        """The group, created with default settings on first use."""
+        existing = self.groups.get(group_key(topic_name, name))
+        if existing is not None:
+            return existing
+        return await self.put_group(topic_name, name)
+
+    def describe_group(self, topic_name: str, name: str) -> dict[str, Any]:
+        group = self.group(topic_name, name)
+        topic = self.topic(topic_name)
+        partitions = []
+        for index, state in enumerate(group.deliveries):
+            log_end = topic.partitions[index].log.next_offset
+            partitions.append(
+                {
+                    "partition": index,
+                    "committed": state.floor,
+                    "next_offset": state.next_offset,
+                    "log_end": log_end,
+                    "lag": state.unsettled(log_end),
+                    "in_flight": state.in_flight,
+                    "pending_redelivery": state.pending_count,
+                }
+            )
+        return {
+            "topic": topic_name,
+            "group": name,
+            "settings": group.settings.as_dict(),
+            "members": [asdict(member) for member in group.members.values()],
+            "assignment": group.assignment(),
+            "partitions": partitions,
+            "lag": sum(p["lag"] for p in partitions),
+            "in_flight": sum(p["in_flight"] for p in partitions),
+            "counts": dict(group.counters),
+        }
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [
+            self.describe_group(group.topic, group.name)
+            for group in sorted(self.groups.values(), key=lambda g: g.key)
+        ]
+
+    # -- dead letters ---------------------------------------------------------------------
+
+    def dlq_name(self, topic_name: str) -> str:
+        return self.topic(topic_name).settings.dlq_topic(topic_name)
+
+    async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
+        name = self.dlq_name(topic_name)
+        if name not in self.topics:
+            return []
+        return await self.read_messages(name, limit=limit)
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        queues: dict[str, int] = {}
+        for topic in self.topics.values():
+            groups = [g for g in self.groups.values() if g.topic == topic.name]
+            for partition in topic.partitions:
+                end = partition.log.next_offset
+                if groups:
+                    pending = sum(g.deliveries[partition.index].unsettled(end) for g in groups)
+                else:
+                    pending = end - partition.log.first_offset
+                queues[f"{topic.name}-{partition.index}"] = pending
+        return {
+            "queues": queues,
+            "topics": len(self.topics),
+            "groups": len(self.groups),
+            "messages_in": self.metrics.total("messages_in"),
+            "messages_out": self.metrics.total("messages_out"),
+        }
+
+
+class BatchResult:
+    __slots__ = ("base_offset", "duplicate", "last_offset", "partition")
+
+    def __init__(self, partition: int, base_offset: int, last_offset: int, duplicate: bool) -> None:
+        self.partition = partition
+        self.base_offset = base_offset
+        self.last_offset = last_offset
+        self.duplicate = duplicate
+
+
+def _from_log_error(error: LogError) -> LogqError:
+    return from_log_error(error)

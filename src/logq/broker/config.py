@@ -1,0 +1,35 @@
+"""The broker's own settings (the server's config file feeds them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logq.broker.settings import GroupSettings, TopicSettings
+from logq.log import LogConfig
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    # None keeps everything in memory (embedded use, tests).
+    data_dir: Path | None = None
+    node_id: str = "node-1"
+    log: LogConfig = field(default_factory=LogConfig)
+    topic_defaults: TopicSettings = field(default_factory=TopicSettings)
+    group_defaults: GroupSettings = field(default_factory=GroupSettings)
+    # Threads for blocking storage work (fsync, reads): appends from many
+    # producers run concurrently so they share fsyncs.
+    storage_threads: int = 8
+    # Journal bytes after which delivery state is snapshotted.
+    snapshot_bytes: int = 64 * 1024 * 1024
+    # A member that has not asked for messages this long leaves its group.
+    session_timeout_ms: int = 30_000
+    # How often leases and sessions are checked for expiry.
+    tick_ms: int = 50
+    # Most messages one receive returns, and the longest long-poll.
+    receive_messages_max: int = 10_000
+    receive_wait_ms_max: int = 60_000
+    # Most messages one REST/embedded publish call carries.
+    publish_messages_max: int = 100_000
+    message_bytes_max: int = 4 * 1024 * 1024
+    auto_create_topics: bool = False

@@ -1,0 +1,564 @@
+"""Delivery: receive, ack, nack, reject, extend, seek, lease expiry, dead letters.
+
+Each operation turns a request into delivery-state events, applies them to
+memory at once (before any await, so concurrent requests see them), then
+journals them and answers only once the journal is durable. Receives hand
+out ranges of offsets and the stored batches that hold them: the server does
+per-batch work, the consumer decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from logq.broker.clock import Clock
+from logq.broker.config import BrokerConfig
+from logq.broker.group import Group
+from logq.broker.messages import (
+    Message,
+    MessageId,
+    OutgoingMessage,
+    message_from_record,
+)
+from logq.broker.metrics import Metrics
+from logq.broker.settings import check_consumer_name
+from logq.broker.storage import Storage
+from logq.broker.topic import Topic
+from logq.durations import parse_duration_ms, parse_time_ms
+from logq.errors import BadArgumentError, LogqError, OutOfRangeError
+from logq.log import FsyncPolicy, LogError, decode_batch
+from logq.log.batch import iter_headers
+from logq.state.delivery import PartitionDelivery
+from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
+from logq.state.journal import Journal
+from logq.state.ranges import Range, ranges_of
+
+T = TypeVar("T")
+DLQ_CONSUMER = "logq.dead-letter"
+DLQ_HOLD_MS = 60_000  # offsets being dead-lettered stay leased to nobody this long
+READ_CHUNK_BYTES = 1 << 20
+IDS_PER_CALL_MAX = 100_000
+REASON_LENGTH_MAX = 1000
+HEADER_ORIGIN_ID = "logq-origin-id"
+HEADER_GROUP = "logq-group"
+HEADER_ATTEMPTS = "logq-attempts"
+HEADER_REASON = "logq-reason"
+HEADER_DEAD_AT = "logq-dead-lettered-at"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Offsets [start, end) of one partition, handed out as `attempt`, with the
+    stored batches that hold them (`data` may start before `start` and end
+    after `end`: the consumer keeps only the offsets in range)."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    attempt: int
+    data: bytes
+
+
+class DeliveryMixin:
+    """The delivery half of the Broker (see broker.py for the rest)."""
+
+    config: BrokerConfig
+    clock: Clock
+    topics: dict[str, Topic]
+    groups: dict[str, Group]
+    metrics: Metrics
+    _journal: Journal
+    storage: Storage
+
+    if TYPE_CHECKING:
+
+        async def run(self, function: Callable[[], T]) -> T: ...
+        def topic(self, name: str) -> Topic: ...
+        def group(self, topic_name: str, name: str) -> Group: ...
+        async def group_for_receive(self, topic_name: str, name: str) -> Group: ...
+        async def publish(
+            self, topic_name: str, messages: Sequence[OutgoingMessage]
+        ) -> list[Any]: ...
+        async def create_topic(
+            self, name: str, settings: dict[str, Any] | None = None, *, exist_ok: bool = False
+        ) -> Topic: ...
+        def dlq_name(self, topic_name: str) -> str: ...
+        def _check_open(self) -> None: ...
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def receive_raw(
+        self,
+        topic_name: str,
+        group_name: str,
+        consumer: str,
+        *,
+        max_messages: int = 1,
+        wait_ms: int = 0,
+        visibility_timeout_ms: int | None = None,
+    ) -> list[Delivery]:
+        """Lease up to `max_messages` to `consumer`, waiting up to `wait_ms` for some."""
+        self._check_open()
+        check_consumer_name(consumer)
+        limit = self.config.receive_messages_max
+        if (
+            isinstance(max_messages, bool)
+            or not isinstance(max_messages, int)
+            or not 1 <= max_messages <= limit
+        ):
+            raise BadArgumentError(f"max must be within 1..{limit}, got {max_messages!r}")
+        wait_ms = parse_duration_ms(wait_ms, name="wait")
+        if wait_ms > self.config.receive_wait_ms_max:
+            raise BadArgumentError(
+                f"wait is {wait_ms} ms, the limit is {self.config.receive_wait_ms_max} ms"
+            )
+        topic = self.topic(topic_name)
+        group = await self.group_for_receive(topic_name, group_name)
+        lease_ms = (
+            parse_duration_ms(visibility_timeout_ms, name="visibility_timeout")
+            if visibility_timeout_ms is not None
+            else group.visibility_timeout_ms(topic.settings)
+        )
+        if not 1 <= lease_ms <= 12 * 3_600_000:
+            raise BadArgumentError(
+                f"visibility_timeout is {lease_ms} ms, it must be within 1 ms..12h"
+            )
+        give_up = time.monotonic() + wait_ms / 1000
+        while True:
+            topic.changed.clear()
+            now_ms = self.clock.now_ms()
+            group.touch(consumer, now_ms)
+            events = self._plan(group, topic, consumer, max_messages, now_ms, lease_ms)
+            if events:
+                break
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                return []
+            due = min(
+                (d for s in group.deliveries if (d := s.next_due_ms()) is not None),
+                default=None,
+            )
+            if due is not None:
+                remaining = min(remaining, max(due - now_ms, 1) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(topic.changed.wait(), timeout=remaining)
+        deliveries = [
+            Delivery(topic_name, event.partition, start, end, _attempt(event), b"")
+            for event in events
+            for start, end in event.ranges
+        ]
+        filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
+        await self._commit(events)
+        count = 0
+        for delivery in filled:
+            size = delivery.end - delivery.start
+            count += size
+            group.counters["delivered"] += size
+            if delivery.attempt > 1:
+                group.counters["redelivered"] += size
+            self.metrics.delivered(topic_name, size, len(delivery.data))
+        return [d for d in filled if d.data]
+
+    def _plan(
+        self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int
+    ) -> list[Leased | Settled]:
+        """Choose offsets, apply the lease (or the auto-ack) to memory at once."""
+        budget = count_max
+        events: list[Leased | Settled] = []
+        for index in group.partitions_for(consumer):
+            if budget <= 0:
+                break
+            state = group.deliveries[index]
+            log = topic.partitions[index].log
+            room = group.settings.max_in_flight - state.in_flight
+            readable = (
+                log.durable_offset
+                if self.config.log.fsync is FsyncPolicy.ALWAYS
+                else log.next_offset
+            )
+            planned = state.plan(now_ms, min(budget, room), readable) if room > 0 else []
+            by_attempt: defaultdict[int, list[Range]] = defaultdict(list)
+            for item in planned:
+                by_attempt[item.attempt].append((item.start, item.end))
+                budget -= item.end - item.start
+            for attempt, ranges in sorted(by_attempt.items()):
+                event: Leased | Settled
+                if group.settings.auto_ack:
+                    event = Settled(group.key, index, ranges)
+                    state.next_offset = max(state.next_offset, ranges[-1][1])
+                else:
+                    event = Leased(group.key, index, ranges, consumer, now_ms + lease_ms, attempt)
+                state.apply(event)
+                events.append(event)
+        return events
+
+    async def _fill(self, topic: Topic, delivery: Delivery) -> Delivery:
+        """Attach the stored batches that hold [start, end)."""
+        log = topic.partitions[delivery.partition].log
+        chunks: list[bytes] = []
+        offset = max(delivery.start, log.first_offset)
+        while offset < delivery.end:
+            try:
+                result = await self.run(lambda o=offset: log.read(o, READ_CHUNK_BYTES))  # type: ignore[misc]
+            except LogError as error:
+                raise OutOfRangeError(str(error)) from None
+            if not result.data:
+                break
+            chunks.append(result.data)
+            offset = result.next_offset
+        data = b"".join(chunks)
+        return Delivery(
+            delivery.topic, delivery.partition, delivery.start, delivery.end, delivery.attempt, data
+        )
+
+    async def receive(
+        self,
+        topic_name: str,
+        group_name: str,
+        consumer: str,
+        *,
+        max_messages: int = 1,
+        wait_ms: int = 0,
+        visibility_timeout_ms: int | None = None,
+    ) -> list[Message]:
+        """Like `receive_raw`, decoded into messages (REST, embedded use)."""
+        deliveries = await self.receive_raw(
+            topic_name,
+            group_name,
+            consumer,
+            max_messages=max_messages,
+            wait_ms=wait_ms,
+            visibility_timeout_ms=visibility_timeout_ms,
+        )
+        return [message for delivery in deliveries for message in decode_delivery(delivery)]
+
+    # -- settling ---------------------------------------------------------------------
+
+    def _offsets_by_partition(
+        self, topic_name: str, group: Group, ids: Iterable[str]
+    ) -> dict[int, list[Range]]:
+        id_list = list(ids)
+        if not id_list:
+            raise BadArgumentError("give at least one message id")
+        if len(id_list) > IDS_PER_CALL_MAX:
+            raise BadArgumentError(
+                f"{len(id_list)} ids in one call, the limit is {IDS_PER_CALL_MAX}"
+            )
+        offsets: defaultdict[int, list[int]] = defaultdict(list)
+        for text in id_list:
+            parsed = MessageId.parse(text)
+            if parsed.topic != topic_name:
+                raise BadArgumentError(f"message {text!r} is not from topic {topic_name!r}")
+            if not 0 <= parsed.partition < len(group.deliveries):
+                raise BadArgumentError(f"message {text!r} names a partition that does not exist")
+            offsets[parsed.partition].append(parsed.offset)
+        return {partition: ranges_of(values) for partition, values in offsets.items()}
+
+    async def ack(self, topic_name: str, group_name: str, ids: Iterable[str]) -> int:
+        """Settle delivered messages; returns how many were newly settled."""
+        self._check_open()
+        group = self.group(topic_name, group_name)
+        events: list[Event] = []
+        settled = 0
+        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+            state = group.deliveries[partition]
+            todo = _unsettled_delivered(state, ranges)
+            if todo:
+                event = Settled(group.key, partition, todo)
+                state.apply(event)
+                events.append(event)
+                settled += sum(end - start for start, end in todo)
+        group.counters["acked"] += settled
+        await self._commit(events)
+        return settled
+
+    async def nack(
+        self, topic_name: str, group_name: str, ids: Iterable[str], delay_ms: int = 0
+    ) -> int:
+        """Hand messages back for redelivery after `delay_ms` (or to the DLQ once
+        they have been delivered `max_deliveries` times)."""
+        self._check_open()
+        delay_ms = parse_duration_ms(delay_ms, name="delay")
+        group = self.group(topic_name, group_name)
+        released = await self._release(topic_name, group, ids, delay_ms, "nacked")
+        group.counters["nacked"] += released
+        return released
+
+    async def _release(
+        self, topic_name: str, group: Group, ids: Iterable[str], delay_ms: int, reason: str
+    ) -> int:
+        topic = self.topic(topic_name)
+        now_ms = self.clock.now_ms()
+        events: list[Event] = []
+        dead: list[tuple[int, list[Range], int]] = []
+        count = 0
+        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+            state = group.deliveries[partition]
+            for (start, end), attempt in _leased_parts(state, ranges):
+                count += end - start
+                if attempt >= group.max_deliveries(topic.settings):
+                    dead.append((partition, [(start, end)], attempt))
+                    continue
+                event = Released(group.key, partition, [(start, end)], attempt, now_ms + delay_ms)
+                state.apply(event)
+                events.append(event)
+        await self._commit(events)
+        for partition, ranges, attempt in dead:
+            await self._dead_letter(
+                group, topic, partition, ranges, attempt, f"max_deliveries ({reason})"
+            )
+        topic.changed.set()
+        return count
+
+    async def reject(
+        self, topic_name: str, group_name: str, ids: Iterable[str], reason: str = "rejected"
+    ) -> int:
+        """Send messages straight to the dead-letter topic."""
+        self._check_open()
+        if not isinstance(reason, str) or len(reason) > REASON_LENGTH_MAX:
+            raise BadArgumentError(
+                f"reason must be a string of at most {REASON_LENGTH_MAX} characters"
+            )
+        group = self.group(topic_name, group_name)
+        topic = self.topic(topic_name)
+        count = 0
+        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+            state = group.deliveries[partition]
+            todo = _unsettled_delivered(state, ranges)
+            for start, end in todo:
+                lease = state.lease_of(start)
+                attempt = lease.attempt if lease else 0
+                await self._dead_letter(group, topic, partition, [(start, end)], attempt, reason)
+                count += end - start
+        group.counters["rejected"] += count
+        return count
+
+    async def extend(
+        self,
+        topic_name: str,
+        group_name: str,
+        ids: Iterable[str],
+        visibility_timeout_ms: int | None = None,
+    ) -> int:
+        """Renew the lease of in-flight messages from now."""
+        self._check_open()
+        group = self.group(topic_name, group_name)
+        topic = self.topic(topic_name)
+        lease_ms = (
+            parse_duration_ms(visibility_timeout_ms, name="visibility_timeout")
+            if visibility_timeout_ms is not None
+            else group.visibility_timeout_ms(topic.settings)
+        )
+        deadline = self.clock.now_ms() + lease_ms
+        events: list[Event] = []
+        count = 0
+        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+            state = group.deliveries[partition]
+            leased = [part for part, _ in _leased_parts(state, ranges)]
+            if leased:
+                event = Extended(group.key, partition, leased, deadline)
+                state.apply(event)
+                events.append(event)
+                count += sum(end - start for start, end in leased)
+        await self._commit(events)
+        return count
+
+    async def seek(self, topic_name: str, group_name: str, target: object) -> dict[int, int]:
+        """Move the group: "earliest", "latest", {"offset", "partition"} or {"time"}.
+        Delivery state of the moved partitions starts afresh from there."""
+        self._check_open()
+        topic = self.topic(topic_name)
+        group = await self.group_for_receive(topic_name, group_name)
+        positions: dict[int, int] = {}
+        if target == "earliest":
+            positions = {p.index: p.log.first_offset for p in topic.partitions}
+        elif target == "latest":
+            positions = {p.index: p.log.next_offset for p in topic.partitions}
+        elif isinstance(target, dict) and "offset" in target:
+            offset = target["offset"]
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+                raise BadArgumentError(
+                    f"seek offset must be a non-negative integer, got {offset!r}"
+                )
+            chosen = (
+                [topic.partition(target["partition"])]
+                if "partition" in target
+                else topic.partitions
+            )
+            for partition in chosen:
+                log = partition.log
+                positions[partition.index] = min(max(offset, log.first_offset), log.next_offset)
+        elif isinstance(target, dict) and "time" in target:
+            when = parse_time_ms(target["time"], name="seek time")
+            for partition in topic.partitions:
+                found = await self.run(lambda log=partition.log: log.offset_for_time(when))  # type: ignore[misc]
+                positions[partition.index] = partition.log.next_offset if found is None else found
+        else:
+            raise BadArgumentError(
+                'seek "to" must be "earliest", "latest", {"offset": n, "partition": p} or {"time": T}'
+            )
+        events: list[Event] = []
+        for index, offset in positions.items():
+            event = Seeked(group.key, index, offset)
+            group.deliveries[index].apply(event)
+            events.append(event)
+        await self._commit(events)
+        topic.changed.set()
+        return positions
+
+    # -- timers -----------------------------------------------------------------------------
+
+    async def expire_leases(self) -> int:
+        """Leases past their deadline: back to pending, or to the DLQ. Returns
+        how many messages expired."""
+        now_ms = self.clock.now_ms()
+        expired_total = 0
+        for group in list(self.groups.values()):
+            topic = self.topics.get(group.topic)
+            if topic is None:
+                continue
+            events: list[Event] = []
+            dead: list[tuple[int, list[Range], int]] = []
+            for partition, state in enumerate(group.deliveries):
+                for lease in state.expired(now_ms):
+                    parts = state.unsettled_ranges(lease.start, lease.end)
+                    if not parts:
+                        continue
+                    count = sum(end - start for start, end in parts)
+                    expired_total += count
+                    if lease.consumer == DLQ_CONSUMER:
+                        pass  # a dead-letter move that did not finish: retried below
+                    else:
+                        group.counters["expired"] += count
+                    if lease.attempt >= group.max_deliveries(topic.settings):
+                        dead.append((partition, parts, lease.attempt))
+                        continue
+                    event = Released(group.key, partition, parts, lease.attempt, now_ms)
+                    state.apply(event)
+                    events.append(event)
+            await self._commit(events)
+            for partition, parts, attempt in dead:
+                await self._dead_letter(
+                    group, topic, partition, parts, attempt, "max_deliveries (lease expired)"
+                )
+            if events or dead:
+                topic.changed.set()
+        return expired_total
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    async def _dead_letter(
+        self,
+        group: Group,
+        topic: Topic,
+        partition: int,
+        ranges: list[Range],
+        attempt: int,
+        reason: str,
+    ) -> None:
+        """Copy messages to the dead-letter topic with their origin, then settle them."""
+        state = group.deliveries[partition]
+        now_ms = self.clock.now_ms()
+        hold = Leased(group.key, partition, ranges, DLQ_CONSUMER, now_ms + DLQ_HOLD_MS, attempt)
+        state.apply(hold)
+        await self._commit([hold])
+        dlq = self.dlq_name(topic.name)
+        await self.create_topic(dlq, {"partitions": 1}, exist_ok=True)
+        outgoing: list[OutgoingMessage] = []
+        for start, end in ranges:
+            delivery = await self._fill(
+                topic, Delivery(topic.name, partition, start, end, attempt, b"")
+            )
+            for message in decode_delivery(delivery):
+                headers = dict(message.headers)
+                headers.update(
+                    {
+                        HEADER_ORIGIN_ID: message.id,
+                        HEADER_GROUP: group.name,
+                        HEADER_ATTEMPTS: str(attempt),
+                        HEADER_REASON: reason,
+                        HEADER_DEAD_AT: str(now_ms),
+                    }
+                )
+                outgoing.append(
+                    OutgoingMessage(
+                        message.value,
+                        message.key,
+                        headers,
+                        message.priority,
+                        0,
+                        message.timestamp_ms,
+                    )
+                )
+        for index in range(0, len(outgoing), 1000):
+            await self.publish(dlq, outgoing[index : index + 1000])
+        settle = Settled(group.key, partition, ranges)
+        state.apply(settle)
+        await self._commit([settle])
+        group.counters["dead_lettered"] += sum(end - start for start, end in ranges)
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    async def _commit(self, events: Sequence[Event]) -> None:
+        """Make applied events durable before the caller answers."""
+        if not events:
+            return
+        try:
+            offset = self._journal.write(list(events))
+            if not self.storage.in_memory:
+                await self.run(lambda: self._journal.sync(offset))
+        except LogError as error:
+            raise LogqError(f"delivery state could not be stored: {error}") from None
+        if self._journal.wants_snapshot:
+            self._journal.start_generation()
+            snapshot = self._journal.take_snapshot(
+                {key: dict(enumerate(group.deliveries)) for key, group in self.groups.items()}
+            )
+            await self.run(lambda: self._journal.write_snapshot(snapshot))
+
+
+def _attempt(event: Leased | Settled) -> int:
+    return event.attempt if isinstance(event, Leased) else 1
+
+
+def _unsettled_delivered(state: PartitionDelivery, ranges: list[Range]) -> list[Range]:
+    """Parts of `ranges` that were delivered (below next_offset) and are not settled."""
+    todo: list[Range] = []
+    for start, end in ranges:
+        todo.extend(state.unsettled_ranges(start, min(end, state.next_offset)))
+    return todo
+
+
+def _leased_parts(state: PartitionDelivery, ranges: list[Range]) -> list[tuple[Range, int]]:
+    """Unsettled parts of `ranges` that are in flight, with their attempt."""
+    parts: list[tuple[Range, int]] = []
+    for start, end in _unsettled_delivered(state, ranges):
+        for lease in state.leases:
+            if lease.end <= start or lease.start >= end or lease.consumer == DLQ_CONSUMER:
+                continue
+            low, high = max(start, lease.start), min(end, lease.end)
+            parts.extend(((a, b), lease.attempt) for a, b in state.unsettled_ranges(low, high))
+    return parts
+
+
+def decode_delivery(delivery: Delivery) -> list[Message]:
+    """The messages of a delivery: records of its batches within [start, end)."""
+    messages: list[Message] = []
+    for position, header in iter_headers(delivery.data):
+        if header.next_offset <= delivery.start or header.base_offset >= delivery.end:
+            continue
+        for record in decode_batch(delivery.data, position).records():
+            if delivery.start <= record.offset < delivery.end:
+                messages.append(
+                    message_from_record(
+                        delivery.topic, delivery.partition, record, header.lane, delivery.attempt
+                    )
+                )
+    return messages

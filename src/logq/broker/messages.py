@@ -1,0 +1,111 @@
+"""Messages as the broker's front ends see them, message ids, lanes, partitioning.
+
+A message id is `<topic>:<partition>:<offset>`: it resolves without knowing
+anything else, stays the same for the message's life, and is safe in a URL
+path segment. Treat it as opaque; its shape may grow, never change meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crc32c import crc32c
+
+from logq.errors import BadArgumentError
+from logq.log import Record
+
+# Lane index 0 is the default so that a batch built without a lane is "normal".
+LANES: tuple[str, ...] = ("normal", "high", "low")
+LANE_INDEX = {name: index for index, name in enumerate(LANES)}
+ID_LENGTH_MAX = 300
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MessageId:
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: object) -> MessageId:
+        if not isinstance(text, str) or len(text) > ID_LENGTH_MAX:
+            raise BadArgumentError(f"message id must be a string like 'orders:2:45', got {text!r}")
+        topic, _, rest = text.rpartition(":")
+        topic, _, partition = topic.rpartition(":")
+        if not topic or not partition.isdigit() or not rest.isdigit():
+            raise BadArgumentError(
+                f"malformed message id {text!r}, expected '<topic>:<partition>:<offset>'"
+            )
+        return cls(topic, int(partition), int(rest))
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message to publish, before the broker places it."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    priority: str = "normal"
+    partition: int | None = None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message, as read or delivered."""
+
+    id: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+    timestamp_ms: int
+    priority: str
+    attempt: int = 0  # 0 when read without a group
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    id: str
+    partition: int
+    offset: int
+
+
+def lane_index(priority: object) -> int:
+    if priority is None:
+        return 0
+    if not isinstance(priority, str) or priority not in LANE_INDEX:
+        raise BadArgumentError(f"priority must be one of {', '.join(LANES)}; got {priority!r}")
+    return LANE_INDEX[priority]
+
+
+def lane_name(index: int) -> str:
+    return LANES[index] if 0 <= index < len(LANES) else str(index)
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The documented, stable key hash: CRC32C of the key bytes, modulo partitions."""
+    return int(crc32c(key)) % partitions
+
+
+def message_from_record(
+    topic: str, partition: int, record: Record, lane: int, attempt: int = 0
+) -> Message:
+    return Message(
+        id=f"{topic}:{partition}:{record.offset}",
+        topic=topic,
+        partition=partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        timestamp_ms=record.timestamp,
+        priority=lane_name(lane),
+        attempt=attempt,
+    )

@@ -1,0 +1,161 @@
+"""Topic and group settings, validated once with messages that name the field.
+
+Settings arrive from the REST API, the native protocol, the CLI and the
+config file as plain mappings; `topic_settings` and `group_settings` turn
+them into frozen values or raise BadArgumentError.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from logq.durations import parse_duration_ms
+from logq.errors import BadArgumentError
+
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TOPIC_NAME_LENGTH_MAX = 200
+GROUP_NAME_LENGTH_MAX = 200
+CONSUMER_NAME_LENGTH_MAX = 200
+PARTITIONS_MAX = 1024
+MAX_DELIVERIES_MAX = 1000
+IN_FLIGHT_MAX = 1_000_000
+DLQ_SUFFIX = ".dlq"
+
+
+class GroupMode(StrEnum):
+    ORDERED = "ordered"
+    SHARED = "shared"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    partitions: int = 6
+    retention_ms: int | None = 7 * 86_400_000
+    retention_bytes: int | None = None
+    max_deliveries: int = 5
+    visibility_timeout_ms: int = 30_000
+    dlq: str | None = None  # None: "<topic>.dlq"
+
+    def dlq_topic(self, topic: str) -> str:
+        return self.dlq or f"{topic}{DLQ_SUFFIX}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSettings:
+    mode: GroupMode = GroupMode.SHARED
+    visibility_timeout_ms: int | None = None  # None: the topic's
+    max_deliveries: int | None = None  # None: the topic's
+    auto_ack: bool = False
+    max_in_flight: int = 100_000  # unsettled deliveries per partition
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mode"] = self.mode.value
+        return data
+
+
+def check_name(kind: str, name: object, length_max: int) -> str:
+    if not isinstance(name, str) or not name:
+        raise BadArgumentError(f"{kind} name must be a non-empty string, got {name!r}")
+    if len(name) > length_max:
+        raise BadArgumentError(f"{kind} name is {len(name)} characters, the limit is {length_max}")
+    if not TOPIC_NAME.match(name):
+        raise BadArgumentError(
+            f"{kind} name {name!r} may hold only letters, digits, '.', '_' and '-', "
+            "and must start with a letter or digit"
+        )
+    return name
+
+
+def check_topic_name(name: object) -> str:
+    return check_name("topic", name, TOPIC_NAME_LENGTH_MAX)
+
+
+def check_group_name(name: object) -> str:
+    return check_name("group", name, GROUP_NAME_LENGTH_MAX)
+
+
+def check_consumer_name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > CONSUMER_NAME_LENGTH_MAX:
+        raise BadArgumentError(
+            f"consumer must be a string of 1..{CONSUMER_NAME_LENGTH_MAX} characters, got {name!r}"
+        )
+    if not name.isprintable():
+        raise BadArgumentError("consumer name must be printable")
+    return name
+
+
+def _int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadArgumentError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise BadArgumentError(f"{name} is {value}, it must be within {low}..{high}")
+    return value
+
+
+def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -> TopicSettings:
+    """Settings from a mapping; unknown keys are refused, not ignored."""
+    result = base or TopicSettings()
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "partitions":
+            changes[key] = _int(key, value, 1, PARTITIONS_MAX)
+        elif key in ("retention_ms", "retention", "retention_time"):
+            changes["retention_ms"] = None if value is None else parse_duration_ms(value, name=key)
+        elif key == "retention_bytes":
+            changes[key] = None if value is None else _int(key, value, 0, 2**62)
+        elif key in ("max_deliveries",):
+            changes[key] = _int(key, value, 1, MAX_DELIVERIES_MAX)
+        elif key in ("visibility_timeout", "visibility_timeout_ms"):
+            changes["visibility_timeout_ms"] = _lease(key, value)
+        elif key == "dlq":
+            changes[key] = None if value is None else check_topic_name(value)
+        elif key == "name":
+            continue
+        else:
+            raise BadArgumentError(f"unknown topic setting {key!r}")
+    return replace(result, **changes)
+
+
+def _lease(key: str, value: object) -> int:
+    lease = parse_duration_ms(value, name=key)
+    if not 1 <= lease <= 12 * 3_600_000:
+        raise BadArgumentError(f"{key} is {lease} ms, it must be within 1 ms..12h")
+    return lease
+
+
+def group_settings(data: Mapping[str, Any], base: GroupSettings | None = None) -> GroupSettings:
+    result = base or GroupSettings()
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "mode":
+            try:
+                changes[key] = GroupMode(value)
+            except ValueError:
+                raise BadArgumentError(
+                    f"mode must be 'ordered' or 'shared', got {value!r}"
+                ) from None
+        elif key in ("visibility_timeout", "visibility_timeout_ms", "lease"):
+            changes["visibility_timeout_ms"] = None if value is None else _lease(key, value)
+        elif key in ("max_deliveries", "retries"):
+            changes["max_deliveries"] = (
+                None if value is None else _int(key, value, 1, MAX_DELIVERIES_MAX)
+            )
+        elif key == "auto_ack":
+            if not isinstance(value, bool):
+                raise BadArgumentError(f"auto_ack must be true or false, got {value!r}")
+            changes[key] = value
+        elif key == "max_in_flight":
+            changes[key] = _int(key, value, 1, IN_FLIGHT_MAX)
+        elif key == "name":
+            continue
+        else:
+            raise BadArgumentError(f"unknown group setting {key!r}")
+    return replace(result, **changes)

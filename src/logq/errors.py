@@ -1,0 +1,131 @@
+"""The error catalogue: one hierarchy, stable code words, a retriable flag.
+
+The native protocol sends `-CODE message`, the REST API `{"error": {"code",
+"message"}}` with the status below, and the client raises the class that
+the code names. Codes never change meaning once released.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class LogqError(Exception):
+    """Base of every error logq reports to the outside."""
+
+    code: ClassVar[str] = "ERR"
+    http_status: ClassVar[int] = 500
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadArgumentError(LogqError):
+    code = "BADARG"
+    http_status = 400
+
+
+class UnknownCommandError(LogqError):
+    code = "UNKNOWN"
+    http_status = 404
+
+
+class TopicNotFoundError(LogqError):
+    code = "NOTOPIC"
+    http_status = 404
+
+
+class GroupNotFoundError(LogqError):
+    code = "NOGROUP"
+    http_status = 404
+
+
+class MessageNotFoundError(LogqError):
+    code = "NOMESSAGE"
+    http_status = 404
+
+
+class AlreadyExistsError(LogqError):
+    code = "EXISTS"
+    http_status = 409
+
+
+class TooBigError(LogqError):
+    code = "TOOBIG"
+    http_status = 413
+
+
+class BadBatchError(LogqError):
+    code = "BADBATCH"
+    http_status = 400
+
+
+class CorruptError(LogqError):
+    code = "CORRUPT"
+    http_status = 500
+
+
+class OutOfRangeError(LogqError):
+    code = "OUTOFRANGE"
+    http_status = 416
+
+
+class NotMemberError(LogqError):
+    """A consumer asked for a partition its group assigned to another member."""
+
+    code = "NOTMEMBER"
+    http_status = 409
+    retriable = True
+
+
+class LimitError(LogqError):
+    """A bounded resource (connections, in-flight messages) is full."""
+
+    code = "LIMIT"
+    http_status = 429
+    retriable = True
+
+
+class StorageError(LogqError):
+    code = "STORAGE"
+    http_status = 503
+    retriable = True
+
+
+class ShuttingDownError(LogqError):
+    code = "SHUTDOWN"
+    http_status = 503
+    retriable = True
+
+
+class ProtocolViolationError(LogqError):
+    code = "PROTO"
+    http_status = 400
+
+
+_ALL: list[type[LogqError]] = [
+    LogqError,
+    BadArgumentError,
+    UnknownCommandError,
+    TopicNotFoundError,
+    GroupNotFoundError,
+    MessageNotFoundError,
+    AlreadyExistsError,
+    TooBigError,
+    BadBatchError,
+    CorruptError,
+    OutOfRangeError,
+    NotMemberError,
+    LimitError,
+    StorageError,
+    ShuttingDownError,
+    ProtocolViolationError,
+]
+BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
+
+
+def from_code(code: str, message: str) -> LogqError:
+    """The exception a client raises for an error reply."""
+    return BY_CODE.get(code, LogqError)(message)

@@ -1,0 +1,1 @@
+"""Durable delivery state: ranges, per-partition delivery state, events, the journal."""

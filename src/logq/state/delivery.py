@@ -1,0 +1,210 @@
+"""One group's delivery state in one partition.
+
+Offsets below `floor` are settled; above it, `settled` holds the ranges
+acked out of order, `leases` the ranges in flight (consumer, deadline,
+attempt), `pending` the ranges waiting for redelivery (attempts made, not
+before when), and `next_offset` is where never-delivered messages start.
+Memory follows in-flight work and gaps, not the number of messages.
+
+Mutations happen only through `apply(event)`, live and on replay alike.
+Planning a delivery reads the state and returns what to lease; the caller
+turns the plan into a `Leased` event and applies it before any await, so two
+concurrent receives never plan the same offsets.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
+from logq.state.ranges import Range, RangeSet
+
+
+@dataclass(slots=True)
+class Lease:
+    start: int
+    end: int
+    consumer: str
+    deadline_ms: int
+    attempt: int
+
+
+@dataclass(slots=True)
+class Pending:
+    start: int
+    end: int
+    attempt: int  # deliveries already made
+    not_before_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A run of offsets to deliver as `attempt` (1 for a first delivery)."""
+
+    start: int
+    end: int
+    attempt: int
+
+
+@dataclass(slots=True)
+class PartitionDelivery:
+    floor: int = 0
+    next_offset: int = 0
+    settled: RangeSet = field(default_factory=RangeSet)
+    leases: list[Lease] = field(default_factory=list)  # sorted by start, disjoint
+    pending: list[Pending] = field(default_factory=list)  # sorted by start, disjoint
+
+    # -- queries --------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lease.end - lease.start for lease in self.leases) - sum(
+            self._settled_within(lease.start, lease.end) for lease in self.leases
+        )
+
+    @property
+    def pending_count(self) -> int:
+        return sum(item.end - item.start for item in self.pending)
+
+    def _settled_within(self, start: int, end: int) -> int:
+        return (end - start) - sum(b - a for a, b in self.settled.missing(start, end))
+
+    def unsettled(self, log_end: int) -> int:
+        """Messages of [floor, log_end) not yet settled (the group's backlog)."""
+        return max(0, log_end - self.floor - self._settled_within(self.floor, log_end))
+
+    def lease_of(self, offset: int) -> Lease | None:
+        index = bisect.bisect_right([lease.start for lease in self.leases], offset) - 1
+        if index >= 0 and offset < self.leases[index].end:
+            return self.leases[index]
+        return None
+
+    def is_settled(self, offset: int) -> bool:
+        return offset < self.floor or offset in self.settled
+
+    def plan(self, now_ms: int, count_max: int, log_end: int) -> list[Planned]:
+        """Due redeliveries first (lowest offset first), then fresh offsets."""
+        planned: list[Planned] = []
+        budget = count_max
+        for item in self.pending:
+            if budget <= 0:
+                break
+            if item.not_before_ms > now_ms:
+                continue
+            for start, end in self.settled.missing(max(item.start, self.floor), item.end):
+                take = min(end - start, budget)
+                planned.append(Planned(start, start + take, item.attempt + 1))
+                budget -= take
+                if budget <= 0:
+                    break
+        if budget > 0 and self.next_offset < log_end:
+            end = min(log_end, self.next_offset + budget)
+            planned.append(Planned(self.next_offset, end, 1))
+        return planned
+
+    def next_due_ms(self) -> int | None:
+        """Earliest time a pending range becomes deliverable."""
+        return min((item.not_before_ms for item in self.pending), default=None)
+
+    def expired(self, now_ms: int) -> list[Lease]:
+        return [lease for lease in self.leases if lease.deadline_ms <= now_ms]
+
+    def unsettled_ranges(self, start: int, end: int) -> list[Range]:
+        return self.settled.missing(max(start, self.floor), end) if end > self.floor else []
+
+    # -- mutation -------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, Leased):
+            for start, end in event.ranges:
+                self._remove_pending(start, end)
+                self._carve_leases(start, end)
+                self._insert_lease(
+                    Lease(start, end, event.consumer, event.deadline_ms, event.attempt)
+                )
+                self.next_offset = max(self.next_offset, end)
+        elif isinstance(event, Settled):
+            for start, end in event.ranges:
+                self.settled.add(start, end)
+                self._remove_pending(start, end)
+            self._advance_floor()
+            self._drop_settled_leases()
+        elif isinstance(event, Released):
+            for start, end in event.ranges:
+                self._carve_leases(start, end)
+                self._remove_pending(start, end)
+                for gap_start, gap_end in self.unsettled_ranges(start, end):
+                    self._insert_pending(
+                        Pending(gap_start, gap_end, event.attempt, event.not_before_ms)
+                    )
+        elif isinstance(event, Extended):
+            for start, end in event.ranges:
+                for piece in self._carve_leases(start, end):
+                    piece.deadline_ms = event.deadline_ms
+                    self._insert_lease(piece)
+        elif isinstance(event, Seeked):
+            self.floor = self.next_offset = event.offset
+            self.settled = RangeSet()
+            self.leases.clear()
+            self.pending.clear()
+
+    def _advance_floor(self) -> None:
+        first = self.settled.first_range()
+        if first is not None and first[0] <= self.floor:
+            self.floor = max(self.floor, first[1])
+            self.settled.drop_below(self.floor)
+            self.next_offset = max(self.next_offset, self.floor)
+
+    def _drop_settled_leases(self) -> None:
+        self.leases = [
+            lease
+            for lease in self.leases
+            if lease.end > self.floor and self.unsettled_ranges(lease.start, lease.end)
+        ]
+
+    def _insert_lease(self, lease: Lease) -> None:
+        index = bisect.bisect_left([item.start for item in self.leases], lease.start)
+        self.leases.insert(index, lease)
+
+    def _carve_leases(self, start: int, end: int) -> list[Lease]:
+        """Remove [start, end) from the leases; return the removed pieces."""
+        carved: list[Lease] = []
+        kept: list[Lease] = []
+        for lease in self.leases:
+            if lease.end <= start or lease.start >= end:
+                kept.append(lease)
+                continue
+            if lease.start < start:
+                kept.append(
+                    Lease(lease.start, start, lease.consumer, lease.deadline_ms, lease.attempt)
+                )
+            if lease.end > end:
+                kept.append(Lease(end, lease.end, lease.consumer, lease.deadline_ms, lease.attempt))
+            carved.append(
+                Lease(
+                    max(lease.start, start),
+                    min(lease.end, end),
+                    lease.consumer,
+                    lease.deadline_ms,
+                    lease.attempt,
+                )
+            )
+        self.leases = sorted(kept, key=lambda lease: lease.start)
+        return carved
+
+    def _insert_pending(self, item: Pending) -> None:
+        index = bisect.bisect_left([entry.start for entry in self.pending], item.start)
+        self.pending.insert(index, item)
+
+    def _remove_pending(self, start: int, end: int) -> None:
+        kept: list[Pending] = []
+        for item in self.pending:
+            if item.end <= start or item.start >= end:
+                kept.append(item)
+                continue
+            if item.start < start:
+                kept.append(Pending(item.start, start, item.attempt, item.not_before_ms))
+            if item.end > end:
+                kept.append(Pending(end, item.end, item.attempt, item.not_before_ms))
+        self.pending = sorted(kept, key=lambda entry: entry.start)

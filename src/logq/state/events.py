@@ -1,0 +1,72 @@
+"""Delivery-state events: what the journal records and recovery replays.
+
+Every change to a group's delivery state is one of these events, applied by
+the same code live and on replay, so recovery cannot disagree with what ran.
+Offsets travel as [start, end) ranges: one event per receive or ack call,
+never one per message.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+Ranges = list[tuple[int, int]]
+
+
+class Leased(msgspec.Struct, tag="L", frozen=True, array_like=True):
+    """Offsets handed to a consumer until `deadline_ms`, as delivery `attempt`."""
+
+    group: str
+    partition: int
+    ranges: Ranges
+    consumer: str
+    deadline_ms: int
+    attempt: int
+
+
+class Settled(msgspec.Struct, tag="S", frozen=True, array_like=True):
+    """Offsets done for this group: acked, rejected or dead-lettered."""
+
+    group: str
+    partition: int
+    ranges: Ranges
+
+
+class Released(msgspec.Struct, tag="R", frozen=True, array_like=True):
+    """Offsets back to pending (nack or lease expiry) after `attempt` deliveries,
+    deliverable again from `not_before_ms`."""
+
+    group: str
+    partition: int
+    ranges: Ranges
+    attempt: int
+    not_before_ms: int
+
+
+class Extended(msgspec.Struct, tag="E", frozen=True, array_like=True):
+    group: str
+    partition: int
+    ranges: Ranges
+    deadline_ms: int
+
+
+class Seeked(msgspec.Struct, tag="K", frozen=True, array_like=True):
+    """The group's position in a partition moved; all delivery state resets."""
+
+    group: str
+    partition: int
+    offset: int
+
+
+Event = Leased | Settled | Released | Extended | Seeked
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Event])
+
+
+def encode_events(events: list[Event]) -> bytes:
+    return _encoder.encode(events)
+
+
+def decode_events(data: bytes) -> list[Event]:
+    return _decoder.decode(data)
