@@ -57,7 +57,7 @@ def _modules() -> list[tuple[str, Path]]:
     return result
 
 
-@pytest.mark.parametrize(("module", "path"), _modules(), ids=lambda value: str(value))
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=str)
 def test_imports_follow_the_layers(module: str, path: Path) -> None:
     package = _package_of(module)
     assert package in ALLOWED, f"{module}: package {package!r} has no layering rule"

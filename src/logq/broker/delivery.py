@@ -265,9 +265,26 @@ class DeliveryMixin:
         """Settle delivered messages; returns how many were newly settled."""
         self._check_open()
         group = self.group(topic_name, group_name)
+        return await self._settle(group, self._offsets_by_partition(topic_name, group, ids))
+
+    async def ack_ranges(
+        self, topic_name: str, group_name: str, ranges: dict[int, list[Range]]
+    ) -> int:
+        """Settle offset ranges [start, end) per partition (the fast path)."""
+        self._check_open()
+        group = self.group(topic_name, group_name)
+        for partition, parts in ranges.items():
+            if not 0 <= partition < len(group.deliveries):
+                raise BadArgumentError(f"partition {partition} does not exist")
+            for start, end in parts:
+                if not 0 <= start <= end:
+                    raise BadArgumentError(f"bad range [{start}, {end})")
+        return await self._settle(group, ranges)
+
+    async def _settle(self, group: Group, by_partition: dict[int, list[Range]]) -> int:
         events: list[Event] = []
         settled = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        for partition, ranges in by_partition.items():
             state = group.deliveries[partition]
             todo = _unsettled_delivered(state, ranges)
             if todo:
