@@ -29,7 +29,6 @@ from logq.broker.messages import (
     PublishResult,
     lane_index,
     message_from_record,
-    partition_for_key,
 )
 from logq.broker.metrics import Metrics
 from logq.broker.settings import (
@@ -53,6 +52,7 @@ from logq.errors import (
 )
 from logq.log import LogError, decode_batch, encode_batch
 from logq.log.batch import iter_headers
+from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.journal import Journal
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from crc32c import crc32c
-
 from logq.errors import BadArgumentError
 from logq.log import Record
 
@@ -87,11 +85,6 @@ def lane_index(priority: object) -> int:
 
 def lane_name(index: int) -> str:
     return LANES[index] if 0 <= index < len(LANES) else str(index)
-
-
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The documented, stable key hash: CRC32C of the key bytes, modulo partitions."""
-    return int(crc32c(key)) % partitions
 
 
 def message_from_record(

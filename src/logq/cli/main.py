@@ -6,6 +6,11 @@ import click
 
 from logq import __version__
 from logq.cli.bench import bench
+from logq.cli.consume import consume
+from logq.cli.inspect import dlq, groups, stats
+from logq.cli.produce import produce
+from logq.cli.serve import serve_command
+from logq.cli.topics import topics
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +19,8 @@ def cli() -> None:
     """logq: a durable message broker with a replayable log and per-message acks."""
 
 
-cli.add_command(bench)
+for command in (serve_command, topics, produce, consume, groups, dlq, stats, bench):
+    cli.add_command(command)
 
 
 def main() -> None:

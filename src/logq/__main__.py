@@ -1,0 +1,5 @@
+"""`python -m logq` is the `logq` command."""
+
+from logq.cli.main import main
+
+main()

@@ -1,0 +1,131 @@
+"""`logq consume TOPIC`: read with a group (and ack), or replay without one."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from logq.cli.common import connect, json_option, print_message, server_option
+from logq.client import Client
+
+IDLE_S = 1.0  # without --follow, stop once nothing came for this long
+PAGE = 500
+
+
+@click.command("consume")
+@click.argument("topic")
+@click.option("--group", help="Consume as this group (messages are leased and acked).")
+@click.option("--from-offset", type=int, help="Without a group: start at this offset.")
+@click.option("--from-time", help="Without a group: start at this time (RFC 3339 or epoch ms).")
+@click.option("--to-time", help="Without a group: stop before this time.")
+@click.option("--partition", type=int, help="Without a group: read only this partition.")
+@click.option("--max", "max_messages", type=int, help="Stop after this many messages.")
+@click.option("--follow", is_flag=True, help="Keep waiting for new messages.")
+@click.option("--no-ack", is_flag=True, help="With a group: do not ack (they are delivered again).")
+@server_option
+@json_option
+def consume(
+    topic: str,
+    group: str | None,
+    from_offset: int | None,
+    from_time: str | None,
+    to_time: str | None,
+    partition: int | None,
+    max_messages: int | None,
+    follow: bool,
+    no_ack: bool,
+    server: str,
+    as_json: bool,
+) -> None:
+    """Print messages of TOPIC, one per line."""
+    if group is not None and (from_offset is not None or from_time or to_time):
+        raise click.UsageError(
+            "--from-offset, --from-time and --to-time read without a group; use seek for a group"
+        )
+    with connect(server) as client:
+        if group is None:
+            _replay(
+                client,
+                topic,
+                partition,
+                from_offset,
+                from_time,
+                to_time,
+                max_messages,
+                follow,
+                as_json,
+            )
+        else:
+            _consume(client, topic, group, max_messages, follow, no_ack, as_json)
+
+
+def _consume(
+    client: Client,
+    topic: str,
+    group: str,
+    max_messages: int | None,
+    follow: bool,
+    no_ack: bool,
+    as_json: bool,
+) -> None:
+    seen = 0
+    prefetch = min(max_messages or 1000, 1000)
+    with client.consume(topic, group, prefetch=prefetch) as consumer:
+        while max_messages is None or seen < max_messages:
+            message = consumer.next(None if follow else IDLE_S)
+            if message is None:
+                break
+            print_message(message, as_json)
+            if not no_ack:
+                message.ack()
+            seen += 1
+
+
+def _replay(
+    client: Client,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    from_time: str | None,
+    to_time: str | None,
+    max_messages: int | None,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    partitions = (
+        [partition]
+        if partition is not None
+        else list(range(len(client.describe_topic(topic)["partitions"])))
+    )
+    positions: dict[int, int | None] = dict.fromkeys(partitions, offset)
+    seen = 0
+    first = True
+    while True:
+        progressed = False
+        for number in partitions:
+            remaining = PAGE if max_messages is None else min(PAGE, max_messages - seen)
+            if remaining <= 0:
+                return
+            position = positions[number]
+            messages = client.peek(
+                topic,
+                partition=number,
+                offset=position,
+                from_time=from_time if position is None else None,
+                to_time=to_time,
+                limit=remaining,
+            )
+            for message in messages:
+                print_message(message, as_json)
+            if messages:
+                positions[number] = messages[-1].offset + 1
+                seen += len(messages)
+                progressed = True
+            elif position is None and first:
+                positions[number] = None
+        first = False
+        if not progressed:
+            if not follow:
+                return
+            time.sleep(0.2)

@@ -1,0 +1,114 @@
+"""`logq groups list|describe`, `logq dlq list`, `logq stats`."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from logq.cli.common import connect, console, json_option, print_json, print_message, server_option
+
+
+@click.group()
+def groups() -> None:
+    """Consumer groups: list and describe."""
+
+
+@groups.command("list")
+@server_option
+@json_option
+def groups_list(server: str, as_json: bool) -> None:
+    """All groups with their lag."""
+    with connect(server) as client:
+        found = client.list_groups()
+    if as_json:
+        print_json(found)
+        return
+    table = Table("topic", "group", "mode", "members", "lag", "in flight")
+    for group in found:
+        table.add_row(
+            group["topic"],
+            group["group"],
+            str(group["settings"]["mode"]),
+            str(len(group["members"])),
+            str(group["lag"]),
+            str(group["in_flight"]),
+        )
+    console.print(table)
+
+
+@groups.command("describe")
+@click.argument("topic")
+@click.argument("group")
+@server_option
+@json_option
+def groups_describe(topic: str, group: str, server: str, as_json: bool) -> None:
+    """Members, assignment, per-partition lag and counts of GROUP on TOPIC."""
+    with connect(server) as client:
+        found = client.describe_group(topic, group)
+    if as_json:
+        print_json(found)
+        return
+    settings = ", ".join(f"{key}={value}" for key, value in found["settings"].items())
+    console.print(f"group {group} on {topic}: {settings}")
+    console.print("members: " + (", ".join(m["name"] for m in found["members"]) or "none"))
+    counts = ", ".join(f"{key} {value}" for key, value in found["counts"].items())
+    console.print(f"counts: {counts}")
+    table = Table("partition", "committed", "log end", "lag", "in flight")
+    for partition in found["partitions"]:
+        table.add_row(
+            *(
+                str(partition[key])
+                for key in ("partition", "committed", "log_end", "lag", "in_flight")
+            )
+        )
+    console.print(table)
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters of a topic."""
+
+
+@dlq.command("list")
+@click.argument("topic")
+@click.option("--limit", type=int, default=100, show_default=True)
+@server_option
+@json_option
+def dlq_list(topic: str, limit: int, server: str, as_json: bool) -> None:
+    """Dead letters of TOPIC, with origin id, group, attempts and reason."""
+    with connect(server) as client:
+        found = client.dlq(topic, limit=limit)
+    if as_json:
+        for message in found:
+            print_message(message, True)
+        return
+    table = Table("id", "origin", "group", "attempts", "reason", "value")
+    for message in found:
+        headers = message.headers
+        table.add_row(
+            message.id,
+            headers.get("logq-origin-id", ""),
+            headers.get("logq-group", ""),
+            headers.get("logq-attempts", ""),
+            headers.get("logq-reason", ""),
+            (message.value or b"")[:60].decode(errors="replace"),
+        )
+    console.print(table)
+
+
+@click.command("stats")
+@server_option
+@json_option
+def stats(server: str, as_json: bool) -> None:
+    """Pending messages per partition and server counters."""
+    with connect(server) as client:
+        found = client.stats()
+    if as_json:
+        print_json(found)
+        return
+    table = Table("queue", "pending")
+    for queue, pending in found["queues"].items():
+        table.add_row(queue, str(pending))
+    console.print(table)
+    others = ", ".join(f"{key} {value}" for key, value in found.items() if key != "queues")
+    console.print(others)

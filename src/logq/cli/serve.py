@@ -1,0 +1,107 @@
+"""`logq serve`: run the broker with its native and HTTP listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from logq.errors import BadArgumentError
+from logq.log import FsyncPolicy, InvalidConfigError
+from logq.server.app import BoundAddresses, serve
+from logq.server.config import ConfigError, ServerConfig, build_config
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload)
+
+
+def _setup_logging(as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if as_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+@click.command("serve")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where data lives [./data; LOGQ_DATA_DIR].",
+)
+@click.option("--memory", is_flag=True, help="Keep everything in memory (nothing survives a stop).")
+@click.option("--host", help="Address to listen on [127.0.0.1; LOGQ_HOST].")
+@click.option("--port", type=int, help="Native protocol port, 0 picks one [7070; LOGQ_PORT].")
+@click.option("--http-port", type=int, help="HTTP port, 0 picks one [8080; LOGQ_HTTP_PORT].")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="YAML config file.",
+)
+@click.option(
+    "--fsync",
+    type=click.Choice([p.value for p in FsyncPolicy]),
+    help="Durability of appends [always].",
+)
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+def serve_command(
+    data_dir: Path | None,
+    memory: bool,
+    host: str | None,
+    port: int | None,
+    http_port: int | None,
+    config_file: Path | None,
+    fsync: str | None,
+    log_json: bool,
+) -> None:
+    """Run the broker: native protocol and HTTP API (REST, metrics)."""
+    try:
+        config = build_config(
+            config_file=config_file,
+            environ=os.environ,
+            host=host,
+            port=port,
+            http_port=http_port,
+            data_dir=data_dir,
+            memory=memory,
+            fsync=fsync,
+        )
+    except (ConfigError, BadArgumentError, InvalidConfigError) as error:
+        raise click.ClickException(f"bad configuration: {error}") from None
+    _setup_logging(log_json or config.log_json)
+
+    def announce(bound: BoundAddresses) -> None:
+        click.echo(_ready_line(config, bound), nl=True)
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(serve(config, on_ready=announce))
+    except OSError as error:
+        raise click.ClickException(f"cannot start: {error.strerror or error}") from None
+
+
+def _ready_line(config: ServerConfig, bound: BoundAddresses) -> str:
+    data = config.broker.data_dir
+    where = f"data {data}" if data is not None else "in memory"
+    return (
+        f"logq ready: native {bound.native_host}:{bound.native_port} "
+        f"http http://{bound.http_host}:{bound.http_port} "
+        f"{where} (fsync {config.broker.log.fsync.value})"
+    )

@@ -1,0 +1,416 @@
+"""`AsyncClient`: the asyncio Python client of logq, over the native protocol.
+
+    async with AsyncClient("127.0.0.1:7070") as client:
+        await client.create_topic("orders", partitions=3)
+        await client.publish("orders", b'{"id": 1}', key="order-1")
+        async for msg in client.consume("orders", "workers"):
+            ...
+            msg.ack()
+
+It reconnects on its own: a request that meets a lost connection is sent
+again on a new one (publishes are idempotent, acks are idempotent, a lease
+taken by a lost receive expires and is delivered again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from logq.client.connection import Connection, ConnectionLostError, parse_server
+from logq.client.consumer import AsyncConsumer, default_consumer_name
+from logq.client.messages import AsyncMessage, bind
+from logq.client.producer import AsyncProducer, as_bytes
+from logq.client.records import (
+    MessageData,
+    PublishResult,
+    as_map,
+    decode_delivery,
+    message_from_reply,
+)
+from logq.client.settle import Settler
+from logq.errors import BadArgumentError
+from logq.partitioning import partition_for_key
+
+DEFAULT_SERVER = "127.0.0.1:7070"
+Duration = str | int
+Time = str | int
+
+
+def _options(pairs: Mapping[str, object]) -> list[bytes | str | int]:
+    args: list[bytes | str | int] = []
+    for name, given in pairs.items():
+        if given is None:
+            continue
+        value = int(given) if isinstance(given, bool) else given
+        if not isinstance(value, (bytes, str, int)):
+            raise BadArgumentError(f"{name.lower()} must be a string or an integer, got {value!r}")
+        args += [name, value]
+    return args
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        server: str | None = None,
+        *,
+        retries: int = 8,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.host, self.port = parse_server(
+            server or os.environ.get("LOGQ_SERVER") or DEFAULT_SERVER
+        )
+        self.retries = retries
+        self.connect_timeout_s = connect_timeout_s
+        self._connection: Connection | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._partitions: dict[str, int] = {}
+        self._producer: AsyncProducer | None = None
+        self._settlers: dict[tuple[str, str], Settler] = {}
+        self._round_robin = -1
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the connection -------------------------------------------------------------------
+
+    def backoff_s(self, attempt: int) -> float:
+        return float(min(0.02 * 2 ** (attempt - 1), 1.0) * (0.5 + random.random() / 2))
+
+    async def connect(self) -> Connection:
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._connection is None or self._connection.closed:
+                self._connection = await Connection.open(
+                    self.host, self.port, timeout_s=self.connect_timeout_s
+                )
+        return self._connection
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        """Send one command and return its reply, reconnecting when the connection is lost."""
+        attempt = 0
+        while True:
+            try:
+                connection = await self.connect()
+                return await connection.call(*args)
+            except (ConnectionLostError, OSError, TimeoutError) as error:
+                attempt += 1
+                if attempt > self.retries:
+                    raise ConnectionLostError(
+                        f"no answer from {self.host}:{self.port} after {attempt} tries: {error}"
+                    ) from error
+                await asyncio.sleep(self.backoff_s(attempt))
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.close()
+            self._producer = None
+        for settler in self._settlers.values():
+            await settler.flush()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        retention: Duration | None = None,
+        retention_bytes: int | None = None,
+        max_deliveries: int | None = None,
+        visibility_timeout: Duration | None = None,
+        dlq: str | None = None,
+        exist_ok: bool = False,
+    ) -> dict[str, Any]:
+        options = _options(
+            {
+                "PARTITIONS": partitions,
+                "RETENTION": retention,
+                "RETENTION_BYTES": retention_bytes,
+                "MAX_DELIVERIES": max_deliveries,
+                "VISIBILITY_TIMEOUT": visibility_timeout,
+                "DLQ": dlq,
+            }
+        )
+        try:
+            reply = as_map(await self.call("CREATE", name, *options))
+        except Exception as error:
+            if exist_ok and getattr(error, "code", "") == "EXISTS":
+                return await self.describe_topic(name)
+            raise
+        self._partitions[name] = _partition_count(reply)
+        return reply
+
+    async def list_topics(self) -> list[dict[str, Any]]:
+        return [as_map(item) for item in await self.call("TOPICS")]
+
+    async def describe_topic(self, name: str) -> dict[str, Any]:
+        reply = as_map(await self.call("DESCRIBE", name))
+        self._partitions[name] = _partition_count(reply)
+        return reply
+
+    async def alter_topic(
+        self, name: str, *, partitions: int | None = None, retention: Duration | None = None
+    ) -> dict[str, Any]:
+        reply = as_map(
+            await self.call(
+                "ALTER", name, *_options({"PARTITIONS": partitions, "RETENTION": retention})
+            )
+        )
+        self._partitions[name] = _partition_count(reply)
+        return reply
+
+    async def delete_topic(self, name: str) -> None:
+        await self.call("DROP", name)
+        self._partitions.pop(name, None)
+
+    async def partition_for(self, topic: str, key: bytes | None) -> int:
+        """The partition the broker would choose; -1 lets the producer rotate."""
+        count = self._partitions.get(topic)
+        if count is None:
+            count = _partition_count(await self.describe_topic(topic))
+        if key is not None:
+            return partition_for_key(key, count)
+        self._round_robin = (self._round_robin + 1) % count
+        return self._round_robin
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def producer(
+        self,
+        *,
+        linger_ms: float = 5.0,
+        batch_records: int = 1000,
+        batch_bytes: int = 1 << 20,
+        compression: str = "none",
+    ) -> AsyncProducer:
+        """A batching producer: `await producer.send(...)` returns a future per message."""
+        return AsyncProducer(
+            self,
+            linger_ms=linger_ms,
+            batch_records=batch_records,
+            batch_bytes=batch_bytes,
+            compression=compression,
+        )
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        *,
+        key: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        priority: str = "normal",
+        partition: int | None = None,
+    ) -> PublishResult:
+        """Publish one message and wait until it is durable."""
+        if self._producer is None:
+            self._producer = self.producer(linger_ms=0)
+        future = await self._producer.send(
+            topic, value, key=key, headers=headers, priority=priority, partition=partition
+        )
+        return await future
+
+    async def publish_many(
+        self, topic: str, messages: Iterable[Mapping[str, Any] | bytes | str]
+    ) -> list[PublishResult]:
+        """Publish many messages (each bytes, str or a dict of `value`, `key`,
+        `headers`, `priority`, `partition`) in batches; wait for all."""
+        if self._producer is None:
+            self._producer = self.producer(linger_ms=0)
+        futures = []
+        for message in messages:
+            if isinstance(message, Mapping):
+                futures.append(
+                    await self._producer.send(
+                        topic,
+                        message.get("value"),
+                        key=message.get("key"),
+                        headers=message.get("headers"),
+                        priority=message.get("priority", "normal"),
+                        partition=message.get("partition"),
+                    )
+                )
+            else:
+                futures.append(await self._producer.send(topic, message))
+        await self._producer.flush()
+        return [await future for future in futures]
+
+    # -- groups and consuming --------------------------------------------------------------------
+
+    async def put_group(
+        self,
+        topic: str,
+        group: str,
+        *,
+        mode: str | None = None,
+        visibility_timeout: Duration | None = None,
+        max_deliveries: int | None = None,
+        auto_ack: bool | None = None,
+        max_in_flight: int | None = None,
+    ) -> dict[str, Any]:
+        options = _options(
+            {
+                "MODE": mode,
+                "VISIBILITY_TIMEOUT": visibility_timeout,
+                "MAX_DELIVERIES": max_deliveries,
+                "AUTO_ACK": auto_ack,
+                "MAX_IN_FLIGHT": max_in_flight,
+            }
+        )
+        return as_map(await self.call("GROUP", topic, group, *options))
+
+    async def describe_group(self, topic: str, group: str) -> dict[str, Any]:
+        return as_map(await self.call("GROUPINFO", topic, group))
+
+    async def list_groups(self) -> list[dict[str, Any]]:
+        return [as_map(item) for item in await self.call("GROUPS")]
+
+    def settler(self, topic: str, group: str) -> Settler:
+        settler = self._settlers.get((topic, group))
+        if settler is None:
+            settler = self._settlers[(topic, group)] = Settler(self, topic, group)
+        return settler
+
+    async def receive(
+        self,
+        topic: str,
+        group: str,
+        *,
+        consumer: str | None = None,
+        max: int = 1,
+        wait: Duration | None = None,
+        visibility_timeout: Duration | None = None,
+    ) -> list[AsyncMessage]:
+        """Lease up to `max` messages, waiting up to `wait` for the first."""
+        options = _options({"COUNT": max, "WAIT": wait, "VISIBILITY_TIMEOUT": visibility_timeout})
+        reply = await self.call(
+            "FETCH", topic, group, consumer or default_consumer_name(), *options
+        )
+        settler = self.settler(topic, group)
+        found: list[AsyncMessage] = []
+        for partition, start, end, attempt, data in reply:
+            for record in decode_delivery(topic, partition, start, end, attempt, data):
+                found.append(bind(record, group, settler))
+        return found
+
+    def consume(
+        self,
+        topic: str,
+        group: str,
+        *,
+        consumer: str | None = None,
+        prefetch: int = 1000,
+        visibility_timeout: Duration | None = None,
+        auto_ack: bool = False,
+    ) -> AsyncConsumer:
+        """An async iterator of messages pushed by the broker (see AsyncConsumer)."""
+        return AsyncConsumer(
+            self,
+            topic,
+            group,
+            consumer=consumer,
+            prefetch=prefetch,
+            visibility_timeout=visibility_timeout,
+            auto_ack=auto_ack,
+        )
+
+    async def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
+        return int(await self.call("ACK", topic, group, *ids))
+
+    async def nack(
+        self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
+    ) -> int:
+        return int(await self.call("NACK", topic, group, *_options({"DELAY": delay}), *ids))
+
+    async def reject(
+        self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
+    ) -> int:
+        return int(await self.call("REJECT", topic, group, "REASON", reason, *ids))
+
+    async def extend(
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        visibility_timeout: Duration | None = None,
+    ) -> int:
+        options = _options({"VISIBILITY_TIMEOUT": visibility_timeout})
+        return int(await self.call("EXTEND", topic, group, *options, *ids))
+
+    async def seek(
+        self, topic: str, group: str, to: str | Mapping[str, int | str]
+    ) -> dict[int, int]:
+        """`to`: "earliest", "latest", {"offset": n, "partition": p} or {"time": T}."""
+        if isinstance(to, str):
+            args: list[bytes | str | int] = [to.upper()]
+        elif "offset" in to:
+            args = ["OFFSET", to["offset"], *_options({"PARTITION": to.get("partition")})]
+        elif "time" in to:
+            args = ["TIME", to["time"]]
+        else:
+            raise BadArgumentError(f"seek to 'earliest', 'latest', an offset or a time, got {to!r}")
+        reply = as_map(await self.call("SEEK", topic, group, *args))
+        return {int(partition): int(offset) for partition, offset in reply.items()}
+
+    # -- reading without a group, inspection ---------------------------------------------------------
+
+    async def peek(
+        self,
+        topic: str,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        from_time: Time | None = None,
+        to_time: Time | None = None,
+        limit: int = 100,
+    ) -> list[MessageData]:
+        """Read without a group, changing nothing."""
+        options = _options(
+            {
+                "PARTITION": partition,
+                "OFFSET": offset,
+                "FROM": from_time,
+                "TO": to_time,
+                "LIMIT": limit,
+            }
+        )
+        return [message_from_reply(item) for item in await self.call("PEEK", topic, *options)]
+
+    async def get_message(self, message_id: str) -> MessageData:
+        return message_from_reply(await self.call("MSG", message_id))
+
+    async def dlq(self, topic: str, *, limit: int = 100) -> list[MessageData]:
+        """The dead letters of `topic` (headers carry origin id, group, attempts, reason)."""
+        return [message_from_reply(item) for item in await self.call("DLQ", topic, "LIMIT", limit)]
+
+    async def stats(self) -> dict[str, Any]:
+        reply = as_map(await self.call("STATS"))
+        if "queues" in reply:
+            reply["queues"] = {str(k): v for k, v in as_map(reply["queues"]).items()}
+        return reply
+
+    async def ping(self) -> bool:
+        return str(await self.call("PING")) == "PONG"
+
+
+def _partition_count(topic: Mapping[str, Any]) -> int:
+    partitions = topic["partitions"]
+    return len(partitions) if isinstance(partitions, list) else int(partitions)
+
+
+__all__ = ["AsyncClient", "as_bytes"]

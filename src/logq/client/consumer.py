@@ -1,0 +1,161 @@
+"""The consuming iterator: pushed deliveries with credit-based flow control.
+
+A consumer holds its own connection subscribed with `CONSUME`. It grants
+the server `prefetch` messages of credit, and grants more as the caller
+takes messages, so the server never leases more than the caller can
+process. If the connection drops, the consumer subscribes again; the
+leases of messages it had not handed out expire and are delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from logq.client.connection import Connection, ConnectionLostError, error_from_reply
+from logq.client.messages import AsyncMessage, bind
+from logq.client.records import decode_delivery
+from logq.client.settle import Settler
+from logq.errors import LogqError
+from logq.protocol import Push, RespError
+
+if TYPE_CHECKING:
+    from logq.client.async_client import AsyncClient
+
+logger = logging.getLogger("logq.client")
+
+
+def default_consumer_name() -> str:
+    return f"consumer-{secrets.token_hex(4)}"
+
+
+class AsyncConsumer:
+    def __init__(
+        self,
+        client: AsyncClient,
+        topic: str,
+        group: str,
+        *,
+        consumer: str | None = None,
+        prefetch: int = 1000,
+        visibility_timeout: str | int | None = None,
+        auto_ack: bool = False,
+    ) -> None:
+        self.client = client
+        self.topic = topic
+        self.group = group
+        self.consumer = consumer or default_consumer_name()
+        self.prefetch = max(1, prefetch)
+        self.visibility_timeout = visibility_timeout
+        self.auto_ack = auto_ack
+        self.settler = Settler(client, topic, group)
+        self._buffer: deque[AsyncMessage] = deque()
+        self._arrived = asyncio.Event()
+        self._connection: Connection | None = None
+        self._taken = 0
+        self._error: LogqError | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[AsyncMessage]:
+        return self._iterate()
+
+    async def __aenter__(self) -> AsyncConsumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _iterate(self) -> AsyncIterator[AsyncMessage]:
+        while not self._closed:
+            message = await self.next()
+            if message is not None:
+                yield message
+
+    async def next(self, timeout_s: float | None = None) -> AsyncMessage | None:
+        """The next message, waiting up to `timeout_s` (forever if None)."""
+        await self._subscribe()
+        while not self._buffer:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._closed:
+                return None
+            if self._connection is None or self._connection.closed:
+                await self._subscribe()
+                continue
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout_s)
+            except TimeoutError:
+                return None
+        message = self._buffer.popleft()
+        self._taken += 1
+        if (
+            self._taken * 2 >= self.prefetch
+            and self._connection is not None
+            and not self._connection.closed
+        ):
+            grant, self._taken = self._taken, 0
+            with contextlib.suppress(ConnectionLostError):
+                self._connection.send(["CREDIT", grant])
+        if self.auto_ack:
+            message.ack()
+        return message
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._arrived.set()
+        await self.settler.flush()
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._connection.call("STOP"), 2)
+            self._connection.close()
+
+    async def _subscribe(self) -> None:
+        if self._closed or (self._connection is not None and not self._connection.closed):
+            return
+        self._buffer.clear()
+        self._taken = 0
+        attempt = 0
+        while True:
+            try:
+                connection = await Connection.open(
+                    self.client.host, self.client.port, on_push=self._on_push
+                )
+                args: list[bytes | str | int] = ["CONSUME", self.topic, self.group, self.consumer]
+                args += ["CREDIT", self.prefetch]
+                if self.visibility_timeout is not None:
+                    args += ["VISIBILITY_TIMEOUT", self.visibility_timeout]
+                await connection.call(*args)
+            except (OSError, ConnectionLostError, TimeoutError) as error:
+                attempt += 1
+                if attempt > self.client.retries:
+                    raise ConnectionLostError(f"cannot subscribe: {error}") from error
+                await asyncio.sleep(self.client.backoff_s(attempt))
+                continue
+            self._connection = connection
+            return
+
+    def _on_push(self, frame: Push) -> None:
+        if not frame:
+            return
+        kind = frame[0]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "delivery":
+            _, _topic, partition, start, end, attempt, data = frame
+            assert isinstance(data, bytes)
+            assert isinstance(partition, int) and isinstance(start, int)
+            assert isinstance(end, int) and isinstance(attempt, int)
+            for record in decode_delivery(self.topic, partition, start, end, attempt, data):
+                self._buffer.append(bind(record, self.group, self.settler))
+        elif kind == "error":
+            text = frame[1].decode() if isinstance(frame[1], bytes) else str(frame[1])
+            self._error = error_from_reply(RespError(text))
+        self._arrived.set()

@@ -1,0 +1,197 @@
+"""The batching producer: messages in, record batches out, futures back.
+
+Messages wait per (topic, partition, lane) until `batch_records` or
+`batch_bytes` fill a batch, or `linger_ms` passes. A flush sends every ready
+batch of a topic in one `PUBBATCH`. Each batch carries this producer's id
+and a per-partition sequence, so a batch resent after a lost connection is
+stored once (idempotent producer): one request is in flight at a time, and
+a failed one is resent as it was, in order, before anything newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from logq.client.records import LANE_INDEX, PublishResult
+from logq.errors import BadArgumentError
+from logq.log import compression
+from logq.log.batch import encode_batch
+
+if TYPE_CHECKING:
+    from logq.client.async_client import AsyncClient
+
+CODECS = {"none": compression.NONE, "zstd": compression.ZSTD, "lz4": compression.LZ4}
+
+
+@dataclass(slots=True)
+class _Pending:
+    values: list[bytes | None] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    headers: list[dict[str, str] | None] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    futures: list[asyncio.Future[PublishResult]] = field(default_factory=list)
+    size: int = 0
+
+
+def as_bytes(value: bytes | str | None, what: str) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise BadArgumentError(f"{what} must be bytes or str, got {type(value).__name__}")
+
+
+class AsyncProducer:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        linger_ms: float = 5.0,
+        batch_records: int = 1000,
+        batch_bytes: int = 1 << 20,
+        compression: str = "none",
+    ) -> None:
+        if compression not in CODECS:
+            raise BadArgumentError(
+                f"compression must be one of {sorted(CODECS)}, got {compression!r}"
+            )
+        self.client = client
+        self.linger_s = max(linger_ms, 0.0) / 1000
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.codec = CODECS[compression]
+        self.producer_id = secrets.randbits(62) + 1
+        self._sequences: dict[tuple[str, int], int] = {}
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._ready: list[tuple[str, int, int, _Pending]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        *,
+        key: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        priority: str = "normal",
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> asyncio.Future[PublishResult]:
+        """Queue one message; the future resolves once the broker stored it durably."""
+        if self.closed:
+            raise BadArgumentError("the producer is closed")
+        if priority not in LANE_INDEX:
+            raise BadArgumentError(f"priority must be high, normal or low, got {priority!r}")
+        key_bytes = as_bytes(key, "key")
+        value_bytes = as_bytes(value, "value")
+        if partition is None:
+            partition = await self.client.partition_for(topic, key_bytes)
+        future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        slot = (topic, partition, LANE_INDEX[priority])
+        pending = self._pending.get(slot)
+        if pending is None:
+            pending = self._pending[slot] = _Pending()
+        pending.values.append(value_bytes)
+        pending.keys.append(key_bytes)
+        pending.headers.append(headers)
+        pending.timestamps.append(
+            timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        )
+        pending.futures.append(future)
+        pending.size += len(value_bytes or b"") + len(key_bytes or b"") + 16
+        if len(pending.values) >= self.batch_records or pending.size >= self.batch_bytes:
+            self._seal(slot)
+            self._kick()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._linger_expired)
+        return future
+
+    async def flush(self) -> None:
+        """Send everything queued and wait until it is stored."""
+        for slot in list(self._pending):
+            self._seal(slot)
+        self._kick()
+        while self._sending is not None and not self._sending.done():
+            await asyncio.shield(self._sending)
+            if self._ready:
+                self._kick()
+
+    async def close(self) -> None:
+        await self.flush()
+        self.closed = True
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _linger_expired(self) -> None:
+        self._timer = None
+        for slot in list(self._pending):
+            self._seal(slot)
+        self._kick()
+
+    def _seal(self, slot: tuple[str, int, int]) -> None:
+        pending = self._pending.pop(slot, None)
+        if pending is not None and pending.values:
+            self._ready.append((*slot, pending))
+
+    def _kick(self) -> None:
+        if self._ready and (self._sending is None or self._sending.done()):
+            self._sending = asyncio.get_running_loop().create_task(self._send_ready())
+
+    async def _send_ready(self) -> None:
+        while self._ready:
+            ready, self._ready = self._ready, []
+            by_topic: dict[str, list[tuple[int, bytes, _Pending]]] = {}
+            for topic, partition, lane, pending in ready:
+                batch = self._encode(topic, partition, lane, pending)
+                by_topic.setdefault(topic, []).append((partition, batch, pending))
+            for topic, batches in by_topic.items():
+                await self._publish(topic, batches)
+
+    def _encode(self, topic: str, partition: int, lane: int, pending: _Pending) -> bytes:
+        sequence = self._sequences.get((topic, partition), 0)
+        self._sequences[(topic, partition)] = (sequence + len(pending.values)) & 0x7FFFFFFF
+        return encode_batch(
+            pending.values,
+            keys=pending.keys,
+            headers=pending.headers,
+            timestamps=pending.timestamps,
+            codec=self.codec,
+            lane=lane,
+            producer_id=self.producer_id,
+            producer_epoch=0,
+            base_sequence=sequence,
+        )
+
+    async def _publish(self, topic: str, batches: list[tuple[int, bytes, _Pending]]) -> None:
+        args: list[bytes | str | int] = ["PUBBATCH", topic]
+        for partition, batch, _ in batches:
+            args += [partition, batch]
+        try:
+            reply = await self.client.call(*args)
+        except Exception as error:
+            for _, _, pending in batches:
+                _fail(pending.futures, error)
+            return
+        assert isinstance(reply, list)
+        for (partition, _, pending), result in zip(batches, reply, strict=True):
+            base = int(result[1])
+            for index, future in enumerate(pending.futures):
+                if not future.done():
+                    offset = base + index
+                    future.set_result(
+                        PublishResult(f"{topic}:{partition}:{offset}", partition, offset)
+                    )
+
+
+def _fail(futures: list[asyncio.Future[PublishResult]], error: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)

@@ -1,0 +1,135 @@
+"""Messages on the client side: what a consumer receives, and batch building.
+
+The client builds record batches itself (the storage format of
+docs/format.md, shared with the log) so that the server stores them with
+per-batch work only, and decodes the batches it fetches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from logq.log.batch import decode_batch, decode_headers, iter_headers
+
+# Lane index 0 is the default lane: a batch built without a lane is "normal".
+LANES: tuple[str, ...] = ("normal", "high", "low")
+LANE_INDEX = {name: index for index, name in enumerate(LANES)}
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    id: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class MessageData:
+    """A stored message; `attempt` is 0 when it was read without a group."""
+
+    id: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
+    priority: str = "normal"
+    timestamp_ms: int = 0
+    attempt: int = 0
+
+    @property
+    def timestamp(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+
+
+def message_from_reply(reply: object) -> MessageData:
+    """A message map (RESP3) or flat field/value array (RESP2) from the server."""
+    fields = _as_map(reply)
+    headers = _as_map(fields.get("headers") or {})
+    return MessageData(
+        id=_text(fields["id"]),
+        topic=_text(fields["topic"]),
+        partition=int(fields["partition"]),  # type: ignore[call-overload]
+        offset=int(fields["offset"]),  # type: ignore[call-overload]
+        key=fields.get("key"),  # type: ignore[arg-type]
+        value=fields.get("value"),  # type: ignore[arg-type]
+        headers={str(k): _text(v) for k, v in headers.items()},
+        priority=_text(fields.get("priority") or b"normal"),
+        timestamp_ms=int(fields.get("timestamp") or 0),  # type: ignore[call-overload]
+        attempt=int(fields.get("attempt") or 0),  # type: ignore[call-overload]
+    )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def _as_map(value: object) -> dict[str, object]:
+    if isinstance(value, dict):
+        return {_text(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {_text(value[i]): value[i + 1] for i in range(0, len(value) - 1, 2)}
+    raise ValueError(f"expected a map from the server, got {type(value).__name__}")
+
+
+def as_map(value: object) -> dict[str, Any]:
+    """A metadata reply (topic, group, stats) as plain text-keyed data: maps
+    become dicts and every bulk string that is UTF-8 becomes str, all the way
+    down. Never used for message keys and values, which stay bytes."""
+    tree = as_text(value)
+    if not isinstance(tree, dict):
+        raise ValueError(f"expected a map from the server, got {type(value).__name__}")
+    return tree
+
+
+def as_text(value: object) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, dict):
+        return {str(as_text(k)): as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_text(item) for item in value]
+    return value
+
+
+def decode_delivery(
+    topic: str, partition: int, start: int, end: int, attempt: int, data: bytes
+) -> list[MessageData]:
+    """The messages of fetched batches whose offsets lie in [start, end)."""
+    messages: list[MessageData] = []
+    for position, header in iter_headers(data):
+        if header.next_offset <= start or header.base_offset >= end:
+            continue
+        decoded = decode_batch(data, position)
+        lane = LANES[header.lane] if header.lane < len(LANES) else str(header.lane)
+        first = max(start - header.base_offset, 0)
+        last = min(end - header.base_offset, header.record_count)
+        for index in range(first, last):
+            offset = header.base_offset + index
+            messages.append(
+                MessageData(
+                    id=f"{topic}:{partition}:{offset}",
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    key=decoded.keys[index],
+                    value=decoded.values[index],
+                    headers=_headers(decoded.header_blocks[index]),
+                    priority=lane,
+                    timestamp_ms=decoded.timestamps[index],
+                    attempt=attempt,
+                )
+            )
+    return messages
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    return decode_headers(block) if block else {}

@@ -1,0 +1,95 @@
+"""Settling received messages: acks gathered into ranges, the rest sent as asked.
+
+Every `ack()` made during one turn of the event loop goes out as one
+`ACKR` of offset ranges per group, so acknowledging a thousand messages
+costs one request. nack, reject and extend are rarer and go at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from logq.client.records import MessageData
+
+if TYPE_CHECKING:
+    from logq.client.async_client import AsyncClient
+
+
+def offset_ranges(offsets: list[int]) -> list[tuple[int, int]]:
+    """Sorted offsets as half-open runs [start, end)."""
+    runs: list[tuple[int, int]] = []
+    for offset in sorted(set(offsets)):
+        if runs and runs[-1][1] == offset:
+            runs[-1] = (runs[-1][0], offset + 1)
+        else:
+            runs.append((offset, offset + 1))
+    return runs
+
+
+class Settler:
+    def __init__(self, client: AsyncClient, topic: str, group: str) -> None:
+        self.client = client
+        self.topic = topic
+        self.group = group
+        self._acks: dict[int, list[int]] = {}
+        self._futures: list[asyncio.Future[Any]] = []
+        self._scheduled = False
+
+    def ack(self, message: MessageData) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._acks.setdefault(message.partition, []).append(message.offset)
+        self._futures.append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_acks)
+        return future
+
+    def _send_acks(self) -> None:
+        self._scheduled = False
+        acks, futures = self._acks, self._futures
+        self._acks, self._futures = {}, []
+        if acks:
+            asyncio.get_running_loop().create_task(self._ack_ranges(acks, futures))
+
+    async def _ack_ranges(
+        self, acks: dict[int, list[int]], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
+        for partition, offsets in acks.items():
+            for start, end in offset_ranges(offsets):
+                args += [partition, start, end]
+        try:
+            settled = await self.client.call(*args)
+        except Exception as error:
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for future in futures:
+            if not future.done():
+                future.set_result(settled)
+
+    async def flush(self) -> None:
+        """Send the acks made so far and wait for them."""
+        futures = list(self._futures)
+        self._send_acks()
+        if futures:
+            await asyncio.gather(*futures, return_exceptions=True)
+
+    async def nack(self, message: MessageData, delay: str | int | None) -> Any:
+        args: list[bytes | str | int] = ["NACK", self.topic, self.group]
+        if delay is not None:
+            args += ["DELAY", delay]
+        return await self.client.call(*args, message.id)
+
+    async def reject(self, message: MessageData, reason: str) -> Any:
+        return await self.client.call(
+            "REJECT", self.topic, self.group, "REASON", reason, message.id
+        )
+
+    async def extend(self, message: MessageData, visibility_timeout: str | int | None) -> Any:
+        args: list[bytes | str | int] = ["EXTEND", self.topic, self.group]
+        if visibility_timeout is not None:
+            args += ["VISIBILITY_TIMEOUT", visibility_timeout]
+        return await self.client.call(*args, message.id)

@@ -1,0 +1,272 @@
+"""`Client`: the blocking Python client, with the same names as `AsyncClient`.
+
+It runs an `AsyncClient` on an event loop in a background thread and waits
+for each call, so there is one implementation of the wire behaviour
+(batching, reconnects, acks in ranges) for both.
+
+    with Client() as client:
+        client.publish("orders", b"hello")
+        for msg in client.consume("orders", "workers"):
+            print(msg.value)
+            msg.ack()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from logq.client.async_client import AsyncClient, Duration, Time
+from logq.client.consumer import AsyncConsumer
+from logq.client.messages import AsyncMessage, Message
+from logq.client.producer import AsyncProducer
+from logq.client.records import MessageData, PublishResult
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="logq-client", daemon=True
+        )
+        self.thread.start()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.submit(coroutine).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+def _sync_message(runner: _LoopThread, inner: AsyncMessage) -> Message:
+    def call(action: Callable[[], Awaitable[Any]]) -> concurrent.futures.Future[Any]:
+        async def run() -> Any:
+            return await action()
+
+        return runner.submit(run())
+
+    return Message(
+        id=inner.id,
+        topic=inner.topic,
+        partition=inner.partition,
+        offset=inner.offset,
+        key=inner.key,
+        value=inner.value,
+        headers=inner.headers,
+        priority=inner.priority,
+        timestamp_ms=inner.timestamp_ms,
+        attempt=inner.attempt,
+        group=inner.group,
+        _inner=inner,
+        _call=call,
+    )
+
+
+class Producer:
+    """Blocking face of `AsyncProducer`: `send` returns a concurrent future."""
+
+    def __init__(self, runner: _LoopThread, producer: AsyncProducer) -> None:
+        self._runner = runner
+        self._producer = producer
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        *,
+        key: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        priority: str = "normal",
+        partition: int | None = None,
+    ) -> concurrent.futures.Future[PublishResult]:
+        async def queue() -> PublishResult:
+            future = await self._producer.send(
+                topic, value, key=key, headers=headers, priority=priority, partition=partition
+            )
+            return await future
+
+        return self._runner.submit(queue())
+
+    def flush(self) -> None:
+        self._runner.run(self._producer.flush())
+
+    def close(self) -> None:
+        self._runner.run(self._producer.close())
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer:
+    """Blocking iterator over an `AsyncConsumer`."""
+
+    def __init__(self, runner: _LoopThread, consumer: AsyncConsumer) -> None:
+        self._runner = runner
+        self._consumer = consumer
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            message = self.next()
+            if message is None:
+                return
+            yield message
+
+    def next(self, timeout_s: float | None = None) -> Message | None:
+        inner = self._runner.run(self._consumer.next(timeout_s))
+        return None if inner is None else _sync_message(self._runner, inner)
+
+    def close(self) -> None:
+        self._runner.run(self._consumer.close())
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    def __init__(
+        self, server: str | None = None, *, retries: int = 8, connect_timeout_s: float = 5.0
+    ) -> None:
+        self._runner = _LoopThread()
+        self._async = AsyncClient(server, retries=retries, connect_timeout_s=connect_timeout_s)
+        self.host, self.port = self._async.host, self._async.port
+
+    def __enter__(self) -> Client:
+        self._runner.run(self._async.connect())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._async.close())
+        finally:
+            self._runner.stop()
+
+    def call(self, *args: bytes | str | int) -> Any:
+        """Send any native command (docs/protocol.md) and return its reply."""
+        return self._runner.run(self._async.call(*args))
+
+    # topics
+    def create_topic(self, name: str, **options: Any) -> dict[str, Any]:
+        return self._runner.run(self._async.create_topic(name, **options))
+
+    def list_topics(self) -> list[dict[str, Any]]:
+        return self._runner.run(self._async.list_topics())
+
+    def describe_topic(self, name: str) -> dict[str, Any]:
+        return self._runner.run(self._async.describe_topic(name))
+
+    def alter_topic(self, name: str, **options: Any) -> dict[str, Any]:
+        return self._runner.run(self._async.alter_topic(name, **options))
+
+    def delete_topic(self, name: str) -> None:
+        self._runner.run(self._async.delete_topic(name))
+
+    # publishing
+    def producer(self, **options: Any) -> Producer:
+        return Producer(self._runner, self._async.producer(**options))
+
+    def publish(self, topic: str, value: bytes | str | None, **options: Any) -> PublishResult:
+        return self._runner.run(self._async.publish(topic, value, **options))
+
+    def publish_many(
+        self, topic: str, messages: Iterable[Mapping[str, Any] | bytes | str]
+    ) -> list[PublishResult]:
+        return self._runner.run(self._async.publish_many(topic, list(messages)))
+
+    # groups
+    def put_group(self, topic: str, group: str, **options: Any) -> dict[str, Any]:
+        return self._runner.run(self._async.put_group(topic, group, **options))
+
+    def describe_group(self, topic: str, group: str) -> dict[str, Any]:
+        return self._runner.run(self._async.describe_group(topic, group))
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return self._runner.run(self._async.list_groups())
+
+    def receive(self, topic: str, group: str, **options: Any) -> list[Message]:
+        received = self._runner.run(self._async.receive(topic, group, **options))
+        return [_sync_message(self._runner, inner) for inner in received]
+
+    def consume(self, topic: str, group: str, **options: Any) -> Consumer:
+        return Consumer(self._runner, self._async.consume(topic, group, **options))
+
+    def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
+        return self._runner.run(self._async.ack(topic, group, list(ids)))
+
+    def nack(
+        self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
+    ) -> int:
+        return self._runner.run(self._async.nack(topic, group, list(ids), delay=delay))
+
+    def reject(
+        self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
+    ) -> int:
+        return self._runner.run(self._async.reject(topic, group, list(ids), reason=reason))
+
+    def extend(
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        visibility_timeout: Duration | None = None,
+    ) -> int:
+        return self._runner.run(
+            self._async.extend(topic, group, list(ids), visibility_timeout=visibility_timeout)
+        )
+
+    def seek(self, topic: str, group: str, to: str | Mapping[str, int | str]) -> dict[int, int]:
+        return self._runner.run(self._async.seek(topic, group, to))
+
+    # reading and inspection
+    def peek(
+        self,
+        topic: str,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        from_time: Time | None = None,
+        to_time: Time | None = None,
+        limit: int = 100,
+    ) -> list[MessageData]:
+        return self._runner.run(
+            self._async.peek(
+                topic,
+                partition=partition,
+                offset=offset,
+                from_time=from_time,
+                to_time=to_time,
+                limit=limit,
+            )
+        )
+
+    def get_message(self, message_id: str) -> MessageData:
+        return self._runner.run(self._async.get_message(message_id))
+
+    def dlq(self, topic: str, *, limit: int = 100) -> list[MessageData]:
+        return self._runner.run(self._async.dlq(topic, limit=limit))
+
+    def stats(self) -> dict[str, Any]:
+        return self._runner.run(self._async.stats())
+
+    def ping(self) -> bool:
+        return self._runner.run(self._async.ping())

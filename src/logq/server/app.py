@@ -1,0 +1,128 @@
+"""Startup and shutdown of a logq server: one process, one event loop.
+
+Order on start: open the broker (recovery), start its timer, bind the native
+listener, bind the HTTP listener, announce the bound addresses. Order on the
+first SIGTERM/SIGINT: stop accepting on both listeners, let requests in
+flight finish (bounded by `shutdown_timeout_s`), close the broker (flush and
+fsync every log and the journal). A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from logq.broker import Broker
+from logq.server.config import LOOPBACK_HOSTS, ServerConfig
+from logq.server.connections import ConnectionCounter
+from logq.server.http_app import create_app
+from logq.server.tcp import NativeServer
+
+logger = logging.getLogger("logq.server")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    native_host: str
+    native_port: int
+    http_host: str
+    http_port: int
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class _QuietUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: this module owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    on_ready: Callable[[BoundAddresses], None] | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run a server until `stop` is set or a signal arrives."""
+    for host in {config.host, config.http_bind_host}:
+        if host not in LOOPBACK_HOSTS:
+            logger.warning(
+                "listening on %s, beyond this machine, and authentication is not configured", host
+            )
+    stop = stop or asyncio.Event()
+    broker = await Broker.open(config.broker)
+    broker.start()
+    connections = ConnectionCounter(limit=config.connections_max)
+    native = NativeServer(broker, connections)
+    native_socket = _bind(config.host, config.native_port)
+    http_socket = _bind(config.http_bind_host, config.http_port)
+    await native.start(native_socket)
+    http = _QuietUvicorn(
+        uvicorn.Config(
+            create_app(broker, connections),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)),
+        )
+    )
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    bound = BoundAddresses(
+        native_host=config.host,
+        native_port=native_socket.getsockname()[1],
+        http_host=config.http_bind_host,
+        http_port=http_socket.getsockname()[1],
+    )
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            logger.warning("second signal: exiting now")
+            os._exit(1)
+        logger.info("shutting down")
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    if handle_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+    try:
+        while not http.started and not http_task.done():
+            await asyncio.sleep(0.01)
+        if http_task.done():
+            http_task.result()
+        if on_ready is not None:
+            on_ready(bound)
+        await stop.wait()
+    finally:
+        await native.stop_accepting()
+        http.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http_task, timeout=config.shutdown_timeout_s + 1)
+        await native.finish(timeout_s=config.shutdown_timeout_s)
+        await broker.close()
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        logger.info("stopped")

@@ -1,0 +1,595 @@
+"""Native protocol commands: arguments in, broker call, reply value out.
+
+Each handler takes the command's arguments (bytes, as RESP delivers them),
+checks them, calls the Broker and returns a plain value (dict, list, bytes,
+int, None, or `Status` for a RESP simple string) that the connection
+encodes. Every command is listed in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from logq import __version__
+from logq.broker import Broker, Message
+from logq.broker.delivery import Delivery
+from logq.broker.messages import OutgoingMessage
+from logq.durations import parse_duration_ms, parse_time_ms
+from logq.errors import BadArgumentError, TooBigError, UnknownCommandError
+from logq.protocol import Push, SimpleString
+from logq.server.subscription import Subscription
+
+Reply = Any
+ARGUMENT_BYTES_MAX = (
+    64 * 1024
+)  # names, ids and option values; batches and values are bounded elsewhere
+BATCHES_PER_COMMAND_MAX = 10_000
+
+
+Status = SimpleString
+OK = Status("OK")
+
+
+@dataclass(slots=True)
+class Session:
+    """Per-connection state the commands may change."""
+
+    protocol: int = 2
+    closing: bool = False
+    subscription: Subscription | None = None
+    client_name: str = ""
+    push: Callable[[Push], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def text(value: bytes, what: str) -> str:
+    if len(value) > ARGUMENT_BYTES_MAX:
+        raise TooBigError(f"{what} is {len(value)} bytes, the limit is {ARGUMENT_BYTES_MAX}")
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise BadArgumentError(f"{what} is not valid UTF-8") from None
+
+
+def integer(value: bytes, what: str) -> int:
+    try:
+        return int(text(value, what))
+    except ValueError:
+        raise BadArgumentError(f"{what} must be an integer, got {value[:40]!r}") from None
+
+
+def need(args: list[bytes], count: int, usage: str) -> None:
+    if len(args) < count:
+        raise BadArgumentError(f"wrong number of arguments: usage {usage}")
+
+
+def options(
+    args: list[bytes],
+    allowed: dict[str, bool],
+    usage: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> tuple[dict[str, bytes], list[bytes]]:
+    """Keyword options (name -> takes a value?) and the remaining positional args.
+
+    With a `headers` list, HEADER name value may repeat and fills it. Anything
+    that is not a known keyword is positional (ids, for instance)."""
+    found: dict[str, bytes] = {}
+    rest: list[bytes] = []
+    index = 0
+    while index < len(args):
+        word = args[index].upper().decode(errors="replace") if len(args[index]) < 32 else ""
+        if word == "HEADER" and headers is not None:
+            need(args, index + 3, usage)
+            headers.append((args[index + 1], args[index + 2]))
+            index += 3
+        elif word in allowed:
+            if allowed[word]:
+                if index + 1 >= len(args):
+                    raise BadArgumentError(f"option {word} needs a value: usage {usage}")
+                found[word] = args[index + 1]
+                index += 2
+            else:
+                found[word] = b"1"
+                index += 1
+        else:
+            rest.append(args[index])
+            index += 1
+    return found, rest
+
+
+def message_reply(message: Message) -> dict[str, Reply]:
+    return {
+        "id": message.id,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": message.key,
+        "value": message.value,
+        "headers": message.headers,
+        "priority": message.priority,
+        "timestamp": message.timestamp_ms,
+        "attempt": message.attempt,
+    }
+
+
+def delivery_reply(delivery: Delivery) -> list[Reply]:
+    return [delivery.partition, delivery.start, delivery.end, delivery.attempt, delivery.data]
+
+
+Handler = Callable[[Broker, Session, list[bytes]], Awaitable[Reply]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        HANDLERS[name] = handler
+        return handler
+
+    return register
+
+
+async def dispatch(broker: Broker, session: Session, name: str, args: list[bytes]) -> Reply:
+    handler = HANDLERS.get(name.upper())
+    if handler is None:
+        raise UnknownCommandError(f"unknown command {name[:64]!r}; see docs/protocol.md")
+    return await handler(broker, session, args)
+
+
+# -- connection -------------------------------------------------------------------
+
+
+@command("HELLO")
+async def _hello(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    if args:
+        version = integer(args[0], "protocol version")
+        if version not in (2, 3):
+            raise BadArgumentError(f"protocol version {version} is not supported (2 or 3)")
+        session.protocol = version
+    return {
+        "server": "logq",
+        "version": __version__,
+        "proto": session.protocol,
+        "node": broker.config.node_id,
+    }
+
+
+@command("PING")
+async def _ping(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    return args[0] if args else Status("PONG")
+
+
+@command("QUIT")
+async def _quit(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    session.closing = True
+    return OK
+
+
+@command("CLIENT")
+async def _client(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    # redis-cli and RESP libraries send CLIENT SETNAME/SETINFO on connect.
+    if args and args[0].upper() == b"SETNAME" and len(args) > 1:
+        session.client_name = text(args[1], "client name")[:200]
+    return OK
+
+
+@command("COMMAND")
+async def _command(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    # redis-cli asks for the command table on start; an empty list is valid.
+    return []
+
+
+# -- topics -----------------------------------------------------------------------
+
+_TOPIC_OPTIONS = {
+    "PARTITIONS": True,
+    "RETENTION": True,
+    "RETENTION_BYTES": True,
+    "MAX_DELIVERIES": True,
+    "VISIBILITY_TIMEOUT": True,
+    "DLQ": True,
+}
+
+
+def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name, value in found.items():
+        if name in ("PARTITIONS", "RETENTION_BYTES", "MAX_DELIVERIES"):
+            settings[name.lower()] = integer(value, name)
+        elif name == "RETENTION":
+            settings["retention_ms"] = text(value, name)
+        elif name == "VISIBILITY_TIMEOUT":
+            settings["visibility_timeout"] = text(value, name)
+        elif name == "DLQ":
+            settings["dlq"] = text(value, name)
+    return settings
+
+
+@command("CREATE")
+async def _create(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "CREATE topic [PARTITIONS n] [RETENTION d] [MAX_DELIVERIES n] [VISIBILITY_TIMEOUT d] [DLQ t]"
+    need(args, 1, usage)
+    found, rest = options(args[1:], _TOPIC_OPTIONS, usage)
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    name = text(args[0], "topic")
+    await broker.create_topic(name, _topic_settings(found))
+    return broker.describe_topic(name)
+
+
+@command("ALTER")
+async def _alter(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "ALTER topic [PARTITIONS n] [RETENTION d] ..."
+    need(args, 1, usage)
+    found, rest = options(args[1:], _TOPIC_OPTIONS, usage)
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    name = text(args[0], "topic")
+    await broker.update_topic(name, _topic_settings(found))
+    return broker.describe_topic(name)
+
+
+@command("TOPICS")
+async def _topics(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    return broker.list_topics()
+
+
+@command("DESCRIBE")
+async def _describe(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "DESCRIBE topic")
+    return broker.describe_topic(text(args[0], "topic"))
+
+
+@command("DROP")
+async def _drop(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "DROP topic")
+    await broker.delete_topic(text(args[0], "topic"))
+    return OK
+
+
+# -- publishing ---------------------------------------------------------------------
+
+
+@command("PUB")
+async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [HEADER name value]..."
+    need(args, 2, usage)
+    headers_raw: list[tuple[bytes, bytes]] = []
+    found, rest = options(
+        args[2:], {"KEY": True, "PARTITION": True, "PRIORITY": True}, usage, headers_raw
+    )
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    key = found.get("KEY")
+    partition = found.get("PARTITION")
+    priority = found.get("PRIORITY")
+    message = OutgoingMessage(
+        value=args[1],
+        key=key,
+        headers={text(n, "header name"): text(v, "header value") for n, v in headers_raw},
+        priority=text(priority, "priority") if priority is not None else "normal",
+        partition=integer(partition, "partition") if partition is not None else None,
+    )
+    results = await broker.publish(text(args[0], "topic"), [message])
+    return results[0].id
+
+
+@command("PUBBATCH")
+async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "PUBBATCH topic partition batch [partition batch ...]"
+    need(args, 3, usage)
+    if len(args) % 2 != 1:
+        raise BadArgumentError(f"partitions and batches must come in pairs: usage {usage}")
+    pairs = (len(args) - 1) // 2
+    if pairs > BATCHES_PER_COMMAND_MAX:
+        raise TooBigError(f"{pairs} batches in one command, the limit is {BATCHES_PER_COMMAND_MAX}")
+    topic = text(args[0], "topic")
+    replies = []
+    for index in range(pairs):
+        partition = integer(args[1 + 2 * index], "partition")
+        result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
+        replies.append([partition, result.base_offset, result.last_offset, int(result.duplicate)])
+    return replies
+
+
+# -- groups -------------------------------------------------------------------------------
+
+
+@command("GROUP")
+async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "GROUP topic group [MODE m] [VISIBILITY_TIMEOUT d] [MAX_DELIVERIES n] [AUTO_ACK 0|1] [MAX_IN_FLIGHT n]"
+    need(args, 2, usage)
+    found, rest = options(
+        args[2:],
+        {
+            "MODE": True,
+            "VISIBILITY_TIMEOUT": True,
+            "MAX_DELIVERIES": True,
+            "AUTO_ACK": True,
+            "MAX_IN_FLIGHT": True,
+        },
+        usage,
+    )
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    settings: dict[str, Any] = {}
+    for name, value in found.items():
+        if name == "MODE":
+            settings["mode"] = text(value, name).lower()
+        elif name == "VISIBILITY_TIMEOUT":
+            settings["visibility_timeout"] = text(value, name)
+        elif name == "AUTO_ACK":
+            flag = text(value, name).lower()
+            if flag not in ("0", "1", "true", "false"):
+                raise BadArgumentError(f"AUTO_ACK must be 0 or 1, got {flag!r}")
+            settings["auto_ack"] = flag in ("1", "true")
+        else:
+            settings[name.lower()] = integer(value, name)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    await broker.put_group(topic, group, settings)
+    return broker.describe_group(topic, group)
+
+
+@command("GROUPINFO")
+async def _groupinfo(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 2, "GROUPINFO topic group")
+    return broker.describe_group(text(args[0], "topic"), text(args[1], "group"))
+
+
+@command("GROUPS")
+async def _groups(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    return broker.list_groups()
+
+
+_RECEIVE_OPTIONS = {"COUNT": True, "WAIT": True, "VISIBILITY_TIMEOUT": True}
+
+
+def receive_arguments(args: list[bytes], usage: str) -> tuple[str, str, str, dict[str, Any]]:
+    need(args, 3, usage)
+    found, rest = options(args[3:], _RECEIVE_OPTIONS, usage)
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    kwargs: dict[str, Any] = {}
+    if "COUNT" in found:
+        kwargs["max_messages"] = integer(found["COUNT"], "COUNT")
+    if "WAIT" in found:
+        kwargs["wait_ms"] = parse_duration_ms(text(found["WAIT"], "WAIT"), name="WAIT")
+    if "VISIBILITY_TIMEOUT" in found:
+        kwargs["visibility_timeout_ms"] = parse_duration_ms(
+            text(found["VISIBILITY_TIMEOUT"], "VISIBILITY_TIMEOUT"),
+            name="VISIBILITY_TIMEOUT",
+        )
+    return text(args[0], "topic"), text(args[1], "group"), text(args[2], "consumer"), kwargs
+
+
+@command("RECV")
+async def _recv(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    topic, group, consumer, kwargs = receive_arguments(
+        args, "RECV topic group consumer [COUNT n] [WAIT d] [VISIBILITY_TIMEOUT d]"
+    )
+    messages = await broker.receive(topic, group, consumer, **kwargs)
+    return [message_reply(message) for message in messages]
+
+
+@command("FETCH")
+async def _fetch(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    topic, group, consumer, kwargs = receive_arguments(
+        args, "FETCH topic group consumer [COUNT n] [WAIT d] [VISIBILITY_TIMEOUT d]"
+    )
+    deliveries = await broker.receive_raw(topic, group, consumer, **kwargs)
+    return [delivery_reply(delivery) for delivery in deliveries]
+
+
+def _ids(args: list[bytes]) -> list[str]:
+    return [text(value, "message id") for value in args]
+
+
+@command("ACK")
+async def _ack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 3, "ACK topic group id [id ...]")
+    return await broker.ack(text(args[0], "topic"), text(args[1], "group"), _ids(args[2:]))
+
+
+@command("ACKR")
+async def _ackr(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "ACKR topic group partition start end [partition start end ...]"
+    need(args, 5, usage)
+    if (len(args) - 2) % 3:
+        raise BadArgumentError(f"ranges come as partition start end: usage {usage}")
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for index in range(2, len(args), 3):
+        partition = integer(args[index], "partition")
+        start, end = integer(args[index + 1], "start"), integer(args[index + 2], "end")
+        ranges.setdefault(partition, []).append((start, end))
+    return await broker.ack_ranges(text(args[0], "topic"), text(args[1], "group"), ranges)
+
+
+@command("NACK")
+async def _nack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "NACK topic group [DELAY d] id [id ...]"
+    need(args, 3, usage)
+    found, ids = options(args[2:], {"DELAY": True}, usage)
+    delay = (
+        parse_duration_ms(text(found["DELAY"], "DELAY"), name="DELAY") if "DELAY" in found else 0
+    )
+    return await broker.nack(text(args[0], "topic"), text(args[1], "group"), _ids(ids), delay)
+
+
+@command("REJECT")
+async def _reject(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "REJECT topic group [REASON text] id [id ...]"
+    need(args, 3, usage)
+    found, ids = options(args[2:], {"REASON": True}, usage)
+    reason = text(found["REASON"], "REASON") if "REASON" in found else "rejected"
+    return await broker.reject(text(args[0], "topic"), text(args[1], "group"), _ids(ids), reason)
+
+
+@command("EXTEND")
+async def _extend(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "EXTEND topic group [VISIBILITY_TIMEOUT d] id [id ...]"
+    need(args, 3, usage)
+    found, ids = options(args[2:], {"VISIBILITY_TIMEOUT": True}, usage)
+    lease = (
+        parse_duration_ms(
+            text(found["VISIBILITY_TIMEOUT"], "VISIBILITY_TIMEOUT"), name="VISIBILITY_TIMEOUT"
+        )
+        if "VISIBILITY_TIMEOUT" in found
+        else None
+    )
+    return await broker.extend(text(args[0], "topic"), text(args[1], "group"), _ids(ids), lease)
+
+
+@command("SEEK")
+async def _seek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "SEEK topic group EARLIEST|LATEST|OFFSET n [PARTITION p]|TIME t"
+    need(args, 3, usage)
+    where = args[2].upper()
+    target: object
+    if where in (b"EARLIEST", b"LATEST"):
+        target = where.decode().lower()
+    elif where == b"OFFSET":
+        need(args, 4, usage)
+        target = {"offset": integer(args[3], "offset")}
+        found, _ = options(args[4:], {"PARTITION": True}, usage)
+        if "PARTITION" in found:
+            target["partition"] = integer(found["PARTITION"], "PARTITION")
+    elif where == b"TIME":
+        need(args, 4, usage)
+        target = {"time": parse_time_ms(text(args[3], "time"), name="time")}
+    else:
+        raise BadArgumentError(f"usage {usage}")
+    positions = await broker.seek(text(args[0], "topic"), text(args[1], "group"), target)
+    return {str(partition): offset for partition, offset in positions.items()}
+
+
+# -- reading and inspection ------------------------------------------------------------------
+
+
+@command("PEEK")
+async def _peek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "PEEK topic [PARTITION p] [OFFSET n] [FROM t] [TO t] [LIMIT n]"
+    need(args, 1, usage)
+    found, rest = options(
+        args[1:],
+        {"PARTITION": True, "OFFSET": True, "FROM": True, "TO": True, "LIMIT": True},
+        usage,
+    )
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+
+    def get_int(name: str) -> int | None:
+        value = found.get(name)
+        return integer(value, name) if value is not None else None
+
+    def get_time(name: str) -> int | None:
+        value = found.get(name)
+        return parse_time_ms(text(value, name), name=name) if value is not None else None
+
+    messages = await broker.read_messages(
+        text(args[0], "topic"),
+        get_int("PARTITION"),
+        offset=get_int("OFFSET"),
+        from_time_ms=get_time("FROM"),
+        to_time_ms=get_time("TO"),
+        limit=get_int("LIMIT") or 100,
+    )
+    return [message_reply(message) for message in messages]
+
+
+@command("READ")
+async def _read(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "READ topic partition offset [MAXBYTES n]"
+    need(args, 3, usage)
+    found, _ = options(args[3:], {"MAXBYTES": True}, usage)
+    max_bytes = integer(found["MAXBYTES"], "MAXBYTES") if "MAXBYTES" in found else 1 << 20
+    if not 1 <= max_bytes <= 64 << 20:
+        raise BadArgumentError(f"MAXBYTES must be within 1..{64 << 20}, got {max_bytes}")
+    return await broker.read_raw(
+        text(args[0], "topic"), integer(args[1], "partition"), integer(args[2], "offset"), max_bytes
+    )
+
+
+@command("MSG")
+async def _msg(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "MSG id")
+    return message_reply(await broker.get_message(text(args[0], "message id")))
+
+
+@command("DLQ")
+async def _dlq(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "DLQ topic [LIMIT n]"
+    need(args, 1, usage)
+    found, _ = options(args[1:], {"LIMIT": True}, usage)
+    limit = integer(found["LIMIT"], "LIMIT") if "LIMIT" in found else 100
+    messages = await broker.dlq_messages(text(args[0], "topic"), limit)
+    return [message_reply(message) for message in messages]
+
+
+@command("STATS")
+async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    statistics = broker.stats()
+    connections = session.extra.get("connections")
+    if connections is not None:
+        statistics.update(connections.statistics())
+    return statistics
+
+
+# -- pushed deliveries ----------------------------------------------------------------------
+
+
+@command("CONSUME")
+async def _consume(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "CONSUME topic group consumer [CREDIT n] [VISIBILITY_TIMEOUT d]"
+    need(args, 3, usage)
+    found, rest = options(args[3:], {"CREDIT": True, "VISIBILITY_TIMEOUT": True}, usage)
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    if session.protocol != 3 or session.push is None:
+        raise BadArgumentError("CONSUME needs RESP3 pushes: send HELLO 3 first")
+    if session.subscription is not None:
+        raise BadArgumentError("this connection already has a subscription: STOP it first")
+    topic, group, consumer = (
+        text(args[0], "topic"),
+        text(args[1], "group"),
+        text(args[2], "consumer"),
+    )
+    broker.topic(topic)  # NOTOPIC now rather than in a push
+    await broker.group_for_receive(topic, group)
+    credit = integer(found["CREDIT"], "CREDIT") if "CREDIT" in found else 1000
+    lease = (
+        parse_duration_ms(
+            text(found["VISIBILITY_TIMEOUT"], "VISIBILITY_TIMEOUT"), name="VISIBILITY_TIMEOUT"
+        )
+        if "VISIBILITY_TIMEOUT" in found
+        else None
+    )
+    subscription = Subscription(
+        broker,
+        session.push,
+        topic=topic,
+        group=group,
+        consumer=consumer,
+        credit=credit,
+        visibility_timeout_ms=lease,
+    )
+    session.subscription = subscription
+    subscription.start()
+    return OK
+
+
+@command("CREDIT")
+async def _credit(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "CREDIT n")
+    if session.subscription is None:
+        raise BadArgumentError("no subscription on this connection: CONSUME first")
+    session.subscription.add_credit(integer(args[0], "credit"))
+    return OK
+
+
+@command("STOP")
+async def _stop(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    if session.subscription is not None:
+        await session.subscription.stop()
+        session.subscription = None
+    return OK

@@ -1,0 +1,291 @@
+"""Server configuration: defaults < YAML file < LOGQ_* environment < flags.
+
+The YAML file has the shape people already write (see docs/operations.md):
+
+    broker:
+      nodeId: node-1
+      dataDir: ./data
+      fsync: always
+      listeners: {native: "127.0.0.1:7070", http: "127.0.0.1:8080"}
+    defaults:
+      topic: {partitions: 6, retention: {hours: 168, bytes: 10737418240}}
+      delivery: {visibilityTimeout: 30s, maxRetries: 3, dlqEnabled: true}
+
+Every key is checked; a bad one stops the server with one message naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from logq.broker import BrokerConfig, TopicSettings
+from logq.broker.settings import GroupSettings
+from logq.durations import parse_duration_ms
+from logq.errors import BadArgumentError
+from logq.log import FsyncPolicy, LogConfig
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_NATIVE_PORT = 7070
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_DATA_DIR = Path("data")
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    native_port: int = DEFAULT_NATIVE_PORT
+    http_host: str | None = None  # None: same as host
+    http_port: int = DEFAULT_HTTP_PORT
+    broker: BrokerConfig = field(default_factory=lambda: BrokerConfig(data_dir=DEFAULT_DATA_DIR))
+    connections_max: int = 10_000
+    shutdown_timeout_s: float = 10.0
+    log_json: bool = False
+
+    @property
+    def http_bind_host(self) -> str:
+        return self.http_host or self.host
+
+
+def _port(key: str, value: object) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key}: expected a port number 0..65535, got {value!r}")
+    return value
+
+
+def _listener(key: str, value: object) -> tuple[str | None, int]:
+    """ "host:port", ":port" or a port number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None, _port(key, value)
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{key}: expected 'host:port' or ':port', got {value!r}")
+    host, _, port = value.rpartition(":")
+    return (host.strip("[]") or None), _port(key, port)
+
+
+def _mapping(key: str, value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(key: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    for name in data:
+        if name not in allowed:
+            raise ConfigError(
+                f"{key}.{name}: unknown setting (allowed: {', '.join(sorted(allowed))})"
+            )
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return loaded
+
+
+def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
+    _check_keys("config", data, {"broker", "defaults", "server"})
+    broker_data = _mapping("broker", data.get("broker"))
+    _check_keys(
+        "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
+    )
+    broker = config.broker
+    changes: dict[str, Any] = {}
+    if "nodeId" in broker_data:
+        changes["node_id"] = str(broker_data["nodeId"])
+    if "dataDir" in broker_data:
+        changes["data_dir"] = Path(str(broker_data["dataDir"]))
+    log = broker.log
+    if "fsync" in broker_data:
+        try:
+            log = replace(log, fsync=FsyncPolicy(broker_data["fsync"]))
+        except ValueError:
+            raise ConfigError(
+                f"broker.fsync: expected always, interval or never, got {broker_data['fsync']!r}"
+            ) from None
+    if "fsyncIntervalMs" in broker_data:
+        log = replace(
+            log,
+            fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
+        )
+    changes["log"] = log
+    listeners = _mapping("broker.listeners", broker_data.get("listeners"))
+    _check_keys("broker.listeners", listeners, {"native", "tcp", "http", "grpc"})
+    server_changes: dict[str, Any] = {}
+    for name in ("native", "tcp", "grpc"):
+        if name in listeners:
+            host, port = _listener(f"broker.listeners.{name}", listeners[name])
+            server_changes["native_port"] = port
+            if host:
+                server_changes["host"] = host
+    if "http" in listeners:
+        host, port = _listener("broker.listeners.http", listeners["http"])
+        server_changes["http_port"] = port
+        if host:
+            server_changes["http_host"] = host
+    defaults = _mapping("defaults", data.get("defaults"))
+    _check_keys("defaults", defaults, {"topic", "delivery", "delay", "priority"})
+    changes["topic_defaults"] = _topic_defaults(defaults, broker.topic_defaults)
+    changes["group_defaults"] = broker.group_defaults
+    server = _mapping("server", data.get("server"))
+    _check_keys("server", server, {"connectionsMax", "shutdownTimeoutS", "logJson"})
+    if "connectionsMax" in server:
+        server_changes["connections_max"] = _int(
+            "server.connectionsMax", server["connectionsMax"], 1, 1_000_000
+        )
+    if "shutdownTimeoutS" in server:
+        server_changes["shutdown_timeout_s"] = float(
+            _int("server.shutdownTimeoutS", server["shutdownTimeoutS"], 0, 3600)
+        )
+    if "logJson" in server:
+        server_changes["log_json"] = bool(server["logJson"])
+    return replace(config, broker=replace(broker, **changes), **server_changes)
+
+
+def _duration(key: str, value: object) -> int:
+    try:
+        return parse_duration_ms(value, name=key)
+    except BadArgumentError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _int(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}: expected an integer within {low}..{high}, got {value!r}")
+    return value
+
+
+def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSettings:
+    topic = _mapping("defaults.topic", defaults.get("topic"))
+    _check_keys("defaults.topic", topic, {"partitions", "replicationFactor", "retention"})
+    changes: dict[str, Any] = {}
+    if "partitions" in topic:
+        changes["partitions"] = _int("defaults.topic.partitions", topic["partitions"], 1, 1024)
+    if "replicationFactor" in topic:
+        # One broker today: a factor of 1 is all there is; accept 1 only.
+        factor = _int("defaults.topic.replicationFactor", topic["replicationFactor"], 1, 1)
+        del factor
+    retention = _mapping("defaults.topic.retention", topic.get("retention"))
+    _check_keys("defaults.topic.retention", retention, {"hours", "ms", "time", "bytes"})
+    if "hours" in retention:
+        changes["retention_ms"] = (
+            _int("defaults.topic.retention.hours", retention["hours"], 0, 10 * 365 * 24) * 3_600_000
+        )
+    if "ms" in retention:
+        changes["retention_ms"] = _int("defaults.topic.retention.ms", retention["ms"], 0, 2**62)
+    if "time" in retention:
+        changes["retention_ms"] = _duration("defaults.topic.retention.time", retention["time"])
+    if "bytes" in retention:
+        changes["retention_bytes"] = _int(
+            "defaults.topic.retention.bytes", retention["bytes"], 0, 2**62
+        )
+    delivery = _mapping("defaults.delivery", defaults.get("delivery"))
+    _check_keys(
+        "defaults.delivery",
+        delivery,
+        {"visibilityTimeout", "maxRetries", "maxDeliveries", "dlqEnabled"},
+    )
+    if "visibilityTimeout" in delivery:
+        changes["visibility_timeout_ms"] = _duration(
+            "defaults.delivery.visibilityTimeout", delivery["visibilityTimeout"]
+        )
+    if "maxRetries" in delivery:
+        changes["max_deliveries"] = (
+            _int("defaults.delivery.maxRetries", delivery["maxRetries"], 0, 999) + 1
+        )
+    if "maxDeliveries" in delivery:
+        changes["max_deliveries"] = _int(
+            "defaults.delivery.maxDeliveries", delivery["maxDeliveries"], 1, 1000
+        )
+    if "dlqEnabled" in delivery and delivery["dlqEnabled"] is not True:
+        raise ConfigError(
+            "defaults.delivery.dlqEnabled: logq always keeps dead letters; only true is accepted"
+        )
+    # Delayed delivery and priority lanes: their settings are checked here so a
+    # config file written for them is accepted as it will be used.
+    delay = _mapping("defaults.delay", defaults.get("delay"))
+    _check_keys("defaults.delay", delay, {"enabled", "maxDelay"})
+    if "maxDelay" in delay:
+        _duration("defaults.delay.maxDelay", delay["maxDelay"])
+    priority = _mapping("defaults.priority", defaults.get("priority"))
+    _check_keys("defaults.priority", priority, {"lanes"})
+    if "lanes" in priority:
+        _int("defaults.priority.lanes", priority["lanes"], 3, 3)
+    return replace(base, **changes)
+
+
+def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> ServerConfig:
+    changes: dict[str, Any] = {}
+    if "LOGQ_HOST" in environ:
+        changes["host"] = environ["LOGQ_HOST"]
+    if "LOGQ_PORT" in environ:
+        changes["native_port"] = _port("LOGQ_PORT", environ["LOGQ_PORT"])
+    if "LOGQ_HTTP_PORT" in environ:
+        changes["http_port"] = _port("LOGQ_HTTP_PORT", environ["LOGQ_HTTP_PORT"])
+    config = replace(config, **changes)
+    if "LOGQ_DATA_DIR" in environ:
+        config = replace(
+            config, broker=replace(config.broker, data_dir=Path(environ["LOGQ_DATA_DIR"]))
+        )
+    return config
+
+
+def build_config(
+    *,
+    config_file: Path | None,
+    environ: Mapping[str, str],
+    host: str | None = None,
+    port: int | None = None,
+    http_port: int | None = None,
+    data_dir: Path | None = None,
+    memory: bool = False,
+    fsync: str | None = None,
+) -> ServerConfig:
+    """Defaults < file < environment < flags."""
+    config = ServerConfig()
+    if config_file is not None:
+        config = apply_file(config, load_file(config_file))
+    config = apply_environment(config, environ)
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["native_port"] = _port("--port", port)
+    if http_port is not None:
+        changes["http_port"] = _port("--http-port", http_port)
+    config = replace(config, **changes)
+    broker = config.broker
+    if data_dir is not None:
+        broker = replace(broker, data_dir=data_dir)
+    if memory:
+        broker = replace(broker, data_dir=None)
+    if fsync is not None:
+        broker = replace(broker, log=replace(broker.log, fsync=FsyncPolicy(fsync)))
+    return replace(
+        config, broker=replace(broker, group_defaults=broker.group_defaults or GroupSettings())
+    )
+
+
+def log_config_summary(config: LogConfig) -> str:
+    return f"fsync {config.fsync.value}"

@@ -1,0 +1,224 @@
+"""The native protocol listener: RESP frames over TCP, pipelined.
+
+One `Connection` per socket. `data_received` only parses (the codec is
+sans-IO) and queues whole commands; one task per connection runs them in
+order, so replies go out in the order the commands came, and a burst of
+pipelined commands is answered with one write. Reading pauses while too
+many commands or bytes wait, and commands wait while the socket's write
+buffer is full: a slow or hostile peer costs bounded memory and nobody
+else's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+
+from logq.broker import Broker
+from logq.errors import LogqError
+from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
+from logq.server.commands import Session, dispatch
+from logq.server.connections import ConnectionCounter
+
+logger = logging.getLogger("logq.server")
+
+QUEUED_COMMANDS_MAX = 1024
+FRAME_LIMITS = Limits(max_bulk_bytes=64 << 20, max_buffer_bytes=128 << 20)
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: NativeServer) -> None:
+        self.server = server
+        self.parser = Parser(FRAME_LIMITS, inline=True)
+        self.session = Session(push=self._push)
+        self.session.extra["connections"] = server.connections
+        self.transport: asyncio.Transport | None = None
+        self._commands: deque[list[bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._reading_paused = False
+        self._closing = False
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- transport callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        counter = self.server.connections
+        if counter.active >= counter.limit or self.server.closing:
+            counter.refused += 1
+            reason = (
+                "SHUTDOWN the server is stopping"
+                if self.server.closing
+                else (f"LIMIT {counter.active} connections open, the limit is {counter.limit}")
+            )
+            transport.write(b"-" + reason.encode() + b"\r\n")
+            transport.close()
+            self._closing = True
+            return
+        counter.native += 1
+        self.server.live.add(self)
+        self._task = asyncio.create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self.parser.feed(data)
+            while (command := self.parser.next_command()) is not None:
+                self._commands.append(command)
+        except ProtocolError as error:
+            self._fail(f"PROTO {error}")
+            return
+        if self._commands:
+            self._wake.set()
+        if len(self._commands) >= QUEUED_COMMANDS_MAX and not self._reading_paused:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self._closing_after_queue()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.server.live:
+            self.server.live.discard(self)
+            self.server.connections.native -= 1
+        self._closing = True
+        self._can_write.set()
+        self._wake.set()
+        if self._task is not None and not self._busy:
+            self._task.cancel()
+        if self.session.subscription is not None:
+            subscription, self.session.subscription = self.session.subscription, None
+            asyncio.get_running_loop().create_task(subscription.stop())
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # -- the command loop ---------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        out: list[bytes | memoryview] = []
+        while not self._closing or self._commands:
+            if not self._commands:
+                if out:
+                    self._write(out)
+                    out = []
+                if self._closing:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._can_write.wait()
+            if self.transport is None or self.transport.is_closing():
+                break
+            command = self._commands.popleft()
+            if self._reading_paused and len(self._commands) < QUEUED_COMMANDS_MAX // 2:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            reply = await self._run(command)
+            encode_into(reply, out, self.session.protocol)
+            if self.session.closing:
+                self._write(out)
+                out = []
+                self._commands.clear()
+                self.transport.close()
+                break
+            if sum(len(piece) for piece in out[-8:]) > 256 << 10:
+                self._write(out)
+                out = []
+        if out:
+            self._write(out)
+
+    async def _run(self, command: list[bytes]) -> object:
+        self._busy = True
+        try:
+            name = command[0].decode(errors="replace") if len(command[0]) <= 32 else "?"
+            return await dispatch(self.server.broker, self.session, name, command[1:])
+        except LogqError as error:
+            return RespError(f"{error.code} {error.message}")
+        except Exception:
+            logger.exception("command %r failed", command[0][:32])
+            return RespError("ERR internal error; the server log has the details")
+        finally:
+            self._busy = False
+
+    def _write(self, out: list[bytes | memoryview]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
+    def _push(self, frame: Push) -> None:
+        out: list[bytes | memoryview] = []
+        encode_into(frame, out, self.session.protocol)
+        self._write(out)
+
+    def _fail(self, text: str) -> None:
+        self._closing = True
+        self._commands.clear()
+        if self.transport is not None:
+            self.transport.write(b"-" + text.encode(errors="replace") + b"\r\n")
+            self.transport.close()
+
+    def _closing_after_queue(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def finish(self) -> None:
+        """Answer what was already received, then close."""
+        self._closing_after_queue()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.session.subscription is not None:
+            await self.session.subscription.stop()
+            self.session.subscription = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class NativeServer:
+    def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
+        self.broker = broker
+        self.connections = connections
+        self.live: set[Connection] = set()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Connection(self), sock=sock)
+
+    async def stop_accepting(self) -> None:
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+
+    async def finish(self, timeout_s: float) -> None:
+        """Let every connection answer what it received, within `timeout_s`."""
+        pending = [connection.finish() for connection in list(self.live)]
+        if pending:
+            done = asyncio.gather(*pending, return_exceptions=True)
+            try:
+                await asyncio.wait_for(done, timeout=timeout_s)
+            except TimeoutError:
+                logger.warning("connections still busy after %.1f s: closing them", timeout_s)
+        for connection in list(self.live):
+            if connection.transport is not None:
+                connection.transport.abort()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1)
