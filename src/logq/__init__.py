@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from logq.broker import Broker
     from logq.client import AsyncClient, Client
+    from logq.embedded import Broker
 
 __all__ = ["AsyncClient", "Broker", "Client", "__version__"]
 
@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(client, name)
     if name == "Broker":
-        from logq.broker import Broker  # noqa: PLC0415
+        from logq.embedded import Broker  # noqa: PLC0415
 
         return Broker
     raise AttributeError(f"module 'logq' has no attribute {name!r}")

@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.log.config import FsyncPolicy
 
@@ -108,3 +109,68 @@ def _log_table(result: LogBenchResult) -> Table:
     )
     table.add_row("durable append / raw", f"{result.durable_ratio:.0%}")
     return table
+
+
+def _broker_scenario(scenario: str, summary: str) -> click.Command:
+    @click.command(scenario, help=summary)
+    @click.option("--messages", default=1_000_000, show_default=True, help="Messages to move.")
+    @click.option("--message-bytes", default=100, show_default=True)
+    @click.option("--batch", default=1000, show_default=True, help="Messages per batch.")
+    @click.option("--partitions", default=6, show_default=True)
+    @click.option("--publishers", default=4, show_default=True, help="Concurrent producers.")
+    @click.option("--server", help="Use this running server (host:port) instead of starting one.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    def command(
+        messages: int,
+        message_bytes: int,
+        batch: int,
+        partitions: int,
+        publishers: int,
+        server: str | None,
+        as_json: bool,
+    ) -> None:
+        for name, value in (
+            ("--messages", messages),
+            ("--batch", batch),
+            ("--partitions", partitions),
+            ("--publishers", publishers),
+        ):
+            if value < 1:
+                raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+        settings = BrokerBenchSettings(
+            messages=messages,
+            message_bytes=message_bytes,
+            batch=batch,
+            partitions=partitions,
+            publishers=publishers,
+            server=server,
+        )
+        console = Console(stderr=True)
+        result = run_broker_bench(
+            scenario, settings, lambda text: console.print(f"[dim]… {text}[/dim]")
+        )
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+            return
+        table = Table(
+            title=f"logq bench {scenario}: {result.message_bytes} B messages, batches of {result.batch}, "
+            f"{result.partitions} partitions, fsync always"
+        )
+        table.add_column("measure")
+        table.add_column("figure", justify="right")
+        table.add_row("messages", f"{result.messages:,}")
+        table.add_row("seconds", f"{result.seconds:,.2f}")
+        table.add_row("throughput", f"{result.msgs_per_s:,.0f} msg/s")
+        table.add_row("bandwidth", f"{result.mb_per_s:,.1f} MB/s")
+        Console().print(table)
+
+    return command
+
+
+bench.add_command(
+    _broker_scenario("produce", "Publish through the native protocol (durable acks).")
+)
+bench.add_command(
+    _broker_scenario("consume", "Consume an ordered group by pushed deliveries, ack each.")
+)
+bench.add_command(_broker_scenario("shared", "Shared group: receive batches and ack each message."))

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from logq.client.connection import Connection, ConnectionLostError, parse_server
+from logq.client.connection import Connection, ConnectionLostError, Connector, parse_server
 from logq.client.consumer import AsyncConsumer, default_consumer_name
-from logq.client.messages import AsyncMessage, bind
+from logq.client.messages import AsyncMessage
 from logq.client.producer import AsyncProducer, as_bytes
 from logq.client.records import (
     MessageData,
@@ -34,6 +34,7 @@ from logq.client.records import (
 from logq.client.settle import Settler
 from logq.errors import BadArgumentError
 from logq.partitioning import partition_for_key
+from logq.protocol import Push
 
 DEFAULT_SERVER = "127.0.0.1:7070"
 Duration = str | int
@@ -59,12 +60,16 @@ class AsyncClient:
         *,
         retries: int = 8,
         connect_timeout_s: float = 5.0,
+        connector: Connector | None = None,
     ) -> None:
+        """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
+        `connector` replaces the TCP connection (an embedded broker uses it)."""
         self.host, self.port = parse_server(
             server or os.environ.get("LOGQ_SERVER") or DEFAULT_SERVER
         )
         self.retries = retries
         self.connect_timeout_s = connect_timeout_s
+        self._connector = connector
         self._connection: Connection | None = None
         self._connecting: asyncio.Lock | None = None
         self._partitions: dict[str, int] = {}
@@ -91,10 +96,16 @@ class AsyncClient:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._connection is None or self._connection.closed:
-                self._connection = await Connection.open(
-                    self.host, self.port, timeout_s=self.connect_timeout_s
-                )
+                self._connection = await self.open_connection()
         return self._connection
+
+    async def open_connection(self, on_push: Callable[[Push], None] | None = None) -> Connection:
+        """A new connection of its own (consumers take one for their pushes)."""
+        if self._connector is not None:
+            return await self._connector(on_push)
+        return await Connection.open(
+            self.host, self.port, timeout_s=self.connect_timeout_s, on_push=on_push
+        )
 
     async def call(self, *args: bytes | str | int) -> Any:
         """Send one command and return its reply, reconnecting when the connection is lost."""
@@ -303,8 +314,17 @@ class AsyncClient:
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
         for partition, start, end, attempt, data in reply:
-            for record in decode_delivery(topic, partition, start, end, attempt, data):
-                found.append(bind(record, group, settler))
+            found += decode_delivery(
+                topic,
+                partition,
+                start,
+                end,
+                attempt,
+                data,
+                AsyncMessage,
+                group=group,
+                _settler=settler,
+            )
         return found
 
     def consume(

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from logq.errors import LogqError, from_code
 from logq.protocol import NEED_MORE, Limits, Parser, ProtocolError, Push, RespError, encode_command
+
+Connector = Callable[[Callable[[Push], None] | None], Awaitable["Connection"]]
 
 
 class ConnectionLostError(ConnectionError):
@@ -73,15 +75,19 @@ class Connection:
         *,
         timeout_s: float = 5.0,
         on_push: Callable[[Push], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> Connection:
+        """Connect to host:port, or over `sock` (already connected) when given."""
         connection = cls(on_push)
         loop = asyncio.get_running_loop()
-        transport, _ = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(connection), host, port), timeout_s
-        )
+        if sock is not None:
+            connecting = loop.create_connection(lambda: _Protocol(connection), sock=sock)
+        else:
+            connecting = loop.create_connection(lambda: _Protocol(connection), host, port)
+        transport, _ = await asyncio.wait_for(connecting, timeout_s)
         assert isinstance(transport, asyncio.Transport)
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection._transport = transport
         connection.closed = False

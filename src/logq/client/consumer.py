@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from logq.client.connection import Connection, ConnectionLostError, error_from_reply
-from logq.client.messages import AsyncMessage, bind
+from logq.client.messages import AsyncMessage
 from logq.client.records import decode_delivery
 from logq.client.settle import Settler
 from logq.errors import LogqError
@@ -126,9 +126,7 @@ class AsyncConsumer:
         attempt = 0
         while True:
             try:
-                connection = await Connection.open(
-                    self.client.host, self.client.port, on_push=self._on_push
-                )
+                connection = await self.client.open_connection(self._on_push)
                 args: list[bytes | str | int] = ["CONSUME", self.topic, self.group, self.consumer]
                 args += ["CREDIT", self.prefetch]
                 if self.visibility_timeout is not None:
@@ -153,8 +151,19 @@ class AsyncConsumer:
             assert isinstance(data, bytes)
             assert isinstance(partition, int) and isinstance(start, int)
             assert isinstance(end, int) and isinstance(attempt, int)
-            for record in decode_delivery(self.topic, partition, start, end, attempt, data):
-                self._buffer.append(bind(record, self.group, self.settler))
+            self._buffer.extend(
+                decode_delivery(
+                    self.topic,
+                    partition,
+                    start,
+                    end,
+                    attempt,
+                    data,
+                    AsyncMessage,
+                    group=self.group,
+                    _settler=self.settler,
+                )
+            )
         elif kind == "error":
             text = frame[1].decode() if isinstance(frame[1], bytes) else str(frame[1])
             self._error = error_from_reply(RespError(text))

@@ -86,21 +86,3 @@ class Message(MessageData):
 
     def extend(self, visibility_timeout: str | int | None = None) -> Any:
         return self._do(lambda m: m.extend(visibility_timeout)).result()
-
-
-def bind(record: MessageData, group: str, settler: SettlesMessages) -> AsyncMessage:
-    """A decoded record as a message of `group` that can settle itself."""
-    return AsyncMessage(
-        id=record.id,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=record.headers,
-        priority=record.priority,
-        timestamp_ms=record.timestamp_ms,
-        attempt=record.attempt,
-        group=group,
-        _settler=settler,
-    )

@@ -7,9 +7,10 @@ per-batch work only, and decodes the batches it fetches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from logq.log.batch import decode_batch, decode_headers, iter_headers
 
@@ -83,7 +84,7 @@ def as_map(value: object) -> dict[str, Any]:
     down. Never used for message keys and values, which stay bytes."""
     tree = as_text(value)
     if not isinstance(tree, dict):
-        raise ValueError(f"expected a map from the server, got {type(value).__name__}")
+        raise TypeError(f"expected a map from the server, got {type(value).__name__}")
     return tree
 
 
@@ -100,11 +101,22 @@ def as_text(value: object) -> Any:
     return value
 
 
+M = TypeVar("M", bound=MessageData)
+
+
 def decode_delivery(
-    topic: str, partition: int, start: int, end: int, attempt: int, data: bytes
-) -> list[MessageData]:
-    """The messages of fetched batches whose offsets lie in [start, end)."""
-    messages: list[MessageData] = []
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    attempt: int,
+    data: bytes,
+    factory: Callable[..., M] = MessageData,  # type: ignore[assignment]
+    **extra: Any,
+) -> list[M]:
+    """The messages of fetched batches whose offsets lie in [start, end),
+    built by `factory` (a MessageData class) with `extra` fields."""
+    messages: list[M] = []
     for position, header in iter_headers(data):
         if header.next_offset <= start or header.base_offset >= end:
             continue
@@ -115,7 +127,7 @@ def decode_delivery(
         for index in range(first, last):
             offset = header.base_offset + index
             messages.append(
-                MessageData(
+                factory(
                     id=f"{topic}:{partition}:{offset}",
                     topic=topic,
                     partition=partition,
@@ -126,6 +138,7 @@ def decode_delivery(
                     priority=lane,
                     timestamp_ms=decoded.timestamps[index],
                     attempt=attempt,
+                    **extra,
                 )
             )
     return messages

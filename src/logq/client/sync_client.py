@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, 
 from typing import Any, TypeVar
 
 from logq.client.async_client import AsyncClient, Duration, Time
+from logq.client.connection import Connector
 from logq.client.consumer import AsyncConsumer
 from logq.client.messages import AsyncMessage, Message
 from logq.client.producer import AsyncProducer
@@ -141,10 +142,18 @@ class Consumer:
 
 class Client:
     def __init__(
-        self, server: str | None = None, *, retries: int = 8, connect_timeout_s: float = 5.0
+        self,
+        server: str | None = None,
+        *,
+        retries: int = 8,
+        connect_timeout_s: float = 5.0,
+        connector: Connector | None = None,
     ) -> None:
+        """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070)."""
         self._runner = _LoopThread()
-        self._async = AsyncClient(server, retries=retries, connect_timeout_s=connect_timeout_s)
+        self._async = AsyncClient(
+            server, retries=retries, connect_timeout_s=connect_timeout_s, connector=connector
+        )
         self.host, self.port = self._async.host, self._async.port
 
     def __enter__(self) -> Client:

@@ -8,6 +8,7 @@ encodes. Every command is listed in docs/protocol.md.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,6 +117,14 @@ def message_reply(message: Message) -> dict[str, Reply]:
 
 def delivery_reply(delivery: Delivery) -> list[Reply]:
     return [delivery.partition, delivery.start, delivery.end, delivery.attempt, delivery.data]
+
+
+async def gather_all(work: list[Awaitable[None]]) -> None:
+    """Run all; once all are done, raise the first error (none is left running)."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 Handler = Callable[[Broker, Session, list[bytes]], Awaitable[Reply]]
@@ -285,11 +294,27 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
     if pairs > BATCHES_PER_COMMAND_MAX:
         raise TooBigError(f"{pairs} batches in one command, the limit is {BATCHES_PER_COMMAND_MAX}")
     topic = text(args[0], "topic")
-    replies = []
+    # Partitions are stored concurrently (each log syncs on its own); the
+    # batches of one partition in order, as the producer sent them.
+    chains: dict[int, list[int]] = {}
     for index in range(pairs):
-        partition = integer(args[1 + 2 * index], "partition")
-        result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
-        replies.append([partition, result.base_offset, result.last_offset, int(result.duplicate)])
+        chains.setdefault(integer(args[1 + 2 * index], "partition"), []).append(index)
+    replies: list[Reply] = [None] * pairs
+
+    async def store(partition: int, indexes: list[int]) -> None:
+        for index in indexes:
+            result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
+            replies[index] = [
+                partition,
+                result.base_offset,
+                result.last_offset,
+                int(result.duplicate),
+            ]
+
+    if len(chains) == 1:
+        await store(*next(iter(chains.items())))
+    else:
+        await gather_all([store(partition, indexes) for partition, indexes in chains.items()])
     return replies
 
 

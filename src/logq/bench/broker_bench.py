@@ -1,0 +1,208 @@
+"""`logq bench produce|consume|shared`: the broker through its native protocol.
+
+Each scenario runs the real `AsyncClient` against a `logq serve` (started
+here as a child process on free ports with `fsync: always`, in a temporary
+data dir, unless a server address is given) and reports messages per second
+for 100-byte messages in batches of 1000.
+
+- produce: `publishers` tasks, each with its own idempotent producer, send
+  one batch per partition per request (what a batching producer does under
+  load); the figure counts messages acknowledged durable.
+- consume: the topic is filled first (not timed), then one consumer of an
+  ordered group takes every message by pushed deliveries and acks each.
+- shared: the same, through a shared group with pull `receive` + `ack`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from logq.client import AsyncClient
+
+READY = re.compile(rb"native (\S+):(\d+) ")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerBenchSettings:
+    messages: int = 1_000_000
+    message_bytes: int = 100
+    batch: int = 1000
+    partitions: int = 6
+    publishers: int = 4
+    server: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerBenchResult:
+    scenario: str
+    messages: int
+    message_bytes: int
+    batch: int
+    partitions: int
+    seconds: float
+    msgs_per_s: float
+    mb_per_s: float
+    server: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+@contextmanager
+def running_server(server: str | None) -> Iterator[str]:
+    """The given server, or a `logq serve` child on free ports (stopped after)."""
+    if server is not None:
+        yield server
+        return
+    directory = tempfile.mkdtemp(prefix="logq-bench-")
+    command = [
+        sys.executable,
+        "-m",
+        "logq",
+        "serve",
+        "--data-dir",
+        directory,
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ)
+    )
+    try:
+        assert process.stdout is not None
+        address = None
+        for line in process.stdout:
+            match = READY.search(line)
+            if match:
+                address = f"{match.group(1).decode()}:{int(match.group(2))}"
+                break
+        if address is None:
+            raise RuntimeError("logq serve did not start")
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _value(size: int) -> bytes:
+    return (b"x" * size)[:size]
+
+
+async def _fill(client: AsyncClient, topic: str, settings: BrokerBenchSettings) -> float:
+    """Publish `messages` to `topic`; returns the seconds it took."""
+    value = _value(settings.message_bytes)
+    per_publisher = -(
+        -settings.messages // (settings.publishers * settings.batch * settings.partitions)
+    )
+    remaining = [settings.messages]
+
+    async def publisher() -> None:
+        producer = client.producer(linger_ms=0)
+        for _ in range(per_publisher):
+            futures = []
+            for partition in range(settings.partitions):
+                count = min(settings.batch, remaining[0])
+                if count <= 0:
+                    break
+                remaining[0] -= count
+                futures.append(await producer.send_batch(topic, partition, [value] * count))
+            if not futures:
+                break
+            await asyncio.gather(*futures)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(publisher() for _ in range(settings.publishers)))
+    return time.perf_counter() - started
+
+
+async def _produce(client: AsyncClient, topic: str, settings: BrokerBenchSettings) -> float:
+    return await _fill(client, topic, settings)
+
+
+async def _consume(client: AsyncClient, topic: str, settings: BrokerBenchSettings) -> float:
+    await _fill(client, topic, settings)
+    await client.put_group(topic, "bench", mode="ordered")
+    started = time.perf_counter()
+    seen = 0
+    async with client.consume(topic, "bench", prefetch=10 * settings.batch) as consumer:
+        while seen < settings.messages:
+            message = await consumer.next(30)
+            if message is None:
+                raise RuntimeError(f"consume stalled after {seen} messages")
+            message.ack()
+            seen += 1
+        await consumer.settler.flush()
+    return time.perf_counter() - started
+
+
+async def _shared(client: AsyncClient, topic: str, settings: BrokerBenchSettings) -> float:
+    await _fill(client, topic, settings)
+    await client.put_group(topic, "bench", mode="shared")
+    started = time.perf_counter()
+    seen = 0
+    while seen < settings.messages:
+        messages = await client.receive(
+            topic, "bench", consumer="bench-1", max=settings.batch, wait="5s"
+        )
+        if not messages:
+            raise RuntimeError(f"receive stalled after {seen} messages")
+        for message in messages:
+            message.ack()
+        seen += len(messages)
+    await client.settler(topic, "bench").flush()
+    return time.perf_counter() - started
+
+
+SCENARIOS: dict[str, Callable[[AsyncClient, str, BrokerBenchSettings], object]] = {
+    "produce": _produce,
+    "consume": _consume,
+    "shared": _shared,
+}
+
+
+def run_broker_bench(
+    scenario: str, settings: BrokerBenchSettings, progress: Callable[[str], None]
+) -> BrokerBenchResult:
+    with running_server(settings.server) as server:
+        progress(f"{scenario}: {settings.messages:,} messages against {server}")
+
+        async def main() -> float:
+            async with AsyncClient(server) as client:
+                topic = f"bench-{scenario}-{secrets.token_hex(3)}"
+                await client.create_topic(topic, partitions=settings.partitions)
+                try:
+                    work = SCENARIOS[scenario](client, topic, settings)
+                    assert asyncio.iscoroutine(work)
+                    return float(await work)
+                finally:
+                    await client.delete_topic(topic)
+
+        seconds = asyncio.run(main())
+    return BrokerBenchResult(
+        scenario=scenario,
+        messages=settings.messages,
+        message_bytes=settings.message_bytes,
+        batch=settings.batch,
+        partitions=settings.partitions,
+        seconds=seconds,
+        msgs_per_s=settings.messages / seconds,
+        mb_per_s=settings.messages * settings.message_bytes / seconds / 1e6,
+        server=server,
+    )

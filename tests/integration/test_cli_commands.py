@@ -1,0 +1,89 @@
+"""The `logq` command against a real server: readable output, --json, errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from logq.cli.main import cli
+from tests.harness import Running, server_thread
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Running]:
+    with server_thread() as running:
+        yield running
+
+
+def run(server: Running, *args: str, input: str | None = None, ok: bool = True) -> str:
+    result = CliRunner().invoke(cli, [*args, "--server", server.native], input=input)
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code != 0, result.output
+    return result.output
+
+
+def test_topics_produce_consume_groups_stats(server: Running) -> None:
+    assert "created topic orders with 3 partitions" in run(server, "topics", "create", "orders", "--partitions", "3")
+    assert "orders" in run(server, "topics", "list")
+    listed = json.loads(run(server, "topics", "list", "--json"))
+    assert [t["name"] for t in listed] == ["orders"]
+    produced = run(server, "produce", "orders", '{"order_id": 123}', "--key", "order-123", "--header", "source=cli")
+    message_id = produced.strip()
+    assert message_id.startswith("orders:")
+    out = run(server, "produce", "orders", "--key", "k", input="one\ntwo\nthree\n")
+    assert "published 3 messages to orders" in out
+
+    replay = run(server, "consume", "orders", "--from-offset", "0", "--json")
+    values = [json.loads(line)["value"] for line in replay.splitlines()]
+    assert sorted(values) == sorted(['{"order_id": 123}', "one", "two", "three"])
+
+    first = run(server, "consume", "orders", "--group", "cli", "--max", "2")
+    assert len(first.splitlines()) == 2
+    rest = run(server, "consume", "orders", "--group", "cli")
+    assert len(rest.splitlines()) == 2  # the first two were acked: not again
+    assert run(server, "consume", "orders", "--group", "cli") == ""
+
+    unacked = run(server, "consume", "orders", "--group", "peekers", "--no-ack", "--json")
+    assert len(unacked.splitlines()) == 4
+    info = json.loads(run(server, "groups", "describe", "orders", "peekers", "--json"))
+    assert info["in_flight"] == 4
+
+    groups = json.loads(run(server, "groups", "list", "--json"))
+    assert {g["group"] for g in groups} >= {"cli", "peekers"}
+    assert "cli" in run(server, "groups", "list")
+    stats = json.loads(run(server, "stats", "--json"))
+    assert set(stats["queues"]) == {"orders-0", "orders-1", "orders-2"}
+    assert "orders-0" in run(server, "stats")
+    described = run(server, "topics", "describe", "orders")
+    assert "partition" in described
+
+
+def test_dlq_list_shows_origin_group_attempts_and_reason(server: Running) -> None:
+    run(server, "topics", "create", "payments", "--partitions", "1")
+    sent = run(server, "produce", "payments", "bad").strip()
+    from logq.client import Client
+
+    with Client(server.native) as client:
+        (message,) = client.receive("payments", "billing", max=1)
+        message.reject("card declined")
+    table = run(server, "dlq", "list", "payments")
+    assert sent in table and "billing" in table and "card declined" in table
+    (line,) = run(server, "dlq", "list", "payments", "--json").splitlines()
+    dead = json.loads(line)
+    assert dead["headers"]["logq-origin-id"] == sent
+
+
+def test_errors_are_one_clear_line_and_a_non_zero_exit(server: Running) -> None:
+    assert "NOTOPIC" in run(server, "produce", "nowhere", "x", ok=False)
+    assert "NOTOPIC" in run(server, "topics", "describe", "nowhere", ok=False)
+    assert "BADARG" in run(server, "topics", "create", "bad name!", ok=False)
+    run(server, "topics", "create", "dup")
+    assert "EXISTS" in run(server, "topics", "create", "dup", ok=False)
+    assert "expected name=value" in run(server, "produce", "dup", "x", "--header", "oops", ok=False)
+    result = CliRunner().invoke(cli, ["stats", "--server", "127.0.0.1:1"])
+    assert result.exit_code != 0 and "cannot reach logq" in result.output
