@@ -70,8 +70,7 @@ def _consume(
     as_json: bool,
 ) -> None:
     seen = 0
-    prefetch = min(max_messages or 1000, 1000)
-    with client.consume(topic, group, prefetch=prefetch) as consumer:
+    with client.consume(topic, group, prefetch=1000, limit=max_messages) as consumer:
         while max_messages is None or seen < max_messages:
             message = consumer.next(None if follow else IDLE_S)
             if message is None:

@@ -336,8 +336,10 @@ class AsyncClient:
         prefetch: int = 1000,
         visibility_timeout: Duration | None = None,
         auto_ack: bool = False,
+        limit: int | None = None,
     ) -> AsyncConsumer:
-        """An async iterator of messages pushed by the broker (see AsyncConsumer)."""
+        """An async iterator of messages pushed by the broker (see AsyncConsumer);
+        `limit` caps how many it leases and hands out in all."""
         return AsyncConsumer(
             self,
             topic,
@@ -346,6 +348,7 @@ class AsyncClient:
             prefetch=prefetch,
             visibility_timeout=visibility_timeout,
             auto_ack=auto_ack,
+            limit=limit,
         )
 
     async def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:

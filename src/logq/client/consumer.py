@@ -45,12 +45,15 @@ class AsyncConsumer:
         prefetch: int = 1000,
         visibility_timeout: str | int | None = None,
         auto_ack: bool = False,
+        limit: int | None = None,
     ) -> None:
         self.client = client
+        self.limit = limit  # hand out at most this many messages, lease no more
         self.topic = topic
         self.group = group
         self.consumer = consumer or default_consumer_name()
-        self.prefetch = max(1, prefetch)
+        self.prefetch = max(1, min(prefetch, limit if limit is not None else prefetch))
+        self._granted = self.prefetch
         self.visibility_timeout = visibility_timeout
         self.auto_ack = auto_ack
         self.settler = Settler(client, topic, group)
@@ -112,17 +115,24 @@ class AsyncConsumer:
             return
         self._closed = True
         self._arrived.set()
-        await self.settler.flush()
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.call("STOP"), 2)
             self._connection.close()
+        # Leased but never handed out: give them back now rather than at lease expiry.
+        unused = [message.id for message in self._buffer]
+        self._buffer.clear()
+        if unused:
+            with contextlib.suppress(Exception):
+                await self.client.call("NACK", self.topic, self.group, *unused)
+        await self.settler.flush()
 
     async def _subscribe(self) -> None:
         if self._closed or (self._connection is not None and not self._connection.closed):
             return
         self._buffer.clear()
         self._taken = 0
+        self._granted = self.prefetch
         attempt = 0
         while True:
             try:
