@@ -105,6 +105,13 @@ class ProtocolViolationError(LogqError):
     http_status = 400
 
 
+class UnsupportedError(LogqError):
+    """A documented feature that this version of the broker does not have yet."""
+
+    code = "UNSUPPORTED"
+    http_status = 501
+
+
 _ALL: list[type[LogqError]] = [
     LogqError,
     BadArgumentError,
@@ -122,6 +129,7 @@ _ALL: list[type[LogqError]] = [
     StorageError,
     ShuttingDownError,
     ProtocolViolationError,
+    UnsupportedError,
 ]
 BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
 

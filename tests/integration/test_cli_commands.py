@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from logq.cli.main import cli
+from logq.client import Client
 from tests.harness import Running, server_thread
 
 
@@ -28,11 +29,22 @@ def run(server: Running, *args: str, input: str | None = None, ok: bool = True) 
 
 
 def test_topics_produce_consume_groups_stats(server: Running) -> None:
-    assert "created topic orders with 3 partitions" in run(server, "topics", "create", "orders", "--partitions", "3")
+    assert "created topic orders with 3 partitions" in run(
+        server, "topics", "create", "orders", "--partitions", "3"
+    )
     assert "orders" in run(server, "topics", "list")
     listed = json.loads(run(server, "topics", "list", "--json"))
     assert [t["name"] for t in listed] == ["orders"]
-    produced = run(server, "produce", "orders", '{"order_id": 123}', "--key", "order-123", "--header", "source=cli")
+    produced = run(
+        server,
+        "produce",
+        "orders",
+        '{"order_id": 123}',
+        "--key",
+        "order-123",
+        "--header",
+        "source=cli",
+    )
     message_id = produced.strip()
     assert message_id.startswith("orders:")
     out = run(server, "produce", "orders", "--key", "k", input="one\ntwo\nthree\n")
@@ -66,8 +78,6 @@ def test_topics_produce_consume_groups_stats(server: Running) -> None:
 def test_dlq_list_shows_origin_group_attempts_and_reason(server: Running) -> None:
     run(server, "topics", "create", "payments", "--partitions", "1")
     sent = run(server, "produce", "payments", "bad").strip()
-    from logq.client import Client
-
     with Client(server.native) as client:
         (message,) = client.receive("payments", "billing", max=1)
         message.reject("card declined")

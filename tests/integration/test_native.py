@@ -8,6 +8,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -31,14 +32,15 @@ def client(server: Running) -> Iterator[Client]:
 
 
 def topic_name(request: pytest.FixtureRequest) -> str:
-    return request.node.name.replace("[", "-").replace("]", "")[:60]
+    name: str = request.node.name
+    return name.replace("[", "-").replace("]", "")[:60]
 
 
 def test_a_resp_library_we_did_not_write_can_create_publish_receive_and_ack(
     server: Running, request: pytest.FixtureRequest
 ) -> None:
     name = topic_name(request)
-    r = redis.Redis(port=server.port)
+    r: Any = redis.Redis(port=server.port)  # redis-py is not fully typed
     created = r.execute_command("CREATE", name, "PARTITIONS", "2")
     assert b"partitions" in created or "partitions" in created
     message_id = r.execute_command("PUB", name, '{"order_id": 123}', "KEY", "order-123")
@@ -46,14 +48,16 @@ def test_a_resp_library_we_did_not_write_can_create_publish_receive_and_ack(
     messages = r.execute_command("RECV", name, "workers", "alice", "COUNT", "10")
     assert len(messages) == 1
     fields = messages[0]
-    fields = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+    fields = (
+        fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+    )
     assert fields[b"value"] == b'{"order_id": 123}'
     assert fields[b"attempt"] == 1
     assert r.execute_command("ACK", name, "workers", message_id) == 1
     assert r.execute_command("RECV", name, "workers", "alice", "COUNT", "10") == []
-    with pytest.raises(redis.ResponseError, match="^NOTOPIC"):
+    with pytest.raises(redis.ResponseError, match=r"^NOTOPIC"):
         r.execute_command("PUB", "no-such-topic", "x")
-    with pytest.raises(redis.ResponseError, match="^UNKNOWN"):
+    with pytest.raises(redis.ResponseError, match=r"^UNKNOWN"):
         r.execute_command("FLY", "away")
     # pipelined: many commands in one write, replies in order
     pipe = r.pipeline(transaction=False)
@@ -64,13 +68,17 @@ def test_a_resp_library_we_did_not_write_can_create_publish_receive_and_ack(
     assert offsets == sorted(offsets) and len(set(offsets)) == 50
 
 
-def test_publish_receive_ack_through_the_client(client: Client, request: pytest.FixtureRequest) -> None:
+def test_publish_receive_ack_through_the_client(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
     name = topic_name(request)
     client.create_topic(name, partitions=3)
     sent = client.publish_many(name, [f"message {i}".encode() for i in range(30)])
     assert len({result.id for result in sent}) == 30
     received = client.receive(name, "g", max=100, wait="1s")
-    assert sorted(m.value or b"" for m in received) == sorted(f"message {i}".encode() for i in range(30))
+    assert sorted(m.value or b"" for m in received) == sorted(
+        f"message {i}".encode() for i in range(30)
+    )
     assert all(m.attempt == 1 for m in received)
     for message in received:
         message.ack()
@@ -176,7 +184,9 @@ def test_pushed_deliveries_respect_credit(server: Running, request: pytest.Fixtu
             parser.feed(sock.recv(65536))
         return frames
 
-    sock.sendall(encode_command(["HELLO", "3"]) + encode_command(["CONSUME", name, "g", "c1", "CREDIT", "5"]))
+    sock.sendall(
+        encode_command(["HELLO", "3"]) + encode_command(["CONSUME", name, "g", "c1", "CREDIT", "5"])
+    )
     hello, ok, push = read_frames(3)
     assert isinstance(hello, dict) and ok == "OK"
     assert isinstance(push, Push) and push[0] == b"delivery"
@@ -203,7 +213,9 @@ def test_garbage_bytes_close_only_that_connection(server: Running, client: Clien
     assert client.ping()
 
 
-def test_bad_input_gets_a_code_and_changes_nothing(client: Client, request: pytest.FixtureRequest) -> None:
+def test_bad_input_gets_a_code_and_changes_nothing(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
     name = topic_name(request)
     client.create_topic(name, partitions=1)
     with pytest.raises(TopicNotFoundError):
@@ -217,12 +229,16 @@ def test_bad_input_gets_a_code_and_changes_nothing(client: Client, request: pyte
     with pytest.raises(BadArgumentError):
         client.create_topic("bad name!")
     with pytest.raises(BadBatchError):
-        client.call("PUBBATCH", name, "0", b"not a batch at all, and long enough to look like one" * 3)
+        client.call(
+            "PUBBATCH", name, "0", b"not a batch at all, and long enough to look like one" * 3
+        )
     assert client.describe_topic(name)["messages"] == 0
     assert client.ping()
 
 
-def test_async_client_producer_linger_and_futures(server: Running, request: pytest.FixtureRequest) -> None:
+def test_async_client_producer_linger_and_futures(
+    server: Running, request: pytest.FixtureRequest
+) -> None:
     name = topic_name(request)
 
     async def run() -> list[int]:
@@ -239,7 +255,9 @@ def test_async_client_producer_linger_and_futures(server: Running, request: pyte
     assert total == unique == 250
 
 
-def test_many_connections_are_served_at_once(server: Running, request: pytest.FixtureRequest) -> None:
+def test_many_connections_are_served_at_once(
+    server: Running, request: pytest.FixtureRequest
+) -> None:
     name = topic_name(request)
     with Client(server.native) as client:
         client.create_topic(name, partitions=4)

@@ -80,7 +80,9 @@ def test_sigkill_under_a_producer_and_a_consumer(tmp_path: Path) -> None:
                         break
                     stored.update(m.value or b"" for m in page)
                     offset = page[-1].offset + 1
-            assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged publishes lost"
+            assert acknowledged <= stored, (
+                f"{len(acknowledged - stored)} acknowledged publishes lost"
+            )
 
             redelivered: set[bytes] = set()
             with client.consume("orders", "g", prefetch=500) as consumer:

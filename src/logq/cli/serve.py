@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -92,9 +94,19 @@ def serve_command(
         sys.stdout.flush()
 
     try:
-        asyncio.run(serve(config, on_ready=announce))
+        run_event_loop(serve(config, on_ready=announce))
     except OSError as error:
         raise click.ClickException(f"cannot start: {error.strerror or error}") from None
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop (libuv: faster sockets and timers) where it exists."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _ready_line(config: ServerConfig, bound: BoundAddresses) -> str:

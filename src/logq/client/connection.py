@@ -85,7 +85,6 @@ class Connection:
         else:
             connecting = loop.create_connection(lambda: _Protocol(connection), host, port)
         transport, _ = await asyncio.wait_for(connecting, timeout_s)
-        assert isinstance(transport, asyncio.Transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

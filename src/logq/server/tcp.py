@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
+from typing import cast
 
 from logq.broker import Broker
 from logq.errors import LogqError
@@ -48,8 +49,8 @@ class Connection(asyncio.Protocol):
     # -- transport callbacks --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport = self.transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

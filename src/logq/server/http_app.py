@@ -1,0 +1,239 @@
+"""The HTTP app: the REST API of DESIGN.md section 3, metrics, OpenAPI, stats.
+
+Starlette with msgspec (no pydantic): the REST path stays light. The route
+table is the `ENDPOINTS` of the route modules plus the system routes below;
+each handler is wrapped so any LogqError becomes `{"error": {"code",
+"message"}}` with the error's HTTP status, and an unexpected failure becomes a
+500 that is logged while the app goes on serving.
+
+`RequestAccounting`, a plain ASGI middleware, counts requests in progress
+in `connections.http` (ASGI sees requests, not sockets: an idle keep-alive
+connection is not counted), refuses new ones at the shared connection limit,
+and times every request for the latency histogram by route template.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from logq.broker import Broker
+from logq.broker.errors import from_log_error
+from logq.errors import BadArgumentError, LimitError, LogqError, UnknownCommandError
+from logq.log import LogError
+from logq.server import http_routes_groups, http_routes_topics
+from logq.server.connections import ConnectionCounter
+from logq.server.http_common import (
+    ApiState,
+    Endpoint,
+    Limits,
+    error_response,
+    json_response,
+    object_schema,
+)
+from logq.server.http_metrics import HttpMetrics
+from logq.server.http_openapi import openapi_document
+
+logger = logging.getLogger("logq.server.http")
+UNMATCHED_ROUTE = "unmatched"
+
+
+async def health(state: ApiState, request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def stats(state: ApiState, request: Request) -> Response:
+    return json_response({**state.broker.stats(), **state.connections.statistics()})
+
+
+async def dashboard(state: ApiState, request: Request) -> Response:
+    """A minimal page until the live dashboard lands: topics and their numbers."""
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(topic[column]))}</td>"
+            for column in ("name", "messages", "pending", "in_flight", "acked", "dead_lettered")
+        )
+        + "</tr>"
+        for topic in state.broker.list_topics()
+    )
+    numbers = {**state.broker.stats(), **state.connections.statistics()}
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>logq</title></head><body>"
+        "<h1>logq</h1>"
+        f"<p>topics {numbers['topics']} · groups {numbers['groups']} · "
+        f"messages in {numbers['messages_in']} · out {numbers['messages_out']} · "
+        f"active connections {numbers['active_connections']}</p>"
+        "<table><thead><tr><th>topic</th><th>messages</th><th>pending</th>"
+        "<th>in flight</th><th>acked</th><th>dead-lettered</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        "<p><a href='/openapi.json'>API</a> · <a href='/metrics'>metrics</a> · "
+        "<a href='/v1/stats'>stats</a></p></body></html>"
+    )
+    return HTMLResponse(page)
+
+
+def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
+    """Health, metrics, stats, the dashboard, and the OpenAPI document of
+    `table` (the app's whole route table, this part included)."""
+
+    async def prometheus(state: ApiState, request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi_json(state: ApiState, request: Request) -> Response:
+        return json_response(openapi_document(table))
+
+    return (
+        Endpoint(
+            "GET",
+            "/health",
+            health,
+            "Liveness",
+            response=object_schema({"status": {"const": "ok"}}, ("status",)),
+        ),
+        Endpoint(
+            "GET",
+            "/metrics",
+            prometheus,
+            "Prometheus metrics (text exposition format)",
+            response={"type": "string"},
+            media_type="text/plain",
+        ),
+        Endpoint(
+            "GET",
+            "/v1/stats",
+            stats,
+            "Pending messages per topic partition, connections and totals",
+            response=object_schema(
+                {
+                    "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "active_connections": {"type": "integer"},
+                },
+                ("queues", "active_connections"),
+                closed=False,
+            ),
+        ),
+        Endpoint(
+            "GET",
+            "/openapi.json",
+            openapi_json,
+            "This document",
+            response={"type": "object"},
+        ),
+        Endpoint(
+            "GET",
+            "/",
+            dashboard,
+            "The dashboard (a minimal page for now)",
+            response={"type": "string"},
+            media_type="text/html",
+        ),
+    )
+
+
+def create_app(
+    broker: Broker, connections: ConnectionCounter, *, limits: Limits | None = None
+) -> Starlette:
+    """The REST API over `broker`, counting its requests in `connections`."""
+    state = ApiState(broker, connections, limits or Limits())
+    metrics = HttpMetrics(broker, connections)
+    table: list[Endpoint] = []
+    table.extend(_system_endpoints(metrics, table))
+    table.extend(http_routes_topics.ENDPOINTS)
+    table.extend(http_routes_groups.ENDPOINTS)
+    routes = [
+        Route(endpoint.path, _wrap(state, endpoint), methods=[endpoint.method])
+        for endpoint in table
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app.add_middleware(RequestAccounting, connections=connections, metrics=metrics)
+    return app
+
+
+def _wrap(state: ApiState, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    allowed = frozenset(q.name for q in endpoint.query)
+    handler = endpoint.handler
+
+    async def handle(request: Request) -> Response:
+        try:
+            _check_query(request, allowed, endpoint)
+            return await handler(state, request)
+        except LogqError as error:
+            return error_response(error)
+        except LogError as error:
+            return error_response(from_log_error(error))
+        except Exception:
+            logger.exception("%s %s failed", endpoint.method, endpoint.path)
+            return error_response(LogqError("internal error; the server log has the details"))
+
+    return handle
+
+
+def _check_query(request: Request, allowed: frozenset[str], endpoint: Endpoint) -> None:
+    """Unknown query parameters are refused, not ignored (a typo would read
+    the wrong messages)."""
+    for name in request.query_params:
+        if name not in allowed:
+            raise BadArgumentError(
+                f"unknown query parameter {name[:40]!r} for {endpoint.method} "
+                f"{endpoint.path}; see /openapi.json"
+            )
+
+
+async def _http_exception(request: Request, error: Exception) -> Response:
+    """Unknown paths (404) and methods (405) answer in the API's error shape."""
+    assert isinstance(error, HTTPException)
+    if error.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path[:200]}"
+    else:
+        message = f"no route {request.method} {request.url.path[:200]}; see /openapi.json"
+    response = error_response(UnknownCommandError(message), headers=error.headers)
+    response.status_code = error.status_code
+    return response
+
+
+class RequestAccounting:
+    """Counts HTTP requests in progress, bounds them, and times them."""
+
+    def __init__(self, app: ASGIApp, connections: ConnectionCounter, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.connections = connections
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counter = self.connections
+        if counter.active >= counter.limit:
+            counter.refused += 1
+            refusal = LimitError(
+                f"{counter.active} connections and requests open, the limit is {counter.limit}"
+            )
+            await error_response(refusal)(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        counter.http += 1
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            counter.http -= 1
+            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)

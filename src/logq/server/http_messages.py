@@ -1,0 +1,207 @@
+"""Messages over HTTP: JSON in, OutgoingMessage out; Message in, JSON out.
+
+A message's value is bytes. Over REST it travels either as JSON (`value`:
+any JSON value, stored as its JSON text) or as base64 (`value_b64`: any
+bytes). A value that came as JSON is marked with the header
+`content-type: application/json`, and comes back as JSON; every other value
+comes back as base64, so a message returns the way it went in. The JSON text
+is stored as the client wrote it (msgspec hands it over raw, without
+building Python objects on the publish path); it is decoded again on the way
+out, so a message marked as JSON by some other producer but holding other
+bytes still comes back, as base64, and never breaks the response.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from logq.broker import Message, OutgoingMessage
+from logq.broker.delivery import (
+    HEADER_ATTEMPTS,
+    HEADER_DEAD_AT,
+    HEADER_GROUP,
+    HEADER_ORIGIN_ID,
+    HEADER_REASON,
+)
+from logq.durations import parse_duration_ms, parse_time_ms
+from logq.errors import BadArgumentError, UnsupportedError
+
+CONTENT_TYPE_HEADER = "content-type"
+JSON_CONTENT_TYPE = "application/json"
+
+
+class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One message to publish, as the REST API accepts it."""
+
+    key: str | None = None
+    key_b64: str | None = None
+    value: msgspec.Raw | UnsetType = UNSET
+    value_b64: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    priority: str | None = None
+    partition: int | None = None
+    delay: int | str | None = None
+    deliver_at: int | str | None = None
+    ttl: int | str | None = None
+    dedup_id: str | None = None
+
+
+class PublishBody(MessageIn, forbid_unknown_fields=True):
+    """One message object, or `{"messages": [...]}`."""
+
+    messages: list[MessageIn] | None = None
+
+
+def outgoing_messages(body: PublishBody) -> list[OutgoingMessage]:
+    if body.messages is None:
+        return [outgoing_message(body, None)]
+    if msgspec.structs.replace(body, messages=None) != PublishBody():
+        raise BadArgumentError(
+            'give either one message object or {"messages": [...]}, not message fields beside "messages"'
+        )
+    return [outgoing_message(m, index) for index, m in enumerate(body.messages)]
+
+
+def _where(index: int | None) -> str:
+    """Names the message in an error (only then: this is the publish path)."""
+    return "message" if index is None else f"messages[{index}]"
+
+
+def outgoing_message(message: MessageIn, index: int | None) -> OutgoingMessage:
+    """`index` is the message's place in a batch (None for a single message)."""
+    _refuse_unbuilt_fields(message, index)
+    headers = message.headers
+    if message.value is not UNSET:
+        if message.value_b64 is not None:
+            raise BadArgumentError(f"{_where(index)}: give value or value_b64, not both")
+        text = bytes(message.value)
+        if not text.isascii():  # msgspec checked the syntax; strings must be UTF-8 too
+            try:
+                text.decode()
+            except UnicodeDecodeError:
+                raise BadArgumentError(f"{_where(index)}: value is not valid UTF-8") from None
+        value: bytes | None = text
+        headers = _json_headers(headers, index)
+    elif message.value_b64 is not None:
+        value = _base64(message.value_b64, index, "value_b64")
+    else:
+        value = None
+    if message.key is not None and message.key_b64 is not None:
+        raise BadArgumentError(f"{_where(index)}: give key or key_b64, not both")
+    key = (
+        message.key.encode()
+        if message.key is not None
+        else _base64(message.key_b64, index, "key_b64")
+        if message.key_b64 is not None
+        else None
+    )
+    return OutgoingMessage(
+        value=value,
+        key=key,
+        headers=headers,
+        priority=message.priority or "normal",
+        partition=message.partition,
+    )
+
+
+def _refuse_unbuilt_fields(message: MessageIn, index: int | None) -> None:
+    """Check the fields the broker cannot honour yet, then refuse them: a
+    delayed message delivered at once, or a duplicate stored twice, would be
+    worse than an error."""
+    if message.delay is not None:
+        parse_duration_ms(message.delay, name=f"{_where(index)}.delay")
+        raise UnsupportedError(f"{_where(index)}.delay: delayed delivery is not available yet")
+    if message.deliver_at is not None:
+        parse_time_ms(message.deliver_at, name=f"{_where(index)}.deliver_at")
+        raise UnsupportedError(f"{_where(index)}.deliver_at: delayed delivery is not available yet")
+    if message.ttl is not None:
+        parse_duration_ms(message.ttl, name=f"{_where(index)}.ttl")
+        raise UnsupportedError(f"{_where(index)}.ttl: message TTL is not available yet")
+    if message.dedup_id is not None:
+        raise UnsupportedError(f"{_where(index)}.dedup_id: deduplication is not available yet")
+
+
+def _json_headers(headers: dict[str, str], index: int | None) -> dict[str, str]:
+    """The headers plus the JSON mark; a conflicting content-type is refused."""
+    if not headers:
+        return {CONTENT_TYPE_HEADER: JSON_CONTENT_TYPE}
+    result: dict[str, str] = {}
+    for name, text in headers.items():
+        if name.lower() == CONTENT_TYPE_HEADER:
+            if text.split(";")[0].strip().lower() != JSON_CONTENT_TYPE:
+                raise BadArgumentError(
+                    f"{_where(index)}: a JSON value has content-type {JSON_CONTENT_TYPE}, "
+                    f"not {text[:80]!r} (send other bytes as value_b64)"
+                )
+            continue
+        result[name] = text
+    result[CONTENT_TYPE_HEADER] = JSON_CONTENT_TYPE
+    return result
+
+
+def _base64(text: str, index: int | None, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadArgumentError(f"{_where(index)}.{field} is not valid base64") from None
+
+
+# -- out ----------------------------------------------------------------------------
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": message.id,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+    }
+    _put_key(data, message.key)
+    _put_value(data, message.value, message.headers)
+    data["headers"] = message.headers
+    data["priority"] = message.priority
+    data["timestamp"] = message.timestamp_ms
+    data["attempt"] = message.attempt
+    return data
+
+
+def _put_key(data: dict[str, Any], key: bytes | None) -> None:
+    """`key` as text when it is UTF-8 (as REST keys are), else `key_b64`."""
+    try:
+        data["key"] = None if key is None else key.decode()
+    except UnicodeDecodeError:
+        data["key_b64"] = base64.b64encode(key or b"").decode("ascii")
+
+
+def _put_value(data: dict[str, Any], value: bytes | None, headers: dict[str, str]) -> None:
+    """`value` for a JSON-marked value that is JSON, else `value_b64`."""
+    if value is None:
+        data["value"] = None
+        return
+    if headers.get(CONTENT_TYPE_HEADER) == JSON_CONTENT_TYPE:
+        try:
+            data["value"] = msgspec.json.decode(value)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            pass
+        else:
+            return
+    data["value_b64"] = base64.b64encode(value).decode("ascii")
+
+
+def dead_letter_json(message: Message) -> dict[str, Any]:
+    """A dead letter: the message with where it came from and why it died."""
+    data = message_json(message)
+    headers = message.headers
+    attempts = headers.get(HEADER_ATTEMPTS, "")
+    dead_at = headers.get(HEADER_DEAD_AT, "")
+    data["origin_id"] = headers.get(HEADER_ORIGIN_ID)
+    data["group"] = headers.get(HEADER_GROUP)
+    data["attempts"] = int(attempts) if attempts.isdigit() else None
+    data["reason"] = headers.get(HEADER_REASON)
+    data["dead_lettered_at"] = int(dead_at) if dead_at.isdigit() else None
+    return data

@@ -1,0 +1,153 @@
+"""Prometheus metrics for one HTTP app, in a registry of its own.
+
+Broker numbers (messages and bytes in and out, stored, pending, in flight,
+acked, redelivered, dead-lettered...) are read from the Broker when
+Prometheus scrapes, by a custom collector: the publish and delivery paths
+keep their plain integer counters and pay nothing for the export. Only the
+request latency histogram is updated per request, labelled by route
+template (never the raw path), so its series are bounded by the route table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from logq.broker import Broker
+from logq.server.connections import ConnectionCounter
+
+# Long polls wait up to a minute, so the buckets reach past it.
+LATENCY_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Per topic, from the broker's Metrics counters.
+_TOPIC_COUNTERS = {
+    "messages_in": "Messages published",
+    "bytes_in": "Bytes published (stored batch bytes)",
+    "messages_out": "Messages delivered to groups",
+    "bytes_out": "Bytes delivered to groups (stored batch bytes)",
+}
+# Per topic and group, from each group's counters.
+_GROUP_COUNTERS = {
+    "delivered": "Deliveries, first and repeated",
+    "acked": "Messages acknowledged",
+    "nacked": "Messages handed back with nack",
+    "rejected": "Messages rejected straight to the dead-letter topic",
+    "redelivered": "Deliveries after the first attempt",
+    "dead_lettered": "Messages moved to the dead-letter topic",
+    "expired": "Leases that expired before an ack",
+}
+
+
+class BrokerCollector:
+    """Reads the broker and the connection counter at scrape time."""
+
+    def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
+        self._broker = broker
+        self._connections = connections
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        for topic, counters in sorted(self._broker.metrics.topics().items()):
+            for name in _TOPIC_COUNTERS:
+                families[name].add_metric([topic], counters[name])
+        for described in self._broker.list_topics():
+            families["stored_messages"].add_metric([described["name"]], described["messages"])
+            families["stored_bytes"].add_metric([described["name"]], described["bytes"])
+        for group in self._broker.list_groups():
+            labels = [group["topic"], group["group"]]
+            families["pending"].add_metric(labels, group["lag"])
+            families["in_flight"].add_metric(labels, group["in_flight"])
+            for name in _GROUP_COUNTERS:
+                families[name].add_metric(labels, group["counts"].get(name, 0))
+        connections = self._connections
+        families["active_connections"].add_metric(["native"], connections.native)
+        families["active_connections"].add_metric(["http"], connections.http)
+        families["connections_limit"].add_metric([], connections.limit)
+        families["connections_refused"].add_metric([], connections.refused)
+        return list(families.values())
+
+    @staticmethod
+    def _families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for name, text in _TOPIC_COUNTERS.items():
+            families[name] = CounterMetricFamily(f"logq_{name}", text, labels=["topic"])
+        families["stored_messages"] = GaugeMetricFamily(
+            "logq_stored_messages", "Messages held in the topic's log", labels=["topic"]
+        )
+        families["stored_bytes"] = GaugeMetricFamily(
+            "logq_stored_bytes", "Bytes held in the topic's log", labels=["topic"]
+        )
+        group_labels = ["topic", "group"]
+        families["pending"] = GaugeMetricFamily(
+            "logq_pending_messages",
+            "Messages the group has not settled (lag, in flight included)",
+            labels=group_labels,
+        )
+        families["in_flight"] = GaugeMetricFamily(
+            "logq_in_flight_messages", "Messages leased and not yet settled", labels=group_labels
+        )
+        for name, text in _GROUP_COUNTERS.items():
+            families[name] = CounterMetricFamily(f"logq_{name}", text, labels=group_labels)
+        families["active_connections"] = GaugeMetricFamily(
+            "logq_active_connections",
+            "Open native connections and HTTP requests in progress",
+            labels=["listener"],
+        )
+        families["connections_limit"] = GaugeMetricFamily(
+            "logq_connections_limit", "Most connections accepted at once"
+        )
+        families["connections_refused"] = CounterMetricFamily(
+            "logq_connections_refused", "Connections refused at the limit"
+        )
+        return families
+
+
+class HttpMetrics:
+    """The app's registry: broker numbers plus HTTP request latency."""
+
+    def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(BrokerCollector(broker, connections))
+        self._latency = Histogram(
+            "logq_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._requests = Counter(
+            "logq_http_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "OTHER"
+        self._latency.labels(method, route).observe(seconds)
+        self._requests.labels(method, route, str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

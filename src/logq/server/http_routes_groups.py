@@ -1,0 +1,220 @@
+"""REST routes for groups: configure, describe, receive (with long poll), ack,
+nack, reject, extend, seek, and the list of all groups (DESIGN.md section 3).
+
+Request bodies decode into msgspec Structs that refuse unknown fields, so a
+misspelt option is an error rather than silently ignored; durations are
+parsed here with the same function the native protocol uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from logq.server.http_common import (
+    DURATION_SCHEMA,
+    ApiState,
+    Endpoint,
+    duration_ms,
+    json_response,
+    messages_schema,
+    object_schema,
+    read_json,
+    read_settings,
+    ref,
+    refuse_unbuilt,
+)
+from logq.server.http_messages import message_json
+
+UNBUILT_GROUP_SETTINGS = {"backoff": "retry backoff"}
+
+
+class ReceiveBody(msgspec.Struct, forbid_unknown_fields=True):
+    consumer: str
+    max: int = 1
+    wait: int | str = 0
+    visibility_timeout: int | str | None = None
+
+
+class IdsBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str]
+
+
+class NackBody(IdsBody, forbid_unknown_fields=True):
+    delay: int | str = 0
+
+
+class RejectBody(IdsBody, forbid_unknown_fields=True):
+    reason: str = "rejected"
+
+
+class ExtendBody(IdsBody, forbid_unknown_fields=True):
+    visibility_timeout: int | str | None = None
+
+
+class SeekBody(msgspec.Struct, forbid_unknown_fields=True):
+    to: str | dict[str, Any]
+
+
+def _names(request: Request) -> tuple[str, str]:
+    return request.path_params["topic"], request.path_params["group"]
+
+
+async def put_group(state: ApiState, request: Request) -> Response:
+    topic, group = _names(request)
+    settings = await read_settings(request, state, empty_ok=True)
+    refuse_unbuilt(settings, UNBUILT_GROUP_SETTINGS)
+    await state.broker.put_group(topic, group, settings)
+    return json_response(state.broker.describe_group(topic, group))
+
+
+async def describe_group(state: ApiState, request: Request) -> Response:
+    return json_response(state.broker.describe_group(*_names(request)))
+
+
+async def list_groups(state: ApiState, request: Request) -> Response:
+    return json_response({"groups": state.broker.list_groups()})
+
+
+async def receive(state: ApiState, request: Request) -> Response:
+    topic, group = _names(request)
+    body = await read_json(request, ReceiveBody, limit=state.limits.body_bytes_max)
+    messages = await state.broker.receive(
+        topic,
+        group,
+        body.consumer,
+        max_messages=body.max,
+        wait_ms=duration_ms(body.wait, "wait") or 0,
+        visibility_timeout_ms=duration_ms(body.visibility_timeout, "visibility_timeout"),
+    )
+    return json_response({"messages": [message_json(m) for m in messages]})
+
+
+async def ack(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, IdsBody, limit=state.limits.body_bytes_max)
+    return json_response({"acked": await state.broker.ack(*_names(request), body.ids)})
+
+
+async def nack(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, NackBody, limit=state.limits.body_bytes_max)
+    delay = duration_ms(body.delay, "delay") or 0
+    return json_response({"nacked": await state.broker.nack(*_names(request), body.ids, delay)})
+
+
+async def reject(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, RejectBody, limit=state.limits.body_bytes_max)
+    count = await state.broker.reject(*_names(request), body.ids, body.reason)
+    return json_response({"rejected": count})
+
+
+async def extend(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, ExtendBody, limit=state.limits.body_bytes_max)
+    lease = duration_ms(body.visibility_timeout, "visibility_timeout")
+    return json_response({"extended": await state.broker.extend(*_names(request), body.ids, lease)})
+
+
+async def seek(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, SeekBody, limit=state.limits.body_bytes_max)
+    positions = await state.broker.seek(*_names(request), body.to)
+    return json_response({"positions": {str(p): offset for p, offset in positions.items()}})
+
+
+_GROUP_PATH = "/v1/topics/{topic}/groups/{group}"
+_IDS = {"ids": {"type": "array", "items": {"type": "string"}, "minItems": 1}}
+
+
+def _count(name: str) -> dict[str, Any]:
+    return object_schema({name: {"type": "integer"}}, (name,))
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "PUT",
+        _GROUP_PATH,
+        put_group,
+        "Create a group or change its settings",
+        body=ref("GroupSettings"),
+        response=ref("Group"),
+    ),
+    Endpoint(
+        "GET",
+        _GROUP_PATH,
+        describe_group,
+        "A group: members, assignment, lag, in-flight, counts",
+        response=ref("Group"),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/receive",
+        receive,
+        "Lease messages to a consumer, waiting up to `wait` for some (long poll)",
+        body=object_schema(
+            {
+                "consumer": {"type": "string", "minLength": 1, "maxLength": 200},
+                "max": {"type": "integer", "minimum": 1, "default": 1},
+                "wait": {**DURATION_SCHEMA, "description": "long poll (default 0)"},
+                "visibility_timeout": DURATION_SCHEMA,
+            },
+            ("consumer",),
+        ),
+        body_required=True,
+        response=messages_schema(),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/ack",
+        ack,
+        "Settle delivered messages",
+        body=object_schema(_IDS, ("ids",)),
+        body_required=True,
+        response=_count("acked"),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/nack",
+        nack,
+        "Hand messages back for redelivery after `delay`",
+        body=object_schema({**_IDS, "delay": DURATION_SCHEMA}, ("ids",)),
+        body_required=True,
+        response=_count("nacked"),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/reject",
+        reject,
+        "Send messages straight to the dead-letter topic",
+        body=object_schema({**_IDS, "reason": {"type": "string", "maxLength": 1000}}, ("ids",)),
+        body_required=True,
+        response=_count("rejected"),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/extend",
+        extend,
+        "Renew the lease of in-flight messages from now",
+        body=object_schema({**_IDS, "visibility_timeout": DURATION_SCHEMA}, ("ids",)),
+        body_required=True,
+        response=_count("extended"),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/seek",
+        seek,
+        "Move the group to earliest, latest, an offset or a time",
+        body=object_schema({"to": ref("SeekTarget")}, ("to",)),
+        body_required=True,
+        response=object_schema(
+            {"positions": {"type": "object", "additionalProperties": {"type": "integer"}}}
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/groups",
+        list_groups,
+        "All groups with their lag",
+        response=object_schema({"groups": {"type": "array", "items": ref("Group")}}),
+    ),
+)

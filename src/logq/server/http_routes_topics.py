@@ -1,0 +1,259 @@
+"""REST routes for topics, publishing, reading without a group, dead letters
+and single messages (DESIGN.md section 3).
+
+Handlers check the request's shape and hand the rest to the Broker, which
+validates every value the native protocol would (names, settings, limits):
+both front ends answer the same input with the same error code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from logq.errors import BadArgumentError, UnsupportedError
+from logq.server.http_common import (
+    INTEGER_SCHEMA,
+    TIME_SCHEMA,
+    ApiState,
+    Endpoint,
+    QueryParameter,
+    decode_json,
+    json_response,
+    messages_schema,
+    object_schema,
+    query_int,
+    query_time,
+    read_body,
+    read_settings,
+    ref,
+    refuse_unbuilt,
+)
+from logq.server.http_messages import (
+    PublishBody,
+    dead_letter_json,
+    message_json,
+    outgoing_messages,
+)
+
+PEEK_LIMIT_DEFAULT = 100
+# Topic settings the design names that the broker does not implement yet.
+UNBUILT_TOPIC_SETTINGS = {
+    "backoff": "retry backoff",
+    "ttl": "message TTL",
+    "dedup_window": "deduplication",
+}
+
+
+async def create_topic(state: ApiState, request: Request) -> Response:
+    settings = await read_settings(request, state, empty_ok=False)
+    name = settings.pop("name", None)
+    if name is None:
+        raise BadArgumentError("name is required: the topic's name")
+    refuse_unbuilt(settings, UNBUILT_TOPIC_SETTINGS)
+    await state.broker.create_topic(name, settings)
+    return json_response(state.broker.describe_topic(name), status=201)
+
+
+async def list_topics(state: ApiState, request: Request) -> Response:
+    return json_response({"topics": state.broker.list_topics()})
+
+
+async def describe_topic(state: ApiState, request: Request) -> Response:
+    return json_response(state.broker.describe_topic(request.path_params["topic"]))
+
+
+async def update_topic(state: ApiState, request: Request) -> Response:
+    name = request.path_params["topic"]
+    changes = await read_settings(request, state, empty_ok=False)
+    if changes.pop("name", name) != name:
+        raise BadArgumentError("a topic cannot be renamed")
+    refuse_unbuilt(changes, UNBUILT_TOPIC_SETTINGS)
+    await state.broker.update_topic(name, changes)
+    return json_response(state.broker.describe_topic(name))
+
+
+async def delete_topic(state: ApiState, request: Request) -> Response:
+    name = request.path_params["topic"]
+    await state.broker.delete_topic(name)
+    return json_response({"deleted": name})
+
+
+async def publish(state: ApiState, request: Request) -> Response:
+    body = await read_body(request, state.limits.publish_body_bytes_max)
+    messages = outgoing_messages(decode_json(body, PublishBody))
+    results = await state.broker.publish(request.path_params["topic"], messages)
+    return json_response({"results": results})
+
+
+async def peek(state: ApiState, request: Request) -> Response:
+    limit = query_int(request, "limit")
+    messages = await state.broker.read_messages(
+        request.path_params["topic"],
+        query_int(request, "partition"),
+        offset=query_int(request, "offset"),
+        from_time_ms=query_time(request, "from_time"),
+        to_time_ms=query_time(request, "to_time"),
+        limit=PEEK_LIMIT_DEFAULT if limit is None else limit,
+    )
+    return json_response({"messages": [message_json(m) for m in messages]})
+
+
+async def list_dead_letters(state: ApiState, request: Request) -> Response:
+    limit = query_int(request, "limit")
+    messages = await state.broker.dlq_messages(
+        request.path_params["topic"], PEEK_LIMIT_DEFAULT if limit is None else limit
+    )
+    return json_response({"messages": [dead_letter_json(m) for m in messages]})
+
+
+async def redrive_dead_letters(state: ApiState, request: Request) -> Response:
+    state.broker.topic(request.path_params["topic"])
+    raise UnsupportedError("DLQ redrive is not available in this version of logq")
+
+
+async def purge_dead_letters(state: ApiState, request: Request) -> Response:
+    state.broker.topic(request.path_params["topic"])
+    raise UnsupportedError("DLQ purge is not available in this version of logq")
+
+
+async def get_message(state: ApiState, request: Request) -> Response:
+    message = await state.broker.get_message(request.path_params["id"])
+    return json_response(message_json(message))
+
+
+async def message_trace(state: ApiState, request: Request) -> Response:
+    await state.broker.get_message(request.path_params["id"])
+    raise UnsupportedError("message traces are not available in this version of logq")
+
+
+_SETTINGS_PROPERTIES: dict[str, Any] = {
+    "partitions": {"type": "integer", "minimum": 1, "maximum": 1024},
+    "retention": {
+        "anyOf": [ref("Duration"), {"type": "null"}],
+        "description": "keep messages this long (null: forever)",
+    },
+    "retention_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "max_deliveries": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "visibility_timeout": ref("Duration"),
+    "dlq": {"type": ["string", "null"], "description": 'dead-letter topic (default "<topic>.dlq")'},
+    "backoff": {"type": "object", "description": "not available yet: answered with 501"},
+    "ttl": {**ref("Duration"), "description": "not available yet: answered with 501"},
+    "dedup_window": {**ref("Duration"), "description": "not available yet: answered with 501"},
+}
+_TOPIC = ref("Topic")
+_PEEK_QUERY = (
+    QueryParameter("partition", INTEGER_SCHEMA, "one partition (default: all)"),
+    QueryParameter("offset", INTEGER_SCHEMA, "first offset to read"),
+    QueryParameter("from_time", TIME_SCHEMA, "messages at or after this time"),
+    QueryParameter("to_time", TIME_SCHEMA, "messages before this time"),
+    QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),
+)
+_LIMIT_QUERY = (
+    QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),
+)
+_TOPIC_PATH = "/v1/topics/{topic}"
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/v1/topics",
+        create_topic,
+        "Create a topic",
+        body=object_schema(
+            {"name": {"type": "string"}, **_SETTINGS_PROPERTIES}, ("name",), closed=False
+        ),
+        body_required=True,
+        response=_TOPIC,
+        status=201,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/topics",
+        list_topics,
+        "List topics with their counts",
+        response=object_schema({"topics": {"type": "array", "items": _TOPIC}}),
+    ),
+    Endpoint(
+        "GET",
+        _TOPIC_PATH,
+        describe_topic,
+        "A topic's config and per-partition stats",
+        response=_TOPIC,
+    ),
+    Endpoint(
+        "PATCH",
+        _TOPIC_PATH,
+        update_topic,
+        "Change a topic's config (partitions can only grow)",
+        body=object_schema(_SETTINGS_PROPERTIES, closed=False),
+        body_required=True,
+        response=_TOPIC,
+    ),
+    Endpoint(
+        "DELETE",
+        _TOPIC_PATH,
+        delete_topic,
+        "Delete a topic, its messages and its groups",
+        response=object_schema({"deleted": {"type": "string"}}),
+    ),
+    Endpoint(
+        "POST",
+        f"{_TOPIC_PATH}/messages",
+        publish,
+        'Publish one message object, or {"messages": [...]}',
+        body={
+            "oneOf": [
+                ref("OutgoingMessage"),
+                object_schema(
+                    {"messages": {"type": "array", "items": ref("OutgoingMessage")}},
+                    ("messages",),
+                ),
+            ]
+        },
+        body_required=True,
+        response=object_schema(
+            {"results": {"type": "array", "items": ref("PublishResult")}}, ("results",)
+        ),
+    ),
+    Endpoint(
+        "GET",
+        f"{_TOPIC_PATH}/messages",
+        peek,
+        "Peek or replay without a group: by offset or time window [from_time, to_time)",
+        query=_PEEK_QUERY,
+        response=messages_schema(),
+    ),
+    Endpoint(
+        "GET",
+        f"{_TOPIC_PATH}/dlq",
+        list_dead_letters,
+        "Dead letters, each with origin id, group, attempts and reason",
+        query=_LIMIT_QUERY,
+        response=object_schema(
+            {"messages": {"type": "array", "items": ref("DeadLetter")}}, ("messages",)
+        ),
+    ),
+    Endpoint(
+        "POST",
+        f"{_TOPIC_PATH}/dlq/redrive",
+        redrive_dead_letters,
+        "Redrive dead letters to their group (not available yet: 501)",
+        body=object_schema({"ids": {"type": "array", "items": {"type": "string"}}}),
+    ),
+    Endpoint(
+        "DELETE",
+        f"{_TOPIC_PATH}/dlq",
+        purge_dead_letters,
+        "Purge the dead letters (not available yet: 501)",
+    ),
+    Endpoint("GET", "/v1/messages/{id}", get_message, "One message by id", response=ref("Message")),
+    Endpoint(
+        "GET",
+        "/v1/messages/{id}/trace",
+        message_trace,
+        "A message's lifecycle (not available yet: 501)",
+    ),
+)

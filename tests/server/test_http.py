@@ -1,0 +1,686 @@
+"""The REST API through httpx against the ASGI app over an in-memory broker.
+
+Time moves only through the FakeClock (leases, nack delays, time windows);
+no test sleeps. One test at the end runs the real server (uvicorn on a free
+port) to check the app as `logq serve` wires it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.server.connections import ConnectionCounter
+from logq.server.http_app import create_app
+from logq.server.http_common import Limits
+from tests.harness import server_thread
+
+pytestmark = pytest.mark.anyio
+
+START_MS = 1_700_000_000_000  # FakeClock's start: 2023-11-14T22:13:20Z
+JSON_HEADERS = {"content-type": "application/json"}
+
+# DESIGN.md section 3, route by route.
+DESIGN_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/stats"),
+    ("POST", "/v1/topics"),
+    ("GET", "/v1/topics"),
+    ("GET", "/v1/topics/{topic}"),
+    ("PATCH", "/v1/topics/{topic}"),
+    ("DELETE", "/v1/topics/{topic}"),
+    ("POST", "/v1/topics/{topic}/messages"),
+    ("GET", "/v1/topics/{topic}/messages"),
+    ("PUT", "/v1/topics/{topic}/groups/{group}"),
+    ("GET", "/v1/topics/{topic}/groups/{group}"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/receive"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/ack"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/nack"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/reject"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/extend"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/seek"),
+    ("GET", "/v1/groups"),
+    ("GET", "/v1/topics/{topic}/dlq"),
+    ("POST", "/v1/topics/{topic}/dlq/redrive"),
+    ("DELETE", "/v1/topics/{topic}/dlq"),
+    ("GET", "/v1/messages/{id}"),
+    ("GET", "/v1/messages/{id}/trace"),
+    ("GET", "/"),
+    ("GET", "/openapi.json"),
+}
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    broker: Broker
+    clock: FakeClock
+    connections: ConnectionCounter
+    app: Starlette
+
+    async def ok(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.client.request(method, path, **kwargs)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    async def fails(
+        self, status: int, code: str, method: str, path: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        response = await self.client.request(method, path, **kwargs)
+        assert response.status_code == status, response.text
+        error: dict[str, Any] = response.json()["error"]
+        assert error["code"] == code, error
+        assert error["message"]
+        return error
+
+    async def topic(self, name: str, partitions: int = 1, **settings: Any) -> None:
+        await self.ok(
+            "POST", "/v1/topics", json={"name": name, "partitions": partitions, **settings}
+        )
+
+    async def publish(self, topic: str, body: Any) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = (
+            await self.ok("POST", f"/v1/topics/{topic}/messages", json=body)
+        )["results"]
+        return results
+
+    async def receive(self, topic: str, group: str, **body: Any) -> list[dict[str, Any]]:
+        body.setdefault("consumer", "worker-1")
+        body.setdefault("max", 100)
+        path = f"/v1/topics/{topic}/groups/{group}/receive"
+        messages: list[dict[str, Any]] = (await self.ok("POST", path, json=body))["messages"]
+        return messages
+
+    async def still_serving(self) -> None:
+        assert await self.ok("GET", "/health") == {"status": "ok"}
+
+
+@asynccontextmanager
+async def open_api(
+    limits: Limits | None = None, connections: ConnectionCounter | None = None
+) -> AsyncIterator[Api]:
+    clock = FakeClock()
+    broker = await Broker.open(BrokerConfig(), clock=clock)
+    counter = connections or ConnectionCounter()
+    app = create_app(broker, counter, limits=limits)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://logq.test") as client:
+            yield Api(client, broker, clock, counter, app)
+    finally:
+        await broker.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Api]:
+    async with open_api() as opened:
+        yield opened
+
+
+# -- topics -------------------------------------------------------------------------
+
+
+async def test_topic_create_list_describe_patch_delete(api: Api) -> None:
+    created = await api.ok(
+        "POST",
+        "/v1/topics",
+        json={"name": "orders", "partitions": 2, "visibility_timeout": "10s", "retention": "2h"},
+    )
+    assert created["name"] == "orders"
+    assert created["config"]["visibility_timeout_ms"] == 10_000
+    assert created["config"]["retention_ms"] == 7_200_000
+    await api.fails(409, "EXISTS", "POST", "/v1/topics", json={"name": "orders"})
+    listed = await api.ok("GET", "/v1/topics")
+    assert [t["name"] for t in listed["topics"]] == ["orders"]
+    assert listed["topics"][0]["messages"] == 0
+    described = await api.ok("GET", "/v1/topics/orders")
+    assert [p["partition"] for p in described["partitions"]] == [0, 1]
+    assert {"messages", "bytes", "first_offset", "last_offset", "pending", "in_flight"} <= set(
+        described["partitions"][0]
+    )
+    patched = await api.ok("PATCH", "/v1/topics/orders", json={"partitions": 4})
+    assert len(patched["partitions"]) == 4
+    await api.fails(400, "BADARG", "PATCH", "/v1/topics/orders", json={"partitions": 1})
+    await api.fails(400, "BADARG", "PATCH", "/v1/topics/orders", json={"name": "other"})
+    await api.fails(501, "UNSUPPORTED", "PATCH", "/v1/topics/orders", json={"ttl": "1h"})
+    await api.fails(400, "BADARG", "POST", "/v1/topics", json={"name": "x", "colour": "red"})
+    await api.fails(400, "BADARG", "POST", "/v1/topics", json={"partitions": 1})
+    await api.fails(400, "BADARG", "POST", "/v1/topics", json={"name": "bad name!"})
+    await api.fails(501, "UNSUPPORTED", "POST", "/v1/topics", json={"name": "y", "backoff": {}})
+    assert await api.ok("DELETE", "/v1/topics/orders") == {"deleted": "orders"}
+    await api.fails(404, "NOTOPIC", "GET", "/v1/topics/orders")
+    await api.fails(404, "NOTOPIC", "DELETE", "/v1/topics/orders")
+    assert (await api.ok("GET", "/v1/topics"))["topics"] == []
+
+
+# -- publish and peek --------------------------------------------------------------------
+
+
+async def test_publish_one_and_a_batch_values_come_back_the_way_they_went_in(api: Api) -> None:
+    await api.topic("events", partitions=1)
+    raw = bytes(range(256))  # not UTF-8, not JSON
+    (one,) = await api.publish(
+        "events", {"value": {"event": "signup", "user": "alice"}, "key": "alice"}
+    )
+    assert one == {"id": "events:0:0", "partition": 0, "offset": 0}
+    batch = await api.publish(
+        "events",
+        {
+            "messages": [
+                {"value_b64": base64.b64encode(raw).decode(), "headers": {"trace": "t-1"}},
+                {"value": "just text", "priority": "high"},
+                {"value": [1, 2.5, None, True]},
+                {"value_b64": base64.b64encode(b'{"looks": "like json"}').decode()},
+                {"key_b64": base64.b64encode(b"\xff\x00").decode(), "value": None},
+                {},
+            ]
+        },
+    )
+    assert sorted(r["offset"] for r in batch) == [1, 2, 3, 4, 5, 6]  # lanes are stored apart
+    peeked = (await api.ok("GET", "/v1/topics/events/messages", params={"partition": 0}))[
+        "messages"
+    ]
+    by_id = {m["id"]: m for m in peeked}
+    first, *rest = [by_id[r["id"]] for r in [one, *batch]]
+    assert first["value"] == {"event": "signup", "user": "alice"}
+    assert first["key"] == "alice"
+    assert "value_b64" not in first
+    binary, text, array, json_as_bytes, binary_key, empty = rest
+    assert base64.b64decode(binary["value_b64"]) == raw
+    assert "value" not in binary
+    assert binary["headers"] == {"trace": "t-1"}
+    assert text["value"] == "just text"
+    assert text["priority"] == "high"
+    assert array["value"] == [1, 2.5, None, True]
+    assert base64.b64decode(json_as_bytes["value_b64"]) == b'{"looks": "like json"}'
+    assert base64.b64decode(binary_key["key_b64"]) == b"\xff\x00"
+    assert binary_key["value"] is None and "value_b64" not in binary_key
+    assert empty["value"] is None and empty["key"] is None
+    # JSON is stored as JSON text, marked so that it comes back as JSON
+    stored = await api.broker.get_message("events:0:0")
+    assert msgspec.json.decode(stored.value or b"") == {"event": "signup", "user": "alice"}
+    assert stored.headers["content-type"] == "application/json"
+    assert (await api.broker.get_message(batch[0]["id"])).value == raw
+    # marked as JSON by another producer, but not JSON: still served, as base64
+    marked = OutgoingMessage(b"{not json", headers={"content-type": "application/json"})
+    (result,) = await api.broker.publish("events", [marked])
+    served = await api.ok("GET", f"/v1/messages/{result.id}")
+    assert base64.b64decode(served["value_b64"]) == b"{not json"
+
+
+async def test_publish_refuses_bad_messages_and_changes_nothing(api: Api) -> None:
+    await api.topic("t", partitions=2)
+    path = "/v1/topics/t/messages"
+    bad: list[Any] = [
+        {"value": 1, "value_b64": "AA=="},
+        {"value_b64": "not base64!"},
+        {"value": 1, "messages": [{"value": 2}]},
+        {"value": 1, "colour": "red"},
+        {"value": 1, "priority": "urgent"},
+        {"value": 1, "partition": 7},
+        {"value": 1, "partition": "0"},
+        {"value": 1, "headers": {"content-type": "text/plain"}},
+        {"messages": []},
+        {"messages": [{"value": 1}, {"value": 2, "delay": "soon"}]},
+        {"value": 1, "deliver_at": "yesterday"},
+        [1, 2],
+    ]
+    for body in bad:
+        await api.fails(400, "BADARG", "POST", path, json=body)
+    not_utf8 = b'{"value": "\xff"}'
+    await api.fails(400, "BADARG", "POST", path, content=not_utf8, headers=JSON_HEADERS)
+    for body in (
+        {"value": 1, "delay": "5s"},
+        {"value": 1, "deliver_at": START_MS + 1000},
+        {"value": 1, "ttl": "1h"},
+        {"value": 1, "dedup_id": "once"},
+    ):
+        await api.fails(501, "UNSUPPORTED", "POST", path, json=body)
+    assert (await api.ok("GET", "/v1/topics/t"))["messages"] == 0
+
+
+async def test_peek_by_offset_and_by_time_window(api: Api) -> None:
+    await api.topic("log", partitions=1)
+    for second in range(3):
+        await api.publish("log", {"messages": [{"value": f"{second}-{i}"} for i in range(2)]})
+        api.clock.advance(1000)
+    path = "/v1/topics/log/messages"
+
+    async def values(**params: Any) -> list[Any]:
+        return [m["value"] for m in (await api.ok("GET", path, params=params))["messages"]]
+
+    assert await values(partition=0, offset=3) == ["1-1", "2-0", "2-1"]
+    assert await values(partition=0, offset=1, limit=2) == ["0-1", "1-0"]
+    assert await values(from_time=START_MS + 1000, to_time=START_MS + 2000) == ["1-0", "1-1"]
+    assert await values(from_time="2023-11-14T22:13:22Z") == ["2-0", "2-1"]
+    assert await values(to_time="2023-11-14T22:13:21Z") == ["0-0", "0-1"]
+    assert all(
+        m["attempt"] == 0 for m in (await api.ok("GET", path, params={"limit": 10}))["messages"]
+    )
+    await api.fails(400, "BADARG", "GET", path, params={"from_time": "last tuesday"})
+    await api.fails(400, "BADARG", "GET", path, params={"limit": "lots"})
+    await api.fails(400, "BADARG", "GET", path, params={"limit": 0})
+    await api.fails(400, "BADARG", "GET", path, params={"partition": 5})
+    await api.fails(400, "BADARG", "GET", path, params={"ofset": 1})
+    await api.fails(404, "NOTOPIC", "GET", "/v1/topics/nope/messages")
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+async def test_group_put_and_get(api: Api) -> None:
+    await api.topic("jobs", partitions=2)
+    group = await api.ok(
+        "PUT",
+        "/v1/topics/jobs/groups/workers",
+        json={"mode": "ordered", "visibility_timeout": "10s", "max_deliveries": 3},
+    )
+    assert group["settings"]["mode"] == "ordered"
+    assert group["settings"]["visibility_timeout_ms"] == 10_000
+    assert group["settings"]["max_deliveries"] == 3
+    changed = await api.ok("PUT", "/v1/topics/jobs/groups/workers", json={"auto_ack": True})
+    assert changed["settings"]["auto_ack"] is True
+    assert changed["settings"]["mode"] == "ordered"
+    described = await api.ok("GET", "/v1/topics/jobs/groups/workers")
+    assert {"members", "assignment", "lag", "in_flight", "counts"} <= set(described)
+    created_empty = await api.ok("PUT", "/v1/topics/jobs/groups/other")
+    assert created_empty["group"] == "other"
+    await api.fails(404, "NOGROUP", "GET", "/v1/topics/jobs/groups/nobody")
+    await api.fails(404, "NOTOPIC", "GET", "/v1/topics/nope/groups/workers")
+    await api.fails(404, "NOTOPIC", "PUT", "/v1/topics/nope/groups/workers")
+    await api.fails(400, "BADARG", "PUT", "/v1/topics/jobs/groups/w", json={"mode": "fifo"})
+    await api.fails(400, "BADARG", "PUT", "/v1/topics/jobs/groups/w", json={"lease": "forever"})
+    await api.fails(501, "UNSUPPORTED", "PUT", "/v1/topics/jobs/groups/w", json={"backoff": {}})
+    groups = (await api.ok("GET", "/v1/groups"))["groups"]
+    assert [(g["topic"], g["group"]) for g in groups] == [("jobs", "other"), ("jobs", "workers")]
+    assert all("lag" in g for g in groups)
+
+
+async def test_receive_then_ack(api: Api) -> None:
+    await api.topic("jobs", partitions=2)
+    await api.publish("jobs", {"messages": [{"value": {"n": n}, "key": f"k{n}"} for n in range(5)]})
+    received = await api.receive("jobs", "workers")
+    assert sorted(m["value"]["n"] for m in received) == [0, 1, 2, 3, 4]
+    assert all(m["attempt"] == 1 for m in received)
+    assert {"id", "partition", "offset", "key", "headers", "priority", "timestamp"} <= set(
+        received[0]
+    )
+    assert await api.receive("jobs", "workers") == []
+    ids = [m["id"] for m in received]
+    assert await api.ok("POST", "/v1/topics/jobs/groups/workers/ack", json={"ids": ids}) == {
+        "acked": 5
+    }
+    group = await api.ok("GET", "/v1/topics/jobs/groups/workers")
+    assert group["counts"]["acked"] == 5 and group["lag"] == 0
+    assert (await api.ok("GET", "/v1/groups"))["groups"][0]["lag"] == 0
+    await api.fails(
+        400, "BADARG", "POST", "/v1/topics/jobs/groups/workers/ack", json={"ids": ["zzz"]}
+    )
+    await api.fails(400, "BADARG", "POST", "/v1/topics/jobs/groups/workers/ack", json={"ids": []})
+    await api.fails(404, "NOGROUP", "POST", "/v1/topics/jobs/groups/nobody/ack", json={"ids": ids})
+    await api.fails(400, "BADARG", "POST", "/v1/topics/jobs/groups/w/receive", json={"max": 1})
+    await api.fails(
+        400, "BADARG", "POST", "/v1/topics/jobs/groups/w/receive", json={"consumer": "c", "max": 0}
+    )
+
+
+async def test_receive_long_polls_until_a_message_arrives(api: Api) -> None:
+    await api.topic("jobs", partitions=1)
+    waiting = asyncio.create_task(api.receive("jobs", "workers", wait="30s"))
+    while not api.broker.groups or not api.broker.describe_group("jobs", "workers")["members"]:
+        await asyncio.sleep(0)  # let the request reach its wait; no time passes
+    assert not waiting.done()
+    await api.publish("jobs", {"value": "wake up"})
+    (message,) = await asyncio.wait_for(waiting, timeout=10)
+    assert message["value"] == "wake up"
+    assert await api.receive("jobs", "workers", wait="5ms") == []
+
+
+async def test_nack_then_redelivery_with_attempt_two(api: Api) -> None:
+    await api.topic("jobs", partitions=1)
+    await api.publish("jobs", {"value": "retry me"})
+    (first,) = await api.receive("jobs", "workers")
+    nacked = await api.ok(
+        "POST", "/v1/topics/jobs/groups/workers/nack", json={"ids": [first["id"]], "delay": "5s"}
+    )
+    assert nacked == {"nacked": 1}
+    assert await api.receive("jobs", "workers") == []
+    api.clock.advance(5000)
+    (again,) = await api.receive("jobs", "workers")
+    assert (again["id"], again["attempt"], again["value"]) == (first["id"], 2, "retry me")
+    await api.fails(
+        400,
+        "BADARG",
+        "POST",
+        "/v1/topics/jobs/groups/workers/nack",
+        json={"ids": [again["id"]], "delay": "5 parsecs"},
+    )
+    metrics = (await api.client.get("/metrics")).text
+    assert 'logq_redelivered_total{group="workers",topic="jobs"} 1.0' in metrics
+
+
+async def test_reject_goes_to_the_dlq_with_its_origin(api: Api) -> None:
+    await api.topic("orders", partitions=1)
+    await api.publish("orders", {"value": {"order": 7}, "key": "o-7"})
+    (message,) = await api.receive("orders", "billing")
+    rejected = await api.ok(
+        "POST",
+        "/v1/topics/orders/groups/billing/reject",
+        json={"ids": [message["id"]], "reason": "bad data"},
+    )
+    assert rejected == {"rejected": 1}
+    (dead,) = (await api.ok("GET", "/v1/topics/orders/dlq"))["messages"]
+    assert dead["origin_id"] == message["id"]
+    assert dead["group"] == "billing"
+    assert dead["attempts"] == 1
+    assert dead["reason"] == "bad data"
+    assert dead["dead_lettered_at"] == START_MS
+    assert dead["value"] == {"order": 7} and dead["key"] == "o-7"
+    assert (await api.ok("GET", "/v1/topics/orders/dlq", params={"limit": 1}))["messages"]
+    await api.fails(404, "NOTOPIC", "GET", "/v1/topics/nope/dlq")
+    await api.fails(501, "UNSUPPORTED", "POST", "/v1/topics/orders/dlq/redrive", json={})
+    await api.fails(501, "UNSUPPORTED", "DELETE", "/v1/topics/orders/dlq")
+    metrics = (await api.client.get("/metrics")).text
+    assert 'logq_dead_lettered_total{group="billing",topic="orders"} 1.0' in metrics
+
+
+async def test_extend_renews_the_lease(api: Api) -> None:
+    await api.topic("jobs", partitions=1)
+    await api.publish("jobs", {"value": "slow work"})
+    (message,) = await api.receive("jobs", "workers", visibility_timeout="1s")
+    api.clock.advance(800)
+    extended = await api.ok(
+        "POST",
+        "/v1/topics/jobs/groups/workers/extend",
+        json={"ids": [message["id"]], "visibility_timeout": "5s"},
+    )
+    assert extended == {"extended": 1}
+    api.clock.advance(800)  # past the first lease, within the renewed one
+    await api.broker.expire_leases()
+    assert await api.receive("jobs", "workers") == []
+    api.clock.advance(5000)
+    await api.broker.expire_leases()
+    (again,) = await api.receive("jobs", "workers")
+    assert again["attempt"] == 2
+    await api.fails(
+        400,
+        "BADARG",
+        "POST",
+        "/v1/topics/jobs/groups/workers/extend",
+        json={"ids": [message["id"]], "visibility_timeout": "eventually"},
+    )
+
+
+async def test_seek_moves_the_group(api: Api) -> None:
+    await api.topic("log", partitions=1)
+    await api.publish("log", {"messages": [{"value": n} for n in range(3)]})
+    api.clock.advance(1000)
+    await api.publish("log", {"value": 3})
+    path = "/v1/topics/log/groups/replay/seek"
+    received = await api.receive("log", "replay")
+    await api.ok(
+        "POST", "/v1/topics/log/groups/replay/ack", json={"ids": [m["id"] for m in received]}
+    )
+    assert await api.ok("POST", path, json={"to": "earliest"}) == {"positions": {"0": 0}}
+    assert [m["value"] for m in await api.receive("log", "replay")] == [0, 1, 2, 3]
+    assert await api.ok("POST", path, json={"to": "latest"}) == {"positions": {"0": 4}}
+    assert await api.receive("log", "replay") == []
+    await api.ok("POST", path, json={"to": {"offset": 2, "partition": 0}})
+    assert [m["value"] for m in await api.receive("log", "replay")] == [2, 3]
+    await api.ok("POST", path, json={"to": {"time": START_MS + 1000}})
+    assert [m["value"] for m in await api.receive("log", "replay")] == [3]
+    await api.fails(400, "BADARG", "POST", path, json={"to": "yesterday"})
+    await api.fails(400, "BADARG", "POST", path, json={"to": {"offset": -1}})
+    await api.fails(400, "BADARG", "POST", path, json={})
+
+
+async def test_get_message_by_id(api: Api) -> None:
+    await api.topic("t", partitions=1)
+    (sent,) = await api.publish("t", {"value": {"hello": "world"}, "headers": {"a": "b"}})
+    message = await api.ok("GET", f"/v1/messages/{sent['id']}")
+    assert message["value"] == {"hello": "world"}
+    assert message["headers"]["a"] == "b"
+    assert message["id"] == sent["id"]
+    await api.fails(404, "NOMESSAGE", "GET", "/v1/messages/t:0:99")
+    await api.fails(404, "NOMESSAGE", "GET", "/v1/messages/nope:0:0")
+    await api.fails(400, "BADARG", "GET", "/v1/messages/not-an-id")
+    await api.fails(501, "UNSUPPORTED", "GET", f"/v1/messages/{sent['id']}/trace")
+
+
+# -- system routes ---------------------------------------------------------------------------
+
+
+async def test_health_stats_and_dashboard(api: Api) -> None:
+    assert await api.ok("GET", "/health") == {"status": "ok"}
+    await api.topic("user-signups", partitions=2)
+    await api.publish("user-signups", {"value": "new user: alex", "partition": 0})
+    stats = await api.ok("GET", "/v1/stats")
+    assert stats["queues"] == {"user-signups-0": 1, "user-signups-1": 0}
+    assert stats["active_connections"] == 1  # this request
+    assert stats["http_connections"] == 1 and stats["native_connections"] == 0
+    assert stats["messages_in"] == 1
+    page = await api.client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "user-signups" in page.text
+    assert api.connections.http == 0
+
+
+async def test_metrics_name_every_series(api: Api) -> None:
+    await api.topic("jobs", partitions=1)
+    await api.publish("jobs", {"value": 1})
+    (message,) = await api.receive("jobs", "workers")
+    await api.ok("POST", "/v1/topics/jobs/groups/workers/ack", json={"ids": [message["id"]]})
+    response = await api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for line in (
+        'logq_messages_in_total{topic="jobs"} 1.0',
+        'logq_messages_out_total{topic="jobs"} 1.0',
+        'logq_bytes_in_total{topic="jobs"}',
+        'logq_bytes_out_total{topic="jobs"}',
+        'logq_pending_messages{group="workers",topic="jobs"} 0.0',
+        'logq_in_flight_messages{group="workers",topic="jobs"} 0.0',
+        'logq_acked_total{group="workers",topic="jobs"} 1.0',
+        'logq_redelivered_total{group="workers",topic="jobs"} 0.0',
+        'logq_dead_lettered_total{group="workers",topic="jobs"} 0.0',
+        'logq_active_connections{listener="http"} 1.0',
+        'logq_active_connections{listener="native"} 0.0',
+        'logq_http_request_duration_seconds_bucket{le="+Inf",method="POST",'
+        'route="/v1/topics/{topic}/groups/{group}/receive"} 1.0',
+        'logq_http_requests_total{method="POST",route="/v1/topics",status="201"} 1.0',
+    ):
+        assert line in text, line
+
+
+async def test_each_app_has_its_own_metrics_registry() -> None:
+    async with open_api() as first, open_api() as second:
+        await first.topic("only-here")
+        assert 'topic="only-here"' in (await first.client.get("/metrics")).text
+        assert 'topic="only-here"' not in (await second.client.get("/metrics")).text
+
+
+async def test_openapi_lists_every_route_with_its_parameters_and_bodies(api: Api) -> None:
+    document = await api.ok("GET", "/openapi.json")
+    assert document["openapi"].startswith("3.1")
+    served = {
+        (method, route.path)
+        for route in api.app.routes
+        if isinstance(route, Route)
+        for method in (route.methods or ())
+        if method != "HEAD"
+    }
+    assert served == DESIGN_ROUTES
+    listed = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert listed == served
+    paths = document["paths"]
+    for method, path in served:
+        operation = paths[path][method.lower()]
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+        assert declared == {part[1:-1] for part in path.split("/") if part.startswith("{")}
+        assert operation["summary"] and operation["responses"]
+    peek = {p["name"] for p in paths["/v1/topics/{topic}/messages"]["get"]["parameters"]}
+    assert peek == {"topic", "partition", "offset", "from_time", "to_time", "limit"}
+    for method, path in (
+        ("post", "/v1/topics"),
+        ("patch", "/v1/topics/{topic}"),
+        ("post", "/v1/topics/{topic}/messages"),
+        ("put", "/v1/topics/{topic}/groups/{group}"),
+        ("post", "/v1/topics/{topic}/groups/{group}/receive"),
+        ("post", "/v1/topics/{topic}/groups/{group}/ack"),
+        ("post", "/v1/topics/{topic}/groups/{group}/nack"),
+        ("post", "/v1/topics/{topic}/groups/{group}/reject"),
+        ("post", "/v1/topics/{topic}/groups/{group}/extend"),
+        ("post", "/v1/topics/{topic}/groups/{group}/seek"),
+    ):
+        assert "application/json" in paths[path][method]["requestBody"]["content"], path
+    schemas = document["components"]["schemas"]
+    for reference in _references(document):
+        assert reference.removeprefix("#/components/schemas/") in schemas, reference
+    outgoing = schemas["OutgoingMessage"]["properties"]
+    assert {"key", "value", "value_b64", "headers", "priority", "partition"} <= set(outgoing)
+    receive = paths["/v1/topics/{topic}/groups/{group}/receive"]["post"]["requestBody"]
+    properties = receive["content"]["application/json"]["schema"]["properties"]
+    assert set(properties) == {"consumer", "max", "wait", "visibility_timeout"}
+
+
+def _references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+async def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(api: Api) -> None:
+    await api.topic("t", partitions=1)
+    await api.fails(404, "NOTOPIC", "POST", "/v1/topics/nope/messages", json={"value": 1})
+    await api.still_serving()
+    await api.fails(
+        400, "BADARG", "POST", "/v1/topics/t/messages", content=b'{"value": ', headers=JSON_HEADERS
+    )
+    await api.still_serving()
+    await api.fails(400, "BADARG", "POST", "/v1/topics", content=b"\xff\xfe", headers=JSON_HEADERS)
+    await api.fails(400, "BADARG", "POST", "/v1/topics/t/groups/g/ack")  # no body at all
+    await api.still_serving()
+    await api.fails(
+        400, "BADARG", "POST", "/v1/topics/t/groups/g/receive", json={"consumer": "c", "wait": "1y"}
+    )
+    await api.fails(
+        400,
+        "BADARG",
+        "POST",
+        "/v1/topics/t/groups/g/receive",
+        json={"consumer": "c", "visibility_timeout": "-5s"},
+    )
+    await api.still_serving()
+    await api.fails(404, "UNKNOWN", "GET", "/v2/everything")
+    await api.fails(405, "UNKNOWN", "DELETE", "/v1/stats")
+    await api.fails(400, "BADARG", "GET", "/v1/topics", params={"verbose": 1})
+    await api.still_serving()
+    assert await api.publish("t", {"value": "still here"})
+
+
+async def test_oversize_bodies_are_refused_before_they_are_buffered() -> None:
+    limits = Limits(body_bytes_max=1024, publish_body_bytes_max=8192)
+    async with open_api(limits) as api:
+        await api.topic("t", partitions=1)
+        big = {"name": "x" * 2000}
+        await api.fails(413, "TOOBIG", "POST", "/v1/topics", json=big)
+        await api.still_serving()
+        publish = {"value": "v" * 10_000}
+        await api.fails(413, "TOOBIG", "POST", "/v1/topics/t/messages", json=publish)
+        assert await api.publish("t", {"value": "v" * 5000})  # over the 1 KiB, within 8 KiB
+        pulled: list[int] = []
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # no Content-Length: the body is counted while it arrives
+            for index in range(100):
+                pulled.append(index)
+                yield b" " * 512
+
+        await api.fails(413, "TOOBIG", "POST", "/v1/topics/t/messages", content=chunks())
+        assert len(pulled) < 100
+        await api.still_serving()
+        assert (await api.ok("GET", "/v1/topics/t"))["messages"] == 1
+
+
+async def test_an_unexpected_failure_is_a_500_and_the_app_goes_on(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api.broker, "stats", broken)
+    error = await api.fails(500, "ERR", "GET", "/v1/stats")
+    assert "boom" not in error["message"]
+    await api.still_serving()
+
+
+async def test_requests_count_as_connections_and_are_refused_at_the_limit() -> None:
+    async with open_api(connections=ConnectionCounter(limit=1)) as api:
+        await api.topic("jobs", partitions=1)
+        waiting = asyncio.create_task(api.receive("jobs", "workers", wait="30s"))
+        while not api.broker.groups or not api.broker.describe_group("jobs", "workers")["members"]:
+            await asyncio.sleep(0)
+        assert api.connections.http == 1
+        await api.fails(429, "LIMIT", "GET", "/health")
+        assert api.connections.refused == 1
+        await api.broker.publish("jobs", [OutgoingMessage(b"done")])
+        (message,) = await asyncio.wait_for(waiting, timeout=10)
+        assert base64.b64decode(message["value_b64"]) == b"done"
+        assert api.connections.http == 0
+        await api.still_serving()
+
+
+# -- the real server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server() -> Iterator[str]:
+    with server_thread() as running:
+        yield running.http
+
+
+def test_the_real_server_serves_the_rest_api(real_server: str) -> None:
+    with httpx.Client(base_url=real_server, timeout=10) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        created = client.post("/v1/topics", json={"name": "real", "partitions": 1})
+        assert created.status_code == 201, created.text
+        sent = client.post("/v1/topics/real/messages", json={"value": {"n": 1}}).json()
+        (message,) = client.post(
+            "/v1/topics/real/groups/g/receive", json={"consumer": "c", "wait": "2s"}
+        ).json()["messages"]
+        assert (message["id"], message["value"]) == (sent["results"][0]["id"], {"n": 1})
+        acked = client.post("/v1/topics/real/groups/g/ack", json={"ids": [message["id"]]})
+        assert acked.json() == {"acked": 1}
+        stats = client.get("/v1/stats").json()
+        assert stats["queues"] == {"real-0": 0} and stats["active_connections"] >= 1
+        assert "logq_acked_total" in client.get("/metrics").text
+        too_big = client.post("/v1/topics", content=b"x" * (2 << 20), headers=JSON_HEADERS)
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "TOOBIG"
+        assert client.get("/health").status_code == 200
