@@ -322,8 +322,8 @@ class AsyncClient:
                 attempt,
                 data,
                 AsyncMessage,
-                group=group,
-                _settler=settler,
+                group,
+                settler,
             )
         return found
 

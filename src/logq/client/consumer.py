@@ -81,7 +81,6 @@ class AsyncConsumer:
 
     async def next(self, timeout_s: float | None = None) -> AsyncMessage | None:
         """The next message, waiting up to `timeout_s` (forever if None)."""
-        await self._subscribe()
         while not self._buffer:
             if self._error is not None:
                 error, self._error = self._error, None
@@ -98,17 +97,22 @@ class AsyncConsumer:
                 return None
         message = self._buffer.popleft()
         self._taken += 1
-        if (
-            self._taken * 2 >= self.prefetch
-            and self._connection is not None
-            and not self._connection.closed
-        ):
-            grant, self._taken = self._taken, 0
-            with contextlib.suppress(ConnectionLostError):
-                self._connection.send(["CREDIT", grant])
+        if self._taken * 2 >= self.prefetch:
+            self._grant()
         if self.auto_ack:
             message.ack()
         return message
+
+    def _grant(self) -> None:
+        """Give back the credit of the messages handed out (up to `limit`)."""
+        grant, self._taken = self._taken, 0
+        if self.limit is not None:
+            grant = min(grant, self.limit - self._granted)
+        if grant <= 0 or self._connection is None or self._connection.closed:
+            return
+        self._granted += grant
+        with contextlib.suppress(ConnectionLostError):
+            self._connection.send(["CREDIT", grant])
 
     async def close(self) -> None:
         if self._closed:
@@ -170,8 +174,8 @@ class AsyncConsumer:
                     attempt,
                     data,
                     AsyncMessage,
-                    group=self.group,
-                    _settler=self.settler,
+                    self.group,
+                    self.settler,
                 )
             )
         elif kind == "error":

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from logq.client.records import MessageData
+
+Submit = Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]]
 
 
 class SettlesMessages(Protocol):
@@ -27,10 +28,30 @@ class SettlesMessages(Protocol):
     ) -> Awaitable[Any]: ...
 
 
-@dataclass(slots=True, eq=False)
 class AsyncMessage(MessageData):
-    group: str = ""
-    _settler: SettlesMessages | None = None
+    """A message received by a group through `AsyncClient`."""
+
+    __slots__ = ("_settler", "group")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: dict[str, str] | None = None,
+        priority: str = "normal",
+        timestamp_ms: int = 0,
+        attempt: int = 0,
+        group: str = "",
+        settler: SettlesMessages | None = None,
+    ) -> None:
+        MessageData.__init__(
+            self, topic, partition, offset, key, value, headers, priority, timestamp_ms, attempt
+        )
+        self.group = group
+        self._settler = settler
 
     def _require(self) -> SettlesMessages:
         if self._settler is None:
@@ -54,35 +75,50 @@ class AsyncMessage(MessageData):
         return self._require().extend(self, visibility_timeout)
 
 
-@dataclass(slots=True, eq=False)
 class Message(MessageData):
     """A message received through the blocking `Client`."""
 
-    group: str = ""
-    _inner: AsyncMessage | None = None
-    _call: Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]] | None = None
+    __slots__ = ("_inner", "_submit", "group")
+
+    def __init__(self, inner: AsyncMessage, submit: Submit) -> None:
+        MessageData.__init__(
+            self,
+            inner.topic,
+            inner.partition,
+            inner.offset,
+            inner.key,
+            inner.value,
+            inner.headers,
+            inner.priority,
+            inner.timestamp_ms,
+            inner.attempt,
+        )
+        self.group = inner.group
+        self._inner = inner
+        self._submit = submit
 
     def _do(
         self, action: Callable[[AsyncMessage], Awaitable[Any]]
     ) -> concurrent.futures.Future[Any]:
-        if self._inner is None or self._call is None:
-            raise RuntimeError("this message was read without a group: there is nothing to settle")
         inner = self._inner
 
         async def run() -> Any:
             return await action(inner)
 
-        return self._call(run)
+        return self._submit(run)
 
     def ack(self) -> concurrent.futures.Future[Any]:
         """Done with it (sent in a batch; the future settles when the broker has it)."""
         return self._do(AsyncMessage.ack)
 
     def nack(self, delay: str | int | None = None) -> Any:
+        """Not now: deliver it again after `delay`; waits for the broker."""
         return self._do(lambda m: m.nack(delay)).result()
 
     def reject(self, reason: str = "rejected") -> Any:
+        """Never: dead-letter it with `reason`; waits for the broker."""
         return self._do(lambda m: m.reject(reason)).result()
 
     def extend(self, visibility_timeout: str | int | None = None) -> Any:
+        """Still working on it: renew the lease; waits for the broker."""
         return self._do(lambda m: m.extend(visibility_timeout)).result()

@@ -8,7 +8,7 @@ per-batch work only, and decodes the batches it fetches.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -26,24 +26,60 @@ class PublishResult:
     offset: int
 
 
-@dataclass(slots=True)
 class MessageData:
-    """A stored message; `attempt` is 0 when it was read without a group."""
+    """A stored message; `attempt` is 0 when it was read without a group.
 
-    id: str
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, str] = field(default_factory=dict)
-    priority: str = "normal"
-    timestamp_ms: int = 0
-    attempt: int = 0
+    A plain class with slots and positional construction: consumers build
+    one per message, so this is on the client's hot path."""
+
+    __slots__ = (
+        "attempt",
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "priority",
+        "timestamp_ms",
+        "topic",
+        "value",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: dict[str, str] | None = None,
+        priority: str = "normal",
+        timestamp_ms: int = 0,
+        attempt: int = 0,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers if headers is not None else {}
+        self.priority = priority
+        self.timestamp_ms = timestamp_ms
+        self.attempt = attempt
+
+    @property
+    def id(self) -> str:
+        """`<topic>:<partition>:<offset>`: resolves without knowing the topic."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
 
     @property
     def timestamp(self) -> datetime:
         return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(id={self.id!r}, key={self.key!r}, value={self.value!r}, "
+            f"headers={self.headers!r}, priority={self.priority!r}, attempt={self.attempt})"
+        )
 
 
 def message_from_reply(reply: object) -> MessageData:
@@ -51,7 +87,6 @@ def message_from_reply(reply: object) -> MessageData:
     fields = _as_map(reply)
     headers = _as_map(fields.get("headers") or {})
     return MessageData(
-        id=_text(fields["id"]),
         topic=_text(fields["topic"]),
         partition=int(fields["partition"]),  # type: ignore[call-overload]
         offset=int(fields["offset"]),  # type: ignore[call-overload]
@@ -112,10 +147,10 @@ def decode_delivery(
     attempt: int,
     data: bytes,
     factory: Callable[..., M] = MessageData,  # type: ignore[assignment]
-    **extra: Any,
+    *extra: Any,
 ) -> list[M]:
     """The messages of fetched batches whose offsets lie in [start, end),
-    built by `factory` (a MessageData class) with `extra` fields."""
+    built by `factory` (a MessageData class) with `extra` positional fields."""
     messages: list[M] = []
     for position, header in iter_headers(data):
         if header.next_offset <= start or header.base_offset >= end:
@@ -124,25 +159,26 @@ def decode_delivery(
         lane = LANES[header.lane] if header.lane < len(LANES) else str(header.lane)
         first = max(start - header.base_offset, 0)
         last = min(end - header.base_offset, header.record_count)
-        for index in range(first, last):
-            offset = header.base_offset + index
-            messages.append(
-                factory(
-                    id=f"{topic}:{partition}:{offset}",
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    key=decoded.keys[index],
-                    value=decoded.values[index],
-                    headers=_headers(decoded.header_blocks[index]),
-                    priority=lane,
-                    timestamp_ms=decoded.timestamps[index],
-                    attempt=attempt,
-                    **extra,
-                )
+        base = header.base_offset
+        keys, values, blocks, times = (
+            decoded.keys,
+            decoded.values,
+            decoded.header_blocks,
+            decoded.timestamps,
+        )
+        messages += [
+            factory(
+                topic,
+                partition,
+                base + index,
+                keys[index],
+                values[index],
+                decode_headers(blocks[index]) if blocks[index] else {},
+                lane,
+                times[index],
+                attempt,
+                *extra,
             )
+            for index in range(first, last)
+        ]
     return messages
-
-
-def _headers(block: bytes) -> dict[str, str]:
-    return decode_headers(block) if block else {}

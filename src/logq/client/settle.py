@@ -37,13 +37,18 @@ class Settler:
         self._scheduled = False
 
     def ack(self, message: MessageData) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._acks.setdefault(message.partition, []).append(message.offset)
-        self._futures.append(future)
+        """Queue the ack; the future (shared by every ack of this loop turn)
+        settles when the broker has recorded them."""
+        offsets = self._acks.get(message.partition)
+        if offsets is None:
+            offsets = self._acks[message.partition] = []
+        offsets.append(message.offset)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_acks)
-        return future
+            loop = asyncio.get_running_loop()
+            self._futures.append(loop.create_future())
+            loop.call_soon(self._send_acks)
+        return self._futures[-1]
 
     def _send_acks(self) -> None:
         self._scheduled = False

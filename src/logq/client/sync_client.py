@@ -57,21 +57,7 @@ def _sync_message(runner: _LoopThread, inner: AsyncMessage) -> Message:
 
         return runner.submit(run())
 
-    return Message(
-        id=inner.id,
-        topic=inner.topic,
-        partition=inner.partition,
-        offset=inner.offset,
-        key=inner.key,
-        value=inner.value,
-        headers=inner.headers,
-        priority=inner.priority,
-        timestamp_ms=inner.timestamp_ms,
-        attempt=inner.attempt,
-        group=inner.group,
-        _inner=inner,
-        _call=call,
-    )
+    return Message(inner, call)
 
 
 class Producer:
