@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -279,3 +280,20 @@ def test_many_connections_are_served_at_once(
     assert not failures
     with Client(server.native) as client:
         assert client.describe_topic(name)["messages"] == 160
+
+
+def test_closed_connections_are_no_longer_counted(server: Running, client: Client) -> None:
+    def native() -> int:
+        return int(client.stats()["native_connections"])
+
+    before = native()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(encode_command(["PING"]))
+            assert sock.recv(100) == b"+PONG\r\n"
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100) == b""  # the server closes its side after the last reply
+    deadline = time.monotonic() + 10
+    while native() != before and time.monotonic() < deadline:
+        time.sleep(0.01)  # waiting for the server's close callbacks, not for time
+    assert native() == before

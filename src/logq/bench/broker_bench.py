@@ -39,7 +39,7 @@ class BrokerBenchSettings:
     message_bytes: int = 100
     batch: int = 1000
     partitions: int = 6
-    publishers: int = 4
+    publishers: int = 8
     server: str | None = None
 
 

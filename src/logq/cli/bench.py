@@ -117,7 +117,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
     @click.option("--message-bytes", default=100, show_default=True)
     @click.option("--batch", default=1000, show_default=True, help="Messages per batch.")
     @click.option("--partitions", default=6, show_default=True)
-    @click.option("--publishers", default=4, show_default=True, help="Concurrent producers.")
+    @click.option("--publishers", default=8, show_default=True, help="Concurrent producers.")
     @click.option("--server", help="Use this running server (host:port) instead of starting one.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     def command(

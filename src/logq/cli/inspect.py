@@ -106,7 +106,8 @@ def stats(server: str, as_json: bool) -> None:
     if as_json:
         print_json(found)
         return
-    table = Table("queue", "pending")
+    table = Table("queue")
+    table.add_column("pending", justify="right")
     for queue, pending in found["queues"].items():
         table.add_row(queue, str(pending))
     console.print(table)

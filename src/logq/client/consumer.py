@@ -54,6 +54,7 @@ class AsyncConsumer:
         self.consumer = consumer or default_consumer_name()
         self.prefetch = max(1, min(prefetch, limit if limit is not None else prefetch))
         self._granted = self.prefetch
+        self._handed = 0
         self.visibility_timeout = visibility_timeout
         self.auto_ack = auto_ack
         self.settler = Settler(client, topic, group)
@@ -74,13 +75,14 @@ class AsyncConsumer:
         await self.close()
 
     async def _iterate(self) -> AsyncIterator[AsyncMessage]:
-        while not self._closed:
-            message = await self.next()
-            if message is not None:
-                yield message
+        while (message := await self.next()) is not None:
+            yield message
 
     async def next(self, timeout_s: float | None = None) -> AsyncMessage | None:
-        """The next message, waiting up to `timeout_s` (forever if None)."""
+        """The next message, waiting up to `timeout_s` (forever if None);
+        None when the time is up, or the consumer is closed or at its limit."""
+        if self.limit is not None and self._handed >= self.limit:
+            return None
         while not self._buffer:
             if self._error is not None:
                 error, self._error = self._error, None
@@ -97,6 +99,7 @@ class AsyncConsumer:
                 return None
         message = self._buffer.popleft()
         self._taken += 1
+        self._handed += 1
         if self._taken * 2 >= self.prefetch:
             self._grant()
         if self.auto_ack:
@@ -136,13 +139,16 @@ class AsyncConsumer:
             return
         self._buffer.clear()
         self._taken = 0
-        self._granted = self.prefetch
+        credit = self.prefetch
+        if self.limit is not None:
+            credit = max(min(credit, self.limit - self._handed), 0)
+        self._granted = self._handed + credit
         attempt = 0
         while True:
             try:
                 connection = await self.client.open_connection(self._on_push)
                 args: list[bytes | str | int] = ["CONSUME", self.topic, self.group, self.consumer]
-                args += ["CREDIT", self.prefetch]
+                args += ["CREDIT", credit]
                 if self.visibility_timeout is not None:
                     args += ["VISIBILITY_TIMEOUT", self.visibility_timeout]
                 await connection.call(*args)

@@ -46,20 +46,26 @@ def expired_prefix(segments: Sequence[SegmentShape], now_ms: int, config: LogCon
     By time: a segment goes once its newest record is older than
     `retention_ms` (the active one too; the caller then rolls first). By
     size, as Kafka does: the oldest sealed segment goes while the log would
-    still hold at least `retention_bytes` without it.
+    still hold at least `retention_bytes` without it. The two rules run
+    until neither deletes more, so applying retention twice at the same
+    time deletes nothing the second time (timestamps within a log need not
+    grow: a segment that size retention uncovers may be expired by time).
     """
     count = 0
-    if config.retention_ms is not None:
-        for segment in segments:
-            empty = segment.next_offset == segment.base_offset
-            if empty or segment.max_timestamp >= now_ms - config.retention_ms:
-                break
-            count += 1
-    if config.retention_bytes is not None:
-        excess = sum(segment.size for segment in segments[count:]) - config.retention_bytes
-        for segment in segments[count:-1]:
-            if excess - segment.size < 0:
-                break
-            excess -= segment.size
-            count += 1
-    return count
+    while True:
+        start = count
+        if config.retention_ms is not None:
+            for segment in segments[count:]:
+                empty = segment.next_offset == segment.base_offset
+                if empty or segment.max_timestamp >= now_ms - config.retention_ms:
+                    break
+                count += 1
+        if config.retention_bytes is not None:
+            excess = sum(segment.size for segment in segments[count:]) - config.retention_bytes
+            for segment in segments[count:-1]:
+                if excess - segment.size < 0:
+                    break
+                excess -= segment.size
+                count += 1
+        if count == start:
+            return count

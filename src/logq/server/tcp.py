@@ -144,6 +144,10 @@ class Connection(asyncio.Protocol):
                 out = []
         if out:
             self._write(out)
+        # The peer is done (EOF, QUIT, shutdown) and every reply is written:
+        # close our side too, after the transport flushes what it holds.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     async def _run(self, command: list[bytes]) -> object:
         self._busy = True
