@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.harness import server_process
+
 LOGQ = str(Path(sys.executable).parent / "logq")
 
 
@@ -49,3 +51,41 @@ def test_bad_option_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "--records" in result.stderr
+
+
+def test_broker_benches_run_on_a_tiny_size() -> None:
+    for scenario in ("produce", "consume", "shared"):
+        command = [
+            LOGQ,
+            "bench",
+            scenario,
+            "--messages",
+            "3000",
+            "--batch",
+            "100",
+            "--partitions",
+            "2",
+            "--json",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+        figures = json.loads(result.stdout)
+        assert figures["scenario"] == scenario
+        assert figures["messages"] == 3000
+        assert figures["msgs_per_s"] > 0
+
+
+def test_broker_bench_against_a_given_server(tmp_path: Path) -> None:
+    with server_process(tmp_path) as server:
+        command = [
+            LOGQ,
+            "bench",
+            "produce",
+            "--messages",
+            "1000",
+            "--batch",
+            "100",
+            "--server",
+            server.native,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+    assert "msg/s" in result.stdout

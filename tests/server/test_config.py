@@ -1,0 +1,114 @@
+"""Configuration: defaults < YAML file < LOGQ_* environment < flags, each key checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from logq.cli.main import cli
+from logq.log import FsyncPolicy
+from logq.server.config import ConfigError, build_config
+
+SEEDS_SHAPE = """
+broker:
+  nodeId: node-7
+  dataDir: /var/lib/logq
+  fsync: interval
+  listeners:
+    native: "127.0.0.1:7171"
+    http: ":8181"
+defaults:
+  topic:
+    partitions: 12
+    retention: {hours: 24, bytes: 1073741824}
+  delivery: {visibilityTimeout: 45s, maxRetries: 4, dlqEnabled: true}
+  delay: {enabled: true, maxDelay: 7d}
+  priority: {lanes: 3}
+server: {connectionsMax: 500, shutdownTimeoutS: 5}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "logq.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_listen_on_loopback_with_data_in_dot_data() -> None:
+    config = build_config(config_file=None, environ={})
+    assert (config.host, config.native_port, config.http_bind_host, config.http_port) == (
+        "127.0.0.1",
+        7070,
+        "127.0.0.1",
+        8080,
+    )
+    assert config.broker.data_dir == Path("data")
+    assert config.broker.log.fsync is FsyncPolicy.ALWAYS
+
+
+def test_the_seeds_file_shape_is_read(tmp_path: Path) -> None:
+    config = build_config(config_file=write(tmp_path, SEEDS_SHAPE), environ={})
+    assert config.broker.node_id == "node-7"
+    assert config.broker.data_dir == Path("/var/lib/logq")
+    assert config.broker.log.fsync is FsyncPolicy.INTERVAL
+    assert (config.host, config.native_port, config.http_port) == ("127.0.0.1", 7171, 8181)
+    topic = config.broker.topic_defaults
+    assert topic.partitions == 12
+    assert topic.retention_ms == 24 * 3_600_000
+    assert topic.retention_bytes == 1 << 30
+    assert topic.visibility_timeout_ms == 45_000
+    assert topic.max_deliveries == 5
+    assert config.connections_max == 500
+
+
+def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
+    path = write(tmp_path, SEEDS_SHAPE)
+    environ = {
+        "LOGQ_PORT": "7272",
+        "LOGQ_DATA_DIR": str(tmp_path / "env"),
+        "LOGQ_HOST": "127.0.0.2",
+    }
+    config = build_config(config_file=path, environ=environ)
+    assert (config.host, config.native_port) == ("127.0.0.2", 7272)
+    assert config.broker.data_dir == tmp_path / "env"
+    config = build_config(
+        config_file=path, environ=environ, port=0, data_dir=tmp_path / "flag", http_port=0
+    )
+    assert (config.native_port, config.http_port) == (0, 0)
+    assert config.broker.data_dir == tmp_path / "flag"
+    assert build_config(config_file=path, environ=environ, memory=True).broker.data_dir is None
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("broker: {fsync: sometimes}", "broker.fsync"),
+        ("broker: {listeners: {native: 'nowhere'}}", "broker.listeners.native"),
+        ("broker: {listeners: {http: ':99999'}}", "broker.listeners.http"),
+        ("defaults: {topic: {partitions: 0}}", "defaults.topic.partitions"),
+        ("defaults: {delivery: {visibilityTimeout: soon}}", "defaults.delivery.visibilityTimeout"),
+        ("brokr: {}", "config.brokr"),
+        ("defaults: {topic: {partitons: 3}}", "defaults.topic.partitons"),
+        ("- just\n- a list", "top level"),
+        ("broker: [unclosed", "not valid YAML"),
+    ],
+)
+def test_a_bad_value_is_one_message_naming_the_key(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        build_config(config_file=write(tmp_path, text), environ={})
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="LOGQ_PORT"):
+        build_config(config_file=None, environ={"LOGQ_PORT": "seventy"})
+
+
+def test_logq_serve_exits_non_zero_on_bad_config(tmp_path: Path) -> None:
+    path = write(tmp_path, "broker: {fsync: sometimes}")
+    result = CliRunner().invoke(cli, ["serve", "--config", str(path)])
+    assert result.exit_code != 0
+    assert "broker.fsync" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--memory"], env={"LOGQ_HTTP_PORT": "-1"})
+    assert result.exit_code != 0 and "LOGQ_HTTP_PORT" in result.output
