@@ -100,6 +100,19 @@ def options(
     return found, rest
 
 
+def only_options(
+    args: list[bytes],
+    allowed: dict[str, bool],
+    usage: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> dict[str, bytes]:
+    """Keyword options, with nothing else allowed among them."""
+    found, rest = options(args, allowed, usage, headers)
+    if rest:
+        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    return found
+
+
 def message_reply(message: Message) -> dict[str, Reply]:
     return {
         "id": message.id,
@@ -219,9 +232,7 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
 async def _create(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "CREATE topic [PARTITIONS n] [RETENTION d] [MAX_DELIVERIES n] [VISIBILITY_TIMEOUT d] [DLQ t]"
     need(args, 1, usage)
-    found, rest = options(args[1:], _TOPIC_OPTIONS, usage)
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    found = only_options(args[1:], _TOPIC_OPTIONS, usage)
     name = text(args[0], "topic")
     await broker.create_topic(name, _topic_settings(found))
     return broker.describe_topic(name)
@@ -231,9 +242,7 @@ async def _create(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 async def _alter(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "ALTER topic [PARTITIONS n] [RETENTION d] ..."
     need(args, 1, usage)
-    found, rest = options(args[1:], _TOPIC_OPTIONS, usage)
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    found = only_options(args[1:], _TOPIC_OPTIONS, usage)
     name = text(args[0], "topic")
     await broker.update_topic(name, _topic_settings(found))
     return broker.describe_topic(name)
@@ -265,11 +274,9 @@ async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [HEADER name value]..."
     need(args, 2, usage)
     headers_raw: list[tuple[bytes, bytes]] = []
-    found, rest = options(
+    found = only_options(
         args[2:], {"KEY": True, "PARTITION": True, "PRIORITY": True}, usage, headers_raw
     )
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
     key = found.get("KEY")
     partition = found.get("PARTITION")
     priority = found.get("PRIORITY")
@@ -325,7 +332,7 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
 async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "GROUP topic group [MODE m] [VISIBILITY_TIMEOUT d] [MAX_DELIVERIES n] [AUTO_ACK 0|1] [MAX_IN_FLIGHT n]"
     need(args, 2, usage)
-    found, rest = options(
+    found = only_options(
         args[2:],
         {
             "MODE": True,
@@ -336,8 +343,6 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         },
         usage,
     )
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
     settings: dict[str, Any] = {}
     for name, value in found.items():
         if name == "MODE":
@@ -372,9 +377,7 @@ _RECEIVE_OPTIONS = {"COUNT": True, "WAIT": True, "VISIBILITY_TIMEOUT": True}
 
 def receive_arguments(args: list[bytes], usage: str) -> tuple[str, str, str, dict[str, Any]]:
     need(args, 3, usage)
-    found, rest = options(args[3:], _RECEIVE_OPTIONS, usage)
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    found = only_options(args[3:], _RECEIVE_OPTIONS, usage)
     kwargs: dict[str, Any] = {}
     if "COUNT" in found:
         kwargs["max_messages"] = integer(found["COUNT"], "COUNT")
@@ -495,13 +498,11 @@ async def _seek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 async def _peek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "PEEK topic [PARTITION p] [OFFSET n] [FROM t] [TO t] [LIMIT n]"
     need(args, 1, usage)
-    found, rest = options(
+    found = only_options(
         args[1:],
         {"PARTITION": True, "OFFSET": True, "FROM": True, "TO": True, "LIMIT": True},
         usage,
     )
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
 
     def get_int(name: str) -> int | None:
         value = found.get(name)
@@ -567,9 +568,7 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 async def _consume(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "CONSUME topic group consumer [CREDIT n] [VISIBILITY_TIMEOUT d]"
     need(args, 3, usage)
-    found, rest = options(args[3:], {"CREDIT": True, "VISIBILITY_TIMEOUT": True}, usage)
-    if rest:
-        raise BadArgumentError(f"unexpected argument {rest[0][:40]!r}: usage {usage}")
+    found = only_options(args[3:], {"CREDIT": True, "VISIBILITY_TIMEOUT": True}, usage)
     if session.protocol != 3 or session.push is None:
         raise BadArgumentError("CONSUME needs RESP3 pushes: send HELLO 3 first")
     if session.subscription is not None:
