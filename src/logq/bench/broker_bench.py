@@ -10,7 +10,8 @@ for 100-byte messages in batches of 1000.
   load); the figure counts messages acknowledged durable.
 - consume: the topic is filled first (not timed), then one consumer of an
   ordered group takes every message by pushed deliveries and acks each.
-- shared: the same, through a shared group with pull `receive` + `ack`.
+- shared: the same through a shared group: `consumers` competing workers
+  (tasks of this one client) pull with `receive` and ack each message.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class BrokerBenchSettings:
     batch: int = 1000
     partitions: int = 6
     publishers: int = 8
+    consumers: int = 8
     server: str | None = None
 
 

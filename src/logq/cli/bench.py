@@ -118,6 +118,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
     @click.option("--batch", default=1000, show_default=True, help="Messages per batch.")
     @click.option("--partitions", default=6, show_default=True)
     @click.option("--publishers", default=8, show_default=True, help="Concurrent producers.")
+    @click.option("--consumers", default=8, show_default=True, help="shared: competing workers.")
     @click.option("--server", help="Use this running server (host:port) instead of starting one.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     def command(
@@ -126,6 +127,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
         batch: int,
         partitions: int,
         publishers: int,
+        consumers: int,
         server: str | None,
         as_json: bool,
     ) -> None:
@@ -134,6 +136,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
             ("--batch", batch),
             ("--partitions", partitions),
             ("--publishers", publishers),
+            ("--consumers", consumers),
         ):
             if value < 1:
                 raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
@@ -143,6 +146,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
             batch=batch,
             partitions=partitions,
             publishers=publishers,
+            consumers=consumers,
             server=server,
         )
         console = Console(stderr=True)
