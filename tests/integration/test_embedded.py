@@ -47,3 +47,20 @@ def test_embedded_async_client() -> None:
                 return message.value
 
         assert asyncio.run(run()) == b"async"
+
+
+def test_next_batch_hands_out_what_has_arrived_within_the_limit() -> None:
+    with logq.Broker() as broker:
+        client = broker.client()
+        client.create_topic("t", partitions=1)
+        client.publish_many("t", [f"{i}".encode() for i in range(50)])
+        with client.consume("t", "g", prefetch=100, limit=30) as consumer:
+            seen = []
+            while batch := consumer.next_batch(20, 5):
+                seen += [m.value for m in batch]
+                for message in batch:
+                    message.ack()
+            assert seen == [f"{i}".encode() for i in range(30)]
+        # it leased no more than its limit: the other 20 are free at once
+        rest = client.receive("t", "g", max=100, wait="1s")
+        assert [m.value for m in rest] == [f"{i}".encode() for i in range(30, 50)]

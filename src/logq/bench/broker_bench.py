@@ -9,7 +9,8 @@ for 100-byte messages in batches of 1000.
   one batch per partition per request (what a batching producer does under
   load); the figure counts messages acknowledged durable.
 - consume: the topic is filled first (not timed), then one consumer of an
-  ordered group takes every message by pushed deliveries and acks each.
+  ordered group takes every message by pushed deliveries (`next_batch`,
+  as Kafka consumers poll) and acks each one.
 - shared: the same through a shared group: `consumers` competing workers
   (tasks of this one client) pull with `receive` and ack each message.
 """
@@ -145,11 +146,12 @@ async def _consume(client: AsyncClient, topic: str, settings: BrokerBenchSetting
     seen = 0
     async with client.consume(topic, "bench", prefetch=10 * settings.batch) as consumer:
         while seen < settings.messages:
-            message = await consumer.next(30)
-            if message is None:
+            messages = await consumer.next_batch(settings.batch, 30)
+            if not messages:
                 raise RuntimeError(f"consume stalled after {seen} messages")
-            message.ack()
-            seen += 1
+            for message in messages:
+                message.ack()
+            seen += len(messages)
         await consumer.settler.flush()
     return time.perf_counter() - started
 

@@ -81,14 +81,26 @@ class AsyncConsumer:
     async def next(self, timeout_s: float | None = None) -> AsyncMessage | None:
         """The next message, waiting up to `timeout_s` (forever if None);
         None when the time is up, or the consumer is closed or at its limit."""
-        if self.limit is not None and self._handed >= self.limit:
-            return None
+        batch = await self.next_batch(1, timeout_s)
+        return batch[0] if batch else None
+
+    async def next_batch(
+        self, max_messages: int = 1000, timeout_s: float | None = None
+    ) -> list[AsyncMessage]:
+        """Up to `max_messages` that have arrived, waiting up to `timeout_s`
+        for the first (as Kafka's poll): one await for many messages, for
+        consumers that go fast. Empty when the time is up, or the consumer is
+        closed or at its limit."""
+        if self.limit is not None:
+            max_messages = min(max_messages, self.limit - self._handed)
+        if max_messages <= 0:
+            return []
         while not self._buffer:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             if self._closed:
-                return None
+                return []
             if self._connection is None or self._connection.closed:
                 await self._subscribe()
                 continue
@@ -96,15 +108,21 @@ class AsyncConsumer:
             try:
                 await asyncio.wait_for(self._arrived.wait(), timeout_s)
             except TimeoutError:
-                return None
-        message = self._buffer.popleft()
-        self._taken += 1
-        self._handed += 1
+                return []
+        buffer = self._buffer
+        if len(buffer) <= max_messages:
+            batch = list(buffer)
+            buffer.clear()
+        else:
+            batch = [buffer.popleft() for _ in range(max_messages)]
+        self._taken += len(batch)
+        self._handed += len(batch)
         if self._taken * 2 >= self.prefetch:
             self._grant()
         if self.auto_ack:
-            message.ack()
-        return message
+            for message in batch:
+                message.ack()
+        return batch
 
     def _grant(self) -> None:
         """Give back the credit of the messages handed out (up to `limit`)."""

@@ -112,6 +112,11 @@ class Consumer:
                 return
             yield message
 
+    def next_batch(self, max_messages: int = 1000, timeout_s: float | None = None) -> list[Message]:
+        """Up to `max_messages` that have arrived, waiting up to `timeout_s` for the first."""
+        batch = self._runner.run(self._consumer.next_batch(max_messages, timeout_s))
+        return [_sync_message(self._runner, inner) for inner in batch]
+
     def next(self, timeout_s: float | None = None) -> Message | None:
         inner = self._runner.run(self._consumer.next(timeout_s))
         return None if inner is None else _sync_message(self._runner, inner)
