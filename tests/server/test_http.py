@@ -395,8 +395,11 @@ async def test_reject_goes_to_the_dlq_with_its_origin(api: Api) -> None:
     assert dead["value"] == {"order": 7} and dead["key"] == "o-7"
     assert (await api.ok("GET", "/v1/topics/orders/dlq", params={"limit": 1}))["messages"]
     await api.fails(404, "NOTOPIC", "GET", "/v1/topics/nope/dlq")
-    await api.fails(501, "UNSUPPORTED", "POST", "/v1/topics/orders/dlq/redrive", json={})
-    await api.fails(501, "UNSUPPORTED", "DELETE", "/v1/topics/orders/dlq")
+    await api.fails(404, "NOTOPIC", "POST", "/v1/topics/nope/dlq/redrive", json={})
+    await api.fails(400, "BADARG", "POST", "/v1/topics/orders/dlq/redrive", json={"ids": "all"})
+    assert await api.ok("POST", "/v1/topics/orders/dlq/redrive", json={}) == {"redriven": 1}
+    assert await api.ok("GET", "/v1/topics/orders/dlq") == {"messages": []}
+    assert await api.ok("DELETE", "/v1/topics/orders/dlq") == {"purged": 0}
     metrics = (await api.client.get("/metrics")).text
     assert 'logq_dead_lettered_total{group="billing",topic="orders"} 1.0' in metrics
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from logq.broker.clock import Clock, SystemClock
 from logq.broker.config import BrokerConfig
+from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.delivery import DeliveryMixin
 from logq.broker.errors import from_log_error
 from logq.broker.group import Group, group_key
@@ -62,7 +63,7 @@ READ_CHUNK_BYTES = 1 << 20
 PEEK_LIMIT_MAX = 10_000
 
 
-class Broker(DeliveryMixin):
+class Broker(DeliveryMixin, DeadLetterMixin):
     """A running broker. Build it with `await Broker.open(config)`."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
@@ -541,18 +542,13 @@ class Broker(DeliveryMixin):
         return [
             self.describe_group(group.topic, group.name)
             for group in sorted(self.groups.values(), key=lambda g: g.key)
+            if not internal_group(group.name)
         ]
 
     # -- dead letters ---------------------------------------------------------------------
 
     def dlq_name(self, topic_name: str) -> str:
         return self.topic(topic_name).settings.dlq_topic(topic_name)
-
-    async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
-        name = self.dlq_name(topic_name)
-        if name not in self.topics:
-            return []
-        return await self.read_messages(name, limit=limit)
 
     # -- statistics -------------------------------------------------------------------------
 

@@ -38,7 +38,16 @@ class Group:
         self.members: dict[str, Member] = {}
         self._rotation = 0
         self.counters: dict[str, int] = dict.fromkeys(
-            ("delivered", "acked", "nacked", "rejected", "redelivered", "dead_lettered", "expired"),
+            (
+                "delivered",
+                "acked",
+                "nacked",
+                "rejected",
+                "redelivered",
+                "dead_lettered",
+                "redriven",
+                "expired",
+            ),
             0,
         )
 

@@ -17,7 +17,8 @@ from logq.errors import LogqError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (tools, files) is not wrapped to 80 columns: tables stay one row a line.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 errors = Console(stderr=True, highlight=False)
 
 

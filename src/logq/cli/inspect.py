@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 from rich.table import Table
 
@@ -66,7 +68,7 @@ def groups_describe(topic: str, group: str, server: str, as_json: bool) -> None:
 
 @click.group()
 def dlq() -> None:
-    """Dead letters of a topic."""
+    """Dead letters of a topic: list, redrive, purge."""
 
 
 @dlq.command("list")
@@ -82,7 +84,7 @@ def dlq_list(topic: str, limit: int, server: str, as_json: bool) -> None:
         for message in found:
             print_message(message, True)
         return
-    table = Table("id", "origin", "group", "attempts", "reason", "value")
+    table = Table("id", "origin", "group", "attempts", "reason", "dead-lettered at", "value")
     for message in found:
         headers = message.headers
         table.add_row(
@@ -91,9 +93,54 @@ def dlq_list(topic: str, limit: int, server: str, as_json: bool) -> None:
             headers.get("logq-group", ""),
             headers.get("logq-attempts", ""),
             headers.get("logq-reason", ""),
+            _time(headers.get("logq-dead-lettered-at", "")),
             (message.value or b"")[:60].decode(errors="replace"),
         )
     console.print(table)
+
+
+def _time(epoch_ms: str) -> str:
+    if not epoch_ms.isdigit():
+        return epoch_ms
+    moment = datetime.fromtimestamp(int(epoch_ms) / 1000, tz=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dlq.command("redrive")
+@click.argument("topic")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Redrive every dead letter of TOPIC.")
+@server_option
+@json_option
+def dlq_redrive(
+    topic: str, ids: tuple[str, ...], everything: bool, server: str, as_json: bool
+) -> None:
+    """Hand dead letters back to the group that dead-lettered them (attempts reset)."""
+    if bool(ids) == everything:
+        raise click.UsageError("give dead-letter ids (from `logq dlq list`), or --all")
+    with connect(server) as client:
+        count = client.redrive(topic, list(ids) or None)
+    if as_json:
+        print_json({"redriven": count})
+    else:
+        console.print(f"redrove {count} message{'s' if count != 1 else ''} of {topic}")
+
+
+@dlq.command("purge")
+@click.argument("topic")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@server_option
+@json_option
+def dlq_purge(topic: str, yes: bool, server: str, as_json: bool) -> None:
+    """Drop every dead letter of TOPIC."""
+    if not yes:
+        click.confirm(f"drop every dead letter of {topic}?", abort=True)
+    with connect(server) as client:
+        count = client.purge_dlq(topic)
+    if as_json:
+        print_json({"purged": count})
+    else:
+        console.print(f"purged {count} dead letter{'s' if count != 1 else ''} of {topic}")
 
 
 @click.command("stats")

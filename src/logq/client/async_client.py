@@ -421,6 +421,15 @@ class AsyncClient:
         """The dead letters of `topic` (headers carry origin id, group, attempts, reason)."""
         return [message_from_reply(item) for item in await self.call("DLQ", topic, "LIMIT", limit)]
 
+    async def redrive(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        """Hand dead letters of `topic` back to the groups that dead-lettered them
+        (the given dead-letter ids, or all); attempts start over. Returns how many."""
+        return int(await self.call("REDRIVE", topic, *(ids or [])))
+
+    async def purge_dlq(self, topic: str) -> int:
+        """Drop every dead letter of `topic`; returns how many."""
+        return int(await self.call("PURGE", topic))
+
     async def stats(self) -> dict[str, Any]:
         reply = as_map(await self.call("STATS"))
         if "queues" in reply:

@@ -265,6 +265,12 @@ class Client:
     def dlq(self, topic: str, *, limit: int = 100) -> list[MessageData]:
         return self._runner.run(self._async.dlq(topic, limit=limit))
 
+    def redrive(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        return self._runner.run(self._async.redrive(topic, list(ids) if ids is not None else None))
+
+    def purge_dlq(self, topic: str) -> int:
+        return self._runner.run(self._async.purge_dlq(topic))
+
     def stats(self) -> dict[str, Any]:
         return self._runner.run(self._async.stats())
 

@@ -552,6 +552,19 @@ async def _dlq(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     return [message_reply(message) for message in messages]
 
 
+@command("REDRIVE")
+async def _redrive(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "REDRIVE topic [dead-letter-id ...]")
+    ids = _ids(args[1:]) or None
+    return await broker.redrive(text(args[0], "topic"), ids)
+
+
+@command("PURGE")
+async def _purge(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "PURGE topic")
+    return await broker.purge_dlq(text(args[0], "topic"))
+
+
 @command("STATS")
 async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     statistics = broker.stats()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,6 +28,7 @@ from logq.server.http_common import (
     query_int,
     query_time,
     read_body,
+    read_json,
     read_settings,
     ref,
     refuse_unbuilt,
@@ -109,14 +111,18 @@ async def list_dead_letters(state: ApiState, request: Request) -> Response:
     return json_response({"messages": [dead_letter_json(m) for m in messages]})
 
 
+class RedriveBody(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str] | None = None
+
+
 async def redrive_dead_letters(state: ApiState, request: Request) -> Response:
-    state.broker.topic(request.path_params["topic"])
-    raise UnsupportedError("DLQ redrive is not available in this version of logq")
+    body = await read_json(request, RedriveBody, limit=state.limits.body_bytes_max, empty=b"{}")
+    count = await state.broker.redrive(request.path_params["topic"], body.ids)
+    return json_response({"redriven": count})
 
 
 async def purge_dead_letters(state: ApiState, request: Request) -> Response:
-    state.broker.topic(request.path_params["topic"])
-    raise UnsupportedError("DLQ purge is not available in this version of logq")
+    return json_response({"purged": await state.broker.purge_dlq(request.path_params["topic"])})
 
 
 async def get_message(state: ApiState, request: Request) -> Response:
@@ -240,14 +246,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         f"{_TOPIC_PATH}/dlq/redrive",
         redrive_dead_letters,
-        "Redrive dead letters to their group (not available yet: 501)",
+        "Hand dead letters back to the group that dead-lettered them, attempts reset"
+        " (`ids` of dead letters, or `{}` for all)",
         body=object_schema({"ids": {"type": "array", "items": {"type": "string"}}}),
+        response=object_schema({"redriven": INTEGER_SCHEMA}, ("redriven",)),
     ),
     Endpoint(
         "DELETE",
         f"{_TOPIC_PATH}/dlq",
         purge_dead_letters,
-        "Purge the dead letters (not available yet: 501)",
+        "Drop every dead letter of the topic from its DLQ",
+        response=object_schema({"purged": INTEGER_SCHEMA}, ("purged",)),
     ),
     Endpoint("GET", "/v1/messages/{id}", get_message, "One message by id", response=ref("Message")),
     Endpoint(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
+from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
 from logq.state.ranges import Range, RangeSet
 
 
@@ -143,6 +143,18 @@ class PartitionDelivery:
                 for piece in self._carve_leases(start, end):
                     piece.deadline_ms = event.deadline_ms
                     self._insert_lease(piece)
+        elif isinstance(event, Redriven):
+            for start, end in event.ranges:
+                if end > self.next_offset:
+                    continue  # never delivered: nothing to hand back
+                if start < self.floor:
+                    # lower the floor: what lay below it stays settled, as ranges
+                    self.settled.add(start, self.floor)
+                    self.floor = start
+                self.settled.remove(start, end)
+                self._carve_leases(start, end)
+                self._remove_pending(start, end)
+                self._insert_pending(Pending(start, end, 0, event.not_before_ms))
         elif isinstance(event, Seeked):
             self.floor = self.next_offset = event.offset
             self.settled = RangeSet()

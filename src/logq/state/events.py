@@ -58,7 +58,17 @@ class Seeked(msgspec.Struct, tag="K", frozen=True, array_like=True):
     offset: int
 
 
-Event = Leased | Settled | Released | Extended | Seeked
+class Redriven(msgspec.Struct, tag="D", frozen=True, array_like=True):
+    """Settled offsets handed back (DLQ redrive): deliverable again from
+    `not_before_ms` as if never delivered (attempts start over)."""
+
+    group: str
+    partition: int
+    ranges: Ranges
+    not_before_ms: int
+
+
+Event = Leased | Settled | Released | Extended | Seeked | Redriven
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])

@@ -1,0 +1,187 @@
+"""Dead-letter operations: list, redrive, purge.
+
+A dead-letter topic is an ordinary topic (consumable, replayable). What
+"in the DLQ" means is kept by an internal group of that topic, `~dlq`
+(a name no user can give): a dead letter is listed until that group
+settles it, which redrive and purge do. Redrive hands each message back
+to the group that dead-lettered it (attempts start over), and settles its
+dead letter, in one journal write: the other groups of the origin topic,
+which already handled it, never see it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from logq.broker.group import Group, group_key
+from logq.broker.messages import Message, MessageId
+from logq.errors import BadArgumentError, MessageNotFoundError
+from logq.state.delivery import PartitionDelivery
+from logq.state.events import Event, Redriven, Settled
+from logq.state.ranges import ranges_of
+
+if TYPE_CHECKING:
+    from logq.broker.clock import Clock
+    from logq.broker.config import BrokerConfig
+    from logq.broker.topic import Topic
+
+DLQ_GROUP = "~dlq"
+HEADER_ORIGIN_ID = "logq-origin-id"
+HEADER_GROUP = "logq-group"
+DLQ_PAGE = 1000
+IDS_PER_CALL_MAX = 100_000
+
+
+class DeadLetterMixin:
+    """The dead-letter half of the Broker (see broker.py for the rest)."""
+
+    config: BrokerConfig
+    clock: Clock
+    topics: dict[str, Topic]
+    groups: dict[str, Group]
+
+    if TYPE_CHECKING:
+
+        def dlq_name(self, topic_name: str) -> str: ...
+        def topic(self, name: str) -> Topic: ...
+        def _check_open(self) -> None: ...
+        async def _save_metadata(self) -> None: ...
+        async def _commit(self, events: Sequence[Event]) -> None: ...
+        async def get_message(self, message_id: str) -> Message: ...
+        async def read_messages(
+            self,
+            topic_name: str,
+            partition: int | None = None,
+            *,
+            offset: int | None = None,
+            from_time_ms: int | None = None,
+            to_time_ms: int | None = None,
+            limit: int = 100,
+        ) -> list[Message]: ...
+
+    async def _dlq_group(self, dlq_topic: str) -> Group:
+        key = group_key(dlq_topic, DLQ_GROUP)
+        group = self.groups.get(key)
+        if group is None:
+            topic = self.topic(dlq_topic)
+            group = Group(
+                dlq_topic,
+                DLQ_GROUP,
+                self.config.group_defaults,
+                [PartitionDelivery() for _ in topic.partitions],
+            )
+            self.groups[key] = group
+            await self._save_metadata()
+        while len(group.deliveries) < len(self.topic(dlq_topic).partitions):
+            group.deliveries.append(PartitionDelivery())
+        return group
+
+    async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
+        """Dead letters of `topic_name` not yet redriven or purged, oldest first."""
+        name = self.dlq_name(topic_name)
+        if name not in self.topics:
+            return []
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= IDS_PER_CALL_MAX
+        ):
+            raise BadArgumentError(f"limit must be within 1..{IDS_PER_CALL_MAX}, got {limit!r}")
+        group = await self._dlq_group(name)
+        found: list[Message] = []
+        for partition, state in enumerate(group.deliveries):
+            log = self.topic(name).partitions[partition].log
+            offset = max(state.floor, log.first_offset)
+            while len(found) < limit and offset < log.next_offset:
+                page = await self.read_messages(
+                    name, partition, offset=offset, limit=min(DLQ_PAGE, IDS_PER_CALL_MAX)
+                )
+                if not page:
+                    break
+                found.extend(m for m in page if not state.is_settled(m.offset))
+                offset = page[-1].offset + 1
+        found.sort(key=lambda m: (m.timestamp_ms, m.partition, m.offset))
+        return found[:limit]
+
+    async def redrive(self, topic_name: str, ids: list[str] | None = None) -> int:
+        """Hand dead letters back to the groups that dead-lettered them
+        (all of them when `ids` is None); returns how many went back."""
+        self._check_open()
+        name = self.dlq_name(topic_name)
+        if name not in self.topics:
+            return 0
+        if ids is not None and len(ids) > IDS_PER_CALL_MAX:
+            raise BadArgumentError(f"{len(ids)} ids in one call, the limit is {IDS_PER_CALL_MAX}")
+        dlq_group = await self._dlq_group(name)
+        if ids is None:
+            letters = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
+        else:
+            letters = []
+            for text in ids:
+                parsed = MessageId.parse(text)
+                if parsed.topic != name:
+                    raise BadArgumentError(
+                        f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
+                    )
+                letters.append(await self.get_message(text))
+        now_ms = self.clock.now_ms()
+        handed_back: dict[tuple[str, int], list[int]] = {}
+        settled: dict[int, list[int]] = {}
+        for letter in letters:
+            if dlq_group.deliveries[letter.partition].is_settled(letter.offset):
+                continue  # already redriven or purged
+            origin = _origin(letter)
+            group = self.groups.get(group_key(origin.topic, letter.headers.get(HEADER_GROUP, "")))
+            settled.setdefault(letter.partition, []).append(letter.offset)
+            if group is None or origin.partition >= len(group.deliveries):
+                continue  # the group or topic is gone: the letter just leaves the DLQ
+            handed_back.setdefault((group.key, origin.partition), []).append(origin.offset)
+        events: list[Event] = [
+            Redriven(key, partition, ranges_of(offsets), now_ms)
+            for (key, partition), offsets in handed_back.items()
+        ]
+        events += [
+            Settled(dlq_group.key, partition, ranges_of(offsets))
+            for partition, offsets in settled.items()
+        ]
+        for event in events:
+            self.groups[event.group].deliveries[event.partition].apply(event)
+        await self._commit(events)
+        for (key, _), offsets in handed_back.items():
+            self.groups[key].counters["redriven"] += len(offsets)
+        return sum(len(offsets) for offsets in handed_back.values())
+
+    async def purge_dlq(self, topic_name: str) -> int:
+        """Drop every dead letter of `topic_name` from the DLQ; returns how many."""
+        self._check_open()
+        name = self.dlq_name(topic_name)
+        if name not in self.topics:
+            return 0
+        group = await self._dlq_group(name)
+        events: list[Event] = []
+        purged = 0
+        for partition, state in enumerate(group.deliveries):
+            end = self.topic(name).partitions[partition].log.next_offset
+            gaps = state.unsettled_ranges(state.floor, end)
+            if gaps:
+                purged += sum(stop - start for start, stop in gaps)
+                events.append(Settled(group.key, partition, gaps))
+        for event in events:
+            group.deliveries[event.partition].apply(event)
+        await self._commit(events)
+        return purged
+
+
+def _origin(letter: Message) -> MessageId:
+    text = letter.headers.get(HEADER_ORIGIN_ID)
+    if text is None:
+        raise MessageNotFoundError(f"{letter.id} carries no {HEADER_ORIGIN_ID} header")
+    return MessageId.parse(text)
+
+
+def internal_group(name: str) -> bool:
+    return name.startswith("~")
+
+
+__all__ = ["DLQ_GROUP", "DeadLetterMixin", "internal_group"]
