@@ -297,3 +297,22 @@ def test_closed_connections_are_no_longer_counted(server: Running, client: Clien
     while native() != before and time.monotonic() < deadline:
         time.sleep(0.01)  # waiting for the server's close callbacks, not for time
     assert native() == before
+
+
+def test_backoff_set_through_the_client_delays_redelivery(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    name = topic_name(request)
+    topic = client.create_topic(name, partitions=1, backoff={"initial": "300ms", "multiplier": 2})
+    assert topic["config"]["backoff"]["initial_ms"] == 300
+    group = client.put_group(name, "g", backoff={"initial": "200ms", "jitter": 0.0})
+    assert group["settings"]["backoff"]["initial_ms"] == 200
+    client.publish(name, b"retry me")
+    (first,) = client.receive(name, "g", max=1)
+    started = time.monotonic()
+    first.nack()
+    assert client.receive(name, "g", max=1) == []  # not yet: it waits its backoff
+    (again,) = client.receive(name, "g", max=1, wait="5s")
+    assert again.attempt == 2
+    assert time.monotonic() - started >= 0.2
+    assert client.describe_group(name, "g")["counts"]["backoff_waits"] == 1

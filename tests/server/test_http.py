@@ -163,7 +163,20 @@ async def test_topic_create_list_describe_patch_delete(api: Api) -> None:
     await api.fails(400, "BADARG", "POST", "/v1/topics", json={"name": "x", "colour": "red"})
     await api.fails(400, "BADARG", "POST", "/v1/topics", json={"partitions": 1})
     await api.fails(400, "BADARG", "POST", "/v1/topics", json={"name": "bad name!"})
-    await api.fails(501, "UNSUPPORTED", "POST", "/v1/topics", json={"name": "y", "backoff": {}})
+    bad_backoff = {"name": "y", "backoff": {"initial": "2m", "max": "1m"}}
+    await api.fails(400, "BADARG", "POST", "/v1/topics", json=bad_backoff)
+    await api.fails(400, "BADARG", "PATCH", "/v1/topics/orders", json={"backoff": {"jitter": 2}})
+    patched = await api.ok(
+        "PATCH",
+        "/v1/topics/orders",
+        json={"backoff": {"initial": "1s", "multiplier": 3, "jitter": 0.1}},
+    )
+    assert patched["config"]["backoff"] == {
+        "initial_ms": 1000,
+        "multiplier": 3.0,
+        "max_ms": 300_000,
+        "jitter": 0.1,
+    }
     assert await api.ok("DELETE", "/v1/topics/orders") == {"deleted": "orders"}
     await api.fails(404, "NOTOPIC", "GET", "/v1/topics/orders")
     await api.fails(404, "NOTOPIC", "DELETE", "/v1/topics/orders")
@@ -307,7 +320,7 @@ async def test_group_put_and_get(api: Api) -> None:
     await api.fails(404, "NOTOPIC", "PUT", "/v1/topics/nope/groups/workers")
     await api.fails(400, "BADARG", "PUT", "/v1/topics/jobs/groups/w", json={"mode": "fifo"})
     await api.fails(400, "BADARG", "PUT", "/v1/topics/jobs/groups/w", json={"lease": "forever"})
-    await api.fails(501, "UNSUPPORTED", "PUT", "/v1/topics/jobs/groups/w", json={"backoff": {}})
+    await api.fails(400, "BADARG", "PUT", "/v1/topics/jobs/groups/w", json={"backoff": {"x": 1}})
     groups = (await api.ok("GET", "/v1/groups"))["groups"]
     assert [(g["topic"], g["group"]) for g in groups] == [("jobs", "other"), ("jobs", "workers")]
     assert all("lag" in g for g in groups)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -82,6 +83,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
             config.snapshot_bytes,
         )
         self._ticker: asyncio.Task[None] | None = None
+        self._random = random.Random()  # backoff jitter; tests seed it
         self._closed = False
         self._metadata_lock = asyncio.Lock()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -75,6 +76,7 @@ class DeliveryMixin:
     groups: dict[str, Group]
     metrics: Metrics
     _journal: Journal
+    _random: random.Random
     storage: Storage
 
     if TYPE_CHECKING:
@@ -297,19 +299,21 @@ class DeliveryMixin:
         return settled
 
     async def nack(
-        self, topic_name: str, group_name: str, ids: Iterable[str], delay_ms: int = 0
+        self, topic_name: str, group_name: str, ids: Iterable[str], delay_ms: int | None = None
     ) -> int:
-        """Hand messages back for redelivery after `delay_ms` (or to the DLQ once
-        they have been delivered `max_deliveries` times)."""
+        """Hand messages back for redelivery after `delay_ms` (the group's
+        backoff for the attempt when None), or to the DLQ once they have been
+        delivered `max_deliveries` times."""
         self._check_open()
-        delay_ms = parse_duration_ms(delay_ms, name="delay")
+        if delay_ms is not None:
+            delay_ms = parse_duration_ms(delay_ms, name="delay")
         group = self.group(topic_name, group_name)
         released = await self._release(topic_name, group, ids, delay_ms, "nacked")
         group.counters["nacked"] += released
         return released
 
     async def _release(
-        self, topic_name: str, group: Group, ids: Iterable[str], delay_ms: int, reason: str
+        self, topic_name: str, group: Group, ids: Iterable[str], delay_ms: int | None, reason: str
     ) -> int:
         topic = self.topic(topic_name)
         now_ms = self.clock.now_ms()
@@ -323,7 +327,8 @@ class DeliveryMixin:
                 if attempt >= group.max_deliveries(topic.settings):
                     dead.append((partition, [(start, end)], attempt))
                     continue
-                event = Released(group.key, partition, [(start, end)], attempt, now_ms + delay_ms)
+                wait = self._backoff_ms(group, topic, attempt) if delay_ms is None else delay_ms
+                event = Released(group.key, partition, [(start, end)], attempt, now_ms + wait)
                 state.apply(event)
                 events.append(event)
         await self._commit(events)
@@ -457,7 +462,8 @@ class DeliveryMixin:
                     if lease.attempt >= group.max_deliveries(topic.settings):
                         dead.append((partition, parts, lease.attempt))
                         continue
-                    event = Released(group.key, partition, parts, lease.attempt, now_ms)
+                    wait = self._backoff_ms(group, topic, lease.attempt)
+                    event = Released(group.key, partition, parts, lease.attempt, now_ms + wait)
                     state.apply(event)
                     events.append(event)
             await self._commit(events)
@@ -468,6 +474,13 @@ class DeliveryMixin:
             if events or dead:
                 topic.changed.set()
         return expired_total
+
+    def _backoff_ms(self, group: Group, topic: Topic, attempt: int) -> int:
+        wait = group.backoff(topic.settings).delay_ms(attempt, self._random.random())
+        if wait:
+            group.counters["backoff_waits"] += 1
+            group.counters["backoff_wait_ms"] += wait
+        return wait
 
     # -- dead letters ---------------------------------------------------------------------------
 

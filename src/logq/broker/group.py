@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from logq.broker.backoff import Backoff
 from logq.broker.settings import GroupMode, GroupSettings, TopicSettings
 from logq.state.delivery import PartitionDelivery
 
@@ -47,12 +48,17 @@ class Group:
                 "dead_lettered",
                 "redriven",
                 "expired",
+                "backoff_waits",
+                "backoff_wait_ms",
             ),
             0,
         )
 
     def visibility_timeout_ms(self, topic: TopicSettings) -> int:
         return self.settings.visibility_timeout_ms or topic.visibility_timeout_ms
+
+    def backoff(self, topic: TopicSettings) -> Backoff:
+        return self.settings.backoff or topic.backoff
 
     def max_deliveries(self, topic: TopicSettings) -> int:
         return self.settings.max_deliveries or topic.max_deliveries

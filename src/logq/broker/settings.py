@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from logq.broker.backoff import Backoff, parse_backoff
 from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
 
@@ -39,12 +40,15 @@ class TopicSettings:
     max_deliveries: int = 5
     visibility_timeout_ms: int = 30_000
     dlq: str | None = None  # None: "<topic>.dlq"
+    backoff: Backoff = field(default_factory=Backoff)
 
     def dlq_topic(self, topic: str) -> str:
         return self.dlq or f"{topic}{DLQ_SUFFIX}"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["backoff"] = self.backoff.as_dict()
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +58,12 @@ class GroupSettings:
     max_deliveries: int | None = None  # None: the topic's
     auto_ack: bool = False
     max_in_flight: int = 100_000  # unsettled deliveries per partition
+    backoff: Backoff | None = None  # None: the topic's
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mode"] = self.mode.value
+        data["backoff"] = None if self.backoff is None else self.backoff.as_dict()
         return data
 
 
@@ -117,6 +123,8 @@ def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -
             changes["visibility_timeout_ms"] = _lease(key, value)
         elif key == "dlq":
             changes[key] = None if value is None else check_topic_name(value)
+        elif key == "backoff":
+            changes[key] = Backoff() if value is None else parse_backoff(key, value, result.backoff)
         elif key == "name":
             continue
         else:
@@ -154,6 +162,8 @@ def group_settings(data: Mapping[str, Any], base: GroupSettings | None = None) -
             changes[key] = value
         elif key == "max_in_flight":
             changes[key] = _int(key, value, 1, IN_FLIGHT_MAX)
+        elif key == "backoff":
+            changes[key] = None if value is None else parse_backoff(key, value, result.backoff)
         elif key == "name":
             continue
         else:

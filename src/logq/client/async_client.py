@@ -144,8 +144,11 @@ class AsyncClient:
         max_deliveries: int | None = None,
         visibility_timeout: Duration | None = None,
         dlq: str | None = None,
+        backoff: Mapping[str, str | int | float] | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
+        """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
+        "max": "5m", "jitter": 0.2}, the wait before a redelivery."""
         options = _options(
             {
                 "PARTITIONS": partitions,
@@ -155,7 +158,7 @@ class AsyncClient:
                 "VISIBILITY_TIMEOUT": visibility_timeout,
                 "DLQ": dlq,
             }
-        )
+        ) + _backoff_options(backoff)
         try:
             reply = as_map(await self.call("CREATE", name, *options))
         except Exception as error:
@@ -272,7 +275,9 @@ class AsyncClient:
         max_deliveries: int | None = None,
         auto_ack: bool | None = None,
         max_in_flight: int | None = None,
+        backoff: Mapping[str, str | int | float] | None = None,
     ) -> dict[str, Any]:
+        """Create or configure a group (see create_topic for `backoff`)."""
         options = _options(
             {
                 "MODE": mode,
@@ -281,7 +286,7 @@ class AsyncClient:
                 "AUTO_ACK": auto_ack,
                 "MAX_IN_FLIGHT": max_in_flight,
             }
-        )
+        ) + _backoff_options(backoff)
         return as_map(await self.call("GROUP", topic, group, *options))
 
     async def describe_group(self, topic: str, group: str) -> dict[str, Any]:
@@ -438,6 +443,17 @@ class AsyncClient:
 
     async def ping(self) -> bool:
         return str(await self.call("PING")) == "PONG"
+
+
+def _backoff_options(backoff: Mapping[str, str | int | float] | None) -> list[bytes | str | int]:
+    args: list[bytes | str | int] = []
+    for key, value in (backoff or {}).items():
+        if key not in ("initial", "multiplier", "max", "jitter"):
+            raise BadArgumentError(
+                f"unknown backoff setting {key!r} (initial, multiplier, max, jitter)"
+            )
+        args += [f"BACKOFF_{key.upper()}", str(value) if isinstance(value, float) else value]
+    return args
 
 
 def _partition_count(topic: Mapping[str, Any]) -> int:

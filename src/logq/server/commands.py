@@ -204,6 +204,12 @@ async def _command(broker: Broker, session: Session, args: list[bytes]) -> Reply
 
 # -- topics -----------------------------------------------------------------------
 
+_BACKOFF_OPTIONS = {
+    "BACKOFF_INITIAL": True,
+    "BACKOFF_MULTIPLIER": True,
+    "BACKOFF_MAX": True,
+    "BACKOFF_JITTER": True,
+}
 _TOPIC_OPTIONS = {
     "PARTITIONS": True,
     "RETENTION": True,
@@ -211,11 +217,34 @@ _TOPIC_OPTIONS = {
     "MAX_DELIVERIES": True,
     "VISIBILITY_TIMEOUT": True,
     "DLQ": True,
+    **_BACKOFF_OPTIONS,
 }
+
+
+def number(value: bytes, what: str) -> float:
+    try:
+        return float(text(value, what))
+    except ValueError:
+        raise BadArgumentError(f"{what} must be a number, got {value[:40]!r}") from None
+
+
+def backoff_settings(found: dict[str, bytes], settings: dict[str, Any]) -> None:
+    """BACKOFF_INITIAL d, BACKOFF_MULTIPLIER x, BACKOFF_MAX d, BACKOFF_JITTER x."""
+    backoff: dict[str, Any] = {}
+    for name in _BACKOFF_OPTIONS:
+        if name in found:
+            key = name.removeprefix("BACKOFF_").lower()
+            value = found[name]
+            backoff[key] = (
+                number(value, name) if key in ("multiplier", "jitter") else text(value, name)
+            )
+    if backoff:
+        settings["backoff"] = backoff
 
 
 def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
+    backoff_settings(found, settings)
     for name, value in found.items():
         if name in ("PARTITIONS", "RETENTION_BYTES", "MAX_DELIVERIES"):
             settings[name.lower()] = integer(value, name)
@@ -330,7 +359,7 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
 
 @command("GROUP")
 async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "GROUP topic group [MODE m] [VISIBILITY_TIMEOUT d] [MAX_DELIVERIES n] [AUTO_ACK 0|1] [MAX_IN_FLIGHT n]"
+    usage = "GROUP topic group [MODE m] [VISIBILITY_TIMEOUT d] [MAX_DELIVERIES n] [AUTO_ACK 0|1] [MAX_IN_FLIGHT n] [BACKOFF_INITIAL d] ..."
     need(args, 2, usage)
     found = only_options(
         args[2:],
@@ -340,11 +369,15 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             "MAX_DELIVERIES": True,
             "AUTO_ACK": True,
             "MAX_IN_FLIGHT": True,
+            **_BACKOFF_OPTIONS,
         },
         usage,
     )
     settings: dict[str, Any] = {}
+    backoff_settings(found, settings)
     for name, value in found.items():
+        if name in _BACKOFF_OPTIONS:
+            continue
         if name == "MODE":
             settings["mode"] = text(value, name).lower()
         elif name == "VISIBILITY_TIMEOUT":
@@ -439,7 +472,7 @@ async def _nack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     need(args, 3, usage)
     found, ids = options(args[2:], {"DELAY": True}, usage)
     delay = (
-        parse_duration_ms(text(found["DELAY"], "DELAY"), name="DELAY") if "DELAY" in found else 0
+        parse_duration_ms(text(found["DELAY"], "DELAY"), name="DELAY") if "DELAY" in found else None
     )
     return await broker.nack(text(args[0], "topic"), text(args[1], "group"), _ids(ids), delay)
 

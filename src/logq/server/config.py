@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from logq.broker import BrokerConfig, TopicSettings
+from logq.broker.backoff import parse_backoff
 from logq.broker.settings import GroupSettings
 from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
@@ -204,8 +205,13 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
     _check_keys(
         "defaults.delivery",
         delivery,
-        {"visibilityTimeout", "maxRetries", "maxDeliveries", "dlqEnabled"},
+        {"visibilityTimeout", "maxRetries", "maxDeliveries", "dlqEnabled", "backoff"},
     )
+    if "backoff" in delivery:
+        try:
+            changes["backoff"] = parse_backoff("defaults.delivery.backoff", delivery["backoff"])
+        except BadArgumentError as error:
+            raise ConfigError(str(error)) from None
     if "visibilityTimeout" in delivery:
         changes["visibility_timeout_ms"] = _duration(
             "defaults.delivery.visibilityTimeout", delivery["visibilityTimeout"]

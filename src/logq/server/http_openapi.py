@@ -127,7 +127,16 @@ COMPONENTS: dict[str, Any] = {
             "max_deliveries": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
             "auto_ack": {"type": "boolean"},
             "max_in_flight": {"type": "integer", "minimum": 1},
-            "backoff": {"type": "object", "description": "not available yet: answered with 501"},
+            "backoff": {
+                "type": "object",
+                "description": "retry wait after a nack without delay or a lease expiry: initial * multiplier**(attempt-1), capped at max, minus up to jitter of it",
+                "properties": {
+                    "initial": ref("Duration"),
+                    "multiplier": {"type": "number", "minimum": 1, "maximum": 100},
+                    "max": ref("Duration"),
+                    "jitter": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
         },
         closed=False,
     ),

@@ -25,11 +25,8 @@ from logq.server.http_common import (
     read_json,
     read_settings,
     ref,
-    refuse_unbuilt,
 )
 from logq.server.http_messages import message_json
-
-UNBUILT_GROUP_SETTINGS = {"backoff": "retry backoff"}
 
 
 class ReceiveBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,7 +63,6 @@ def _names(request: Request) -> tuple[str, str]:
 async def put_group(state: ApiState, request: Request) -> Response:
     topic, group = _names(request)
     settings = await read_settings(request, state, empty_ok=True)
-    refuse_unbuilt(settings, UNBUILT_GROUP_SETTINGS)
     await state.broker.put_group(topic, group, settings)
     return json_response(state.broker.describe_group(topic, group))
 
@@ -100,7 +96,7 @@ async def ack(state: ApiState, request: Request) -> Response:
 
 async def nack(state: ApiState, request: Request) -> Response:
     body = await read_json(request, NackBody, limit=state.limits.body_bytes_max)
-    delay = duration_ms(body.delay, "delay") or 0
+    delay = duration_ms(body.delay, "delay")
     return json_response({"nacked": await state.broker.nack(*_names(request), body.ids, delay)})
 
 

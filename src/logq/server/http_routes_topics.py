@@ -43,7 +43,6 @@ from logq.server.http_messages import (
 PEEK_LIMIT_DEFAULT = 100
 # Topic settings the design names that the broker does not implement yet.
 UNBUILT_TOPIC_SETTINGS = {
-    "backoff": "retry backoff",
     "ttl": "message TTL",
     "dedup_window": "deduplication",
 }
@@ -145,7 +144,16 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
     "max_deliveries": {"type": "integer", "minimum": 1, "maximum": 1000},
     "visibility_timeout": ref("Duration"),
     "dlq": {"type": ["string", "null"], "description": 'dead-letter topic (default "<topic>.dlq")'},
-    "backoff": {"type": "object", "description": "not available yet: answered with 501"},
+    "backoff": {
+        "type": "object",
+        "description": "retry wait after a nack without delay or a lease expiry: initial * multiplier**(attempt-1), capped at max, minus up to jitter of it",
+        "properties": {
+            "initial": ref("Duration"),
+            "multiplier": {"type": "number", "minimum": 1, "maximum": 100},
+            "max": ref("Duration"),
+            "jitter": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    },
     "ttl": {**ref("Duration"), "description": "not available yet: answered with 501"},
     "dedup_window": {**ref("Duration"), "description": "not available yet: answered with 501"},
 }
