@@ -64,3 +64,20 @@ def test_next_batch_hands_out_what_has_arrived_within_the_limit() -> None:
         # it leased no more than its limit: the other 20 are free at once
         rest = client.receive("t", "g", max=100, wait="1s")
         assert [m.value for m in rest] == [f"{i}".encode() for i in range(30, 50)]
+
+
+def test_a_backoff_wait_survives_a_restart(tmp_path: Path) -> None:
+    with logq.Broker(tmp_path) as broker:
+        client = broker.client()
+        client.create_topic("jobs", partitions=1, backoff={"initial": "1h"})
+        client.publish("jobs", b"later")
+        (message,) = client.receive("jobs", "g", max=1)
+        message.nack()
+    with logq.Broker(tmp_path) as broker:
+        client = broker.client()
+        assert client.receive("jobs", "g", max=1) == []  # still waiting its hour
+        (partition,) = client.describe_group("jobs", "g")["partitions"]
+        assert partition["pending_redelivery"] == 1
+        message_id = client.peek("jobs", partition=0, offset=0)[0].id
+        client.nack("jobs", "g", [message_id], delay=0)  # not leased: changes nothing
+        assert client.receive("jobs", "g", max=1) == []

@@ -72,6 +72,8 @@ def parse_backoff(name: str, value: object, base: Backoff | None = None) -> Back
             raise BadArgumentError(
                 f"unknown {name} setting {key!r} (initial, multiplier, max, jitter)"
             )
+    if initial > maximum and not any(key in value for key in ("max", "max_ms")):
+        maximum = initial  # only initial given, above the default cap: wait it every time
     if initial > maximum:
         raise BadArgumentError(f"{name}: initial ({initial} ms) is more than max ({maximum} ms)")
     return Backoff(initial, multiplier, maximum, jitter)
