@@ -316,3 +316,30 @@ def test_backoff_set_through_the_client_delays_redelivery(
     assert again.attempt == 2
     assert time.monotonic() - started >= 0.2
     assert client.describe_group(name, "g")["counts"]["backoff_waits"] == 1
+
+
+def test_expired_messages_are_never_delivered(
+    server: Running, request: pytest.FixtureRequest
+) -> None:
+    name = topic_name(request)
+    long_ago = int(time.time() * 1000) - 60_000
+
+    async def run() -> None:
+        async with AsyncClient(server.native) as client:
+            await client.create_topic(name, partitions=1, ttl="30s", ttl_dead_letter=True)
+            producer = client.producer(linger_ms=0)
+            sent = [
+                await producer.send(name, b"stale", timestamp_ms=long_ago),  # past the topic TTL
+                await producer.send(name, b"brief", ttl="10s", timestamp_ms=long_ago + 45_000),
+                await producer.send(name, b"fresh", ttl="1h"),
+            ]
+            await producer.flush()
+            ids = [(await future).id for future in sent]
+            received = await client.receive(name, "g", max=10)
+            assert [m.value for m in received] == [b"fresh"]
+            letters = await client.dlq(name)
+            assert sorted(m.headers["logq-origin-id"] for m in letters) == sorted(ids[:2])
+            assert {m.headers["logq-reason"] for m in letters} == {"expired (ttl)"}
+            assert (await client.describe_group(name, "g"))["counts"]["ttl_expired"] == 2
+
+    asyncio.run(run())

@@ -159,7 +159,10 @@ async def test_topic_create_list_describe_patch_delete(api: Api) -> None:
     assert len(patched["partitions"]) == 4
     await api.fails(400, "BADARG", "PATCH", "/v1/topics/orders", json={"partitions": 1})
     await api.fails(400, "BADARG", "PATCH", "/v1/topics/orders", json={"name": "other"})
-    await api.fails(501, "UNSUPPORTED", "PATCH", "/v1/topics/orders", json={"ttl": "1h"})
+    await api.fails(400, "BADARG", "PATCH", "/v1/topics/orders", json={"ttl": "a while"})
+    assert (await api.ok("PATCH", "/v1/topics/orders", json={"ttl": "1h"}))["config"][
+        "ttl_ms"
+    ] == 3_600_000
     await api.fails(400, "BADARG", "POST", "/v1/topics", json={"name": "x", "colour": "red"})
     await api.fails(400, "BADARG", "POST", "/v1/topics", json={"partitions": 1})
     await api.fails(400, "BADARG", "POST", "/v1/topics", json={"name": "bad name!"})
@@ -253,6 +256,7 @@ async def test_publish_refuses_bad_messages_and_changes_nothing(api: Api) -> Non
         {"messages": []},
         {"messages": [{"value": 1}, {"value": 2, "delay": "soon"}]},
         {"value": 1, "deliver_at": "yesterday"},
+        {"value": 1, "ttl": "forever"},
         [1, 2],
     ]
     for body in bad:
@@ -262,7 +266,6 @@ async def test_publish_refuses_bad_messages_and_changes_nothing(api: Api) -> Non
     for body in (
         {"value": 1, "delay": "5s"},
         {"value": 1, "deliver_at": START_MS + 1000},
-        {"value": 1, "ttl": "1h"},
         {"value": 1, "dedup_id": "once"},
     ):
         await api.fails(501, "UNSUPPORTED", "POST", path, json=body)
@@ -700,3 +703,14 @@ def test_the_real_server_serves_the_rest_api(real_server: str) -> None:
         too_big = client.post("/v1/topics", content=b"x" * (2 << 20), headers=JSON_HEADERS)
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "TOOBIG"
         assert client.get("/health").status_code == 200
+
+
+async def test_a_message_ttl_sent_over_rest_expires_it(api: Api) -> None:
+    await api.topic("short", partitions=1)
+    await api.publish("short", {"messages": [{"value": "gone", "ttl": "1s"}, {"value": "kept"}]})
+    api.clock.advance(1000)
+    path = "/v1/topics/short/groups/g/receive"
+    received = (await api.ok("POST", path, json={"consumer": "c", "max": 10}))["messages"]
+    assert [m["value"] for m in received] == ["kept"]
+    group = await api.ok("GET", "/v1/topics/short/groups/g")
+    assert group["counts"]["ttl_expired"] == 1

@@ -23,6 +23,7 @@ from logq.broker.config import BrokerConfig
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.delivery import DeliveryMixin
 from logq.broker.errors import from_log_error
+from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.group import Group, group_key
 from logq.broker.messages import (
     Message,
@@ -42,6 +43,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Topic
+from logq.durations import parse_duration_ms
 from logq.errors import (
     AlreadyExistsError,
     BadArgumentError,
@@ -348,9 +350,10 @@ class Broker(DeliveryMixin, DeadLetterMixin):
             batch = encode_batch(
                 [m.value for m in chosen],
                 keys=[m.key for m in chosen],
-                headers=[m.headers for m in chosen],
+                headers=[_with_expiry(m, now_ms) for m in chosen],
                 timestamps=[m.timestamp_ms or now_ms for m in chosen],
                 lane=lane,
+                expiring=any(m.ttl_ms is not None for m in chosen),
             )
             appended = await self.publish_batch(topic_name, partition, batch)
             for step, index in enumerate(indexes):
@@ -582,6 +585,13 @@ class BatchResult:
         self.base_offset = base_offset
         self.last_offset = last_offset
         self.duplicate = duplicate
+
+
+def _with_expiry(message: OutgoingMessage, now_ms: int) -> dict[str, str]:
+    if message.ttl_ms is None:
+        return message.headers
+    ttl_ms = parse_duration_ms(message.ttl_ms, name="ttl")
+    return {**message.headers, HEADER_EXPIRES_AT: str(now_ms + ttl_ms)}
 
 
 def _from_log_error(error: LogError) -> LogqError:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from logq.broker.clock import Clock
 from logq.broker.config import BrokerConfig
+from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
 from logq.broker.messages import (
     Message,
@@ -157,7 +158,15 @@ class DeliveryMixin:
             for start, end in event.ranges
         ]
         filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
+        filled, expired = self._drop_expired(group, topic, filled)
+        dead_letter = topic.settings.ttl_dead_letter
+        for partition, ranges, _ in [] if dead_letter else expired:
+            settle = Settled(group.key, partition, ranges)
+            group.deliveries[partition].apply(settle)
+            events.append(settle)
         await self._commit(events)
+        for partition, ranges, attempt in expired if dead_letter else []:
+            await self._dead_letter(group, topic, partition, ranges, attempt, "expired (ttl)")
         count = 0
         for delivery in filled:
             size = delivery.end - delivery.start
@@ -167,6 +176,32 @@ class DeliveryMixin:
                 group.counters["redelivered"] += size
             self.metrics.delivered(topic_name, size, len(delivery.data))
         return [d for d in filled if d.data]
+
+    def _drop_expired(
+        self, group: Group, topic: Topic, filled: Sequence[Delivery]
+    ) -> tuple[list[Delivery], list[tuple[int, list[Range], int]]]:
+        """Deliveries without their expired messages, and those (partition, ranges, attempt)."""
+        now_ms = self.clock.now_ms()
+        kept: list[Delivery] = []
+        expired: list[tuple[int, list[Range], int]] = []
+        for delivery in filled:
+            gone = expired_offsets(
+                delivery.data, delivery.start, delivery.end, topic.settings.ttl_ms, now_ms
+            )
+            if not gone:
+                kept.append(delivery)
+                continue
+            group.counters["ttl_expired"] += len(gone)
+            expired.append((delivery.partition, ranges_of(gone), delivery.attempt))
+            dropped = set(gone)
+            live = [o for o in range(delivery.start, delivery.end) if o not in dropped]
+            kept += [
+                Delivery(
+                    delivery.topic, delivery.partition, start, end, delivery.attempt, delivery.data
+                )
+                for start, end in ranges_of(live)
+            ]
+        return kept, expired
 
     def _plan(
         self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int

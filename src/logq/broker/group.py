@@ -48,6 +48,7 @@ class Group:
                 "dead_lettered",
                 "redriven",
                 "expired",
+                "ttl_expired",
                 "backoff_waits",
                 "backoff_wait_ms",
             ),

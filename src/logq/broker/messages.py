@@ -50,6 +50,7 @@ class OutgoingMessage:
     priority: str = "normal"
     partition: int | None = None
     timestamp_ms: int | None = None
+    ttl_ms: int | None = None  # expires this long after publish
 
 
 @dataclass(frozen=True, slots=True)

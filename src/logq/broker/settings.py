@@ -41,6 +41,8 @@ class TopicSettings:
     visibility_timeout_ms: int = 30_000
     dlq: str | None = None  # None: "<topic>.dlq"
     backoff: Backoff = field(default_factory=Backoff)
+    ttl_ms: int | None = None  # None: messages do not expire (per-message TTL still applies)
+    ttl_dead_letter: bool = False  # expired messages go to the DLQ rather than vanish
 
     def dlq_topic(self, topic: str) -> str:
         return self.dlq or f"{topic}{DLQ_SUFFIX}"
@@ -125,11 +127,24 @@ def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -
             changes[key] = None if value is None else check_topic_name(value)
         elif key == "backoff":
             changes[key] = Backoff() if value is None else parse_backoff(key, value, result.backoff)
+        elif key in ("ttl", "ttl_ms"):
+            changes["ttl_ms"] = None if value is None else _positive_duration(key, value)
+        elif key == "ttl_dead_letter":
+            if not isinstance(value, bool):
+                raise BadArgumentError(f"ttl_dead_letter must be true or false, got {value!r}")
+            changes[key] = value
         elif key == "name":
             continue
         else:
             raise BadArgumentError(f"unknown topic setting {key!r}")
     return replace(result, **changes)
+
+
+def _positive_duration(key: str, value: object) -> int:
+    duration = parse_duration_ms(value, name=key)
+    if duration < 1:
+        raise BadArgumentError(f"{key} must be at least 1 ms, got {duration} ms")
+    return duration
 
 
 def _lease(key: str, value: object) -> int:

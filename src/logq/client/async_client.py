@@ -18,6 +18,7 @@ import asyncio
 import os
 import random
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from logq.client.connection import Connection, ConnectionLostError, Connector, parse_server
@@ -145,6 +146,8 @@ class AsyncClient:
         visibility_timeout: Duration | None = None,
         dlq: str | None = None,
         backoff: Mapping[str, str | int | float] | None = None,
+        ttl: Duration | None = None,
+        ttl_dead_letter: bool | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
@@ -157,6 +160,8 @@ class AsyncClient:
                 "MAX_DELIVERIES": max_deliveries,
                 "VISIBILITY_TIMEOUT": visibility_timeout,
                 "DLQ": dlq,
+                "TTL": ttl,
+                "TTL_DEAD_LETTER": ttl_dead_letter,
             }
         ) + _backoff_options(backoff)
         try:
@@ -229,12 +234,14 @@ class AsyncClient:
         headers: dict[str, str] | None = None,
         priority: str = "normal",
         partition: int | None = None,
+        ttl: str | int | timedelta | None = None,
     ) -> PublishResult:
-        """Publish one message and wait until it is durable."""
+        """Publish one message and wait until it is durable (`ttl`: it is never
+        delivered after that long)."""
         if self._producer is None:
             self._producer = self.producer(linger_ms=0)
         future = await self._producer.send(
-            topic, value, key=key, headers=headers, priority=priority, partition=partition
+            topic, value, key=key, headers=headers, priority=priority, partition=partition, ttl=ttl
         )
         return await future
 
@@ -256,6 +263,7 @@ class AsyncClient:
                         headers=message.get("headers"),
                         priority=message.get("priority", "normal"),
                         partition=message.get("partition"),
+                        ttl=message.get("ttl"),
                     )
                 )
             else:

@@ -14,9 +14,11 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from logq.client.records import LANE_INDEX, PublishResult
+from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
 from logq.log import compression
 from logq.log.batch import encode_batch
@@ -24,6 +26,7 @@ from logq.log.batch import encode_batch
 if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
 
+HEADER_EXPIRES_AT = "logq-expires-at"  # epoch ms; the broker checks it before delivering
 CODECS = {"none": compression.NONE, "zstd": compression.ZSTD, "lz4": compression.LZ4}
 
 
@@ -35,6 +38,13 @@ class _Pending:
     timestamps: list[int] = field(default_factory=list)
     futures: list[asyncio.Future[PublishResult]] = field(default_factory=list)
     size: int = 0
+    expiring: bool = False
+
+
+def duration_ms(value: str | int | timedelta, what: str) -> int:
+    if isinstance(value, timedelta):
+        return int(value.total_seconds() * 1000)
+    return parse_duration_ms(value, name=what)
 
 
 def as_bytes(value: bytes | str | None, what: str) -> bytes | None:
@@ -84,8 +94,10 @@ class AsyncProducer:
         priority: str = "normal",
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        ttl: str | int | timedelta | None = None,
     ) -> asyncio.Future[PublishResult]:
-        """Queue one message; the future resolves once the broker stored it durably."""
+        """Queue one message; the future resolves once the broker stored it durably.
+        `ttl` ("30s", ms or a timedelta): never delivered after that long."""
         if self.closed:
             raise BadArgumentError("the producer is closed")
         if priority not in LANE_INDEX:
@@ -99,12 +111,15 @@ class AsyncProducer:
         pending = self._pending.get(slot)
         if pending is None:
             pending = self._pending[slot] = _Pending()
+        now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        if ttl is not None:
+            expires = now_ms + duration_ms(ttl, "ttl")
+            headers = {**(headers or {}), HEADER_EXPIRES_AT: str(expires)}
+            pending.expiring = True
         pending.values.append(value_bytes)
         pending.keys.append(key_bytes)
         pending.headers.append(headers)
-        pending.timestamps.append(
-            timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        )
+        pending.timestamps.append(now_ms)
         pending.futures.append(future)
         pending.size += len(value_bytes or b"") + len(key_bytes or b"") + 16
         if len(pending.values) >= self.batch_records or pending.size >= self.batch_bytes:
@@ -200,6 +215,7 @@ class AsyncProducer:
             producer_id=self.producer_id,
             producer_epoch=0,
             base_sequence=sequence,
+            expiring=pending.expiring,
         )
 
     async def _publish(self, topic: str, batches: list[tuple[int, bytes, _Pending]]) -> None:

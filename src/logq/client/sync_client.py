@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from logq.client.async_client import AsyncClient, Duration, Time
@@ -76,10 +77,17 @@ class Producer:
         headers: dict[str, str] | None = None,
         priority: str = "normal",
         partition: int | None = None,
+        ttl: str | int | timedelta | None = None,
     ) -> concurrent.futures.Future[PublishResult]:
         async def queue() -> PublishResult:
             future = await self._producer.send(
-                topic, value, key=key, headers=headers, priority=priority, partition=partition
+                topic,
+                value,
+                key=key,
+                headers=headers,
+                priority=priority,
+                partition=partition,
+                ttl=ttl,
             )
             return await future
 

@@ -52,7 +52,8 @@ _COUNTS = struct.Struct("<i")
 CODEC_MASK = 0b0000_0111
 LANE_SHIFT = 3
 LANE_MASK = 0b0011_1000  # priority lane index 0..7
-KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK
+EXPIRING = 0b0100_0000  # some record carries a logq-expires-at header (TTL)
+KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK | EXPIRING
 
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
@@ -208,8 +209,12 @@ def encode_batch(
     base_sequence: int = NO_SEQUENCE,
     leader_epoch: int = 0,
     base_offset: int = 0,
+    expiring: bool = False,
 ) -> bytes:
     """Build one batch from records. This is producer-side work, per record.
+
+    `expiring` marks a batch in which some record has a `logq-expires-at`
+    header (per-message TTL).
 
     `timestamps` gives each record its own time in ms; without it every record
     takes `timestamp_ms`.
@@ -253,7 +258,7 @@ def encode_batch(
         )
     )
     body = compression.compress(codec, body)
-    attributes = codec | (lane << LANE_SHIFT)
+    attributes = codec | (lane << LANE_SHIFT) | (EXPIRING if expiring else 0)
     header = bytearray(
         HEADER.pack(
             base_offset,

@@ -217,8 +217,17 @@ _TOPIC_OPTIONS = {
     "MAX_DELIVERIES": True,
     "VISIBILITY_TIMEOUT": True,
     "DLQ": True,
+    "TTL": True,
+    "TTL_DEAD_LETTER": True,
     **_BACKOFF_OPTIONS,
 }
+
+
+def flag(value: bytes, what: str) -> bool:
+    word = text(value, what).lower()
+    if word not in ("0", "1", "true", "false"):
+        raise BadArgumentError(f"{what} must be 0 or 1, got {word[:20]!r}")
+    return word in ("1", "true")
 
 
 def number(value: bytes, what: str) -> float:
@@ -254,6 +263,10 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
             settings["visibility_timeout"] = text(value, name)
         elif name == "DLQ":
             settings["dlq"] = text(value, name)
+        elif name == "TTL":
+            settings["ttl"] = text(value, name)
+        elif name == "TTL_DEAD_LETTER":
+            settings["ttl_dead_letter"] = flag(value, name)
     return settings
 
 
@@ -300,13 +313,17 @@ async def _drop(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 
 @command("PUB")
 async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [HEADER name value]..."
+    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [TTL d] [HEADER name value]..."
     need(args, 2, usage)
     headers_raw: list[tuple[bytes, bytes]] = []
     found = only_options(
-        args[2:], {"KEY": True, "PARTITION": True, "PRIORITY": True}, usage, headers_raw
+        args[2:],
+        {"KEY": True, "PARTITION": True, "PRIORITY": True, "TTL": True},
+        usage,
+        headers_raw,
     )
     key = found.get("KEY")
+    ttl = found.get("TTL")
     partition = found.get("PARTITION")
     priority = found.get("PRIORITY")
     message = OutgoingMessage(
@@ -315,6 +332,7 @@ async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         headers={text(n, "header name"): text(v, "header value") for n, v in headers_raw},
         priority=text(priority, "priority") if priority is not None else "normal",
         partition=integer(partition, "partition") if partition is not None else None,
+        ttl_ms=parse_duration_ms(text(ttl, "TTL"), name="TTL") if ttl is not None else None,
     )
     results = await broker.publish(text(args[0], "topic"), [message])
     return results[0].id
@@ -383,10 +401,7 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         elif name == "VISIBILITY_TIMEOUT":
             settings["visibility_timeout"] = text(value, name)
         elif name == "AUTO_ACK":
-            flag = text(value, name).lower()
-            if flag not in ("0", "1", "true", "false"):
-                raise BadArgumentError(f"AUTO_ACK must be 0 or 1, got {flag!r}")
-            settings["auto_ack"] = flag in ("1", "true")
+            settings["auto_ack"] = flag(value, name)
         else:
             settings[name.lower()] = integer(value, name)
     topic, group = text(args[0], "topic"), text(args[1], "group")

@@ -106,6 +106,9 @@ def outgoing_message(message: MessageIn, index: int | None) -> OutgoingMessage:
         headers=headers,
         priority=message.priority or "normal",
         partition=message.partition,
+        ttl_ms=None
+        if message.ttl is None
+        else parse_duration_ms(message.ttl, name=f"{_where(index)}.ttl"),
     )
 
 
@@ -119,9 +122,6 @@ def _refuse_unbuilt_fields(message: MessageIn, index: int | None) -> None:
     if message.deliver_at is not None:
         parse_time_ms(message.deliver_at, name=f"{_where(index)}.deliver_at")
         raise UnsupportedError(f"{_where(index)}.deliver_at: delayed delivery is not available yet")
-    if message.ttl is not None:
-        parse_duration_ms(message.ttl, name=f"{_where(index)}.ttl")
-        raise UnsupportedError(f"{_where(index)}.ttl: message TTL is not available yet")
     if message.dedup_id is not None:
         raise UnsupportedError(f"{_where(index)}.dedup_id: deduplication is not available yet")
 

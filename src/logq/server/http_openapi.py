@@ -63,7 +63,10 @@ COMPONENTS: dict[str, Any] = {
             "partition": {"type": "integer", "minimum": 0},
             "delay": {**ref("Duration"), "description": "not available yet: answered with 501"},
             "deliver_at": {**ref("Time"), "description": "not available yet: answered with 501"},
-            "ttl": {**ref("Duration"), "description": "not available yet: answered with 501"},
+            "ttl": {
+                **ref("Duration"),
+                "description": "the message expires this long after publish",
+            },
             "dedup_id": {"type": "string", "description": "not available yet: answered with 501"},
         }
     ),

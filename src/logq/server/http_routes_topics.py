@@ -43,7 +43,6 @@ from logq.server.http_messages import (
 PEEK_LIMIT_DEFAULT = 100
 # Topic settings the design names that the broker does not implement yet.
 UNBUILT_TOPIC_SETTINGS = {
-    "ttl": "message TTL",
     "dedup_window": "deduplication",
 }
 
@@ -154,7 +153,8 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
             "jitter": {"type": "number", "minimum": 0, "maximum": 1},
         },
     },
-    "ttl": {**ref("Duration"), "description": "not available yet: answered with 501"},
+    "ttl": {**ref("Duration"), "description": "messages expire this long after their timestamp"},
+    "ttl_dead_letter": {"type": "boolean", "description": "expired messages go to the DLQ"},
     "dedup_window": {**ref("Duration"), "description": "not available yet: answered with 501"},
 }
 _TOPIC = ref("Topic")
