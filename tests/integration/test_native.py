@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -343,3 +344,28 @@ def test_expired_messages_are_never_delivered(
             assert (await client.describe_group(name, "g"))["counts"]["ttl_expired"] == 2
 
     asyncio.run(run())
+
+
+def test_delayed_messages_arrive_at_their_time_through_every_interface(
+    server: Running, client: Client, request: pytest.FixtureRequest
+) -> None:
+    name = topic_name(request)
+    client.create_topic(name, partitions=1)
+    started = time.time()
+    client.publish(name, b"client", delay="300ms")
+    r: Any = redis.Redis(port=server.port)
+    r.execute_command("PUB", name, "native", "DELAY", "300ms")
+    at = int((started + 0.3) * 1000)
+    http = httpx.post(
+        f"{server.http}/v1/topics/{name}/messages", json={"value": "rest", "deliver_at": at}
+    )
+    assert http.status_code == 200, http.text
+    assert client.receive(name, "g", max=10) == []  # none is due yet
+    got: list[bytes] = []
+    while len(got) < 3:
+        batch = client.receive(name, "g", max=10, wait="5s")
+        assert batch, "the delayed messages did not come"
+        got += [m.value or b"" for m in batch]
+        assert time.time() >= started + 0.3 - 0.005  # never early (clock granularity)
+    assert sorted(got) == sorted([b"client", b"native", b'"rest"'])
+    assert time.time() - started < 3

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from logq.broker.clock import Clock, SystemClock
 from logq.broker.config import BrokerConfig
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
+from logq.broker.delays import check_delay
 from logq.broker.delivery import DeliveryMixin
 from logq.broker.errors import from_log_error
 from logq.broker.expiry import HEADER_EXPIRES_AT
@@ -345,15 +346,24 @@ class Broker(DeliveryMixin, DeadLetterMixin):
             groups.setdefault((partition, lane_index(message.priority)), []).append(index)
         results: list[PublishResult | None] = [None] * len(messages)
 
+        max_delay = topic.settings.max_delay_ms
+        for index, message in enumerate(messages):
+            if message.deliver_at_ms is not None and message.deliver_at_ms - now_ms > max_delay:
+                raise BadArgumentError(
+                    f"message {index} is due in {message.deliver_at_ms - now_ms} ms, "
+                    f"past the topic's max_delay of {max_delay} ms"
+                )
+
         async def store(partition: int, lane: int, indexes: list[int]) -> None:
             chosen = [messages[i] for i in indexes]
             batch = encode_batch(
                 [m.value for m in chosen],
                 keys=[m.key for m in chosen],
                 headers=[_with_expiry(m, now_ms) for m in chosen],
-                timestamps=[m.timestamp_ms or now_ms for m in chosen],
+                timestamps=[m.deliver_at_ms or m.timestamp_ms or now_ms for m in chosen],
                 lane=lane,
                 expiring=any(m.ttl_ms is not None for m in chosen),
+                delayed=any(m.deliver_at_ms is not None for m in chosen),
             )
             appended = await self.publish_batch(topic_name, partition, batch)
             for step, index in enumerate(indexes):
@@ -375,6 +385,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         self._check_open()
         topic = await self._topic_for_publish(topic_name)
         target = topic.partition(partition)
+        check_delay(batch, self.clock.now_ms(), topic.settings.max_delay_ms)
         try:
             result, duplicate = await topic.append(target, batch)
         except LogError as error:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from logq.broker.clock import Clock
 from logq.broker.config import BrokerConfig
+from logq.broker.delays import held_back
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
 from logq.broker.messages import (
@@ -158,13 +159,17 @@ class DeliveryMixin:
             for start, end in event.ranges
         ]
         filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
-        filled, expired = self._drop_expired(group, topic, filled)
+        filled, expired, held = self._screen(group, topic, filled)
+        journal: list[Event] = [*events]
+        for release in held:
+            group.deliveries[release.partition].apply(release)
+            journal.append(release)
         dead_letter = topic.settings.ttl_dead_letter
         for partition, ranges, _ in [] if dead_letter else expired:
             settle = Settled(group.key, partition, ranges)
             group.deliveries[partition].apply(settle)
-            events.append(settle)
-        await self._commit(events)
+            journal.append(settle)
+        await self._commit(journal)
         for partition, ranges, attempt in expired if dead_letter else []:
             await self._dead_letter(group, topic, partition, ranges, attempt, "expired (ttl)")
         count = 0
@@ -175,33 +180,52 @@ class DeliveryMixin:
             if delivery.attempt > 1:
                 group.counters["redelivered"] += size
             self.metrics.delivered(topic_name, size, len(delivery.data))
+        remaining_ms = int((give_up - time.monotonic()) * 1000)
+        if not filled and (held or expired) and remaining_ms > 0:
+            # all it found was not for now: wait the rest of the time for more
+            return await self.receive_raw(
+                topic_name,
+                group_name,
+                consumer,
+                max_messages=max_messages,
+                wait_ms=remaining_ms,
+                visibility_timeout_ms=visibility_timeout_ms,
+            )
         return [d for d in filled if d.data]
 
-    def _drop_expired(
+    def _screen(
         self, group: Group, topic: Topic, filled: Sequence[Delivery]
-    ) -> tuple[list[Delivery], list[tuple[int, list[Range], int]]]:
-        """Deliveries without their expired messages, and those (partition, ranges, attempt)."""
+    ) -> tuple[list[Delivery], list[tuple[int, list[Range], int]], list[Released]]:
+        """What may go out now: the deliveries without expired messages and
+        without delayed ones whose time has not come. Also returns the
+        expired (partition, ranges, attempt) and the hold-backs as events."""
         now_ms = self.clock.now_ms()
         kept: list[Delivery] = []
         expired: list[tuple[int, list[Range], int]] = []
+        held: list[Released] = []
         for delivery in filled:
-            gone = expired_offsets(
-                delivery.data, delivery.start, delivery.end, topic.settings.ttl_ms, now_ms
-            )
-            if not gone:
+            data, start, end = delivery.data, delivery.start, delivery.end
+            gone = expired_offsets(data, start, end, topic.settings.ttl_ms, now_ms)
+            later = held_back(data, start, end, now_ms)
+            if not gone and not later:
                 kept.append(delivery)
                 continue
-            group.counters["ttl_expired"] += len(gone)
-            expired.append((delivery.partition, ranges_of(gone), delivery.attempt))
-            dropped = set(gone)
-            live = [o for o in range(delivery.start, delivery.end) if o not in dropped]
-            kept += [
-                Delivery(
-                    delivery.topic, delivery.partition, start, end, delivery.attempt, delivery.data
+            if gone:
+                group.counters["ttl_expired"] += len(gone)
+                expired.append((delivery.partition, ranges_of(gone), delivery.attempt))
+            for due, offsets in sorted(later.items()):
+                held.append(
+                    Released(
+                        group.key, delivery.partition, ranges_of(offsets), delivery.attempt - 1, due
+                    )
                 )
-                for start, end in ranges_of(live)
+            dropped = set(gone).union(*later.values())
+            live = [o for o in range(start, end) if o not in dropped]
+            kept += [
+                Delivery(delivery.topic, delivery.partition, low, high, delivery.attempt, data)
+                for low, high in ranges_of(live)
             ]
-        return kept, expired
+        return kept, expired, held
 
     def _plan(
         self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int

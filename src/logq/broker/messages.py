@@ -51,6 +51,7 @@ class OutgoingMessage:
     partition: int | None = None
     timestamp_ms: int | None = None
     ttl_ms: int | None = None  # expires this long after publish
+    deliver_at_ms: int | None = None  # delayed or scheduled: deliverable from then
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,9 @@ def _headers(pairs: tuple[str, ...]) -> dict[str, str]:
     help="A header; repeat for more.",
 )
 @click.option("--partition", type=int, help="Put it in this partition.")
+@click.option("--delay", help="Deliver after this long (e.g. 5m).")
+@click.option("--at", "deliver_at", help="Deliver from this time (RFC 3339 or epoch ms).")
+@click.option("--ttl", help="Never deliver after this long.")
 @server_option
 @json_option
 def produce(
@@ -44,15 +47,28 @@ def produce(
     priority: str,
     header_pairs: tuple[str, ...],
     partition: int | None,
+    delay: str | None,
+    deliver_at: str | None,
+    ttl: str | None,
     server: str,
     as_json: bool,
 ) -> None:
     """Publish VALUE to TOPIC; without VALUE, publish each line of stdin."""
     headers = _headers(header_pairs) or None
+    if delay is not None and deliver_at is not None:
+        raise click.UsageError("give --delay or --at, not both")
     with connect(server) as client:
         if value is not None:
             result = client.publish(
-                topic, value, key=key, headers=headers, priority=priority, partition=partition
+                topic,
+                value,
+                key=key,
+                headers=headers,
+                priority=priority,
+                partition=partition,
+                ttl=ttl,
+                delay=delay,
+                deliver_at=deliver_at,
             )
             if as_json:
                 sys.stdout.write(
@@ -82,6 +98,9 @@ def produce(
                             headers=headers,
                             priority=priority,
                             partition=partition,
+                            ttl=ttl,
+                            delay=delay,
+                            deliver_at=deliver_at,
                         )
                     )
                     count += 1

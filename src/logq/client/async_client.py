@@ -18,7 +18,7 @@ import asyncio
 import os
 import random
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from logq.client.connection import Connection, ConnectionLostError, Connector, parse_server
@@ -148,6 +148,7 @@ class AsyncClient:
         backoff: Mapping[str, str | int | float] | None = None,
         ttl: Duration | None = None,
         ttl_dead_letter: bool | None = None,
+        max_delay: Duration | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
@@ -162,6 +163,7 @@ class AsyncClient:
                 "DLQ": dlq,
                 "TTL": ttl,
                 "TTL_DEAD_LETTER": ttl_dead_letter,
+                "MAX_DELAY": max_delay,
             }
         ) + _backoff_options(backoff)
         try:
@@ -235,13 +237,23 @@ class AsyncClient:
         priority: str = "normal",
         partition: int | None = None,
         ttl: str | int | timedelta | None = None,
+        delay: str | int | timedelta | None = None,
+        deliver_at: datetime | int | str | None = None,
     ) -> PublishResult:
-        """Publish one message and wait until it is durable (`ttl`: it is never
-        delivered after that long)."""
+        """Publish one message and wait until it is durable. `ttl`: never
+        delivered after that long; `delay` or `deliver_at`: delivered from then."""
         if self._producer is None:
             self._producer = self.producer(linger_ms=0)
         future = await self._producer.send(
-            topic, value, key=key, headers=headers, priority=priority, partition=partition, ttl=ttl
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            priority=priority,
+            partition=partition,
+            ttl=ttl,
+            delay=delay,
+            deliver_at=deliver_at,
         )
         return await future
 
@@ -264,6 +276,8 @@ class AsyncClient:
                         priority=message.get("priority", "normal"),
                         partition=message.get("partition"),
                         ttl=message.get("ttl"),
+                        delay=message.get("delay"),
+                        deliver_at=message.get("deliver_at"),
                     )
                 )
             else:

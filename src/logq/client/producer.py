@@ -14,11 +14,11 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from logq.client.records import LANE_INDEX, PublishResult
-from logq.durations import parse_duration_ms
+from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError
 from logq.log import compression
 from logq.log.batch import encode_batch
@@ -39,12 +39,27 @@ class _Pending:
     futures: list[asyncio.Future[PublishResult]] = field(default_factory=list)
     size: int = 0
     expiring: bool = False
+    delayed: bool = False
 
 
 def duration_ms(value: str | int | timedelta, what: str) -> int:
     if isinstance(value, timedelta):
         return int(value.total_seconds() * 1000)
     return parse_duration_ms(value, name=what)
+
+
+def _due_ms(
+    delay: str | int | timedelta | None, deliver_at: datetime | int | str | None, now_ms: int
+) -> int | None:
+    if delay is not None and deliver_at is not None:
+        raise BadArgumentError("give delay or deliver_at, not both")
+    if delay is not None:
+        return now_ms + duration_ms(delay, "delay")
+    if isinstance(deliver_at, datetime):
+        return int(deliver_at.timestamp() * 1000)
+    if deliver_at is not None:
+        return parse_time_ms(deliver_at, name="deliver_at")
+    return None
 
 
 def as_bytes(value: bytes | str | None, what: str) -> bytes | None:
@@ -95,9 +110,14 @@ class AsyncProducer:
         partition: int | None = None,
         timestamp_ms: int | None = None,
         ttl: str | int | timedelta | None = None,
+        delay: str | int | timedelta | None = None,
+        deliver_at: datetime | int | str | None = None,
     ) -> asyncio.Future[PublishResult]:
         """Queue one message; the future resolves once the broker stored it durably.
-        `ttl` ("30s", ms or a timedelta): never delivered after that long."""
+
+        `ttl` ("30s", ms or a timedelta): never delivered after that long.
+        `delay` (same forms) or `deliver_at` (a datetime, epoch ms or RFC
+        3339): stored now, delivered to groups from then on."""
         if self.closed:
             raise BadArgumentError("the producer is closed")
         if priority not in LANE_INDEX:
@@ -112,6 +132,9 @@ class AsyncProducer:
         if pending is None:
             pending = self._pending[slot] = _Pending()
         now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        due = _due_ms(delay, deliver_at, now_ms)
+        if due is not None:
+            pending.delayed = True
         if ttl is not None:
             expires = now_ms + duration_ms(ttl, "ttl")
             headers = {**(headers or {}), HEADER_EXPIRES_AT: str(expires)}
@@ -119,7 +142,7 @@ class AsyncProducer:
         pending.values.append(value_bytes)
         pending.keys.append(key_bytes)
         pending.headers.append(headers)
-        pending.timestamps.append(now_ms)
+        pending.timestamps.append(now_ms if due is None else due)
         pending.futures.append(future)
         pending.size += len(value_bytes or b"") + len(key_bytes or b"") + 16
         if len(pending.values) >= self.batch_records or pending.size >= self.batch_bytes:
@@ -216,6 +239,7 @@ class AsyncProducer:
             producer_epoch=0,
             base_sequence=sequence,
             expiring=pending.expiring,
+            delayed=pending.delayed,
         )
 
     async def _publish(self, topic: str, batches: list[tuple[int, bytes, _Pending]]) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from logq.client.async_client import AsyncClient, Duration, Time
@@ -78,6 +78,8 @@ class Producer:
         priority: str = "normal",
         partition: int | None = None,
         ttl: str | int | timedelta | None = None,
+        delay: str | int | timedelta | None = None,
+        deliver_at: datetime | int | str | None = None,
     ) -> concurrent.futures.Future[PublishResult]:
         async def queue() -> PublishResult:
             future = await self._producer.send(
@@ -88,6 +90,8 @@ class Producer:
                 priority=priority,
                 partition=partition,
                 ttl=ttl,
+                delay=delay,
+                deliver_at=deliver_at,
             )
             return await future
 

@@ -53,7 +53,8 @@ CODEC_MASK = 0b0000_0111
 LANE_SHIFT = 3
 LANE_MASK = 0b0011_1000  # priority lane index 0..7
 EXPIRING = 0b0100_0000  # some record carries a logq-expires-at header (TTL)
-KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK | EXPIRING
+DELAYED = 0b1000_0000  # record timestamps are delivery times, some maybe in the future
+KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK | EXPIRING | DELAYED
 
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
@@ -210,11 +211,13 @@ def encode_batch(
     leader_epoch: int = 0,
     base_offset: int = 0,
     expiring: bool = False,
+    delayed: bool = False,
 ) -> bytes:
     """Build one batch from records. This is producer-side work, per record.
 
     `expiring` marks a batch in which some record has a `logq-expires-at`
-    header (per-message TTL).
+    header (per-message TTL); `delayed` one whose record timestamps are the
+    times the records become deliverable.
 
     `timestamps` gives each record its own time in ms; without it every record
     takes `timestamp_ms`.
@@ -258,7 +261,9 @@ def encode_batch(
         )
     )
     body = compression.compress(codec, body)
-    attributes = codec | (lane << LANE_SHIFT) | (EXPIRING if expiring else 0)
+    attributes = (
+        codec | (lane << LANE_SHIFT) | (EXPIRING if expiring else 0) | (DELAYED if delayed else 0)
+    )
     header = bytearray(
         HEADER.pack(
             base_offset,

@@ -219,6 +219,7 @@ _TOPIC_OPTIONS = {
     "DLQ": True,
     "TTL": True,
     "TTL_DEAD_LETTER": True,
+    "MAX_DELAY": True,
     **_BACKOFF_OPTIONS,
 }
 
@@ -265,6 +266,8 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
             settings["dlq"] = text(value, name)
         elif name == "TTL":
             settings["ttl"] = text(value, name)
+        elif name == "MAX_DELAY":
+            settings["max_delay"] = text(value, name)
         elif name == "TTL_DEAD_LETTER":
             settings["ttl_dead_letter"] = flag(value, name)
     return settings
@@ -313,17 +316,25 @@ async def _drop(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 
 @command("PUB")
 async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [TTL d] [HEADER name value]..."
+    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [TTL d] [DELAY d | AT time] [HEADER name value]..."
     need(args, 2, usage)
     headers_raw: list[tuple[bytes, bytes]] = []
     found = only_options(
         args[2:],
-        {"KEY": True, "PARTITION": True, "PRIORITY": True, "TTL": True},
+        {"KEY": True, "PARTITION": True, "PRIORITY": True, "TTL": True, "DELAY": True, "AT": True},
         usage,
         headers_raw,
     )
     key = found.get("KEY")
     ttl = found.get("TTL")
+    deliver_at = None
+    if "DELAY" in found and "AT" in found:
+        raise BadArgumentError("give DELAY or AT, not both")
+    if "DELAY" in found:
+        delay = parse_duration_ms(text(found["DELAY"], "DELAY"), name="DELAY")
+        deliver_at = broker.clock.now_ms() + delay
+    elif "AT" in found:
+        deliver_at = parse_time_ms(text(found["AT"], "AT"), name="AT")
     partition = found.get("PARTITION")
     priority = found.get("PRIORITY")
     message = OutgoingMessage(
@@ -333,6 +344,7 @@ async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         priority=text(priority, "priority") if priority is not None else "normal",
         partition=integer(partition, "partition") if partition is not None else None,
         ttl_ms=parse_duration_ms(text(ttl, "TTL"), name="TTL") if ttl is not None else None,
+        deliver_at_ms=deliver_at,
     )
     results = await broker.publish(text(args[0], "topic"), [message])
     return results[0].id

@@ -228,12 +228,12 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
         raise ConfigError(
             "defaults.delivery.dlqEnabled: logq always keeps dead letters; only true is accepted"
         )
-    # Delayed delivery and priority lanes: their settings are checked here so a
-    # config file written for them is accepted as it will be used.
+    # Priority lanes: checked here so a config file written for them is
+    # accepted as it will be used.
     delay = _mapping("defaults.delay", defaults.get("delay"))
     _check_keys("defaults.delay", delay, {"enabled", "maxDelay"})
     if "maxDelay" in delay:
-        _duration("defaults.delay.maxDelay", delay["maxDelay"])
+        changes["max_delay_ms"] = _duration("defaults.delay.maxDelay", delay["maxDelay"])
     priority = _mapping("defaults.priority", defaults.get("priority"))
     _check_keys("defaults.priority", priority, {"lanes"})
     if "lanes" in priority:

@@ -57,14 +57,15 @@ class PublishBody(MessageIn, forbid_unknown_fields=True):
     messages: list[MessageIn] | None = None
 
 
-def outgoing_messages(body: PublishBody) -> list[OutgoingMessage]:
+def outgoing_messages(body: PublishBody, now_ms: int) -> list[OutgoingMessage]:
+    """The messages of a publish body; `now_ms` places a relative `delay`."""
     if body.messages is None:
-        return [outgoing_message(body, None)]
+        return [outgoing_message(body, None, now_ms)]
     if msgspec.structs.replace(body, messages=None) != PublishBody():
         raise BadArgumentError(
             'give either one message object or {"messages": [...]}, not message fields beside "messages"'
         )
-    return [outgoing_message(m, index) for index, m in enumerate(body.messages)]
+    return [outgoing_message(m, index, now_ms) for index, m in enumerate(body.messages)]
 
 
 def _where(index: int | None) -> str:
@@ -72,7 +73,7 @@ def _where(index: int | None) -> str:
     return "message" if index is None else f"messages[{index}]"
 
 
-def outgoing_message(message: MessageIn, index: int | None) -> OutgoingMessage:
+def outgoing_message(message: MessageIn, index: int | None, now_ms: int) -> OutgoingMessage:
     """`index` is the message's place in a batch (None for a single message)."""
     _refuse_unbuilt_fields(message, index)
     headers = message.headers
@@ -109,19 +110,24 @@ def outgoing_message(message: MessageIn, index: int | None) -> OutgoingMessage:
         ttl_ms=None
         if message.ttl is None
         else parse_duration_ms(message.ttl, name=f"{_where(index)}.ttl"),
+        deliver_at_ms=_deliver_at(message, index, now_ms),
     )
+
+
+def _deliver_at(message: MessageIn, index: int | None, now_ms: int) -> int | None:
+    if message.delay is not None and message.deliver_at is not None:
+        raise BadArgumentError(f"{_where(index)}: give delay or deliver_at, not both")
+    if message.delay is not None:
+        return now_ms + parse_duration_ms(message.delay, name=f"{_where(index)}.delay")
+    if message.deliver_at is not None:
+        return parse_time_ms(message.deliver_at, name=f"{_where(index)}.deliver_at")
+    return None
 
 
 def _refuse_unbuilt_fields(message: MessageIn, index: int | None) -> None:
     """Check the fields the broker cannot honour yet, then refuse them: a
     delayed message delivered at once, or a duplicate stored twice, would be
     worse than an error."""
-    if message.delay is not None:
-        parse_duration_ms(message.delay, name=f"{_where(index)}.delay")
-        raise UnsupportedError(f"{_where(index)}.delay: delayed delivery is not available yet")
-    if message.deliver_at is not None:
-        parse_time_ms(message.deliver_at, name=f"{_where(index)}.deliver_at")
-        raise UnsupportedError(f"{_where(index)}.deliver_at: delayed delivery is not available yet")
     if message.dedup_id is not None:
         raise UnsupportedError(f"{_where(index)}.dedup_id: deduplication is not available yet")
 

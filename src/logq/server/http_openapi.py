@@ -61,8 +61,8 @@ COMPONENTS: dict[str, Any] = {
             "headers": _STRING_MAP,
             "priority": {"enum": ["high", "normal", "low"]},
             "partition": {"type": "integer", "minimum": 0},
-            "delay": {**ref("Duration"), "description": "not available yet: answered with 501"},
-            "deliver_at": {**ref("Time"), "description": "not available yet: answered with 501"},
+            "delay": {**ref("Duration"), "description": "deliverable this long after publish"},
+            "deliver_at": {**ref("Time"), "description": "deliverable from this time"},
             "ttl": {
                 **ref("Duration"),
                 "description": "the message expires this long after publish",

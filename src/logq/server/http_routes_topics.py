@@ -83,7 +83,7 @@ async def delete_topic(state: ApiState, request: Request) -> Response:
 
 async def publish(state: ApiState, request: Request) -> Response:
     body = await read_body(request, state.limits.publish_body_bytes_max)
-    messages = outgoing_messages(decode_json(body, PublishBody))
+    messages = outgoing_messages(decode_json(body, PublishBody), state.broker.clock.now_ms())
     results = await state.broker.publish(request.path_params["topic"], messages)
     return json_response({"results": results})
 
@@ -155,6 +155,10 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
     },
     "ttl": {**ref("Duration"), "description": "messages expire this long after their timestamp"},
     "ttl_dead_letter": {"type": "boolean", "description": "expired messages go to the DLQ"},
+    "max_delay": {
+        **ref("Duration"),
+        "description": "the furthest ahead a delayed message may be due (7d)",
+    },
     "dedup_window": {**ref("Duration"), "description": "not available yet: answered with 501"},
 }
 _TOPIC = ref("Topic")
