@@ -89,3 +89,27 @@ def test_broker_bench_against_a_given_server(tmp_path: Path) -> None:
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
     assert "msg/s" in result.stdout
+
+
+def test_delay_bench_runs_on_a_tiny_size() -> None:
+    command = [
+        LOGQ,
+        "bench",
+        "delay",
+        "--messages",
+        "300",
+        "--batch",
+        "50",
+        "--spread",
+        "0.3",
+        "--lead",
+        "0.2",
+        "--json",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+    figures = json.loads(result.stdout)
+    assert figures["messages"] == 300
+    assert figures["early"] == 0
+    assert figures["rss_bytes"] > 0
+    for key in ("pending_delayed", "lateness_ms_p50", "lateness_ms_p99"):
+        assert key in figures

@@ -62,11 +62,31 @@ class BrokerBenchResult:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class BenchServer:
+    address: str
+    pid: int | None  # None: a server the bench did not start
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of a local process (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 @contextmanager
-def running_server(server: str | None) -> Iterator[str]:
+def running_server(server: str | None) -> Iterator[BenchServer]:
     """The given server, or a `logq serve` child on free ports (stopped after)."""
     if server is not None:
-        yield server
+        yield BenchServer(server, None)
         return
     directory = tempfile.mkdtemp(prefix="logq-bench-")
     command = [
@@ -94,7 +114,7 @@ def running_server(server: str | None) -> Iterator[str]:
                 break
         if address is None:
             raise RuntimeError("logq serve did not start")
-        yield address
+        yield BenchServer(address, process.pid)
     finally:
         process.terminate()
         try:
@@ -184,7 +204,8 @@ SCENARIOS: dict[str, Callable[[AsyncClient, str, BrokerBenchSettings], object]] 
 def run_broker_bench(
     scenario: str, settings: BrokerBenchSettings, progress: Callable[[str], None]
 ) -> BrokerBenchResult:
-    with running_server(settings.server) as server:
+    with running_server(settings.server) as running:
+        server = running.address
         progress(f"{scenario}: {settings.messages:,} messages against {server}")
 
         async def main() -> float:

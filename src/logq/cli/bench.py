@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
+from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.log.config import FsyncPolicy
 
@@ -178,3 +179,68 @@ bench.add_command(
     _broker_scenario("consume", "Consume an ordered group by pushed deliveries, ack each.")
 )
 bench.add_command(_broker_scenario("shared", "Shared group: receive batches and ack each message."))
+
+
+@bench.command("delay")
+@click.option(
+    "--messages", default=1_000_000, show_default=True, help="Delayed messages to schedule."
+)
+@click.option(
+    "--batch", default=1000, show_default=True, help="Messages per batch (one due time each)."
+)
+@click.option("--partitions", default=6, show_default=True)
+@click.option(
+    "--spread",
+    "spread_s",
+    default=60.0,
+    show_default=True,
+    help="Seconds the due times spread over.",
+)
+@click.option(
+    "--lead", "lead_s", default=10.0, show_default=True, help="Seconds before the first is due."
+)
+@click.option("--server", help="Use this running server (host:port) instead of starting one.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_delay(
+    messages: int,
+    batch: int,
+    partitions: int,
+    spread_s: float,
+    lead_s: float,
+    server: str | None,
+    as_json: bool,
+) -> None:
+    """Schedule delayed messages: broker memory while they wait, lateness when due."""
+    for name, value in (("--messages", messages), ("--batch", batch), ("--partitions", partitions)):
+        if value < 1:
+            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    if spread_s < 0 or lead_s < 0:
+        raise click.BadParameter("must not be negative", param_hint="--spread/--lead")
+    settings = DelayBenchSettings(
+        messages=messages,
+        batch=batch,
+        partitions=partitions,
+        spread_s=spread_s,
+        lead_s=lead_s,
+        server=server,
+    )
+    console = Console(stderr=True)
+    result = run_delay_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"logq bench delay: {result.messages:,} messages due over {spread_s:.0f} s")
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    table.add_row("held back (pending delayed)", f"{result.pending_delayed:,}")
+    rss = (
+        "n/a (server not started here)"
+        if result.rss_bytes is None
+        else f"{result.rss_bytes / _MB:,.1f} MB"
+    )
+    table.add_row("broker RSS while they wait", rss)
+    table.add_row("lateness p50", f"{result.lateness_ms_p50:,.1f} ms")
+    table.add_row("lateness p99", f"{result.lateness_ms_p99:,.1f} ms")
+    table.add_row("lateness max", f"{result.lateness_ms_max:,.1f} ms")
+    table.add_row("delivered early", f"{result.early:,}")
+    Console().print(table)

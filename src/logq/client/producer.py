@@ -160,10 +160,13 @@ class AsyncProducer:
         *,
         keys: list[bytes | None] | None = None,
         priority: str = "normal",
+        delay: str | int | timedelta | None = None,
+        deliver_at: datetime | int | str | None = None,
     ) -> asyncio.Future[PublishResult]:
         """Queue ready-made values for one partition as one batch, with no
         per-message future: the future gives the first message's result (the
-        rest follow at consecutive offsets). For bulk loads and benchmarks."""
+        rest follow at consecutive offsets). For bulk loads and benchmarks;
+        `delay`/`deliver_at` schedule the whole batch."""
         if self.closed:
             raise BadArgumentError("the producer is closed")
         if priority not in LANE_INDEX:
@@ -172,12 +175,14 @@ class AsyncProducer:
             raise BadArgumentError("a batch needs at least one value")
         future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
         now = int(time.time() * 1000)
+        due = _due_ms(delay, deliver_at, now)
         pending = _Pending(
             values=values,
             keys=keys if keys is not None else [None] * len(values),
             headers=[None] * len(values),
-            timestamps=[now] * len(values),
+            timestamps=[now if due is None else due] * len(values),
             futures=[future],
+            delayed=due is not None,
         )
         self._ready.append((topic, partition, LANE_INDEX[priority], pending))
         self._kick()
