@@ -5,6 +5,7 @@ acknowledged is missing or comes back, and what was not acked comes back."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -92,5 +93,34 @@ def test_sigkill_under_a_producer_and_a_consumer(tmp_path: Path) -> None:
                     message.ack()
             assert not redelivered & acked_before, "an acked message came back"
             assert stored - acked_before <= redelivered, "an unacked message did not come back"
+    finally:
+        assert stop_process(restarted) == 0
+
+
+def test_delays_and_backoff_waits_survive_sigkill(tmp_path: Path) -> None:
+    server = start_process(tmp_path)
+    with Client(server.native) as client:
+        client.create_topic("later", partitions=1, backoff={"initial": "1500ms"})
+        started = time.time()
+        client.publish("later", b"delayed", delay="1500ms")
+        client.publish("later", b"retried")
+        (retried,) = client.receive("later", "g", max=10)  # the delayed one is held back
+        assert retried.value == b"retried"
+        retried.nack()  # waits its 1.5 s backoff
+        assert client.receive("later", "g", max=10) == []
+    stop_process(server, kill=True)
+    restarted = start_process(tmp_path)
+    try:
+        with Client(restarted.native) as client:
+            got: list[bytes] = []
+            while len(got) < 2:
+                batch = client.receive("later", "g", max=10, wait="10s")
+                assert batch, f"only {got} came back"
+                assert time.time() >= started + 1.5 - 0.01, "delivered before its time"
+                got += [m.value or b"" for m in batch]
+                for message in batch:
+                    message.ack().result(5)
+            assert sorted(got) == [b"delayed", b"retried"]
+            assert client.receive("later", "g", max=10, wait="300ms") == []  # once each
     finally:
         assert stop_process(restarted) == 0

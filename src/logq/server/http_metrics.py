@@ -54,6 +54,10 @@ _GROUP_COUNTERS = {
     "redelivered": "Deliveries after the first attempt",
     "dead_lettered": "Messages moved to the dead-letter topic",
     "expired": "Leases that expired before an ack",
+    "ttl_expired": "Messages not delivered because their TTL had passed",
+    "redriven": "Dead letters handed back to the group",
+    "backoff_waits": "Redeliveries that waited a retry backoff",
+    "backoff_wait_ms": "Milliseconds of retry backoff waited, in all",
 }
 
 
