@@ -369,3 +369,22 @@ def test_delayed_messages_arrive_at_their_time_through_every_interface(
         assert time.time() >= started + 0.3 - 0.005  # never early (clock granularity)
     assert sorted(got) == sorted([b"client", b"native", b'"rest"'])
     assert time.time() - started < 3
+
+
+def test_a_dedup_id_is_stored_once_through_every_interface(
+    server: Running, client: Client, request: pytest.FixtureRequest
+) -> None:
+    name = topic_name(request)
+    client.create_topic(name, partitions=3, dedup_window="5m")
+    first = client.publish(name, b"charge", dedup_id="invoice-7")
+    assert client.publish(name, b"charge", dedup_id="invoice-7", partition=1).id == first.id
+    with client.producer(linger_ms=5) as producer:
+        futures = [producer.send(name, b"charge", dedup_id="invoice-7") for _ in range(5)]
+        futures.append(producer.send(name, b"other"))
+    assert {f.result(5).id for f in futures[:5]} == {first.id}
+    r: Any = redis.Redis(port=server.port)
+    assert r.execute_command("PUB", name, "charge", "DEDUP", "invoice-7").decode() == first.id
+    body = {"value": "charge", "dedup_id": "invoice-7"}
+    rest = httpx.post(f"{server.http}/v1/topics/{name}/messages", json=body).json()
+    assert rest["results"][0]["id"] == first.id
+    assert client.describe_topic(name)["messages"] == 2  # the charge once, and "other"

@@ -729,7 +729,7 @@ BAD_BATCHES: list[tuple[str, Callable[[], bytes], type[InvalidBatchError]]] = [
     ("version-2", lambda: _version(2), InvalidBatchError),
     ("version-0", lambda: _version(0), InvalidBatchError),
     ("unknown-codec", lambda: patched(_good(), attributes=5), InvalidBatchError),
-    ("unknown-attribute", lambda: patched(_good(), attributes=0x100), InvalidBatchError),
+    ("unknown-attribute", lambda: patched(_good(), attributes=0x200), InvalidBatchError),
     ("not-really-zstd", lambda: patched(_good(), attributes=compression.ZSTD), InvalidBatchError),
     ("not-really-lz4", lambda: patched(_good(), attributes=compression.LZ4), InvalidBatchError),
     ("max-before-first", lambda: patched(_good(), max_timestamp=50), InvalidBatchError),

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from logq.broker.clock import Clock, SystemClock
 from logq.broker.config import BrokerConfig
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
+from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
 from logq.broker.delays import check_delay
 from logq.broker.delivery import DeliveryMixin
 from logq.broker.errors import from_log_error
@@ -43,7 +44,7 @@ from logq.broker.settings import (
     topic_settings,
 )
 from logq.broker.storage import Storage
-from logq.broker.topic import Topic
+from logq.broker.topic import Partition, Topic
 from logq.durations import parse_duration_ms
 from logq.errors import (
     AlreadyExistsError,
@@ -330,7 +331,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
                 f"{len(messages)} messages in one publish, the limit is {self.config.publish_messages_max}"
             )
         now_ms = self.clock.now_ms()
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, int, int], list[int]] = {}
         for index, message in enumerate(messages):
             size = len(message.value or b"") + len(message.key or b"")
             if size > self.config.message_bytes_max:
@@ -343,7 +344,9 @@ class Broker(DeliveryMixin, DeadLetterMixin):
                 partition = partition_for_key(message.key, len(topic.partitions))
             else:
                 partition = topic.next_round_robin()
-            groups.setdefault((partition, lane_index(message.priority)), []).append(index)
+            # a message with a dedup id travels alone in its batch (see dedup.py)
+            alone = index if message.dedup_id is not None else -1
+            groups.setdefault((partition, lane_index(message.priority), alone), []).append(index)
         results: list[PublishResult | None] = [None] * len(messages)
 
         max_delay = topic.settings.max_delay_ms
@@ -359,20 +362,22 @@ class Broker(DeliveryMixin, DeadLetterMixin):
             batch = encode_batch(
                 [m.value for m in chosen],
                 keys=[m.key for m in chosen],
-                headers=[_with_expiry(m, now_ms) for m in chosen],
+                headers=[_with_dedup(_with_expiry(m, now_ms), m) for m in chosen],
                 timestamps=[m.deliver_at_ms or m.timestamp_ms or now_ms for m in chosen],
                 lane=lane,
                 expiring=any(m.ttl_ms is not None for m in chosen),
                 delayed=any(m.deliver_at_ms is not None for m in chosen),
+                dedup=chosen[0].dedup_id is not None,
             )
             appended = await self.publish_batch(topic_name, partition, batch)
+            stored_in = appended.partition  # a duplicate answers where the first went
             for step, index in enumerate(indexes):
                 offset = appended.base_offset + step
                 results[index] = PublishResult(
-                    f"{topic_name}:{partition}:{offset}", partition, offset
+                    f"{topic_name}:{stored_in}:{offset}", stored_in, offset
                 )
 
-        await asyncio.gather(*(store(p, lane, idx) for (p, lane), idx in groups.items()))
+        await asyncio.gather(*(store(p, lane, idx) for (p, lane, _), idx in groups.items()))
         return [result for result in results if result is not None]
 
     async def _topic_for_publish(self, name: str) -> Topic:
@@ -385,7 +390,15 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         self._check_open()
         topic = await self._topic_for_publish(topic_name)
         target = topic.partition(partition)
-        check_delay(batch, self.clock.now_ms(), topic.settings.max_delay_ms)
+        now_ms = self.clock.now_ms()
+        check_delay(batch, now_ms, topic.settings.max_delay_ms)
+        try:
+            log_config = self.config.log
+            dedup_id = dedup_id_of(batch, log_config.batch_bytes_max, log_config.batch_records_max)
+        except LogError as error:
+            raise _from_log_error(error) from None
+        if dedup_id is not None:
+            return await self._publish_once(topic, target, batch, dedup_id, now_ms)
         try:
             result, duplicate = await topic.append(target, batch)
         except LogError as error:
@@ -393,6 +406,41 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         if not duplicate:
             self.metrics.published(topic_name, result.next_offset - result.base_offset, len(batch))
         return BatchResult(partition, result.base_offset, result.last_offset, duplicate)
+
+    async def _publish_once(
+        self, topic: Topic, target: Partition, batch: bytes, dedup_id: str, now_ms: int
+    ) -> BatchResult:
+        """Store a dedup-marked batch unless its id was seen within the window."""
+        table = topic.dedup
+        window_ms = topic.settings.dedup_window_ms
+        if not table.loaded:
+            since = now_ms - window_ms
+            for partition in topic.partitions:
+                log = partition.log
+                found = await self.run(
+                    lambda log=log, index=partition.index: scan_recent(log, index, since, window_ms)  # type: ignore[misc]
+                )
+                for key, seen in found:
+                    table.remember(key, seen)
+            table.loaded = True
+        first = table.lookup(dedup_id, now_ms)
+        if isinstance(first, asyncio.Future):
+            first = await asyncio.shield(first)
+        if first is not None:
+            return BatchResult(first.partition, first.offset, first.offset, True)
+        table.claim(dedup_id)
+        try:
+            result, duplicate = await topic.append(target, batch)
+        except LogError as error:
+            table.settle(dedup_id, None, error)
+            raise _from_log_error(error) from None
+        except BaseException as error:
+            table.settle(dedup_id, None, error)
+            raise
+        table.settle(dedup_id, Seen(target.index, result.base_offset, now_ms + window_ms))
+        if not duplicate:
+            self.metrics.published(topic.name, 1, len(batch))
+        return BatchResult(target.index, result.base_offset, result.last_offset, duplicate)
 
     # -- reading without a group ----------------------------------------------------------
 
@@ -596,6 +644,14 @@ class BatchResult:
         self.base_offset = base_offset
         self.last_offset = last_offset
         self.duplicate = duplicate
+
+
+def _with_dedup(headers: dict[str, str], message: OutgoingMessage) -> dict[str, str]:
+    if message.dedup_id is None:
+        return headers
+    if not 1 <= len(message.dedup_id) <= DEDUP_ID_LENGTH_MAX:
+        raise BadArgumentError(f"dedup_id must be 1..{DEDUP_ID_LENGTH_MAX} characters")
+    return {**headers, HEADER_DEDUP_ID: message.dedup_id}
 
 
 def _with_expiry(message: OutgoingMessage, now_ms: int) -> dict[str, str]:

@@ -52,6 +52,7 @@ class OutgoingMessage:
     timestamp_ms: int | None = None
     ttl_ms: int | None = None  # expires this long after publish
     deliver_at_ms: int | None = None  # delayed or scheduled: deliverable from then
+    dedup_id: str | None = None  # stored once within the topic's dedup window
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ class TopicSettings:
     ttl_ms: int | None = None  # None: messages do not expire (per-message TTL still applies)
     ttl_dead_letter: bool = False  # expired messages go to the DLQ rather than vanish
     max_delay_ms: int = 7 * 86_400_000  # delayed messages may be due at most this far ahead
+    dedup_window_ms: int = 5 * 60_000  # a dedup id seen within this is not stored again
 
     def dlq_topic(self, topic: str) -> str:
         return self.dlq or f"{topic}{DLQ_SUFFIX}"
@@ -130,6 +131,8 @@ def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -
             changes[key] = Backoff() if value is None else parse_backoff(key, value, result.backoff)
         elif key in ("ttl", "ttl_ms"):
             changes["ttl_ms"] = None if value is None else _positive_duration(key, value)
+        elif key in ("dedup_window", "dedup_window_ms"):
+            changes["dedup_window_ms"] = _positive_duration(key, value)
         elif key in ("max_delay", "max_delay_ms"):
             changes["max_delay_ms"] = _positive_duration(key, value)
         elif key == "ttl_dead_letter":

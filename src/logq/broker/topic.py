@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
+from logq.broker.dedup import DedupTable
 from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
 from logq.log import AppendResult, LogConfig, PartitionLog, read_header
@@ -67,6 +68,7 @@ class Topic:
         self._run = run
         self._round_robin = itertools.count()
         self.changed = asyncio.Event()  # set on every append; waiters clear it
+        self.dedup = DedupTable()
 
     def next_round_robin(self) -> int:
         return next(self._round_robin) % len(self.partitions)

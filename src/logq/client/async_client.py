@@ -149,6 +149,7 @@ class AsyncClient:
         ttl: Duration | None = None,
         ttl_dead_letter: bool | None = None,
         max_delay: Duration | None = None,
+        dedup_window: Duration | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
@@ -164,6 +165,7 @@ class AsyncClient:
                 "TTL": ttl,
                 "TTL_DEAD_LETTER": ttl_dead_letter,
                 "MAX_DELAY": max_delay,
+                "DEDUP_WINDOW": dedup_window,
             }
         ) + _backoff_options(backoff)
         try:
@@ -239,9 +241,12 @@ class AsyncClient:
         ttl: str | int | timedelta | None = None,
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
+        dedup_id: str | None = None,
     ) -> PublishResult:
         """Publish one message and wait until it is durable. `ttl`: never
-        delivered after that long; `delay` or `deliver_at`: delivered from then."""
+        delivered after that long; `delay` or `deliver_at`: delivered from
+        then; `dedup_id`: stored once within the topic's dedup window (a
+        repeat returns the first message's id)."""
         if self._producer is None:
             self._producer = self.producer(linger_ms=0)
         future = await self._producer.send(
@@ -254,6 +259,7 @@ class AsyncClient:
             ttl=ttl,
             delay=delay,
             deliver_at=deliver_at,
+            dedup_id=dedup_id,
         )
         return await future
 
@@ -278,6 +284,7 @@ class AsyncClient:
                         ttl=message.get("ttl"),
                         delay=message.get("delay"),
                         deliver_at=message.get("deliver_at"),
+                        dedup_id=message.get("dedup_id"),
                     )
                 )
             else:

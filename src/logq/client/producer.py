@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
 
 HEADER_EXPIRES_AT = "logq-expires-at"  # epoch ms; the broker checks it before delivering
+HEADER_DEDUP_ID = "logq-dedup-id"  # stored once within the topic's dedup window
 CODECS = {"none": compression.NONE, "zstd": compression.ZSTD, "lz4": compression.LZ4}
 
 
@@ -40,6 +41,7 @@ class _Pending:
     size: int = 0
     expiring: bool = False
     delayed: bool = False
+    dedup: bool = False
 
 
 def duration_ms(value: str | int | timedelta, what: str) -> int:
@@ -112,12 +114,15 @@ class AsyncProducer:
         ttl: str | int | timedelta | None = None,
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
+        dedup_id: str | None = None,
     ) -> asyncio.Future[PublishResult]:
         """Queue one message; the future resolves once the broker stored it durably.
 
         `ttl` ("30s", ms or a timedelta): never delivered after that long.
         `delay` (same forms) or `deliver_at` (a datetime, epoch ms or RFC
-        3339): stored now, delivered to groups from then on."""
+        3339): stored now, delivered to groups from then on. `dedup_id`: a
+        second message with the same id within the topic's dedup window is
+        not stored; its future gives the first message's id."""
         if self.closed:
             raise BadArgumentError("the producer is closed")
         if priority not in LANE_INDEX:
@@ -128,9 +133,12 @@ class AsyncProducer:
             partition = await self.client.partition_for(topic, key_bytes)
         future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
         slot = (topic, partition, LANE_INDEX[priority])
-        pending = self._pending.get(slot)
-        if pending is None:
-            pending = self._pending[slot] = _Pending()
+        if dedup_id is not None:
+            # alone in its batch: the broker stores it whole or not at all
+            pending = _Pending(dedup=True)
+            headers = {**(headers or {}), HEADER_DEDUP_ID: dedup_id}
+        else:
+            pending = self._pending.get(slot) or self._pending.setdefault(slot, _Pending())
         now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         due = _due_ms(delay, deliver_at, now_ms)
         if due is not None:
@@ -145,7 +153,10 @@ class AsyncProducer:
         pending.timestamps.append(now_ms if due is None else due)
         pending.futures.append(future)
         pending.size += len(value_bytes or b"") + len(key_bytes or b"") + 16
-        if len(pending.values) >= self.batch_records or pending.size >= self.batch_bytes:
+        if pending.dedup:
+            self._ready.append((*slot, pending))
+            self._kick()
+        elif len(pending.values) >= self.batch_records or pending.size >= self.batch_bytes:
             self._seal(slot)
             self._kick()
         elif self._timer is None:
@@ -245,6 +256,7 @@ class AsyncProducer:
             base_sequence=sequence,
             expiring=pending.expiring,
             delayed=pending.delayed,
+            dedup=pending.dedup,
         )
 
     async def _publish(self, topic: str, batches: list[tuple[int, bytes, _Pending]]) -> None:
@@ -258,8 +270,8 @@ class AsyncProducer:
                 _fail(pending.futures, error)
             return
         assert isinstance(reply, list)
-        for (partition, _, pending), result in zip(batches, reply, strict=True):
-            base = int(result[1])
+        for (_, _, pending), result in zip(batches, reply, strict=True):
+            partition, base = int(result[0]), int(result[1])  # a duplicate: where the first went
             for index, future in enumerate(pending.futures):
                 if not future.done():
                     offset = base + index

@@ -80,6 +80,7 @@ class Producer:
         ttl: str | int | timedelta | None = None,
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
+        dedup_id: str | None = None,
     ) -> concurrent.futures.Future[PublishResult]:
         async def queue() -> PublishResult:
             future = await self._producer.send(
@@ -92,6 +93,7 @@ class Producer:
                 ttl=ttl,
                 delay=delay,
                 deliver_at=deliver_at,
+                dedup_id=dedup_id,
             )
             return await future
 

@@ -54,7 +54,8 @@ LANE_SHIFT = 3
 LANE_MASK = 0b0011_1000  # priority lane index 0..7
 EXPIRING = 0b0100_0000  # some record carries a logq-expires-at header (TTL)
 DELAYED = 0b1000_0000  # record timestamps are delivery times, some maybe in the future
-KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK | EXPIRING | DELAYED
+DEDUP = 0b1_0000_0000  # one record with a logq-dedup-id header
+KNOWN_ATTRIBUTE_BITS = CODEC_MASK | LANE_MASK | EXPIRING | DELAYED | DEDUP
 
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
@@ -212,12 +213,14 @@ def encode_batch(
     base_offset: int = 0,
     expiring: bool = False,
     delayed: bool = False,
+    dedup: bool = False,
 ) -> bytes:
     """Build one batch from records. This is producer-side work, per record.
 
     `expiring` marks a batch in which some record has a `logq-expires-at`
     header (per-message TTL); `delayed` one whose record timestamps are the
-    times the records become deliverable.
+    times the records become deliverable; `dedup` one that holds a single
+    record with a `logq-dedup-id` header.
 
     `timestamps` gives each record its own time in ms; without it every record
     takes `timestamp_ms`.
@@ -262,7 +265,11 @@ def encode_batch(
     )
     body = compression.compress(codec, body)
     attributes = (
-        codec | (lane << LANE_SHIFT) | (EXPIRING if expiring else 0) | (DELAYED if delayed else 0)
+        codec
+        | (lane << LANE_SHIFT)
+        | (EXPIRING if expiring else 0)
+        | (DELAYED if delayed else 0)
+        | (DEDUP if dedup else 0)
     )
     header = bytearray(
         HEADER.pack(

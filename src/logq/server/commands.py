@@ -220,6 +220,7 @@ _TOPIC_OPTIONS = {
     "TTL": True,
     "TTL_DEAD_LETTER": True,
     "MAX_DELAY": True,
+    "DEDUP_WINDOW": True,
     **_BACKOFF_OPTIONS,
 }
 
@@ -268,6 +269,8 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
             settings["ttl"] = text(value, name)
         elif name == "MAX_DELAY":
             settings["max_delay"] = text(value, name)
+        elif name == "DEDUP_WINDOW":
+            settings["dedup_window"] = text(value, name)
         elif name == "TTL_DEAD_LETTER":
             settings["ttl_dead_letter"] = flag(value, name)
     return settings
@@ -316,12 +319,20 @@ async def _drop(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 
 @command("PUB")
 async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [TTL d] [DELAY d | AT time] [HEADER name value]..."
+    usage = "PUB topic value [KEY k] [PARTITION p] [PRIORITY lane] [TTL d] [DELAY d | AT time] [DEDUP id] [HEADER name value]..."
     need(args, 2, usage)
     headers_raw: list[tuple[bytes, bytes]] = []
     found = only_options(
         args[2:],
-        {"KEY": True, "PARTITION": True, "PRIORITY": True, "TTL": True, "DELAY": True, "AT": True},
+        {
+            "KEY": True,
+            "PARTITION": True,
+            "PRIORITY": True,
+            "TTL": True,
+            "DELAY": True,
+            "AT": True,
+            "DEDUP": True,
+        },
         usage,
         headers_raw,
     )
@@ -345,6 +356,7 @@ async def _pub(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         partition=integer(partition, "partition") if partition is not None else None,
         ttl_ms=parse_duration_ms(text(ttl, "TTL"), name="TTL") if ttl is not None else None,
         deliver_at_ms=deliver_at,
+        dedup_id=text(found["DEDUP"], "DEDUP") if "DEDUP" in found else None,
     )
     results = await broker.publish(text(args[0], "topic"), [message])
     return results[0].id
@@ -371,7 +383,7 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
         for index in indexes:
             result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
             replies[index] = [
-                partition,
+                result.partition,  # a dedup duplicate answers where the first went
                 result.base_offset,
                 result.last_offset,
                 int(result.duplicate),

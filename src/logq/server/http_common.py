@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from logq.broker import Broker
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, LogqError, TooBigError, UnsupportedError
+from logq.errors import BadArgumentError, LogqError, TooBigError
 from logq.server.connections import ConnectionCounter
 
 T = TypeVar("T")
@@ -152,14 +152,6 @@ async def read_settings(request: Request, state: ApiState, *, empty_ok: bool) ->
         limit=state.limits.body_bytes_max,
         empty=b"{}" if empty_ok else None,
     )
-
-
-def refuse_unbuilt(settings: dict[str, Any], unbuilt: dict[str, str]) -> None:
-    """Settings the design names but this version cannot honour: refuse them
-    (501) rather than accept and ignore them."""
-    for key, what in unbuilt.items():
-        if key in settings:
-            raise UnsupportedError(f"{key}: {what} is not available in this version of logq")
 
 
 # -- query parameters ---------------------------------------------------------------

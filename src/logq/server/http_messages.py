@@ -21,6 +21,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from logq.broker import Message, OutgoingMessage
+from logq.broker.dedup import DEDUP_ID_LENGTH_MAX
 from logq.broker.delivery import (
     HEADER_ATTEMPTS,
     HEADER_DEAD_AT,
@@ -29,7 +30,7 @@ from logq.broker.delivery import (
     HEADER_REASON,
 )
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, UnsupportedError
+from logq.errors import BadArgumentError
 
 CONTENT_TYPE_HEADER = "content-type"
 JSON_CONTENT_TYPE = "application/json"
@@ -75,7 +76,7 @@ def _where(index: int | None) -> str:
 
 def outgoing_message(message: MessageIn, index: int | None, now_ms: int) -> OutgoingMessage:
     """`index` is the message's place in a batch (None for a single message)."""
-    _refuse_unbuilt_fields(message, index)
+    _check_dedup_id(message, index)
     headers = message.headers
     if message.value is not UNSET:
         if message.value_b64 is not None:
@@ -111,6 +112,7 @@ def outgoing_message(message: MessageIn, index: int | None, now_ms: int) -> Outg
         if message.ttl is None
         else parse_duration_ms(message.ttl, name=f"{_where(index)}.ttl"),
         deliver_at_ms=_deliver_at(message, index, now_ms),
+        dedup_id=message.dedup_id,
     )
 
 
@@ -124,12 +126,11 @@ def _deliver_at(message: MessageIn, index: int | None, now_ms: int) -> int | Non
     return None
 
 
-def _refuse_unbuilt_fields(message: MessageIn, index: int | None) -> None:
-    """Check the fields the broker cannot honour yet, then refuse them: a
-    delayed message delivered at once, or a duplicate stored twice, would be
-    worse than an error."""
-    if message.dedup_id is not None:
-        raise UnsupportedError(f"{_where(index)}.dedup_id: deduplication is not available yet")
+def _check_dedup_id(message: MessageIn, index: int | None) -> None:
+    if message.dedup_id is not None and not 1 <= len(message.dedup_id) <= DEDUP_ID_LENGTH_MAX:
+        raise BadArgumentError(
+            f"{_where(index)}.dedup_id must be 1..{DEDUP_ID_LENGTH_MAX} characters"
+        )
 
 
 def _json_headers(headers: dict[str, str], index: int | None) -> dict[str, str]:

@@ -67,7 +67,10 @@ COMPONENTS: dict[str, Any] = {
                 **ref("Duration"),
                 "description": "the message expires this long after publish",
             },
-            "dedup_id": {"type": "string", "description": "not available yet: answered with 501"},
+            "dedup_id": {
+                "type": "string",
+                "description": "stored once within the topic's dedup window",
+            },
         }
     ),
     "PublishResult": object_schema(

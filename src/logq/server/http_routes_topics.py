@@ -31,7 +31,6 @@ from logq.server.http_common import (
     read_json,
     read_settings,
     ref,
-    refuse_unbuilt,
 )
 from logq.server.http_messages import (
     PublishBody,
@@ -41,10 +40,6 @@ from logq.server.http_messages import (
 )
 
 PEEK_LIMIT_DEFAULT = 100
-# Topic settings the design names that the broker does not implement yet.
-UNBUILT_TOPIC_SETTINGS = {
-    "dedup_window": "deduplication",
-}
 
 
 async def create_topic(state: ApiState, request: Request) -> Response:
@@ -52,7 +47,6 @@ async def create_topic(state: ApiState, request: Request) -> Response:
     name = settings.pop("name", None)
     if name is None:
         raise BadArgumentError("name is required: the topic's name")
-    refuse_unbuilt(settings, UNBUILT_TOPIC_SETTINGS)
     await state.broker.create_topic(name, settings)
     return json_response(state.broker.describe_topic(name), status=201)
 
@@ -70,7 +64,6 @@ async def update_topic(state: ApiState, request: Request) -> Response:
     changes = await read_settings(request, state, empty_ok=False)
     if changes.pop("name", name) != name:
         raise BadArgumentError("a topic cannot be renamed")
-    refuse_unbuilt(changes, UNBUILT_TOPIC_SETTINGS)
     await state.broker.update_topic(name, changes)
     return json_response(state.broker.describe_topic(name))
 
@@ -159,7 +152,10 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
         **ref("Duration"),
         "description": "the furthest ahead a delayed message may be due (7d)",
     },
-    "dedup_window": {**ref("Duration"), "description": "not available yet: answered with 501"},
+    "dedup_window": {
+        **ref("Duration"),
+        "description": "a dedup_id seen within this is not stored again (5m)",
+    },
 }
 _TOPIC = ref("Topic")
 _PEEK_QUERY = (
