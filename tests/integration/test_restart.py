@@ -124,3 +124,19 @@ def test_delays_and_backoff_waits_survive_sigkill(tmp_path: Path) -> None:
             assert client.receive("later", "g", max=10, wait="300ms") == []  # once each
     finally:
         assert stop_process(restarted) == 0
+
+
+def test_the_dedup_window_survives_sigkill(tmp_path: Path) -> None:
+    server = start_process(tmp_path)
+    with Client(server.native) as client:
+        client.create_topic("pay", partitions=3, dedup_window="10m")
+        first = client.publish("pay", b"charge", dedup_id="invoice-9")
+    stop_process(server, kill=True)
+    restarted = start_process(tmp_path)
+    try:
+        with Client(restarted.native) as client:
+            again = client.publish("pay", b"charge", dedup_id="invoice-9", partition=2)
+            assert again.id == first.id
+            assert client.describe_topic("pay")["messages"] == 1
+    finally:
+        assert stop_process(restarted) == 0
