@@ -388,3 +388,16 @@ def test_a_dedup_id_is_stored_once_through_every_interface(
     rest = httpx.post(f"{server.http}/v1/topics/{name}/messages", json=body).json()
     assert rest["results"][0]["id"] == first.id
     assert client.describe_topic(name)["messages"] == 2  # the charge once, and "other"
+
+
+def test_a_shared_group_takes_high_before_normal(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    name = topic_name(request)
+    client.create_topic(name, partitions=1)
+    client.put_group(name, "s", mode="shared", starvation_share=0.2)
+    client.publish_many(name, [f"n{i}".encode() for i in range(20)])
+    client.publish_many(name, [{"value": f"h{i}", "priority": "high"} for i in range(3)])
+    received = client.receive(name, "s", max=10)
+    assert [m.value for m in received[:3]] == [b"h0", b"h1", b"h2"]
+    assert {m.priority for m in received[:3]} == {"high"}

@@ -30,9 +30,9 @@ from logq.broker.messages import (
     message_from_record,
 )
 from logq.broker.metrics import Metrics
-from logq.broker.settings import check_consumer_name
+from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
-from logq.broker.topic import Topic
+from logq.broker.topic import Topic, scan_lanes
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, OutOfRangeError
 from logq.log import FsyncPolicy, LogError, decode_batch
@@ -134,6 +134,8 @@ class DeliveryMixin:
             raise BadArgumentError(
                 f"visibility_timeout is {lease_ms} ms, it must be within 1 ms..12h"
             )
+        if group.settings.mode is GroupMode.SHARED:
+            await self._load_lanes(topic)
         give_up = time.monotonic() + wait_ms / 1000
         while True:
             topic.changed.clear()
@@ -227,6 +229,23 @@ class DeliveryMixin:
             ]
         return kept, expired, held
 
+    async def _load_lanes(self, topic: Topic) -> None:
+        """After a restart, find the high and low batches the groups have not passed yet."""
+        for partition in topic.partitions:
+            if partition.lanes_loaded:
+                continue
+            floors = [
+                g.deliveries[partition.index].floor
+                for g in self.groups.values()
+                if g.topic == topic.name and partition.index < len(g.deliveries)
+            ]
+            start = min(floors, default=0)
+            found = await self.run(lambda log=partition.log, at=start: scan_lanes(log, at))  # type: ignore[misc]
+            if not partition.lanes_loaded:
+                merged = {entry[0]: entry for entry in (*found, *partition.lanes)}
+                partition.lanes = sorted(merged.values())
+                partition.lanes_loaded = True
+
     def _plan(
         self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int
     ) -> list[Leased | Settled]:
@@ -244,7 +263,14 @@ class DeliveryMixin:
                 if self.config.log.fsync is FsyncPolicy.ALWAYS
                 else log.next_offset
             )
-            planned = state.plan(now_ms, min(budget, room), readable) if room > 0 else []
+            lanes = topic.partitions[index].lanes
+            if room <= 0:
+                planned = []
+            elif lanes and group.settings.mode is GroupMode.SHARED:
+                share = group.settings.starvation_share
+                planned = state.plan_lanes(now_ms, min(budget, room), readable, lanes, share)
+            else:
+                planned = state.plan(now_ms, min(budget, room), readable)
             by_attempt: defaultdict[int, list[Range]] = defaultdict(list)
             for item in planned:
                 by_attempt[item.attempt].append((item.start, item.end))
@@ -253,7 +279,6 @@ class DeliveryMixin:
                 event: Leased | Settled
                 if group.settings.auto_ack:
                     event = Settled(group.key, index, ranges)
-                    state.next_offset = max(state.next_offset, ranges[-1][1])
                 else:
                     event = Leased(group.key, index, ranges, consumer, now_ms + lease_ms, attempt)
                 state.apply(event)
@@ -618,10 +643,10 @@ def _attempt(event: Leased | Settled) -> int:
 
 
 def _unsettled_delivered(state: PartitionDelivery, ranges: list[Range]) -> list[Range]:
-    """Parts of `ranges` that were delivered (below next_offset) and are not settled."""
+    """Parts of `ranges` that were handed out and are not settled."""
     todo: list[Range] = []
     for start, end in ranges:
-        todo.extend(state.unsettled_ranges(start, min(end, state.next_offset)))
+        todo.extend(state.delivered_unsettled(start, end))
     return todo
 
 

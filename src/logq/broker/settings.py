@@ -63,6 +63,9 @@ class GroupSettings:
     auto_ack: bool = False
     max_in_flight: int = 100_000  # unsettled deliveries per partition
     backoff: Backoff | None = None  # None: the topic's
+    # shared groups: each lower priority lane with messages waiting gets at
+    # least this share of every receive (the starvation guard)
+    starvation_share: float = 0.1
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -185,6 +188,16 @@ def group_settings(data: Mapping[str, Any], base: GroupSettings | None = None) -
             changes[key] = _int(key, value, 1, IN_FLIGHT_MAX)
         elif key == "backoff":
             changes[key] = None if value is None else parse_backoff(key, value, result.backoff)
+        elif key == "starvation_share":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value <= 0.5
+            ):
+                raise BadArgumentError(
+                    f"starvation_share must be a number in (0, 0.5], got {value!r}"
+                )
+            changes[key] = float(value)
         elif key == "name":
             continue
         else:

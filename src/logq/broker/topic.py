@@ -21,7 +21,7 @@ from logq.broker.dedup import DedupTable
 from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
 from logq.log import AppendResult, LogConfig, PartitionLog, read_header
-from logq.log.batch import NO_PRODUCER_ID, iter_headers
+from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
 
 T = TypeVar("T")
 
@@ -32,6 +32,7 @@ class Runner(Protocol):
     def __call__(self, function: Callable[[], T], /) -> Awaitable[T]: ...
 
 
+LANE_BATCHES_MAX = 100_000  # past this many, later high/low batches are served in offset order
 PRODUCER_BATCHES_KEPT = 5  # as Kafka: the last five batches of each producer
 PRODUCERS_PER_PARTITION_MAX = 10_000
 # After a restart, producer state is rebuilt from the batches of this many
@@ -52,6 +53,11 @@ class Partition:
     log: PartitionLog
     producers: OrderedDict[int, ProducerEntry] = field(default_factory=OrderedDict)
     producers_loaded: bool = False
+    # (start, end, lane) of batches outside the normal lane that shared
+    # groups may not have passed yet: lets them serve high before normal
+    # before low (bounded; see LANE_BATCHES_MAX)
+    lanes: list[tuple[int, int, int]] = field(default_factory=list)
+    lanes_loaded: bool = False
 
 
 class Topic:
@@ -88,6 +94,7 @@ class Topic:
         header = read_header(batch)
         if header.producer_id == NO_PRODUCER_ID:
             result = await self._run(lambda: partition.log.append(batch))
+            self.note_lane(partition, batch, result)
             self._notify()
             return result, False
         if not partition.producers_loaded:
@@ -127,8 +134,22 @@ class Topic:
             future.exception()  # retrieved: duplicates waiting on it re-raise it
             raise
         future.set_result(result)
+        self.note_lane(partition, batch, result)
         self._notify()
         return result, False
+
+    def note_lane(self, partition: Partition, batch: bytes, result: AppendResult) -> None:
+        lane = (read_header(batch).attributes & LANE_MASK) >> LANE_SHIFT
+        if lane and len(partition.lanes) < LANE_BATCHES_MAX:
+            partition.lanes.append((result.base_offset, result.next_offset, lane))
+
+    def trim_lanes(self, floors: dict[int, int]) -> None:
+        """Forget lane entries every group has passed (`floors`: partition ->
+        lowest floor among the topic's groups)."""
+        for partition in self.partitions:
+            floor = floors.get(partition.index)
+            if floor is not None and partition.lanes and partition.lanes[0][1] <= floor:
+                partition.lanes = [entry for entry in partition.lanes if entry[1] > floor]
 
     def _notify(self) -> None:
         self.changed.set()
@@ -158,4 +179,19 @@ def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:
             while len(entry.results) > PRODUCER_BATCHES_KEPT:
                 entry.results.popitem(last=False)
         offset = result.next_offset
+    return found
+
+
+def scan_lanes(log: PartitionLog, start: int) -> list[tuple[int, int, int]]:
+    """(start, end, lane) of the batches outside the normal lane from `start` on (blocking)."""
+    found: list[tuple[int, int, int]] = []
+    offset = max(start, log.first_offset)
+    while offset < log.next_offset and len(found) < LANE_BATCHES_MAX:
+        data = log.read(offset, 1 << 20).data
+        if not data:
+            break
+        for _, header in iter_headers(data):
+            offset = header.next_offset
+            if header.lane:
+                found.append((header.base_offset, header.next_offset, header.lane))
     return found

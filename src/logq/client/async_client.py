@@ -305,8 +305,11 @@ class AsyncClient:
         auto_ack: bool | None = None,
         max_in_flight: int | None = None,
         backoff: Mapping[str, str | int | float] | None = None,
+        starvation_share: float | None = None,
     ) -> dict[str, Any]:
-        """Create or configure a group (see create_topic for `backoff`)."""
+        """Create or configure a group (see create_topic for `backoff`).
+        `starvation_share`: in shared groups, the least share of each receive
+        that a lower priority lane with messages waiting gets (default 0.1)."""
         options = _options(
             {
                 "MODE": mode,
@@ -314,6 +317,7 @@ class AsyncClient:
                 "MAX_DELIVERIES": max_deliveries,
                 "AUTO_ACK": auto_ack,
                 "MAX_IN_FLIGHT": max_in_flight,
+                "STARVATION_SHARE": None if starvation_share is None else str(starvation_share),
             }
         ) + _backoff_options(backoff)
         return as_map(await self.call("GROUP", topic, group, *options))

@@ -411,6 +411,7 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             "MAX_DELIVERIES": True,
             "AUTO_ACK": True,
             "MAX_IN_FLIGHT": True,
+            "STARVATION_SHARE": True,
             **_BACKOFF_OPTIONS,
         },
         usage,
@@ -426,6 +427,8 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             settings["visibility_timeout"] = text(value, name)
         elif name == "AUTO_ACK":
             settings["auto_ack"] = flag(value, name)
+        elif name == "STARVATION_SHARE":
+            settings["starvation_share"] = number(value, name)
         else:
             settings[name.lower()] = integer(value, name)
     topic, group = text(args[0], "topic"), text(args[1], "group")

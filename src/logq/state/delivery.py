@@ -15,6 +15,7 @@ concurrent receives never plan the same offsets.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
@@ -123,13 +124,16 @@ class PartitionDelivery:
                 self._insert_lease(
                     Lease(start, end, event.consumer, event.deadline_ms, event.attempt)
                 )
-                self.next_offset = max(self.next_offset, end)
+                if start <= self.next_offset:
+                    self.next_offset = max(self.next_offset, end)
+            self._advance_next()
         elif isinstance(event, Settled):
             for start, end in event.ranges:
                 self.settled.add(start, end)
                 self._remove_pending(start, end)
             self._advance_floor()
             self._drop_settled_leases()
+            self._advance_next()
         elif isinstance(event, Released):
             for start, end in event.ranges:
                 self._carve_leases(start, end)
@@ -145,7 +149,7 @@ class PartitionDelivery:
                     self._insert_lease(piece)
         elif isinstance(event, Redriven):
             for start, end in event.ranges:
-                if end > self.next_offset:
+                if end > self.next_offset and not self.settled.covers(start, end):
                     continue  # never delivered: nothing to hand back
                 if start < self.floor:
                     # lower the floor: what lay below it stays settled, as ranges
@@ -160,6 +164,98 @@ class PartitionDelivery:
             self.settled = RangeSet()
             self.leases.clear()
             self.pending.clear()
+
+    def _advance_next(self) -> None:
+        """Move `next_offset` over what lanes took ahead of it (leased,
+        settled or pending offsets just above it): it always marks the first
+        offset never handed out."""
+        moved = True
+        while moved:
+            moved = False
+            spans: list[Lease | Pending] = [*self.leases, *self.pending]
+            for item in spans:
+                if item.start <= self.next_offset < item.end:
+                    self.next_offset = item.end
+                    moved = True
+            if self.next_offset in self.settled:
+                for start, end in self.settled:
+                    if start <= self.next_offset < end:
+                        self.next_offset = end
+                        moved = True
+                        break
+
+    def free(self, start: int, end: int) -> list[Range]:
+        """Parts of [start, end) not settled, leased or pending."""
+        gaps = self.settled.missing(max(start, self.floor), end)
+        spans: list[Lease | Pending] = [*self.leases, *self.pending]
+        for item in spans:
+            if item.end <= start or item.start >= end:
+                continue
+            gaps = _subtract(gaps, item.start, item.end)
+        return gaps
+
+    def delivered_unsettled(self, start: int, end: int) -> list[Range]:
+        """Unsettled parts of [start, end) that were handed out: below
+        `next_offset`, or leased ahead of it by a lane."""
+        parts = self.unsettled_ranges(start, min(end, self.next_offset))
+        for lease in self.leases:
+            low, high = max(lease.start, start, self.next_offset), min(lease.end, end)
+            if low < high:
+                parts.extend(self.settled.missing(low, high))
+        return sorted(parts)
+
+    def plan_lanes(
+        self,
+        now_ms: int,
+        count_max: int,
+        log_end: int,
+        lanes: Sequence[tuple[int, int, int]],
+        share: float,
+    ) -> list[Planned]:
+        """Shared groups with priority lanes: due redeliveries first, then
+        fresh offsets high before normal before low. `lanes` lists the
+        (start, end, lane) of batches outside the normal lane (1 high, 2 low);
+        every lower lane with messages waiting is guaranteed `share` of the
+        budget (at least one message), so it is never starved."""
+        planned = self.plan(now_ms, count_max, self.next_offset)  # due redeliveries only
+        budget = count_max - sum(p.end - p.start for p in planned)
+        if budget <= 0 or self.next_offset >= log_end:
+            return planned
+        by_lane: dict[int, list[Range]] = {1: [], 2: []}
+        for start, end, lane in lanes:
+            if end > self.next_offset and start < log_end and lane in by_lane:
+                by_lane[lane].extend(self.free(max(start, self.next_offset), min(end, log_end)))
+        normal: list[Range] = []
+        wanted = budget
+        for start, end in self.free(self.next_offset, log_end):
+            for low, high in _without(start, end, by_lane[1] + by_lane[2]):
+                take = min(high - low, wanted)
+                normal.append((low, low + take))
+                wanted -= take
+                if wanted <= 0:
+                    break
+            if wanted <= 0:
+                break
+        queues = [by_lane[1], normal, by_lane[2]]
+        quotas = [0, 0, 0]
+        for index in (1, 2):
+            if queues[index] and any(queues[:index]):
+                quotas[index] = max(1, int(budget * share))
+        quotas[0] = max(budget - quotas[1] - quotas[2], 0)
+        for quota_pass in (True, False):
+            for index, queue in enumerate(queues):
+                allowed = quotas[index] if quota_pass else budget
+                while queue and budget > 0 and allowed > 0:
+                    start, end = queue[0]
+                    take = min(end - start, budget, allowed)
+                    planned.append(Planned(start, start + take, 1))
+                    budget -= take
+                    allowed -= take
+                    quotas[index] -= take
+                    queue[0] = (start + take, end)
+                    if queue[0][0] >= end:
+                        queue.pop(0)
+        return planned
 
     def _advance_floor(self) -> None:
         first = self.settled.first_range()
@@ -220,3 +316,24 @@ class PartitionDelivery:
             if item.end > end:
                 kept.append(Pending(end, item.end, item.attempt, item.not_before_ms))
         self.pending = sorted(kept, key=lambda entry: entry.start)
+
+
+def _subtract(gaps: list[Range], start: int, end: int) -> list[Range]:
+    kept: list[Range] = []
+    for low, high in gaps:
+        if high <= start or low >= end:
+            kept.append((low, high))
+            continue
+        if low < start:
+            kept.append((low, start))
+        if high > end:
+            kept.append((end, high))
+    return kept
+
+
+def _without(start: int, end: int, taken: list[Range]) -> list[Range]:
+    gaps = [(start, end)]
+    for low, high in taken:
+        if high > start and low < end:
+            gaps = _subtract(gaps, low, high)
+    return sorted(gaps)

@@ -1,0 +1,105 @@
+"""Priority lanes: shared groups serve high before normal before low, with a
+starvation guard; ordered groups keep offset order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.state.delivery import PartitionDelivery, Planned
+from logq.state.events import Leased, Settled
+
+
+def run(test: Callable[[Broker, FakeClock], Awaitable[None]], data_dir: Path | None = None) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(BrokerConfig(data_dir=data_dir), clock=clock)
+        try:
+            await test(broker, clock)
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
+
+
+async def backlog(broker: Broker) -> None:
+    await broker.create_topic("t", {"partitions": 1})
+    await broker.publish("t", [OutgoingMessage(f"n{i}".encode()) for i in range(50)])
+    await broker.publish(
+        "t", [OutgoingMessage(f"l{i}".encode(), priority="low") for i in range(10)]
+    )
+    await broker.publish(
+        "t", [OutgoingMessage(f"h{i}".encode(), priority="high") for i in range(5)]
+    )
+
+
+async def take(broker: Broker, group: str, count: int) -> list[str]:
+    messages = await broker.receive("t", group, "c", max_messages=count)
+    if messages:
+        await broker.ack("t", group, [m.id for m in messages])
+    return [(m.value or b"").decode() for m in messages]
+
+
+def test_shared_groups_serve_high_first_and_never_starve_low() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await backlog(broker)
+        await broker.put_group("t", "s", {"mode": "shared", "starvation_share": 0.1})
+        first = await take(broker, "s", 20)
+        assert first[:5] == [f"h{i}" for i in range(5)]  # the high ones, though published last
+        assert [v for v in first if v.startswith("l")] == ["l0", "l1"]  # the guard: 10% for low
+        rest: list[str] = []
+        while batch := await take(broker, "s", 20):
+            rest += batch
+        everything = first + rest
+        assert sorted(everything) == sorted(
+            [f"n{i}" for i in range(50)]
+            + [f"l{i}" for i in range(10)]
+            + [f"h{i}" for i in range(5)]
+        )
+        for lane in "nlh":  # within a lane, offset order
+            values = [v for v in everything if v[0] == lane]
+            assert values == sorted(values, key=lambda v: int(v[1:]))
+        assert broker.describe_group("t", "s")["lag"] == 0
+        # replay sees every lane in the one log, in offset order
+        replay = await broker.read_messages("t", 0, offset=0, limit=100)
+        assert [(m.value or b"").decode()[0] for m in replay] == ["n"] * 50 + ["l"] * 10 + ["h"] * 5
+
+    run(test)
+
+
+def test_ordered_groups_keep_offset_order_and_report_the_lane() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await backlog(broker)
+        await broker.put_group("t", "o", {"mode": "ordered"})
+        messages = await broker.receive("t", "o", "c", max_messages=100)
+        assert [m.offset for m in messages] == list(range(65))
+        assert {m.priority for m in messages[60:]} == {"high"}
+
+    run(test)
+
+
+def test_lanes_are_found_again_after_a_restart(tmp_path: Path) -> None:
+    async def before(broker: Broker, clock: FakeClock) -> None:
+        await backlog(broker)
+        await broker.put_group("t", "s", {"mode": "shared"})
+
+    async def after(broker: Broker, clock: FakeClock) -> None:
+        assert (await take(broker, "s", 20))[:5] == [f"h{i}" for i in range(5)]
+
+    run(before, tmp_path)
+    run(after, tmp_path)
+
+
+def test_leases_taken_ahead_keep_next_offset_at_the_first_offset_never_handed_out() -> None:
+    state = PartitionDelivery()
+    plan = state.plan_lanes(0, 3, 10, [(6, 8, 1)], 0.1)
+    assert plan == [Planned(6, 8, 1), Planned(0, 1, 1)]
+    state.apply(Leased("t/g", 0, [(6, 8)], "c", 100, 1))
+    assert state.next_offset == 0
+    state.apply(Leased("t/g", 0, [(0, 6)], "c", 100, 1))
+    assert state.next_offset == 8  # jumped over the lease taken ahead
+    state.apply(Settled("t/g", 0, [(6, 8)]))
+    assert state.delivered_unsettled(0, 10) == [(0, 6)]
+    assert state.plan_lanes(0, 5, 10, [], 0.1) == [Planned(8, 10, 1)]
