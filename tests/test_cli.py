@@ -113,3 +113,23 @@ def test_delay_bench_runs_on_a_tiny_size() -> None:
     assert figures["rss_bytes"] > 0
     for key in ("pending_delayed", "lateness_ms_p50", "lateness_ms_p99"):
         assert key in figures
+
+
+def test_priority_bench_runs_on_a_tiny_size() -> None:
+    command = [
+        LOGQ,
+        "bench",
+        "priority",
+        "--backlog",
+        "2000",
+        "--high",
+        "5",
+        "--interval-ms",
+        "1",
+        "--json",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+    figures = json.loads(result.stdout)
+    assert figures["low_backlog"] == 2000
+    assert figures["high_messages"] == 5
+    assert figures["high_wait_ms_p99"] >= figures["high_wait_ms_p50"] >= 0

@@ -49,7 +49,7 @@ class DelayBenchResult:
         return asdict(self)
 
 
-def _percentile(sorted_values: list[float], fraction: float) -> float:
+def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
@@ -128,8 +128,8 @@ async def _run(
         rss_bytes=rss,
         rss_bytes_before=rss_before,
         publish_s=publish_s,
-        lateness_ms_p50=_percentile(ordered, 0.50),
-        lateness_ms_p99=_percentile(ordered, 0.99),
+        lateness_ms_p50=percentile(ordered, 0.50),
+        lateness_ms_p99=percentile(ordered, 0.99),
         lateness_ms_max=ordered[-1] if ordered else 0.0,
         early=early,
         server="",

@@ -11,6 +11,7 @@ from rich.table import Table
 from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
 from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
+from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.log.config import FsyncPolicy
 
 _MB = 1_000_000
@@ -243,4 +244,39 @@ def bench_delay(
     table.add_row("lateness p99", f"{result.lateness_ms_p99:,.1f} ms")
     table.add_row("lateness max", f"{result.lateness_ms_max:,.1f} ms")
     table.add_row("delivered early", f"{result.early:,}")
+    Console().print(table)
+
+
+@bench.command("priority")
+@click.option("--backlog", default=200_000, show_default=True, help="Low messages waiting first.")
+@click.option("--high", default=200, show_default=True, help="High messages published meanwhile.")
+@click.option("--interval-ms", default=10.0, show_default=True, help="Between two high messages.")
+@click.option(
+    "--batch", default=100, show_default=True, help="Messages the consumer takes at a time."
+)
+@click.option("--server", help="Use this running server (host:port) instead of starting one.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_priority(
+    backlog: int, high: int, interval_ms: float, batch: int, server: str | None, as_json: bool
+) -> None:
+    """A high message's wait, publish to delivery, behind a backlog of low ones."""
+    for name, value in (("--backlog", backlog), ("--high", high), ("--batch", batch)):
+        if value < 1:
+            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    settings = PriorityBenchSettings(
+        backlog=backlog, high=high, interval_ms=max(interval_ms, 0.0), batch=batch, server=server
+    )
+    console = Console(stderr=True)
+    result = run_priority_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"logq bench priority: {result.low_backlog:,} low messages waiting")
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    table.add_row("high messages", f"{result.high_messages:,}")
+    table.add_row("high wait p50", f"{result.high_wait_ms_p50:,.1f} ms")
+    table.add_row("high wait p99", f"{result.high_wait_ms_p99:,.1f} ms")
+    table.add_row("high wait max", f"{result.high_wait_ms_max:,.1f} ms")
+    table.add_row("low delivered meanwhile", f"{result.low_delivered_meanwhile:,}")
     Console().print(table)
