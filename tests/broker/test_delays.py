@@ -108,3 +108,22 @@ def test_a_held_back_message_survives_a_restart(tmp_path: Path) -> None:
 
     run(before, tmp_path)
     run(after, tmp_path)
+
+
+def test_the_timing_wheel_wakes_waiting_receives_when_a_message_comes_due() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.publish("t", [OutgoingMessage(b"x", deliver_at_ms=clock.now_ms() + 500)])
+        assert await take(broker, "t") == []  # held back, and put on the wheel
+        topic = broker.topic("t")
+        topic.changed.clear()
+        assert len(broker.scheduler) == 1
+        clock.advance(499)
+        await broker.tick()
+        assert not topic.changed.is_set()
+        clock.advance(1)
+        await broker.tick()
+        assert topic.changed.is_set()  # waiters wake
+        assert len(broker.scheduler) == 0
+
+    run(test)

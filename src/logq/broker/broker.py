@@ -45,6 +45,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
+from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
     AlreadyExistsError,
@@ -88,6 +89,9 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         )
         self._ticker: asyncio.Task[None] | None = None
         self._random = random.Random()  # backoff jitter; tests seed it
+        # wakes the waiting receives of a topic when held-back or backed-off
+        # messages come due (receives also compute their own deadline)
+        self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
         self._closed = False
         self._metadata_lock = asyncio.Lock()
 
@@ -163,6 +167,10 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         """One round of timed work: expire leases and sessions, flush, retain."""
         await self.expire_leases()
         now_ms = self.clock.now_ms()
+        for name in {topic_name for _, topic_name in self.scheduler.advance(now_ms)}:
+            topic = self.topics.get(name)
+            if topic is not None:
+                topic.changed.set()
         for group in self.groups.values():
             group.expire_members(now_ms, self.config.session_timeout_ms)
         for topic in self.topics.values():

@@ -17,6 +17,8 @@ too.
 
 Memory follows what groups hold back (one entry per run of records with the
 same time), never the log: the partition log is the durable delay store.
+The broker's hierarchical timing wheel (wheel.py) holds a wake-up per
+held-back run, so receives waiting on the topic wake when it comes due.
 """
 
 from __future__ import annotations

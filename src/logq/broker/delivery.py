@@ -33,6 +33,7 @@ from logq.broker.metrics import Metrics
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
 from logq.broker.topic import Topic, scan_lanes
+from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, OutOfRangeError
 from logq.log import FsyncPolicy, LogError, decode_batch
@@ -79,6 +80,7 @@ class DeliveryMixin:
     metrics: Metrics
     _journal: Journal
     _random: random.Random
+    scheduler: TimingWheel[str]
     storage: Storage
 
     if TYPE_CHECKING:
@@ -621,9 +623,16 @@ class DeliveryMixin:
     # -- the journal ----------------------------------------------------------------------------
 
     async def _commit(self, events: Sequence[Event]) -> None:
-        """Make applied events durable before the caller answers."""
+        """Make applied events durable before the caller answers; wake-ups
+        for what they made deliverable later go on the timing wheel."""
         if not events:
             return
+        now_ms = self.clock.now_ms()
+        for event in events:
+            if isinstance(event, Released) and event.not_before_ms > now_ms:
+                group = self.groups.get(event.group)
+                if group is not None:
+                    self.scheduler.add(event.not_before_ms, group.topic)
         try:
             offset = self._journal.write(list(events))
             if not self.storage.in_memory:
