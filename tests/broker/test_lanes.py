@@ -7,7 +7,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
+import logq
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.errors import BadArgumentError
+from logq.lanes import DEFAULT_LANES, Lanes
 from logq.state.delivery import PartitionDelivery, Planned
 from logq.state.events import Leased, Settled
 
@@ -94,7 +99,8 @@ def test_lanes_are_found_again_after_a_restart(tmp_path: Path) -> None:
 
 def test_leases_taken_ahead_keep_next_offset_at_the_first_offset_never_handed_out() -> None:
     state = PartitionDelivery()
-    plan = state.plan_lanes(0, 3, 10, [(6, 8, 1)], 0.1)
+    rank = {1: 0, 0: 1, 2: 2}  # high, normal, low
+    plan = state.plan_lanes(0, 3, 10, [(6, 8, 1)], rank, 0.1)
     assert plan == [Planned(6, 8, 1), Planned(0, 1, 1)]
     state.apply(Leased("t/g", 0, [(6, 8)], "c", 100, 1))
     assert state.next_offset == 0
@@ -102,4 +108,60 @@ def test_leases_taken_ahead_keep_next_offset_at_the_first_offset_never_handed_ou
     assert state.next_offset == 8  # jumped over the lease taken ahead
     state.apply(Settled("t/g", 0, [(6, 8)]))
     assert state.delivered_unsettled(0, 10) == [(0, 6)]
-    assert state.plan_lanes(0, 5, 10, [], 0.1) == [Planned(8, 10, 1)]
+    assert state.plan_lanes(0, 5, 10, [], rank, 0.1) == [Planned(8, 10, 1)]
+
+
+def test_lane_names_and_order_are_configurable() -> None:
+    lanes = Lanes(("urgent", "high", "normal", "low"))
+    assert lanes.by_index == ("normal", "urgent", "high", "low")  # normal stays index 0
+    assert [lanes.rank[lanes.index_of(name)] for name in ("urgent", "high", "normal", "low")] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert DEFAULT_LANES.by_index == ("normal", "high", "low")  # the format's default indexes
+    for bad in (
+        (),
+        ("high", "low"),
+        ("normal", "normal"),
+        ("Normal",),
+        tuple(f"l{i}" for i in range(9)),
+    ):
+        with pytest.raises(BadArgumentError):
+            Lanes(bad)
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "s", {"mode": "shared", "starvation_share": 0.1})
+        await broker.publish("t", [OutgoingMessage(f"n{i}".encode()) for i in range(30)])
+        await broker.publish("t", [OutgoingMessage(b"h0", priority="high")])
+        await broker.publish("t", [OutgoingMessage(b"u0", priority="urgent")])
+        assert (await take(broker, "s", 10))[:2] == ["u0", "h0"]
+        with pytest.raises(BadArgumentError, match="urgent, high, normal, low"):
+            await broker.publish("t", [OutgoingMessage(b"x", priority="bulk")])
+
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(
+            BrokerConfig(lanes=("urgent", "high", "normal", "low")), clock=clock
+        )
+        try:
+            await test(broker, clock)
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
+
+
+def test_clients_learn_the_lanes_from_the_server() -> None:
+    config = BrokerConfig(lanes=("urgent", "normal", "bulk"))
+    with logq.Broker(config=config) as broker:
+        client = broker.client()
+        client.create_topic("t", partitions=1)
+        client.publish("t", b"later", priority="bulk")
+        client.publish("t", b"now", priority="urgent")
+        received = client.receive("t", "g", max=10)
+        assert [(m.value, m.priority) for m in received] == [(b"now", "urgent"), (b"later", "bulk")]
+        with pytest.raises(BadArgumentError):
+            client.publish("t", b"x", priority="high")

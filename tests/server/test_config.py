@@ -112,3 +112,13 @@ def test_logq_serve_exits_non_zero_on_bad_config(tmp_path: Path) -> None:
     assert "broker.fsync" in result.output
     result = CliRunner().invoke(cli, ["serve", "--memory"], env={"LOGQ_HTTP_PORT": "-1"})
     assert result.exit_code != 0 and "LOGQ_HTTP_PORT" in result.output
+
+
+def test_priority_lanes_are_named_in_the_file(tmp_path: Path) -> None:
+    text = "defaults: {priority: {lanes: [urgent, high, normal, low]}}"
+    config = build_config(config_file=write(tmp_path, text), environ={})
+    assert config.broker.lanes == ("urgent", "high", "normal", "low")
+    with pytest.raises(ConfigError, match=r"defaults\.priority\.lanes"):
+        build_config(
+            config_file=write(tmp_path, "defaults: {priority: {lanes: [high, low]}}"), environ={}
+        )

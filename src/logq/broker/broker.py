@@ -32,7 +32,6 @@ from logq.broker.messages import (
     MessageId,
     OutgoingMessage,
     PublishResult,
-    lane_index,
     message_from_record,
 )
 from logq.broker.metrics import Metrics
@@ -57,6 +56,7 @@ from logq.errors import (
     TooBigError,
     TopicNotFoundError,
 )
+from logq.lanes import Lanes
 from logq.log import LogError, decode_batch, encode_batch
 from logq.log.batch import iter_headers
 from logq.partitioning import partition_for_key
@@ -89,6 +89,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         )
         self._ticker: asyncio.Task[None] | None = None
         self._random = random.Random()  # backoff jitter; tests seed it
+        self.lanes = Lanes(config.lanes)
         # wakes the waiting receives of a topic when held-back or backed-off
         # messages come due (receives also compute their own deadline)
         self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
@@ -354,7 +355,8 @@ class Broker(DeliveryMixin, DeadLetterMixin):
                 partition = topic.next_round_robin()
             # a message with a dedup id travels alone in its batch (see dedup.py)
             alone = index if message.dedup_id is not None else -1
-            groups.setdefault((partition, lane_index(message.priority), alone), []).append(index)
+            lane = 0 if message.priority is None else self.lanes.index_of(message.priority)
+            groups.setdefault((partition, lane, alone), []).append(index)
         results: list[PublishResult | None] = [None] * len(messages)
 
         max_delay = topic.settings.max_delay_ms
@@ -527,7 +529,11 @@ class Broker(DeliveryMixin, DeadLetterMixin):
                         continue
                     if from_time_ms is not None and record.timestamp < from_time_ms:
                         continue
-                    messages.append(message_from_record(topic_name, partition, record, header.lane))
+                    messages.append(
+                        message_from_record(
+                            topic_name, partition, record, header.lane, 0, self.lanes
+                        )
+                    )
                 offset = header.next_offset
                 if len(messages) >= limit:
                     break

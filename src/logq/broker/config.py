@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from logq.broker.settings import GroupSettings, TopicSettings
+from logq.lanes import DEFAULT_ORDER
 from logq.log import LogConfig
 
 
@@ -14,6 +15,8 @@ class BrokerConfig:
     # None keeps everything in memory (embedded use, tests).
     data_dir: Path | None = None
     node_id: str = "node-1"
+    # priority lanes, highest first; must include "normal" (see logq.lanes)
+    lanes: tuple[str, ...] = DEFAULT_ORDER
     log: LogConfig = field(default_factory=LogConfig)
     topic_defaults: TopicSettings = field(default_factory=TopicSettings)
     group_defaults: GroupSettings = field(default_factory=GroupSettings)

@@ -36,6 +36,7 @@ from logq.broker.topic import Topic, scan_lanes
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, OutOfRangeError
+from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch
 from logq.log.batch import iter_headers
 from logq.state.delivery import PartitionDelivery
@@ -81,6 +82,7 @@ class DeliveryMixin:
     _journal: Journal
     _random: random.Random
     scheduler: TimingWheel[str]
+    lanes: Lanes
     storage: Storage
 
     if TYPE_CHECKING:
@@ -270,7 +272,8 @@ class DeliveryMixin:
                 planned = []
             elif lanes and group.settings.mode is GroupMode.SHARED:
                 share = group.settings.starvation_share
-                planned = state.plan_lanes(now_ms, min(budget, room), readable, lanes, share)
+                rank = self.lanes.rank
+                planned = state.plan_lanes(now_ms, min(budget, room), readable, lanes, rank, share)
             else:
                 planned = state.plan(now_ms, min(budget, room), readable)
             by_attempt: defaultdict[int, list[Range]] = defaultdict(list)
@@ -325,7 +328,9 @@ class DeliveryMixin:
             wait_ms=wait_ms,
             visibility_timeout_ms=visibility_timeout_ms,
         )
-        return [message for delivery in deliveries for message in decode_delivery(delivery)]
+        return [
+            message for delivery in deliveries for message in decode_delivery(delivery, self.lanes)
+        ]
 
     # -- settling ---------------------------------------------------------------------
 
@@ -592,7 +597,7 @@ class DeliveryMixin:
             delivery = await self._fill(
                 topic, Delivery(topic.name, partition, start, end, attempt, b"")
             )
-            for message in decode_delivery(delivery):
+            for message in decode_delivery(delivery, self.lanes):
                 headers = dict(message.headers)
                 headers.update(
                     {
@@ -671,7 +676,7 @@ def _leased_parts(state: PartitionDelivery, ranges: list[Range]) -> list[tuple[R
     return parts
 
 
-def decode_delivery(delivery: Delivery) -> list[Message]:
+def decode_delivery(delivery: Delivery, lanes: Lanes = DEFAULT_LANES) -> list[Message]:
     """The messages of a delivery: records of its batches within [start, end)."""
     messages: list[Message] = []
     for position, header in iter_headers(delivery.data):
@@ -681,7 +686,12 @@ def decode_delivery(delivery: Delivery) -> list[Message]:
             if delivery.start <= record.offset < delivery.end:
                 messages.append(
                     message_from_record(
-                        delivery.topic, delivery.partition, record, header.lane, delivery.attempt
+                        delivery.topic,
+                        delivery.partition,
+                        record,
+                        header.lane,
+                        delivery.attempt,
+                        lanes,
                     )
                 )
     return messages

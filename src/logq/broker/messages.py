@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from logq.errors import BadArgumentError
+from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import Record
 
 # Lane index 0 is the default so that a batch built without a lane is "normal".
-LANES: tuple[str, ...] = ("normal", "high", "low")
-LANE_INDEX = {name: index for index, name in enumerate(LANES)}
 ID_LENGTH_MAX = 300
 
 
@@ -78,20 +77,13 @@ class PublishResult:
     offset: int
 
 
-def lane_index(priority: object) -> int:
-    if priority is None:
-        return 0
-    if not isinstance(priority, str) or priority not in LANE_INDEX:
-        raise BadArgumentError(f"priority must be one of {', '.join(LANES)}; got {priority!r}")
-    return LANE_INDEX[priority]
-
-
-def lane_name(index: int) -> str:
-    return LANES[index] if 0 <= index < len(LANES) else str(index)
-
-
 def message_from_record(
-    topic: str, partition: int, record: Record, lane: int, attempt: int = 0
+    topic: str,
+    partition: int,
+    record: Record,
+    lane: int,
+    attempt: int = 0,
+    lanes: Lanes = DEFAULT_LANES,
 ) -> Message:
     return Message(
         id=f"{topic}:{partition}:{record.offset}",
@@ -102,6 +94,6 @@ def message_from_record(
         value=record.value,
         headers=record.headers,
         timestamp_ms=record.timestamp,
-        priority=lane_name(lane),
+        priority=lanes.name_of(lane),
         attempt=attempt,
     )

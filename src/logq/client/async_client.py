@@ -34,6 +34,7 @@ from logq.client.records import (
 )
 from logq.client.settle import Settler
 from logq.errors import BadArgumentError
+from logq.lanes import DEFAULT_LANES, Lanes
 from logq.partitioning import partition_for_key
 from logq.protocol import Push
 
@@ -77,6 +78,7 @@ class AsyncClient:
         self._producer: AsyncProducer | None = None
         self._settlers: dict[tuple[str, str], Settler] = {}
         self._round_robin = -1
+        self.lane_names = DEFAULT_LANES  # the server's, once connected
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -100,13 +102,23 @@ class AsyncClient:
                 self._connection = await self.open_connection()
         return self._connection
 
+    async def lanes(self) -> Lanes:
+        """The server's priority lanes (names and order)."""
+        await self.connect()
+        return self.lane_names
+
     async def open_connection(self, on_push: Callable[[Push], None] | None = None) -> Connection:
         """A new connection of its own (consumers take one for their pushes)."""
         if self._connector is not None:
-            return await self._connector(on_push)
-        return await Connection.open(
-            self.host, self.port, timeout_s=self.connect_timeout_s, on_push=on_push
-        )
+            connection = await self._connector(on_push)
+        else:
+            connection = await Connection.open(
+                self.host, self.port, timeout_s=self.connect_timeout_s, on_push=on_push
+            )
+        lanes = as_map(connection.server_info).get("lanes") if connection.server_info else None
+        if isinstance(lanes, list) and lanes:
+            self.lane_names = Lanes(lanes)
+        return connection
 
     async def call(self, *args: bytes | str | int) -> Any:
         """Send one command and return its reply, reconnecting when the connection is lost."""
@@ -362,6 +374,7 @@ class AsyncClient:
                 AsyncMessage,
                 group,
                 settler,
+                lanes=self.lane_names,
             )
         return found
 

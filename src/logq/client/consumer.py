@@ -200,6 +200,7 @@ class AsyncConsumer:
                     AsyncMessage,
                     self.group,
                     self.settler,
+                    lanes=self.client.lane_names,
                 )
             )
         elif kind == "error":

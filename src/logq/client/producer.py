@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from logq.client.records import LANE_INDEX, PublishResult
+from logq.client.records import PublishResult
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError
 from logq.log import compression
@@ -125,14 +125,13 @@ class AsyncProducer:
         not stored; its future gives the first message's id."""
         if self.closed:
             raise BadArgumentError("the producer is closed")
-        if priority not in LANE_INDEX:
-            raise BadArgumentError(f"priority must be high, normal or low, got {priority!r}")
+        lane = (await self.client.lanes()).index_of(priority)
         key_bytes = as_bytes(key, "key")
         value_bytes = as_bytes(value, "value")
         if partition is None:
             partition = await self.client.partition_for(topic, key_bytes)
         future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
-        slot = (topic, partition, LANE_INDEX[priority])
+        slot = (topic, partition, lane)
         if dedup_id is not None:
             # alone in its batch: the broker stores it whole or not at all
             pending = _Pending(dedup=True)
@@ -180,8 +179,7 @@ class AsyncProducer:
         `delay`/`deliver_at` schedule the whole batch."""
         if self.closed:
             raise BadArgumentError("the producer is closed")
-        if priority not in LANE_INDEX:
-            raise BadArgumentError(f"priority must be high, normal or low, got {priority!r}")
+        lane = (await self.client.lanes()).index_of(priority)
         if not values:
             raise BadArgumentError("a batch needs at least one value")
         future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
@@ -195,7 +193,7 @@ class AsyncProducer:
             futures=[future],
             delayed=due is not None,
         )
-        self._ready.append((topic, partition, LANE_INDEX[priority], pending))
+        self._ready.append((topic, partition, lane, pending))
         self._kick()
         return future
 

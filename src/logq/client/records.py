@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log.batch import decode_batch, decode_headers, iter_headers
-
-# Lane index 0 is the default lane: a batch built without a lane is "normal".
-LANES: tuple[str, ...] = ("normal", "high", "low")
-LANE_INDEX = {name: index for index, name in enumerate(LANES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +145,7 @@ def decode_delivery(
     data: bytes,
     factory: Callable[..., M] = MessageData,  # type: ignore[assignment]
     *extra: Any,
+    lanes: Lanes = DEFAULT_LANES,
 ) -> list[M]:
     """The messages of fetched batches whose offsets lie in [start, end),
     built by `factory` (a MessageData class) with `extra` positional fields."""
@@ -156,7 +154,7 @@ def decode_delivery(
         if header.next_offset <= start or header.base_offset >= end:
             continue
         decoded = decode_batch(data, position)
-        lane = LANES[header.lane] if header.lane < len(LANES) else str(header.lane)
+        lane = lanes.name_of(header.lane)
         first = max(start - header.base_offset, 0)
         last = min(end - header.base_offset, header.record_count)
         base = header.base_offset

@@ -174,6 +174,7 @@ async def _hello(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         "version": __version__,
         "proto": session.protocol,
         "node": broker.config.node_id,
+        "lanes": list(broker.lanes.order),
     }
 
 

@@ -28,6 +28,7 @@ from logq.broker.backoff import parse_backoff
 from logq.broker.settings import GroupSettings
 from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
+from logq.lanes import Lanes
 from logq.log import FsyncPolicy, LogConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -148,6 +149,14 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     defaults = _mapping("defaults", data.get("defaults"))
     _check_keys("defaults", defaults, {"topic", "delivery", "delay", "priority"})
     changes["topic_defaults"] = _topic_defaults(defaults, broker.topic_defaults)
+    lanes = _mapping("defaults.priority", defaults.get("priority")).get("lanes")
+    if isinstance(lanes, list):
+        try:
+            changes["lanes"] = Lanes(lanes).order
+        except BadArgumentError as error:
+            raise ConfigError(f"defaults.priority.lanes: {error}") from None
+    elif lanes is not None:
+        _int("defaults.priority.lanes", lanes, 3, 3)  # a count: the three default lanes
     changes["group_defaults"] = broker.group_defaults
     server = _mapping("server", data.get("server"))
     _check_keys("server", server, {"connectionsMax", "shutdownTimeoutS", "logJson"})
@@ -236,8 +245,7 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
         changes["max_delay_ms"] = _duration("defaults.delay.maxDelay", delay["maxDelay"])
     priority = _mapping("defaults.priority", defaults.get("priority"))
     _check_keys("defaults.priority", priority, {"lanes"})
-    if "lanes" in priority:
-        _int("defaults.priority.lanes", priority["lanes"], 3, 3)
+
     return replace(base, **changes)
 
 

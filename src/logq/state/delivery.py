@@ -15,7 +15,7 @@ concurrent receives never plan the same offsets.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
@@ -210,25 +210,29 @@ class PartitionDelivery:
         count_max: int,
         log_end: int,
         lanes: Sequence[tuple[int, int, int]],
+        rank: Mapping[int, int],
         share: float,
     ) -> list[Planned]:
         """Shared groups with priority lanes: due redeliveries first, then
-        fresh offsets high before normal before low. `lanes` lists the
-        (start, end, lane) of batches outside the normal lane (1 high, 2 low);
-        every lower lane with messages waiting is guaranteed `share` of the
-        budget (at least one message), so it is never starved."""
+        fresh offsets lane by lane in `rank` order (lane index -> position,
+        0 first). `lanes` lists the (start, end, lane) of batches outside the
+        normal lane (index 0); every lane below the first with messages
+        waiting is guaranteed `share` of the budget (at least one message),
+        so none is starved."""
         planned = self.plan(now_ms, count_max, self.next_offset)  # due redeliveries only
         budget = count_max - sum(p.end - p.start for p in planned)
         if budget <= 0 or self.next_offset >= log_end:
             return planned
-        by_lane: dict[int, list[Range]] = {1: [], 2: []}
+        by_lane: dict[int, list[Range]] = {}
         for start, end, lane in lanes:
-            if end > self.next_offset and start < log_end and lane in by_lane:
-                by_lane[lane].extend(self.free(max(start, self.next_offset), min(end, log_end)))
+            if end > self.next_offset and start < log_end and lane in rank and lane != 0:
+                free = self.free(max(start, self.next_offset), min(end, log_end))
+                by_lane.setdefault(lane, []).extend(free)
+        others = [r for ranges in by_lane.values() for r in ranges]
         normal: list[Range] = []
         wanted = budget
         for start, end in self.free(self.next_offset, log_end):
-            for low, high in _without(start, end, by_lane[1] + by_lane[2]):
+            for low, high in _without(start, end, others):
                 take = min(high - low, wanted)
                 normal.append((low, low + take))
                 wanted -= take
@@ -236,12 +240,13 @@ class PartitionDelivery:
                     break
             if wanted <= 0:
                 break
-        queues = [by_lane[1], normal, by_lane[2]]
-        quotas = [0, 0, 0]
-        for index in (1, 2):
+        by_lane[0] = normal
+        queues = [by_lane[lane] for lane in sorted(by_lane, key=lambda lane: rank.get(lane, 0))]
+        quotas = [0] * len(queues)
+        for index in range(1, len(queues)):
             if queues[index] and any(queues[:index]):
                 quotas[index] = max(1, int(budget * share))
-        quotas[0] = max(budget - quotas[1] - quotas[2], 0)
+        quotas[0] = max(budget - sum(quotas[1:]), 0)
         for quota_pass in (True, False):
             for index, queue in enumerate(queues):
                 allowed = quotas[index] if quota_pass else budget
