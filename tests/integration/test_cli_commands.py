@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -97,3 +98,21 @@ def test_errors_are_one_clear_line_and_a_non_zero_exit(server: Running) -> None:
     assert "expected name=value" in run(server, "produce", "dup", "x", "--header", "oops", ok=False)
     result = CliRunner().invoke(cli, ["stats", "--server", "127.0.0.1:1"])
     assert result.exit_code != 0 and "cannot reach logq" in result.output
+
+
+def test_produce_with_delay_ttl_and_priority(server: Running) -> None:
+    run(server, "topics", "create", "later", "--partitions", "1")
+    run(server, "produce", "later", "soon", "--delay", "200ms", "--priority", "high", "--ttl", "1h")
+    at = str(int(time.time() * 1000) + 200)
+    run(server, "produce", "later", "scheduled", "--at", at)
+    assert "give --delay or --at" in run(
+        server, "produce", "later", "x", "--delay", "1s", "--at", at, ok=False
+    )
+    with Client(server.native) as client:
+        assert client.receive("later", "g", max=10) == []  # neither is due yet
+        got: list[bytes] = []
+        while len(got) < 2:
+            batch = client.receive("later", "g", max=10, wait="5s")
+            assert batch
+            got += [m.value or b"" for m in batch]
+        assert sorted(got) == [b"scheduled", b"soon"]
