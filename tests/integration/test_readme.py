@@ -90,3 +90,22 @@ def test_the_python_example_runs(server: Running) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == 101
     assert all(line.startswith("jobs:") for line in lines)
+
+
+def test_the_time_and_priority_example_runs(server: Running) -> None:
+    text = README.read_text()
+    start = text.index("```python\nclient.publish(") + len("```python\n")
+    snippet = text[start : text.index("```\n", start)]
+    code = (
+        "import logq\n"
+        f"client = logq.Client({server.native!r})\n"
+        "client.create_topic('jobs', partitions=3, exist_ok=True)\n"
+        f"{snippet}"
+        "print('ok')\n"
+        "client.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok")
