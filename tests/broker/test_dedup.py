@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,7 @@ import pytest
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.errors import BadBatchError
 from logq.log.batch import encode_batch
-
-
-def run(test: Callable[[Broker, FakeClock], Awaitable[None]], data_dir: Path | None = None) -> None:
-    async def main() -> None:
-        clock = FakeClock()
-        broker = await Broker.open(BrokerConfig(data_dir=data_dir), clock=clock)
-        try:
-            await test(broker, clock)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
+from tests.broker.fake import run
 
 
 def once(value: bytes, dedup_id: str, **fields: int | None) -> OutgoingMessage:
@@ -88,5 +76,5 @@ def test_the_window_is_rebuilt_after_a_restart(tmp_path: Path) -> None:
         assert again.id == ids[0]
         assert broker.describe_topic("t")["messages"] == 1
 
-    run(before, tmp_path)
-    run(after, tmp_path)
+    run(before, BrokerConfig(data_dir=tmp_path))
+    run(after, BrokerConfig(data_dir=tmp_path))

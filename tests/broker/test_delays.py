@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -11,18 +9,7 @@ import pytest
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.errors import BadArgumentError
 from logq.log.batch import DELAYED, encode_batch
-
-
-def run(test: Callable[[Broker, FakeClock], Awaitable[None]], data_dir: Path | None = None) -> None:
-    async def main() -> None:
-        clock = FakeClock()
-        broker = await Broker.open(BrokerConfig(data_dir=data_dir), clock=clock)
-        try:
-            await test(broker, clock)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
+from tests.broker.fake import run
 
 
 async def take(broker: Broker, topic: str, group: str = "g") -> list[tuple[bytes | None, int]]:
@@ -106,8 +93,8 @@ def test_a_held_back_message_survives_a_restart(tmp_path: Path) -> None:
         assert await take(broker, "t") == [(b"later", 1)]
         assert await take(broker, "t") == []  # once
 
-    run(before, tmp_path)
-    run(after, tmp_path)
+    run(before, BrokerConfig(data_dir=tmp_path))
+    run(after, BrokerConfig(data_dir=tmp_path))
 
 
 def test_the_timing_wheel_wakes_waiting_receives_when_a_message_comes_due() -> None:

@@ -4,7 +4,6 @@ starvation guard; ordered groups keep offset order."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,7 @@ from logq.errors import BadArgumentError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.state.delivery import PartitionDelivery, Planned
 from logq.state.events import Leased, Settled
-
-
-def run(test: Callable[[Broker, FakeClock], Awaitable[None]], data_dir: Path | None = None) -> None:
-    async def main() -> None:
-        clock = FakeClock()
-        broker = await Broker.open(BrokerConfig(data_dir=data_dir), clock=clock)
-        try:
-            await test(broker, clock)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
+from tests.broker.fake import run
 
 
 async def backlog(broker: Broker) -> None:
@@ -93,8 +81,8 @@ def test_lanes_are_found_again_after_a_restart(tmp_path: Path) -> None:
     async def after(broker: Broker, clock: FakeClock) -> None:
         assert (await take(broker, "s", 20))[:5] == [f"h{i}" for i in range(5)]
 
-    run(before, tmp_path)
-    run(after, tmp_path)
+    run(before, BrokerConfig(data_dir=tmp_path))
+    run(after, BrokerConfig(data_dir=tmp_path))
 
 
 def test_leases_taken_ahead_keep_next_offset_at_the_first_offset_never_handed_out() -> None:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
 import pytest
 
-from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker import Broker, FakeClock, OutgoingMessage
 from logq.broker.expiry import expired_offsets
 from logq.errors import BadArgumentError
 from logq.log.batch import encode_batch, with_base_offset
-
-
-def run(test: Callable[[Broker, FakeClock], Awaitable[None]]) -> None:
-    async def main() -> None:
-        clock = FakeClock()
-        broker = await Broker.open(BrokerConfig(), clock=clock)
-        try:
-            await test(broker, clock)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
+from tests.broker.fake import run
 
 
 async def values(broker: Broker, topic: str, group: str = "g") -> list[bytes | None]:
