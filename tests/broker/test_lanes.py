@@ -3,7 +3,6 @@ starvation guard; ordered groups keep offset order."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -129,17 +128,7 @@ def test_lane_names_and_order_are_configurable() -> None:
         with pytest.raises(BadArgumentError, match="urgent, high, normal, low"):
             await broker.publish("t", [OutgoingMessage(b"x", priority="bulk")])
 
-    async def main() -> None:
-        clock = FakeClock()
-        broker = await Broker.open(
-            BrokerConfig(lanes=("urgent", "high", "normal", "low")), clock=clock
-        )
-        try:
-            await test(broker, clock)
-        finally:
-            await broker.close()
-
-    asyncio.run(main())
+    run(test, BrokerConfig(lanes=("urgent", "high", "normal", "low")))
 
 
 def test_clients_learn_the_lanes_from_the_server() -> None:
