@@ -116,3 +116,33 @@ def test_produce_with_delay_ttl_and_priority(server: Running) -> None:
             assert batch
             got += [m.value or b"" for m in batch]
         assert sorted(got) == [b"scheduled", b"soon"]
+
+
+def test_topic_and_group_settings_for_time_and_priority(server: Running) -> None:
+    created = json.loads(
+        run(
+            server, "topics", "create", "timed", "--partitions", "1", "--ttl", "1h", "--ttl-dead-letter",
+            "--max-delay", "1d", "--dedup-window", "10m", "--backoff-initial", "1s", "--backoff-multiplier", "3",
+            "--json",
+        )
+    )  # fmt: skip
+    config = created["config"]
+    assert (config["ttl_ms"], config["ttl_dead_letter"], config["max_delay_ms"]) == (
+        3_600_000,
+        True,
+        86_400_000,
+    )
+    assert config["dedup_window_ms"] == 600_000
+    assert config["backoff"]["initial_ms"] == 1000 and config["backoff"]["multiplier"] == 3.0
+    out = run(
+        server, "groups", "configure", "timed", "workers", "--mode", "shared", "--backoff-initial", "200ms",
+        "--starvation-share", "0.25", "--auto-ack",
+    )  # fmt: skip
+    assert (
+        "group workers on timed" in out
+        and "starvation_share=0.25" in out
+        and "auto_ack=True" in out
+    )
+    assert "BADARG" in run(
+        server, "groups", "configure", "timed", "workers", "--starvation-share", "0.9", ok=False
+    )

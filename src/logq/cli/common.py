@@ -32,6 +32,28 @@ def server_option(function: F) -> F:
     )(function)
 
 
+def backoff_options(function: F) -> F:
+    """--backoff-initial/-multiplier/-max/-jitter: the wait before a redelivery."""
+    for name, kind, text in (
+        ("--backoff-jitter", float, "Take up to this fraction off each wait, at random."),
+        ("--backoff-max", str, "Longest wait before a redelivery."),
+        ("--backoff-multiplier", float, "Each wait is this many times the one before."),
+        ("--backoff-initial", str, "Wait before the first redelivery (e.g. 1s)."),
+    ):
+        function = click.option(name, type=kind, help=text)(function)
+    return function
+
+
+def pop_backoff(options: dict[str, Any]) -> dict[str, str | float] | None:
+    """The backoff mapping the client takes, from the --backoff-* options."""
+    backoff = {
+        key: value
+        for key in ("initial", "multiplier", "max", "jitter")
+        if (value := options.pop(f"backoff_{key}", None)) is not None
+    }
+    return backoff or None
+
+
 def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")(function)
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.table import Table
 
-from logq.cli.common import connect, console, json_option, print_json, print_message, server_option
+from logq.cli.common import (
+    backoff_options,
+    connect,
+    console,
+    json_option,
+    pop_backoff,
+    print_json,
+    print_message,
+    server_option,
+)
 
 
 @click.group()
@@ -36,6 +46,32 @@ def groups_list(server: str, as_json: bool) -> None:
             str(group["in_flight"]),
         )
     console.print(table)
+
+
+@groups.command("configure")
+@click.argument("topic")
+@click.argument("group")
+@click.option("--mode", type=click.Choice(["ordered", "shared"]))
+@click.option("--visibility-timeout", help="Lease length of a received message (e.g. 30s).")
+@click.option("--max-deliveries", type=int, help="Deliveries before a message goes to the DLQ.")
+@click.option("--auto-ack/--no-auto-ack", default=None, help="At-most-once: settle as handed out.")
+@click.option("--max-in-flight", type=int, help="Unsettled deliveries per partition.")
+@click.option(
+    "--starvation-share", type=float, help="Shared groups: least share of each lower lane."
+)
+@backoff_options
+@server_option
+@json_option
+def groups_configure(topic: str, group: str, server: str, as_json: bool, **options: Any) -> None:
+    """Create GROUP on TOPIC, or change its settings."""
+    options["backoff"] = pop_backoff(options)
+    with connect(server) as client:
+        found = client.put_group(topic, group, **options)
+    if as_json:
+        print_json(found)
+    else:
+        settings = ", ".join(f"{key}={value}" for key, value in found["settings"].items())
+        console.print(f"group {group} on {topic}: {settings}")
 
 
 @groups.command("describe")

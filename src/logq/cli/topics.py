@@ -7,7 +7,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from logq.cli.common import connect, console, json_option, print_json, server_option
+from logq.cli.common import (
+    backoff_options,
+    connect,
+    console,
+    json_option,
+    pop_backoff,
+    print_json,
+    server_option,
+)
 
 
 @click.group()
@@ -23,10 +31,18 @@ def topics() -> None:
 @click.option("--max-deliveries", type=int, help="Deliveries before a message goes to the DLQ.")
 @click.option("--visibility-timeout", help="Lease length of a received message (e.g. 30s).")
 @click.option("--dlq", help="Dead-letter topic [<name>.dlq].")
+@click.option("--ttl", help="Messages expire this long after their time (e.g. 1h).")
+@click.option(
+    "--ttl-dead-letter", is_flag=True, default=None, help="Expired messages go to the DLQ."
+)
+@click.option("--max-delay", help="Delayed messages may be due at most this far ahead [7d].")
+@click.option("--dedup-window", help="A dedup id seen within this is not stored again [5m].")
+@backoff_options
 @server_option
 @json_option
 def create(name: str, server: str, as_json: bool, **options: Any) -> None:
     """Create topic NAME."""
+    options["backoff"] = pop_backoff(options)
     with connect(server) as client:
         topic = client.create_topic(name, **options)
     if as_json:
