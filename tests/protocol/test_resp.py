@@ -154,3 +154,24 @@ def test_a_large_bulk_arrives_in_many_chunks() -> None:
 def test_resp3_types_from_other_servers_decode() -> None:
     data = b",3.5\r\n(12345678901234567890\r\n=7\r\ntxt:abc\r\n~2\r\n:1\r\n:2\r\n|1\r\n+a\r\n+b\r\n:5\r\n!5\r\nERR x\r\n"
     assert parse_all(data) == [3.5, 12345678901234567890, "abc", [1, 2], 5, RespError("ERR x")]
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_garbage_only_ever_raises_the_protocol_error(data: bytes, inline: bool) -> None:
+    parser = Parser(
+        Limits(max_bulk_bytes=64, max_elements=16, max_line_bytes=128, max_buffer_bytes=1024),
+        inline=inline,
+    )
+    try:
+        for index in range(len(data)):
+            parser.feed(data[index : index + 1])  # a byte at a time
+            while parser.next_command() is not None:
+                pass
+    except ProtocolError:
+        pass
+
+
+@given(st.lists(values, max_size=4))
+def test_values_fed_a_byte_at_a_time(items: list[object]) -> None:
+    data = b"".join(encode(item, 3) for item in items)
+    assert parse_all(data, chunk=1) == items
