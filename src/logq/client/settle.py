@@ -35,6 +35,7 @@ class Settler:
         self._acks: dict[int, list[int]] = {}
         self._futures: list[asyncio.Future[Any]] = []
         self._scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()  # owned: kept until done
 
     def ack(self, message: MessageData) -> asyncio.Future[Any]:
         """Queue the ack; the future (shared by every ack of this loop turn)
@@ -55,7 +56,9 @@ class Settler:
         acks, futures = self._acks, self._futures
         self._acks, self._futures = {}, []
         if acks:
-            asyncio.get_running_loop().create_task(self._ack_ranges(acks, futures))
+            task = asyncio.get_running_loop().create_task(self._ack_ranges(acks, futures))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def _ack_ranges(
         self, acks: dict[int, list[int]], futures: list[asyncio.Future[Any]]

@@ -102,7 +102,9 @@ class Connection(asyncio.Protocol):
             self._task.cancel()
         if self.session.subscription is not None:
             subscription, self.session.subscription = self.session.subscription, None
-            asyncio.get_running_loop().create_task(subscription.stop())
+            task = asyncio.get_running_loop().create_task(subscription.stop())
+            self.server.stopping.add(task)
+            task.add_done_callback(self.server.stopping.discard)
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -200,6 +202,7 @@ class NativeServer:
         self.broker = broker
         self.connections = connections
         self.live: set[Connection] = set()
+        self.stopping: set[asyncio.Task[None]] = set()  # subscriptions of lost connections
         self.closing = False
         self._server: asyncio.Server | None = None
 
@@ -224,6 +227,8 @@ class NativeServer:
         for connection in list(self.live):
             if connection.transport is not None:
                 connection.transport.abort()
+        if self.stopping:
+            await asyncio.gather(*self.stopping, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=1)
