@@ -133,3 +133,25 @@ def test_priority_bench_runs_on_a_tiny_size() -> None:
     assert figures["low_backlog"] == 2000
     assert figures["high_messages"] == 5
     assert figures["high_wait_ms_p99"] >= figures["high_wait_ms_p50"] >= 0
+
+
+def test_delay_bench_with_distinct_times() -> None:
+    command = [
+        LOGQ,
+        "bench",
+        "delay",
+        "--messages",
+        "200",
+        "--batch",
+        "50",
+        "--spread",
+        "0.2",
+        "--lead",
+        "0.3",
+        "--distinct",
+        "--json",
+    ]
+    figures = json.loads(
+        subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    )
+    assert figures["messages"] == 200 and figures["early"] == 0

@@ -15,8 +15,9 @@ a delayed message is delivered when it is due, not in offset order; the
 messages after it in its partition do not wait for it, in ordered groups
 too.
 
-Memory follows what groups hold back (one entry per run of records with the
-same time), never the log: the partition log is the durable delay store.
+Memory follows what groups hold back (one entry per run of consecutive
+records due within the same 10 ms step), never the log: the partition log is
+the durable delay store.
 The broker's hierarchical timing wheel (wheel.py) holds a wake-up per
 held-back run, so receives waiting on the topic wake when it comes due.
 """
@@ -27,10 +28,15 @@ from logq.errors import BadArgumentError
 from logq.log.batch import DELAYED, HEADER_SIZE, decode_timestamps, iter_headers, read_header
 
 MAX_DELAY_MS_DEFAULT = 7 * 86_400_000
+# Held-back records are grouped by due time rounded up to this: never early,
+# at most this late, and one pending run per step instead of per message when
+# every message has its own time.
+DUE_STEP_MS = 10
 
 
 def held_back(data: bytes, start: int, end: int, now_ms: int) -> dict[int, list[int]]:
-    """due time -> offsets in [start, end) of the batches in `data` not deliverable yet."""
+    """due time (rounded up to DUE_STEP_MS) -> offsets in [start, end) of the
+    batches in `data` not deliverable yet."""
     held: dict[int, list[int]] = {}
     for position, header in iter_headers(data):
         if not header.attributes & DELAYED or header.max_timestamp <= now_ms:
@@ -43,7 +49,8 @@ def held_back(data: bytes, start: int, end: int, now_ms: int) -> dict[int, list[
         for offset in range(low, high):
             due = times[offset - base]
             if due > now_ms:
-                held.setdefault(due, []).append(offset)
+                step = -(-due // DUE_STEP_MS) * DUE_STEP_MS
+                held.setdefault(step, []).append(offset)
     return held
 
 

@@ -200,6 +200,9 @@ bench.add_command(_broker_scenario("shared", "Shared group: receive batches and 
 @click.option(
     "--lead", "lead_s", default=10.0, show_default=True, help="Seconds before the first is due."
 )
+@click.option(
+    "--distinct", is_flag=True, help="Every message its own due time (not one per batch)."
+)
 @click.option("--server", help="Use this running server (host:port) instead of starting one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_delay(
@@ -208,6 +211,7 @@ def bench_delay(
     partitions: int,
     spread_s: float,
     lead_s: float,
+    distinct: bool,
     server: str | None,
     as_json: bool,
 ) -> None:
@@ -223,6 +227,7 @@ def bench_delay(
         partitions=partitions,
         spread_s=spread_s,
         lead_s=lead_s,
+        distinct=distinct,
         server=server,
     )
     console = Console(stderr=True)
