@@ -94,3 +94,16 @@ def test_the_check_reads_records_only_when_it_must() -> None:
     )
     assert expired_offsets(marked, 0, 2, None, now_ms=499) == []
     assert expired_offsets(marked, 0, 2, None, now_ms=500) == [0]
+
+
+def test_a_receive_goes_past_a_flood_of_expired_messages() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1, "ttl": "1s"})
+        await broker.publish("t", [OutgoingMessage(f"{i}".encode()) for i in range(3000)])
+        clock.advance(2_000)
+        await broker.publish("t", [OutgoingMessage(b"fresh")])
+        (message,) = await broker.receive("t", "g", "c", max_messages=1, wait_ms=5_000)
+        assert message.value == b"fresh"
+        assert broker.describe_group("t", "g")["counts"]["ttl_expired"] == 3000
+
+    run(test)

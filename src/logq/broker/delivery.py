@@ -142,12 +142,33 @@ class DeliveryMixin:
             await self._load_lanes(topic)
         give_up = time.monotonic() + wait_ms / 1000
         while True:
+            events = await self._wait_for_plan(
+                group, topic, consumer, max_messages, lease_ms, give_up
+            )
+            if not events:
+                return []
+            filled = await self._deliver(group, topic, events)
+            if filled or time.monotonic() >= give_up:
+                return filled
+            # all it found was not for now (held back or expired): wait on
+
+    async def _wait_for_plan(
+        self,
+        group: Group,
+        topic: Topic,
+        consumer: str,
+        max_messages: int,
+        lease_ms: int,
+        give_up: float,
+    ) -> list[Leased | Settled]:
+        """Plan a delivery, waiting until `give_up` (monotonic) for something to plan."""
+        while True:
             topic.changed.clear()
             now_ms = self.clock.now_ms()
             group.touch(consumer, now_ms)
             events = self._plan(group, topic, consumer, max_messages, now_ms, lease_ms)
             if events:
-                break
+                return events
             remaining = give_up - time.monotonic()
             if remaining <= 0:
                 return []
@@ -159,13 +180,19 @@ class DeliveryMixin:
                 remaining = min(remaining, max(due - now_ms, 1) / 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(topic.changed.wait(), timeout=remaining)
+
+    async def _deliver(
+        self, group: Group, topic: Topic, events: list[Leased | Settled]
+    ) -> list[Delivery]:
+        """Fill the planned ranges with their batches, hold back or settle what
+        is not for now, journal it all, count what goes out."""
         deliveries = [
-            Delivery(topic_name, event.partition, start, end, _attempt(event), b"")
+            Delivery(topic.name, event.partition, start, end, _attempt(event), b"")
             for event in events
             for start, end in event.ranges
         ]
         filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
-        filled, expired, held = self._screen(group, topic, filled)
+        kept, expired, held = self._screen(group, topic, filled)
         journal: list[Event] = [*events]
         for release in held:
             group.deliveries[release.partition].apply(release)
@@ -178,26 +205,13 @@ class DeliveryMixin:
         await self._commit(journal)
         for partition, ranges, attempt in expired if dead_letter else []:
             await self._dead_letter(group, topic, partition, ranges, attempt, "expired (ttl)")
-        count = 0
-        for delivery in filled:
+        for delivery in kept:
             size = delivery.end - delivery.start
-            count += size
             group.counters["delivered"] += size
             if delivery.attempt > 1:
                 group.counters["redelivered"] += size
-            self.metrics.delivered(topic_name, size, len(delivery.data))
-        remaining_ms = int((give_up - time.monotonic()) * 1000)
-        if not filled and (held or expired) and remaining_ms > 0:
-            # all it found was not for now: wait the rest of the time for more
-            return await self.receive_raw(
-                topic_name,
-                group_name,
-                consumer,
-                max_messages=max_messages,
-                wait_ms=remaining_ms,
-                visibility_timeout_ms=visibility_timeout_ms,
-            )
-        return [d for d in filled if d.data]
+            self.metrics.delivered(topic.name, size, len(delivery.data))
+        return [d for d in kept if d.data]
 
     def _screen(
         self, group: Group, topic: Topic, filled: Sequence[Delivery]
