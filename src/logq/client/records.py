@@ -158,25 +158,27 @@ def decode_delivery(
         first = max(start - header.base_offset, 0)
         last = min(end - header.base_offset, header.record_count)
         base = header.base_offset
-        keys, values, blocks, times = (
-            decoded.keys,
-            decoded.values,
-            decoded.header_blocks,
-            decoded.timestamps,
-        )
+        window = slice(first, last)
         messages += [
             factory(
                 topic,
                 partition,
-                base + index,
-                keys[index],
-                values[index],
-                decode_headers(blocks[index]) if blocks[index] else {},
+                offset,
+                key,
+                value,
+                decode_headers(block) if block else {},
                 lane,
-                times[index],
+                timestamp,
                 attempt,
                 *extra,
             )
-            for index in range(first, last)
+            for offset, key, value, block, timestamp in zip(
+                range(base + first, base + last),
+                decoded.keys[window],
+                decoded.values[window],
+                decoded.header_blocks[window],
+                decoded.timestamps[window],
+                strict=True,
+            )
         ]
     return messages
