@@ -146,3 +146,11 @@ def test_topic_and_group_settings_for_time_and_priority(server: Running) -> None
     assert "BADARG" in run(
         server, "groups", "configure", "timed", "workers", "--starvation-share", "0.9", ok=False
     )
+
+
+def test_follow_with_a_past_to_time_stops_by_itself(server: Running) -> None:
+    run(server, "topics", "create", "window", "--partitions", "1")
+    run(server, "produce", "window", "inside")
+    until = str(int(time.time() * 1000) + 1)
+    out = run(server, "consume", "window", "--from-offset", "0", "--to-time", until, "--follow")
+    assert out.strip().endswith("inside")

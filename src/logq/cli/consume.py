@@ -8,6 +8,7 @@ import click
 
 from logq.cli.common import connect, json_option, print_message, server_option
 from logq.client import Client
+from logq.durations import parse_time_ms
 
 IDLE_S = 1.0  # without --follow, stop once nothing came for this long
 PAGE = 500
@@ -125,6 +126,9 @@ def _replay(
                 positions[number] = None
         first = False
         if not progressed:
-            if not follow:
-                return
+            window_over = to_time is not None and time.time() * 1000 >= parse_time_ms(
+                to_time, name="--to-time"
+            )
+            if not follow or window_over:
+                return  # caught up, and (with --to-time) nothing more can fall in the window
             time.sleep(0.2)
