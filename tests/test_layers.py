@@ -37,6 +37,7 @@ EXCEPTIONS: dict[str, set[str]] = {
     # producers build, and consumers decode, the stored batch format: one codec
     "logq.client.producer": {"log"},
     "logq.client.records": {"log"},
+    "logq.client.messages": {"log"},
 }
 
 

@@ -23,13 +23,12 @@ from typing import Any
 
 from logq.client.connection import Connection, ConnectionLostError, Connector, parse_server
 from logq.client.consumer import AsyncConsumer, default_consumer_name
-from logq.client.messages import AsyncMessage
+from logq.client.messages import AsyncMessage, received
 from logq.client.producer import AsyncProducer, as_bytes
 from logq.client.records import (
     MessageData,
     PublishResult,
     as_map,
-    decode_delivery,
     message_from_reply,
 )
 from logq.client.settle import Settler
@@ -364,17 +363,8 @@ class AsyncClient:
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
         for partition, start, end, attempt, data in reply:
-            found += decode_delivery(
-                topic,
-                partition,
-                start,
-                end,
-                attempt,
-                data,
-                AsyncMessage,
-                group,
-                settler,
-                lanes=self.lane_names,
+            found += received(
+                topic, partition, start, end, attempt, data, group, settler, self.lane_names
             )
         return found
 

@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from logq.client.connection import Connection, ConnectionLostError, error_from_reply
-from logq.client.messages import AsyncMessage
-from logq.client.records import decode_delivery
+from logq.client.messages import AsyncMessage, received
 from logq.client.settle import Settler
 from logq.errors import LogqError
 from logq.protocol import Push, RespError
@@ -190,17 +189,16 @@ class AsyncConsumer:
             assert isinstance(partition, int) and isinstance(start, int)
             assert isinstance(end, int) and isinstance(attempt, int)
             self._buffer.extend(
-                decode_delivery(
+                received(
                     self.topic,
                     partition,
                     start,
                     end,
                     attempt,
                     data,
-                    AsyncMessage,
                     self.group,
                     self.settler,
-                    lanes=self.client.lane_names,
+                    self.client.lane_names,
                 )
             )
         elif kind == "error":

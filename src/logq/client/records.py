@@ -7,13 +7,12 @@ per-batch work only, and decodes the batches it fetches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from logq.lanes import DEFAULT_LANES, Lanes
-from logq.log.batch import decode_batch, decode_headers, iter_headers
+from logq.log.batch import DecodedBatch, decode_batch, iter_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +26,20 @@ class MessageData:
     """A stored message; `attempt` is 0 when it was read without a group.
 
     A plain class with slots and positional construction: consumers build
-    one per message, so this is on the client's hot path."""
+    one per message, so this is on the client's hot path. `key`, `value`,
+    `headers` and `timestamp_ms` are properties so that a received message
+    can read them from its decoded batch only when asked (see AsyncMessage)."""
 
     __slots__ = (
+        "_headers",
+        "_key",
+        "_timestamp_ms",
+        "_value",
         "attempt",
-        "headers",
-        "key",
         "offset",
         "partition",
         "priority",
-        "timestamp_ms",
         "topic",
-        "value",
     )
 
     def __init__(
@@ -56,12 +57,28 @@ class MessageData:
         self.topic = topic
         self.partition = partition
         self.offset = offset
-        self.key = key
-        self.value = value
-        self.headers = headers if headers is not None else {}
+        self._key = key
+        self._value = value
+        self._headers = headers if headers is not None else {}
         self.priority = priority
-        self.timestamp_ms = timestamp_ms
+        self._timestamp_ms = timestamp_ms
         self.attempt = attempt
+
+    @property
+    def key(self) -> bytes | None:
+        return self._key
+
+    @property
+    def value(self) -> bytes | None:
+        return self._value
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self._timestamp_ms
 
     @property
     def id(self) -> str:
@@ -133,52 +150,12 @@ def as_text(value: object) -> Any:
     return value
 
 
-M = TypeVar("M", bound=MessageData)
-
-
-def decode_delivery(
-    topic: str,
-    partition: int,
-    start: int,
-    end: int,
-    attempt: int,
-    data: bytes,
-    factory: Callable[..., M] = MessageData,  # type: ignore[assignment]
-    *extra: Any,
-    lanes: Lanes = DEFAULT_LANES,
-) -> list[M]:
-    """The messages of fetched batches whose offsets lie in [start, end),
-    built by `factory` (a MessageData class) with `extra` positional fields."""
-    messages: list[M] = []
+def batches_in(data: bytes, start: int, end: int) -> Iterator[tuple[DecodedBatch, int, int]]:
+    """Each decoded batch in `data` holding offsets of [start, end), with the
+    record indexes [first, last) that fall in it."""
     for position, header in iter_headers(data):
         if header.next_offset <= start or header.base_offset >= end:
             continue
-        decoded = decode_batch(data, position)
-        lane = lanes.name_of(header.lane)
         first = max(start - header.base_offset, 0)
         last = min(end - header.base_offset, header.record_count)
-        base = header.base_offset
-        window = slice(first, last)
-        messages += [
-            factory(
-                topic,
-                partition,
-                offset,
-                key,
-                value,
-                decode_headers(block) if block else {},
-                lane,
-                timestamp,
-                attempt,
-                *extra,
-            )
-            for offset, key, value, block, timestamp in zip(
-                range(base + first, base + last),
-                decoded.keys[window],
-                decoded.values[window],
-                decoded.header_blocks[window],
-                decoded.timestamps[window],
-                strict=True,
-            )
-        ]
-    return messages
+        yield decode_batch(data, position), first, last
