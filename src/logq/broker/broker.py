@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from logq.broker.clock import Clock, SystemClock
 from logq.broker.config import BrokerConfig
+from logq.broker.coordination import CoordinationMixin
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
 from logq.broker.delays import check_delay
@@ -69,7 +70,7 @@ READ_CHUNK_BYTES = 1 << 20
 PEEK_LIMIT_MAX = 10_000
 
 
-class Broker(DeliveryMixin, DeadLetterMixin):
+class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
     """A running broker. Build it with `await Broker.open(config)`."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
@@ -172,8 +173,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
             topic = self.topics.get(name)
             if topic is not None:
                 topic.changed.set()
-        for group in self.groups.values():
-            group.expire_members(now_ms, self.config.session_timeout_ms)
+        self.expire_sessions()
         for topic in self.topics.values():
             for partition in topic.partitions:
                 partition.log.flush_if_due()
@@ -266,7 +266,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
                 log.config = topic.log_config(self.config.log)
         for group in self.groups.values():
             if group.topic == name:
-                group.add_partitions(parsed.partitions)
+                group.add_partitions(parsed.partitions, self.clock.now_ms())
         await self._save_metadata()
         return topic
 
@@ -573,7 +573,7 @@ class Broker(DeliveryMixin, DeadLetterMixin):
         base = existing.settings if existing else self.config.group_defaults
         parsed = group_settings(settings or {}, base)
         if existing is not None:
-            existing.settings = parsed
+            existing.configure(parsed, self.clock.now_ms())
         else:
             deliveries = [PartitionDelivery() for _ in topic.partitions]
             self.groups[key] = Group(topic_name, name, parsed, deliveries)
@@ -590,6 +590,8 @@ class Broker(DeliveryMixin, DeadLetterMixin):
     def describe_group(self, topic_name: str, name: str) -> dict[str, Any]:
         group = self.group(topic_name, name)
         topic = self.topic(topic_name)
+        assignment = group.membership.assignment()
+        owners = group.membership.owner
         partitions = []
         for index, state in enumerate(group.deliveries):
             log_end = topic.partitions[index].log.next_offset
@@ -602,14 +604,20 @@ class Broker(DeliveryMixin, DeadLetterMixin):
                     "lag": state.unsettled(log_end),
                     "in_flight": state.in_flight,
                     "pending_redelivery": state.pending_count,
+                    "owner": owners.get(index),
                 }
             )
         return {
             "topic": topic_name,
             "group": name,
             "settings": group.settings.as_dict(),
-            "members": [asdict(member) for member in group.members.values()],
-            "assignment": group.assignment(),
+            "members": [
+                {**asdict(member), **assignment.get(member.name, {})}
+                for member in group.membership.members.values()
+            ],
+            "assignment": {name: entry["partitions"] for name, entry in assignment.items()},
+            "generation": group.membership.generation,
+            "rebalances": [record.as_dict() for record in group.membership.history],
             "partitions": partitions,
             "lag": sum(p["lag"] for p in partitions),
             "in_flight": sum(p["in_flight"] for p in partitions),

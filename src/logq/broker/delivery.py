@@ -99,6 +99,10 @@ class DeliveryMixin:
         ) -> Topic: ...
         def dlq_name(self, topic_name: str) -> str: ...
         def _check_open(self) -> None: ...
+        def _member_alive(
+            self, group: Group, consumer: str, session_timeout_ms: int | None
+        ) -> None: ...
+        def hand_over(self, group: Group) -> None: ...
 
     # -- receiving --------------------------------------------------------------------
 
@@ -165,7 +169,7 @@ class DeliveryMixin:
         while True:
             topic.changed.clear()
             now_ms = self.clock.now_ms()
-            group.touch(consumer, now_ms)
+            self._member_alive(group, consumer, None)
             events = self._plan(group, topic, consumer, max_messages, now_ms, lease_ms)
             if events:
                 return events
@@ -658,6 +662,10 @@ class DeliveryMixin:
                 await self.run(lambda: self._journal.sync(offset))
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
+        for key in {event.group for event in events if not isinstance(event, Leased)}:
+            group = self.groups.get(key)
+            if group is not None:
+                self.hand_over(group)
         if self._journal.wants_snapshot:
             self._journal.start_generation()
             snapshot = self._journal.take_snapshot(

@@ -1,26 +1,17 @@
 """A consumer group at run time: settings, members, per-partition delivery state.
 
-`ordered` groups give each partition to one member at a time; members are
-assigned in join order (partition p goes to the (p mod n)-th member), and a
-member that stops asking for `session_timeout_ms` leaves. `shared` groups
+`ordered` groups give each partition to one member at a time (see
+membership.py for how partitions move between members); `shared` groups
 hand any partition to any member, starting from a rotating partition so
 work spreads evenly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from logq.broker.backoff import Backoff
+from logq.broker.membership import Membership
 from logq.broker.settings import GroupMode, GroupSettings, TopicSettings
 from logq.state.delivery import PartitionDelivery
-
-
-@dataclass(slots=True)
-class Member:
-    name: str
-    joined_ms: int
-    last_seen_ms: int
 
 
 class Group:
@@ -36,7 +27,12 @@ class Group:
         self.key = group_key(topic, name)
         self.settings = settings
         self.deliveries = deliveries
-        self.members: dict[str, Member] = {}
+        self.membership = Membership(
+            len(deliveries),
+            settings.mode is GroupMode.ORDERED,
+            settings.assignor,
+            settings.revoke_timeout_ms,
+        )
         self._rotation = 0
         self.counters: dict[str, int] = dict.fromkeys(
             (
@@ -64,50 +60,40 @@ class Group:
     def max_deliveries(self, topic: TopicSettings) -> int:
         return self.settings.max_deliveries or topic.max_deliveries
 
-    def touch(self, consumer: str, now_ms: int) -> None:
-        member = self.members.get(consumer)
-        if member is None:
-            self.members[consumer] = Member(consumer, now_ms, now_ms)
-        else:
-            member.last_seen_ms = now_ms
+    def touch(self, consumer: str, now_ms: int, session_timeout_ms: int) -> bool:
+        """`consumer` is alive (joining if new); returns True if it just joined."""
+        return self.membership.touch(consumer, now_ms, session_timeout_ms)
 
-    def leave(self, consumer: str) -> bool:
-        return self.members.pop(consumer, None) is not None
+    def leave(self, consumer: str, now_ms: int) -> bool:
+        return self.membership.leave(consumer, now_ms)
 
-    def expire_members(self, now_ms: int, session_timeout_ms: int) -> list[str]:
-        gone = [
-            m.name for m in self.members.values() if now_ms - m.last_seen_ms > session_timeout_ms
-        ]
-        for name in gone:
-            del self.members[name]
-        return gone
+    def expire_members(self, now_ms: int) -> list[str]:
+        return self.membership.expire(now_ms)
 
-    def assignment(self) -> dict[str, list[int]]:
-        names = list(self.members)
-        result: dict[str, list[int]] = {name: [] for name in names}
-        if self.settings.mode is GroupMode.ORDERED and names:
-            for partition in range(len(self.deliveries)):
-                result[names[partition % len(names)]].append(partition)
-        elif names:
-            for name in names:
-                result[name] = list(range(len(self.deliveries)))
-        return result
+    def hand_over(self, now_ms: int) -> list[int]:
+        """Hand over revoking partitions whose in-flight messages are all settled."""
+        if not self.membership.revoking:
+            return []
+        return self.membership.settle(lambda p: self.deliveries[p].in_flight, now_ms)
 
     def partitions_for(self, consumer: str) -> list[int]:
         """Partitions to serve `consumer` from, in the order to try them."""
-        count = len(self.deliveries)
         if self.settings.mode is GroupMode.ORDERED:
-            names = list(self.members)
-            if consumer not in names:
-                return []
-            position = names.index(consumer)
-            return [p for p in range(count) if p % len(names) == position]
+            return self.membership.partitions_for(consumer)
+        count = len(self.deliveries)
         self._rotation = (self._rotation + 1) % count
         return [(self._rotation + step) % count for step in range(count)]
 
-    def add_partitions(self, count: int) -> None:
+    def add_partitions(self, count: int, now_ms: int) -> None:
         while len(self.deliveries) < count:
             self.deliveries.append(PartitionDelivery())
+        self.membership.resize(len(self.deliveries), now_ms)
+
+    def configure(self, settings: GroupSettings, now_ms: int) -> None:
+        self.settings = settings
+        self.membership.ordered = settings.mode is GroupMode.ORDERED
+        self.membership.revoke_timeout_ms = settings.revoke_timeout_ms
+        self.membership.set_strategy(settings.assignor, now_ms)
 
 
 def group_key(topic: str, group: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from logq.broker.assignors import assignor
 from logq.broker.backoff import Backoff, parse_backoff
 from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
@@ -25,6 +26,8 @@ PARTITIONS_MAX = 1024
 MAX_DELIVERIES_MAX = 1000
 IN_FLIGHT_MAX = 1_000_000
 DLQ_SUFFIX = ".dlq"
+SESSION_MIN_MS = 100
+SESSION_MAX_MS = 3_600_000
 
 
 class GroupMode(StrEnum):
@@ -45,6 +48,7 @@ class TopicSettings:
     ttl_dead_letter: bool = False  # expired messages go to the DLQ rather than vanish
     max_delay_ms: int = 7 * 86_400_000  # delayed messages may be due at most this far ahead
     dedup_window_ms: int = 5 * 60_000  # a dedup id seen within this is not stored again
+    trace: bool = True  # record each message's lifecycle (see broker/tracing.py)
 
     def dlq_topic(self, topic: str) -> str:
         return self.dlq or f"{topic}{DLQ_SUFFIX}"
@@ -66,9 +70,17 @@ class GroupSettings:
     # shared groups: each lower priority lane with messages waiting gets at
     # least this share of every receive (the starvation guard)
     starvation_share: float = 0.1
+    # ordered groups: how partitions are spread over members, and how long a
+    # partition that moves waits for its in-flight messages before it goes
+    assignor: str = "sticky"
+    revoke_timeout_ms: int = 10_000
+    session_timeout_ms: int | None = None  # None: the broker's
+    # replay groups: per partition, the offset where delivery ends (None: no end)
+    end_offsets: tuple[int, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["end_offsets"] = None if self.end_offsets is None else list(self.end_offsets)
         data["mode"] = self.mode.value
         data["backoff"] = None if self.backoff is None else self.backoff.as_dict()
         return data
@@ -138,15 +150,36 @@ def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -
             changes["dedup_window_ms"] = _positive_duration(key, value)
         elif key in ("max_delay", "max_delay_ms"):
             changes["max_delay_ms"] = _positive_duration(key, value)
-        elif key == "ttl_dead_letter":
-            if not isinstance(value, bool):
-                raise BadArgumentError(f"ttl_dead_letter must be true or false, got {value!r}")
-            changes[key] = value
+        elif key in ("ttl_dead_letter", "trace"):
+            changes[key] = _bool(key, value)
         elif key == "name":
             continue
         else:
             raise BadArgumentError(f"unknown topic setting {key!r}")
     return replace(result, **changes)
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise BadArgumentError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _session(key: str, value: object) -> int:
+    session = parse_duration_ms(value, name=key)
+    if not SESSION_MIN_MS <= session <= SESSION_MAX_MS:
+        raise BadArgumentError(
+            f"{key} is {session} ms, it must be within {SESSION_MIN_MS} ms..{SESSION_MAX_MS} ms"
+        )
+    return session
+
+
+def _end_offsets(value: object) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) > PARTITIONS_MAX:
+        raise BadArgumentError(f"end_offsets must be a list of offsets, got {value!r}")
+    return tuple(_int("end_offsets", item, 0, 2**62) for item in value)
 
 
 def _positive_duration(key: str, value: object) -> int:
@@ -181,9 +214,16 @@ def group_settings(data: Mapping[str, Any], base: GroupSettings | None = None) -
                 None if value is None else _int(key, value, 1, MAX_DELIVERIES_MAX)
             )
         elif key == "auto_ack":
-            if not isinstance(value, bool):
-                raise BadArgumentError(f"auto_ack must be true or false, got {value!r}")
+            changes[key] = _bool(key, value)
+        elif key == "assignor":
+            assignor(value if isinstance(value, str) else repr(value))
             changes[key] = value
+        elif key in ("revoke_timeout", "revoke_timeout_ms"):
+            changes["revoke_timeout_ms"] = _lease(key, value)
+        elif key in ("session_timeout", "session_timeout_ms"):
+            changes["session_timeout_ms"] = None if value is None else _session(key, value)
+        elif key == "end_offsets":
+            changes[key] = _end_offsets(value)
         elif key == "max_in_flight":
             changes[key] = _int(key, value, 1, IN_FLIGHT_MAX)
         elif key == "backoff":

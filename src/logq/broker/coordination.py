@@ -1,0 +1,122 @@
+"""Group coordination: join, heartbeat, leave, session expiry, hand-overs.
+
+Members join explicitly (JOIN, the client's consumers) or implicitly with
+their first receive (REST); either way they stay members while they are
+heard from within their session timeout. Partitions of `ordered` groups
+move cooperatively (see membership.py): after every settle the broker
+hands over revoking partitions that have drained, and wakes the receives
+waiting on the topic so the new owner starts at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from logq.broker.clock import Clock
+from logq.broker.config import BrokerConfig
+from logq.broker.group import Group
+from logq.broker.settings import check_consumer_name
+from logq.broker.topic import Topic
+from logq.durations import parse_duration_ms
+from logq.errors import BadArgumentError
+
+
+class CoordinationMixin:
+    """The membership half of the Broker (see broker.py for the rest)."""
+
+    config: BrokerConfig
+    clock: Clock
+    topics: dict[str, Topic]
+    groups: dict[str, Group]
+
+    if TYPE_CHECKING:
+
+        def topic(self, name: str) -> Topic: ...
+        def group(self, topic_name: str, name: str) -> Group: ...
+        async def group_for_receive(self, topic_name: str, name: str) -> Group: ...
+        def _check_open(self) -> None: ...
+
+    def session_timeout_ms(self, group: Group) -> int:
+        return group.settings.session_timeout_ms or self.config.session_timeout_ms
+
+    def _member_alive(self, group: Group, consumer: str, session_timeout_ms: int | None) -> None:
+        now_ms = self.clock.now_ms()
+        session = session_timeout_ms or self.session_timeout_ms(group)
+        if group.touch(consumer, now_ms, session):
+            self._after_rebalance(group, now_ms)
+
+    def _after_rebalance(self, group: Group, now_ms: int) -> None:
+        group.hand_over(now_ms)
+        self.topics[group.topic].changed.set()
+
+    def hand_over(self, group: Group) -> None:
+        """Hand over drained revoking partitions; wake receives if any moved."""
+        if group.membership.revoking and group.hand_over(self.clock.now_ms()):
+            self.topics[group.topic].changed.set()
+
+    async def join(
+        self,
+        topic_name: str,
+        group_name: str,
+        consumer: str,
+        *,
+        session_timeout_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Join (or stay in) a group; returns the member's view of the group."""
+        self._check_open()
+        check_consumer_name(consumer)
+        session = None
+        if session_timeout_ms is not None:
+            session = parse_duration_ms(session_timeout_ms, name="session_timeout")
+            if not 100 <= session <= 3_600_000:
+                raise BadArgumentError(
+                    f"session_timeout is {session} ms, it must be within 100 ms..1h"
+                )
+        self.topic(topic_name)
+        group = await self.group_for_receive(topic_name, group_name)
+        member = group.membership.members.get(consumer)
+        if member is not None and session is not None:
+            member.session_timeout_ms = session
+        self._member_alive(group, consumer, session)
+        return self.member_view(group, consumer)
+
+    def heartbeat(self, topic_name: str, group_name: str, consumer: str) -> dict[str, Any]:
+        """Keep a member alive; a member that had expired joins again."""
+        self._check_open()
+        check_consumer_name(consumer)
+        group = self.group(topic_name, group_name)
+        self._member_alive(group, consumer, None)
+        return self.member_view(group, consumer)
+
+    def leave(self, topic_name: str, group_name: str, consumer: str) -> bool:
+        """Leave at once: the member's partitions go to the others without
+        waiting for its session to expire (its leases still run out)."""
+        group = self.groups.get(f"{topic_name}/{group_name}")
+        if group is None:
+            return False
+        now_ms = self.clock.now_ms()
+        if not group.leave(consumer, now_ms):
+            return False
+        self._after_rebalance(group, now_ms)
+        return True
+
+    def expire_sessions(self) -> None:
+        now_ms = self.clock.now_ms()
+        for group in self.groups.values():
+            if group.expire_members(now_ms):
+                self._after_rebalance(group, now_ms)
+            elif group.membership.revoking and group.hand_over(now_ms):
+                self.topics[group.topic].changed.set()
+
+    def member_view(self, group: Group, consumer: str) -> dict[str, Any]:
+        entry = group.membership.assignment().get(
+            consumer, {"partitions": [], "revoking": [], "incoming": []}
+        )
+        member = group.membership.members.get(consumer)
+        return {
+            "generation": group.membership.generation,
+            "member": consumer,
+            "mode": group.settings.mode.value,
+            "session_timeout_ms": member.session_timeout_ms if member else None,
+            **entry,
+        }
