@@ -12,6 +12,7 @@ from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
 from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
+from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
 from logq.log.config import FsyncPolicy
 
 _MB = 1_000_000
@@ -284,4 +285,73 @@ def bench_priority(
     table.add_row("high wait p99", f"{result.high_wait_ms_p99:,.1f} ms")
     table.add_row("high wait max", f"{result.high_wait_ms_max:,.1f} ms")
     table.add_row("low delivered meanwhile", f"{result.low_delivered_meanwhile:,}")
+    Console().print(table)
+
+
+@bench.command("rebalance")
+@click.option("--partitions", default=12, show_default=True)
+@click.option("--consumers", default=3, show_default=True, help="Consumers before one joins.")
+@click.option("--rate", default=10_000, show_default=True, help="Messages a second, published.")
+@click.option(
+    "--warmup", "warmup_s", default=2.0, show_default=True, help="Seconds before the join."
+)
+@click.option(
+    "--phase",
+    "phase_s",
+    default=3.0,
+    show_default=True,
+    help="Seconds after the join, and the kill.",
+)
+@click.option(
+    "--lease", "lease_s", default=2.0, show_default=True, help="Visibility timeout, seconds."
+)
+@click.option("--server", help="Use this running server (host:port) instead of starting one.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_rebalance(
+    partitions: int,
+    consumers: int,
+    rate: int,
+    warmup_s: float,
+    phase_s: float,
+    lease_s: float,
+    server: str | None,
+    as_json: bool,
+) -> None:
+    """An ordered group under load: one consumer joins, then one is killed."""
+    for name, value in (("--partitions", partitions), ("--consumers", consumers), ("--rate", rate)):
+        if value < 1:
+            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    if min(warmup_s, phase_s) < 0 or lease_s <= 0:
+        raise click.BadParameter("must be positive", param_hint="--warmup/--phase/--lease")
+    settings = RebalanceBenchSettings(
+        partitions=partitions,
+        consumers=consumers,
+        rate=rate,
+        warmup_s=warmup_s,
+        phase_s=phase_s,
+        lease_s=lease_s,
+        server=server,
+    )
+    console = Console(stderr=True)
+    result = run_rebalance_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(
+        title=f"logq bench rebalance: {consumers} consumers on {partitions} partitions, "
+        f"{rate:,} msg/s; one joins, then one is killed"
+    )
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    table.add_row("published", f"{result.published:,}")
+    table.add_row("processed", f"{result.processed:,}")
+    table.add_row("lost", f"{result.lost:,}")
+    table.add_row("processed twice concurrently", f"{result.processed_twice_concurrently:,}")
+    table.add_row("redelivered (killed consumer's unacked)", f"{result.redelivered:,}")
+    table.add_row("unmoved partitions: longest gap", f"{result.unmoved_gap_ms_max:,.1f} ms")
+    table.add_row("same gap with no rebalance", f"{result.baseline_gap_ms_max:,.1f} ms")
+    table.add_row("moved partitions: resumed within", f"{result.moved_resume_ms_max:,.1f} ms")
+    table.add_row("partitions moved", f"{result.moved_partitions}")
+    for record in result.rebalances:
+        table.add_row(f"rebalance: {record['reason']}", f"{record['duration_ms']} ms")
     Console().print(table)

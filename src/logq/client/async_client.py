@@ -78,6 +78,9 @@ class AsyncClient:
         self._settlers: dict[tuple[str, str], Settler] = {}
         self._round_robin = -1
         self.lane_names = DEFAULT_LANES  # the server's, once connected
+        # the member name of receive() calls that give none: one per client,
+        # so a receive loop is one member of the group, not one per call
+        self.consumer_name = default_consumer_name()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -317,10 +320,16 @@ class AsyncClient:
         max_in_flight: int | None = None,
         backoff: Mapping[str, str | int | float] | None = None,
         starvation_share: float | None = None,
+        assignor: str | None = None,
+        revoke_timeout: Duration | None = None,
+        session_timeout: Duration | None = None,
     ) -> dict[str, Any]:
         """Create or configure a group (see create_topic for `backoff`).
         `starvation_share`: in shared groups, the least share of each receive
-        that a lower priority lane with messages waiting gets (default 0.1)."""
+        that a lower priority lane with messages waiting gets (default 0.1).
+        `assignor` (`sticky` or `range`) spreads an ordered group's partitions;
+        a moving partition waits up to `revoke_timeout` for its in-flight
+        messages; a member not heard from for `session_timeout` leaves."""
         options = _options(
             {
                 "MODE": mode,
@@ -329,12 +338,31 @@ class AsyncClient:
                 "AUTO_ACK": auto_ack,
                 "MAX_IN_FLIGHT": max_in_flight,
                 "STARVATION_SHARE": None if starvation_share is None else str(starvation_share),
+                "ASSIGNOR": assignor,
+                "REVOKE_TIMEOUT": revoke_timeout,
+                "SESSION_TIMEOUT": session_timeout,
             }
         ) + _backoff_options(backoff)
         return as_map(await self.call("GROUP", topic, group, *options))
 
     async def describe_group(self, topic: str, group: str) -> dict[str, Any]:
+        """Members and their partitions, lag and in-flight per partition,
+        counts and the recent rebalances."""
         return as_map(await self.call("GROUPINFO", topic, group))
+
+    async def join(
+        self, topic: str, group: str, consumer: str, *, session_timeout: Duration | None = None
+    ) -> dict[str, Any]:
+        """Join a group as `consumer` (for receive loops; `consume()` joins by
+        itself). Returns the member's partitions; stay alive with heartbeat()."""
+        options = _options({"SESSION_TIMEOUT": session_timeout})
+        return as_map(await self.call("JOIN", topic, group, consumer, *options))
+
+    async def heartbeat(self, topic: str, group: str, consumer: str) -> dict[str, Any]:
+        return as_map(await self.call("HEARTBEAT", topic, group, consumer))
+
+    async def leave(self, topic: str, group: str, consumer: str) -> bool:
+        return bool(await self.call("LEAVE", topic, group, consumer))
 
     async def list_groups(self) -> list[dict[str, Any]]:
         return [as_map(item) for item in await self.call("GROUPS")]
@@ -357,9 +385,7 @@ class AsyncClient:
     ) -> list[AsyncMessage]:
         """Lease up to `max` messages, waiting up to `wait` for the first."""
         options = _options({"COUNT": max, "WAIT": wait, "VISIBILITY_TIMEOUT": visibility_timeout})
-        reply = await self.call(
-            "FETCH", topic, group, consumer or default_consumer_name(), *options
-        )
+        reply = await self.call("FETCH", topic, group, consumer or self.consumer_name, *options)
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
         for partition, start, end, attempt, data in reply:
@@ -378,9 +404,11 @@ class AsyncClient:
         visibility_timeout: Duration | None = None,
         auto_ack: bool = False,
         limit: int | None = None,
+        session_timeout: Duration | None = None,
     ) -> AsyncConsumer:
         """An async iterator of messages pushed by the broker (see AsyncConsumer);
-        `limit` caps how many it leases and hands out in all."""
+        `limit` caps how many it leases and hands out in all. The consumer is a
+        member of the group until it is closed (or silent for `session_timeout`)."""
         return AsyncConsumer(
             self,
             topic,
@@ -390,6 +418,7 @@ class AsyncClient:
             visibility_timeout=visibility_timeout,
             auto_ack=auto_ack,
             limit=limit,
+            session_timeout=session_timeout,
         )
 
     async def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:

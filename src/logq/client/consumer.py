@@ -5,6 +5,10 @@ the server `prefetch` messages of credit, and grants more as the caller
 takes messages, so the server never leases more than the caller can
 process. If the connection drops, the consumer subscribes again; the
 leases of messages it had not handed out expire and are delivered again.
+
+The subscription makes the consumer a member of the group (in `ordered`
+groups, the owner of some partitions); a background heartbeat keeps it one
+while the caller is busy, and closing it leaves the group at once.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from logq.client.connection import Connection, ConnectionLostError, error_from_reply
 from logq.client.messages import AsyncMessage, received
+from logq.client.records import as_map
 from logq.client.settle import Settler
 from logq.errors import LogqError
 from logq.protocol import Push, RespError
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
 
 logger = logging.getLogger("logq.client")
+HEARTBEAT_DEFAULT_S = 3.0
 
 
 def default_consumer_name() -> str:
@@ -45,8 +51,12 @@ class AsyncConsumer:
         visibility_timeout: str | int | None = None,
         auto_ack: bool = False,
         limit: int | None = None,
+        session_timeout: str | int | None = None,
     ) -> None:
         self.client = client
+        self.session_timeout = session_timeout
+        self.assignment: dict[str, Any] = {}  # the member's partitions, as of the last heartbeat
+        self._heartbeat: asyncio.Task[None] | None = None
         self.limit = limit  # hand out at most this many messages, lease no more
         self.topic = topic
         self.group = group
@@ -139,6 +149,10 @@ class AsyncConsumer:
             return
         self._closed = True
         self._arrived.set()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._connection.call("STOP"), 2)
@@ -168,6 +182,8 @@ class AsyncConsumer:
                 args += ["CREDIT", credit]
                 if self.visibility_timeout is not None:
                     args += ["VISIBILITY_TIMEOUT", self.visibility_timeout]
+                if self.session_timeout is not None:
+                    args += ["SESSION_TIMEOUT", self.session_timeout]
                 await connection.call(*args)
             except (OSError, ConnectionLostError, TimeoutError) as error:
                 attempt += 1
@@ -176,7 +192,24 @@ class AsyncConsumer:
                 await asyncio.sleep(self.client.backoff_s(attempt))
                 continue
             self._connection = connection
+            if self._heartbeat is None:
+                self._heartbeat = asyncio.create_task(self._beat())
             return
+
+    async def _beat(self) -> None:
+        """Heartbeat on the subscription's connection, a third of the session apart,
+        so a consumer busy with a long batch (no credit left) stays a member."""
+        while not self._closed:
+            connection = self._connection
+            period_s = HEARTBEAT_DEFAULT_S
+            if connection is not None and not connection.closed:
+                with contextlib.suppress(LogqError, ConnectionLostError, TimeoutError):
+                    reply = await asyncio.wait_for(
+                        connection.call("HEARTBEAT", self.topic, self.group, self.consumer), 10
+                    )
+                    self.assignment = as_map(reply)
+                    period_s = max(0.05, int(self.assignment["session_timeout_ms"]) / 3000)
+            await asyncio.sleep(period_s)
 
     def _on_push(self, frame: Push) -> None:
         if not frame:

@@ -220,6 +220,19 @@ class Client:
         received = self._runner.run(self._async.receive(topic, group, **options))
         return [_sync_message(self._runner, inner) for inner in received]
 
+    def join(
+        self, topic: str, group: str, consumer: str, *, session_timeout: Duration | None = None
+    ) -> dict[str, Any]:
+        return self._runner.run(
+            self._async.join(topic, group, consumer, session_timeout=session_timeout)
+        )
+
+    def heartbeat(self, topic: str, group: str, consumer: str) -> dict[str, Any]:
+        return self._runner.run(self._async.heartbeat(topic, group, consumer))
+
+    def leave(self, topic: str, group: str, consumer: str) -> bool:
+        return self._runner.run(self._async.leave(topic, group, consumer))
+
     def consume(self, topic: str, group: str, **options: Any) -> Consumer:
         return Consumer(self._runner, self._async.consume(topic, group, **options))
 

@@ -42,6 +42,7 @@ class Session:
     subscription: Subscription | None = None
     client_name: str = ""
     push: Callable[[Push], None] | None = None
+    members: set[tuple[str, str, str]] = field(default_factory=set)  # joined with JOIN
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -402,7 +403,7 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
 
 @command("GROUP")
 async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "GROUP topic group [MODE m] [VISIBILITY_TIMEOUT d] [MAX_DELIVERIES n] [AUTO_ACK 0|1] [MAX_IN_FLIGHT n] [BACKOFF_INITIAL d] ..."
+    usage = "GROUP topic group [MODE m] [VISIBILITY_TIMEOUT d] [MAX_DELIVERIES n] [AUTO_ACK 0|1] [MAX_IN_FLIGHT n] [ASSIGNOR sticky|range] [REVOKE_TIMEOUT d] [SESSION_TIMEOUT d] [BACKOFF_INITIAL d] ..."
     need(args, 2, usage)
     found = only_options(
         args[2:],
@@ -413,6 +414,9 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             "AUTO_ACK": True,
             "MAX_IN_FLIGHT": True,
             "STARVATION_SHARE": True,
+            "ASSIGNOR": True,
+            "REVOKE_TIMEOUT": True,
+            "SESSION_TIMEOUT": True,
             **_BACKOFF_OPTIONS,
         },
         usage,
@@ -424,8 +428,8 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             continue
         if name == "MODE":
             settings["mode"] = text(value, name).lower()
-        elif name == "VISIBILITY_TIMEOUT":
-            settings["visibility_timeout"] = text(value, name)
+        elif name in ("VISIBILITY_TIMEOUT", "ASSIGNOR", "REVOKE_TIMEOUT", "SESSION_TIMEOUT"):
+            settings[name.lower()] = text(value, name)
         elif name == "AUTO_ACK":
             settings["auto_ack"] = flag(value, name)
         elif name == "STARVATION_SHARE":
@@ -655,9 +659,11 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 
 @command("CONSUME")
 async def _consume(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "CONSUME topic group consumer [CREDIT n] [VISIBILITY_TIMEOUT d]"
+    usage = "CONSUME topic group consumer [CREDIT n] [VISIBILITY_TIMEOUT d] [SESSION_TIMEOUT d]"
     need(args, 3, usage)
-    found = only_options(args[3:], {"CREDIT": True, "VISIBILITY_TIMEOUT": True}, usage)
+    found = only_options(
+        args[3:], {"CREDIT": True, "VISIBILITY_TIMEOUT": True, "SESSION_TIMEOUT": True}, usage
+    )
     if session.protocol != 3 or session.push is None:
         raise BadArgumentError("CONSUME needs RESP3 pushes: send HELLO 3 first")
     if session.subscription is not None:
@@ -667,9 +673,8 @@ async def _consume(broker: Broker, session: Session, args: list[bytes]) -> Reply
         text(args[1], "group"),
         text(args[2], "consumer"),
     )
-    broker.topic(topic)  # NOTOPIC now rather than in a push
-    await broker.group_for_receive(topic, group)
     credit = integer(found["CREDIT"], "CREDIT") if "CREDIT" in found else 1000
+    await broker.join(topic, group, consumer, session_timeout_ms=session_timeout(found))
     lease = (
         parse_duration_ms(
             text(found["VISIBILITY_TIMEOUT"], "VISIBILITY_TIMEOUT"), name="VISIBILITY_TIMEOUT"
@@ -706,3 +711,45 @@ async def _stop(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         await session.subscription.stop()
         session.subscription = None
     return OK
+
+
+# -- membership -----------------------------------------------------------------------------
+
+
+def session_timeout(found: dict[str, bytes]) -> int | None:
+    if "SESSION_TIMEOUT" not in found:
+        return None
+    value = text(found["SESSION_TIMEOUT"], "SESSION_TIMEOUT")
+    return parse_duration_ms(value, name="SESSION_TIMEOUT")
+
+
+def member_arguments(args: list[bytes], usage: str) -> tuple[str, str, str]:
+    need(args, 3, usage)
+    return text(args[0], "topic"), text(args[1], "group"), text(args[2], "consumer")
+
+
+@command("JOIN")
+async def _join(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "JOIN topic group consumer [SESSION_TIMEOUT d]"
+    topic, group, consumer = member_arguments(args, usage)
+    found = only_options(args[3:], {"SESSION_TIMEOUT": True}, usage)
+    view = await broker.join(topic, group, consumer, session_timeout_ms=session_timeout(found))
+    session.members.add((topic, group, consumer))
+    return view
+
+
+@command("HEARTBEAT")
+async def _heartbeat(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    topic, group, consumer = member_arguments(args, "HEARTBEAT topic group consumer")
+    if len(args) > 3:
+        raise BadArgumentError("HEARTBEAT takes topic, group and consumer only")
+    return broker.heartbeat(topic, group, consumer)
+
+
+@command("LEAVE")
+async def _leave(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    topic, group, consumer = member_arguments(args, "LEAVE topic group consumer")
+    if len(args) > 3:
+        raise BadArgumentError("LEAVE takes topic, group and consumer only")
+    session.members.discard((topic, group, consumer))
+    return int(broker.leave(topic, group, consumer))

@@ -1,5 +1,9 @@
 """Pushed deliveries for one connection (CONSUME), with credit-based flow control.
 
+The subscription is the consumer's membership of the group: it joins when
+it starts, every receive counts as a heartbeat, and it leaves when it stops
+or its connection is lost.
+
 The consumer grants credit in messages; the subscription leases at most
 that many, pushes each delivery as one frame and spends its size. With no
 credit, nothing is leased: a slow consumer holds no messages it cannot
@@ -63,11 +67,13 @@ class Subscription:
         self._task = asyncio.create_task(self._run(), name=f"consume {self.topic}/{self.group}")
 
     async def stop(self) -> None:
+        """Stop pushing and leave the group, so the member's partitions move at once."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self.broker.leave(self.topic, self.group, self.consumer)
 
     async def _run(self) -> None:
         limit = self.broker.config.receive_messages_max

@@ -100,6 +100,9 @@ class Connection(asyncio.Protocol):
         self._wake.set()
         if self._task is not None and not self._busy:
             self._task.cancel()
+        for topic, group, consumer in self.session.members:
+            self.server.broker.leave(topic, group, consumer)  # a lost member leaves at once
+        self.session.members.clear()
         if self.session.subscription is not None:
             subscription, self.session.subscription = self.session.subscription, None
             task = asyncio.get_running_loop().create_task(subscription.stop())
