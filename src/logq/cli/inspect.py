@@ -59,6 +59,9 @@ def groups_list(server: str, as_json: bool) -> None:
 @click.option(
     "--starvation-share", type=float, help="Shared groups: least share of each lower lane."
 )
+@click.option("--assignor", help="Ordered groups: how partitions spread (sticky, range).")
+@click.option("--revoke-timeout", help="Longest a moving partition waits for in-flight messages.")
+@click.option("--session-timeout", help="A member not heard from this long leaves (e.g. 30s).")
 @backoff_options
 @server_option
 @json_option
@@ -88,18 +91,42 @@ def groups_describe(topic: str, group: str, server: str, as_json: bool) -> None:
         return
     settings = ", ".join(f"{key}={value}" for key, value in found["settings"].items())
     console.print(f"group {group} on {topic}: {settings}")
-    console.print("members: " + (", ".join(m["name"] for m in found["members"]) or "none"))
     counts = ", ".join(f"{key} {value}" for key, value in found["counts"].items())
     console.print(f"counts: {counts}")
-    table = Table("partition", "committed", "log end", "lag", "in flight")
+    members = Table("member", "partitions", "giving up", "getting", "joined", "last seen")
+    for member in found["members"]:
+        members.add_row(
+            member["name"],
+            _partitions(member.get("partitions", [])),
+            _partitions(member.get("revoking", [])),
+            _partitions(member.get("incoming", [])),
+            _time(member["joined_ms"]),
+            _time(member["last_seen_ms"]),
+        )
+    console.print(members if found["members"] else "members: none")
+    table = Table("partition", "owner", "committed", "log end", "lag", "in flight")
     for partition in found["partitions"]:
         table.add_row(
-            *(
-                str(partition[key])
-                for key in ("partition", "committed", "log_end", "lag", "in_flight")
-            )
+            str(partition["partition"]),
+            partition.get("owner") or "-",
+            *(str(partition[key]) for key in ("committed", "log_end", "lag", "in_flight")),
         )
     console.print(table)
+    if found.get("rebalances"):
+        history = Table("generation", "at", "reason", "moves", "took")
+        for record in found["rebalances"]:
+            moves = ", ".join(
+                f"{m['partition']}: {m['from'] or '-'}→{m['to']}" for m in record["moves"]
+            )
+            took = "in progress" if record["duration_ms"] is None else f"{record['duration_ms']} ms"
+            history.add_row(
+                str(record["generation"]), _time(record["at_ms"]), record["reason"], moves, took
+            )
+        console.print(history)
+
+
+def _partitions(found: list[int]) -> str:
+    return ",".join(str(p) for p in found) or "-"
 
 
 @click.group()
@@ -135,11 +162,12 @@ def dlq_list(topic: str, limit: int, server: str, as_json: bool) -> None:
     console.print(table)
 
 
-def _time(epoch_ms: str) -> str:
-    if not epoch_ms.isdigit():
-        return epoch_ms
-    moment = datetime.fromtimestamp(int(epoch_ms) / 1000, tz=UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+def _time(epoch_ms: str | int) -> str:
+    text = str(epoch_ms)
+    if not text.isdigit():
+        return text
+    moment = datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dlq.command("redrive")
