@@ -40,15 +40,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from logq.bench.broker_bench import running_server
+from logq.bench.delay_bench import percentile
 from logq.client import AsyncClient
 
 WINDOW_BEFORE_MS = 500
 WINDOW_AFTER_MS = 1500
-TICK_S = 0.005
+TICK_S = 0.02  # the producer sends one batch per partition this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class RebalanceBenchResult:
     moved_resume_ms_max: float
     moved_partitions: int
     rebalances: list[dict[str, Any]] = field(default_factory=list)
+    publish_ack_ms_p99: float = 0.0  # how far behind the producer ran (gaps follow from it)
     server: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -240,6 +243,7 @@ async def _run(
     )
     producer = client.producer(linger_ms=0)
     published = [0] * settings.partitions
+    latencies: list[float] = []  # publish to durable ack, ms
     producing = True
 
     async def produce() -> None:
@@ -254,25 +258,29 @@ async def _run(
                 counts[index % settings.partitions] += 1
             for partition, count in enumerate(counts):
                 if count:
-                    pending.append(await producer.send_batch(topic, partition, [value] * count))
+                    future = await producer.send_batch(topic, partition, [value] * count)
+                    future.add_done_callback(partial(_note_latency, latencies, time.perf_counter()))
+                    pending.append(future)
                     published[partition] += count
             sent = max(sent, due)
-            if len(pending) > 1000:
-                await asyncio.gather(*pending)
-                pending = []
+            if len(pending) > 1000:  # keep publishing: only drop what is acknowledged
+                for future in pending:
+                    if future.done():
+                        future.result()
+                pending = [future for future in pending if not future.done()]
             await asyncio.sleep(TICK_S)
         await asyncio.gather(*pending)
         await producer.flush()
 
     consumers = Consumers(address, topic, group, settings.prefetch)
     names = [f"consumer-{index}" for index in range(settings.consumers + 1)]
+    for name in names:
+        consumers.start(name)
+    for name in names[:-1]:
+        consumers.go(name)
+    await _wait_for(lambda: len(consumers.ready) == settings.consumers, 60, "consumers")
     producer_task = asyncio.create_task(produce())
     try:
-        for name in names:
-            consumers.start(name)
-        for name in names[:-1]:
-            consumers.go(name)
-        await _wait_for(lambda: len(consumers.ready) == settings.consumers, 60, "consumers")
         progress(f"{settings.consumers} consumers on {settings.partitions} partitions")
         await asyncio.sleep(settings.warmup_s)
         consumers.go(names[-1])
@@ -300,7 +308,10 @@ async def _run(
     consumers.stop()
     await client.delete_topic(topic)
     caused = {f"{names[-1]} joined", f"{names[0]} left"}
-    return _measure(consumers.reports, published, info["rebalances"], caused)
+    result = _measure(consumers.reports, published, info["rebalances"], caused)
+    latencies.sort()
+    result.publish_ack_ms_p99 = round(percentile(latencies, 0.99), 1)
+    return result
 
 
 def _measure(
@@ -384,6 +395,10 @@ def _measure(
             for r in events
         ],
     )
+
+
+def _note_latency(into: list[float], sent: float, _: object) -> None:
+    into.append((time.perf_counter() - sent) * 1000)
 
 
 def _gap(

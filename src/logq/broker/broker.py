@@ -45,6 +45,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
+from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
@@ -58,11 +59,12 @@ from logq.errors import (
     TopicNotFoundError,
 )
 from logq.lanes import Lanes
-from logq.log import LogError, decode_batch, encode_batch
-from logq.log.batch import iter_headers
+from logq.log import FsyncPolicy, LogError, decode_batch, encode_batch
+from logq.log.batch import DELAYED, iter_headers, read_header
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.journal import Journal
+from logq.state.trace import TraceLog, TraceRecord
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,7 +72,7 @@ READ_CHUNK_BYTES = 1 << 20
 PEEK_LIMIT_MAX = 10_000
 
 
-class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
+class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin):
     """A running broker. Build it with `await Broker.open(config)`."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
@@ -88,6 +90,18 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
             replace(config.log, retention_ms=None),
             config.snapshot_bytes,
         )
+        self.trace_log = TraceLog(
+            self.storage.trace_directory,
+            replace(
+                config.log,
+                fsync=FsyncPolicy.INTERVAL,
+                fsync_interval_ms=config.trace_fsync_interval_ms,
+                retention_ms=config.trace_retention_ms,
+                retention_bytes=config.trace_retention_bytes,
+                segment_bytes=min(config.log.segment_bytes, 64 << 20),
+            ),
+        )
+        self._trace_buffer: list[TraceRecord] = []
         self._ticker: asyncio.Task[None] | None = None
         self._random = random.Random()  # backoff jitter; tests seed it
         self.lanes = Lanes(config.lanes)
@@ -177,6 +191,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
         for topic in self.topics.values():
             for partition in topic.partitions:
                 partition.log.flush_if_due()
+        self._flush_trace()
+        self.trace_log.flush_if_due()
 
     async def apply_retention(self) -> int:
         """Delete expired segments of every topic; returns segments deleted."""
@@ -184,8 +200,14 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
         deleted = 0
         for topic in list(self.topics.values()):
             for partition in topic.partitions:
+                before = partition.log.first_offset
                 result = await self.run(lambda log=partition.log: log.apply_retention(now_ms))  # type: ignore[misc]
                 deleted += result.deleted_segments
+                if result.first_offset > before:
+                    gone = [(before, result.first_offset)]
+                    self._trace("retention_deleted", topic, partition.index, gone)
+        self._flush_trace()
+        await self.run(lambda: self.trace_log.apply_retention(now_ms))
         return deleted
 
     async def close(self) -> None:
@@ -201,6 +223,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
             for partition in topic.partitions:
                 await self.run(partition.log.close)
         await self.run(self._journal.close)
+        self._flush_trace()
+        await self.run(self.trace_log.close)
         self._executor.shutdown(wait=True)
 
     async def run(self, function: Callable[[], T]) -> T:
@@ -414,8 +438,15 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
         except LogError as error:
             raise _from_log_error(error) from None
         if not duplicate:
-            self.metrics.published(topic_name, result.next_offset - result.base_offset, len(batch))
+            self._stored(topic, target, batch, result.base_offset, result.next_offset)
         return BatchResult(partition, result.base_offset, result.last_offset, duplicate)
+
+    def _stored(self, topic: Topic, target: Partition, batch: bytes, start: int, end: int) -> None:
+        """Count a newly stored batch; trace its publish if it is delayed (the
+        record timestamps of a delayed batch are due times, not publish times)."""
+        self.metrics.published(topic.name, end - start, len(batch))
+        if read_header(batch).attributes & DELAYED:
+            self._trace("delayed", topic, target.index, [(start, end)])
 
     async def _publish_once(
         self, topic: Topic, target: Partition, batch: bytes, dedup_id: str, now_ms: int
@@ -449,7 +480,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
             raise
         table.settle(dedup_id, Seen(target.index, result.base_offset, now_ms + window_ms))
         if not duplicate:
-            self.metrics.published(topic.name, 1, len(batch))
+            self._stored(topic, target, batch, result.base_offset, result.next_offset)
         return BatchResult(target.index, result.base_offset, result.last_offset, duplicate)
 
     # -- reading without a group ----------------------------------------------------------
@@ -622,6 +653,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin):
             "lag": sum(p["lag"] for p in partitions),
             "in_flight": sum(p["in_flight"] for p in partitions),
             "counts": dict(group.counters),
+            "lifecycle": group.lifecycle.as_dict(),
         }
 
     def list_groups(self) -> list[dict[str, Any]]:

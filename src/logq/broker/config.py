@@ -36,3 +36,8 @@ class BrokerConfig:
     publish_messages_max: int = 100_000
     message_bytes_max: int = 4 * 1024 * 1024
     auto_create_topics: bool = False
+    # The trace journal keeps message lifecycles this long / this big, and is
+    # fsynced this often (a power loss may lose that much trace, no data).
+    trace_retention_ms: int | None = 7 * 86_400_000
+    trace_retention_bytes: int | None = 1 << 30
+    trace_fsync_interval_ms: int = 1000

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from logq.broker.delivery import HEADER_DEAD_AT
 from logq.broker.group import Group, group_key
 from logq.broker.messages import Message, MessageId
 from logq.errors import BadArgumentError, MessageNotFoundError
 from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event, Redriven, Settled
-from logq.state.ranges import ranges_of
+from logq.state.ranges import Range, ranges_of
 
 if TYPE_CHECKING:
     from logq.broker.clock import Clock
@@ -48,6 +49,19 @@ class DeadLetterMixin:
         def _check_open(self) -> None: ...
         async def _save_metadata(self) -> None: ...
         async def _commit(self, events: Sequence[Event]) -> None: ...
+        def _trace(
+            self,
+            kind: str,
+            topic: Topic,
+            partition: int,
+            ranges: list[Range],
+            *,
+            group: str = "",
+            consumer: str = "",
+            attempt: int = 0,
+            detail: str = "",
+            until_ms: int = 0,
+        ) -> None: ...
         async def get_message(self, message_id: str) -> Message: ...
         async def read_messages(
             self,
@@ -137,6 +151,9 @@ class DeadLetterMixin:
             if group is None or origin.partition >= len(group.deliveries):
                 continue  # the group or topic is gone: the letter just leaves the DLQ
             handed_back.setdefault((group.key, origin.partition), []).append(origin.offset)
+            dead_at = letter.headers.get(HEADER_DEAD_AT, "")
+            if dead_at.isdigit():
+                group.lifecycle.redriven(now_ms - int(dead_at))
         events: list[Event] = [
             Redriven(key, partition, ranges_of(offsets), now_ms)
             for (key, partition), offsets in handed_back.items()
@@ -146,7 +163,17 @@ class DeadLetterMixin:
             for partition, offsets in settled.items()
         ]
         for event in events:
-            self.groups[event.group].deliveries[event.partition].apply(event)
+            group = self.groups[event.group]
+            group.deliveries[event.partition].apply(event)
+            if isinstance(event, Redriven):
+                self._trace(
+                    "redriven",
+                    self.topics[group.topic],
+                    event.partition,
+                    event.ranges,
+                    group=group.name,
+                    detail=f"from {name}",
+                )
         await self._commit(events)
         for (key, _), offsets in handed_back.items():
             self.groups[key].counters["redriven"] += len(offsets)

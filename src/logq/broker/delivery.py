@@ -39,7 +39,7 @@ from logq.errors import BadArgumentError, LogqError, OutOfRangeError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch
 from logq.log.batch import iter_headers
-from logq.state.delivery import PartitionDelivery
+from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
 from logq.state.journal import Journal
 from logq.state.ranges import Range, ranges_of
@@ -103,6 +103,20 @@ class DeliveryMixin:
             self, group: Group, consumer: str, session_timeout_ms: int | None
         ) -> None: ...
         def hand_over(self, group: Group) -> None: ...
+        def _trace(
+            self,
+            kind: str,
+            topic: Topic,
+            partition: int,
+            ranges: list[Range],
+            *,
+            group: str = "",
+            consumer: str = "",
+            attempt: int = 0,
+            detail: str = "",
+            until_ms: int = 0,
+        ) -> None: ...
+        def _flush_trace(self) -> None: ...
 
     # -- receiving --------------------------------------------------------------------
 
@@ -197,10 +211,42 @@ class DeliveryMixin:
         ]
         filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
         kept, expired, held = self._screen(group, topic, filled)
+        consumer = events[0].consumer if isinstance(events[0], Leased) else ""
         journal: list[Event] = [*events]
         for release in held:
             group.deliveries[release.partition].apply(release)
             journal.append(release)
+            self._trace(
+                "held_back",
+                topic,
+                release.partition,
+                release.ranges,
+                group=group.name,
+                until_ms=release.not_before_ms,
+            )
+        for partition, ranges, attempt in expired:
+            self._trace(
+                "expired", topic, partition, ranges, group=group.name, attempt=attempt, detail="ttl"
+            )
+        for delivery in kept:
+            self._trace(
+                "delivered" if delivery.attempt == 1 else "redelivered",
+                topic,
+                delivery.partition,
+                [(delivery.start, delivery.end)],
+                group=group.name,
+                consumer=consumer,
+                attempt=delivery.attempt,
+            )
+            if group.settings.auto_ack:
+                self._trace(
+                    "acked",
+                    topic,
+                    delivery.partition,
+                    [(delivery.start, delivery.end)],
+                    group=group.name,
+                    detail="auto_ack",
+                )
         dead_letter = topic.settings.ttl_dead_letter
         for partition, ranges, _ in [] if dead_letter else expired:
             settle = Settled(group.key, partition, ranges)
@@ -303,7 +349,9 @@ class DeliveryMixin:
                 if group.settings.auto_ack:
                     event = Settled(group.key, index, ranges)
                 else:
-                    event = Leased(group.key, index, ranges, consumer, now_ms + lease_ms, attempt)
+                    event = Leased(
+                        group.key, index, ranges, consumer, now_ms + lease_ms, attempt, now_ms
+                    )
                 state.apply(event)
                 events.append(event)
         return events
@@ -395,10 +443,13 @@ class DeliveryMixin:
     async def _settle(self, group: Group, by_partition: dict[int, list[Range]]) -> int:
         events: list[Event] = []
         settled = 0
+        topic = self.topics[group.topic]
+        now_ms = self.clock.now_ms()
         for partition, ranges in by_partition.items():
             state = group.deliveries[partition]
             todo = _unsettled_delivered(state, ranges)
             if todo:
+                self._trace_settled(group, topic, partition, todo, now_ms)
                 event = Settled(group.key, partition, todo)
                 state.apply(event)
                 events.append(event)
@@ -406,6 +457,28 @@ class DeliveryMixin:
         group.counters["acked"] += settled
         await self._commit(events)
         return settled
+
+    def _trace_settled(
+        self, group: Group, topic: Topic, partition: int, ranges: list[Range], now_ms: int
+    ) -> None:
+        """Trace an ack per lease (who held it, which attempt), and note the
+        lifecycle figures: attempts per message, time from delivery to ack."""
+        state = group.deliveries[partition]
+        for lease, parts in _by_lease(state, ranges):
+            count = sum(end - start for start, end in parts)
+            consumer, attempt = (lease.consumer, lease.attempt) if lease else ("", 0)
+            self._trace(
+                "acked",
+                topic,
+                partition,
+                parts,
+                group=group.name,
+                consumer=consumer,
+                attempt=attempt,
+            )
+            if lease is not None:
+                waited = now_ms - lease.leased_ms if lease.leased_ms else None
+                group.lifecycle.acked(count, lease.attempt, waited)
 
     async def nack(
         self, topic_name: str, group_name: str, ids: Iterable[str], delay_ms: int | None = None
@@ -437,6 +510,18 @@ class DeliveryMixin:
                     dead.append((partition, [(start, end)], attempt))
                     continue
                 wait = self._backoff_ms(group, topic, attempt) if delay_ms is None else delay_ms
+                lease = state.lease_of(start)
+                self._trace(
+                    reason,
+                    topic,
+                    partition,
+                    [(start, end)],
+                    group=group.name,
+                    consumer=lease.consumer if lease else "",
+                    attempt=attempt,
+                    until_ms=now_ms + wait,
+                )
+                group.lifecycle.redelivery(reason, end - start)
                 event = Released(group.key, partition, [(start, end)], attempt, now_ms + wait)
                 state.apply(event)
                 events.append(event)
@@ -466,6 +551,16 @@ class DeliveryMixin:
             for start, end in todo:
                 lease = state.lease_of(start)
                 attempt = lease.attempt if lease else 0
+                self._trace(
+                    "rejected",
+                    topic,
+                    partition,
+                    [(start, end)],
+                    group=group.name,
+                    consumer=lease.consumer if lease else "",
+                    attempt=attempt,
+                    detail=reason,
+                )
                 await self._dead_letter(group, topic, partition, [(start, end)], attempt, reason)
                 count += end - start
         group.counters["rejected"] += count
@@ -572,6 +667,17 @@ class DeliveryMixin:
                         dead.append((partition, parts, lease.attempt))
                         continue
                     wait = self._backoff_ms(group, topic, lease.attempt)
+                    self._trace(
+                        "lease_expired",
+                        topic,
+                        partition,
+                        parts,
+                        group=group.name,
+                        consumer=lease.consumer,
+                        attempt=lease.attempt,
+                        until_ms=now_ms + wait,
+                    )
+                    group.lifecycle.redelivery("lease_expired", count)
                     event = Released(group.key, partition, parts, lease.attempt, now_ms + wait)
                     state.apply(event)
                     events.append(event)
@@ -640,6 +746,15 @@ class DeliveryMixin:
             await self.publish(dlq, outgoing[index : index + 1000])
         settle = Settled(group.key, partition, ranges)
         state.apply(settle)
+        self._trace(
+            "dead_lettered",
+            topic,
+            partition,
+            ranges,
+            group=group.name,
+            attempt=attempt,
+            detail=f"{reason} -> {dlq}",
+        )
         await self._commit([settle])
         group.counters["dead_lettered"] += sum(end - start for start, end in ranges)
 
@@ -656,6 +771,7 @@ class DeliveryMixin:
                 group = self.groups.get(event.group)
                 if group is not None:
                     self.scheduler.add(event.not_before_ms, group.topic)
+        self._flush_trace()
         try:
             offset = self._journal.write(list(events))
             if not self.storage.in_memory:
@@ -717,3 +833,25 @@ def decode_delivery(delivery: Delivery, lanes: Lanes = DEFAULT_LANES) -> list[Me
                     )
                 )
     return messages
+
+
+def _by_lease(
+    state: PartitionDelivery, ranges: list[Range]
+) -> list[tuple[Lease | None, list[Range]]]:
+    """`ranges` split by the lease that holds each part (None: not leased)."""
+    found: list[tuple[Lease | None, list[Range]]] = []
+    for start, end in ranges:
+        at = start
+        while at < end:
+            lease = state.lease_of(at)
+            stop = min(end, lease.end) if lease else _next_lease_start(state, at, end)
+            if found and found[-1][0] is lease:
+                found[-1][1].append((at, stop))
+            else:
+                found.append((lease, [(at, stop)]))
+            at = stop
+    return found
+
+
+def _next_lease_start(state: PartitionDelivery, at: int, end: int) -> int:
+    return min((lease.start for lease in state.leases if at < lease.start < end), default=end)

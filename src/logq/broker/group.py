@@ -9,6 +9,7 @@ work spreads evenly.
 from __future__ import annotations
 
 from logq.broker.backoff import Backoff
+from logq.broker.lifecycle import Lifecycle
 from logq.broker.membership import Membership
 from logq.broker.settings import GroupMode, GroupSettings, TopicSettings
 from logq.state.delivery import PartitionDelivery
@@ -34,6 +35,7 @@ class Group:
             settings.revoke_timeout_ms,
         )
         self._rotation = 0
+        self.lifecycle = Lifecycle()
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "delivered",

@@ -16,6 +16,7 @@ from logq.log import FileLog, LogConfig, MemoryLog, PartitionLog, durable
 
 TOPICS_DIR = "topics"
 STATE_DIR = "state"
+TRACE_DIR = "trace"
 METADATA_NAME = "metadata.json"
 
 
@@ -44,6 +45,10 @@ class Storage:
     @property
     def state_directory(self) -> Path | None:
         return None if self.directory is None else self.directory / STATE_DIR
+
+    @property
+    def trace_directory(self) -> Path | None:
+        return None if self.directory is None else self.directory / TRACE_DIR
 
     def load_metadata(self) -> dict[str, Any]:
         if self.directory is None:

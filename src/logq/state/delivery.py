@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
 from logq.state.ranges import Range, RangeSet
@@ -29,6 +29,7 @@ class Lease:
     consumer: str
     deadline_ms: int
     attempt: int
+    leased_ms: int = 0  # when it was handed out (0: unknown, restored from a snapshot)
 
 
 @dataclass(slots=True)
@@ -122,7 +123,7 @@ class PartitionDelivery:
                 self._remove_pending(start, end)
                 self._carve_leases(start, end)
                 self._insert_lease(
-                    Lease(start, end, event.consumer, event.deadline_ms, event.attempt)
+                    Lease(start, end, event.consumer, event.deadline_ms, event.attempt, event.at_ms)
                 )
                 if start <= self.next_offset:
                     self.next_offset = max(self.next_offset, end)
@@ -289,20 +290,10 @@ class PartitionDelivery:
                 kept.append(lease)
                 continue
             if lease.start < start:
-                kept.append(
-                    Lease(lease.start, start, lease.consumer, lease.deadline_ms, lease.attempt)
-                )
+                kept.append(replace(lease, end=start))
             if lease.end > end:
-                kept.append(Lease(end, lease.end, lease.consumer, lease.deadline_ms, lease.attempt))
-            carved.append(
-                Lease(
-                    max(lease.start, start),
-                    min(lease.end, end),
-                    lease.consumer,
-                    lease.deadline_ms,
-                    lease.attempt,
-                )
-            )
+                kept.append(replace(lease, start=end))
+            carved.append(replace(lease, start=max(lease.start, start), end=min(lease.end, end)))
         self.leases = sorted(kept, key=lambda lease: lease.start)
         return carved
 

@@ -22,6 +22,7 @@ class Leased(msgspec.Struct, tag="L", frozen=True, array_like=True):
     consumer: str
     deadline_ms: int
     attempt: int
+    at_ms: int = 0  # when (0 in journals written before it was recorded)
 
 
 class Settled(msgspec.Struct, tag="S", frozen=True, array_like=True):

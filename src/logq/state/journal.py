@@ -62,7 +62,7 @@ def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
         floor=snapshot.floor,
         next_offset=snapshot.next_offset,
         settled=RangeSet(snapshot.settled),
-        leases=[Lease(*lease) for lease in snapshot.leases],
+        leases=[Lease(*lease) for lease in snapshot.leases],  # leased_ms is not kept
         pending=[Pending(*item) for item in snapshot.pending],
     )
 
