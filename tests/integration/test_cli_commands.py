@@ -154,3 +154,21 @@ def test_follow_with_a_past_to_time_stops_by_itself(server: Running) -> None:
     until = str(int(time.time() * 1000) + 1)
     out = run(server, "consume", "window", "--from-offset", "0", "--to-time", until, "--follow")
     assert out.strip().endswith("inside")
+
+
+def test_trace_prints_a_timeline(server: Running) -> None:
+    run(server, "topics", "create", "traced", "--partitions", "1")
+    message_id = run(server, "produce", "traced", "hello").strip()
+    run(server, "consume", "traced", "--group", "workers", "--max", "1")
+    out = run(server, "trace", message_id)
+    assert f"Message: {message_id}" in out
+    lines = [line for line in out.splitlines() if line.startswith(("├─", "└─"))]
+    assert [line.split()[2] for line in lines] == ["PUBLISHED", "DELIVERED", "ACKED"]
+    assert "group=workers" in lines[1] and "attempt=1" in lines[1]
+    assert "Delivery Attempts: 1" in out
+    assert "Total Latency:" in out
+    found = json.loads(run(server, "trace", message_id, "--json"))
+    assert found["delivery_attempts"] == 1
+    assert "NOMESSAGE" in run(server, "trace", "traced:0:99", ok=False)
+    members = run(server, "groups", "describe", "traced", "workers")
+    assert "joined" in members and "left" in members  # the consume command's member came and went

@@ -121,7 +121,7 @@ class TracingMixin:
             delayed = next((r for r in records if r.kind == "delayed"), None)
             start = delayed.at_ms if delayed is not None else published["at_ms"]
             events.append({"at_ms": start, "event": "PUBLISHED", **published["detail"]})
-            if published["delayed"]:
+            if published["at_ms"] > start:
                 events.append({"at_ms": start, "event": "DELAYED", "until_ms": published["at_ms"]})
         events += [_event(record) for record in records if record.kind != "delayed"]
         attempts = max((r.attempt for r in records if r.kind.endswith("delivered")), default=0)

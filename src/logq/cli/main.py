@@ -11,6 +11,7 @@ from logq.cli.inspect import dlq, groups, stats
 from logq.cli.produce import produce
 from logq.cli.serve import serve_command
 from logq.cli.topics import topics
+from logq.cli.trace import trace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +20,7 @@ def cli() -> None:
     """logq: a durable message broker with a replayable log and per-message acks."""
 
 
-for command in (serve_command, topics, produce, consume, groups, dlq, stats, bench):
+for command in (serve_command, topics, produce, consume, groups, dlq, trace, stats, bench):
     cli.add_command(command)
 
 

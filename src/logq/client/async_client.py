@@ -487,6 +487,13 @@ class AsyncClient:
     async def get_message(self, message_id: str) -> MessageData:
         return message_from_reply(await self.call("MSG", message_id))
 
+    async def trace(self, message_id: str) -> dict[str, Any]:
+        """The message's lifecycle: `events` (published, delivered, acked...,
+        each with `at_ms` and its group, consumer, attempt, reason), the
+        `delivery_attempts` and the `total_latency_ms` from publish to the
+        last settle."""
+        return as_map(await self.call("TRACE", message_id))
+
     async def dlq(self, topic: str, *, limit: int = 100) -> list[MessageData]:
         """The dead letters of `topic` (headers carry origin id, group, attempts, reason)."""
         return [message_from_reply(item) for item in await self.call("DLQ", topic, "LIMIT", limit)]

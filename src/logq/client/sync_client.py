@@ -289,6 +289,9 @@ class Client:
     def get_message(self, message_id: str) -> MessageData:
         return self._runner.run(self._async.get_message(message_id))
 
+    def trace(self, message_id: str) -> dict[str, Any]:
+        return self._runner.run(self._async.trace(message_id))
+
     def dlq(self, topic: str, *, limit: int = 100) -> list[MessageData]:
         return self._runner.run(self._async.dlq(topic, limit=limit))
 

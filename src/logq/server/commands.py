@@ -622,6 +622,12 @@ async def _msg(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     return message_reply(await broker.get_message(text(args[0], "message id")))
 
 
+@command("TRACE")
+async def _trace(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "TRACE id")
+    return await broker.trace(text(args[0], "message id"))
+
+
 @command("DLQ")
 async def _dlq(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = "DLQ topic [LIMIT n]"

@@ -158,6 +158,38 @@ COMPONENTS: dict[str, Any] = {
             "lag": {"type": "integer"},
             "in_flight": {"type": "integer"},
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "generation": {"type": "integer"},
+            "rebalances": {"type": "array", "items": {"type": "object"}},
+            "lifecycle": {"type": "object"},
+        },
+    },
+    "Trace": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "topic": {"type": "string"},
+            "partition": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "retained": {"type": "boolean"},
+            "traced": {"type": "boolean"},
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at_ms": {"type": "integer"},
+                        "event": {"type": "string"},
+                        "group": {"type": "string"},
+                        "consumer": {"type": "string"},
+                        "attempt": {"type": "integer"},
+                        "reason": {"type": "string"},
+                        "until_ms": {"type": "integer"},
+                    },
+                },
+            },
+            "delivery_attempts": {"type": "integer"},
+            "total_latency_ms": {"type": ["integer", "null"]},
+            "truncated": {"type": "boolean"},
         },
     },
     "SeekTarget": {

@@ -14,7 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from logq.errors import BadArgumentError, UnsupportedError
+from logq.errors import BadArgumentError
 from logq.server.http_common import (
     INTEGER_SCHEMA,
     TIME_SCHEMA,
@@ -122,8 +122,7 @@ async def get_message(state: ApiState, request: Request) -> Response:
 
 
 async def message_trace(state: ApiState, request: Request) -> Response:
-    await state.broker.get_message(request.path_params["id"])
-    raise UnsupportedError("message traces are not available in this version of logq")
+    return json_response(await state.broker.trace(request.path_params["id"]))
 
 
 _SETTINGS_PROPERTIES: dict[str, Any] = {
@@ -271,6 +270,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/v1/messages/{id}/trace",
         message_trace,
-        "A message's lifecycle (not available yet: 501)",
+        "A message's lifecycle: published, then every delivery, settle and move, per group",
+        response=ref("Trace"),
     ),
 )
