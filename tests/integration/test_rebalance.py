@@ -65,3 +65,16 @@ def test_a_consumer_is_a_member_until_it_closes(server: Running) -> None:
             message.ack()
             assert client.describe_group("closing", "g")["assignment"] == {"c1": [0, 1]}
         assert client.describe_group("closing", "g")["members"] == []
+
+
+def test_replay_a_window_through_the_client(server: Running) -> None:
+    with Client(server.native) as client:
+        client.create_topic("history", partitions=1)
+        first = client.publish("history", b"a")
+        client.publish("history", b"b")
+        moment = client.get_message(first.id).timestamp_ms
+        found = client.replay("history", "again", from_time=moment, mode="shared")
+        assert found["settings"]["mode"] == "shared" and found["lag"] == 2
+        client.publish("history", b"c")  # after the replay was made: not part of it
+        taken = client.receive("history", "again", max=10)
+        assert [m.value for m in taken] == [b"a", b"b"]

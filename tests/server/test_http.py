@@ -52,6 +52,7 @@ DESIGN_ROUTES = {
     ("POST", "/v1/topics/{topic}/groups/{group}/extend"),
     ("POST", "/v1/topics/{topic}/groups/{group}/seek"),
     ("GET", "/v1/groups"),
+    ("POST", "/v1/topics/{topic}/replay"),
     ("GET", "/v1/topics/{topic}/dlq"),
     ("POST", "/v1/topics/{topic}/dlq/redrive"),
     ("DELETE", "/v1/topics/{topic}/dlq"),
@@ -477,6 +478,9 @@ async def test_get_message_by_id(api: Api) -> None:
     await api.fails(404, "NOMESSAGE", "GET", "/v1/messages/t:0:99")
     await api.fails(404, "NOMESSAGE", "GET", "/v1/messages/nope:0:0")
     await api.fails(400, "BADARG", "GET", "/v1/messages/not-an-id")
+    replay = await api.ok("POST", "/v1/topics/t/replay", json={"group": "again"})
+    assert replay["group"] == "again" and replay["lag"] == 1
+    await api.fails(409, "EXISTS", "POST", "/v1/topics/t/replay", json={"group": "again"})
     trace = await api.ok("GET", f"/v1/messages/{sent['id']}/trace")
     assert [event["event"] for event in trace["events"]] == ["PUBLISHED"]
     await api.fails(404, "NOMESSAGE", "GET", "/v1/messages/t:0:99/trace")

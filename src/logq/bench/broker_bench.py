@@ -44,6 +44,7 @@ class BrokerBenchSettings:
     publishers: int = 8
     consumers: int = 8
     server: str | None = None
+    trace: bool = True  # the topic records message lifecycles
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class BrokerBenchResult:
     msgs_per_s: float
     mb_per_s: float
     server: str
+    trace: bool = True
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -211,7 +213,9 @@ def run_broker_bench(
         async def main() -> float:
             async with AsyncClient(server) as client:
                 topic = f"bench-{scenario}-{secrets.token_hex(3)}"
-                await client.create_topic(topic, partitions=settings.partitions)
+                await client.create_topic(
+                    topic, partitions=settings.partitions, trace=settings.trace
+                )
                 try:
                     work = SCENARIOS[scenario](client, topic, settings)
                     assert asyncio.iscoroutine(work)
@@ -230,4 +234,5 @@ def run_broker_bench(
         msgs_per_s=settings.messages / seconds,
         mb_per_s=settings.messages * settings.message_bytes / seconds / 1e6,
         server=server,
+        trace=settings.trace,
     )

@@ -36,6 +36,7 @@ from logq.broker.messages import (
     message_from_record,
 )
 from logq.broker.metrics import Metrics
+from logq.broker.replay import ReplayMixin
 from logq.broker.settings import (
     TopicSettings,
     check_group_name,
@@ -72,7 +73,7 @@ READ_CHUNK_BYTES = 1 << 20
 PEEK_LIMIT_MAX = 10_000
 
 
-class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin):
+class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin, ReplayMixin):
     """A running broker. Build it with `await Broker.open(config)`."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
@@ -623,6 +624,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin):
         topic = self.topic(topic_name)
         assignment = group.membership.assignment()
         owners = group.membership.owner
+        ends = group.settings.end_offsets
         partitions = []
         for index, state in enumerate(group.deliveries):
             log_end = topic.partitions[index].log.next_offset
@@ -632,10 +634,13 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin):
                     "committed": state.floor,
                     "next_offset": state.next_offset,
                     "log_end": log_end,
-                    "lag": state.unsettled(log_end),
+                    "lag": state.unsettled(
+                        min(log_end, ends[index]) if ends and index < len(ends) else log_end
+                    ),
                     "in_flight": state.in_flight,
                     "pending_redelivery": state.pending_count,
                     "owner": owners.get(index),
+                    "end_offset": ends[index] if ends and index < len(ends) else None,
                 }
             )
         return {

@@ -331,6 +331,9 @@ class DeliveryMixin:
                 if self.config.log.fsync is FsyncPolicy.ALWAYS
                 else log.next_offset
             )
+            ends = group.settings.end_offsets
+            if ends is not None and index < len(ends):
+                readable = min(readable, ends[index])  # a replay stops at its window's end
             lanes = topic.partitions[index].lanes
             if room <= 0:
                 planned = []

@@ -123,6 +123,9 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
     @click.option("--publishers", default=8, show_default=True, help="Concurrent producers.")
     @click.option("--consumers", default=8, show_default=True, help="shared: competing workers.")
     @click.option("--server", help="Use this running server (host:port) instead of starting one.")
+    @click.option(
+        "--trace/--no-trace", default=True, show_default=True, help="Trace message lifecycles."
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     def command(
         messages: int,
@@ -132,6 +135,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
         publishers: int,
         consumers: int,
         server: str | None,
+        trace: bool,
         as_json: bool,
     ) -> None:
         for name, value in (
@@ -151,6 +155,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
             publishers=publishers,
             consumers=consumers,
             server=server,
+            trace=trace,
         )
         console = Console(stderr=True)
         result = run_broker_bench(
@@ -161,7 +166,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
             return
         table = Table(
             title=f"logq bench {scenario}: {result.message_bytes} B messages, batches of {result.batch}, "
-            f"{result.partitions} partitions, fsync always"
+            f"{result.partitions} partitions, fsync always, tracing {'on' if trace else 'off'}"
         )
         table.add_column("measure")
         table.add_column("figure", justify="right")

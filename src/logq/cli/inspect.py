@@ -77,6 +77,39 @@ def groups_configure(topic: str, group: str, server: str, as_json: bool, **optio
         console.print(f"group {group} on {topic}: {settings}")
 
 
+@groups.command("replay")
+@click.argument("topic")
+@click.argument("group")
+@click.option("--from-time", help="Start of the window (RFC 3339 or epoch ms); default earliest.")
+@click.option("--to-time", help="End of the window, exclusive; default: the end now.")
+@click.option("--dlq", is_flag=True, help="Replay the topic's dead letters instead.")
+@click.option("--mode", type=click.Choice(["ordered", "shared"]))
+@server_option
+@json_option
+def groups_replay(
+    topic: str,
+    group: str,
+    from_time: str | None,
+    to_time: str | None,
+    dlq: bool,
+    mode: str | None,
+    server: str,
+    as_json: bool,
+) -> None:
+    """Create GROUP to replay a window of TOPIC (or its DLQ); consume it as any group."""
+    with connect(server) as client:
+        found = client.replay(
+            topic, group, from_time=from_time, to_time=to_time, dlq=dlq, mode=mode
+        )
+    if as_json:
+        print_json(found)
+        return
+    console.print(
+        f"group {group} on {found['topic']} replays {found['lag']} messages "
+        f"(partitions end at {[p['end_offset'] for p in found['partitions']]})"
+    )
+
+
 @groups.command("describe")
 @click.argument("topic")
 @click.argument("group")

@@ -42,6 +42,10 @@ Duration = str | int
 Time = str | int
 
 
+def _time_text(value: str | int | datetime | None) -> str | int | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def _options(pairs: Mapping[str, object]) -> list[bytes | str | int]:
     args: list[bytes | str | int] = []
     for name, given in pairs.items():
@@ -164,10 +168,12 @@ class AsyncClient:
         ttl_dead_letter: bool | None = None,
         max_delay: Duration | None = None,
         dedup_window: Duration | None = None,
+        trace: bool | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
-        "max": "5m", "jitter": 0.2}, the wait before a redelivery."""
+        "max": "5m", "jitter": 0.2}, the wait before a redelivery. `trace`:
+        record every message's lifecycle (on by default)."""
         options = _options(
             {
                 "PARTITIONS": partitions,
@@ -180,6 +186,7 @@ class AsyncClient:
                 "TTL_DEAD_LETTER": ttl_dead_letter,
                 "MAX_DELAY": max_delay,
                 "DEDUP_WINDOW": dedup_window,
+                "TRACE": trace,
             }
         ) + _backoff_options(backoff)
         try:
@@ -349,6 +356,29 @@ class AsyncClient:
         """Members and their partitions, lag and in-flight per partition,
         counts and the recent rebalances."""
         return as_map(await self.call("GROUPINFO", topic, group))
+
+    async def replay(
+        self,
+        topic: str,
+        group: str,
+        *,
+        from_time: str | int | datetime | None = None,
+        to_time: str | int | datetime | None = None,
+        dlq: bool = False,
+        mode: str | None = None,
+    ) -> dict[str, Any]:
+        """Create `group` to replay [from_time, to_time) of `topic` (of its
+        dead letters with `dlq`): one call, then consume it like any group.
+        Times are datetimes, epoch ms or RFC 3339 text."""
+        options = _options(
+            {
+                "FROM": _time_text(from_time),
+                "TO": _time_text(to_time),
+                "DLQ": dlq or None,
+                "MODE": mode,
+            }
+        )
+        return as_map(await self.call("REPLAY", topic, group, *options))
 
     async def join(
         self, topic: str, group: str, consumer: str, *, session_timeout: Duration | None = None

@@ -220,6 +220,10 @@ class Client:
         received = self._runner.run(self._async.receive(topic, group, **options))
         return [_sync_message(self._runner, inner) for inner in received]
 
+    def replay(self, topic: str, group: str, **options: Any) -> dict[str, Any]:
+        """See AsyncClient.replay."""
+        return self._runner.run(self._async.replay(topic, group, **options))
+
     def join(
         self, topic: str, group: str, consumer: str, *, session_timeout: Duration | None = None
     ) -> dict[str, Any]:

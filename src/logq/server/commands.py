@@ -223,6 +223,7 @@ _TOPIC_OPTIONS = {
     "TTL_DEAD_LETTER": True,
     "MAX_DELAY": True,
     "DEDUP_WINDOW": True,
+    "TRACE": True,
     **_BACKOFF_OPTIONS,
 }
 
@@ -273,8 +274,8 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
             settings["max_delay"] = text(value, name)
         elif name == "DEDUP_WINDOW":
             settings["dedup_window"] = text(value, name)
-        elif name == "TTL_DEAD_LETTER":
-            settings["ttl_dead_letter"] = flag(value, name)
+        elif name in ("TTL_DEAD_LETTER", "TRACE"):
+            settings[name.lower()] = flag(value, name)
     return settings
 
 
@@ -439,6 +440,21 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     topic, group = text(args[0], "topic"), text(args[1], "group")
     await broker.put_group(topic, group, settings)
     return broker.describe_group(topic, group)
+
+
+@command("REPLAY")
+async def _replay(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = "REPLAY topic new-group [FROM time] [TO time] [DLQ 0|1] [MODE ordered|shared]"
+    need(args, 2, usage)
+    found = only_options(args[2:], {"FROM": True, "TO": True, "DLQ": True, "MODE": True}, usage)
+    return await broker.replay(
+        text(args[0], "topic"),
+        text(args[1], "group"),
+        from_time=text(found["FROM"], "FROM") if "FROM" in found else None,
+        to_time=text(found["TO"], "TO") if "TO" in found else None,
+        dlq=flag(found["DLQ"], "DLQ") if "DLQ" in found else False,
+        settings={"mode": text(found["MODE"], "MODE").lower()} if "MODE" in found else None,
+    )
 
 
 @command("GROUPINFO")

@@ -56,6 +56,14 @@ class SeekBody(msgspec.Struct, forbid_unknown_fields=True):
     to: str | dict[str, Any]
 
 
+class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
+    group: str
+    from_time: int | str | None = None
+    to_time: int | str | None = None
+    dlq: bool = False
+    mode: str | None = None
+
+
 def _names(request: Request) -> tuple[str, str]:
     return request.path_params["topic"], request.path_params["group"]
 
@@ -116,6 +124,19 @@ async def seek(state: ApiState, request: Request) -> Response:
     body = await read_json(request, SeekBody, limit=state.limits.body_bytes_max)
     positions = await state.broker.seek(*_names(request), body.to)
     return json_response({"positions": {str(p): offset for p, offset in positions.items()}})
+
+
+async def replay(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, ReplayBody, limit=state.limits.body_bytes_max)
+    described = await state.broker.replay(
+        request.path_params["topic"],
+        body.group,
+        from_time=body.from_time,
+        to_time=body.to_time,
+        dlq=body.dlq,
+        settings=None if body.mode is None else {"mode": body.mode},
+    )
+    return json_response(described, status=201)
 
 
 _GROUP_PATH = "/v1/topics/{topic}/groups/{group}"
@@ -205,6 +226,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         response=object_schema(
             {"positions": {"type": "object", "additionalProperties": {"type": "integer"}}}
         ),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/topics/{topic}/replay",
+        replay,
+        "Create a group that replays a time window of the topic, or its DLQ",
+        body=object_schema(
+            {
+                "group": {"type": "string"},
+                "from_time": ref("Time"),
+                "to_time": ref("Time"),
+                "dlq": {"type": "boolean"},
+                "mode": {"enum": ["ordered", "shared"]},
+            },
+            ("group",),
+        ),
+        body_required=True,
+        response=ref("Group"),
+        status=201,
     ),
     Endpoint(
         "GET",
