@@ -386,8 +386,13 @@ async def test_nack_then_redelivery_with_attempt_two(api: Api) -> None:
         "/v1/topics/jobs/groups/workers/nack",
         json={"ids": [again["id"]], "delay": "5 parsecs"},
     )
+    await api.ok("POST", "/v1/topics/jobs/groups/workers/ack", json={"ids": [again["id"]]})
     metrics = (await api.client.get("/metrics")).text
     assert 'logq_redelivered_total{group="workers",topic="jobs"} 1.0' in metrics
+    assert 'logq_redeliveries_total{group="workers",reason="nacked",topic="jobs"} 1.0' in metrics
+    assert 'logq_delivery_attempts_bucket{group="workers",le="1.0",topic="jobs"} 0.0' in metrics
+    assert 'logq_delivery_attempts_bucket{group="workers",le="2.0",topic="jobs"} 1.0' in metrics
+    assert 'logq_time_to_ack_seconds_count{group="workers",topic="jobs"} 1.0' in metrics
 
 
 async def test_reject_goes_to_the_dlq_with_its_origin(api: Api) -> None:

@@ -11,9 +11,15 @@ template (never the raw path), so its series are bounded by the route table.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from logq.broker import Broker
 from logq.server.connections import ConnectionCounter
@@ -61,6 +67,35 @@ _GROUP_COUNTERS = {
 }
 
 
+# Per topic and group, from each group's lifecycle figures: name, help, scale to the unit.
+_LIFECYCLE_HISTOGRAMS = {
+    "attempts": ("logq_delivery_attempts", "Delivery attempts a message took, when acked", 1.0),
+    "time_to_ack_ms": (
+        "logq_time_to_ack_seconds",
+        "Time from a message's delivery to its ack",
+        0.001,
+    ),
+    "time_in_dlq_ms": (
+        "logq_time_in_dlq_seconds",
+        "Time dead letters waited in the DLQ before a redrive",
+        0.001,
+    ),
+}
+
+
+def _lifecycle(families: dict[str, Any], labels: list[str], figures: dict[str, Any]) -> None:
+    for key, (name, _, scale) in _LIFECYCLE_HISTOGRAMS.items():
+        found = figures[key]
+        buckets = [
+            (bound if bound == "+Inf" else repr(float(bound) * scale), count)
+            for bound, count in found["buckets"].items()
+        ]
+        families[name].add_metric(labels, buckets, found["sum"] * scale)
+    reasons = families["logq_redeliveries"]
+    for reason, count in sorted(figures["redelivery_reasons"].items()):
+        reasons.add_metric([*labels, reason], count)
+
+
 class BrokerCollector:
     """Reads the broker and the connection counter at scrape time."""
 
@@ -85,6 +120,7 @@ class BrokerCollector:
             families["in_flight"].add_metric(labels, group["in_flight"])
             for name in _GROUP_COUNTERS:
                 families[name].add_metric(labels, group["counts"].get(name, 0))
+            _lifecycle(families, labels, group["lifecycle"])
         connections = self._connections
         families["active_connections"].add_metric(["native"], connections.native)
         families["active_connections"].add_metric(["http"], connections.http)
@@ -93,8 +129,9 @@ class BrokerCollector:
         return list(families.values())
 
     @staticmethod
-    def _families() -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
-        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+    def _families() -> dict[str, Any]:
+        """Metric families by key (each with `add_metric`, of its own kind)."""
+        families: dict[str, Any] = {}
         for name, text in _TOPIC_COUNTERS.items():
             families[name] = CounterMetricFamily(f"logq_{name}", text, labels=["topic"])
         families["stored_messages"] = GaugeMetricFamily(
@@ -114,6 +151,13 @@ class BrokerCollector:
         )
         for name, text in _GROUP_COUNTERS.items():
             families[name] = CounterMetricFamily(f"logq_{name}", text, labels=group_labels)
+        for name, text, _ in _LIFECYCLE_HISTOGRAMS.values():
+            families[name] = HistogramMetricFamily(name, text, labels=group_labels)
+        families["logq_redeliveries"] = CounterMetricFamily(
+            "logq_redeliveries",
+            "Messages handed back for redelivery, by reason (lease_expired, nacked)",
+            labels=[*group_labels, "reason"],
+        )
         families["active_connections"] = GaugeMetricFamily(
             "logq_active_connections",
             "Open native connections and HTTP requests in progress",
