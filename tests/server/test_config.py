@@ -92,6 +92,8 @@ def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
         ("brokr: {}", "config.brokr"),
         ("defaults: {topic: {partitons: 3}}", "defaults.topic.partitons"),
         ("- just\n- a list", "top level"),
+        ("trace: {retention: forever}", "trace.retention"),
+        ("groups: {sessionTimeout: 1ms}", "groups.sessionTimeout"),
         ("broker: [unclosed", "not valid YAML"),
     ],
 )
@@ -122,3 +124,11 @@ def test_priority_lanes_are_named_in_the_file(tmp_path: Path) -> None:
         build_config(
             config_file=write(tmp_path, "defaults: {priority: {lanes: [high, low]}}"), environ={}
         )
+
+
+def test_trace_and_group_sessions_are_set_in_the_file(tmp_path: Path) -> None:
+    text = "trace: {retention: 2d, retentionBytes: 1048576}\ngroups: {sessionTimeout: 10s}"
+    config = build_config(config_file=write(tmp_path, text), environ={})
+    assert config.broker.trace_retention_ms == 2 * 86_400_000
+    assert config.broker.trace_retention_bytes == 1 << 20
+    assert config.broker.session_timeout_ms == 10_000

@@ -107,7 +107,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
-    _check_keys("config", data, {"broker", "defaults", "server"})
+    _check_keys("config", data, {"broker", "defaults", "server", "trace", "groups"})
     broker_data = _mapping("broker", data.get("broker"))
     _check_keys(
         "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
@@ -158,6 +158,7 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     elif lanes is not None:
         _int("defaults.priority.lanes", lanes, 3, 3)  # a count: the three default lanes
     changes["group_defaults"] = broker.group_defaults
+    changes.update(_trace_and_groups(data))
     server = _mapping("server", data.get("server"))
     _check_keys("server", server, {"connectionsMax", "shutdownTimeoutS", "logJson"})
     if "connectionsMax" in server:
@@ -171,6 +172,32 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     if "logJson" in server:
         server_changes["log_json"] = bool(server["logJson"])
     return replace(config, broker=replace(broker, **changes), **server_changes)
+
+
+def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`trace: {retention: 7d, retentionBytes: n, fsyncInterval: 1s}` and
+    `groups: {sessionTimeout: 30s}`."""
+    changes: dict[str, Any] = {}
+    trace = _mapping("trace", data.get("trace"))
+    _check_keys("trace", trace, {"retention", "retentionBytes", "fsyncInterval"})
+    if "retention" in trace:
+        changes["trace_retention_ms"] = _duration("trace.retention", trace["retention"])
+    if "retentionBytes" in trace:
+        changes["trace_retention_bytes"] = _int(
+            "trace.retentionBytes", trace["retentionBytes"], 1 << 20, 2**62
+        )
+    if "fsyncInterval" in trace:
+        changes["trace_fsync_interval_ms"] = _duration(
+            "trace.fsyncInterval", trace["fsyncInterval"]
+        )
+    groups = _mapping("groups", data.get("groups"))
+    _check_keys("groups", groups, {"sessionTimeout"})
+    if "sessionTimeout" in groups:
+        session = _duration("groups.sessionTimeout", groups["sessionTimeout"])
+        if not 100 <= session <= 3_600_000:
+            raise ConfigError(f"groups.sessionTimeout: {session} ms is not within 100 ms..1h")
+        changes["session_timeout_ms"] = session
+    return changes
 
 
 def _duration(key: str, value: object) -> int:
