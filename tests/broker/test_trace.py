@@ -164,3 +164,18 @@ def test_traces_survive_a_restart(tmp_path: Path) -> None:
             await broker.close()
 
     asyncio.run(main())
+
+
+def test_the_timer_applies_retention() -> None:
+    config = BrokerConfig(log=LogConfig(segment_bytes=4096), retention_check_ms=60_000)
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1, "retention": "1m"})
+        (old,) = await broker.publish("t", [OutgoingMessage(b"x" * 5000)])
+        clock.advance(60_001)
+        await broker.publish("t", [OutgoingMessage(b"y" * 5000)])
+        await broker.tick()
+        assert broker.describe_topic("t")["partitions"][0]["first_offset"] == 1
+        assert kinds(await broker.trace(old.id)) == ["DELETED BY RETENTION"]
+
+    run(test, config)

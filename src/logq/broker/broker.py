@@ -103,6 +103,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin, Re
             ),
         )
         self._trace_buffer: list[TraceRecord] = []
+        self._retention_checked_ms = clock.now_ms()
         self._ticker: asyncio.Task[None] | None = None
         self._random = random.Random()  # backoff jitter; tests seed it
         self.lanes = Lanes(config.lanes)
@@ -194,6 +195,9 @@ class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin, Re
                 partition.log.flush_if_due()
         self._flush_trace()
         self.trace_log.flush_if_due()
+        if now_ms - self._retention_checked_ms >= self.config.retention_check_ms:
+            self._retention_checked_ms = now_ms
+            await self.apply_retention()
 
     async def apply_retention(self) -> int:
         """Delete expired segments of every topic; returns segments deleted."""

@@ -29,6 +29,8 @@ class BrokerConfig:
     session_timeout_ms: int = 30_000
     # How often leases and sessions are checked for expiry.
     tick_ms: int = 50
+    # How often topics (and the trace journal) drop segments past retention.
+    retention_check_ms: int = 60_000
     # Most messages one receive returns, and the longest long-poll.
     receive_messages_max: int = 10_000
     receive_wait_ms_max: int = 60_000
