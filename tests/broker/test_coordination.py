@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from logq.broker import Broker, FakeClock
+import pytest
+
+from logq.broker import Broker, FakeClock, coordination
 from logq.broker.messages import OutgoingMessage
+from logq.errors import LimitError
 from tests.broker.fake import run
 
 
@@ -101,5 +104,19 @@ def test_leave_hands_partitions_over_at_once() -> None:
         await broker.put_group("t", "g", {"assignor": "range"})
         await broker.join("t", "g", "c")
         assert broker.describe_group("t", "g")["assignment"] == {"b": [0, 1], "c": [2, 3]}
+
+    run(scenario)
+
+
+def test_members_per_group_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coordination, "MEMBERS_MAX", 2)
+
+    async def scenario(broker: Broker, clock: FakeClock) -> None:
+        await ordered(broker)
+        await broker.join("t", "g", "a")
+        await broker.join("t", "g", "b")
+        with pytest.raises(LimitError):
+            await broker.receive("t", "g", "c")
+        await broker.join("t", "g", "a")  # a member already: fine
 
     run(scenario)

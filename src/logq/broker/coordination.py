@@ -18,7 +18,9 @@ from logq.broker.group import Group
 from logq.broker.settings import check_consumer_name
 from logq.broker.topic import Topic
 from logq.durations import parse_duration_ms
-from logq.errors import BadArgumentError
+from logq.errors import BadArgumentError, LimitError
+
+MEMBERS_MAX = 10_000  # per group; silent members leave after their session
 
 
 class CoordinationMixin:
@@ -40,6 +42,11 @@ class CoordinationMixin:
         return group.settings.session_timeout_ms or self.config.session_timeout_ms
 
     def _member_alive(self, group: Group, consumer: str, session_timeout_ms: int | None) -> None:
+        members = group.membership.members
+        if consumer not in members and len(members) >= MEMBERS_MAX:
+            raise LimitError(
+                f"group {group.name!r} has {len(members)} members, the limit is {MEMBERS_MAX}"
+            )
         now_ms = self.clock.now_ms()
         session = session_timeout_ms or self.session_timeout_ms(group)
         if group.touch(consumer, now_ms, session):

@@ -80,15 +80,15 @@ class TraceLog:
     ) -> tuple[list[TraceRecord], bool]:
         """Records about `offset` of `topic`/`partition` written at `since_ms`
         or later, oldest first; and whether the scan stopped at its limit."""
+        truncated: list[bool] = []  # set by the scan if it stops at its limit
         found = [
             record
-            for record in self._scan(since_ms)
+            for record in self._scan(since_ms, truncated)
             if record.partition == partition and record.topic == topic and record.holds(offset)
         ]
-        return found, self._truncated
+        return found, bool(truncated)
 
-    def _scan(self, since_ms: int) -> Iterator[TraceRecord]:
-        self._truncated = False
+    def _scan(self, since_ms: int, truncated: list[bool]) -> Iterator[TraceRecord]:
         log = self._log
         position = log.offset_for_time(since_ms)
         if position is None:
@@ -104,7 +104,7 @@ class TraceLog:
                 yield from batch
             position = result.next_offset
             if scanned >= SCAN_BYTES_MAX:
-                self._truncated = True
+                truncated.append(True)
                 return
 
 
