@@ -12,11 +12,15 @@ started and finished) over a pipe *before* it acks, so anything acked is
 accounted for, even from the killed process. From those reports, and the
 rebalances the broker recorded (`describe_group`), the bench computes:
 
-- `unmoved_gap_ms_max`: the longest gap between two deliveries of a
-  partition to its owner, around each rebalance (from 0.5 s before to 1.5 s
-  after), over the partitions that did not move;
+- `unmoved_gap_ms_max`: over the partitions that did not move, around each
+  rebalance (from 0.5 s before to 1.5 s after), the longest their owner left
+  messages waiting: between two deliveries of a partition, the time from the
+  first one (or from when the second one's messages were acknowledged
+  durable, if later) to the second one, so a pause of the producer or of
+  the disk does not count as a pause of the consumer;
 - `moved_resume_ms_max`: for the partitions that moved, the longest time
-  from the rebalance to their first delivery to the new owner;
+  from the rebalance (or from when the messages were durable, if later) to
+  their first delivery to the new owner;
 - `lost`: messages published but never processed;
 - `processed_twice_concurrently`: messages being processed by two
   consumers at overlapping times;
@@ -29,6 +33,7 @@ rebalances the broker recorded (`describe_group`), the bench computes:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import multiprocessing
@@ -244,6 +249,7 @@ async def _run(
     producer = client.producer(linger_ms=0)
     published = [0] * settings.partitions
     latencies: list[float] = []  # publish to durable ack, ms
+    acks: list[list[tuple[int, float]]] = [[] for _ in range(settings.partitions)]
     producing = True
 
     async def produce() -> None:
@@ -259,7 +265,9 @@ async def _run(
             for partition, count in enumerate(counts):
                 if count:
                     future = await producer.send_batch(topic, partition, [value] * count)
-                    future.add_done_callback(partial(_note_latency, latencies, time.perf_counter()))
+                    future.add_done_callback(
+                        partial(_note_ack, acks[partition], latencies, time.perf_counter())
+                    )
                     pending.append(future)
                     published[partition] += count
             sent = max(sent, due)
@@ -308,7 +316,7 @@ async def _run(
     consumers.stop()
     await client.delete_topic(topic)
     caused = {f"{names[-1]} joined", f"{names[0]} left"}
-    result = _measure(consumers.reports, published, info["rebalances"], caused)
+    result = _measure(consumers.reports, published, acks, info["rebalances"], caused)
     latencies.sort()
     result.publish_ack_ms_p99 = round(percentile(latencies, 0.99), 1)
     return result
@@ -317,15 +325,18 @@ async def _run(
 def _measure(
     reports: list[Report],
     published: list[int],
+    acks: list[list[tuple[int, float]]],
     rebalances: list[dict[str, Any]],
     caused: set[str],
 ) -> RebalanceBenchResult:
-    """The figures, from the consumers' reports and the broker's rebalance
-    history (`caused`: the reasons of the rebalances the run provoked)."""
+    """The figures, from the consumers' reports, when each batch was
+    acknowledged durable (`acks`: per partition, base offset and time), and
+    the broker's rebalance history (`caused`: the reasons of the rebalances
+    the run provoked)."""
     by_offset: defaultdict[tuple[int, int], list[Report]] = defaultdict(list)
-    taken: defaultdict[tuple[str, int], list[float]] = defaultdict(list)
+    taken: defaultdict[tuple[str, int], list[tuple[float, int]]] = defaultdict(list)
     for report in reports:
-        taken[(report.consumer, report.partition)].append(report.started_ms)
+        taken[(report.consumer, report.partition)].append((report.started_ms, report.start))
         for offset in range(report.start, report.end):
             by_offset[(report.partition, offset)].append(report)
     processed = sum(
@@ -348,6 +359,7 @@ def _measure(
             concurrent += 1
     for times in taken.values():
         times.sort()
+    available = Availability(acks)
     owners: dict[int, str] = {}
     gap_max = 0.0
     baseline_max = 0.0
@@ -366,14 +378,19 @@ def _measure(
             if not events:  # the same measure over a quiet stretch before, for comparison
                 quiet = at - WINDOW_BEFORE_MS - WINDOW_AFTER_MS - 500
                 baseline_max = _gap(
-                    taken, stayed, quiet - WINDOW_BEFORE_MS, quiet + WINDOW_AFTER_MS
+                    taken, available, stayed, quiet - WINDOW_BEFORE_MS, quiet + WINDOW_AFTER_MS
                 )
             events.append(record)
-            gap_max = max(gap_max, _gap(taken, stayed, at - WINDOW_BEFORE_MS, at + WINDOW_AFTER_MS))
+            window = (at - WINDOW_BEFORE_MS, at + WINDOW_AFTER_MS)
+            gap_max = max(gap_max, _gap(taken, available, stayed, *window))
             for partition, move in moves.items():
                 moved_count += 1
-                first = next((t for t in taken[(move["to"], partition)] if t >= at), None)
-                resume_max = max(resume_max, (first - at) if first is not None else float("inf"))
+                first = next((d for d in taken[(move["to"], partition)] if d[0] >= at), None)
+                if first is None:
+                    resume_max = float("inf")
+                    continue
+                since = max(at, available(partition, first[1]))
+                resume_max = max(resume_max, first[0] - since)
         for partition, move in moves.items():
             owners[partition] = move["to"]
     return RebalanceBenchResult(
@@ -397,22 +414,44 @@ def _measure(
     )
 
 
-def _note_latency(into: list[float], sent: float, _: object) -> None:
-    into.append((time.perf_counter() - sent) * 1000)
+def _note_ack(
+    into: list[tuple[int, float]], latencies: list[float], sent: float, future: Any
+) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    into.append((future.result().offset, time.time() * 1000))
+    latencies.append((time.perf_counter() - sent) * 1000)
+
+
+class Availability:
+    """When an offset could first be delivered: when its batch was acknowledged
+    durable (the broker delivers durable messages only)."""
+
+    def __init__(self, acks: list[list[tuple[int, float]]]) -> None:
+        self._bases = [sorted(found) for found in acks]
+        self._offsets = [[base for base, _ in found] for found in self._bases]
+
+    def __call__(self, partition: int, offset: int) -> float:
+        index = bisect.bisect_right(self._offsets[partition], offset) - 1
+        return self._bases[partition][index][1] if index >= 0 else 0.0
 
 
 def _gap(
-    taken: dict[tuple[str, int], list[float]],
+    taken: dict[tuple[str, int], list[tuple[float, int]]],
+    available: Callable[[int, int], float],
     pairs: list[tuple[str, int]],
     low: float,
     high: float,
 ) -> float:
-    """The longest gap between two deliveries of a partition to its owner within [low, high]."""
+    """The longest a partition's owner left available messages undelivered
+    within [low, high]: between two deliveries, the time from the later of
+    the first delivery and the moment the second's messages were durable.
+    (A pause of the producer or of the disk is not a pause of the consumer.)"""
     longest = 0.0
     for pair in pairs:
-        times = [t for t in taken.get(pair, ()) if low <= t <= high]
-        for before, after in itertools.pairwise(times):
-            longest = max(longest, after - before)
+        deliveries = [d for d in taken.get(pair, ()) if low <= d[0] <= high]
+        for (before, _), (after, offset) in itertools.pairwise(deliveries):
+            longest = max(longest, after - max(before, available(pair[1], offset)))
     return longest
 
 
