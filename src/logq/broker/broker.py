@@ -2,9 +2,10 @@
 
 It owns the topics (partition logs), the groups (delivery state), the state
 journal and a thread pool for blocking storage work. Topic and group
-operations live here; delivery (receive, ack, nack, reject, extend, seek,
-lease expiry, dead letters) lives in `delivery.py`, which this class mixes
-in, so each module keeps to one job.
+operations live here; the rest is mixed in, a module per job: delivery
+(receive, ack, nack, reject, extend, seek, lease expiry) in `delivery.py`,
+which builds on group membership (`coordination.py`) and tracing
+(`tracing.py`); dead letters in `dead_letters.py`; replays in `replay.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, TypeVar
 
 from logq.broker.clock import Clock, SystemClock
 from logq.broker.config import BrokerConfig
-from logq.broker.coordination import CoordinationMixin
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
 from logq.broker.delays import check_delay
@@ -46,7 +46,6 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
-from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
@@ -73,7 +72,7 @@ READ_CHUNK_BYTES = 1 << 20
 PEEK_LIMIT_MAX = 10_000
 
 
-class Broker(DeliveryMixin, DeadLetterMixin, CoordinationMixin, TracingMixin, ReplayMixin):
+class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     """A running broker. Build it with `await Broker.open(config)`."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from logq.broker.delivery import HEADER_DEAD_AT
 from logq.broker.group import Group, group_key
 from logq.broker.messages import Message, MessageId
+from logq.broker.tracing import TracingMixin
 from logq.errors import BadArgumentError, MessageNotFoundError
 from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event, Redriven, Settled
-from logq.state.ranges import Range, ranges_of
+from logq.state.ranges import ranges_of
 
 if TYPE_CHECKING:
     from logq.broker.clock import Clock
@@ -34,7 +35,7 @@ DLQ_PAGE = 1000
 IDS_PER_CALL_MAX = 100_000
 
 
-class DeadLetterMixin:
+class DeadLetterMixin(TracingMixin):
     """The dead-letter half of the Broker (see broker.py for the rest)."""
 
     config: BrokerConfig
@@ -49,19 +50,6 @@ class DeadLetterMixin:
         def _check_open(self) -> None: ...
         async def _save_metadata(self) -> None: ...
         async def _commit(self, events: Sequence[Event]) -> None: ...
-        def _trace(
-            self,
-            kind: str,
-            topic: Topic,
-            partition: int,
-            ranges: list[Range],
-            *,
-            group: str = "",
-            consumer: str = "",
-            attempt: int = 0,
-            detail: str = "",
-            until_ms: int = 0,
-        ) -> None: ...
         async def get_message(self, message_id: str) -> Message: ...
         async def read_messages(
             self,

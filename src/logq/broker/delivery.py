@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from logq.broker.clock import Clock
 from logq.broker.config import BrokerConfig
+from logq.broker.coordination import CoordinationMixin
 from logq.broker.delays import held_back
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
@@ -33,6 +34,7 @@ from logq.broker.metrics import Metrics
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
 from logq.broker.topic import Topic, scan_lanes
+from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, OutOfRangeError
@@ -71,7 +73,7 @@ class Delivery:
     data: bytes
 
 
-class DeliveryMixin:
+class DeliveryMixin(CoordinationMixin, TracingMixin):
     """The delivery half of the Broker (see broker.py for the rest)."""
 
     config: BrokerConfig
@@ -99,24 +101,6 @@ class DeliveryMixin:
         ) -> Topic: ...
         def dlq_name(self, topic_name: str) -> str: ...
         def _check_open(self) -> None: ...
-        def _member_alive(
-            self, group: Group, consumer: str, session_timeout_ms: int | None
-        ) -> None: ...
-        def hand_over(self, group: Group) -> None: ...
-        def _trace(
-            self,
-            kind: str,
-            topic: Topic,
-            partition: int,
-            ranges: list[Range],
-            *,
-            group: str = "",
-            consumer: str = "",
-            attempt: int = 0,
-            detail: str = "",
-            until_ms: int = 0,
-        ) -> None: ...
-        def _flush_trace(self) -> None: ...
 
     # -- receiving --------------------------------------------------------------------
 
