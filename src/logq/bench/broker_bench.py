@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 from logq.client import AsyncClient
 
-READY = re.compile(rb"native (\S+):(\d+) ")
+READY = re.compile(rb"native (\S+):(\d+) http (\S+) ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class BrokerBenchResult:
 class BenchServer:
     address: str
     pid: int | None  # None: a server the bench did not start
+    http: str | None = None  # the REST base URL, when the bench started the server
 
 
 def rss_bytes(pid: int | None) -> int | None:
@@ -108,15 +109,16 @@ def running_server(server: str | None) -> Iterator[BenchServer]:
     )
     try:
         assert process.stdout is not None
-        address = None
+        address = http = None
         for line in process.stdout:
             match = READY.search(line)
             if match:
                 address = f"{match.group(1).decode()}:{int(match.group(2))}"
+                http = match.group(3).decode()
                 break
         if address is None:
             raise RuntimeError("logq serve did not start")
-        yield BenchServer(address, process.pid)
+        yield BenchServer(address, process.pid, http)
     finally:
         process.terminate()
         try:

@@ -13,6 +13,7 @@ from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
+from logq.cli.bench_compare import bench_compare
 from logq.log.config import FsyncPolicy
 
 _MB = 1_000_000
@@ -21,6 +22,9 @@ _MB = 1_000_000
 @click.group()
 def bench() -> None:
     """Measure logq on this machine."""
+
+
+bench.add_command(bench_compare)
 
 
 @bench.command("log")
