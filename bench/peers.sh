@@ -2,22 +2,24 @@
 # The peers `logq bench compare` measures logq against, on loopback.
 #
 #   bench/peers.sh install   # Debian packages: postgresql redis-server nats-server rabbitmq-server
+#                            # (nothing to do when all four are there)
 #   bench/peers.sh start     # start each installed peer, durable settings, own ports and data dir
 #   bench/peers.sh status    # which are up
 #   bench/peers.sh stop      # stop them (the data dir stays until the next start)
 #
 # Ports (the harness's defaults; distinct from each peer's usual port so a
 # system service of the same peer never collides): PostgreSQL 25432,
-# Redis 26379, NATS 24222, RabbitMQ 25672. Data: $LOGQ_PEERS_DIR
+# Redis 26379, NATS 24222, RabbitMQ 25672; LOGQ_PG_PORT, LOGQ_REDIS_PORT,
+# LOGQ_NATS_PORT and LOGQ_RABBITMQ_PORT change them. Data: $LOGQ_PEERS_DIR
 # (default /tmp/logq-peers), wiped at each start.
 set -euo pipefail
 
 DIR=${LOGQ_PEERS_DIR:-/tmp/logq-peers}
-PG_PORT=25432
-REDIS_PORT=26379
-NATS_PORT=24222
-RABBIT_PORT=25672
-RABBIT_NODE=logqbench@localhost
+PG_PORT=${LOGQ_PG_PORT:-25432}
+REDIS_PORT=${LOGQ_REDIS_PORT:-26379}
+NATS_PORT=${LOGQ_NATS_PORT:-24222}
+RABBIT_PORT=${LOGQ_RABBITMQ_PORT:-25672}
+RABBIT_NODE=logqbench$RABBIT_PORT@localhost
 
 say() { printf '%s\n' "$*" >&2; }
 
@@ -37,7 +39,13 @@ pg_bin() {
     [ -n "$found" ] && printf '%s' "$found"
 }
 
+installed() { # all four peers are installed
+    pg_bin >/dev/null && command -v redis-server >/dev/null &&
+        command -v nats-server >/dev/null && [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]
+}
+
 install_peers() {
+    installed && return 0
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
