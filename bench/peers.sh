@@ -86,7 +86,7 @@ start_nats() {
     command -v nats-server >/dev/null || { say "nats: not installed, skipped"; return; }
     mkdir -p "$DIR/nats"
     nats-server -js -sd "$DIR/nats/store" -a 127.0.0.1 -p "$NATS_PORT" \
-        -P "$DIR/nats/pid" -l "$DIR/nats/log" &
+        -P "$DIR/nats/pid" -l "$DIR/nats/log" </dev/null >/dev/null 2>&1 &
     disown
     for _ in $(seq 100); do
         (exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT) 2>/dev/null && break

@@ -357,8 +357,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     async def publish(
         self, topic_name: str, messages: Sequence[OutgoingMessage]
     ) -> list[PublishResult]:
-        """Place each message (explicit partition, key hash, else round-robin),
-        store them as one batch per partition and lane, durably."""
+        """Place each message (explicit partition, key hash, else round-robin:
+        the keyless messages of one call go to one partition, the next call's
+        to the next, so a batch stays one append), store them as one batch
+        per partition and lane, durably."""
         self._check_open()
         topic = await self._topic_for_publish(topic_name)
         if not messages:
@@ -369,51 +371,58 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             )
         now_ms = self.clock.now_ms()
         groups: dict[tuple[int, int, int], list[int]] = {}
-        for index, message in enumerate(messages):
-            size = len(message.value or b"") + len(message.key or b"")
-            if size > self.config.message_bytes_max:
-                raise TooBigError(
-                    f"message {index} is {size} bytes, the limit is {self.config.message_bytes_max}"
-                )
+        size_max = self.config.message_bytes_max
+        max_delay = topic.settings.max_delay_ms
+        partitions = len(topic.partitions)
+        lane_of: dict[str, int] = {}
+        sticky: int | None = None
+        for index, message in enumerate(messages):  # per message: keep it lean
+            value, key = message.value, message.key
+            if (len(value) if value else 0) + (len(key) if key else 0) > size_max:
+                size = len(value or b"") + len(key or b"")
+                raise TooBigError(f"message {index} is {size} bytes, the limit is {size_max}")
             if message.partition is not None:
                 partition = topic.partition(message.partition).index
-            elif message.key is not None:
-                partition = partition_for_key(message.key, len(topic.partitions))
-            else:
-                partition = topic.next_round_robin()
-            # a message with a dedup id travels alone in its batch (see dedup.py)
-            alone = index if message.dedup_id is not None else -1
-            lane = 0 if message.priority is None else self.lanes.index_of(message.priority)
-            groups.setdefault((partition, lane, alone), []).append(index)
-        results: list[PublishResult | None] = [None] * len(messages)
-
-        max_delay = topic.settings.max_delay_ms
-        for index, message in enumerate(messages):
+            elif key is not None:
+                partition = partition_for_key(key, partitions)
+            else:  # keyless: the whole call sticks to one partition, as Kafka's producer does
+                if sticky is None:
+                    sticky = topic.next_round_robin()
+                partition = sticky
             if message.deliver_at_ms is not None and message.deliver_at_ms - now_ms > max_delay:
                 raise BadArgumentError(
                     f"message {index} is due in {message.deliver_at_ms - now_ms} ms, "
                     f"past the topic's max_delay of {max_delay} ms"
                 )
+            # a message with a dedup id travels alone in its batch (see dedup.py)
+            alone = index if message.dedup_id is not None else -1
+            lane = lane_of.get(message.priority)
+            if lane is None:
+                lane = lane_of[message.priority] = self.lanes.index_of(message.priority)
+            groups.setdefault((partition, lane, alone), []).append(index)
+        results: list[PublishResult | None] = [None] * len(messages)
 
         async def store(partition: int, lane: int, indexes: list[int]) -> None:
             chosen = [messages[i] for i in indexes]
+            expiring = any(m.ttl_ms is not None for m in chosen)
+            dedup = chosen[0].dedup_id is not None
             batch = encode_batch(
                 [m.value for m in chosen],
                 keys=[m.key for m in chosen],
-                headers=[_with_dedup(_with_expiry(m, now_ms), m) for m in chosen],
+                headers=[_with_dedup(_with_expiry(m, now_ms), m) for m in chosen]
+                if expiring or dedup
+                else [m.headers for m in chosen],
                 timestamps=[m.deliver_at_ms or m.timestamp_ms or now_ms for m in chosen],
                 lane=lane,
-                expiring=any(m.ttl_ms is not None for m in chosen),
+                expiring=expiring,
                 delayed=any(m.deliver_at_ms is not None for m in chosen),
-                dedup=chosen[0].dedup_id is not None,
+                dedup=dedup,
             )
             appended = await self.publish_batch(topic_name, partition, batch)
             stored_in = appended.partition  # a duplicate answers where the first went
-            for step, index in enumerate(indexes):
-                offset = appended.base_offset + step
-                results[index] = PublishResult(
-                    f"{topic_name}:{stored_in}:{offset}", stored_in, offset
-                )
+            prefix = f"{topic_name}:{stored_in}:"
+            for offset, index in enumerate(indexes, appended.base_offset):
+                results[index] = PublishResult(f"{prefix}{offset}", stored_in, offset)
 
         await asyncio.gather(*(store(p, lane, idx) for (p, lane, _), idx in groups.items()))
         return [result for result in results if result is not None]

@@ -176,6 +176,19 @@ def encode_headers(headers: dict[str, str] | None) -> bytes:
     return b"".join(parts)
 
 
+def _header_blocks(headers: Sequence[dict[str, str] | None]) -> list[bytes]:
+    """Each record's header block; records sharing one dict share its encoding."""
+    blocks: list[bytes] = []
+    last: dict[str, str] | None = None
+    block = b""
+    for record_headers in headers:
+        if record_headers is not last or not blocks:
+            last = record_headers
+            block = encode_headers(record_headers)
+        blocks.append(block)
+    return blocks
+
+
 def decode_headers(block: bytes) -> dict[str, str]:
     if not block:
         return {}
@@ -239,7 +252,7 @@ def encode_batch(
         first_timestamp, max_timestamp = min(timestamps), max(timestamps)
         timestamp_deltas = [timestamp - first_timestamp for timestamp in timestamps]
     key_column = keys if keys is not None else [None] * count
-    header_blocks = [encode_headers(h) for h in headers] if headers else [b""] * count
+    header_blocks = _header_blocks(headers) if headers else [b""] * count
     if len(key_column) != count or len(header_blocks) != count:
         raise InvalidBatchError("keys, headers and values differ in length")
     try:

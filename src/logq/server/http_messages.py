@@ -34,6 +34,10 @@ from logq.errors import BadArgumentError
 
 CONTENT_TYPE_HEADER = "content-type"
 JSON_CONTENT_TYPE = "application/json"
+# the headers of a JSON value sent with none of its own: one shared dict
+# (never changed: the broker copies before it adds), so a batch of plain
+# JSON messages encodes its header block once (see encode_batch)
+_JSON_ONLY: dict[str, str] = {CONTENT_TYPE_HEADER: JSON_CONTENT_TYPE}
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,17 +80,21 @@ def _where(index: int | None) -> str:
 
 def outgoing_message(message: MessageIn, index: int | None, now_ms: int) -> OutgoingMessage:
     """`index` is the message's place in a batch (None for a single message)."""
+    if _plain(message):  # the common case, kept lean: it runs per message
+        text = bytes(message.value)  # type: ignore[arg-type]
+        if not text.isascii():
+            _check_utf8(text, index)
+        return OutgoingMessage(
+            text, None, _JSON_ONLY, message.priority or "normal", message.partition
+        )
     _check_dedup_id(message, index)
     headers = message.headers
     if message.value is not UNSET:
         if message.value_b64 is not None:
             raise BadArgumentError(f"{_where(index)}: give value or value_b64, not both")
         text = bytes(message.value)
-        if not text.isascii():  # msgspec checked the syntax; strings must be UTF-8 too
-            try:
-                text.decode()
-            except UnicodeDecodeError:
-                raise BadArgumentError(f"{_where(index)}: value is not valid UTF-8") from None
+        if not text.isascii():
+            _check_utf8(text, index)
         value: bytes | None = text
         headers = _json_headers(headers, index)
     elif message.value_b64 is not None:
@@ -116,6 +124,29 @@ def outgoing_message(message: MessageIn, index: int | None, now_ms: int) -> Outg
     )
 
 
+def _plain(message: MessageIn) -> bool:
+    """A JSON value, perhaps a key, priority or partition, and nothing else."""
+    return (
+        message.value is not UNSET
+        and message.key is None
+        and not message.headers
+        and message.value_b64 is None
+        and message.key_b64 is None
+        and message.ttl is None
+        and message.delay is None
+        and message.deliver_at is None
+        and message.dedup_id is None
+    )
+
+
+def _check_utf8(text: bytes, index: int | None) -> None:
+    """msgspec checked the JSON syntax; its strings must be UTF-8 too."""
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        raise BadArgumentError(f"{_where(index)}: value is not valid UTF-8") from None
+
+
 def _deliver_at(message: MessageIn, index: int | None, now_ms: int) -> int | None:
     if message.delay is not None and message.deliver_at is not None:
         raise BadArgumentError(f"{_where(index)}: give delay or deliver_at, not both")
@@ -136,7 +167,7 @@ def _check_dedup_id(message: MessageIn, index: int | None) -> None:
 def _json_headers(headers: dict[str, str], index: int | None) -> dict[str, str]:
     """The headers plus the JSON mark; a conflicting content-type is refused."""
     if not headers:
-        return {CONTENT_TYPE_HEADER: JSON_CONTENT_TYPE}
+        return _JSON_ONLY
     result: dict[str, str] = {}
     for name, text in headers.items():
         if name.lower() == CONTENT_TYPE_HEADER:
