@@ -236,6 +236,25 @@ def test_append_read_round_trip(log: PartitionLog) -> None:
     assert read_all(log, max_bytes=1) == want  # one batch per read
 
 
+def test_append_many_stores_each_batch_in_order_and_refuses_only_the_bad(
+    log: PartitionLog,
+) -> None:
+    good = [MIXED, MIXED[1:3], MIXED[::-1]]
+    bad = simple_batch()[:-3]  # cut short: refused, the others are stored
+    results = log.append_many([batch_of(good[0]), bad, batch_of(good[1]), batch_of(good[2])])
+    assert isinstance(results[1], InvalidBatchError)
+    want: list[Record] = []
+    base = 0
+    for result, records in zip([results[0], *results[2:]], good, strict=True):
+        assert not isinstance(result, Exception)
+        assert result.base_offset == base
+        want.extend(expected(records, base))
+        base = result.next_offset
+    assert log.durable_offset == log.next_offset == len(want)
+    assert read_all(log) == want
+    assert log.append_many([]) == []
+
+
 def test_batches_are_stored_and_served_as_they_came(log: PartitionLog) -> None:
     first, second = batch_of(MIXED), batch_of(MIXED[:2])
     fill(log, [first, second])

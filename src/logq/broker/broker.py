@@ -194,6 +194,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 partition.log.flush_if_due()
         self._flush_trace()
         self.trace_log.flush_if_due()
+        if self._journal.unsynced and not self.storage.in_memory:
+            await self.run(self._journal.sync_all)  # what was journaled without waiting
         if now_ms - self._retention_checked_ms >= self.config.retention_check_ms:
             self._retention_checked_ms = now_ms
             await self.apply_retention()

@@ -236,7 +236,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             settle = Settled(group.key, partition, ranges)
             group.deliveries[partition].apply(settle)
             journal.append(settle)
-        await self._commit(journal)
+        # Handing out is journaled without waiting for the fsync (the next
+        # settle or timer tick makes it durable): a crash before then loses
+        # only the record that these messages were out, and they go out again.
+        await self._commit(journal, durable=False)
         for partition, ranges, attempt in expired if dead_letter else []:
             await self._dead_letter(group, topic, partition, ranges, attempt, "expired (ttl)")
         for delivery in kept:
@@ -747,9 +750,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
     # -- the journal ----------------------------------------------------------------------------
 
-    async def _commit(self, events: Sequence[Event]) -> None:
-        """Make applied events durable before the caller answers; wake-ups
-        for what they made deliverable later go on the timing wheel."""
+    async def _commit(self, events: Sequence[Event], *, durable: bool = True) -> None:
+        """Make applied events durable before the caller answers (unless not
+        `durable`: then the next durable commit or timer tick syncs them);
+        wake-ups for what they made deliverable later go on the timing wheel."""
         if not events:
             return
         now_ms = self.clock.now_ms()
@@ -761,7 +765,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         self._flush_trace()
         try:
             offset = self._journal.write(list(events))
-            if not self.storage.in_memory:
+            if durable and not self.storage.in_memory:
                 await self.run(lambda: self._journal.sync(offset))
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None

@@ -15,6 +15,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 from logq.broker.dedup import DedupTable
@@ -58,6 +59,9 @@ class Partition:
     # before low (bounded; see LANE_BATCHES_MAX)
     lanes: list[tuple[int, int, int]] = field(default_factory=list)
     lanes_loaded: bool = False
+    # batches waiting for the partition's appender, and whether it runs
+    queued: list[tuple[bytes, asyncio.Future[AppendResult]]] = field(default_factory=list)
+    appending: bool = False
 
 
 class Topic:
@@ -75,6 +79,7 @@ class Topic:
         self._round_robin = itertools.count()
         self.changed = asyncio.Event()  # set on every append; waiters clear it
         self.dedup = DedupTable()
+        self._appenders: set[asyncio.Task[None]] = set()  # owned until done
 
     def next_round_robin(self) -> int:
         return next(self._round_robin) % len(self.partitions)
@@ -93,9 +98,8 @@ class Topic:
         """Store `batch`; (result, True) when it duplicated an earlier batch."""
         header = read_header(batch)
         if header.producer_id == NO_PRODUCER_ID:
-            result = await self._run(lambda: partition.log.append(batch))
+            result = await self._store(partition, batch)
             self.note_lane(partition, batch, result)
-            self._notify()
             return result, False
         if not partition.producers_loaded:
             found = await self._run(lambda: _scan_producers(partition.log))
@@ -126,7 +130,7 @@ class Topic:
         while len(entry.batches) > PRODUCER_BATCHES_KEPT:
             entry.batches.popitem(last=False)
         try:
-            result = await self._run(lambda: partition.log.append(batch))
+            result = await self._store(partition, batch)
         except BaseException as error:
             entry.batches.pop(header.base_sequence, None)
             entry.last_sequence = header.base_sequence - 1
@@ -135,8 +139,48 @@ class Topic:
             raise
         future.set_result(result)
         self.note_lane(partition, batch, result)
-        self._notify()
         return result, False
+
+    async def _store(self, partition: Partition, batch: bytes) -> AppendResult:
+        """Append through the partition's appender: the batches that arrive
+        while one storage job runs go together in the next one (one job,
+        one fsync), however many connections sent them; order is arrival."""
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        partition.queued.append((batch, future))
+        if not partition.appending:
+            partition.appending = True
+            appender = asyncio.create_task(self._append_queued(partition))
+            self._appenders.add(appender)
+            appender.add_done_callback(self._appenders.discard)
+        return await future
+
+    async def _append_queued(self, partition: Partition) -> None:
+        try:
+            while partition.queued:
+                taken, partition.queued = partition.queued, []
+                batches = [batch for batch, _ in taken]
+                try:
+                    results = await self._run(partial(partition.log.append_many, batches))
+                except Exception as error:  # fsync failed: none of them is acknowledged
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                except BaseException:  # cancelled (shutdown): no caller waits forever
+                    for _, future in taken + partition.queued:
+                        future.cancel()
+                    partition.queued = []
+                    raise
+                for (_, future), result in zip(taken, results, strict=True):
+                    if future.done():  # its caller went away; the batch is stored
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                self._notify()
+        finally:
+            partition.appending = False
 
     def note_lane(self, partition: Partition, batch: bytes, result: AppendResult) -> None:
         lane = (read_header(batch).attributes & LANE_MASK) >> LANE_SHIFT

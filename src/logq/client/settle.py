@@ -2,7 +2,8 @@
 
 Every `ack()` made during one turn of the event loop goes out as one
 `ACKR` of offset ranges per group, so acknowledging a thousand messages
-costs one request. nack, reject and extend are rarer and go at once.
+costs one request; while one ACKR is out, the next acks wait and go
+together in the next one. nack, reject and extend are rarer and go at once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Settler:
 
     def _send_acks(self) -> None:
         self._scheduled = False
+        if self._sending:
+            return  # the ACKR in flight sends these when its reply comes
         acks, futures = self._acks, self._futures
         self._acks, self._futures = {}, []
         if acks:
@@ -63,20 +66,25 @@ class Settler:
     async def _ack_ranges(
         self, acks: dict[int, list[int]], futures: list[asyncio.Future[Any]]
     ) -> None:
-        args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
-        for partition, offsets in acks.items():
-            for start, end in offset_ranges(offsets):
-                args += [partition, start, end]
-        try:
-            settled = await self.client.call(*args)
-        except Exception as error:
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for future in futures:
-            if not future.done():
-                future.set_result(settled)
+        """One ACKR at a time: acks made while one is out go together in the
+        next, so a busy consumer sends (and the broker fsyncs) one per round trip."""
+        while acks:
+            args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
+            for partition, offsets in acks.items():
+                for start, end in offset_ranges(offsets):
+                    args += [partition, start, end]
+            try:
+                settled = await self.client.call(*args)
+            except Exception as error:
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for future in futures:
+                    if not future.done():
+                        future.set_result(settled)
+            acks, futures = self._acks, self._futures
+            self._acks, self._futures = {}, []
 
     async def flush(self) -> None:
         """Send the acks made so far and wait for them."""

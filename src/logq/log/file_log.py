@@ -18,14 +18,14 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from logq.log import durable
 from logq.log.batch import decode_timestamps, validate_batch
 from logq.log.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from logq.log.config import FsyncPolicy, LogConfig
-from logq.log.errors import CorruptBatchError, LogClosedError, OffsetOutOfRangeError
+from logq.log.errors import CorruptBatchError, LogClosedError, LogError, OffsetOutOfRangeError
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.segment import (
@@ -36,7 +36,13 @@ from logq.log.segment import (
     Segment,
     parse_segment_name,
 )
-from logq.log.storage import AppendResult, ReadResult, RecoveryReport, RetentionResult
+from logq.log.storage import (
+    AppendResult,
+    ReadResult,
+    RecoveryReport,
+    RetentionResult,
+    write_each,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -243,11 +249,21 @@ class FileLog:
 
     def append(self, batch: bytes) -> AppendResult:
         result = self.write(batch)
+        self._durable_to(result.next_offset)
+        return result
+
+    def append_many(self, batches: Sequence[bytes]) -> list[AppendResult | LogError]:
+        results, end = write_each(self.write, batches)
+        if end is not None:
+            self._durable_to(end)
+        return results
+
+    def _durable_to(self, offset: int) -> None:
+        """What the fsync policy asks once data up to `offset` is written."""
         if self.config.fsync is FsyncPolicy.ALWAYS:
-            self.sync(result.next_offset)
+            self.sync(offset)
         elif self.config.fsync is FsyncPolicy.INTERVAL:
             self.flush_if_due()
-        return result
 
     def _roll_locked(self) -> Segment:
         old = self._active

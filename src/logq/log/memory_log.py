@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from logq.log.batch import BASE_OFFSET, decode_timestamps, read_header, validate_batch
 from logq.log.config import LogConfig
-from logq.log.errors import LogClosedError, OffsetOutOfRangeError
+from logq.log.errors import LogClosedError, LogError, OffsetOutOfRangeError
 from logq.log.policy import expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
-from logq.log.storage import AppendResult, ReadResult, RecoveryReport, RetentionResult
+from logq.log.storage import (
+    AppendResult,
+    ReadResult,
+    RecoveryReport,
+    RetentionResult,
+    write_each,
+)
 
 NO_TIMESTAMP = -1
 
@@ -104,6 +111,9 @@ class MemoryLog:
 
     def append(self, batch: bytes) -> AppendResult:
         return self.write(batch)
+
+    def append_many(self, batches: Sequence[bytes]) -> list[AppendResult | LogError]:
+        return write_each(self.write, batches)[0]
 
     def sync(self, up_to_offset: int | None = None) -> None:
         self._check_open()

@@ -8,8 +8,11 @@ contract test suite.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from logq.log.errors import LogError
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,12 @@ class PartitionLog(Protocol):
         """Like `append` but never waits for durability; pair with `sync`."""
         ...
 
+    def append_many(self, batches: Sequence[bytes]) -> list[AppendResult | LogError]:
+        """Append each batch in order, with one durability wait for them all
+        (one fsync under `always`): each gets its result, or the LogError
+        that refused it (the others are stored). An fsync failure raises."""
+        ...
+
     def sync(self, up_to_offset: int | None = None) -> None:
         """Return once every offset below `up_to_offset` (default: all written)
         is durable. Concurrent callers share one fsync (group commit)."""
@@ -129,3 +138,21 @@ class PartitionLog(Protocol):
     def statistics(self) -> dict[str, int | float]: ...
 
     def close(self) -> None: ...
+
+
+def write_each(
+    write: Callable[[bytes], AppendResult], batches: Sequence[bytes]
+) -> tuple[list[AppendResult | LogError], int | None]:
+    """`write` each batch in order: the results (or the LogError refusing a
+    batch), and the offset after the last one stored (None if none was)."""
+    results: list[AppendResult | LogError] = []
+    end: int | None = None
+    for batch in batches:
+        try:
+            result = write(batch)
+        except LogError as error:
+            results.append(error)
+            continue
+        results.append(result)
+        end = result.next_offset
+    return results, end

@@ -382,15 +382,22 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
         chains.setdefault(integer(args[1 + 2 * index], "partition"), []).append(index)
     replies: list[Reply] = [None] * pairs
 
+    async def one(partition: int, index: int) -> None:
+        result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
+        replies[index] = [
+            result.partition,  # a dedup duplicate answers where the first went
+            result.base_offset,
+            result.last_offset,
+            int(result.duplicate),
+        ]
+
     async def store(partition: int, indexes: list[int]) -> None:
-        for index in indexes:
-            result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
-            replies[index] = [
-                result.partition,  # a dedup duplicate answers where the first went
-                result.base_offset,
-                result.last_offset,
-                int(result.duplicate),
-            ]
+        # The first alone (it may load the partition's producer table); then
+        # the rest, started in order, reach the partition's appender in order
+        # and share its next storage job: one write and one fsync for them all.
+        await one(partition, indexes[0])
+        if len(indexes) > 1:
+            await gather_all([one(partition, index) for index in indexes[1:]])
 
     if len(chains) == 1:
         await store(*next(iter(chains.items())))

@@ -136,6 +136,15 @@ class Journal:
     def sync(self, offset: int) -> None:
         self._log.sync(offset)
 
+    def sync_all(self) -> None:
+        """Make everything written durable (nothing to do when it is)."""
+        self._log.sync()
+
+    @property
+    def unsynced(self) -> bool:
+        """Some events were written without waiting for their fsync."""
+        return self._log.durable_offset < self._log.next_offset
+
     @property
     def wants_snapshot(self) -> bool:
         return self.directory is not None and self._log.size_bytes >= self.snapshot_bytes
