@@ -81,3 +81,24 @@ def test_a_backoff_wait_survives_a_restart(tmp_path: Path) -> None:
         message_id = client.peek("jobs", partition=0, offset=0)[0].id
         client.nack("jobs", "g", [message_id], delay=0)  # not leased: changes nothing
         assert client.receive("jobs", "g", max=1) == []
+
+
+def test_ack_all_settles_a_whole_batch_at_once() -> None:
+    with logq.Broker() as broker:
+
+        async def run() -> dict[str, int]:
+            async with broker.async_client() as client:
+                await client.create_topic("t", partitions=2)
+                await client.publish_many("t", [f"{i}".encode() for i in range(40)])
+                async with client.consume("t", "g", prefetch=100) as consumer:
+                    taken = 0
+                    while taken < 40:
+                        batch = await consumer.next_batch(15, 5)
+                        assert batch
+                        await consumer.ack_all(batch)
+                        taken += len(batch)
+                counts: dict[str, int] = (await client.describe_group("t", "g"))["counts"]
+                return counts
+
+        counts = asyncio.run(run())
+        assert counts["acked"] == 40

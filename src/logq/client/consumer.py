@@ -18,7 +18,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from logq.client.connection import Connection, ConnectionLostError, error_from_reply
@@ -132,6 +132,11 @@ class AsyncConsumer:
             for message in batch:
                 message.ack()
         return batch
+
+    def ack_all(self, messages: Iterable[AsyncMessage]) -> asyncio.Future[Any]:
+        """Ack a whole batch (from `next_batch`) in one step; the future
+        settles when the broker has recorded it."""
+        return self.settler.ack_all(messages)
 
     def _grant(self) -> None:
         """Give back the credit of the messages handed out (up to `limit`)."""

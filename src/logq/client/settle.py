@@ -9,6 +9,7 @@ together in the next one. nack, reject and extend are rarer and go at once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from logq.client.records import MessageData
@@ -48,6 +49,22 @@ class Settler:
         if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
+            self._futures.append(loop.create_future())
+            loop.call_soon(self._send_acks)
+        return self._futures[-1]
+
+    def ack_all(self, messages: Iterable[MessageData]) -> asyncio.Future[Any]:
+        """Ack many messages at once (as a Kafka consumer commits a poll): the
+        same as `ack()` on each, at a fraction of the cost per message."""
+        acks = self._acks
+        for message in messages:
+            offsets = acks.get(message.partition)
+            if offsets is None:
+                offsets = acks[message.partition] = []
+            offsets.append(message.offset)
+        loop = asyncio.get_running_loop()
+        if not self._scheduled:
+            self._scheduled = True
             self._futures.append(loop.create_future())
             loop.call_soon(self._send_acks)
         return self._futures[-1]

@@ -124,6 +124,7 @@ def markdown(report: Report) -> str:
     lines.append("")
     lines += [f"- {r.system}: {r.settings}" for r in _settings(report)]
     lines += [f"- {system}: skipped ({why})" for system, why in report.skipped.items()]
+    lines += [f"- {r.system}, {r.workload}: {r.note}" for r in report.results if r.note]
     return "\n".join(lines) + "\n"
 
 

@@ -231,6 +231,7 @@ async def publish_to_deliver(
     rate = RATES[workload]
     total = max(1, int(rate * settings.seconds))
     latencies = Latencies()
+    waiting = [0]  # made, not yet sent
 
     def delivered(values: Sequence[bytes]) -> None:
         now = time.perf_counter_ns()
@@ -248,27 +249,44 @@ async def publish_to_deliver(
             async def sender(index: int, connection: Conn) -> None:
                 partition = index % queue.partitions
                 while (values := await batches.get()) is not None:
+                    waiting[0] -= len(values)
                     await connection.publish(queue, partition, values)
                     partition = (partition + 1) % queue.partitions
 
             senders = [asyncio.create_task(sender(i, c)) for i, c in enumerate(connections)]
             started = time.perf_counter()
             made = 0
-            while made < total:
+            while made < total and waiting[0] <= rate:  # stop if over a second behind
                 due = min(total, int(rate * (time.perf_counter() - started)) + 1)
                 if due > made:
                     batches.put_nowait([stamped(settings.message_bytes) for _ in range(due - made)])
+                    waiting[0] += due - made
                     made = due
                 await asyncio.sleep(0.001)
             for _ in senders:
                 batches.put_nowait(None)
             await asyncio.gather(*senders)
-            await asyncio.wait_for(taking, settings.seconds + 60)
+            if made < total:  # the consumer waits for `total`: stop it at what was made
+                await _until(lambda: len(latencies.samples_ns) >= made, settings.seconds + 60)
+            else:
+                await asyncio.wait_for(taking, settings.seconds + 60)
             seconds = time.perf_counter() - started
         finally:
             taking.cancel()
             await _close(connections)
-    return [_result(system, workload, total, seconds, latencies)]
+    result = _result(system, workload, made, seconds, latencies)
+    if made < total:
+        result.note = f"fell over a second behind {rate:,} msg/s; stopped after {made:,}"
+    return [result]
+
+
+async def _until(done: Callable[[], bool], timeout_s: float) -> None:
+    """Wait (polling every 10 ms: a bench runs in real time) until `done()`."""
+    deadline = time.perf_counter() + timeout_s
+    while not done():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the messages sent were not all delivered in time")
+        await asyncio.sleep(0.01)
 
 
 async def many_partitions(system: System, settings: CompareSettings, workload: str) -> list[Result]:

@@ -78,8 +78,7 @@ class LogqSystem(System):
                     raise RuntimeError(f"logq: consume stalled after {seen} messages")
                 if on_batch is not None:
                     on_batch([m.value or b"" for m in messages])
-                for message in messages:
-                    message.ack()
+                consumer.ack_all(messages)  # a commit per poll, as the peers' ordered consumers
                 seen += len(messages)
             await consumer.settler.flush()
 
