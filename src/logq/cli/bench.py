@@ -14,6 +14,7 @@ from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
 from logq.cli.bench_compare import bench_compare
+from logq.cli.common import at_least_one
 from logq.log.config import FsyncPolicy
 
 _MB = 1_000_000
@@ -64,15 +65,13 @@ def bench_log(
     as_json: bool,
 ) -> None:
     """Append and read throughput of the storage engine, next to the raw disk."""
-    for name, value in (
+    at_least_one(
         ("--records", records),
         ("--batch-records", batch_records),
         ("--writers", writers),
         ("--large-total-mb", large_total_mb),
         ("--raw-total-mb", raw_total_mb),
-    ):
-        if value < 1:
-            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    )
     if record_bytes < 0:
         raise click.BadParameter("must not be negative", param_hint="--record-bytes")
     settings = LogBenchSettings(
@@ -142,15 +141,13 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
         trace: bool,
         as_json: bool,
     ) -> None:
-        for name, value in (
+        at_least_one(
             ("--messages", messages),
             ("--batch", batch),
             ("--partitions", partitions),
             ("--publishers", publishers),
             ("--consumers", consumers),
-        ):
-            if value < 1:
-                raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+        )
         settings = BrokerBenchSettings(
             messages=messages,
             message_bytes=message_bytes,
@@ -226,9 +223,7 @@ def bench_delay(
     as_json: bool,
 ) -> None:
     """Schedule delayed messages: broker memory while they wait, lateness when due."""
-    for name, value in (("--messages", messages), ("--batch", batch), ("--partitions", partitions)):
-        if value < 1:
-            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    at_least_one(("--messages", messages), ("--batch", batch), ("--partitions", partitions))
     if spread_s < 0 or lead_s < 0:
         raise click.BadParameter("must not be negative", param_hint="--spread/--lead")
     settings = DelayBenchSettings(
@@ -275,9 +270,7 @@ def bench_priority(
     backlog: int, high: int, interval_ms: float, batch: int, server: str | None, as_json: bool
 ) -> None:
     """A high message's wait, publish to delivery, behind a backlog of low ones."""
-    for name, value in (("--backlog", backlog), ("--high", high), ("--batch", batch)):
-        if value < 1:
-            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    at_least_one(("--backlog", backlog), ("--high", high), ("--batch", batch))
     settings = PriorityBenchSettings(
         backlog=backlog, high=high, interval_ms=max(interval_ms, 0.0), batch=batch, server=server
     )
@@ -327,9 +320,7 @@ def bench_rebalance(
     as_json: bool,
 ) -> None:
     """An ordered group under load: one consumer joins, then one is killed."""
-    for name, value in (("--partitions", partitions), ("--consumers", consumers), ("--rate", rate)):
-        if value < 1:
-            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+    at_least_one(("--partitions", partitions), ("--consumers", consumers), ("--rate", rate))
     if min(warmup_s, phase_s) < 0 or lease_s <= 0:
         raise click.BadParameter("must be positive", param_hint="--warmup/--phase/--lease")
     settings = RebalanceBenchSettings(

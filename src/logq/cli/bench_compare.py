@@ -16,11 +16,7 @@ from logq.bench.compare.systems.postgresql_system import DEFAULT_DSN
 from logq.bench.compare.systems.rabbitmq_system import DEFAULT_URL as RABBITMQ_URL
 from logq.bench.compare.systems.redis_system import DEFAULT_URL as REDIS_URL
 from logq.bench.compare.workloads import WORKLOADS, CompareSettings
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise click.BadParameter(f"must be above 0, got {value}", param_hint=name)
+from logq.cli.common import at_least_one
 
 
 @click.command("compare")
@@ -86,16 +82,16 @@ def bench_compare(
             f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(SYSTEMS)}",
             param_hint="--systems",
         )
-    _positive("--seconds", seconds)
-    for name, value in (
+    if seconds <= 0:
+        raise click.BadParameter(f"must be above 0, got {seconds}", param_hint="--seconds")
+    at_least_one(
         ("--max-messages", max_messages),
         ("--partitions", partitions),
         ("--publishers", publishers),
         ("--workers", workers),
         ("--many-partitions", many_partitions),
         ("--busy-connections", busy_connections),
-    ):
-        _positive(name, value)
+    )
     if idle_connections < 0:
         raise click.BadParameter("must not be negative", param_hint="--idle-connections")
     settings = CompareSettings(

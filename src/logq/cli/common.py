@@ -22,6 +22,13 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 errors = Console(stderr=True, highlight=False)
 
 
+def at_least_one(*options: tuple[str, float]) -> None:
+    """Refuse any (option name, value) below 1 with a usage error."""
+    for name, value in options:
+        if value < 1:
+            raise click.BadParameter(f"must be at least 1, got {value}", param_hint=name)
+
+
 def server_option(function: F) -> F:
     return click.option(
         "--server",
