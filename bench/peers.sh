@@ -27,7 +27,9 @@ as_user() { # run "$2..." as system user $1 when root, else as ourselves
     local user=$1
     shift
     if [ "$(id -u)" = 0 ] && id "$user" >/dev/null 2>&1; then
-        runuser -u "$user" -- "$@"
+        # runuser starts from the login limits (1024 files): lift them to the
+        # hard limit, or RabbitMQ stops accepting near 1,000 connections
+        runuser -u "$user" -- sh -c 'ulimit -n "$(ulimit -Hn)"; exec "$@"' sh "$@"
     else
         "$@"
     fi
