@@ -10,7 +10,8 @@
 # Ports (the harness's defaults; distinct from each peer's usual port so a
 # system service of the same peer never collides): PostgreSQL 25432,
 # Redis 26379, NATS 24222, RabbitMQ 25672; LOGQ_PG_PORT, LOGQ_REDIS_PORT,
-# LOGQ_NATS_PORT and LOGQ_RABBITMQ_PORT change them. Data: $LOGQ_PEERS_DIR
+# LOGQ_NATS_PORT and LOGQ_RABBITMQ_PORT change them (and
+# LOGQ_RABBITMQ_DIST_PORT RabbitMQ's Erlang distribution port, 45672). Data: $LOGQ_PEERS_DIR
 # (default /tmp/logq-peers), wiped at each start.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ REDIS_PORT=${LOGQ_REDIS_PORT:-26379}
 NATS_PORT=${LOGQ_NATS_PORT:-24222}
 RABBIT_PORT=${LOGQ_RABBITMQ_PORT:-25672}
 RABBIT_NODE=logqbench$RABBIT_PORT@localhost
+# Erlang distribution (node-to-CLI) port: LOGQ_RABBITMQ_DIST_PORT, else 20000 above
+RABBIT_DIST_PORT=${LOGQ_RABBITMQ_DIST_PORT:-$((RABBIT_PORT + 20000))}
 
 say() { printf '%s\n' "$*" >&2; }
 
@@ -103,7 +106,7 @@ rabbit_env() {
         "RABBITMQ_NODENAME=$RABBIT_NODE" \
         "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1" \
         "RABBITMQ_NODE_PORT=$RABBIT_PORT" \
-        "RABBITMQ_DIST_PORT=$((RABBIT_PORT + 20000))" \
+        "RABBITMQ_DIST_PORT=$RABBIT_DIST_PORT" \
         "RABBITMQ_MNESIA_BASE=$DIR/rabbitmq/mnesia" \
         "RABBITMQ_LOG_BASE=$DIR/rabbitmq/log" \
         "RABBITMQ_PID_FILE=$DIR/rabbitmq/pid" \

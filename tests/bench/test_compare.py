@@ -40,6 +40,7 @@ def peers() -> Iterator[dict[str, int]]:
         "LOGQ_REDIS_PORT": _free_port(),
         "LOGQ_NATS_PORT": _free_port(),
         "LOGQ_RABBITMQ_PORT": _free_port(),
+        "LOGQ_RABBITMQ_DIST_PORT": _free_port(),
     }
     # the peers run as their own system users: their data dir must be reachable
     directory = Path(tempfile.mkdtemp(prefix="logq-peers-"))
@@ -47,8 +48,8 @@ def peers() -> Iterator[dict[str, int]]:
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}}
     env["LOGQ_PEERS_DIR"] = str(directory / "data")
     subprocess.run([str(PEERS), "install"], check=True, env=env, timeout=900)
-    subprocess.run([str(PEERS), "start"], check=True, env=env, timeout=300)
     try:
+        subprocess.run([str(PEERS), "start"], check=True, env=env, timeout=300)
         yield ports
     finally:
         subprocess.run([str(PEERS), "stop"], check=False, env=env, timeout=120)
