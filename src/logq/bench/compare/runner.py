@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from logq.bench.broker_bench import running_server
 from logq.bench.compare.machine import machine
@@ -110,17 +111,15 @@ def run_compare(
             systems.append(LogqSystem(running.address, running.http))
         systems += peers
 
-        async def main() -> None:
-            await compare(systems, workloads, settings, report, progress)
-
-        _run(main)
+        _run(compare(systems, workloads, settings, report, progress))
     return report
 
 
-def _run(main: Callable[[], object]) -> None:
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop where it exists, as `logq serve` runs."""
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:
-        asyncio.run(main())  # type: ignore[arg-type]
+        asyncio.run(main)
         return
-    uvloop.run(main())  # type: ignore[arg-type]
+    uvloop.run(main)
