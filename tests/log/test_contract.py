@@ -192,8 +192,8 @@ def with_crc(batch: bytes | bytearray) -> bytes:
 
 def patched(batch: bytes, **fields: int) -> bytes:
     """`batch` with header fields replaced and a CRC that matches again."""
-    header = dataclasses.replace(read_header(batch), **fields)
-    return with_crc(HEADER.pack(*dataclasses.astuple(header)) + batch[HEADER_SIZE:])
+    header = read_header(batch)._replace(**fields)
+    return with_crc(HEADER.pack(*header) + batch[HEADER_SIZE:])
 
 
 def fill(log: PartitionLog, batches: Sequence[bytes]) -> list[int]:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
+from typing import NamedTuple
 
 from crc32c import crc32c
 
@@ -65,9 +66,9 @@ _HEADER_ENTRY = struct.Struct("<HI")  # header key length, header value length
 _HEADER_COUNT = struct.Struct("<H")
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
-    """The fixed fields of one batch, as read from its first 61 bytes."""
+class BatchHeader(NamedTuple):
+    """The fixed fields of one batch, as read from its first 61 bytes (a
+    tuple: the server reads one per batch, several times, so it is cheap)."""
 
     base_offset: int
     batch_length: int
@@ -142,7 +143,7 @@ def read_header(buffer: bytes | bytearray | memoryview, position: int = 0) -> Ba
         raise InvalidBatchError(
             f"batch header needs {HEADER_SIZE} bytes, {len(buffer) - position} given"
         )
-    return BatchHeader(*HEADER.unpack_from(buffer, position))
+    return BatchHeader._make(HEADER.unpack_from(buffer, position))
 
 
 def peek_size(buffer: bytes | bytearray | memoryview, position: int = 0) -> int:
