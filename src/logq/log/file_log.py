@@ -76,6 +76,7 @@ class FileLog:
                 "appended_bytes",
                 "appended_records",
                 "fsyncs",
+                "fsync_failures",
                 "fsync_seconds",
                 "checkpoints",
                 "segments_rolled",
@@ -249,14 +250,27 @@ class FileLog:
 
     def append(self, batch: bytes) -> AppendResult:
         result = self.write(batch)
-        self._durable_to(result.next_offset)
+        self._durable_or_discard(result.next_offset)
         return result
 
     def append_many(self, batches: Sequence[bytes]) -> list[AppendResult | LogError]:
         results, end = write_each(self.write, batches)
         if end is not None:
-            self._durable_to(end)
+            self._durable_or_discard(end)
         return results
+
+    def _durable_or_discard(self, offset: int) -> None:
+        """Make the writes up to `offset` durable; if the fsync fails (a full
+        or failing disk), cut the log back to what is durable, so no batch
+        that was never acknowledged sits in the file ahead of later ones (after
+        a failed fsync the kernel may have dropped those pages)."""
+        try:
+            self._durable_to(offset)
+        except OSError:
+            if self.config.fsync is FsyncPolicy.ALWAYS:
+                self._stats["fsync_failures"] += 1
+                self.truncate_to(self._durable[0])
+            raise
 
     def _durable_to(self, offset: int) -> None:
         """What the fsync policy asks once data up to `offset` is written."""
@@ -267,10 +281,18 @@ class FileLog:
 
     def _roll_locked(self) -> Segment:
         old = self._active
-        old.seal()
+        # The new segment first: if its files cannot be made (a full disk),
+        # the old one stays active and writable, and nothing changed.
         new = Segment(self.directory, old.next_offset, self.config.index_interval_bytes)
-        new.open_for_append()
-        durable.sync_directory(self.directory)
+        try:
+            new.open_for_append()
+            durable.sync_directory(self.directory)
+            old.seal()
+        except OSError:
+            new.close()
+            for path in new.paths:
+                path.unlink(missing_ok=True)
+            raise
         self._segments.append(new)
         self._bases.append(new.base_offset)
         if self._durable[0] <= new.base_offset:
