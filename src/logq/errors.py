@@ -94,6 +94,15 @@ class StorageError(LogqError):
     retriable = True
 
 
+class DiskFullError(LogqError):
+    """The data directory's disk is (nearly) full: publishes are refused
+    until space returns; reads and acks go on."""
+
+    code = "DISKFULL"
+    http_status = 507
+    retriable = True
+
+
 class ShuttingDownError(LogqError):
     code = "SHUTDOWN"
     http_status = 503
@@ -127,6 +136,7 @@ _ALL: list[type[LogqError]] = [
     NotMemberError,
     LimitError,
     StorageError,
+    DiskFullError,
     ShuttingDownError,
     ProtocolViolationError,
     UnsupportedError,

@@ -25,6 +25,7 @@ from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
 from logq.broker.delays import check_delay
 from logq.broker.delivery import DeliveryMixin
+from logq.broker.disk import DiskGuard
 from logq.broker.errors import from_log_error
 from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.group import Group, group_key
@@ -82,6 +83,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self.topics: dict[str, Topic] = {}
         self.groups: dict[str, Group] = {}
         self.metrics = Metrics()
+        self.disk = DiskGuard(config.data_dir, config.disk_free_min_bytes)
+        self._disk_checked_ms = clock.now_ms()
         self._executor = ThreadPoolExecutor(
             max_workers=config.storage_threads, thread_name_prefix="logq-storage"
         )
@@ -189,16 +192,27 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             if topic is not None:
                 topic.changed.set()
         self.expire_sessions()
-        for topic in self.topics.values():
-            for partition in topic.partitions:
-                partition.log.flush_if_due()
         self._flush_trace()
-        self.trace_log.flush_if_due()
-        if self._journal.unsynced and not self.storage.in_memory:
-            await self.run(self._journal.sync_all)  # what was journaled without waiting
+        if not self.storage.in_memory:
+            await self.run(self._flush_due)
+            if self._journal.unsynced:
+                await self.run(self._journal.sync_all)  # what was journaled without waiting
+            if self.disk.full or now_ms - self._disk_checked_ms >= self.config.disk_check_ms:
+                self._disk_checked_ms = now_ms
+                await self.run(self.disk.measure)
         if now_ms - self._retention_checked_ms >= self.config.retention_check_ms:
             self._retention_checked_ms = now_ms
             await self.apply_retention()
+
+    def _flush_due(self) -> None:
+        """Under `fsync: interval`, the logs whose interval has passed (blocking)."""
+        for topic in list(self.topics.values()):
+            for partition in topic.partitions:
+                partition.log.flush_if_due()
+        try:
+            self.trace_log.flush_if_due()
+        except OSError as error:  # the trace is not worth failing the timer for
+            logger.warning("trace flush failed: %s", error)
 
     async def apply_retention(self) -> int:
         """Delete expired segments of every topic; returns segments deleted."""
@@ -237,7 +251,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         """Run blocking storage work off the event loop (inline in memory mode)."""
         if self.storage.in_memory:
             return function()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        except OSError as error:  # a full or failing disk: a catalogue error
+            raise self.disk.storage_error(error) from error
 
     def _check_open(self) -> None:
         if self._closed:
@@ -364,6 +381,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         to the next, so a batch stays one append), store them as one batch
         per partition and lane, durably."""
         self._check_open()
+        self.disk.check_publish()
         topic = await self._topic_for_publish(topic_name)
         if not messages:
             raise BadArgumentError("nothing to publish: give at least one message")
@@ -437,6 +455,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     async def publish_batch(self, topic_name: str, partition: int, batch: bytes) -> BatchResult:
         """Store one producer-built batch as it came (the native fast path)."""
         self._check_open()
+        self.disk.check_publish()
         topic = await self._topic_for_publish(topic_name)
         target = topic.partition(partition)
         now_ms = self.clock.now_ms()
@@ -460,6 +479,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         """Count a newly stored batch; trace its publish if it is delayed (the
         record timestamps of a delayed batch are due times, not publish times)."""
         self.metrics.published(topic.name, end - start, len(batch))
+        self.disk.spend(len(batch))
         if read_header(batch).attributes & DELAYED:
             self._trace("delayed", topic, target.index, [(start, end)])
 

@@ -38,6 +38,10 @@ class BrokerConfig:
     publish_messages_max: int = 100_000
     message_bytes_max: int = 4 * 1024 * 1024
     auto_create_topics: bool = False
+    # Publishes are refused (DISKFULL) while the data disk has less free
+    # space than this, so acks and the journal keep room; measured this often.
+    disk_free_min_bytes: int = 64 * 1024 * 1024
+    disk_check_ms: int = 1000
     # The trace journal keeps message lifecycles this long / this big, and is
     # fsynced this often (a power loss may lose that much trace, no data).
     trace_retention_ms: int | None = 7 * 86_400_000

@@ -22,6 +22,7 @@ from logq.broker.clock import Clock
 from logq.broker.config import BrokerConfig
 from logq.broker.coordination import CoordinationMixin
 from logq.broker.delays import held_back
+from logq.broker.disk import DiskGuard
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
 from logq.broker.messages import (
@@ -86,6 +87,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     scheduler: TimingWheel[str]
     lanes: Lanes
     storage: Storage
+    disk: DiskGuard
 
     if TYPE_CHECKING:
 
@@ -769,6 +771,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 await self.run(lambda: self._journal.sync(offset))
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
+        except OSError as error:  # written on the loop: a full or failing disk
+            raise self.disk.storage_error(error) from None
         for key in {event.group for event in events if not isinstance(event, Leased)}:
             group = self.groups.get(key)
             if group is not None:

@@ -93,7 +93,7 @@ class TracingMixin:
         records, self._trace_buffer = self._trace_buffer, []
         try:
             self.trace_log.append(records, self.clock.now_ms())
-        except LogError as error:  # the trace is not worth failing a delivery for
+        except (LogError, OSError) as error:  # the trace is not worth failing a delivery for
             logger.warning("trace records dropped: %s", error)
 
     async def trace(self, message_id: str) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
-    _check_keys("config", data, {"broker", "defaults", "server", "trace", "groups"})
+    _check_keys("config", data, {"broker", "defaults", "server", "trace", "groups", "limits"})
     broker_data = _mapping("broker", data.get("broker"))
     _check_keys(
         "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
@@ -159,6 +159,10 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
         _int("defaults.priority.lanes", lanes, 3, 3)  # a count: the three default lanes
     changes["group_defaults"] = broker.group_defaults
     changes.update(_trace_and_groups(data))
+    limit_changes, log_changes, server_limit_changes = _limits(data)
+    changes.update(limit_changes)
+    changes["log"] = replace(changes["log"], **log_changes)
+    server_changes.update(server_limit_changes)
     server = _mapping("server", data.get("server"))
     _check_keys("server", server, {"connectionsMax", "shutdownTimeoutS", "logJson"})
     if "connectionsMax" in server:
@@ -198,6 +202,31 @@ def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"groups.sessionTimeout: {session} ms is not within 100 ms..1h")
         changes["session_timeout_ms"] = session
     return changes
+
+
+# `limits:` keys: (where the value goes, its field, low, high)
+LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
+    "messageBytes": ("broker", "message_bytes_max", 1, 256 << 20),
+    "batchBytes": ("log", "batch_bytes_max", 1 << 10, 256 << 20),
+    "batchMessages": ("log", "batch_records_max", 1, 1_000_000),
+    "publishMessages": ("broker", "publish_messages_max", 1, 1_000_000),
+    "receiveMessages": ("broker", "receive_messages_max", 1, 1_000_000),
+    "connections": ("server", "connections_max", 1, 1_000_000),
+    "diskFreeMinBytes": ("broker", "disk_free_min_bytes", 0, 2**62),
+}
+
+
+def _limits(
+    data: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """`limits: {messageBytes: n, ...}`: broker, log and server changes."""
+    limits = _mapping("limits", data.get("limits"))
+    _check_keys("limits", limits, set(LIMIT_KEYS))
+    found: dict[str, dict[str, Any]] = {"broker": {}, "log": {}, "server": {}}
+    for key, value in limits.items():
+        where, name, low, high = LIMIT_KEYS[key]
+        found[where][name] = _int(f"limits.{key}", value, low, high)
+    return found["broker"], found["log"], found["server"]
 
 
 def _duration(key: str, value: object) -> int:
