@@ -13,6 +13,7 @@ from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
+from logq.cli.bench_chaos import bench_chaos
 from logq.cli.bench_compare import bench_compare
 from logq.cli.common import at_least_one
 from logq.log.config import FsyncPolicy
@@ -26,6 +27,7 @@ def bench() -> None:
 
 
 bench.add_command(bench_compare)
+bench.add_command(bench_chaos)
 
 
 @bench.command("log")
