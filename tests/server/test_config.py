@@ -95,6 +95,9 @@ def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
         ("trace: {retention: forever}", "trace.retention"),
         ("groups: {sessionTimeout: 1ms}", "groups.sessionTimeout"),
         ("broker: [unclosed", "not valid YAML"),
+        ("limits: {messageBytes: 0}", "limits.messageBytes"),
+        ("limits: {diskFree: 1}", "limits.diskFree"),
+        ("server: {allowUnauthenticatedRemote: 'yes'}", "server.allowUnauthenticatedRemote"),
     ],
 )
 def test_a_bad_value_is_one_message_naming_the_key(tmp_path: Path, text: str, names: str) -> None:
@@ -132,3 +135,40 @@ def test_trace_and_group_sessions_are_set_in_the_file(tmp_path: Path) -> None:
     assert config.broker.trace_retention_ms == 2 * 86_400_000
     assert config.broker.trace_retention_bytes == 1 << 20
     assert config.broker.session_timeout_ms == 10_000
+
+
+def test_limits_are_named_in_the_file(tmp_path: Path) -> None:
+    text = (
+        "limits: {messageBytes: 1000, batchBytes: 65536, batchMessages: 50, publishMessages: 70,"
+        " receiveMessages: 80, connections: 90, diskFreeMinBytes: 0}"
+    )
+    config = build_config(config_file=write(tmp_path, text), environ={})
+    broker = config.broker
+    assert (broker.message_bytes_max, broker.publish_messages_max) == (1000, 70)
+    assert (broker.log.batch_bytes_max, broker.log.batch_records_max) == (65536, 50)
+    assert (broker.receive_messages_max, broker.disk_free_min_bytes) == (80, 0)
+    assert config.connections_max == 90
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "::", "example.org"])
+def test_listening_beyond_loopback_without_auth_must_be_asked_for(
+    tmp_path: Path, host: str
+) -> None:
+    with pytest.raises(ConfigError, match="--allow-unauthenticated-remote"):
+        build_config(config_file=None, environ={}, host=host)
+    with pytest.raises(ConfigError, match="beyond this machine"):
+        build_config(config_file=None, environ={"LOGQ_HOST": host})
+    allowed = build_config(
+        config_file=None, environ={}, host=host, allow_unauthenticated_remote=True
+    )
+    assert allowed.host == host
+    text = "server: {allowUnauthenticatedRemote: true}\nbroker: {listeners: {http: '0.0.0.0:0'}}"
+    assert build_config(config_file=write(tmp_path, text), environ={}).http_bind_host == "0.0.0.0"
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert build_config(config_file=None, environ={}, host=loopback).host == loopback
+
+
+def test_logq_serve_refuses_a_remote_host_without_the_flag() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--memory", "--host", "0.0.0.0"])
+    assert result.exit_code != 0
+    assert "--allow-unauthenticated-remote" in result.output

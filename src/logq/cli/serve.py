@@ -64,6 +64,11 @@ def _setup_logging(as_json: bool) -> None:
     help="Durability of appends [always].",
 )
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.option(
+    "--allow-unauthenticated-remote",
+    is_flag=True,
+    help="Listen beyond loopback although authentication is off (prints a warning).",
+)
 def serve_command(
     data_dir: Path | None,
     memory: bool,
@@ -73,6 +78,7 @@ def serve_command(
     config_file: Path | None,
     fsync: str | None,
     log_json: bool,
+    allow_unauthenticated_remote: bool,
 ) -> None:
     """Run the broker: native protocol and HTTP API (REST, metrics)."""
     try:
@@ -85,6 +91,7 @@ def serve_command(
             data_dir=data_dir,
             memory=memory,
             fsync=fsync,
+            allow_unauthenticated_remote=allow_unauthenticated_remote,
         )
     except (ConfigError, BadArgumentError, InvalidConfigError) as error:
         raise click.ClickException(f"bad configuration: {error}") from None

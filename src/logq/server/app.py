@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from logq.broker import Broker
-from logq.server.config import LOOPBACK_HOSTS, ServerConfig
+from logq.server.config import ServerConfig, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
 from logq.server.tcp import NativeServer
@@ -63,11 +63,13 @@ async def serve(
     handle_signals: bool = True,
 ) -> None:
     """Run a server until `stop` is set or a signal arrives."""
-    for host in {config.host, config.http_bind_host}:
-        if host not in LOOPBACK_HOSTS:
-            logger.warning(
-                "listening on %s, beyond this machine, and authentication is not configured", host
-            )
+    for host in remote_hosts(config):
+        logger.warning(
+            "listening on %s, beyond this machine, with authentication off "
+            "(allowed by allowUnauthenticatedRemote): anyone who reaches it can publish, "
+            "consume and delete",
+            host,
+        )
     stop = stop or asyncio.Event()
     broker = await Broker.open(config.broker)
     broker.start()

@@ -16,6 +16,7 @@ Every key is checked; a bad one stops the server with one message naming it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,8 @@ class ServerConfig:
     connections_max: int = 10_000
     shutdown_timeout_s: float = 10.0
     log_json: bool = False
+    # Listening beyond loopback with authentication off must be asked for.
+    allow_unauthenticated_remote: bool = False
 
     @property
     def http_bind_host(self) -> str:
@@ -164,7 +167,18 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     changes["log"] = replace(changes["log"], **log_changes)
     server_changes.update(server_limit_changes)
     server = _mapping("server", data.get("server"))
-    _check_keys("server", server, {"connectionsMax", "shutdownTimeoutS", "logJson"})
+    _check_keys(
+        "server",
+        server,
+        {"connectionsMax", "shutdownTimeoutS", "logJson", "allowUnauthenticatedRemote"},
+    )
+    if "allowUnauthenticatedRemote" in server:
+        value = server["allowUnauthenticatedRemote"]
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"server.allowUnauthenticatedRemote: expected true or false, got {value!r}"
+            )
+        server_changes["allow_unauthenticated_remote"] = value
     if "connectionsMax" in server:
         server_changes["connections_max"] = _int(
             "server.connectionsMax", server["connectionsMax"], 1, 1_000_000
@@ -331,8 +345,10 @@ def build_config(
     data_dir: Path | None = None,
     memory: bool = False,
     fsync: str | None = None,
+    allow_unauthenticated_remote: bool = False,
 ) -> ServerConfig:
-    """Defaults < file < environment < flags."""
+    """Defaults < file < environment < flags; refuses to listen beyond this
+    machine with authentication off unless that was asked for."""
     config = ServerConfig()
     if config_file is not None:
         config = apply_file(config, load_file(config_file))
@@ -352,9 +368,36 @@ def build_config(
         broker = replace(broker, data_dir=None)
     if fsync is not None:
         broker = replace(broker, log=replace(broker.log, fsync=FsyncPolicy(fsync)))
+    if allow_unauthenticated_remote:
+        config = replace(config, allow_unauthenticated_remote=True)
+    check_exposure(config)
     return replace(
         config, broker=replace(broker, group_defaults=broker.group_defaults or GroupSettings())
     )
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_hosts(config: ServerConfig) -> list[str]:
+    """The listen addresses that reach beyond this machine."""
+    return sorted({h for h in (config.host, config.http_bind_host) if not is_loopback(h)})
+
+
+def check_exposure(config: ServerConfig) -> None:
+    remote = remote_hosts(config)
+    if remote and not config.allow_unauthenticated_remote:
+        raise ConfigError(
+            f"listening on {', '.join(remote)} reaches beyond this machine and authentication "
+            "is off: pass --allow-unauthenticated-remote (or set "
+            "server.allowUnauthenticatedRemote: true) to do it anyway"
+        )
 
 
 def log_config_summary(config: LogConfig) -> str:
