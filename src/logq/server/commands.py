@@ -42,6 +42,9 @@ class Session:
     subscription: Subscription | None = None
     client_name: str = ""
     push: Callable[[Push], None] | None = None
+    # resolves while the peer reads what is written (the transport is below
+    # its high-water mark): pushes wait on it, so a stuck reader holds no more
+    writable: Callable[[], Awaitable[object]] | None = None
     members: set[tuple[str, str, str]] = field(default_factory=set)  # joined with JOIN
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -714,6 +717,7 @@ async def _consume(broker: Broker, session: Session, args: list[bytes]) -> Reply
     subscription = Subscription(
         broker,
         session.push,
+        writable=session.writable,
         topic=topic,
         group=group,
         consumer=consumer,

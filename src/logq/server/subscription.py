@@ -7,7 +7,9 @@ or its connection is lost.
 The consumer grants credit in messages; the subscription leases at most
 that many, pushes each delivery as one frame and spends its size. With no
 credit, nothing is leased: a slow consumer holds no messages it cannot
-process. Leases taken by a subscription that ends expire like any other.
+process. Nor while the connection's writes are backed up (the peer stopped
+reading): the next lease waits until the transport drains. Leases taken by a
+subscription that ends expire like any other.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from logq.broker import Broker
 from logq.errors import BadArgumentError, LogqError
@@ -33,6 +35,7 @@ class Subscription:
         broker: Broker,
         push: Callable[[Push], None],
         *,
+        writable: Callable[[], Awaitable[object]] | None = None,
         topic: str,
         group: str,
         consumer: str,
@@ -45,6 +48,7 @@ class Subscription:
         self.consumer = consumer
         self.visibility_timeout_ms = visibility_timeout_ms
         self._push = push
+        self._writable = writable
         self._credit = 0
         self._has_credit = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +83,8 @@ class Subscription:
         limit = self.broker.config.receive_messages_max
         while True:
             await self._has_credit.wait()
+            if self._writable is not None:
+                await self._writable()  # a consumer that stops reading gets nothing more
             try:
                 deliveries = await self.broker.receive_raw(
                     self.topic,

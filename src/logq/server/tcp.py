@@ -26,6 +26,7 @@ from logq.server.connections import ConnectionCounter
 
 logger = logging.getLogger("logq.server")
 
+REPLY_BUFFER_BYTES = 256 << 10  # replies held back for one write, at most
 QUEUED_COMMANDS_MAX = 1024
 FRAME_LIMITS = Limits(max_bulk_bytes=64 << 20, max_buffer_bytes=128 << 20)
 
@@ -34,7 +35,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: NativeServer) -> None:
         self.server = server
         self.parser = Parser(FRAME_LIMITS, inline=True)
-        self.session = Session(push=self._push)
+        self.session = Session(push=self._push, writable=self._writable)
         self.session.extra["connections"] = server.connections
         self.transport: asyncio.Transport | None = None
         self._commands: deque[list[bytes]] = deque()
@@ -119,11 +120,12 @@ class Connection(asyncio.Protocol):
 
     async def _serve(self) -> None:
         out: list[bytes | memoryview] = []
+        pending = 0  # bytes in `out`
         while not self._closing or self._commands:
             if not self._commands:
                 if out:
                     self._write(out)
-                    out = []
+                    out, pending = [], 0
                 if self._closing:
                     break
                 self._wake.clear()
@@ -137,16 +139,20 @@ class Connection(asyncio.Protocol):
                 self._reading_paused = False
                 self.transport.resume_reading()
             reply = await self._run(command)
+            start = len(out)
             encode_into(reply, out, self.session.protocol)
+            pending += sum(len(piece) for piece in out[start:])
             if self.session.closing:
                 self._write(out)
                 out = []
                 self._commands.clear()
                 self.transport.close()
                 break
-            if sum(len(piece) for piece in out[-8:]) > 256 << 10:
+            if pending > REPLY_BUFFER_BYTES:
+                # Hand big replies to the transport now: its high-water mark
+                # then pauses this loop (above) until the peer reads them.
                 self._write(out)
-                out = []
+                out, pending = [], 0
         if out:
             self._write(out)
         # The peer is done (EOF, QUIT, shutdown) and every reply is written:
@@ -166,6 +172,9 @@ class Connection(asyncio.Protocol):
             return RespError("ERR internal error; the server log has the details")
         finally:
             self._busy = False
+
+    async def _writable(self) -> None:
+        await self._can_write.wait()
 
     def _write(self, out: list[bytes | memoryview]) -> None:
         if self.transport is not None and not self.transport.is_closing():
