@@ -159,6 +159,18 @@ def test_resp3_types_from_other_servers_decode() -> None:
     assert parse_all(data) == [3.5, 12345678901234567890, "abc", [1, 2], 5, RespError("ERR x")]
 
 
+def test_a_chain_of_attributes_is_bounded_by_the_depth_limit() -> None:
+    # Each attribute used to read the value it annotates at its own depth, so
+    # "|0\r\n" repeated a thousand times (4 KB) recursed past Python's limit
+    # and raised RecursionError instead of ProtocolError.
+    for frame in (b"|0\r\n" * 2000 + b":1\r\n", b"*1\r\n" + b"|0\r\n" * 2000 + b"$1\r\nx\r\n"):
+        parser = Parser()
+        parser.feed(frame)
+        with pytest.raises(ProtocolError, match="nested deeper"):
+            parser.next_command() if frame.startswith(b"*") else parser.next_value()
+    assert parse_all(b"|0\r\n" * 8 + b":1\r\n") == [1]
+
+
 @given(st.binary(max_size=300), st.booleans())
 def test_garbage_only_ever_raises_the_protocol_error(data: bytes, inline: bool) -> None:
     parser = Parser(

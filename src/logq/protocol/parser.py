@@ -211,8 +211,9 @@ class Parser:
                 if isinstance(key, (list, dict)):
                     raise ProtocolError("a map key must be a plain value")
                 mapping[key] = value
-            if kind == 0x7C:  # attributes annotate the value that follows
-                return self._value(position, depth)
+            if kind == 0x7C:  # attributes annotate the value that follows (one level deeper,
+                # so a chain of attributes is bounded by max_depth like any nesting)
+                return self._value(position, depth + 1)
             return mapping, position
         if kind in (0x7E, 0x3E):  # '~' set, '>' push
             count = self._count(line, "set")
