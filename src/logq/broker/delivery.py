@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
 from collections import defaultdict
@@ -542,6 +543,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             todo = _unsettled_delivered(state, ranges)
             for start, end in todo:
                 lease = state.lease_of(start)
+                if lease is not None and lease.consumer == DLQ_CONSUMER:
+                    continue  # already on its way to the DLQ (a retried reject, say)
                 attempt = lease.attempt if lease else 0
                 self._trace(
                     "rejected",
@@ -644,6 +647,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 continue
             events: list[Event] = []
             dead: list[tuple[int, list[Range], int]] = []
+            unfinished: list[tuple[int, list[Range], int, int]] = []
             for partition, state in enumerate(group.deliveries):
                 for lease in state.expired(now_ms):
                     parts = state.unsettled_ranges(lease.start, lease.end)
@@ -652,9 +656,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     count = sum(end - start for start, end in parts)
                     expired_total += count
                     if lease.consumer == DLQ_CONSUMER:
-                        pass  # a dead-letter move that did not finish: retried below
-                    else:
-                        group.counters["expired"] += count
+                        # a dead-letter move that did not finish (a crash): finish it
+                        unfinished.append((partition, parts, lease.attempt, lease.deadline_ms))
+                        continue
+                    group.counters["expired"] += count
                     if lease.attempt >= group.max_deliveries(topic.settings):
                         dead.append((partition, parts, lease.attempt))
                         continue
@@ -678,7 +683,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 await self._dead_letter(
                     group, topic, partition, parts, attempt, "max_deliveries (lease expired)"
                 )
-            if events or dead:
+            for partition, parts, attempt, hold_until in unfinished:
+                await self._dead_letter(
+                    group, topic, partition, parts, attempt, "dead-letter move resumed", hold_until
+                )
+            if events or dead or unfinished:
                 topic.changed.set()
         return expired_total
 
@@ -699,11 +708,18 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         ranges: list[Range],
         attempt: int,
         reason: str,
+        hold_until: int | None = None,
     ) -> None:
-        """Copy messages to the dead-letter topic with their origin, then settle them."""
+        """Copy messages to the dead-letter topic with their origin, then settle
+        them. The offsets are first held (journaled) for the move; if a crash
+        interrupts it, the hold expires after recovery and the move runs again
+        with the same `hold_until`, and the dead-letter topic's dedup ids
+        (from the group, the message and the hold) store each copy once."""
         state = group.deliveries[partition]
         now_ms = self.clock.now_ms()
-        hold = Leased(group.key, partition, ranges, DLQ_CONSUMER, now_ms + DLQ_HOLD_MS, attempt)
+        if hold_until is None:
+            hold_until = now_ms + DLQ_HOLD_MS
+        hold = Leased(group.key, partition, ranges, DLQ_CONSUMER, hold_until, attempt)
         state.apply(hold)
         await self._commit([hold])
         dlq = self.dlq_name(topic.name)
@@ -724,6 +740,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                         HEADER_DEAD_AT: str(now_ms),
                     }
                 )
+                move = f"{group.key}\0{message.id}\0{hold_until}".encode()
                 outgoing.append(
                     OutgoingMessage(
                         message.value,
@@ -731,7 +748,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                         headers,
                         message.priority,
                         0,
-                        message.timestamp_ms,
+                        now_ms,  # the DLQ's retention and dedup window count from here
+                        dedup_id=hashlib.sha1(move).hexdigest(),
                     )
                 )
         for index in range(0, len(outgoing), 1000):
