@@ -82,6 +82,19 @@ def test_resp2_maps_are_flat_arrays_and_null_is_a_null_bulk() -> None:
     assert encode({"a": 1}, 3) == b"%1\r\n$1\r\na\r\n:1\r\n"
 
 
+def test_integers_past_64_bits_are_big_numbers() -> None:
+    # A big number read from a peer ('(' + 41 digits) used to be written back
+    # as a RESP integer, which no parser (ours included) accepts past 64 bits.
+    big = 10**40
+    assert encode(big, 3) == b"(%d\r\n" % big
+    assert encode(-big, 2) == b"$42\r\n-%d\r\n" % big
+    assert encode(2**63 - 1) == b":9223372036854775807\r\n"
+    assert encode(-(2**63)) == b":-9223372036854775808\r\n"
+    assert encode(2**63) == b"(9223372036854775808\r\n"
+    (value,) = parse_all(encode([big, -big], 3))
+    assert value == [big, -big]
+
+
 def test_memoryviews_are_sent_without_copies_into_the_frame() -> None:
     data = memoryview(b"hello world")[6:]
     assert encode(data) == b"$5\r\nworld\r\n"

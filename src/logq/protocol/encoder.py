@@ -5,7 +5,8 @@ carries stored batches (bytes or memoryviews) is handed to the transport
 with `writelines` without being copied into one buffer first.
 
 Mapping of Python values: bytes-like -> bulk string, str -> bulk string
-(UTF-8), SimpleString -> simple string, int -> integer, bool -> boolean
+(UTF-8), SimpleString -> simple string, int -> integer (past 64 bits: big
+number, RESP2: bulk string), bool -> boolean
 (RESP2: 1/0), float -> double (RESP2: bulk string), None -> null (RESP2:
 null bulk string), list/tuple -> array, dict -> map (RESP2: flat array of
 key, value, ...), Push -> push (RESP2: array), RespError -> error.
@@ -21,6 +22,8 @@ from logq.protocol.values import Push, RespError, SimpleString
 _CRLF = b"\r\n"
 _NULL3 = b"_\r\n"
 _NULL2 = b"$-1\r\n"
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 
 def encode_into(value: object, out: list[bytes | memoryview], protocol: int = 3) -> None:
@@ -42,7 +45,13 @@ def encode_into(value: object, out: list[bytes | memoryview], protocol: int = 3)
         else:
             out.append(b":1\r\n" if value else b":0\r\n")
     elif isinstance(value, int):
-        out.append(b":%d\r\n" % value)
+        if _INT64_MIN <= value <= _INT64_MAX:
+            out.append(b":%d\r\n" % value)
+        elif protocol == 3:  # RESP integers are 64-bit: wider ones are big numbers
+            out.append(b"(%d\r\n" % value)
+        else:
+            text = b"%d" % value
+            out.append(b"$%d\r\n%b\r\n" % (len(text), text))
     elif isinstance(value, float):
         text = _double(value)
         if protocol == 3:
