@@ -423,7 +423,11 @@ def _decoded_body(
 ) -> tuple[BatchHeader, bytes]:
     header = read_header(batch, position)
     raw = bytes(memoryview(batch)[position + HEADER_SIZE : position + header.size])
-    return header, compression.decompress(header.codec, raw, size_bytes_max=1 << 31)
+    body = compression.decompress(header.codec, raw, size_bytes_max=1 << 31)
+    count = header.record_count
+    if count < 0 or len(body) < _data_start(count):
+        raise InvalidBatchError(f"body of {len(body)} bytes is too short for {count} records")
+    return header, body
 
 
 def decode_batch(batch: bytes | bytearray | memoryview, position: int = 0) -> DecodedBatch:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import lz4.block
 import zstandard
 
+from logq.log.errors import InvalidBatchError
+
 NONE = 0
 ZSTD = 1
 LZ4 = 2
@@ -17,8 +19,8 @@ NAMES = {NONE: "none", ZSTD: "zstd", LZ4: "lz4"}
 BY_NAME = {name: codec for codec, name in NAMES.items()}
 
 
-class CompressionError(Exception):
-    """A body could not be decompressed within its bound."""
+class CompressionError(InvalidBatchError):
+    """A body could not be decompressed within its bound, or names no codec."""
 
 
 def compress(codec: int, body: bytes) -> bytes:
