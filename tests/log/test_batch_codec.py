@@ -4,6 +4,7 @@ LogError) comes out, whatever the header claims."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,21 @@ def test_batches_the_codec_wrote_still_decode() -> None:
         assert decoded.values == [b"a", None, b""]
         assert decoded.keys == [None, b"k", b""]
         assert decode_timestamps(batch) == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"timestamp_ms": 2**63},
+        {"timestamps": [-(2**63) - 1]},
+        {"timestamps": [2**63 + 5]},
+        {"producer_id": 2**63},
+        {"producer_epoch": 2**15},
+        {"base_sequence": -(2**31) - 1},
+    ],
+)
+def test_header_fields_out_of_range_are_an_invalid_batch(fields: dict[str, Any]) -> None:
+    # A timestamp or producer field past its 64/32/16 bits made the header's
+    # struct.pack raise struct.error out of encode_batch.
+    with pytest.raises(InvalidBatchError, match="out of range"):
+        encode_batch([b"value"], **fields)

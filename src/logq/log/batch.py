@@ -285,23 +285,26 @@ def encode_batch(
         | (DELAYED if delayed else 0)
         | (DEDUP if dedup else 0)
     )
-    header = bytearray(
-        HEADER.pack(
-            base_offset,
-            HEADER_SIZE - LENGTH_PREFIX_SIZE + len(body),
-            leader_epoch,
-            FORMAT_VERSION,
-            0,
-            attributes,
-            count - 1,
-            first_timestamp,
-            max_timestamp,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            count,
+    try:
+        header = bytearray(
+            HEADER.pack(
+                base_offset,
+                HEADER_SIZE - LENGTH_PREFIX_SIZE + len(body),
+                leader_epoch,
+                FORMAT_VERSION,
+                0,
+                attributes,
+                count - 1,
+                first_timestamp,
+                max_timestamp,
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                count,
+            )
         )
-    )
+    except struct.error as error:
+        raise InvalidBatchError(f"batch field out of range: {error}") from None
     crc = crc32c(body, crc32c(memoryview(header)[ATTRIBUTES_AT:]))
     struct.pack_into("<I", header, CRC_AT, crc)
     return bytes(header) + body
