@@ -79,3 +79,22 @@ def test_header_fields_out_of_range_are_an_invalid_batch(fields: dict[str, Any])
     # struct.pack raise struct.error out of encode_batch.
     with pytest.raises(InvalidBatchError, match="out of range"):
         encode_batch([b"value"], **fields)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"\udcff": "v"},
+        {"name": "a\ud800b"},
+        {"n" * 65_536: "v"},
+        {str(index): "" for index in range(65_536)},
+    ],
+    ids=["surrogate-name", "surrogate-value", "long-name", "many-headers"],
+)
+def test_headers_the_format_cannot_hold_are_an_invalid_batch(headers: dict[str, str]) -> None:
+    # A lone surrogate in a header name or value (text with no UTF-8) raised
+    # UnicodeEncodeError out of encode_batch; a name of 65,536 bytes or
+    # 65,536 headers (the format counts both in 16 bits) raised struct.error.
+    with pytest.raises(InvalidBatchError, match="record headers cannot be encoded"):
+        encode_batch([b"value"], headers=[headers])
+    assert decode_batch(encode_batch([b"v"], headers=[{"n" * 65_535: "v"}])).records()

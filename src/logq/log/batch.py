@@ -167,13 +167,19 @@ def encode_headers(headers: dict[str, str] | None) -> bytes:
     """Encode one record's headers: u16 count, then (u16 key len, u32 value len, key, value)."""
     if not headers:
         return b""
-    parts = [_HEADER_COUNT.pack(len(headers))]
-    for name, value in headers.items():
-        name_bytes = name.encode()
-        value_bytes = value.encode()
-        parts.append(_HEADER_ENTRY.pack(len(name_bytes), len(value_bytes)))
-        parts.append(name_bytes)
-        parts.append(value_bytes)
+    try:
+        parts = [_HEADER_COUNT.pack(len(headers))]
+        for name, value in headers.items():
+            name_bytes = name.encode()
+            value_bytes = value.encode()
+            parts.append(_HEADER_ENTRY.pack(len(name_bytes), len(value_bytes)))
+            parts.append(name_bytes)
+            parts.append(value_bytes)
+    except (UnicodeEncodeError, struct.error) as error:
+        raise InvalidBatchError(
+            "record headers cannot be encoded (valid Unicode, names of at most 65,535 bytes, "
+            f"at most 65,535 headers): {error}"
+        ) from None
     return b"".join(parts)
 
 
