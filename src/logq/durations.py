@@ -19,7 +19,7 @@ def parse_duration_ms(value: object, *, name: str = "duration") -> int:
         raise BadArgumentError(f"{name}: expected a duration like '30s' or ms, got {value!r}")
     if isinstance(value, int):
         result = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isdecimal():
         result = int(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         result = round(float(match.group(1)) * _UNITS_MS[match.group(2)])
@@ -40,7 +40,7 @@ def parse_time_ms(value: object, *, name: str = "time") -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if text.lstrip("-").isdecimal():
             return int(text)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -32,7 +32,7 @@ class MessageId:
             raise BadArgumentError(f"message id must be a string like 'orders:2:45', got {text!r}")
         topic, _, rest = text.rpartition(":")
         topic, _, partition = topic.rpartition(":")
-        if not topic or not partition.isdigit() or not rest.isdigit():
+        if not topic or not partition.isdecimal() or not rest.isdecimal():
             raise BadArgumentError(
                 f"malformed message id {text!r}, expected '<topic>:<partition>:<offset>'"
             )
