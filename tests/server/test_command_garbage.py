@@ -9,15 +9,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from logq.broker import Broker, BrokerConfig, FakeClock
+from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker.delivery import HEADER_ATTEMPTS, HEADER_DEAD_AT, HEADER_GROUP, HEADER_ORIGIN_ID
+from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.messages import MessageId
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError
+from logq.log import encode_batch
 from logq.server.commands import Session, dispatch
+from logq.server.http_messages import dead_letter_json
 
 pytestmark = pytest.mark.anyio
 
 SUPERSCRIPT_TWO = "\u00b2"  # str.isdigit() says yes, int() says no
+START_MS = 1_700_000_000_000  # FakeClock's start
 
 
 @pytest.fixture
@@ -28,7 +33,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def broker() -> AsyncIterator[Broker]:
     opened = await Broker.open(BrokerConfig(), clock=FakeClock())
-    await opened.create_topic("t", {"partitions": 2})
+    await opened.create_topic("t", {"partitions": 2, "dlq": "t.dlq"})
     await opened.put_group("t", "g", {"mode": "shared"})
     await dispatch(opened, Session(), "PUB", [b"t", b"v", b"PARTITION", b"0"])
     try:
@@ -68,3 +73,43 @@ def test_parsers_accept_decimal_digits_only() -> None:
     assert parse_duration_ms(" 250 ") == 250
     assert parse_time_ms("-5") == -5
     assert MessageId.parse("t:2:45") == MessageId("t", 2, 45)
+
+
+async def test_a_logq_header_with_a_non_decimal_digit_does_not_poison_a_partition(
+    broker: Broker,
+) -> None:
+    # A batch marked as expiring whose logq-expires-at header held "²" made
+    # every RECV and FETCH of its partition (and TRACE of the message) fail
+    # with ValueError: one published batch stopped the group's consumers.
+    poison = encode_batch(
+        [b"poison"],
+        headers=[{HEADER_EXPIRES_AT: SUPERSCRIPT_TWO}],
+        expiring=True,
+        timestamp_ms=START_MS,
+    )
+    session = Session()
+    [[partition, offset, _, _]] = await dispatch(broker, session, "PUBBATCH", [b"t", b"0", poison])
+    received = await dispatch(broker, session, "RECV", [b"t", b"g", b"c", b"COUNT", b"10"])
+    assert {message["value"] for message in received} == {b"v", b"poison"}
+    trace = await dispatch(broker, session, "TRACE", [f"t:{partition}:{offset}".encode()])
+    assert trace["events"][0]["event"] == "PUBLISHED"
+
+
+async def test_dead_letter_headers_with_a_non_decimal_digit_are_shown_not_raised(
+    broker: Broker,
+) -> None:
+    # Dead-letter headers are read back as numbers by REDRIVE and by the REST
+    # listing of the DLQ; "²" there raised ValueError (REST answered 500).
+    headers = {
+        HEADER_ORIGIN_ID: "t:0:0",
+        HEADER_GROUP: "g",
+        HEADER_ATTEMPTS: SUPERSCRIPT_TWO,
+        HEADER_DEAD_AT: SUPERSCRIPT_TWO,
+    }
+    await broker.create_topic("t.dlq", {})
+    await broker.publish("t.dlq", [OutgoingMessage(value=b"dead", headers=headers)])
+    (letter,) = await broker.dlq_messages("t", 10)
+    shown = dead_letter_json(letter)
+    assert shown["attempts"] is None
+    assert shown["dead_lettered_at"] is None
+    assert await broker.redrive("t", None) == 1

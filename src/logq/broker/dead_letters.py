@@ -140,7 +140,7 @@ class DeadLetterMixin(TracingMixin):
                 continue  # the group or topic is gone: the letter just leaves the DLQ
             handed_back.setdefault((group.key, origin.partition), []).append(origin.offset)
             dead_at = letter.headers.get(HEADER_DEAD_AT, "")
-            if dead_at.isdigit():
+            if dead_at.isdecimal():
                 group.lifecycle.redriven(now_ms - int(dead_at))
         events: list[Event] = [
             Redriven(key, partition, ranges_of(offsets), now_ms)

@@ -44,6 +44,6 @@ def expired_offsets(
                 found.append(offset)
             elif blocks and blocks[index]:
                 expires = decode_headers(blocks[index]).get(HEADER_EXPIRES_AT, "")
-                if expires.isdigit() and int(expires) <= now_ms:
+                if expires.isdecimal() and int(expires) <= now_ms:
                     found.append(offset)
     return found

@@ -174,7 +174,7 @@ def _published(log: Any, offset: int) -> dict[str, Any] | None:
             if header.producer_id != NO_PRODUCER_ID:
                 detail["producer"] = header.producer_id
             expires = headers.get(HEADER_EXPIRES_AT, "")
-            if expires.isdigit():
+            if expires.isdecimal():
                 detail["expires_at_ms"] = int(expires)
             return {
                 "at_ms": batch.timestamps[index],

@@ -239,7 +239,7 @@ def dead_letter_json(message: Message) -> dict[str, Any]:
     dead_at = headers.get(HEADER_DEAD_AT, "")
     data["origin_id"] = headers.get(HEADER_ORIGIN_ID)
     data["group"] = headers.get(HEADER_GROUP)
-    data["attempts"] = int(attempts) if attempts.isdigit() else None
+    data["attempts"] = int(attempts) if attempts.isdecimal() else None
     data["reason"] = headers.get(HEADER_REASON)
-    data["dead_lettered_at"] = int(dead_at) if dead_at.isdigit() else None
+    data["dead_lettered_at"] = int(dead_at) if dead_at.isdecimal() else None
     return data
