@@ -50,10 +50,13 @@ def test_an_interrupted_dead_letter_move_finishes_once(
     run(before_the_crash, config)
 
     async def after_recovery(broker: Broker, clock: FakeClock) -> None:
-        # the client retries its REJECT after reconnecting: nothing moves twice
+        # recovery finished the move at once...
+        assert broker.describe_group("t", "g")["lag"] == 0
+        assert len(await broker.dlq_messages("t")) == 1
+        # ...and the client's retried REJECT moves nothing
         assert await broker.reject("t", "g", ids, reason="bad input") == 0
         clock.advance(DLQ_HOLD_MS + 1)
-        await broker.tick()  # the hold expires: the move finishes
+        await broker.tick()
         letters = await broker.dlq_messages("t")
         assert [m.headers["logq-origin-id"] for m in letters] == ids
         assert letters[0].headers["logq-reason"] == "bad input"  # the first copy stands

@@ -30,6 +30,7 @@ Each of these must be 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ TOPIC = "chaos"
 GROUP = "workers"
 READY = re.compile(r"logq ready: native ")
 PAGE = 1000
+RETRIES = 60  # a client's tries per call: rides through any restart (backoff to 1 s)
 _CLIENT_ERRORS = (LogqError, ConnectionLostError, OSError, TimeoutError)
 
 
@@ -69,7 +71,8 @@ class ChaosSettings:
     reject_every: int = 31  # every n-th message is rejected by the consumer
     visibility_timeout_ms: int = 1500
     work_s: float = 0.05  # most time the consumer holds a batch before acking it
-    drain_s: float = 60.0  # most time the final drain may take
+    backlog_max: int = 3000  # producers wait while this many are undelivered
+    stall_s: float = 20.0  # the final drain gives up after this long without progress
     seed: int | None = None
     data_dir: Path | None = None
 
@@ -185,6 +188,17 @@ class ServerProcess:
                 self.kill()
 
 
+@contextlib.asynccontextmanager
+async def _client(address: str) -> AsyncIterator[AsyncClient]:
+    """A client whose first connection also rides through a restart."""
+    client = AsyncClient(address, retries=RETRIES)
+    try:
+        await client.call("PING")
+        yield client
+    finally:
+        await client.close()
+
+
 def _value(producer: int, sequence: int, due_ms: int, reject: bool) -> bytes:
     return f"{producer}:{sequence}:{due_ms}:{'r' if reject else 'a'}".encode()
 
@@ -221,7 +235,7 @@ class Chaos:
         started = time.monotonic()
         try:
             await loop.run_in_executor(None, server.start)
-            async with AsyncClient(server.address, retries=60) as admin:
+            async with _client(server.address) as admin:
                 await admin.create_topic(TOPIC, partitions=settings.partitions)
                 await admin.put_group(
                     TOPIC, GROUP, mode="shared", visibility_timeout=settings.visibility_timeout_ms
@@ -244,7 +258,7 @@ class Chaos:
             await asyncio.gather(*producers)
             await loop.run_in_executor(None, server.stop)
             await loop.run_in_executor(None, server.start)  # a clean restart before the check
-            async with AsyncClient(server.address, retries=60) as admin:
+            async with _client(server.address) as admin:
                 stored = await self._read_all(admin)
                 await self._drain(admin, stored)
                 self.state.consuming = False
@@ -259,10 +273,16 @@ class Chaos:
 
     async def _produce(self, address: str, index: int) -> None:
         settings = self.settings
-        async with AsyncClient(address, retries=60) as client:
+        async with _client(address) as client:
             producer = client.producer(linger_ms=2)
             sequence = 0
             while self.state.producing:
+                while len(self.state.acknowledged) - len(self.state.delivered) > (
+                    settings.backlog_max
+                ):  # let the consumer keep up, so the drain stays short
+                    await asyncio.sleep(0.01)
+                    if not self.state.producing:
+                        return
                 sent: list[tuple[bytes, asyncio.Future[Any]]] = []
                 for _ in range(settings.batch):
                     sequence += 1
@@ -286,7 +306,7 @@ class Chaos:
 
     async def _consume(self, address: str) -> None:
         state = self.state
-        async with AsyncClient(address, retries=60) as client:
+        async with _client(address) as client:
             while state.consuming:
                 try:
                     messages = await client.receive(TOPIC, GROUP, max=200, wait="200ms")
@@ -346,13 +366,16 @@ class Chaos:
 
     async def _drain(self, client: AsyncClient, stored: dict[bytes, list[tuple[int, int]]]) -> None:
         """Let the consumer settle everything stored (leases held at a kill
-        come back after the visibility timeout, delayed ones when due)."""
-        deadline = time.monotonic() + self.settings.drain_s
+        come back after the visibility timeout, delayed ones when due), while
+        it makes progress."""
         state = self.state
-        while time.monotonic() < deadline:
+        progress, seen = time.monotonic(), -1
+        while time.monotonic() - progress < self.settings.stall_s:
             delivered = all(state.delivered[value] for value in stored)
             if delivered and await self._pending(client) == 0:
                 return
+            if self.report.deliveries != seen:
+                progress, seen = time.monotonic(), self.report.deliveries
             await asyncio.sleep(0.2)
 
     async def _pending(self, client: AsyncClient) -> int:

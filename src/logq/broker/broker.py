@@ -149,6 +149,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             if group is not None and event.partition < len(group.deliveries):
                 group.deliveries[event.partition].apply(event)
                 replayed += 1
+        await self.finish_dead_letter_moves()
         logger.info(
             "broker ready: %d topics, %d groups, %d journal events replayed",
             len(self.topics),

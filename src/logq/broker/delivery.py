@@ -691,6 +691,31 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 topic.changed.set()
         return expired_total
 
+    async def finish_dead_letter_moves(self) -> int:
+        """After recovery, finish the dead-letter moves a crash interrupted (their
+        holds are in the journal) at once, rather than when the holds expire."""
+        moved = 0
+        for group in list(self.groups.values()):
+            topic = self.topics.get(group.topic)
+            if topic is None:
+                continue
+            for partition, state in enumerate(group.deliveries):
+                holds = [lease for lease in state.leases if lease.consumer == DLQ_CONSUMER]
+                for lease in holds:
+                    parts = state.unsettled_ranges(lease.start, lease.end)
+                    if parts:
+                        await self._dead_letter(
+                            group,
+                            topic,
+                            partition,
+                            parts,
+                            lease.attempt,
+                            "dead-letter move resumed",
+                            lease.deadline_ms,
+                        )
+                        moved += sum(end - start for start, end in parts)
+        return moved
+
     def _backoff_ms(self, group: Group, topic: Topic, attempt: int) -> int:
         wait = group.backoff(topic.settings).delay_ms(attempt, self._random.random())
         if wait:

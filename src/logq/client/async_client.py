@@ -82,6 +82,7 @@ class AsyncClient:
         self._settlers: dict[tuple[str, str], Settler] = {}
         self._round_robin = -1
         self.lane_names = DEFAULT_LANES  # the server's, once connected
+        self._lanes_known = False
         # the member name of receive() calls that give none: one per client,
         # so a receive loop is one member of the group, not one per call
         self.consumer_name = default_consumer_name()
@@ -109,8 +110,11 @@ class AsyncClient:
         return self._connection
 
     async def lanes(self) -> Lanes:
-        """The server's priority lanes (names and order)."""
-        await self.connect()
+        """The server's priority lanes (names and order): learnt on the first
+        connection (with the same retries as `call`), then kept, so a producer
+        never fails for a connection that is being re-made."""
+        if not self._lanes_known:
+            await self.call("PING")
         return self.lane_names
 
     async def open_connection(self, on_push: Callable[[Push], None] | None = None) -> Connection:
@@ -124,6 +128,7 @@ class AsyncClient:
         lanes = as_map(connection.server_info).get("lanes") if connection.server_info else None
         if isinstance(lanes, list) and lanes:
             self.lane_names = Lanes(lanes)
+        self._lanes_known = True
         return connection
 
     async def call(self, *args: bytes | str | int) -> Any:
