@@ -15,6 +15,7 @@ from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
 from logq.cli.bench_chaos import bench_chaos
 from logq.cli.bench_compare import bench_compare
+from logq.cli.bench_fuzz import bench_fuzz
 from logq.cli.common import at_least_one
 from logq.log.config import FsyncPolicy
 
@@ -28,6 +29,7 @@ def bench() -> None:
 
 bench.add_command(bench_compare)
 bench.add_command(bench_chaos)
+bench.add_command(bench_fuzz)
 
 
 @bench.command("log")
