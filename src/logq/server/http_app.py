@@ -150,13 +150,30 @@ def create_app(
     table.extend(_system_endpoints(metrics, table))
     table.extend(http_routes_topics.ENDPOINTS)
     table.extend(http_routes_groups.ENDPOINTS)
+    # One route per path, so a method the path does not serve is answered
+    # 405 with every method it does serve in Allow.
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for endpoint in table:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = _wrap(state, endpoint)
     routes = [
-        Route(endpoint.path, _wrap(state, endpoint), methods=[endpoint.method])
-        for endpoint in table
+        Route(path, _by_method(handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
     app.add_middleware(RequestAccounting, connections=connections, metrics=metrics)
     return app
+
+
+def _by_method(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of the request's method (HEAD is served by GET)."""
+
+    async def handle(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return handle
 
 
 def _wrap(state: ApiState, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:

@@ -1,0 +1,53 @@
+"""Answers of the REST API that its OpenAPI document promises, checked one by
+one where schemathesis (tests/server/test_schema.py) found them wrong."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from logq.broker import Broker, BrokerConfig, FakeClock
+from logq.server.connections import ConnectionCounter
+from logq.server.http_app import create_app
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    broker = await Broker.open(BrokerConfig(), clock=FakeClock())
+    transport = httpx.ASGITransport(app=create_app(broker, ConnectionCounter()))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://logq.test") as opened:
+            yield opened
+    finally:
+        await broker.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/v1/topics", {"GET", "POST"}),
+        ("/v1/topics/t", {"GET", "PATCH", "DELETE"}),
+        ("/v1/topics/t/messages", {"GET", "POST"}),
+        ("/v1/topics/t/dlq", {"GET", "DELETE"}),
+        ("/v1/topics/t/groups/g", {"GET", "PUT"}),
+    ],
+)
+async def test_a_method_not_allowed_lists_every_method_of_the_path(
+    client: httpx.AsyncClient, path: str, methods: set[str]
+) -> None:
+    # Each method had a route of its own, so the 405 named only the first
+    # route's method in Allow (OPTIONS /v1/topics: "Allow: POST", no GET).
+    response = await client.request("OPTIONS", path)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "UNKNOWN"
+    allowed = {method.strip() for method in response.headers["allow"].split(",")}
+    assert allowed - {"HEAD"} == methods
