@@ -51,3 +51,17 @@ async def test_a_method_not_allowed_lists_every_method_of_the_path(
     assert response.json()["error"]["code"] == "UNKNOWN"
     allowed = {method.strip() for method in response.headers["allow"].split(",")}
     assert allowed - {"HEAD"} == methods
+
+
+async def test_a_publish_with_messages_null_is_refused(client: httpx.AsyncClient) -> None:
+    # {"messages": null} matches neither form of the publish body, but was
+    # taken for a single message (with no value) and stored.
+    await client.post("/v1/topics", json={"name": "t"})
+    for body in ({"messages": None}, {"messages": None, "value": 1}):
+        response = await client.post("/v1/topics/t/messages", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "BADARG"
+    listed = await client.get("/v1/topics/t/messages")
+    assert listed.json() == {"messages": []}
+    sent = await client.post("/v1/topics/t/messages", json={"messages": [{"value": 1}]})
+    assert sent.status_code == 200, sent.text

@@ -59,14 +59,14 @@ class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
 class PublishBody(MessageIn, forbid_unknown_fields=True):
     """One message object, or `{"messages": [...]}`."""
 
-    messages: list[MessageIn] | None = None
+    messages: list[MessageIn] | UnsetType = UNSET  # null is no list: refused
 
 
 def outgoing_messages(body: PublishBody, now_ms: int) -> list[OutgoingMessage]:
     """The messages of a publish body; `now_ms` places a relative `delay`."""
-    if body.messages is None:
+    if body.messages is UNSET:
         return [outgoing_message(body, None, now_ms)]
-    if msgspec.structs.replace(body, messages=None) != PublishBody():
+    if msgspec.structs.replace(body, messages=UNSET) != PublishBody():
         raise BadArgumentError(
             'give either one message object or {"messages": [...]}, not message fields beside "messages"'
         )
