@@ -65,3 +65,17 @@ async def test_a_publish_with_messages_null_is_refused(client: httpx.AsyncClient
     assert listed.json() == {"messages": []}
     sent = await client.post("/v1/topics/t/messages", json={"messages": [{"value": 1}]})
     assert sent.status_code == 200, sent.text
+
+
+async def test_a_seek_target_with_other_fields_is_refused(client: httpx.AsyncClient) -> None:
+    # {"offset": 0, "x": 1} or {"time": ..., "offset": 0} moved the group,
+    # the extra field ignored, where the document allows no other field.
+    await client.post("/v1/topics", json={"name": "t", "partitions": 2})
+    path = "/v1/topics/t/groups/g/seek"
+    for target in ({"offset": 0, "x": 1}, {"time": 0, "offset": 0}, {}, {"partition": 0}):
+        response = await client.post(path, json={"to": target})
+        assert response.status_code == 400, (target, response.text)
+        assert response.json()["error"]["code"] == "BADARG"
+    for target in ({"offset": 0}, {"offset": 0, "partition": 1}, {"time": 0}, "latest"):
+        response = await client.post(path, json={"to": target})
+        assert response.status_code == 200, (target, response.text)

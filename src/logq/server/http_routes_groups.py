@@ -14,6 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from logq.errors import BadArgumentError
 from logq.server.http_common import (
     DURATION_SCHEMA,
     ApiState,
@@ -120,8 +121,16 @@ async def extend(state: ApiState, request: Request) -> Response:
     return json_response({"extended": await state.broker.extend(*_names(request), body.ids, lease)})
 
 
+_SEEK_FIELDS = ({"offset"}, {"offset", "partition"}, {"time"})
+
+
 async def seek(state: ApiState, request: Request) -> Response:
     body = await read_json(request, SeekBody, limit=state.limits.body_bytes_max)
+    if isinstance(body.to, dict) and set(body.to) not in _SEEK_FIELDS:
+        raise BadArgumentError(
+            'seek "to" is "earliest", "latest", {"offset", "partition"} or {"time"}, '
+            f"not an object with {sorted(body.to)[:5]}"
+        )
     positions = await state.broker.seek(*_names(request), body.to)
     return json_response({"positions": {str(p): offset for p, offset in positions.items()}})
 
