@@ -80,3 +80,15 @@ async def test_a_seek_target_with_other_fields_is_refused(client: httpx.AsyncCli
     for good in accepted:
         response = await client.post(path, json={"to": good})
         assert response.status_code == 200, (good, response.text)
+
+
+async def test_the_document_allows_what_redrive_accepts(client: httpx.AsyncClient) -> None:
+    # {"ids": null} redrives every dead letter, as {} does; the document said
+    # ids is an array, so a schema-valid client could not send what works.
+    await client.post("/v1/topics", json={"name": "t"})
+    response = await client.post("/v1/topics/t/dlq/redrive", json={"ids": None})
+    assert response.json() == {"redriven": 0}
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/v1/topics/{topic}/dlq/redrive"]["post"]
+    ids = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["ids"]
+    assert ids["type"] == ["array", "null"]

@@ -255,7 +255,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         redrive_dead_letters,
         "Hand dead letters back to the group that dead-lettered them, attempts reset"
         " (`ids` of dead letters, or `{}` for all)",
-        body=object_schema({"ids": {"type": "array", "items": {"type": "string"}}}),
+        body=object_schema(
+            {
+                "ids": {
+                    "type": ["array", "null"],
+                    "items": {"type": "string"},
+                    "description": "dead letters to hand back; null or absent: all of them",
+                }
+            }
+        ),
         response=object_schema({"redriven": INTEGER_SCHEMA}, ("redriven",)),
     ),
     Endpoint(
