@@ -124,9 +124,18 @@ class ChaosReport:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768 up), so that the
+    servers and clients other programs start meanwhile cannot take it
+    while the server is down between a kill and its restart."""
+    for _ in range(1000):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000..32000")
 
 
 class ServerProcess:
@@ -172,7 +181,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 break
             time.sleep(0.02)
-        raise RuntimeError(f"logq serve did not start; see {self.log_path}")
+        tail = self.log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"logq serve did not start; {self.log_path} ends with:\n{tail}")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -233,6 +243,7 @@ class Chaos:
         server = ServerProcess(directory / "data", directory / "server.log")
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        failed, progress = True, self.progress
         try:
             await loop.run_in_executor(None, server.start)
             async with _client(server.address) as admin:
@@ -264,10 +275,13 @@ class Chaos:
                 self.state.consuming = False
                 await consumer
                 await self._check(admin, stored)
+            failed = not self.report.ok
         finally:
             server.stop()
-            if settings.data_dir is None:
+            if settings.data_dir is None and not failed:
                 shutil.rmtree(directory, ignore_errors=True)
+            elif failed:
+                progress(f"kept {directory} for a look")
         self.report.seconds = round(time.monotonic() - started, 2)
         return self.report
 
