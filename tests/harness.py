@@ -25,7 +25,7 @@ from logq.log import FsyncPolicy, LogConfig
 from logq.server.app import BoundAddresses, serve
 from logq.server.config import ServerConfig
 
-READY = re.compile(rb"native (\S+):(\d+) http http://(\S+):(\d+)")
+READY = re.compile(rb"native (\S+):(\d+) http (https?)://(\S+):(\d+)")
 
 
 @dataclass
@@ -126,7 +126,7 @@ def start_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None
             _drain(process, output)
             return Running(
                 native=f"127.0.0.1:{int(match.group(2))}",
-                http=f"http://127.0.0.1:{int(match.group(4))}",
+                http=f"{match.group(3).decode()}://127.0.0.1:{int(match.group(5))}",
                 process=process,
                 output=output,
             )

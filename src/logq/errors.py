@@ -94,6 +94,28 @@ class StorageError(LogqError):
     retriable = True
 
 
+class AuthRequiredError(LogqError):
+    """No valid credentials: authenticate first (AUTH, or an HTTP Authorization header)."""
+
+    code = "NOAUTH"
+    http_status = 401
+
+
+class ForbiddenError(LogqError):
+    """Authenticated, but this user's roles do not allow the operation."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class ThrottledError(LogqError):
+    """Over a per-client quota or request rate; the message says when to retry."""
+
+    code = "THROTTLED"
+    http_status = 429
+    retriable = True
+
+
 class DiskFullError(LogqError):
     """The data directory's disk is (nearly) full: publishes are refused
     until space returns; reads and acks go on."""
@@ -136,6 +158,9 @@ _ALL: list[type[LogqError]] = [
     NotMemberError,
     LimitError,
     StorageError,
+    AuthRequiredError,
+    ForbiddenError,
+    ThrottledError,
     DiskFullError,
     ShuttingDownError,
     ProtocolViolationError,

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from logq.cli.main import cli
 from logq.log import FsyncPolicy
-from logq.server.config import ConfigError, build_config
+from logq.server.config import build_config
+from logq.server.config_error import ConfigError
 
 SEEDS_SHAPE = """
 broker:

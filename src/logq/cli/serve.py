@@ -17,7 +17,8 @@ import click
 from logq.errors import BadArgumentError
 from logq.log import FsyncPolicy, InvalidConfigError
 from logq.server.app import BoundAddresses, serve
-from logq.server.config import ConfigError, ServerConfig, build_config
+from logq.server.config import ServerConfig, build_config
+from logq.server.config_error import ConfigError
 
 
 class _JsonFormatter(logging.Formatter):
@@ -65,6 +66,16 @@ def _setup_logging(as_json: bool) -> None:
 )
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
 @click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="TLS certificate (PEM) for both listeners; with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="TLS private key (PEM).",
+)
+@click.option(
     "--allow-unauthenticated-remote",
     is_flag=True,
     help="Listen beyond loopback although authentication is off (prints a warning).",
@@ -78,6 +89,8 @@ def serve_command(
     config_file: Path | None,
     fsync: str | None,
     log_json: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     allow_unauthenticated_remote: bool,
 ) -> None:
     """Run the broker: native protocol and HTTP API (REST, metrics)."""
@@ -92,6 +105,8 @@ def serve_command(
             memory=memory,
             fsync=fsync,
             allow_unauthenticated_remote=allow_unauthenticated_remote,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except (ConfigError, BadArgumentError, InvalidConfigError) as error:
         raise click.ClickException(f"bad configuration: {error}") from None
@@ -132,8 +147,12 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 def _ready_line(config: ServerConfig, bound: BoundAddresses) -> str:
     data = config.broker.data_dir
     where = f"data {data}" if data is not None else "in memory"
+    tls = config.security.tls is not None
+    notes = [f"fsync {config.broker.log.fsync.value}"]
+    notes += ["tls"] if tls else []
+    notes += ["auth"] if config.security.auth.enabled else []
     return (
         f"logq ready: native {bound.native_host}:{bound.native_port} "
-        f"http http://{bound.http_host}:{bound.http_port} "
-        f"{where} (fsync {config.broker.log.fsync.value})"
+        f"http {'https' if tls else 'http'}://{bound.http_host}:{bound.http_port} "
+        f"{where} ({', '.join(notes)})"
     )

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from logq.client.access import credentials_from, tls_context
 from logq.client.connection import Connection, ConnectionLostError, Connector, parse_server
 from logq.client.consumer import AsyncConsumer, default_consumer_name
 from logq.client.messages import AsyncMessage, received
@@ -66,15 +68,25 @@ class AsyncClient:
         retries: int = 8,
         connect_timeout_s: float = 5.0,
         connector: Connector | None = None,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | bool | None = None,
     ) -> None:
         """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
-        `connector` replaces the TCP connection (an embedded broker uses it)."""
+        `connector` replaces the TCP connection (an embedded broker uses it).
+
+        Signing in: a `token` (default LOGQ_TOKEN), or `username` and
+        `password` (LOGQ_USERNAME, LOGQ_PASSWORD). TLS: an SSLContext, or True
+        for the system's CAs; LOGQ_TLS_CA names a CA file to trust instead."""
         self.host, self.port = parse_server(
             server or os.environ.get("LOGQ_SERVER") or DEFAULT_SERVER
         )
         self.retries = retries
         self.connect_timeout_s = connect_timeout_s
         self._connector = connector
+        self.credentials = credentials_from(token, username, password, os.environ)
+        self.tls = tls_context(tls, os.environ)
         self._connection: Connection | None = None
         self._connecting: asyncio.Lock | None = None
         self._partitions: dict[str, int] = {}
@@ -123,7 +135,12 @@ class AsyncClient:
             connection = await self._connector(on_push)
         else:
             connection = await Connection.open(
-                self.host, self.port, timeout_s=self.connect_timeout_s, on_push=on_push
+                self.host,
+                self.port,
+                timeout_s=self.connect_timeout_s,
+                on_push=on_push,
+                tls=self.tls,
+                credentials=self.credentials,
             )
         lanes = as_map(connection.server_info).get("lanes") if connection.server_info else None
         if isinstance(lanes, list) and lanes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -76,14 +77,24 @@ class Connection:
         timeout_s: float = 5.0,
         on_push: Callable[[Push], None] | None = None,
         sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
+        credentials: tuple[str | None, str] | None = None,
     ) -> Connection:
-        """Connect to host:port, or over `sock` (already connected) when given."""
+        """Connect to host:port, or over `sock` (already connected) when given;
+        over TLS with `tls`; signed in with `credentials` ((None, token) or
+        (username, password))."""
         connection = cls(on_push)
         loop = asyncio.get_running_loop()
         if sock is not None:
             connecting = loop.create_connection(lambda: _Protocol(connection), sock=sock)
         else:
-            connecting = loop.create_connection(lambda: _Protocol(connection), host, port)
+            connecting = loop.create_connection(
+                lambda: _Protocol(connection),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+            )
         transport, _ = await asyncio.wait_for(connecting, timeout_s)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -92,6 +103,13 @@ class Connection:
         connection.closed = False
         info = await connection.call("HELLO", 3)
         connection.server_info = info if isinstance(info, dict) else {}
+        if credentials is not None:
+            username, secret = credentials
+            try:
+                await connection.call("AUTH", *([username] if username else []), secret)
+            except Exception:
+                connection.close()
+                raise
         return connection
 
     def send(self, args: Sequence[bytes | str | int]) -> asyncio.Future[object]:

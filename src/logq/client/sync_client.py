@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -153,11 +154,23 @@ class Client:
         retries: int = 8,
         connect_timeout_s: float = 5.0,
         connector: Connector | None = None,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | bool | None = None,
     ) -> None:
-        """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070)."""
+        """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
+        signing in and TLS as AsyncClient takes them."""
         self._runner = _LoopThread()
         self._async = AsyncClient(
-            server, retries=retries, connect_timeout_s=connect_timeout_s, connector=connector
+            server,
+            retries=retries,
+            connect_timeout_s=connect_timeout_s,
+            connector=connector,
+            token=token,
+            username=username,
+            password=password,
+            tls=tls,
         )
         self.host, self.port = self._async.host, self._async.port
 

@@ -24,7 +24,9 @@ from logq.broker import Broker
 from logq.server.config import ServerConfig, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
+from logq.server.security import Security
 from logq.server.tcp import NativeServer
+from logq.server.tls import server_tls_context
 
 logger = logging.getLogger("logq.server")
 
@@ -74,14 +76,18 @@ async def serve(
     broker = await Broker.open(config.broker)
     broker.start()
     connections = ConnectionCounter(limit=config.connections_max)
-    native = NativeServer(broker, connections)
+    security = Security.from_config(config.security)
+    tls = server_tls_context(config.security.tls)
+    native = NativeServer(broker, connections, security, tls=tls)
     native_socket = _bind(config.host, config.native_port)
     http_socket = _bind(config.http_bind_host, config.http_port)
     await native.start(native_socket)
     http = _QuietUvicorn(
         uvicorn.Config(
-            create_app(broker, connections),
+            create_app(broker, connections, security=security),
             log_level="warning",
+            ssl_certfile=str(config.security.tls.cert_file) if config.security.tls else None,
+            ssl_keyfile=str(config.security.tls.key_file) if config.security.tls else None,
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)),

@@ -18,8 +18,10 @@ from logq.broker import Broker, Message
 from logq.broker.delivery import Delivery
 from logq.broker.messages import OutgoingMessage
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, TooBigError, UnknownCommandError
+from logq.errors import BadArgumentError, LogqError, TooBigError, UnknownCommandError
 from logq.protocol import Push, SimpleString
+from logq.server.auth import Principal
+from logq.server.security import Security
 from logq.server.subscription import Subscription
 
 Reply = Any
@@ -27,6 +29,7 @@ ARGUMENT_BYTES_MAX = (
     64 * 1024
 )  # names, ids and option values; batches and values are bounded elsewhere
 BATCHES_PER_COMMAND_MAX = 10_000
+AUTH_FAILURES_MAX = 10  # failed AUTHs before the connection is closed
 
 
 Status = SimpleString
@@ -46,6 +49,9 @@ class Session:
     # its high-water mark): pushes wait on it, so a stuck reader holds no more
     writable: Callable[[], Awaitable[object]] | None = None
     members: set[tuple[str, str, str]] = field(default_factory=set)  # joined with JOIN
+    security: Security | None = None
+    principal: Principal | None = None  # who signed in (everyone, with auth off)
+    auth_failures: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -168,10 +174,24 @@ async def dispatch(broker: Broker, session: Session, name: str, args: list[bytes
 
 @command("HELLO")
 async def _hello(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    """HELLO [protover [AUTH username password] [SETNAME name]]"""
     if args:
         version = integer(args[0], "protocol version")
         if version not in (2, 3):
             raise BadArgumentError(f"protocol version {version} is not supported (2 or 3)")
+        rest = args[1:]
+        while rest:
+            option = rest[0].upper()
+            if option == b"AUTH" and len(rest) >= 3:
+                await _sign_in(session, text(rest[1], "username"), text(rest[2], "password"))
+                rest = rest[3:]
+            elif option == b"SETNAME" and len(rest) >= 2:
+                session.client_name = text(rest[1], "client name")[:200]
+                rest = rest[2:]
+            else:
+                raise BadArgumentError(
+                    "usage: HELLO protover [AUTH username password] [SETNAME name]"
+                )
         session.protocol = version
     return {
         "server": "logq",
@@ -180,6 +200,32 @@ async def _hello(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         "node": broker.config.node_id,
         "lanes": list(broker.lanes.order),
     }
+
+
+@command("AUTH")
+async def _auth(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "AUTH token | AUTH username password")
+    if len(args) > 2:
+        raise BadArgumentError("usage: AUTH token | AUTH username password")
+    if len(args) == 1:
+        await _sign_in(session, None, text(args[0], "token"))
+    else:
+        await _sign_in(session, text(args[0], "username"), text(args[1], "password"))
+    return OK
+
+
+async def _sign_in(session: Session, username: str | None, secret: str) -> None:
+    security = session.security
+    if security is None or not security.auth_enabled:
+        raise BadArgumentError("authentication is off on this server: no AUTH is needed")
+    try:
+        session.principal = await security.authenticator.login(username, secret)
+    except LogqError:
+        session.auth_failures += 1
+        if session.auth_failures >= AUTH_FAILURES_MAX:
+            session.closing = True  # too many tries on one connection: hang up
+        raise
+    session.auth_failures = 0
 
 
 @command("PING")

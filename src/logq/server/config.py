@@ -31,16 +31,14 @@ from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
 from logq.lanes import Lanes
 from logq.log import FsyncPolicy, LogConfig
+from logq.server.config_error import ConfigError
+from logq.server.security_config import SecurityConfig, parse_security, tls_files
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_NATIVE_PORT = 7070
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_DATA_DIR = Path("data")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
-
-
-class ConfigError(Exception):
-    """A configuration value is wrong; the message names the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +53,7 @@ class ServerConfig:
     log_json: bool = False
     # Listening beyond loopback with authentication off must be asked for.
     allow_unauthenticated_remote: bool = False
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def http_bind_host(self) -> str:
@@ -110,7 +109,11 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
-    _check_keys("config", data, {"broker", "defaults", "server", "trace", "groups", "limits"})
+    _check_keys(
+        "config",
+        data,
+        {"broker", "defaults", "server", "trace", "groups", "limits", "auth", "quotas", "tls"},
+    )
     broker_data = _mapping("broker", data.get("broker"))
     _check_keys(
         "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
@@ -189,6 +192,7 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
         )
     if "logJson" in server:
         server_changes["log_json"] = bool(server["logJson"])
+    server_changes["security"] = parse_security(data, config.security)
     return replace(config, broker=replace(broker, **changes), **server_changes)
 
 
@@ -346,6 +350,8 @@ def build_config(
     memory: bool = False,
     fsync: str | None = None,
     allow_unauthenticated_remote: bool = False,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> ServerConfig:
     """Defaults < file < environment < flags; refuses to listen beyond this
     machine with authentication off unless that was asked for."""
@@ -370,6 +376,10 @@ def build_config(
         broker = replace(broker, log=replace(broker.log, fsync=FsyncPolicy(fsync)))
     if allow_unauthenticated_remote:
         config = replace(config, allow_unauthenticated_remote=True)
+    if tls_cert is not None or tls_key is not None:
+        config = replace(
+            config, security=replace(config.security, tls=tls_files(tls_cert, tls_key))
+        )
     check_exposure(config)
     return replace(
         config, broker=replace(broker, group_defaults=broker.group_defaults or GroupSettings())
@@ -392,7 +402,7 @@ def remote_hosts(config: ServerConfig) -> list[str]:
 
 def check_exposure(config: ServerConfig) -> None:
     remote = remote_hosts(config)
-    if remote and not config.allow_unauthenticated_remote:
+    if remote and not config.allow_unauthenticated_remote and not config.security.auth.enabled:
         raise ConfigError(
             f"listening on {', '.join(remote)} reaches beyond this machine and authentication "
             "is off: pass --allow-unauthenticated-remote (or set "

@@ -14,10 +14,12 @@ and times every request for the latency histogram by route template.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +30,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logq.broker import Broker
 from logq.broker.errors import from_log_error
-from logq.errors import BadArgumentError, LimitError, LogqError, UnknownCommandError
+from logq.errors import (
+    AuthRequiredError,
+    BadArgumentError,
+    LimitError,
+    LogqError,
+    UnknownCommandError,
+)
 from logq.log import LogError
 from logq.server import http_routes_groups, http_routes_topics
 from logq.server.connections import ConnectionCounter
@@ -42,6 +50,8 @@ from logq.server.http_common import (
 )
 from logq.server.http_metrics import HttpMetrics
 from logq.server.http_openapi import openapi_document
+from logq.server.security import Security
+from logq.server.security_config import SecurityConfig
 
 logger = logging.getLogger("logq.server.http")
 UNMATCHED_ROUTE = "unmatched"
@@ -141,10 +151,16 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
 
 
 def create_app(
-    broker: Broker, connections: ConnectionCounter, *, limits: Limits | None = None
+    broker: Broker,
+    connections: ConnectionCounter,
+    *,
+    limits: Limits | None = None,
+    security: Security | None = None,
 ) -> Starlette:
-    """The REST API over `broker`, counting its requests in `connections`."""
+    """The REST API over `broker`, counting its requests in `connections`;
+    `security` signs requests in, checks their permissions and quotas."""
     state = ApiState(broker, connections, limits or Limits())
+    guard = security or Security.from_config(SecurityConfig())
     metrics = HttpMetrics(broker, connections)
     table: list[Endpoint] = []
     table.extend(_system_endpoints(metrics, table))
@@ -154,7 +170,7 @@ def create_app(
     # 405 with every method it does serve in Allow.
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for endpoint in table:
-        by_path.setdefault(endpoint.path, {})[endpoint.method] = _wrap(state, endpoint)
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = _wrap(state, endpoint, guard)
     routes = [
         Route(path, _by_method(handlers), methods=list(handlers))
         for path, handlers in by_path.items()
@@ -176,14 +192,19 @@ def _by_method(
     return handle
 
 
-def _wrap(state: ApiState, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+def _wrap(
+    state: ApiState, endpoint: Endpoint, security: Security
+) -> Callable[[Request], Awaitable[Response]]:
     allowed = frozenset(q.name for q in endpoint.query)
     handler = endpoint.handler
 
     async def handle(request: Request) -> Response:
         try:
+            await _admit(request, endpoint, security)
             _check_query(request, allowed, endpoint)
             return await handler(state, request)
+        except AuthRequiredError as error:
+            return error_response(error, headers={"WWW-Authenticate": 'Basic realm="logq"'})
         except LogqError as error:
             return error_response(error)
         except LogError as error:
@@ -193,6 +214,23 @@ def _wrap(state: ApiState, endpoint: Endpoint) -> Callable[[Request], Awaitable[
             return error_response(LogqError("internal error; the server log has the details"))
 
     return handle
+
+
+async def _admit(request: Request, endpoint: Endpoint, security: Security) -> None:
+    """Sign the request in and check its permission; count it against the
+    client's quotas, and leave the publish route a way to count its messages."""
+    principal = await security.authorize_route(
+        endpoint.method,
+        endpoint.path,
+        request.headers,
+        request.path_params,
+        request.body,
+        lambda check: asyncio.get_running_loop().run_in_executor(None, check),
+    )
+    if security.quotas.enabled:
+        client = security.client_key(principal, request.client.host if request.client else "?")
+        security.quotas.request(client)
+        request.state.charge_publish = partial(security.quotas.publish, client)
 
 
 def _check_query(request: Request, allowed: frozenset[str], endpoint: Endpoint) -> None:

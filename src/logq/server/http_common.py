@@ -59,6 +59,13 @@ class ApiState:
 Handler = Callable[[ApiState, Request], Awaitable[Response]]
 
 
+def charge_publish(request: Request, messages: int, size: int) -> None:
+    """Count a publish against the client's quota (set by the app when quotas are on)."""
+    charge = getattr(request.state, "charge_publish", None)
+    if charge is not None:
+        charge(messages, size)
+
+
 @dataclass(frozen=True, slots=True)
 class QueryParameter:
     name: str

@@ -21,6 +21,7 @@ from logq.server.http_common import (
     ApiState,
     Endpoint,
     QueryParameter,
+    charge_publish,
     decode_json,
     json_response,
     messages_schema,
@@ -77,6 +78,7 @@ async def delete_topic(state: ApiState, request: Request) -> Response:
 async def publish(state: ApiState, request: Request) -> Response:
     body = await read_body(request, state.limits.publish_body_bytes_max)
     messages = outgoing_messages(decode_json(body, PublishBody), state.broker.clock.now_ms())
+    charge_publish(request, len(messages), len(body))
     results = await state.broker.publish(request.path_params["topic"], messages)
     return json_response({"results": results})
 

@@ -15,14 +15,18 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections import deque
 from typing import cast
 
 from logq.broker import Broker
 from logq.errors import LogqError
+from logq.log.batch import HEADER_SIZE, read_header
 from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
 from logq.server.commands import Session, dispatch
 from logq.server.connections import ConnectionCounter
+from logq.server.security import Security
+from logq.server.security_config import SecurityConfig
 
 logger = logging.getLogger("logq.server")
 
@@ -37,6 +41,9 @@ class Connection(asyncio.Protocol):
         self.parser = Parser(FRAME_LIMITS, inline=True)
         self.session = Session(push=self._push, writable=self._writable)
         self.session.extra["connections"] = server.connections
+        self.session.security = server.security
+        self.session.principal = server.security.initial_principal()
+        self.address = "?"
         self.transport: asyncio.Transport | None = None
         self._commands: deque[list[bytes]] = deque()
         self._wake = asyncio.Event()
@@ -55,6 +62,8 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
         counter = self.server.connections
         if counter.active >= counter.limit or self.server.closing:
             counter.refused += 1
@@ -90,7 +99,8 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self._closing_after_queue()
-        return True
+        # keep our half open to write the last replies (TLS has no half-close)
+        return None if self.server.tls is not None else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self.server.live:
@@ -163,7 +173,11 @@ class Connection(asyncio.Protocol):
     async def _run(self, command: list[bytes]) -> object:
         self._busy = True
         try:
-            name = command[0].decode(errors="replace") if len(command[0]) <= 32 else "?"
+            name = command[0].decode(errors="replace").upper() if len(command[0]) <= 32 else "?"
+            security = self.server.security
+            security.authorize_command(self.session.principal, name, command[1:])
+            if security.quotas.enabled:
+                self._charge(security, name, command)
             return await dispatch(self.server.broker, self.session, name, command[1:])
         except LogqError as error:
             return RespError(f"{error.code} {error.message}")
@@ -172,6 +186,17 @@ class Connection(asyncio.Protocol):
             return RespError("ERR internal error; the server log has the details")
         finally:
             self._busy = False
+
+    def _charge(self, security: Security, name: str, command: list[bytes]) -> None:
+        """Count the request, and a publish's messages and bytes, against the client's quota."""
+        client = security.client_key(self.session.principal, self.address)
+        security.quotas.request(client)
+        if name == "PUB" and len(command) > 2:
+            security.quotas.publish(client, 1, len(command[2]))
+        elif name == "PUBBATCH":
+            batches = command[3::2]
+            records = sum(read_header(b).record_count for b in batches if len(b) >= HEADER_SIZE)
+            security.quotas.publish(client, records, sum(len(b) for b in batches))
 
     async def _writable(self) -> None:
         await self._can_write.wait()
@@ -210,9 +235,18 @@ class Connection(asyncio.Protocol):
 
 
 class NativeServer:
-    def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        connections: ConnectionCounter,
+        security: Security | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.broker = broker
         self.connections = connections
+        self.security = security or Security.from_config(SecurityConfig())
+        self.tls = tls
         self.live: set[Connection] = set()
         self.stopping: set[asyncio.Task[None]] = set()  # subscriptions of lost connections
         self.closing = False
@@ -220,7 +254,7 @@ class NativeServer:
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock)
+        self._server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls)
 
     async def stop_accepting(self) -> None:
         self.closing = True
