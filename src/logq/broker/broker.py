@@ -61,7 +61,7 @@ from logq.errors import (
 )
 from logq.lanes import Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch, encode_batch
-from logq.log.batch import DELAYED, iter_headers, read_header
+from logq.log.batch import DELAYED, check_record_sizes, iter_headers, read_header
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.journal import Journal
@@ -280,8 +280,14 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         return topic
 
     async def create_topic(
-        self, name: str, settings: dict[str, Any] | None = None, *, exist_ok: bool = False
+        self,
+        name: str,
+        settings: dict[str, Any] | None = None,
+        *,
+        exist_ok: bool = False,
+        internal: bool = False,
     ) -> Topic:
+        """Create a topic; `internal` (a DLQ) skips the configured name limit."""
         self._check_open()
         check_topic_name(name)
         parsed = topic_settings(settings or {}, self.config.topic_defaults)
@@ -289,15 +295,29 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             if exist_ok:
                 return self.topics[name]
             raise AlreadyExistsError(f"topic {name!r} already exists")
+        if not internal and len(name) > self.config.topic_name_length_max:
+            raise BadArgumentError(
+                f"topic name is {len(name)} characters, the limit "
+                f"topic_name_length_max is {self.config.topic_name_length_max}"
+            )
+        self._check_partitions(parsed.partitions)
         topic = await self._open_topic(name, parsed)
         self.topics[name] = topic
         await self._save_metadata()
         return topic
 
+    def _check_partitions(self, partitions: int) -> None:
+        limit = self.config.partitions_per_topic_max
+        if partitions > limit:
+            raise TooBigError(
+                f"{partitions} partitions, the limit partitions_per_topic_max is {limit}"
+            )
+
     async def update_topic(self, name: str, changes: dict[str, Any]) -> Topic:
         self._check_open()
         topic = self.topic(name)
         parsed = topic_settings(changes, topic.settings)
+        self._check_partitions(parsed.partitions)
         if parsed.partitions < len(topic.partitions):
             raise BadArgumentError(
                 f"partitions can only grow: {name!r} has {len(topic.partitions)}, "
@@ -402,6 +422,13 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             if (len(value) if value else 0) + (len(key) if key else 0) > size_max:
                 size = len(value or b"") + len(key or b"")
                 raise TooBigError(f"message {index} is {size} bytes, the limit is {size_max}")
+            if key is not None and len(key) > self.config.key_bytes_max:
+                raise TooBigError(
+                    f"message {index} has a key of {len(key)} bytes, the limit "
+                    f"key_bytes_max is {self.config.key_bytes_max}"
+                )
+            if message.headers:
+                self._check_headers(index, message.headers)
             if message.partition is not None:
                 partition = topic.partition(message.partition).index
             elif key is not None:
@@ -448,6 +475,21 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         await asyncio.gather(*(store(p, lane, idx) for (p, lane, _), idx in groups.items()))
         return [result for result in results if result is not None]
 
+    def _check_headers(self, index: int, headers: dict[str, str]) -> None:
+        """A message's header count and encoded size against their limits."""
+        config = self.config
+        if len(headers) > config.header_count_max:
+            raise TooBigError(
+                f"message {index} has {len(headers)} headers, the limit "
+                f"header_count_max is {config.header_count_max}"
+            )
+        size = sum(len(k.encode()) + len(v.encode()) + 6 for k, v in headers.items()) + 2
+        if size > config.header_bytes_max:
+            raise TooBigError(
+                f"message {index} has {size} bytes of headers, the limit "
+                f"header_bytes_max is {config.header_bytes_max}"
+            )
+
     async def _topic_for_publish(self, name: str) -> Topic:
         if name not in self.topics and self.config.auto_create_topics:
             return await self.create_topic(name, exist_ok=True)
@@ -462,6 +504,13 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         now_ms = self.clock.now_ms()
         check_delay(batch, now_ms, topic.settings.max_delay_ms)
         try:
+            check_record_sizes(
+                batch,
+                message_bytes_max=self.config.message_bytes_max,
+                key_bytes_max=self.config.key_bytes_max,
+                header_bytes_max=self.config.header_bytes_max,
+                header_count_max=self.config.header_count_max,
+            )
             log_config = self.config.log
             dedup_id = dedup_id_of(batch, log_config.batch_bytes_max, log_config.batch_records_max)
         except LogError as error:

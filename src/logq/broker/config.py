@@ -36,7 +36,12 @@ class BrokerConfig:
     receive_wait_ms_max: int = 60_000
     # Most messages one REST/embedded publish call carries.
     publish_messages_max: int = 100_000
-    message_bytes_max: int = 4 * 1024 * 1024
+    message_bytes_max: int = 4 * 1024 * 1024  # key + value of one message
+    key_bytes_max: int = 64 * 1024
+    header_count_max: int = 64  # headers of one message
+    header_bytes_max: int = 64 * 1024  # all of one message's headers, encoded
+    topic_name_length_max: int = 200
+    partitions_per_topic_max: int = 1024
     auto_create_topics: bool = False
     # Publishes are refused (DISKFULL) while the data disk has less free
     # space than this, so acks and the journal keep room; measured this often.

@@ -100,7 +100,12 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             self, topic_name: str, messages: Sequence[OutgoingMessage]
         ) -> list[Any]: ...
         async def create_topic(
-            self, name: str, settings: dict[str, Any] | None = None, *, exist_ok: bool = False
+            self,
+            name: str,
+            settings: dict[str, Any] | None = None,
+            *,
+            exist_ok: bool = False,
+            internal: bool = False,
         ) -> Topic: ...
         def dlq_name(self, topic_name: str) -> str: ...
         def _check_open(self) -> None: ...
@@ -748,7 +753,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         state.apply(hold)
         await self._commit([hold])
         dlq = self.dlq_name(topic.name)
-        await self.create_topic(dlq, {"partitions": 1}, exist_ok=True)
+        await self.create_topic(dlq, {"partitions": 1}, exist_ok=True, internal=True)
         outgoing: list[OutgoingMessage] = []
         for start, end in ranges:
             delivery = await self._fill(

@@ -17,6 +17,7 @@ docs/format.md.
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -353,6 +354,73 @@ def validate_batch(
     body = _body(batch, header, size_limit=size_bytes_max)
     _check_columns(body, header)
     return header
+
+
+def check_record_sizes(
+    batch: bytes | bytearray | memoryview,
+    *,
+    message_bytes_max: int,
+    key_bytes_max: int,
+    header_bytes_max: int,
+    header_count_max: int,
+) -> None:
+    """Refuse a batch holding a record over a limit (key + value, key alone,
+    encoded headers, header count), naming the record, its size and the limit.
+
+    Constant time when the column totals are under the limits (the usual
+    case: no single record can be over then); otherwise one C-level pass
+    over the column ends, and a look at the header blocks big enough to be
+    over the count. A malformed batch passes here: validation refuses it."""
+    try:
+        header = read_header(batch)
+        body = _body(batch, header, size_limit=1 << 31)
+        count = header.record_count
+        last = 4 * count - 4
+        (keys,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
+        (values,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
+        (headers,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
+        # a block of more than the count holds 2 + 7 bytes per header at least
+        count_floor = 2 + 7 * (header_count_max + 1)
+        if (
+            keys <= key_bytes_max
+            and headers <= header_bytes_max
+            and keys + values <= message_bytes_max
+            and headers < count_floor
+        ):
+            return
+        ends = struct.unpack_from(f"<{3 * count}I", body, 8 * count)
+    except (struct.error, InvalidBatchError, compression.CompressionError):
+        return
+    columns = (ends[:count], ends[count : 2 * count], ends[2 * count :])
+    key_sizes, value_sizes, header_sizes = (
+        list(map(operator.sub, column, (0, *column[:-1]))) for column in columns
+    )
+    for what, sizes, name, limit in (
+        ("a key", key_sizes, "key_bytes_max", key_bytes_max),
+        ("headers", header_sizes, "header_bytes_max", header_bytes_max),
+        (
+            "key and value",
+            list(map(operator.add, key_sizes, value_sizes)),
+            "message_bytes_max",
+            message_bytes_max,
+        ),
+    ):
+        biggest = max(sizes)
+        if biggest > limit:
+            raise BatchTooLargeError(
+                f"record {sizes.index(biggest)} has {what} of {biggest} bytes, "
+                f"the limit {name} is {limit}"
+            )
+    blocks_at = _data_start(count) + keys + values
+    for index, size in enumerate(header_sizes):
+        if size >= count_floor:
+            at = blocks_at + (columns[2][index - 1] if index else 0)
+            (found,) = _HEADER_COUNT.unpack_from(body, at)
+            if found > header_count_max:
+                raise BatchTooLargeError(
+                    f"record {index} has {found} headers, "
+                    f"the limit header_count_max is {header_count_max}"
+                )
 
 
 def _body(

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 import uvicorn
 
 from logq.broker import Broker
+from logq.protocol import Limits as FrameLimits
 from logq.server.config import ServerConfig, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
+from logq.server.http_common import Limits as HttpLimits
 from logq.server.security import Security
 from logq.server.tcp import NativeServer
 from logq.server.tls import server_tls_context
@@ -78,13 +80,26 @@ async def serve(
     connections = ConnectionCounter(limit=config.connections_max)
     security = Security.from_config(config.security)
     tls = server_tls_context(config.security.tls)
-    native = NativeServer(broker, connections, security, tls=tls)
+    native = NativeServer(
+        broker,
+        connections,
+        security,
+        tls=tls,
+        frame_limits=FrameLimits(
+            max_bulk_bytes=config.frame_bytes_max, max_buffer_bytes=config.buffer_bytes_max
+        ),
+    )
     native_socket = _bind(config.host, config.native_port)
     http_socket = _bind(config.http_bind_host, config.http_port)
     await native.start(native_socket)
     http = _QuietUvicorn(
         uvicorn.Config(
-            create_app(broker, connections, security=security),
+            create_app(
+                broker,
+                connections,
+                security=security,
+                limits=HttpLimits(config.http_body_bytes_max, config.http_publish_body_bytes_max),
+            ),
             log_level="warning",
             ssl_certfile=str(config.security.tls.cert_file) if config.security.tls else None,
             ssl_keyfile=str(config.security.tls.key_file) if config.security.tls else None,

@@ -54,6 +54,12 @@ class ServerConfig:
     # Listening beyond loopback with authentication off must be asked for.
     allow_unauthenticated_remote: bool = False
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # native protocol: the largest bulk string (a batch), and the most bytes
+    # buffered before a frame completes; HTTP: request bodies
+    frame_bytes_max: int = 64 << 20
+    buffer_bytes_max: int = 128 << 20
+    http_body_bytes_max: int = 1 << 20
+    http_publish_body_bytes_max: int = 64 << 20
 
     @property
     def http_bind_host(self) -> str:
@@ -225,6 +231,15 @@ def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:
 # `limits:` keys: (where the value goes, its field, low, high)
 LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "messageBytes": ("broker", "message_bytes_max", 1, 256 << 20),
+    "keyBytes": ("broker", "key_bytes_max", 1, 256 << 20),
+    "headerCount": ("broker", "header_count_max", 0, 65_535),
+    "headerBytes": ("broker", "header_bytes_max", 2, 256 << 20),
+    "topicNameLength": ("broker", "topic_name_length_max", 1, 200),
+    "partitionsPerTopic": ("broker", "partitions_per_topic_max", 1, 1024),
+    "frameBytes": ("server", "frame_bytes_max", 1 << 10, 1 << 30),
+    "bufferBytes": ("server", "buffer_bytes_max", 1 << 10, 1 << 31),
+    "httpBodyBytes": ("server", "http_body_bytes_max", 1 << 10, 1 << 30),
+    "httpPublishBodyBytes": ("server", "http_publish_body_bytes_max", 1 << 10, 1 << 31),
     "batchBytes": ("log", "batch_bytes_max", 1 << 10, 256 << 20),
     "batchMessages": ("log", "batch_records_max", 1, 1_000_000),
     "publishMessages": ("broker", "publish_messages_max", 1, 1_000_000),
@@ -239,9 +254,15 @@ def _limits(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """`limits: {messageBytes: n, ...}`: broker, log and server changes."""
     limits = _mapping("limits", data.get("limits"))
-    _check_keys("limits", limits, set(LIMIT_KEYS))
+    _check_keys("limits", limits, {*LIMIT_KEYS, "inFlightPerPartition"})
     found: dict[str, dict[str, Any]] = {"broker": {}, "log": {}, "server": {}}
     for key, value in limits.items():
+        if key == "inFlightPerPartition":  # the default of every group's max_in_flight
+            found["broker"]["group_defaults"] = replace(
+                GroupSettings(),
+                max_in_flight=_int("limits.inFlightPerPartition", value, 1, 10_000_000),
+            )
+            continue
         where, name, low, high = LIMIT_KEYS[key]
         found[where][name] = _int(f"limits.{key}", value, low, high)
     return found["broker"], found["log"], found["server"]

@@ -69,10 +69,10 @@ class Quotas:
         self.per_client = per_client or {}
         self.clock = clock
         self._clients: OrderedDict[str, _Client] = OrderedDict()
-
-    @property
-    def enabled(self) -> bool:
-        return not self.default.unlimited or any(not q.unlimited for q in self.per_client.values())
+        # read per request: computed once
+        self.enabled = not default.unlimited or any(
+            not q.unlimited for q in self.per_client.values()
+        )
 
     def request(self, client: str) -> None:
         """Count one request against the client's request rate."""

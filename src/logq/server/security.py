@@ -123,9 +123,8 @@ class Security:
     def from_config(cls, config: SecurityConfig) -> Security:
         return cls(Authenticator(config.auth), Quotas(config.quota, config.client_quotas))
 
-    @property
-    def auth_enabled(self) -> bool:
-        return self.authenticator.enabled
+    def __post_init__(self) -> None:
+        self.auth_enabled = self.authenticator.enabled  # read per request: computed once
 
     def initial_principal(self) -> Principal | None:
         return None if self.auth_enabled else ANONYMOUS

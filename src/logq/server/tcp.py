@@ -38,7 +38,7 @@ FRAME_LIMITS = Limits(max_bulk_bytes=64 << 20, max_buffer_bytes=128 << 20)
 class Connection(asyncio.Protocol):
     def __init__(self, server: NativeServer) -> None:
         self.server = server
-        self.parser = Parser(FRAME_LIMITS, inline=True)
+        self.parser = Parser(server.frame_limits, inline=True)
         self.session = Session(push=self._push, writable=self._writable)
         self.session.extra["connections"] = server.connections
         self.session.security = server.security
@@ -175,7 +175,8 @@ class Connection(asyncio.Protocol):
         try:
             name = command[0].decode(errors="replace").upper() if len(command[0]) <= 32 else "?"
             security = self.server.security
-            security.authorize_command(self.session.principal, name, command[1:])
+            if security.auth_enabled:
+                security.authorize_command(self.session.principal, name, command[1:])
             if security.quotas.enabled:
                 self._charge(security, name, command)
             return await dispatch(self.server.broker, self.session, name, command[1:])
@@ -242,11 +243,13 @@ class NativeServer:
         security: Security | None = None,
         *,
         tls: ssl.SSLContext | None = None,
+        frame_limits: Limits = FRAME_LIMITS,
     ) -> None:
         self.broker = broker
         self.connections = connections
         self.security = security or Security.from_config(SecurityConfig())
         self.tls = tls
+        self.frame_limits = frame_limits
         self.live: set[Connection] = set()
         self.stopping: set[asyncio.Task[None]] = set()  # subscriptions of lost connections
         self.closing = False
