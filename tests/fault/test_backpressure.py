@@ -48,11 +48,18 @@ def loaded(tmp_path: Path) -> Iterator[Running]:
         yield running
 
 
-def still_serving(running: Running) -> None:
+def still_serving(running: Running) -> list[float]:
+    """Another client's publishes go through; their round trips in ms (printed, not judged)."""
+    took: list[float] = []
     with Client(running.native) as client:
         for i in range(20):
+            started = time.perf_counter()
             assert client.publish("small", f"m{i}".encode()).offset == i
+            took.append((time.perf_counter() - started) * 1000)
         assert len(client.peek("small", limit=100)) == 20
+    took.sort()
+    print(f"other client: publish p50 {took[10]:.2f} ms, max {took[-1]:.2f} ms")
+    return took
 
 
 def test_a_client_that_stops_reading_holds_no_unbounded_memory(loaded: Running) -> None:
