@@ -155,6 +155,10 @@ def _message(value: bytes) -> list[OutgoingMessage]:
     return [OutgoingMessage(value=value, partition=0)]
 
 
+async def _stored(broker: Broker) -> list[bytes | None]:
+    return [m.value for m in await broker.read_messages("t", 0, offset=0, limit=10)]
+
+
 def test_injected_enospc_refuses_publishes_and_they_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,15 +189,13 @@ def test_injected_enospc_refuses_publishes_and_they_resume(
         await broker.tick()  # measures the disk (which has room) at once while full
         second = await broker.publish("t", _message(b"two"))
         assert second[0].offset == first[0].offset + 1  # no gap, no torn bytes
-        stored = await broker.read_messages("t", 0, offset=0, limit=10)
-        assert [m.value for m in stored] == [b"one", b"two"]
+        assert await _stored(broker) == [b"one", b"two"]
 
     run(scenario, _config(tmp_path / "data"))
     monkeypatch.undo()
 
     async def after_restart(broker: Broker, clock: FakeClock) -> None:
-        stored = await broker.read_messages("t", 0, offset=0, limit=10)
-        assert [m.value for m in stored] == [b"one", b"two"]
+        assert await _stored(broker) == [b"one", b"two"]
         assert await broker.receive("t", "g", "c1", max_messages=10) != []  # "two" only
         assert await broker.receive("t", "g", "c1", max_messages=10) == []
 
@@ -224,14 +226,12 @@ def test_a_failed_fsync_cuts_the_unacknowledged_batch(
             await broker.publish("t", _message(b"not acknowledged"))
         again = await broker.publish("t", _message(b"two"))
         assert again[0].offset == 1
-        stored = await broker.read_messages("t", 0, offset=0, limit=10)
-        assert [m.value for m in stored] == [b"one", b"two"]
+        assert await _stored(broker) == [b"one", b"two"]
 
     run(scenario, _config(tmp_path / "data"))
     monkeypatch.undo()
 
     async def after_restart(broker: Broker, clock: FakeClock) -> None:
-        stored = await broker.read_messages("t", 0, offset=0, limit=10)
-        assert [m.value for m in stored] == [b"one", b"two"]
+        assert await _stored(broker) == [b"one", b"two"]
 
     run(after_restart, _config(tmp_path / "data"))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from logq.cli.main import cli
 from logq.log import FsyncPolicy
 from logq.server.config import build_config
-from logq.server.config_error import ConfigError
+from logq.server.config_parsing import ConfigError
 
 SEEDS_SHAPE = """
 broker:

@@ -109,7 +109,7 @@ def test_frame_and_http_body_limits(limited: Running) -> None:
 
 def test_limits_config_names_the_bad_key(tmp_path: Path) -> None:
     from logq.server.config import build_config  # noqa: PLC0415
-    from logq.server.config_error import ConfigError  # noqa: PLC0415
+    from logq.server.config_parsing import ConfigError  # noqa: PLC0415
 
     path = tmp_path / "bad.yaml"
     path.write_text("limits: {partitionsPerTopic: 5000}\n")

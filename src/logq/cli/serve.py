@@ -18,7 +18,7 @@ from logq.errors import BadArgumentError
 from logq.log import FsyncPolicy, InvalidConfigError
 from logq.server.app import BoundAddresses, serve
 from logq.server.config import ServerConfig, build_config
-from logq.server.config_error import ConfigError
+from logq.server.config_parsing import ConfigError
 
 
 class _JsonFormatter(logging.Formatter):

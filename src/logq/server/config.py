@@ -31,7 +31,7 @@ from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
 from logq.lanes import Lanes
 from logq.log import FsyncPolicy, LogConfig
-from logq.server.config_error import ConfigError
+from logq.server.config_parsing import ConfigError, check_keys, mapping
 from logq.server.security_config import SecurityConfig, parse_security, tls_files
 
 DEFAULT_HOST = "127.0.0.1"
@@ -84,22 +84,6 @@ def _listener(key: str, value: object) -> tuple[str | None, int]:
     return (host.strip("[]") or None), _port(key, port)
 
 
-def _mapping(key: str, value: object) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _check_keys(key: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-    for name in data:
-        if name not in allowed:
-            raise ConfigError(
-                f"{key}.{name}: unknown setting (allowed: {', '.join(sorted(allowed))})"
-            )
-
-
 def load_file(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text())
@@ -115,13 +99,13 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
-    _check_keys(
+    check_keys(
         "config",
         data,
         {"broker", "defaults", "server", "trace", "groups", "limits", "auth", "quotas", "tls"},
     )
-    broker_data = _mapping("broker", data.get("broker"))
-    _check_keys(
+    broker_data = mapping("broker", data.get("broker"))
+    check_keys(
         "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
     )
     broker = config.broker
@@ -144,8 +128,8 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
     changes["log"] = log
-    listeners = _mapping("broker.listeners", broker_data.get("listeners"))
-    _check_keys("broker.listeners", listeners, {"native", "tcp", "http", "grpc"})
+    listeners = mapping("broker.listeners", broker_data.get("listeners"))
+    check_keys("broker.listeners", listeners, {"native", "tcp", "http", "grpc"})
     server_changes: dict[str, Any] = {}
     for name in ("native", "tcp", "grpc"):
         if name in listeners:
@@ -158,10 +142,10 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
         server_changes["http_port"] = port
         if host:
             server_changes["http_host"] = host
-    defaults = _mapping("defaults", data.get("defaults"))
-    _check_keys("defaults", defaults, {"topic", "delivery", "delay", "priority"})
+    defaults = mapping("defaults", data.get("defaults"))
+    check_keys("defaults", defaults, {"topic", "delivery", "delay", "priority"})
     changes["topic_defaults"] = _topic_defaults(defaults, broker.topic_defaults)
-    lanes = _mapping("defaults.priority", defaults.get("priority")).get("lanes")
+    lanes = mapping("defaults.priority", defaults.get("priority")).get("lanes")
     if isinstance(lanes, list):
         try:
             changes["lanes"] = Lanes(lanes).order
@@ -175,8 +159,8 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     changes.update(limit_changes)
     changes["log"] = replace(changes["log"], **log_changes)
     server_changes.update(server_limit_changes)
-    server = _mapping("server", data.get("server"))
-    _check_keys(
+    server = mapping("server", data.get("server"))
+    check_keys(
         "server",
         server,
         {"connectionsMax", "shutdownTimeoutS", "logJson", "allowUnauthenticatedRemote"},
@@ -206,8 +190,8 @@ def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:
     """`trace: {retention: 7d, retentionBytes: n, fsyncInterval: 1s}` and
     `groups: {sessionTimeout: 30s}`."""
     changes: dict[str, Any] = {}
-    trace = _mapping("trace", data.get("trace"))
-    _check_keys("trace", trace, {"retention", "retentionBytes", "fsyncInterval"})
+    trace = mapping("trace", data.get("trace"))
+    check_keys("trace", trace, {"retention", "retentionBytes", "fsyncInterval"})
     if "retention" in trace:
         changes["trace_retention_ms"] = _duration("trace.retention", trace["retention"])
     if "retentionBytes" in trace:
@@ -218,8 +202,8 @@ def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:
         changes["trace_fsync_interval_ms"] = _duration(
             "trace.fsyncInterval", trace["fsyncInterval"]
         )
-    groups = _mapping("groups", data.get("groups"))
-    _check_keys("groups", groups, {"sessionTimeout"})
+    groups = mapping("groups", data.get("groups"))
+    check_keys("groups", groups, {"sessionTimeout"})
     if "sessionTimeout" in groups:
         session = _duration("groups.sessionTimeout", groups["sessionTimeout"])
         if not 100 <= session <= 3_600_000:
@@ -253,8 +237,8 @@ def _limits(
     data: Mapping[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """`limits: {messageBytes: n, ...}`: broker, log and server changes."""
-    limits = _mapping("limits", data.get("limits"))
-    _check_keys("limits", limits, {*LIMIT_KEYS, "inFlightPerPartition"})
+    limits = mapping("limits", data.get("limits"))
+    check_keys("limits", limits, {*LIMIT_KEYS, "inFlightPerPartition"})
     found: dict[str, dict[str, Any]] = {"broker": {}, "log": {}, "server": {}}
     for key, value in limits.items():
         if key == "inFlightPerPartition":  # the default of every group's max_in_flight
@@ -282,8 +266,8 @@ def _int(key: str, value: object, low: int, high: int) -> int:
 
 
 def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSettings:
-    topic = _mapping("defaults.topic", defaults.get("topic"))
-    _check_keys("defaults.topic", topic, {"partitions", "replicationFactor", "retention"})
+    topic = mapping("defaults.topic", defaults.get("topic"))
+    check_keys("defaults.topic", topic, {"partitions", "replicationFactor", "retention"})
     changes: dict[str, Any] = {}
     if "partitions" in topic:
         changes["partitions"] = _int("defaults.topic.partitions", topic["partitions"], 1, 1024)
@@ -291,8 +275,8 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
         # One broker today: a factor of 1 is all there is; accept 1 only.
         factor = _int("defaults.topic.replicationFactor", topic["replicationFactor"], 1, 1)
         del factor
-    retention = _mapping("defaults.topic.retention", topic.get("retention"))
-    _check_keys("defaults.topic.retention", retention, {"hours", "ms", "time", "bytes"})
+    retention = mapping("defaults.topic.retention", topic.get("retention"))
+    check_keys("defaults.topic.retention", retention, {"hours", "ms", "time", "bytes"})
     if "hours" in retention:
         changes["retention_ms"] = (
             _int("defaults.topic.retention.hours", retention["hours"], 0, 10 * 365 * 24) * 3_600_000
@@ -305,8 +289,8 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
         changes["retention_bytes"] = _int(
             "defaults.topic.retention.bytes", retention["bytes"], 0, 2**62
         )
-    delivery = _mapping("defaults.delivery", defaults.get("delivery"))
-    _check_keys(
+    delivery = mapping("defaults.delivery", defaults.get("delivery"))
+    check_keys(
         "defaults.delivery",
         delivery,
         {"visibilityTimeout", "maxRetries", "maxDeliveries", "dlqEnabled", "backoff"},
@@ -334,12 +318,12 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
         )
     # Priority lanes: checked here so a config file written for them is
     # accepted as it will be used.
-    delay = _mapping("defaults.delay", defaults.get("delay"))
-    _check_keys("defaults.delay", delay, {"enabled", "maxDelay"})
+    delay = mapping("defaults.delay", defaults.get("delay"))
+    check_keys("defaults.delay", delay, {"enabled", "maxDelay"})
     if "maxDelay" in delay:
         changes["max_delay_ms"] = _duration("defaults.delay.maxDelay", delay["maxDelay"])
-    priority = _mapping("defaults.priority", defaults.get("priority"))
-    _check_keys("defaults.priority", priority, {"lanes"})
+    priority = mapping("defaults.priority", defaults.get("priority"))
+    check_keys("defaults.priority", priority, {"lanes"})
 
     return replace(base, **changes)
 

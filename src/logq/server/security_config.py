@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from logq.server.auth import ADMIN_ROLE, PERMISSIONS, AuthConfig, Grant, User
-from logq.server.config_error import ConfigError
+from logq.server.config_parsing import ConfigError, check_keys, mapping
 from logq.server.quotas import Quota
 
 
@@ -42,20 +42,20 @@ class SecurityConfig:
 
 
 def parse_security(data: Mapping[str, Any], base: SecurityConfig) -> SecurityConfig:
-    auth = _auth(_mapping("auth", data.get("auth"))) if "auth" in data else base.auth
+    auth = _auth(mapping("auth", data.get("auth"))) if "auth" in data else base.auth
     quota, clients = base.quota, base.client_quotas
     if "quotas" in data:
-        quotas = _mapping("quotas", data["quotas"])
-        _keys("quotas", quotas, {"default", "clients"})
+        quotas = mapping("quotas", data["quotas"])
+        check_keys("quotas", quotas, {"default", "clients"})
         quota = _quota("quotas.default", quotas.get("default"))
         clients = {
             str(name): _quota(f"quotas.clients.{name}", value)
-            for name, value in _mapping("quotas.clients", quotas.get("clients")).items()
+            for name, value in mapping("quotas.clients", quotas.get("clients")).items()
         }
     tls = base.tls
     if "tls" in data:
-        section = _mapping("tls", data["tls"])
-        _keys("tls", section, {"certFile", "keyFile"})
+        section = mapping("tls", data["tls"])
+        check_keys("tls", section, {"certFile", "keyFile"})
         tls = tls_files(section.get("certFile"), section.get("keyFile"), "tls.")
     return SecurityConfig(auth, quota, clients, tls)
 
@@ -71,13 +71,13 @@ def tls_files(cert: object, key: object, prefix: str = "--tls-") -> TlsConfig:
 
 
 def _auth(section: Mapping[str, Any]) -> AuthConfig:
-    _keys("auth", section, {"users", "roles"})
-    roles = _roles(_mapping("auth.roles", section.get("roles")))
+    check_keys("auth", section, {"users", "roles"})
+    roles = _roles(mapping("auth.roles", section.get("roles")))
     users: list[User] = []
-    for name, value in _mapping("auth.users", section.get("users")).items():
+    for name, value in mapping("auth.users", section.get("users")).items():
         key = f"auth.users.{name}"
-        entry = _mapping(key, value)
-        _keys(key, entry, {"password", "token", "roles"})
+        entry = mapping(key, value)
+        check_keys(key, entry, {"password", "token", "roles"})
         if ("password" in entry) == ("token" in entry):
             raise ConfigError(f"{key}: give exactly one of password and token")
         role_names = entry.get("roles", [])
@@ -107,8 +107,8 @@ def _roles(section: Mapping[str, Any]) -> dict[str, tuple[Grant, ...]]:
         parsed: list[Grant] = []
         for index, item in enumerate(grants):
             where = f"auth.roles.{name}[{index}]"
-            grant = _mapping(where, item)
-            _keys(where, grant, {"topics", "groups", "allow"})
+            grant = mapping(where, item)
+            check_keys(where, grant, {"topics", "groups", "allow"})
             allow = grant.get("allow")
             if not isinstance(allow, list) or not allow or any(a not in PERMISSIONS for a in allow):
                 raise ConfigError(f"{where}.allow: expected a list of {', '.join(PERMISSIONS)}")
@@ -131,8 +131,8 @@ def _secret(key: str, value: object, prefix: str) -> str | None:
 
 
 def _quota(key: str, value: object) -> Quota:
-    section = _mapping(key, value)
-    _keys(key, section, {"messagesPerSecond", "bytesPerSecond", "requestsPerSecond"})
+    section = mapping(key, value)
+    check_keys(key, section, {"messagesPerSecond", "bytesPerSecond", "requestsPerSecond"})
     numbers: list[int] = []
     for name in ("messagesPerSecond", "bytesPerSecond", "requestsPerSecond"):
         number = section.get(name, 0)
@@ -140,19 +140,3 @@ def _quota(key: str, value: object) -> Quota:
             raise ConfigError(f"{key}.{name}: expected an integer >= 0 (0: no limit)")
         numbers.append(number)
     return Quota(*numbers)
-
-
-def _mapping(key: str, value: object) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _keys(key: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-    for name in data:
-        if name not in allowed:
-            raise ConfigError(
-                f"{key}.{name}: unknown setting (allowed: {', '.join(sorted(allowed))})"
-            )
