@@ -106,9 +106,10 @@ def test_a_bad_value_is_one_message_naming_the_key(tmp_path: Path, text: str, na
         build_config(config_file=write(tmp_path, text), environ={})
 
 
-def test_a_bad_environment_value_names_the_variable() -> None:
+@pytest.mark.parametrize("port", ["seventy", "\u00b2", "70\u00b2"])
+def test_a_bad_environment_value_names_the_variable(port: str) -> None:
     with pytest.raises(ConfigError, match="LOGQ_PORT"):
-        build_config(config_file=None, environ={"LOGQ_PORT": "seventy"})
+        build_config(config_file=None, environ={"LOGQ_PORT": port})
 
 
 def test_logq_serve_exits_non_zero_on_bad_config(tmp_path: Path) -> None:

@@ -197,7 +197,7 @@ def dlq_list(topic: str, limit: int, server: str, as_json: bool) -> None:
 
 def _time(epoch_ms: str | int) -> str:
     text = str(epoch_ms)
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         return text
     moment = datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

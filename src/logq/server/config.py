@@ -67,7 +67,7 @@ class ServerConfig:
 
 
 def _port(key: str, value: object) -> int:
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ConfigError(f"{key}: expected a port number 0..65535, got {value!r}")

@@ -116,7 +116,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with TOOBIG as soon as it is known to pass `limit`."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BadArgumentError(f"Content-Length must be a byte count, got {declared[:40]!r}")
         if int(declared) > limit:
             raise TooBigError(f"request body is {declared} bytes, the limit is {limit}")
