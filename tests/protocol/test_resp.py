@@ -203,3 +203,27 @@ def test_garbage_only_ever_raises_the_protocol_error(data: bytes, inline: bool) 
 def test_values_fed_a_byte_at_a_time(items: list[object]) -> None:
     data = b"".join(encode(item, 3) for item in items)
     assert parse_all(data, chunk=1) == items
+
+
+def test_a_command_arriving_in_many_pieces_is_parsed_once() -> None:
+    """Each item of a command array is parsed once however many pieces the
+    array comes in (re-parsing it from its start on every piece would cost
+    the square of its length: a slow sender could burn the server's CPU)."""
+    calls = [0]
+
+    class Counting(Parser):
+        def _value(self, position: int, depth: int) -> tuple[object, int]:
+            calls[0] += 1
+            return super()._value(position, depth)
+
+    args = [b"x" * 5] * 20_000
+    frame = encode_command(["PUBBATCH", *args])
+    parser = Counting()
+    commands = []
+    for at in range(0, len(frame), 100):
+        parser.feed(frame[at : at + 100])
+        while (command := parser.next_command()) is not None:
+            commands.append(command)
+    assert commands == [[b"PUBBATCH", *args]]
+    pieces = len(frame) // 100 + 1
+    assert calls[0] <= len(args) + 1 + pieces  # each item once, plus one retry a piece

@@ -49,6 +49,10 @@ class Parser:
         self._buffer = bytearray()
         self._start = 0
         self._need = 0  # buffer length (from _start) below which parsing cannot succeed
+        # a command array that is still arriving: its items so far, where the
+        # next one starts, how many it has; so each byte is parsed once, however
+        # many pieces the array comes in
+        self._partial: tuple[list[object], int, int] | None = None
 
     @property
     def buffered(self) -> int:
@@ -81,7 +85,7 @@ class Parser:
                 return None
             first = self._buffer[self._start]
             if first == 0x2A:  # '*'
-                value = self.next_value()
+                value = self._next_array()
                 if value is NEED_MORE:
                     return None
                 if value is None:
@@ -100,6 +104,35 @@ class Parser:
                 return words
 
     # -- internals ---------------------------------------------------------------------
+
+    def _next_array(self) -> object:
+        """The array at `_start` (None for a null array), or NEED_MORE; the
+        items parsed so far are kept between calls."""
+        if self._partial is None:
+            try:
+                line, position = self._line(self._start + 1)
+            except _IncompleteError as incomplete:
+                self._need = incomplete.need - self._start
+                return NEED_MORE
+            count = self._count(line, "array")
+            if count == -1:
+                self._consume(position)
+                return None
+            if count < 0:
+                raise ProtocolError(f"bad array length {count}")
+            self._partial = ([], position, count)
+        items, position, count = self._partial
+        while len(items) < count:
+            try:
+                item, position = self._value(position, 1)
+            except _IncompleteError as incomplete:
+                self._partial = (items, position, count)
+                self._need = incomplete.need - self._start
+                return NEED_MORE
+            items.append(item)
+        self._partial = None
+        self._consume(position)
+        return items
 
     def _consume(self, end: int) -> None:
         self._start = end
