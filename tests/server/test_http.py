@@ -23,7 +23,8 @@ from starlette.routing import Route
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
-from logq.server.http_common import Limits
+from logq.server import http_dashboard
+from logq.server.http_common import ApiState, Limits
 from tests.harness import server_thread
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +57,10 @@ DESIGN_ROUTES = {
     ("GET", "/v1/topics/{topic}/dlq"),
     ("POST", "/v1/topics/{topic}/dlq/redrive"),
     ("DELETE", "/v1/topics/{topic}/dlq"),
+    ("POST", "/v1/topics/{topic}/dlq/purge"),
+    ("POST", "/v1/topics/{topic}/dlq/requeue"),
+    ("GET", "/v1/events"),
+    ("GET", "/assets/{name}"),
     ("GET", "/v1/messages/{id}"),
     ("GET", "/v1/messages/{id}/trace"),
     ("GET", "/"),
@@ -505,8 +510,28 @@ async def test_health_stats_and_dashboard(api: Api) -> None:
     assert stats["messages_in"] == 1
     page = await api.client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "user-signups" in page.text
+    assert '<script src="/assets/app.js"' in page.text
+    script = await api.client.get("/assets/app.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "EventSource" in script.text
+    assert (await api.client.get("/assets/nothing.js")).status_code == 404
     assert api.connections.http == 0
+
+
+async def test_the_event_snapshot_holds_what_the_dashboard_shows(api: Api) -> None:
+    await api.topic("user-signups", partitions=2)
+    await api.publish("user-signups", {"value": "new user: alex", "partition": 0})
+    await api.receive("user-signups", "mailer")
+    state = ApiState(api.broker, api.connections, Limits())
+    snapshot = http_dashboard.snapshot(state)
+    (topic,) = snapshot["topics"]
+    assert topic["name"] == "user-signups" and topic["partitions"] == 2
+    assert (topic["messages"], topic["messages_in"], topic["messages_out"]) == (1, 1, 1)
+    assert topic["in_flight"] == 1 and topic["pending"] == 1
+    (group,) = snapshot["groups"]
+    assert (group["group"], group["lag"], group["in_flight"]) == ("mailer", 1, 1)
+    assert snapshot["lanes"] == ["high", "normal", "low"]
+    assert "active_connections" in snapshot["connections"]
 
 
 async def test_metrics_name_every_series(api: Api) -> None:

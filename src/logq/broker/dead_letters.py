@@ -12,11 +12,11 @@ which already handled it, never see it again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from logq.broker.delivery import HEADER_DEAD_AT
 from logq.broker.group import Group, group_key
-from logq.broker.messages import Message, MessageId
+from logq.broker.messages import Message, MessageId, OutgoingMessage
 from logq.broker.tracing import TracingMixin
 from logq.errors import BadArgumentError, MessageNotFoundError
 from logq.state.delivery import PartitionDelivery
@@ -51,6 +51,9 @@ class DeadLetterMixin(TracingMixin):
         async def _save_metadata(self) -> None: ...
         async def _commit(self, events: Sequence[Event]) -> None: ...
         async def get_message(self, message_id: str) -> Message: ...
+        async def publish(
+            self, topic_name: str, messages: Sequence[OutgoingMessage]
+        ) -> list[Any]: ...
         async def read_messages(
             self,
             topic_name: str,
@@ -113,20 +116,11 @@ class DeadLetterMixin(TracingMixin):
         name = self.dlq_name(topic_name)
         if name not in self.topics:
             return 0
-        if ids is not None and len(ids) > IDS_PER_CALL_MAX:
-            raise BadArgumentError(f"{len(ids)} ids in one call, the limit is {IDS_PER_CALL_MAX}")
         dlq_group = await self._dlq_group(name)
         if ids is None:
             letters = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
         else:
-            letters = []
-            for text in ids:
-                parsed = MessageId.parse(text)
-                if parsed.topic != name:
-                    raise BadArgumentError(
-                        f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
-                    )
-                letters.append(await self.get_message(text))
+            letters = await self._letters(topic_name, name, ids)
         now_ms = self.clock.now_ms()
         handed_back: dict[tuple[str, int], list[int]] = {}
         settled: dict[int, list[int]] = {}
@@ -167,13 +161,17 @@ class DeadLetterMixin(TracingMixin):
             self.groups[key].counters["redriven"] += len(offsets)
         return sum(len(offsets) for offsets in handed_back.values())
 
-    async def purge_dlq(self, topic_name: str) -> int:
-        """Drop every dead letter of `topic_name` from the DLQ; returns how many."""
+    async def purge_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
+        """Drop dead letters of `topic_name` from the DLQ (the given dead-letter
+        ids, or every one); returns how many."""
         self._check_open()
         name = self.dlq_name(topic_name)
         if name not in self.topics:
             return 0
         group = await self._dlq_group(name)
+        if ids is not None:
+            letters = await self._letters(topic_name, name, ids)
+            return await self._settle_letters(group, letters)
         events: list[Event] = []
         purged = 0
         for partition, state in enumerate(group.deliveries):
@@ -186,6 +184,67 @@ class DeadLetterMixin(TracingMixin):
             group.deliveries[event.partition].apply(event)
         await self._commit(events)
         return purged
+
+    async def requeue_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
+        """Publish dead letters again to their topic as new messages (every
+        group sees them, as a fresh publish), then drop them from the DLQ;
+        returns how many. Each copy carries a dedup id from its dead letter, so
+        a requeue repeated after a crash within the dedup window stores once."""
+        self._check_open()
+        name = self.dlq_name(topic_name)
+        if name not in self.topics:
+            return 0
+        group = await self._dlq_group(name)
+        if ids is None:
+            letters = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
+        else:
+            letters = await self._letters(topic_name, name, ids)
+        letters = [
+            letter
+            for letter in letters
+            if not group.deliveries[letter.partition].is_settled(letter.offset)
+        ]
+        copies = [
+            OutgoingMessage(
+                letter.value,
+                letter.key,
+                {k: v for k, v in letter.headers.items() if not k.startswith("logq-")},
+                letter.priority,
+                _origin(letter).partition,
+                dedup_id=f"requeue:{letter.id}",
+            )
+            for letter in letters
+        ]
+        for start in range(0, len(copies), 1000):
+            await self.publish(topic_name, copies[start : start + 1000])
+        return await self._settle_letters(group, letters)
+
+    async def _letters(self, topic_name: str, name: str, ids: list[str]) -> list[Message]:
+        if len(ids) > IDS_PER_CALL_MAX:
+            raise BadArgumentError(f"{len(ids)} ids in one call, the limit is {IDS_PER_CALL_MAX}")
+        letters: list[Message] = []
+        for text in ids:
+            if MessageId.parse(text).topic != name:
+                raise BadArgumentError(
+                    f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
+                )
+            letters.append(await self.get_message(text))
+        return letters
+
+    async def _settle_letters(self, group: Group, letters: list[Message]) -> int:
+        """Take dead letters out of the DLQ; how many were still in it."""
+        settled: dict[int, list[int]] = {}
+        for letter in letters:
+            if not group.deliveries[letter.partition].is_settled(letter.offset):
+                settled.setdefault(letter.partition, []).append(letter.offset)
+        events: list[Event] = [
+            Settled(group.key, partition, ranges_of(sorted(set(offsets))))
+            for partition, offsets in settled.items()
+        ]
+        for event in events:
+            group.deliveries[event.partition].apply(event)
+        await self._commit(events)
+        return sum(len(set(offsets)) for offsets in settled.values())
 
 
 def _origin(letter: Message) -> MessageId:

@@ -139,6 +139,7 @@ async def serve(
             on_ready(bound)
         await stop.wait()
     finally:
+        connections.closing = True
         await native.stop_accepting()
         http.should_exit = True
         with contextlib.suppress(Exception):

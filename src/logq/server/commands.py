@@ -719,8 +719,14 @@ async def _redrive(broker: Broker, session: Session, args: list[bytes]) -> Reply
 
 @command("PURGE")
 async def _purge(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    need(args, 1, "PURGE topic")
-    return await broker.purge_dlq(text(args[0], "topic"))
+    need(args, 1, "PURGE topic [dead-letter-id ...]")
+    return await broker.purge_dlq(text(args[0], "topic"), _ids(args[1:]) or None)
+
+
+@command("REQUEUE")
+async def _requeue(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    need(args, 1, "REQUEUE topic [dead-letter-id ...]")
+    return await broker.requeue_dlq(text(args[0], "topic"), _ids(args[1:]) or None)
 
 
 @command("STATS")

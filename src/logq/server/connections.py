@@ -11,6 +11,7 @@ class ConnectionCounter:
     native: int = 0
     http: int = 0
     refused: int = 0
+    closing: bool = False  # the server is stopping: long-lived streams end
 
     @property
     def active(self) -> int:

@@ -15,7 +15,6 @@ and times every request for the latency histogram by route template.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +23,7 @@ from functools import partial
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +37,7 @@ from logq.errors import (
     UnknownCommandError,
 )
 from logq.log import LogError
-from logq.server import http_routes_groups, http_routes_topics
+from logq.server import http_dashboard, http_routes_groups, http_routes_topics
 from logq.server.connections import ConnectionCounter
 from logq.server.http_common import (
     ApiState,
@@ -63,33 +62,6 @@ async def health(state: ApiState, request: Request) -> Response:
 
 async def stats(state: ApiState, request: Request) -> Response:
     return json_response({**state.broker.stats(), **state.connections.statistics()})
-
-
-async def dashboard(state: ApiState, request: Request) -> Response:
-    """A minimal page until the live dashboard lands: topics and their numbers."""
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(topic[column]))}</td>"
-            for column in ("name", "messages", "pending", "in_flight", "acked", "dead_lettered")
-        )
-        + "</tr>"
-        for topic in state.broker.list_topics()
-    )
-    numbers = {**state.broker.stats(), **state.connections.statistics()}
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>logq</title></head><body>"
-        "<h1>logq</h1>"
-        f"<p>topics {numbers['topics']} · groups {numbers['groups']} · "
-        f"messages in {numbers['messages_in']} · out {numbers['messages_out']} · "
-        f"active connections {numbers['active_connections']}</p>"
-        "<table><thead><tr><th>topic</th><th>messages</th><th>pending</th>"
-        "<th>in flight</th><th>acked</th><th>dead-lettered</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-        "<p><a href='/openapi.json'>API</a> · <a href='/metrics'>metrics</a> · "
-        "<a href='/v1/stats'>stats</a></p></body></html>"
-    )
-    return HTMLResponse(page)
 
 
 def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
@@ -142,10 +114,48 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
         Endpoint(
             "GET",
             "/",
-            dashboard,
-            "The dashboard (a minimal page for now)",
+            http_dashboard.page,
+            "The dashboard (one page; its assets under /assets)",
             response={"type": "string"},
             media_type="text/html",
+        ),
+        Endpoint(
+            "GET",
+            "/assets/{name}",
+            http_dashboard.asset,
+            "A file of the dashboard (script, style sheet, icon)",
+            response={"type": "string"},
+            media_type="text/plain",
+        ),
+        Endpoint(
+            "GET",
+            "/v1/events",
+            http_dashboard.events,
+            "Server-sent events: a snapshot of topics, groups and connections every second"
+            " (each event's data is this object, as JSON)",
+            response={
+                "type": "object",
+                "description": "one event: its data is a snapshot, as JSON",
+                "properties": {
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": object_schema(
+                            {
+                                "at_ms": {"type": "integer"},
+                                "node": {"type": "string"},
+                                "lanes": {"type": "array", "items": {"type": "string"}},
+                                "topics": {"type": "array", "items": {"type": "object"}},
+                                "groups": {"type": "array", "items": {"type": "object"}},
+                                "connections": {"type": "object"},
+                            },
+                            ("at_ms", "node", "lanes", "topics", "groups", "connections"),
+                        ),
+                    }
+                },
+                "required": ["data"],
+            },
+            media_type="text/event-stream",
         ),
     )
 

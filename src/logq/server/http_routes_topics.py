@@ -118,6 +118,18 @@ async def purge_dead_letters(state: ApiState, request: Request) -> Response:
     return json_response({"purged": await state.broker.purge_dlq(request.path_params["topic"])})
 
 
+async def purge_some_dead_letters(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, RedriveBody, limit=state.limits.body_bytes_max, empty=b"{}")
+    count = await state.broker.purge_dlq(request.path_params["topic"], body.ids)
+    return json_response({"purged": count})
+
+
+async def requeue_dead_letters(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, RedriveBody, limit=state.limits.body_bytes_max, empty=b"{}")
+    count = await state.broker.requeue_dlq(request.path_params["topic"], body.ids)
+    return json_response({"requeued": count})
+
+
 async def get_message(state: ApiState, request: Request) -> Response:
     message = await state.broker.get_message(request.path_params["id"])
     return json_response(message_json(message))
@@ -170,6 +182,16 @@ _LIMIT_QUERY = (
     QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),
 )
 _TOPIC_PATH = "/v1/topics/{topic}"
+
+_DLQ_IDS_BODY = object_schema(
+    {
+        "ids": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "dead-letter ids; null or absent: all of them",
+        }
+    }
+)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -257,15 +279,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         redrive_dead_letters,
         "Hand dead letters back to the group that dead-lettered them, attempts reset"
         " (`ids` of dead letters, or `{}` for all)",
-        body=object_schema(
-            {
-                "ids": {
-                    "type": ["array", "null"],
-                    "items": {"type": "string"},
-                    "description": "dead letters to hand back; null or absent: all of them",
-                }
-            }
-        ),
+        body=_DLQ_IDS_BODY,
         response=object_schema({"redriven": INTEGER_SCHEMA}, ("redriven",)),
     ),
     Endpoint(
@@ -274,6 +288,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         purge_dead_letters,
         "Drop every dead letter of the topic from its DLQ",
         response=object_schema({"purged": INTEGER_SCHEMA}, ("purged",)),
+    ),
+    Endpoint(
+        "POST",
+        f"{_TOPIC_PATH}/dlq/purge",
+        purge_some_dead_letters,
+        "Drop the given dead letters (`ids`; null or absent: all) from the DLQ",
+        body=_DLQ_IDS_BODY,
+        response=object_schema({"purged": INTEGER_SCHEMA}, ("purged",)),
+    ),
+    Endpoint(
+        "POST",
+        f"{_TOPIC_PATH}/dlq/requeue",
+        requeue_dead_letters,
+        "Publish dead letters again to the topic as new messages (every group sees them),"
+        " then drop them from the DLQ (`ids`; null or absent: all)",
+        body=_DLQ_IDS_BODY,
+        response=object_schema({"requeued": INTEGER_SCHEMA}, ("requeued",)),
     ),
     Endpoint("GET", "/v1/messages/{id}", get_message, "One message by id", response=ref("Message")),
     Endpoint(

@@ -1,0 +1,504 @@
+// The logq dashboard: plain JavaScript over the REST API, no build step.
+// Live numbers arrive as server-sent events (/v1/events), one snapshot a
+// second; throughput is the change of the counters between two snapshots.
+"use strict";
+
+const HISTORY = 60; // points per chart: a minute
+const view = document.getElementById("view");
+const live = document.getElementById("live");
+const store = { snapshot: null, previous: null, rates: new Map(), page: null };
+
+// -- small helpers ---------------------------------------------------------------
+
+function show(...children) {
+  view.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined));
+}
+
+function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "text") element.textContent = value;
+    else if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else element.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+const number = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
+const rate = (n) => (n >= 100 ? number(Math.round(n)) : n.toFixed(1));
+const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").replace("Z", "") : "–");
+const topicHref = (name) => `#/topics/${encodeURIComponent(name)}`;
+const messageHref = (id) => `#/messages/${encodeURIComponent(id)}`;
+
+function size(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Number(n);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+}
+
+function valueText(message) {
+  if ("value" in message) {
+    return typeof message.value === "string" ? message.value : JSON.stringify(message.value);
+  }
+  if (!message.value_b64) return "";
+  try {
+    const raw = Uint8Array.from(atob(message.value_b64), (c) => c.charCodeAt(0));
+    return new TextDecoder("utf-8", { fatal: true }).decode(raw);
+  } catch {
+    return `(binary, base64) ${message.value_b64}`;
+  }
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  const type = response.headers.get("content-type") || "";
+  const data = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const error = data && data.error;
+    throw new Error(error ? `${error.code}: ${error.message}` : `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+function table(columns, rows, label) {
+  return h(
+    "div",
+    { class: "scroll" },
+    h(
+      "table",
+      { "aria-label": label },
+      h("thead", {}, h("tr", {}, columns.map(([title, cls]) => h("th", { scope: "col", class: cls }, title)))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: columns.length, class: "muted text" }, "none yet")))
+    )
+  );
+}
+
+function card(label, value, id) {
+  return h("div", { class: "card" }, h("div", { class: "n", "data-stat": id }, value), h("div", { class: "l" }, label));
+}
+
+function confirmAction(text) {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-text").textContent = text;
+  dialog.returnValue = "cancel";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
+}
+
+function notice(text, isError = false) {
+  return h("p", { class: isError ? "notice error" : "notice", role: isError ? "alert" : "status" }, text);
+}
+
+// -- live snapshots ----------------------------------------------------------------
+
+function onSnapshot(snapshot) {
+  const previous = store.snapshot;
+  store.previous = previous;
+  store.snapshot = snapshot;
+  if (previous) {
+    const seconds = Math.max((snapshot.at_ms - previous.at_ms) / 1000, 0.001);
+    const before = new Map(previous.topics.map((topic) => [topic.name, topic]));
+    for (const topic of snapshot.topics) {
+      const last = before.get(topic.name);
+      const history = store.rates.get(topic.name) || [];
+      history.push({
+        in: last ? Math.max(topic.messages_in - last.messages_in, 0) / seconds : 0,
+        out: last ? Math.max(topic.messages_out - last.messages_out, 0) / seconds : 0,
+      });
+      while (history.length > HISTORY) history.shift();
+      store.rates.set(topic.name, history);
+    }
+  }
+  if (store.page && store.page.live) store.page.live(snapshot);
+}
+
+function connect() {
+  const source = new EventSource("/v1/events");
+  source.onopen = () => {
+    live.textContent = "live";
+    live.classList.add("on");
+  };
+  source.onmessage = (event) => onSnapshot(JSON.parse(event.data));
+  source.onerror = () => {
+    live.textContent = "reconnecting…";
+    live.classList.remove("on");
+  };
+}
+
+function latestRate(name) {
+  const history = store.rates.get(name);
+  return history && history.length ? history[history.length - 1] : { in: 0, out: 0 };
+}
+
+function chart(name) {
+  const history = store.rates.get(name) || [];
+  const peak = Math.max(1, ...history.map((point) => Math.max(point.in, point.out)));
+  const line = (key) =>
+    history
+      .map((point, index) => `${HISTORY - history.length + index},${(100 - (point[key] / peak) * 95).toFixed(2)}`)
+      .join(" ");
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${HISTORY - 1} 100`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  const current = latestRate(name);
+  svg.setAttribute("aria-label", `${name}: ${rate(current.in)} in and ${rate(current.out)} out per second`);
+  for (const key of ["in", "out"]) {
+    const polyline = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    polyline.setAttribute("class", key);
+    polyline.setAttribute("points", line(key));
+    svg.append(polyline);
+  }
+  return h(
+    "figure",
+    { class: "chart", "data-chart": name },
+    h("h3", {}, h("a", { href: topicHref(name) }, name)),
+    svg,
+    h(
+      "figcaption",
+      { class: "legend" },
+      h("span", { class: "in" }, `in ${rate(current.in)}/s`),
+      h("span", { class: "out" }, `out ${rate(current.out)}/s`),
+      h("span", {}, `peak ${rate(peak)}/s`)
+    )
+  );
+}
+
+// -- pages -----------------------------------------------------------------------------
+
+function overview() {
+  const render = (snapshot) => {
+    if (!snapshot) {
+      show(h("h1", {}, "Overview"), h("p", { class: "muted" }, "Waiting for the first snapshot…"));
+      return;
+    }
+    const topics = snapshot.topics;
+    const total = (key) => topics.reduce((sum, topic) => sum + topic[key], 0);
+    const rates = topics.map((topic) => latestRate(topic.name));
+    const topicRows = topics.map((topic, index) =>
+      h(
+        "tr",
+        { "data-topic": topic.name },
+        h("td", {}, h("a", { href: topicHref(topic.name) }, topic.name)),
+        h("td", { class: "hide-narrow" }, number(topic.partitions)),
+        h("td", { "data-col": "messages" }, number(topic.messages)),
+        h("td", { class: "hide-narrow" }, size(topic.bytes)),
+        h("td", { "data-col": "pending" }, number(topic.pending)),
+        h("td", { "data-col": "in_flight" }, number(topic.in_flight)),
+        h("td", { "data-col": "acked" }, number(topic.acked)),
+        h("td", { "data-col": "failed" }, number(topic.failed)),
+        h("td", { "data-col": "dead_lettered" }, h("a", { href: `${topicHref(topic.name)}/dlq` }, number(topic.dead_lettered))),
+        h("td", { class: "hide-narrow" }, rate(rates[index].in)),
+        h("td", { class: "hide-narrow" }, rate(rates[index].out))
+      )
+    );
+    const groupRows = snapshot.groups.map((group) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, group.group),
+        h("td", { class: "text" }, h("a", { href: topicHref(group.topic) }, group.topic)),
+        h("td", { class: "text hide-narrow" }, group.mode || ""),
+        h("td", {}, number(group.members)),
+        h("td", { "data-col": "lag" }, number(group.lag)),
+        h("td", {}, number(group.in_flight))
+      )
+    );
+    show(
+      h("h1", {}, "Overview"),
+      h(
+        "div",
+        { class: "cards" },
+        card("topics", number(topics.length), "topics"),
+        card("groups", number(snapshot.groups.length), "groups"),
+        card("messages", number(total("messages")), "messages"),
+        card("pending", number(total("pending")), "pending"),
+        card("in flight", number(total("in_flight")), "in_flight"),
+        card("acked", number(total("acked")), "acked"),
+        card("failed (redelivered)", number(total("failed")), "failed"),
+        card("dead-lettered", number(total("dead_lettered")), "dead_lettered"),
+        card("in / s", rate(rates.reduce((sum, r) => sum + r.in, 0)), "in_rate"),
+        card("out / s", rate(rates.reduce((sum, r) => sum + r.out, 0)), "out_rate"),
+        card("connections", number(snapshot.connections.active_connections), "connections")
+      ),
+      h("h2", {}, "Throughput"),
+      topics.length ? h("div", { class: "charts" }, topics.map((topic) => chart(topic.name))) : h("p", { class: "muted" }, "No topics yet."),
+      h("h2", {}, "Topics"),
+      table(
+        [
+          ["topic", "text"],
+          ["partitions", "hide-narrow"],
+          ["messages"],
+          ["bytes", "hide-narrow"],
+          ["pending"],
+          ["in flight"],
+          ["acked"],
+          ["failed"],
+          ["dead-lettered"],
+          ["in/s", "hide-narrow"],
+          ["out/s", "hide-narrow"],
+        ],
+        topicRows,
+        "Topics"
+      ),
+      h("h2", {}, "Consumer lag"),
+      table(
+        [["group", "text"], ["topic", "text"], ["mode", "text hide-narrow"], ["members"], ["lag"], ["in flight"]],
+        groupRows,
+        "Consumer groups"
+      )
+    );
+  };
+  render(store.snapshot);
+  return { live: render };
+}
+
+async function topicPage(name) {
+  show(h("h1", {}, `Topic ${name}`), h("p", { class: "muted" }, "Loading…"));
+  const topic = await api("GET", `/v1/topics/${encodeURIComponent(name)}`);
+  const groups = await Promise.all(
+    topic.groups.map((group) => api("GET", `/v1/topics/${encodeURIComponent(name)}/groups/${encodeURIComponent(group)}`))
+  );
+  const lanes = store.snapshot ? store.snapshot.lanes.join(" › ") : "";
+  const partitions = table(
+    [["partition", "text"], ["first offset"], ["last offset"], ["messages"], ["bytes", "hide-narrow"], ["pending"], ["in flight"]],
+    topic.partitions.map((p) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, String(p.partition)),
+        h("td", {}, number(p.first_offset)),
+        h("td", {}, number(p.last_offset)),
+        h("td", {}, number(p.messages)),
+        h("td", { class: "hide-narrow" }, size(p.bytes)),
+        h("td", {}, number(p.pending)),
+        h("td", {}, number(p.in_flight))
+      )
+    ),
+    "Partitions"
+  );
+  const groupSections = groups.map((group) =>
+    h(
+      "section",
+      { "aria-label": `Group ${group.group}` },
+      h("h3", {}, `Group ${group.group} `, h("span", { class: "muted" }, `(${group.settings.mode}, generation ${group.generation}, lag ${number(group.lag)})`)),
+      table(
+        [["member", "text"], ["partitions", "text"]],
+        group.members.map((member) => h("tr", {}, h("td", {}, member.name), h("td", { class: "text" }, (group.assignment[member.name] || []).join(", ") || "–"))),
+        `Members of ${group.group}`
+      ),
+      table(
+        [["partition", "text"], ["committed"], ["log end"], ["lag"], ["in flight"], ["owner", "text hide-narrow"]],
+        group.partitions.map((p) =>
+          h("tr", {}, h("td", {}, String(p.partition)), h("td", {}, number(p.committed)), h("td", {}, number(p.log_end)), h("td", {}, number(p.lag)), h("td", {}, number(p.in_flight)), h("td", { class: "text hide-narrow" }, p.owner || "–"))
+        ),
+        `Lag of ${group.group}`
+      )
+    )
+  );
+  const results = h("div", { id: "peek-results" });
+  const partitionSelect = h(
+    "select",
+    { name: "partition", "aria-label": "Partition" },
+    h("option", { value: "" }, "all"),
+    topic.partitions.map((p) => h("option", { value: String(p.partition) }, String(p.partition)))
+  );
+  const offset = h("input", { name: "offset", type: "number", min: "0", placeholder: "from start", "aria-label": "Offset" });
+  const fromTime = h("input", { name: "from_time", type: "datetime-local", step: "1", "aria-label": "From time" });
+  const limit = h("input", { name: "limit", type: "number", min: "1", max: "1000", value: "20", "aria-label": "Limit" });
+  const peek = async (event) => {
+    if (event) event.preventDefault();
+    const query = new URLSearchParams({ limit: limit.value || "20" });
+    if (partitionSelect.value !== "") query.set("partition", partitionSelect.value);
+    if (offset.value !== "") query.set("offset", offset.value);
+    if (fromTime.value) query.set("from_time", new Date(fromTime.value).toISOString());
+    try {
+      const found = await api("GET", `/v1/topics/${encodeURIComponent(name)}/messages?${query}`);
+      results.replaceChildren(
+        table(
+          [["id", "text"], ["key", "text hide-narrow"], ["value", "text"], ["time", "text hide-narrow"]],
+          found.messages.map((m) =>
+            h("tr", {}, h("td", {}, h("a", { href: messageHref(m.id) }, m.id)), h("td", { class: "text hide-narrow" }, m.key ?? ""), h("td", { class: "value" }, valueText(m)), h("td", { class: "text hide-narrow" }, when(m.timestamp)))
+          ),
+          "Messages"
+        )
+      );
+    } catch (error) {
+      results.replaceChildren(notice(error.message, true));
+    }
+  };
+  show(
+    h("h1", {}, `Topic ${name}`),
+    h("p", {}, h("a", { href: "#/" }, "← Overview"), " · ", h("a", { href: `${topicHref(name)}/dlq` }, `Dead letters (${number(topic.dead_lettered)})`)),
+    h(
+      "div",
+      { class: "cards" },
+      card("messages", number(topic.messages), "messages"),
+      card("pending", number(topic.pending), "pending"),
+      card("in flight", number(topic.in_flight), "in_flight"),
+      card("acked", number(topic.acked), "acked"),
+      card("dead-lettered", number(topic.dead_lettered), "dead_lettered")
+    ),
+    h("p", { class: "muted" }, `Priority lanes: ${lanes || "–"} · retention ${topic.config.retention ?? "forever"}`),
+    h("h2", {}, "Partitions"),
+    partitions,
+    h("h2", {}, "Groups"),
+    groupSections.length ? h("div", {}, groupSections) : h("p", { class: "muted" }, "No groups yet."),
+    h("h2", {}, "Peek messages"),
+    h("form", { class: "row", onsubmit: peek, "aria-label": "Peek messages" }, h("label", {}, "Partition", partitionSelect), h("label", {}, "Offset", offset), h("label", {}, "From time", fromTime), h("label", {}, "Limit", limit), h("button", { type: "submit", class: "primary" }, "Peek")),
+    results
+  );
+  await peek();
+  return {};
+}
+
+async function messagePage(id) {
+  show(h("h1", {}, "Message"), h("p", { class: "muted" }, "Loading…"));
+  const [message, trace] = await Promise.all([
+    api("GET", `/v1/messages/${encodeURIComponent(id)}`),
+    api("GET", `/v1/messages/${encodeURIComponent(id)}/trace`),
+  ]);
+  const detail = (event) =>
+    ["group", "consumer", "attempt", "reason", "detail"]
+      .filter((key) => event[key] !== undefined)
+      .map((key) => `${key} ${event[key]}`)
+      .join(" · ");
+  show(
+    h("h1", {}, `Message ${message.id}`),
+    h("p", {}, h("a", { href: topicHref(message.topic) }, `← Topic ${message.topic}`)),
+    h(
+      "dl",
+      { class: "kv" },
+      h("dt", {}, "topic"), h("dd", {}, message.topic),
+      h("dt", {}, "partition"), h("dd", {}, String(message.partition)),
+      h("dt", {}, "offset"), h("dd", {}, String(message.offset)),
+      h("dt", {}, "key"), h("dd", {}, message.key ?? "–"),
+      h("dt", {}, "priority"), h("dd", {}, message.priority),
+      h("dt", {}, "time"), h("dd", {}, when(message.timestamp)),
+      h("dt", {}, "delivery attempts"), h("dd", {}, String(trace.delivery_attempts)),
+      h("dt", {}, "publish to last settle"), h("dd", {}, trace.total_latency_ms === null ? "–" : `${number(trace.total_latency_ms)} ms`)
+    ),
+    h("h2", {}, "Value"),
+    h("pre", { "data-value": "" }, valueText(message)),
+    h("h2", {}, "Headers"),
+    Object.keys(message.headers).length
+      ? h("dl", { class: "kv" }, Object.entries(message.headers).flatMap(([key, value]) => [h("dt", {}, key), h("dd", {}, value)]))
+      : h("p", { class: "muted" }, "none"),
+    h("h2", {}, "Lifecycle"),
+    trace.traced === false ? notice("Tracing is off for this topic.") : null,
+    h(
+      "ol",
+      { class: "timeline", "aria-label": "Lifecycle" },
+      trace.events.map((event) => h("li", { "data-event": event.event }, h("strong", {}, event.event), h("span", { class: "when" }, when(event.at_ms)), detail(event) ? h("div", { class: "muted" }, detail(event)) : null))
+    )
+  );
+  return {};
+}
+
+async function dlqPage(name) {
+  show(h("h1", {}, `Dead letters of ${name}`), h("p", { class: "muted" }, "Loading…"));
+  const base = `/v1/topics/${encodeURIComponent(name)}/dlq`;
+  const status = h("div", { id: "dlq-status" });
+  const found = await api("GET", `${base}?limit=1000`);
+  const letters = found.messages;
+  const boxes = letters.map((letter) => h("input", { type: "checkbox", value: letter.id, "aria-label": `Select ${letter.id}` }));
+  const selected = () => boxes.filter((box) => box.checked).map((box) => box.value);
+  const act = async (verb, path, ids, question) => {
+    const count = ids ? ids.length : letters.length;
+    if (!count) {
+      status.replaceChildren(notice("Select dead letters first."));
+      return;
+    }
+    if (!(await confirmAction(question.replace("{n}", number(count))))) return;
+    try {
+      const answer = await api("POST", path, ids ? { ids } : {});
+      await dlqPage(name);
+      const done = Object.entries(answer).map(([key, value]) => `${key} ${value}`).join(", ");
+      document.getElementById("dlq-status").replaceChildren(notice(`${verb}: ${done}.`));
+    } catch (error) {
+      status.replaceChildren(notice(error.message, true));
+    }
+  };
+  const rows = letters.map((letter, index) =>
+    h(
+      "tr",
+      { "data-letter": letter.id },
+      h("td", {}, boxes[index]),
+      h("td", { class: "text" }, h("a", { href: messageHref(letter.id) }, letter.id)),
+      h("td", { class: "text hide-narrow" }, letter.origin_id ? h("a", { href: messageHref(letter.origin_id) }, letter.origin_id) : "–"),
+      h("td", { class: "text" }, letter.reason || "–"),
+      h("td", {}, number(letter.attempts)),
+      h("td", { class: "text hide-narrow" }, letter.group || "–"),
+      h("td", { class: "text hide-narrow" }, when(letter.dead_lettered_at)),
+      h("td", { class: "value hide-narrow" }, valueText(letter)),
+      h("td", {}, h("button", { type: "button", "aria-label": `Redrive ${letter.id}`, onclick: () => act("Redrive", `${base}/redrive`, [letter.id], `Hand ${letter.id} back to group ${letter.group}?`) }, "Redrive"))
+    )
+  );
+  show(
+    h("h1", {}, `Dead letters of ${name}`),
+    h("p", {}, h("a", { href: topicHref(name) }, `← Topic ${name}`)),
+    h(
+      "div",
+      { class: "actions", role: "group", "aria-label": "Dead-letter actions" },
+      h("button", { type: "button", onclick: () => act("Redrive", `${base}/redrive`, selected(), "Hand {n} selected dead letters back to the groups that dead-lettered them?") }, "Redrive selected"),
+      h("button", { type: "button", onclick: () => act("Redrive", `${base}/redrive`, null, "Hand all {n} dead letters back to their groups?") }, "Redrive all"),
+      h("button", { type: "button", onclick: () => act("Requeue", `${base}/requeue`, selected(), "Publish {n} selected dead letters again as new messages (every group sees them)?") }, "Requeue selected"),
+      h("button", { type: "button", class: "danger", onclick: () => act("Purge", `${base}/purge`, selected(), "Drop {n} selected dead letters for good?") }, "Purge selected"),
+      h("button", { type: "button", class: "danger", onclick: () => act("Purge", `${base}/purge`, null, "Drop all {n} dead letters for good?") }, "Purge all")
+    ),
+    status,
+    table(
+      [["", ""], ["dead letter", "text"], ["origin", "text hide-narrow"], ["reason", "text"], ["attempts"], ["group", "text hide-narrow"], ["dead at", "text hide-narrow"], ["value", "text hide-narrow"], ["", ""]],
+      rows,
+      "Dead letters"
+    )
+  );
+  return {};
+}
+
+// -- routing ----------------------------------------------------------------------------
+
+const ROUTES = [
+  [/^#?\/?$/, overview],
+  [/^#\/topics\/([^/]+)\/dlq$/, dlqPage],
+  [/^#\/topics\/([^/]+)$/, topicPage],
+  [/^#\/messages\/(.+)$/, messagePage],
+];
+
+async function route() {
+  const hash = location.hash || "#/";
+  store.page = null;
+  for (const [pattern, page] of ROUTES) {
+    const match = hash.match(pattern);
+    if (!match) continue;
+    try {
+      store.page = await page(...match.slice(1).map(decodeURIComponent));
+    } catch (error) {
+      show(h("h1", {}, "Not available"), notice(error.message, true), h("p", {}, h("a", { href: "#/" }, "← Overview")));
+    }
+    view.focus({ preventScroll: true });
+    return;
+  }
+  show(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "← Overview")));
+}
+
+window.addEventListener("hashchange", route);
+connect();
+route();

@@ -1,0 +1,117 @@
+"""The dashboard: one page and its assets, shipped in the package (nothing
+to build or fetch on the user's machine), over the REST API; the live
+numbers come pushed as server-sent events from `/v1/events`, one snapshot
+a second, from which the page draws its throughput charts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from logq.errors import UnknownCommandError
+from logq.server.http_common import ApiState
+
+EVENT_INTERVAL_S = 1.0
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_DIRECTORY = files("logq.server") / "dashboard"
+ASSETS: dict[str, bytes] = {
+    entry.name: entry.read_bytes()
+    for entry in _DIRECTORY.iterdir()
+    if entry.is_file() and any(entry.name.endswith(suffix) for suffix in _TYPES)
+}
+_CACHE = {"Cache-Control": "no-cache"}
+
+
+async def page(state: ApiState, request: Request) -> Response:
+    return Response(ASSETS["index.html"], media_type=_TYPES[".html"], headers=_CACHE)
+
+
+async def asset(state: ApiState, request: Request) -> Response:
+    name = request.path_params["name"]
+    body = ASSETS.get(name) if name != "index.html" else None
+    if body is None:
+        raise UnknownCommandError(f"no asset {name[:80]!r}")
+    suffix = name[name.rfind(".") :]
+    return Response(body, media_type=_TYPES[suffix], headers=_CACHE)
+
+
+def snapshot(state: ApiState) -> dict[str, Any]:
+    """What the dashboard shows, now: per topic, per group, connections."""
+    broker = state.broker
+    counters = broker.metrics.topics()
+    topics = []
+    for described in broker.list_topics():
+        counted = counters.get(described["name"], {})
+        topics.append(
+            {
+                key: described[key]
+                for key in (
+                    "name",
+                    "messages",
+                    "bytes",
+                    "pending",
+                    "in_flight",
+                    "acked",
+                    "failed",
+                    "dead_lettered",
+                    "groups",
+                )
+            }
+            | {
+                "partitions": len(described["partitions"]),
+                "messages_in": counted.get("messages_in", 0),
+                "messages_out": counted.get("messages_out", 0),
+                "bytes_in": counted.get("bytes_in", 0),
+                "bytes_out": counted.get("bytes_out", 0),
+            }
+        )
+    groups = [
+        {
+            "topic": group["topic"],
+            "group": group["group"],
+            "mode": group["settings"].get("mode"),
+            "members": len(group["members"]),
+            "lag": group["lag"],
+            "in_flight": group["in_flight"],
+        }
+        for group in broker.list_groups()
+        if not group["group"].startswith("~")
+    ]
+    return {
+        "at_ms": int(time.time() * 1000),
+        "node": broker.config.node_id,
+        "lanes": list(broker.lanes.order),
+        "topics": topics,
+        "groups": groups,
+        "connections": state.connections.statistics(),
+    }
+
+
+async def events(state: ApiState, request: Request) -> Response:
+    """Server-sent events: a snapshot now, then one a second until the page
+    goes away or the server stops."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        while not state.connections.closing:
+            yield b"data: " + msgspec.json.encode(snapshot(state)) + b"\n\n"
+            await asyncio.sleep(EVENT_INTERVAL_S)
+            if await request.is_disconnected():
+                return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,53 @@
+"""Headless Chromium (Debian's package) for the dashboard tests: installed
+here with apt-get when missing, so the README's test command needs nothing
+done by hand; a machine where it cannot be installed fails the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from tests.harness import Running, server_process
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _install_chromium() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        done = subprocess.run([*sudo, *step], capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0 and step[1] == "install":
+            pytest.fail(f"cannot install Debian's chromium: {done.stderr[-2000:]}")
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("chromium is not on PATH after apt-get install chromium")
+    return found
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    executable = _install_chromium()
+    browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Running]:
+    with server_process(tmp_path / "data") as running:
+        yield running

@@ -1,0 +1,151 @@
+"""The dashboard in headless Chromium against a real broker: numbers and
+charts change by push, without a reload; a message's trace; redrive,
+requeue and purge from the DLQ page; no console error anywhere.
+
+With LOGQ_SCREENSHOTS=DIR the tests also save a screenshot of each page
+there (docs/screenshots holds the ones the README shows)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+
+from logq.client import Client
+from tests.harness import Running
+
+SHOTS = os.environ.get("LOGQ_SCREENSHOTS")
+
+
+@pytest.fixture
+def page(browser: Browser, broker: Running) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+    assert errors == [], f"console errors: {errors}"
+
+
+def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def stat(page: Page, name: str) -> str:
+    return page.locator(f"[data-stat={name}]").inner_text()
+
+
+def test_numbers_and_charts_change_without_reload(page: Page, broker: Running) -> None:
+    with Client(broker.native) as client:
+        client.create_topic("orders", partitions=3)
+        page.goto(f"{broker.http}/")
+        expect(page.locator("#live")).to_have_text("live")
+        expect(page.locator("[data-topic=orders] [data-col=messages]")).to_have_text("0")
+        page.evaluate("window.__same_page = true")  # gone if the page reloads
+        for _ in range(4):
+            client.publish_many("orders", [b'{"item": "book"}'] * 250)
+        expect(page.locator("[data-topic=orders] [data-col=messages]")).to_have_text("1,000")
+        expect(page.locator("[data-stat=messages]")).to_have_text("1,000")
+        # the chart drew the publishes: some point above the baseline
+        expect(page.locator("[data-chart=orders] figcaption")).to_contain_text(
+            re.compile(r"peak [1-9]")
+        )
+        for message in client.receive("orders", "billing", max=100, wait="1s"):
+            message.ack().result(5)
+        expect(page.locator("[data-stat=acked]")).to_have_text("100")
+        expect(page.locator("[data-topic=orders] [data-col=pending]")).to_have_text("900")
+        assert page.evaluate("window.__same_page") is True
+        shot(page, "overview")
+
+
+def test_topic_page_and_a_message_trace(page: Page, broker: Running) -> None:
+    with Client(broker.native) as client:
+        client.create_topic("orders", partitions=2)
+        client.publish_many("orders", [f"order {i}".encode() for i in range(10)])
+        (message,) = client.receive("orders", "billing", max=1, wait="1s")
+        message.ack().result(5)
+        page.goto(f"{broker.http}/#/topics/orders")
+        expect(page.get_by_role("table", name="Partitions")).to_be_visible()
+        expect(page.get_by_role("table", name="Messages").locator("tbody tr")).to_have_count(10)
+        expect(page.get_by_role("region", name="Group billing")).to_be_visible()
+        page.get_by_label("Partition", exact=True).select_option("0")
+        page.get_by_role("button", name="Peek").click()
+        first = page.get_by_role("table", name="Messages").locator("tbody tr a").first
+        expect(first).to_have_text(re.compile(r"orders:0:\d+"))
+        shot(page, "topic")
+        page.goto(f"{broker.http}/#/messages/{message.id}")
+        timeline = page.get_by_role("list", name="Lifecycle")
+        for event in ("PUBLISHED", "DELIVERED", "ACKED"):
+            expect(timeline.locator(f"[data-event='{event}']")).to_have_count(1)
+        expect(page.locator("[data-value]")).to_have_text((message.value or b"").decode())
+        shot(page, "message")
+
+
+def test_redrive_requeue_and_purge_from_the_dlq_page(page: Page, broker: Running) -> None:
+    with Client(broker.native) as client:
+        client.create_topic("pay", partitions=1)
+        client.publish_many("pay", [f"payment {i}".encode() for i in range(4)])
+        for message in client.receive("pay", "billing", max=4, wait="1s"):
+            message.reject("card declined")
+        page.goto(f"{broker.http}/#/topics/pay/dlq")
+        rows = page.get_by_role("table", name="Dead letters").locator("tbody tr[data-letter]")
+        expect(rows).to_have_count(4)
+        shot(page, "dlq")
+        # redrive one, from its row, after confirming
+        page.get_by_role("button", name="Redrive pay.dlq:0:0").click()
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.get_by_role("status").filter(has_text="redriven 1")).to_be_visible()
+        expect(rows).to_have_count(3)
+        (back,) = client.receive("pay", "billing", max=10, wait="1s")
+        assert back.value == b"payment 0" and back.attempt == 1
+        back.ack().result(5)
+        # requeue the selected one: a new message every group sees
+        page.get_by_role("checkbox", name="Select pay.dlq:0:1").check()
+        page.get_by_role("button", name="Requeue selected").click()
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.get_by_role("status").filter(has_text="requeued 1")).to_be_visible()
+        expect(rows).to_have_count(2)
+        assert [m.value for m in client.peek("pay", offset=4)] == [b"payment 1"]
+        # a cancelled purge changes nothing; a confirmed one empties the DLQ
+        page.get_by_role("button", name="Purge all").click()
+        page.get_by_role("button", name="Cancel").click()
+        expect(rows).to_have_count(2)
+        page.get_by_role("button", name="Purge all").click()
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.get_by_role("status").filter(has_text="purged 2")).to_be_visible()
+        expect(rows).to_have_count(0)
+        assert client.dlq("pay") == []
+
+
+def test_a_phone_screen_and_the_dark_scheme(browser: Browser, broker: Running) -> None:
+    with Client(broker.native) as client:
+        client.create_topic("orders", partitions=1)
+        client.publish_many("orders", [b"x"] * 5)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"{broker.http}/")
+        expect(page.locator("[data-topic=orders] [data-col=messages]")).to_have_text("5")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(15, 20, 25)"  # the dark scheme
+        shot(page, "overview-phone-dark")
+    finally:
+        context.close()
