@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +24,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.client import Client
+from logq.server import http_dashboard
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
-from logq.server import http_dashboard
 from logq.server.http_common import ApiState, Limits
 from tests.harness import server_thread
 
@@ -747,3 +751,52 @@ async def test_a_message_ttl_sent_over_rest_expires_it(api: Api) -> None:
     assert [m["value"] for m in received] == ["kept"]
     group = await api.ok("GET", "/v1/topics/short/groups/g")
     assert group["counts"]["ttl_expired"] == 1
+
+
+def test_metrics_of_the_storage_side(tmp_path: Path) -> None:
+    with server_thread(tmp_path / "data") as running, Client(running.native) as client:
+        client.create_topic("jobs", partitions=2)
+        client.publish_many("jobs", [b"x"] * 10)
+        (message,) = client.receive("jobs", "g", max=1, wait="1s")
+        message.ack().result(5)
+        text = httpx.get(f"{running.http}/metrics").text
+    for needle in (
+        'logq_fsync_seconds_bucket{le="+Inf",topic="jobs"}',
+        'logq_fsync_seconds_count{topic="~journal"}',
+        'logq_fsync_failures_total{topic="jobs"} 0.0',
+        'logq_recovery_seconds{topic="jobs"}',
+        'logq_recovery_cut_bytes{topic="jobs"} 0.0',
+        'logq_segments{topic="jobs"} 2.0',
+        'logq_rebalances_total{group="g",topic="jobs"} 1.0',
+        "logq_disk_free_bytes ",
+        "logq_disk_full 0.0",
+    ):
+        assert needle in text, needle
+    fsyncs = re.search(r'logq_fsync_seconds_count\{topic="jobs"\} (\S+)', text)
+    assert fsyncs is not None and float(fsyncs.group(1)) >= 1
+
+
+def test_json_logs_carry_the_request_or_connection_id(tmp_path: Path) -> None:
+    from tests.harness import server_process  # noqa: PLC0415
+
+    with server_process(tmp_path / "data", "--log-json") as running:
+        answer = httpx.post(
+            f"{running.http}/v1/topics",
+            json={"name": "audit"},
+            headers={"X-Request-Id": "ticket-42"},
+        )
+        assert answer.status_code == 201 and answer.headers["x-request-id"] == "ticket-42"
+        made = httpx.get(f"{running.http}/health").headers["x-request-id"]
+        assert made.startswith("r-")
+        with Client(running.native) as client:
+            client.create_topic("native-made")
+        lines: list[dict[str, Any]] = []
+        for _ in range(200):  # the child's log line may trail its answer a little
+            lines = [msgspec.json.decode(raw) for raw in list(running.output) if raw[:1] == b"{"]
+            if any("native-made" in line.get("message", "") for line in lines):
+                break
+            time.sleep(0.02)
+    by_message = {line["message"]: line for line in lines}
+    assert by_message["topic 'audit' created with 6 partitions"]["request_id"] == "ticket-42"
+    native = by_message["topic 'native-made' created with 6 partitions"]
+    assert native["request_id"].startswith("c-") and native["level"] == "info"

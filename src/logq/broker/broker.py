@@ -60,7 +60,7 @@ from logq.errors import (
     TopicNotFoundError,
 )
 from logq.lanes import Lanes
-from logq.log import FsyncPolicy, LogError, decode_batch, encode_batch
+from logq.log import FsyncPolicy, LogError, PartitionLog, decode_batch, encode_batch
 from logq.log.batch import DELAYED, check_record_sizes, iter_headers, read_header
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
@@ -150,6 +150,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 group.deliveries[event.partition].apply(event)
                 replayed += 1
         await self.finish_dead_letter_moves()
+        await self.run(self.disk.measure)
         logger.info(
             "broker ready: %d topics, %d groups, %d journal events replayed",
             len(self.topics),
@@ -257,6 +258,11 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         except OSError as error:  # a full or failing disk: a catalogue error
             raise self.disk.storage_error(error) from error
 
+    @property
+    def journal_log(self) -> PartitionLog:
+        """The delivery journal's log, for its storage statistics."""
+        return self._journal.log
+
     def _check_open(self) -> None:
         if self._closed:
             raise ShuttingDownError("the broker is shutting down")
@@ -304,6 +310,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         topic = await self._open_topic(name, parsed)
         self.topics[name] = topic
         await self._save_metadata()
+        logger.info("topic %r created with %d partitions", name, parsed.partitions)
         return topic
 
     def _check_partitions(self, partitions: int) -> None:
@@ -348,6 +355,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         for partition in topic.partitions:
             await self.run(partition.log.close)
         await self.run(lambda: self.storage.delete_topic(name))
+        logger.info("topic %r deleted", name)
 
     def describe_topic(self, name: str) -> dict[str, Any]:
         topic = self.topic(name)

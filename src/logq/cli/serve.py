@@ -19,6 +19,7 @@ from logq.log import FsyncPolicy, InvalidConfigError
 from logq.server.app import BoundAddresses, serve
 from logq.server.config import ServerConfig, build_config
 from logq.server.config_parsing import ConfigError
+from logq.server.context import RequestIdFilter
 
 
 class _JsonFormatter(logging.Formatter):
@@ -29,17 +30,28 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        current = getattr(record, "request_id", None)
+        if current:
+            payload["request_id"] = current
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload)
 
 
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        current = getattr(record, "request_id", None)
+        return f"{line} [{current}]" if current else line
+
+
 def _setup_logging(as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if as_json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 

@@ -47,6 +47,10 @@ from logq.log.storage import (
 logger = logging.getLogger(__name__)
 
 
+# Bounds of the fsync latency histogram (seconds), exported as logq_fsync_seconds.
+FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
 class FileLog:
     """A partition log stored as segment files in one directory."""
 
@@ -86,6 +90,7 @@ class FileLog:
             ),
             0,
         )
+        self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
         self.recovery = self._open()
 
     # -- properties ----------------------------------------------------------
@@ -323,8 +328,10 @@ class FileLog:
                 max_timestamp = segment.max_timestamp
             started = time.perf_counter()
             segment.sync()
+            took = time.perf_counter() - started
             self._stats["fsyncs"] += 1
-            self._stats["fsync_seconds"] += time.perf_counter() - started
+            self._stats["fsync_seconds"] += took
+            self._fsync_buckets[bisect.bisect_left(FSYNC_BUCKETS_S, took)] += 1
             with self._lock:
                 if point[0] > self._durable[0]:
                     self._durable = point
@@ -471,6 +478,11 @@ class FileLog:
     def _check_open(self) -> None:
         if self._closed:
             raise LogClosedError(f"log {self.directory} is closed")
+
+    def fsync_histogram(self) -> list[int]:
+        """How many fsyncs took at most each of FSYNC_BUCKETS_S (not cumulative;
+        the last count is of those above the largest bound)."""
+        return list(self._fsync_buckets)
 
     def statistics(self) -> dict[str, int | float]:
         stats = dict(self._stats)

@@ -37,7 +37,7 @@ from logq.errors import (
     UnknownCommandError,
 )
 from logq.log import LogError
-from logq.server import http_dashboard, http_routes_groups, http_routes_topics
+from logq.server import context, http_dashboard, http_routes_groups, http_routes_topics
 from logq.server.connections import ConnectionCounter
 from logq.server.http_common import (
     ApiState,
@@ -290,17 +290,25 @@ class RequestAccounting:
             return
         status = 500
         started = time.perf_counter()
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        current = context.id_from_client(given.decode("latin-1") if given else None, "r")
+        token = context.request_id.set(current)
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", current.encode())],
+                }
             await send(message)
 
         counter.http += 1
         try:
             await self.app(scope, receive, send_and_note)
         finally:
+            context.request_id.reset(token)
             counter.http -= 1
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
             self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)

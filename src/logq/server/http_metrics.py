@@ -23,6 +23,7 @@ from prometheus_client.core import (
 
 from logq.broker import Broker
 from logq.server.connections import ConnectionCounter
+from logq.server.storage_metrics import StorageCollector
 
 # Long polls wait up to a minute, so the buckets reach past it.
 LATENCY_BUCKETS_S = (
@@ -178,6 +179,7 @@ class HttpMetrics:
     def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(broker, connections))
+        self.registry.register(StorageCollector(broker))
         self._latency = Histogram(
             "logq_http_request_duration_seconds",
             "HTTP request latency by route template",

@@ -23,6 +23,7 @@ from logq.broker import Broker
 from logq.errors import LogqError
 from logq.log.batch import HEADER_SIZE, read_header
 from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
+from logq.server import context
 from logq.server.commands import Session, dispatch
 from logq.server.connections import ConnectionCounter
 from logq.server.security import Security
@@ -44,6 +45,7 @@ class Connection(asyncio.Protocol):
         self.session.security = server.security
         self.session.principal = server.security.initial_principal()
         self.address = "?"
+        self.connection_id = context.new_id("c")
         self.transport: asyncio.Transport | None = None
         self._commands: deque[list[bytes]] = deque()
         self._wake = asyncio.Event()
@@ -129,6 +131,7 @@ class Connection(asyncio.Protocol):
     # -- the command loop ---------------------------------------------------------------------
 
     async def _serve(self) -> None:
+        context.request_id.set(self.connection_id)  # for this connection's log lines
         out: list[bytes | memoryview] = []
         pending = 0  # bytes in `out`
         while not self._closing or self._commands:

@@ -116,6 +116,11 @@ class Journal:
             for group, partitions in self._snapshot.groups.items()
         }
 
+    @property
+    def log(self) -> PartitionLog:
+        """The log of the current generation (for its statistics)."""
+        return self._log
+
     def events(self) -> Iterator[Event]:
         """Every journaled event after the snapshot, in order."""
         if self.directory is not None:

@@ -1,0 +1,95 @@
+"""Prometheus families of the storage side, read at scrape time: fsync
+latency (a histogram per topic, and the delivery journal's), fsync
+failures, what recovery found on start, segments, rebalances per group,
+and the data disk's free space."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from logq.broker import Broker
+from logq.log.file_log import FSYNC_BUCKETS_S
+
+JOURNAL = "~journal"  # the `topic` label of the delivery journal's figures
+
+
+class StorageCollector(Collector):
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def describe(self) -> Iterable[Metric]:
+        return list(_families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        families = _families()
+        broker = self._broker
+        logs: list[tuple[str, list[Any]]] = [
+            (name, [p.log for p in topic.partitions])
+            for name, topic in sorted(broker.topics.items())
+        ]
+        logs.append((JOURNAL, [broker.journal_log]))
+        for name, members in logs:
+            histograms = [
+                log.fsync_histogram() for log in members if hasattr(log, "fsync_histogram")
+            ]
+            stats = [log.statistics() for log in members]
+            if histograms:
+                counts = [sum(column) for column in zip(*histograms, strict=True)]
+                total_seconds = sum(float(s.get("fsync_seconds", 0.0)) for s in stats)
+                buckets, running = [], 0
+                for bound, count in zip((*map(str, FSYNC_BUCKETS_S), "+Inf"), counts, strict=True):
+                    running += count
+                    buckets.append((bound, running))
+                families["fsync"].add_metric([name], buckets, total_seconds)
+            families["fsync_failures"].add_metric(
+                [name], sum(int(s.get("fsync_failures", 0)) for s in stats)
+            )
+            for key in ("recovery_ms", "recovery_cut_bytes", "recovery_scanned_bytes", "segments"):
+                value = sum(float(s.get(key, 0)) for s in stats)
+                families[key].add_metric([name], value / 1000 if key == "recovery_ms" else value)
+        for group in broker.groups.values():
+            if not group.name.startswith("~"):
+                families["rebalances"].add_metric(
+                    [group.topic, group.name], group.membership.generation
+                )
+        disk = broker.disk
+        if disk.free_bytes is not None:
+            families["disk_free"].add_metric([], disk.free_bytes)
+        families["disk_full"].add_metric([], int(disk.full))
+        return list(families.values())
+
+
+def _families() -> dict[str, Any]:
+    topic = ["topic"]
+    return {
+        "fsync": HistogramMetricFamily(
+            "logq_fsync_seconds", "fdatasync latency per topic (and ~journal)", labels=topic
+        ),
+        "fsync_failures": CounterMetricFamily(
+            "logq_fsync_failures", "fsyncs that failed (the log was cut back)", labels=topic
+        ),
+        "recovery_ms": GaugeMetricFamily(
+            "logq_recovery_seconds", "Time the last start took to open the logs", labels=topic
+        ),
+        "recovery_cut_bytes": GaugeMetricFamily(
+            "logq_recovery_cut_bytes", "Torn or corrupt bytes cut at the last start", labels=topic
+        ),
+        "recovery_scanned_bytes": GaugeMetricFamily(
+            "logq_recovery_scanned_bytes", "Bytes validated at the last start", labels=topic
+        ),
+        "segments": GaugeMetricFamily("logq_segments", "Segment files", labels=topic),
+        "rebalances": CounterMetricFamily(
+            "logq_rebalances", "Rebalances of the group", labels=["topic", "group"]
+        ),
+        "disk_free": GaugeMetricFamily(
+            "logq_disk_free_bytes", "Free space on the data directory's disk, last measured"
+        ),
+        "disk_full": GaugeMetricFamily(
+            "logq_disk_full", "1 while publishes are refused for want of disk space"
+        ),
+    }
