@@ -110,3 +110,33 @@ def test_redrive_and_purge_survive_a_restart(tmp_path: Path) -> None:
         assert client.purge_dlq("jobs") == 2
     with logq.Broker(tmp_path) as broker:
         assert broker.client().dlq("jobs") == []
+
+
+def test_requeue_and_purging_chosen_dead_letters_through_every_interface(server: Running) -> None:
+    with Client(server.native) as client:
+        ids = dead_letter(client, "refunds", [b"r1", b"r2", b"r3", b"r4"])
+        letters = {m.headers["logq-origin-id"]: m.id for m in client.dlq("refunds")}
+        assert sorted(letters) == sorted(ids)
+        first, second, third, fourth = (letters[i] for i in sorted(ids))
+        # native: requeue one (a new message, seen by every group), purge one
+        assert client.requeue_dlq("refunds", [first]) == 1
+        assert client.requeue_dlq("refunds", [first]) == 0  # already out of the DLQ
+        assert client.purge_dlq("refunds", [second]) == 1
+        (again,) = client.receive("refunds", "other", max=10, wait="1s")
+        assert again.attempt == 1 and "logq-origin-id" not in again.headers
+        again.ack().result(5)
+        # REST: requeue another, purge the last by id
+        requeued = httpx.post(f"{server.http}/v1/topics/refunds/dlq/requeue", json={"ids": [third]})
+        assert requeued.json() == {"requeued": 1}
+        purged = httpx.post(f"{server.http}/v1/topics/refunds/dlq/purge", json={"ids": [fourth]})
+        assert purged.json() == {"purged": 1}
+        assert client.dlq("refunds") == []
+        # CLI
+        more = dead_letter(client, "refunds2", [b"x", b"y"])
+        assert len(more) == 2
+        runner = CliRunner()
+        done = runner.invoke(
+            cli, ["dlq", "requeue", "refunds2", "--all", "--server", server.native]
+        )
+        assert done.exit_code == 0 and "requeued 2 messages" in done.output
+        assert client.dlq("refunds2") == []

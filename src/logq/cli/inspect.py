@@ -223,17 +223,39 @@ def dlq_redrive(
         console.print(f"redrove {count} message{'s' if count != 1 else ''} of {topic}")
 
 
+@dlq.command("requeue")
+@click.argument("topic")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Requeue every dead letter of TOPIC.")
+@server_option
+@json_option
+def dlq_requeue(
+    topic: str, ids: tuple[str, ...], everything: bool, server: str, as_json: bool
+) -> None:
+    """Publish dead letters again to TOPIC as new messages (every group sees them)."""
+    if bool(ids) == everything:
+        raise click.UsageError("give dead-letter ids (from `logq dlq list`), or --all")
+    with connect(server) as client:
+        count = client.requeue_dlq(topic, list(ids) or None)
+    if as_json:
+        print_json({"requeued": count})
+    else:
+        console.print(f"requeued {count} message{'s' if count != 1 else ''} to {topic}")
+
+
 @dlq.command("purge")
 @click.argument("topic")
+@click.argument("ids", nargs=-1)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @server_option
 @json_option
-def dlq_purge(topic: str, yes: bool, server: str, as_json: bool) -> None:
-    """Drop every dead letter of TOPIC."""
+def dlq_purge(topic: str, ids: tuple[str, ...], yes: bool, server: str, as_json: bool) -> None:
+    """Drop the given dead letters of TOPIC, or every one."""
     if not yes:
-        click.confirm(f"drop every dead letter of {topic}?", abort=True)
+        what = f"{len(ids)} dead letter(s)" if ids else "every dead letter"
+        click.confirm(f"drop {what} of {topic}?", abort=True)
     with connect(server) as client:
-        count = client.purge_dlq(topic)
+        count = client.purge_dlq(topic, list(ids) or None)
     if as_json:
         print_json({"purged": count})
     else:

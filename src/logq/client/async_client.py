@@ -555,9 +555,14 @@ class AsyncClient:
         (the given dead-letter ids, or all); attempts start over. Returns how many."""
         return int(await self.call("REDRIVE", topic, *(ids or [])))
 
-    async def purge_dlq(self, topic: str) -> int:
-        """Drop every dead letter of `topic`; returns how many."""
-        return int(await self.call("PURGE", topic))
+    async def purge_dlq(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        """Drop dead letters of `topic` (the given dead-letter ids, or all); returns how many."""
+        return int(await self.call("PURGE", topic, *(ids or [])))
+
+    async def requeue_dlq(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        """Publish dead letters of `topic` again as new messages (every group
+        sees them), then drop them from the DLQ (the given ids, or all)."""
+        return int(await self.call("REQUEUE", topic, *(ids or [])))
 
     async def stats(self) -> dict[str, Any]:
         reply = as_map(await self.call("STATS"))

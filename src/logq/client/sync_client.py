@@ -315,8 +315,15 @@ class Client:
     def redrive(self, topic: str, ids: Iterable[str] | None = None) -> int:
         return self._runner.run(self._async.redrive(topic, list(ids) if ids is not None else None))
 
-    def purge_dlq(self, topic: str) -> int:
-        return self._runner.run(self._async.purge_dlq(topic))
+    def purge_dlq(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        return self._runner.run(
+            self._async.purge_dlq(topic, list(ids) if ids is not None else None)
+        )
+
+    def requeue_dlq(self, topic: str, ids: Iterable[str] | None = None) -> int:
+        return self._runner.run(
+            self._async.requeue_dlq(topic, list(ids) if ids is not None else None)
+        )
 
     def stats(self) -> dict[str, Any]:
         return self._runner.run(self._async.stats())
