@@ -80,7 +80,7 @@ def test_rest_cli_and_native_redrive_and_purge(server: Running) -> None:
     out = runner.invoke(cli, ["dlq", "list", "ship", "--server", server.native])
     assert out.exit_code == 0 and "card declined" in out.output and "ship.dlq" in out.output
     out = runner.invoke(cli, ["dlq", "redrive", "ship", "--all", "--server", server.native])
-    assert out.exit_code == 0 and "redrove 1 message of ship" in out.output
+    assert out.exit_code == 0 and "redriven 1 message of ship" in out.output
     with Client(server.native) as client:
         for message in client.receive("ship", "billing", max=10, wait="1s"):
             message.reject("again")
@@ -138,5 +138,5 @@ def test_requeue_and_purging_chosen_dead_letters_through_every_interface(server:
         done = runner.invoke(
             cli, ["dlq", "requeue", "refunds2", "--all", "--server", server.native]
         )
-        assert done.exit_code == 0 and "requeued 2 messages" in done.output
+        assert done.exit_code == 0 and "requeued 2 messages of refunds2" in done.output
         assert client.dlq("refunds2") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from logq.cli.common import (
     print_message,
     server_option,
 )
+from logq.client import Client
 
 
 @click.group()
@@ -203,44 +205,47 @@ def _time(epoch_ms: str | int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dlq.command("redrive")
-@click.argument("topic")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "everything", is_flag=True, help="Redrive every dead letter of TOPIC.")
-@server_option
-@json_option
-def dlq_redrive(
-    topic: str, ids: tuple[str, ...], everything: bool, server: str, as_json: bool
-) -> None:
-    """Hand dead letters back to the group that dead-lettered them (attempts reset)."""
-    if bool(ids) == everything:
-        raise click.UsageError("give dead-letter ids (from `logq dlq list`), or --all")
-    with connect(server) as client:
-        count = client.redrive(topic, list(ids) or None)
-    if as_json:
-        print_json({"redriven": count})
-    else:
-        console.print(f"redrove {count} message{'s' if count != 1 else ''} of {topic}")
+def _dlq_move(
+    name: str,
+    summary: str,
+    move: Callable[[Client, str, list[str] | None], int],
+    done: str,
+) -> click.Command:
+    """`logq dlq redrive|requeue TOPIC [ID...] | --all`: one shape, two moves."""
+
+    @dlq.command(name, help=summary)
+    @click.argument("topic")
+    @click.argument("ids", nargs=-1)
+    @click.option("--all", "everything", is_flag=True, help=f"{name.title()} every dead letter.")
+    @server_option
+    @json_option
+    def command(
+        topic: str, ids: tuple[str, ...], everything: bool, server: str, as_json: bool
+    ) -> None:
+        if bool(ids) == everything:
+            raise click.UsageError("give dead-letter ids (from `logq dlq list`), or --all")
+        with connect(server) as client:
+            count = move(client, topic, list(ids) or None)
+        if as_json:
+            print_json({done: count})
+        else:
+            console.print(f"{done} {count} message{'s' if count != 1 else ''} of {topic}")
+
+    return command
 
 
-@dlq.command("requeue")
-@click.argument("topic")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "everything", is_flag=True, help="Requeue every dead letter of TOPIC.")
-@server_option
-@json_option
-def dlq_requeue(
-    topic: str, ids: tuple[str, ...], everything: bool, server: str, as_json: bool
-) -> None:
-    """Publish dead letters again to TOPIC as new messages (every group sees them)."""
-    if bool(ids) == everything:
-        raise click.UsageError("give dead-letter ids (from `logq dlq list`), or --all")
-    with connect(server) as client:
-        count = client.requeue_dlq(topic, list(ids) or None)
-    if as_json:
-        print_json({"requeued": count})
-    else:
-        console.print(f"requeued {count} message{'s' if count != 1 else ''} to {topic}")
+dlq_redrive = _dlq_move(
+    "redrive",
+    "Hand dead letters back to the group that dead-lettered them (attempts reset).",
+    lambda client, topic, ids: client.redrive(topic, ids),
+    "redriven",
+)
+dlq_requeue = _dlq_move(
+    "requeue",
+    "Publish dead letters again to TOPIC as new messages (every group sees them).",
+    lambda client, topic, ids: client.requeue_dlq(topic, ids),
+    "requeued",
+)
 
 
 @dlq.command("purge")
