@@ -33,13 +33,16 @@ def _install_chromium() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    # Module scope, not session: Playwright's sync driver keeps its event
+    # loop marked as running on this thread until it stops, and the
+    # asyncio tests that run after this directory need the thread free.
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     executable = _install_chromium()
     browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
