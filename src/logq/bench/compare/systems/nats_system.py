@@ -119,8 +119,6 @@ class NatsSystem(System):
     async def _worker(
         self, queue: Queue, ordered: bool, left: list[int], on_batch: OnBatch | None
     ) -> None:
-        import nats.errors  # noqa: PLC0415
-
         client = await self._client()
         try:
             subscription = await client.jetstream().pull_subscribe_bind(
@@ -129,7 +127,7 @@ class NatsSystem(System):
             while left[0] > 0:
                 try:
                     messages = await subscription.fetch(1000, timeout=0.2)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own subclass, or asyncio's bare one
                     continue
                 if on_batch is not None:
                     on_batch([m.data for m in messages])
