@@ -426,7 +426,9 @@ async function dlqPage(name) {
       status.replaceChildren(notice("Select dead letters first."));
       return;
     }
-    if (!(await confirmAction(question.replace("{n}", number(count))))) return;
+    // the page lists at most 1,000; "all" acts on every stored letter
+    const shown = !ids && letters.length >= 1000 ? `${number(count)} or more` : number(count);
+    if (!(await confirmAction(question.replace("{n}", shown)))) return;
     try {
       const answer = await api("POST", path, ids ? { ids } : {});
       await dlqPage(name);
@@ -458,12 +460,13 @@ async function dlqPage(name) {
       "div",
       { class: "actions", role: "group", "aria-label": "Dead-letter actions" },
       h("button", { type: "button", onclick: () => act("Redrive", `${base}/redrive`, selected(), "Hand {n} selected dead letters back to the groups that dead-lettered them?") }, "Redrive selected"),
-      h("button", { type: "button", onclick: () => act("Redrive", `${base}/redrive`, null, "Hand all {n} dead letters back to their groups?") }, "Redrive all"),
+      h("button", { type: "button", onclick: () => act("Redrive", `${base}/redrive`, null, "Hand every dead letter ({n}) back to its group?") }, "Redrive all"),
       h("button", { type: "button", onclick: () => act("Requeue", `${base}/requeue`, selected(), "Publish {n} selected dead letters again as new messages (every group sees them)?") }, "Requeue selected"),
       h("button", { type: "button", class: "danger", onclick: () => act("Purge", `${base}/purge`, selected(), "Drop {n} selected dead letters for good?") }, "Purge selected"),
-      h("button", { type: "button", class: "danger", onclick: () => act("Purge", `${base}/purge`, null, "Drop all {n} dead letters for good?") }, "Purge all")
+      h("button", { type: "button", class: "danger", onclick: () => act("Purge", `${base}/purge`, null, "Drop every dead letter ({n}) for good?") }, "Purge all")
     ),
     status,
+    letters.length >= 1000 ? h("p", { class: "muted" }, "Showing the first 1,000 dead letters.") : null,
     table(
       [["", ""], ["dead letter", "text"], ["origin", "text hide-narrow"], ["reason", "text"], ["attempts"], ["group", "text hide-narrow"], ["dead at", "text hide-narrow"], ["value", "text hide-narrow"], ["", ""]],
       rows,
