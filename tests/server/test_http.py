@@ -776,6 +776,25 @@ def test_metrics_of_the_storage_side(tmp_path: Path) -> None:
     assert fsyncs is not None and float(fsyncs.group(1)) >= 1
 
 
+def test_native_command_latency_by_command(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with server_thread(tmp_path / "data") as running, Client(running.native) as client:
+        client.create_topic("jobs", partitions=1)
+        client.publish_many("jobs", [b"x"] * 10)
+        host, port = running.native.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            for name in (b"NOPE", b"ALSO-NOPE"):  # unknown names share one series
+                raw.sendall(b"*1\r\n$%d\r\n%s\r\n" % (len(name), name))
+                assert raw.recv(4096).startswith(b"-")
+        text = httpx.get(f"{running.http}/metrics").text
+    counts = dict(re.findall(r'logq_native_command_seconds_count\{command="([^"]+)"\} (\S+)', text))
+    assert float(counts["CREATE"]) == 1.0, counts
+    assert float(counts["unknown"]) == 2.0, counts
+    assert not any("NOPE" in name for name in counts)
+    assert 'logq_native_command_seconds_bucket{command="CREATE",le="+Inf"} 1.0' in text
+
+
 def test_json_logs_carry_the_request_or_connection_id(tmp_path: Path) -> None:
     from tests.harness import server_process  # noqa: PLC0415
 

@@ -98,6 +98,7 @@ async def serve(
                 broker,
                 connections,
                 security=security,
+                native_times=native.command_times,
                 limits=HttpLimits(config.http_body_bytes_max, config.http_publish_body_bytes_max),
             ),
             log_level="warning",

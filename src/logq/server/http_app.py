@@ -38,6 +38,7 @@ from logq.errors import (
 )
 from logq.log import LogError
 from logq.server import context, http_dashboard, http_routes_groups, http_routes_topics
+from logq.server.command_metrics import CommandTimes
 from logq.server.connections import ConnectionCounter
 from logq.server.http_common import (
     ApiState,
@@ -166,12 +167,14 @@ def create_app(
     *,
     limits: Limits | None = None,
     security: Security | None = None,
+    native_times: CommandTimes | None = None,
 ) -> Starlette:
     """The REST API over `broker`, counting its requests in `connections`;
-    `security` signs requests in, checks their permissions and quotas."""
+    `security` signs requests in, checks their permissions and quotas;
+    `/metrics` shows the native listener's command latency from `native_times`."""
     state = ApiState(broker, connections, limits or Limits())
     guard = security or Security.from_config(SecurityConfig())
-    metrics = HttpMetrics(broker, connections)
+    metrics = HttpMetrics(broker, connections, native_times)
     table: list[Endpoint] = []
     table.extend(_system_endpoints(metrics, table))
     table.extend(http_routes_topics.ENDPOINTS)

@@ -6,6 +6,7 @@ Prometheus scrapes, by a custom collector: the publish and delivery paths
 keep their plain integer counters and pay nothing for the export. Only the
 request latency histogram is updated per request, labelled by route
 template (never the raw path), so its series are bounded by the route table.
+The native listener's command latency comes from `command_metrics`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client.core import (
 )
 
 from logq.broker import Broker
+from logq.server.command_metrics import CommandCollector, CommandTimes
 from logq.server.connections import ConnectionCounter
 from logq.server.storage_metrics import StorageCollector
 
@@ -176,10 +178,17 @@ class BrokerCollector:
 class HttpMetrics:
     """The app's registry: broker numbers plus HTTP request latency."""
 
-    def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        connections: ConnectionCounter,
+        native_times: CommandTimes | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(broker, connections))
         self.registry.register(StorageCollector(broker))
+        if native_times is not None:
+            self.registry.register(CommandCollector(native_times))
         self._latency = Histogram(
             "logq_http_request_duration_seconds",
             "HTTP request latency by route template",

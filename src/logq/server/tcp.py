@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections import deque
 from typing import cast
 
@@ -24,6 +25,7 @@ from logq.errors import LogqError
 from logq.log.batch import HEADER_SIZE, read_header
 from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
 from logq.server import context
+from logq.server.command_metrics import CommandTimes
 from logq.server.commands import Session, dispatch
 from logq.server.connections import ConnectionCounter
 from logq.server.security import Security
@@ -175,8 +177,9 @@ class Connection(asyncio.Protocol):
 
     async def _run(self, command: list[bytes]) -> object:
         self._busy = True
+        started = time.perf_counter_ns()
+        name = command[0].decode(errors="replace").upper() if len(command[0]) <= 32 else "?"
         try:
-            name = command[0].decode(errors="replace").upper() if len(command[0]) <= 32 else "?"
             security = self.server.security
             if security.auth_enabled:
                 security.authorize_command(self.session.principal, name, command[1:])
@@ -190,6 +193,7 @@ class Connection(asyncio.Protocol):
             return RespError("ERR internal error; the server log has the details")
         finally:
             self._busy = False
+            self.server.command_times.observe(name, time.perf_counter_ns() - started)
 
     def _charge(self, security: Security, name: str, command: list[bytes]) -> None:
         """Count the request, and a publish's messages and bytes, against the client's quota."""
@@ -253,6 +257,7 @@ class NativeServer:
         self.security = security or Security.from_config(SecurityConfig())
         self.tls = tls
         self.frame_limits = frame_limits
+        self.command_times = CommandTimes()
         self.live: set[Connection] = set()
         self.stopping: set[asyncio.Task[None]] = set()  # subscriptions of lost connections
         self.closing = False
