@@ -112,15 +112,10 @@ class DeadLetterMixin(TracingMixin):
     async def redrive(self, topic_name: str, ids: list[str] | None = None) -> int:
         """Hand dead letters back to the groups that dead-lettered them
         (all of them when `ids` is None); returns how many went back."""
-        self._check_open()
-        name = self.dlq_name(topic_name)
-        if name not in self.topics:
+        chosen = await self._chosen(topic_name, ids)
+        if chosen is None:
             return 0
-        dlq_group = await self._dlq_group(name)
-        if ids is None:
-            letters = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
-        else:
-            letters = await self._letters(topic_name, name, ids)
+        name, dlq_group, letters = chosen
         now_ms = self.clock.now_ms()
         handed_back: dict[tuple[str, int], list[int]] = {}
         settled: dict[int, list[int]] = {}
@@ -190,15 +185,10 @@ class DeadLetterMixin(TracingMixin):
         group sees them, as a fresh publish), then drop them from the DLQ;
         returns how many. Each copy carries a dedup id from its dead letter, so
         a requeue repeated after a crash within the dedup window stores once."""
-        self._check_open()
-        name = self.dlq_name(topic_name)
-        if name not in self.topics:
+        chosen = await self._chosen(topic_name, ids)
+        if chosen is None:
             return 0
-        group = await self._dlq_group(name)
-        if ids is None:
-            letters = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
-        else:
-            letters = await self._letters(topic_name, name, ids)
+        _, group, letters = chosen
         letters = [
             letter
             for letter in letters
@@ -218,6 +208,20 @@ class DeadLetterMixin(TracingMixin):
         for start in range(0, len(copies), 1000):
             await self.publish(topic_name, copies[start : start + 1000])
         return await self._settle_letters(group, letters)
+
+    async def _chosen(
+        self, topic_name: str, ids: list[str] | None
+    ) -> tuple[str, Group, list[Message]] | None:
+        """The DLQ's name, its group and the dead letters `ids` names (every
+        one when None); None when the topic has no DLQ yet."""
+        self._check_open()
+        name = self.dlq_name(topic_name)
+        if name not in self.topics:
+            return None
+        group = await self._dlq_group(name)
+        if ids is None:
+            return name, group, await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
+        return name, group, await self._letters(topic_name, name, ids)
 
     async def _letters(self, topic_name: str, name: str, ids: list[str]) -> list[Message]:
         if len(ids) > IDS_PER_CALL_MAX:

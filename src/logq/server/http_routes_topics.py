@@ -8,12 +8,14 @@ both front ends answer the same input with the same error code.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from logq.broker import Broker
 from logq.errors import BadArgumentError
 from logq.server.http_common import (
     INTEGER_SCHEMA,
@@ -104,30 +106,33 @@ async def list_dead_letters(state: ApiState, request: Request) -> Response:
     return json_response({"messages": [dead_letter_json(m) for m in messages]})
 
 
-class RedriveBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str] | None = None
+class DeadLetterIds(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str] | None = None  # None (or absent): every dead letter
 
 
-async def redrive_dead_letters(state: ApiState, request: Request) -> Response:
-    body = await read_json(request, RedriveBody, limit=state.limits.body_bytes_max, empty=b"{}")
-    count = await state.broker.redrive(request.path_params["topic"], body.ids)
-    return json_response({"redriven": count})
+def _dead_letter_action(
+    action: Callable[[Broker], Callable[[str, list[str] | None], Awaitable[int]]], answer: str
+) -> Callable[[ApiState, Request], Awaitable[Response]]:
+    """A POST of `{"ids": [...]}` that applies `action` to those dead letters
+    and answers how many it touched, as `{answer: count}`."""
+
+    async def handle(state: ApiState, request: Request) -> Response:
+        body = await read_json(
+            request, DeadLetterIds, limit=state.limits.body_bytes_max, empty=b"{}"
+        )
+        count = await action(state.broker)(request.path_params["topic"], body.ids)
+        return json_response({answer: count})
+
+    return handle
+
+
+redrive_dead_letters = _dead_letter_action(lambda broker: broker.redrive, "redriven")
+purge_some_dead_letters = _dead_letter_action(lambda broker: broker.purge_dlq, "purged")
+requeue_dead_letters = _dead_letter_action(lambda broker: broker.requeue_dlq, "requeued")
 
 
 async def purge_dead_letters(state: ApiState, request: Request) -> Response:
     return json_response({"purged": await state.broker.purge_dlq(request.path_params["topic"])})
-
-
-async def purge_some_dead_letters(state: ApiState, request: Request) -> Response:
-    body = await read_json(request, RedriveBody, limit=state.limits.body_bytes_max, empty=b"{}")
-    count = await state.broker.purge_dlq(request.path_params["topic"], body.ids)
-    return json_response({"purged": count})
-
-
-async def requeue_dead_letters(state: ApiState, request: Request) -> Response:
-    body = await read_json(request, RedriveBody, limit=state.limits.body_bytes_max, empty=b"{}")
-    count = await state.broker.requeue_dlq(request.path_params["topic"], body.ids)
-    return json_response({"requeued": count})
 
 
 async def get_message(state: ApiState, request: Request) -> Response:
