@@ -15,12 +15,12 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    result = _run(str(BIN / "ruff"), "check", "src", "tests")
+    result = _run(str(BIN / "ruff"), "check", "src", "tests", "scripts")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_clean() -> None:
-    result = _run(str(BIN / "ruff"), "format", "--check", "src", "tests")
+    result = _run(str(BIN / "ruff"), "format", "--check", "src", "tests", "scripts")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

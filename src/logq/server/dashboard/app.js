@@ -445,11 +445,11 @@ async function dlqPage(name) {
       h("td", {}, boxes[index]),
       h("td", { class: "text" }, h("a", { href: messageHref(letter.id) }, letter.id)),
       h("td", { class: "text hide-narrow" }, letter.origin_id ? h("a", { href: messageHref(letter.origin_id) }, letter.origin_id) : "–"),
-      h("td", { class: "text" }, letter.reason || "–"),
+      h("td", { class: "text clip", title: letter.reason || "" }, letter.reason || "–"),
       h("td", {}, number(letter.attempts)),
       h("td", { class: "text hide-narrow" }, letter.group || "–"),
       h("td", { class: "text hide-narrow" }, when(letter.dead_lettered_at)),
-      h("td", { class: "value hide-narrow" }, valueText(letter)),
+      h("td", { class: "value narrow hide-narrow", title: valueText(letter) }, valueText(letter)),
       h("td", {}, h("button", { type: "button", "aria-label": `Redrive ${letter.id}`, onclick: () => act("Redrive", `${base}/redrive`, [letter.id], `Hand ${letter.id} back to group ${letter.group}?`) }, "Redrive"))
     )
   );
