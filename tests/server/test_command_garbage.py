@@ -107,7 +107,7 @@ async def test_dead_letter_headers_with_a_non_decimal_digit_are_shown_not_raised
         HEADER_DEAD_AT: SUPERSCRIPT_TWO,
     }
     await broker.create_topic("t.dlq", {})
-    await broker.publish("t.dlq", [OutgoingMessage(value=b"dead", headers=headers)])
+    await broker.publish("t.dlq", [OutgoingMessage(value=b"dead", headers=headers)], as_broker=True)
     (letter,) = await broker.dlq_messages("t", 10)
     shown = dead_letter_json(letter)
     assert shown["attempts"] is None

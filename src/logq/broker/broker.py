@@ -114,6 +114,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
         self._closed = False
         self._metadata_lock = asyncio.Lock()
+        # Names that are some topic's dead-letter topic: only the broker
+        # writes there, so a letter's origin headers can be trusted.
+        self._dead_letter_topics: frozenset[str] = frozenset()
+        self._dlq_locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -149,6 +153,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             if group is not None and event.partition < len(group.deliveries):
                 group.deliveries[event.partition].apply(event)
                 replayed += 1
+        self._note_dead_letter_topics()
         await self.finish_dead_letter_moves()
         await self.run(self.disk.measure)
         logger.info(
@@ -270,6 +275,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     # -- metadata -------------------------------------------------------------------
 
     async def _save_metadata(self) -> None:
+        self._note_dead_letter_topics()
         async with self._metadata_lock:
             metadata = {
                 "topics": {name: topic.settings.as_dict() for name, topic in self.topics.items()},
@@ -403,7 +409,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     # -- publishing -----------------------------------------------------------------
 
     async def publish(
-        self, topic_name: str, messages: Sequence[OutgoingMessage]
+        self, topic_name: str, messages: Sequence[OutgoingMessage], *, as_broker: bool = False
     ) -> list[PublishResult]:
         """Place each message (explicit partition, key hash, else round-robin:
         the keyless messages of one call go to one partition, the next call's
@@ -411,7 +417,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         per partition and lane, durably."""
         self._check_open()
         self.disk.check_publish()
-        topic = await self._topic_for_publish(topic_name)
+        topic = await self._topic_for_publish(topic_name, as_broker=as_broker)
         if not messages:
             raise BadArgumentError("nothing to publish: give at least one message")
         if len(messages) > self.config.publish_messages_max:
@@ -474,7 +480,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 delayed=any(m.deliver_at_ms is not None for m in chosen),
                 dedup=dedup,
             )
-            appended = await self.publish_batch(topic_name, partition, batch)
+            # the topic was checked above: a dead-letter topic only as_broker
+            appended = await self.publish_batch(topic_name, partition, batch, as_broker=True)
             stored_in = appended.partition  # a duplicate answers where the first went
             prefix = f"{topic_name}:{stored_in}:"
             for offset, index in enumerate(indexes, appended.base_offset):
@@ -498,16 +505,27 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 f"header_bytes_max is {config.header_bytes_max}"
             )
 
-    async def _topic_for_publish(self, name: str) -> Topic:
+    async def _topic_for_publish(self, name: str, *, as_broker: bool = False) -> Topic:
+        if name in self._dead_letter_topics and not as_broker:
+            raise BadArgumentError(
+                f"{name!r} is a dead-letter topic: only the broker writes to it"
+                " (redrive or requeue move its letters back)"
+            )
         if name not in self.topics and self.config.auto_create_topics:
             return await self.create_topic(name, exist_ok=True)
         return self.topic(name)
 
-    async def publish_batch(self, topic_name: str, partition: int, batch: bytes) -> BatchResult:
+    def _note_dead_letter_topics(self) -> None:
+        names = ((name, topic.settings.dlq_topic(name)) for name, topic in self.topics.items())
+        self._dead_letter_topics = frozenset(dlq for name, dlq in names if dlq != name)
+
+    async def publish_batch(
+        self, topic_name: str, partition: int, batch: bytes, *, as_broker: bool = False
+    ) -> BatchResult:
         """Store one producer-built batch as it came (the native fast path)."""
         self._check_open()
         self.disk.check_publish()
-        topic = await self._topic_for_publish(topic_name)
+        topic = await self._topic_for_publish(topic_name, as_broker=as_broker)
         target = topic.partition(partition)
         now_ms = self.clock.now_ms()
         check_delay(batch, now_ms, topic.settings.max_delay_ms)

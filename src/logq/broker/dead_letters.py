@@ -11,6 +11,7 @@ which already handled it, never see it again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ class DeadLetterMixin(TracingMixin):
     clock: Clock
     topics: dict[str, Topic]
     groups: dict[str, Group]
+    _dlq_locks: dict[str, asyncio.Lock]
 
     if TYPE_CHECKING:
 
@@ -109,9 +111,32 @@ class DeadLetterMixin(TracingMixin):
         found.sort(key=lambda m: (m.timestamp_ms, m.partition, m.offset))
         return found[:limit]
 
+    def _dlq_lock(self, topic_name: str) -> asyncio.Lock:
+        """Redrive, purge and requeue of one DLQ run one at a time: each reads
+        which letters are still in it, then settles them."""
+        return self._dlq_locks.setdefault(self.dlq_name(topic_name), asyncio.Lock())
+
     async def redrive(self, topic_name: str, ids: list[str] | None = None) -> int:
         """Hand dead letters back to the groups that dead-lettered them
         (all of them when `ids` is None); returns how many went back."""
+        async with self._dlq_lock(topic_name):
+            return await self._redrive(topic_name, ids)
+
+    async def purge_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
+        """Drop dead letters of `topic_name` from the DLQ (the given dead-letter
+        ids, or every one); returns how many."""
+        async with self._dlq_lock(topic_name):
+            return await self._purge(topic_name, ids)
+
+    async def requeue_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
+        """Publish dead letters again to their topic as new messages (every
+        group sees them, as a fresh publish), then drop them from the DLQ;
+        returns how many. Each copy carries a dedup id from its dead letter, so
+        a requeue repeated after a crash within the dedup window stores once."""
+        async with self._dlq_lock(topic_name):
+            return await self._requeue(topic_name, ids)
+
+    async def _redrive(self, topic_name: str, ids: list[str] | None) -> int:
         chosen = await self._chosen(topic_name, ids)
         if chosen is None:
             return 0
@@ -156,35 +181,37 @@ class DeadLetterMixin(TracingMixin):
             self.groups[key].counters["redriven"] += len(offsets)
         return sum(len(offsets) for offsets in handed_back.values())
 
-    async def purge_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
-        """Drop dead letters of `topic_name` from the DLQ (the given dead-letter
-        ids, or every one); returns how many."""
+    async def _purge(self, topic_name: str, ids: list[str] | None) -> int:
         self._check_open()
         name = self.dlq_name(topic_name)
         if name not in self.topics:
             return 0
-        group = await self._dlq_group(name)
-        if ids is not None:
-            letters = await self._letters(topic_name, name, ids)
+        shared = any(
+            other != topic_name and topic.settings.dlq_topic(other) == name
+            for other, topic in self.topics.items()
+        )
+        if ids is not None or shared:  # letter by letter: only this topic's letters go
+            chosen = await self._chosen(topic_name, ids)
+            assert chosen is not None
+            _, group, letters = chosen
             return await self._settle_letters(group, letters)
+        group = await self._dlq_group(name)
         events: list[Event] = []
         purged = 0
         for partition, state in enumerate(group.deliveries):
-            end = self.topic(name).partitions[partition].log.next_offset
-            gaps = state.unsettled_ranges(state.floor, end)
+            log = self.topic(name).partitions[partition].log
+            gaps = state.unsettled_ranges(state.floor, log.next_offset)
             if gaps:
-                purged += sum(stop - start for start, stop in gaps)
+                # letters retention already removed are settled too, not counted
+                first = log.first_offset
+                purged += sum(stop - max(start, first) for start, stop in gaps if stop > first)
                 events.append(Settled(group.key, partition, gaps))
         for event in events:
             group.deliveries[event.partition].apply(event)
         await self._commit(events)
         return purged
 
-    async def requeue_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
-        """Publish dead letters again to their topic as new messages (every
-        group sees them, as a fresh publish), then drop them from the DLQ;
-        returns how many. Each copy carries a dedup id from its dead letter, so
-        a requeue repeated after a crash within the dedup window stores once."""
+    async def _requeue(self, topic_name: str, ids: list[str] | None) -> int:
         chosen = await self._chosen(topic_name, ids)
         if chosen is None:
             return 0
@@ -212,27 +239,35 @@ class DeadLetterMixin(TracingMixin):
     async def _chosen(
         self, topic_name: str, ids: list[str] | None
     ) -> tuple[str, Group, list[Message]] | None:
-        """The DLQ's name, its group and the dead letters `ids` names (every
-        one when None); None when the topic has no DLQ yet."""
+        """The DLQ's name, its group and the dead letters of `topic_name` that
+        `ids` names, each once (when None: every one in the DLQ that came from
+        `topic_name`, as a DLQ may be shared); None when there is no DLQ yet."""
         self._check_open()
         name = self.dlq_name(topic_name)
         if name not in self.topics:
             return None
         group = await self._dlq_group(name)
         if ids is None:
-            return name, group, await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
+            listed = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
+            return name, group, [m for m in listed if _origin_topic(m) == topic_name]
         return name, group, await self._letters(topic_name, name, ids)
 
     async def _letters(self, topic_name: str, name: str, ids: list[str]) -> list[Message]:
         if len(ids) > IDS_PER_CALL_MAX:
             raise BadArgumentError(f"{len(ids)} ids in one call, the limit is {IDS_PER_CALL_MAX}")
         letters: list[Message] = []
-        for text in ids:
+        for text in dict.fromkeys(ids):  # each letter once, however often it is named
             if MessageId.parse(text).topic != name:
                 raise BadArgumentError(
                     f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
                 )
-            letters.append(await self.get_message(text))
+            letter = await self.get_message(text)
+            origin = _origin(letter).topic
+            if origin != topic_name:
+                raise BadArgumentError(
+                    f"{text!r} is a dead letter of {origin!r}, not of {topic_name!r}"
+                )
+            letters.append(letter)
         return letters
 
     async def _settle_letters(self, group: Group, letters: list[Message]) -> int:
@@ -256,6 +291,17 @@ def _origin(letter: Message) -> MessageId:
     if text is None:
         raise MessageNotFoundError(f"{letter.id} carries no {HEADER_ORIGIN_ID} header")
     return MessageId.parse(text)
+
+
+def _origin_topic(letter: Message) -> str | None:
+    """The topic a letter came from; None for a letter with no (valid) origin."""
+    text = letter.headers.get(HEADER_ORIGIN_ID)
+    if text is None:
+        return None
+    try:
+        return MessageId.parse(text).topic
+    except BadArgumentError:
+        return None
 
 
 def internal_group(name: str) -> bool:

@@ -97,7 +97,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         def group(self, topic_name: str, name: str) -> Group: ...
         async def group_for_receive(self, topic_name: str, name: str) -> Group: ...
         async def publish(
-            self, topic_name: str, messages: Sequence[OutgoingMessage]
+            self, topic_name: str, messages: Sequence[OutgoingMessage], *, as_broker: bool = False
         ) -> list[Any]: ...
         async def create_topic(
             self,
@@ -783,7 +783,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     )
                 )
         for index in range(0, len(outgoing), 1000):
-            await self.publish(dlq, outgoing[index : index + 1000])
+            await self.publish(dlq, outgoing[index : index + 1000], as_broker=True)
         settle = Settled(group.key, partition, ranges)
         state.apply(settle)
         self._trace(

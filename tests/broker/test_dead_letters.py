@@ -1,0 +1,101 @@
+"""Dead-letter actions stay within their topic and act on each letter once:
+only the broker writes to a dead-letter topic, a DLQ shared by two topics is
+acted on per origin topic, ids named twice count once, concurrent actions on
+one letter apply once, and a letter without an origin does not block "all"."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from logq.broker import Broker, FakeClock, OutgoingMessage
+from logq.errors import BadArgumentError
+from logq.log.batch import encode_batch
+from tests.broker.fake import run
+
+
+async def dead_letter(broker: Broker, topic: str, values: list[bytes]) -> list[str]:
+    """Publish `values` to `topic`; group `g` rejects them all; their letter ids."""
+    if topic not in broker.topics:
+        await broker.create_topic(topic, {"partitions": 1})
+    await broker.publish(topic, [OutgoingMessage(v) for v in values])
+    taken = await broker.receive(topic, "g", "c", max_messages=100)
+    await broker.reject(topic, "g", [m.id for m in taken], "poison")
+    return [m.id for m in await broker.dlq_messages(topic, 100) if m.value in values]
+
+
+def test_only_the_broker_writes_to_a_dead_letter_topic() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await dead_letter(broker, "t", [b"bad"])
+        forged = OutgoingMessage(b"x", headers={"logq-origin-id": "t:0:0", "logq-group": "g"})
+        with pytest.raises(BadArgumentError, match="dead-letter topic"):
+            await broker.publish("t.dlq", [forged])
+        with pytest.raises(BadArgumentError, match="dead-letter topic"):
+            await broker.publish_batch("t.dlq", 0, encode_batch([b"x"]))
+        assert [m.value for m in await broker.dlq_messages("t", 10)] == [b"bad"]
+        # a topic made before it was named anyone's DLQ is closed the same way
+        await broker.create_topic("parked", {"partitions": 1})
+        await broker.create_topic("u", {"partitions": 1, "dlq": "parked"})
+        with pytest.raises(BadArgumentError, match="dead-letter topic"):
+            await broker.publish("parked", [OutgoingMessage(b"x")])
+
+    run(test)
+
+
+def test_a_shared_dlq_is_acted_on_per_origin_topic() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        for name in ("s1", "s2"):
+            await broker.create_topic(name, {"partitions": 1, "dlq": "shared-dlq"})
+        (from_s1,) = await dead_letter(broker, "s1", [b"one"])
+        (from_s2,) = await dead_letter(broker, "s2", [b"two"])
+        with pytest.raises(BadArgumentError, match="dead letter of 's2', not of 's1'"):
+            await broker.requeue_dlq("s1", [from_s2])
+        with pytest.raises(BadArgumentError, match="dead letter of 's2', not of 's1'"):
+            await broker.redrive("s1", [from_s2])
+        assert await broker.requeue_dlq("s1") == 1  # s1's letter only
+        assert [m.value for m in await broker.read_messages("s1", 0, offset=1)] == [b"one"]
+        assert await broker.read_messages("s2", 0, offset=1) == []
+        assert await broker.purge_dlq("s1") == 0  # s2's letter is not s1's to purge
+        assert [m.id for m in await broker.dlq_messages("s2", 10)] == [from_s2]
+        assert await broker.purge_dlq("s2") == 1
+        assert from_s1 != from_s2
+
+    run(test)
+
+
+def test_ids_named_twice_count_once() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        (letter,) = await dead_letter(broker, "t", [b"bad"])
+        assert await broker.redrive("t", [letter, letter, letter]) == 1
+        assert broker.groups["t/g"].counters["redriven"] == 1
+        assert len(await broker.receive("t", "g", "c", max_messages=10)) == 1
+
+    run(test)
+
+
+def test_concurrent_actions_on_one_letter_apply_once() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        (letter,) = await dead_letter(broker, "t", [b"bad"])
+        requeued, redriven, purged = await asyncio.gather(
+            broker.requeue_dlq("t", [letter]),
+            broker.redrive("t", [letter]),
+            broker.purge_dlq("t", [letter]),
+        )
+        assert (requeued, redriven, purged) == (1, 0, 0)
+        # the requeued copy is the only way back: one message, not two
+        assert [m.value for m in await broker.receive("t", "g", "c", max_messages=10)] == [b"bad"]
+
+    run(test)
+
+
+def test_a_letter_without_an_origin_does_not_block_all() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await dead_letter(broker, "t", [b"a", b"b"])
+        # written as the broker would, minus its origin (a damaged letter)
+        await broker.publish("t.dlq", [OutgoingMessage(b"orphan")], as_broker=True)
+        assert await broker.redrive("t") == 2
+        assert [m.value for m in await broker.dlq_messages("t", 10)] == [b"orphan"]
+        assert await broker.purge_dlq("t") == 1
+
+    run(test)
