@@ -776,6 +776,42 @@ def test_metrics_of_the_storage_side(tmp_path: Path) -> None:
     assert fsyncs is not None and float(fsyncs.group(1)) >= 1
 
 
+def test_other_web_pages_cannot_change_anything(tmp_path: Path) -> None:
+    with server_thread(tmp_path / "data") as running, Client(running.native) as client:
+        client.create_topic("orders", partitions=1)
+        url = f"{running.http}/v1/topics/orders/messages"
+        own = running.http
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site", "Origin": own},
+        ):
+            # a form POST from another site: no preflight, so it must be refused here
+            answer = httpx.post(url, content=b"value=x", headers=headers)
+            assert answer.status_code == 403, headers
+            assert answer.json()["error"]["code"] == "FORBIDDEN"
+        assert client.peek("orders") == []
+        mine = httpx.post(
+            url, json={"value": "x"}, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}
+        )
+        assert mine.status_code == 200
+        assert httpx.get(f"{running.http}/v1/topics", headers={"Origin": "https://a.b"}).is_success
+        # DNS rebinding: a name that is not loopback's is refused, even to read
+        port = running.http.rsplit(":", 1)[1]
+        for host, status in (
+            (f"attacker.example:{port}", 403),
+            (f"localhost:{port}", 200),
+            (f"127.0.0.1:{port}", 200),
+            ("[::1", 403),
+        ):
+            answer = httpx.get(f"{running.http}/v1/topics", headers={"Host": host})
+            assert answer.status_code == status, host
+        page = httpx.get(f"{running.http}/")
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+
+
 def test_native_command_latency_by_command(tmp_path: Path) -> None:
     import socket  # noqa: PLC0415
 

@@ -22,10 +22,11 @@ import uvicorn
 
 from logq.broker import Broker
 from logq.protocol import Limits as FrameLimits
-from logq.server.config import ServerConfig, remote_hosts
+from logq.server.config import ServerConfig, is_loopback, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
 from logq.server.http_common import Limits as HttpLimits
+from logq.server.http_guard import loopback_hosts
 from logq.server.security import Security
 from logq.server.tcp import NativeServer
 from logq.server.tls import server_tls_context
@@ -99,6 +100,9 @@ async def serve(
                 connections,
                 security=security,
                 native_times=native.command_times,
+                allowed_hosts=loopback_hosts(config.http_bind_host)
+                if is_loopback(config.http_bind_host)
+                else None,
                 limits=HttpLimits(config.http_body_bytes_max, config.http_publish_body_bytes_max),
             ),
             log_level="warning",

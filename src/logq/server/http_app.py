@@ -48,6 +48,7 @@ from logq.server.http_common import (
     json_response,
     object_schema,
 )
+from logq.server.http_guard import BrowserGuard
 from logq.server.http_metrics import HttpMetrics
 from logq.server.http_openapi import openapi_document
 from logq.server.security import Security
@@ -168,10 +169,12 @@ def create_app(
     limits: Limits | None = None,
     security: Security | None = None,
     native_times: CommandTimes | None = None,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> Starlette:
     """The REST API over `broker`, counting its requests in `connections`;
     `security` signs requests in, checks their permissions and quotas;
-    `/metrics` shows the native listener's command latency from `native_times`."""
+    `/metrics` shows the native listener's command latency from `native_times`;
+    `allowed_hosts` (when listening on loopback) are the only Host names served."""
     state = ApiState(broker, connections, limits or Limits())
     guard = security or Security.from_config(SecurityConfig())
     metrics = HttpMetrics(broker, connections, native_times)
@@ -189,6 +192,7 @@ def create_app(
         for path, handlers in by_path.items()
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)
     app.add_middleware(RequestAccounting, connections=connections, metrics=metrics)
     return app
 
