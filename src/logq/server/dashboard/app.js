@@ -7,11 +7,20 @@ const HISTORY = 60; // points per chart: a minute
 const view = document.getElementById("view");
 const live = document.getElementById("live");
 const store = { snapshot: null, previous: null, rates: new Map(), page: null };
+// Counts navigations. A page takes the count as its token when route()
+// calls it; after an await it draws nothing if the user has gone elsewhere.
+let navigation = 0;
+const superseded = (token) => token !== navigation;
 
 // -- small helpers ---------------------------------------------------------------
 
 function show(...children) {
   view.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined));
+}
+
+// Writes only what changed, so a screen reader is not told the same again.
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
 }
 
 function h(tag, attrs = {}, ...children) {
@@ -129,16 +138,34 @@ function onSnapshot(snapshot) {
   if (store.page && store.page.live) store.page.live(snapshot);
 }
 
+// The browser reconnects by itself when a stream breaks, but not after an
+// error answer (429 THROTTLED, 503 at the connection limit, 401): then the
+// page tries again, waiting 1 s, doubling to 15 s, until snapshots flow.
+const RETRY_FIRST_MS = 1000;
+const RETRY_LAST_MS = 15000;
+let retryMs = RETRY_FIRST_MS;
+
+function liveLabel(text, on) {
+  setText(live, text);
+  live.classList.toggle("on", on);
+}
+
 function connect() {
   const source = new EventSource("/v1/events");
-  source.onopen = () => {
-    live.textContent = "live";
-    live.classList.add("on");
+  source.onmessage = (event) => {
+    retryMs = RETRY_FIRST_MS;
+    liveLabel("live", true);
+    onSnapshot(JSON.parse(event.data));
   };
-  source.onmessage = (event) => onSnapshot(JSON.parse(event.data));
   source.onerror = () => {
-    live.textContent = "reconnecting…";
-    live.classList.remove("on");
+    if (source.readyState !== EventSource.CLOSED) {
+      liveLabel("reconnecting…", false);
+      return;
+    }
+    liveLabel("disconnected", false);
+    source.close();
+    setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, RETRY_LAST_MS);
   };
 }
 
@@ -148,77 +175,95 @@ function latestRate(name) {
 }
 
 function chart(name) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${HISTORY - 1} 100`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  for (const key of ["in", "out"]) {
+    const polyline = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    polyline.setAttribute("class", key);
+    svg.append(polyline);
+  }
+  return h(
+    "figure",
+    { class: "chart", "data-chart": name },
+    h("h3", {}, h("a", { href: topicHref(name), "data-focus": `chart ${name}` }, name)),
+    svg,
+    h("figcaption", { class: "legend" }, h("span", { class: "in" }), h("span", { class: "out" }), h("span", { class: "peak" }))
+  );
+}
+
+function drawChart(figure, name) {
   const history = store.rates.get(name) || [];
   const peak = Math.max(1, ...history.map((point) => Math.max(point.in, point.out)));
   const line = (key) =>
     history
       .map((point, index) => `${HISTORY - history.length + index},${(100 - (point[key] / peak) * 95).toFixed(2)}`)
       .join(" ");
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${HISTORY - 1} 100`);
-  svg.setAttribute("preserveAspectRatio", "none");
-  svg.setAttribute("role", "img");
   const current = latestRate(name);
-  svg.setAttribute("aria-label", `${name}: ${rate(current.in)} in and ${rate(current.out)} out per second`);
-  for (const key of ["in", "out"]) {
-    const polyline = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    polyline.setAttribute("class", key);
-    polyline.setAttribute("points", line(key));
-    svg.append(polyline);
+  figure.querySelector("svg").setAttribute("aria-label", `${name}: ${rate(current.in)} in and ${rate(current.out)} out per second`);
+  figure.querySelector("polyline.in").setAttribute("points", line("in"));
+  figure.querySelector("polyline.out").setAttribute("points", line("out"));
+  setText(figure.querySelector(".legend .in"), `in ${rate(current.in)}/s`);
+  setText(figure.querySelector(".legend .out"), `out ${rate(current.out)}/s`);
+  setText(figure.querySelector(".legend .peak"), `peak ${rate(peak)}/s`);
+}
+
+function fillRow(row, values) {
+  for (const [column, text] of Object.entries(values)) {
+    const cell = row.querySelector(`[data-col=${column}]`);
+    setText(cell.querySelector("a") || cell, text);
   }
-  return h(
-    "figure",
-    { class: "chart", "data-chart": name },
-    h("h3", {}, h("a", { href: topicHref(name) }, name)),
-    svg,
-    h(
-      "figcaption",
-      { class: "legend" },
-      h("span", { class: "in" }, `in ${rate(current.in)}/s`),
-      h("span", { class: "out" }, `out ${rate(current.out)}/s`),
-      h("span", {}, `peak ${rate(peak)}/s`)
-    )
-  );
+}
+
+// The focused element in the view, by its data-focus key ("" for one
+// without), to find its equivalent after the view is drawn anew.
+function focusKey() {
+  const element = document.activeElement;
+  return view.contains(element) ? element.dataset.focus || "" : null;
+}
+
+function restoreFocus(key) {
+  if (key === null) return;
+  const same = [...view.querySelectorAll("[data-focus]")].find((element) => element.dataset.focus === key);
+  (same || view).focus({ preventScroll: true });
 }
 
 // -- pages -----------------------------------------------------------------------------
 
+// The overview is drawn anew only when its topics or groups change; other
+// snapshots change the numbers in place, so the keyboard focus and a screen
+// reader's place stay where they are.
 function overview() {
-  const render = (snapshot) => {
-    if (!snapshot) {
-      show(h("h1", {}, "Overview"), h("p", { class: "muted" }, "Waiting for the first snapshot…"));
-      return;
-    }
-    const topics = snapshot.topics;
-    const total = (key) => topics.reduce((sum, topic) => sum + topic[key], 0);
-    const rates = topics.map((topic) => latestRate(topic.name));
-    const topicRows = topics.map((topic, index) =>
+  let shape = null; // the topics and groups drawn, as JSON
+  const build = (snapshot) => {
+    const topicRows = snapshot.topics.map((topic) =>
       h(
         "tr",
         { "data-topic": topic.name },
-        h("td", {}, h("a", { href: topicHref(topic.name) }, topic.name)),
-        h("td", { class: "hide-narrow" }, number(topic.partitions)),
-        h("td", { "data-col": "messages" }, number(topic.messages)),
-        h("td", { class: "hide-narrow" }, size(topic.bytes)),
-        h("td", { "data-col": "pending" }, number(topic.pending)),
-        h("td", { "data-col": "in_flight" }, number(topic.in_flight)),
-        h("td", { "data-col": "acked" }, number(topic.acked)),
-        h("td", { "data-col": "failed" }, number(topic.failed)),
-        h("td", { "data-col": "dead_lettered" }, h("a", { href: `${topicHref(topic.name)}/dlq` }, number(topic.dead_lettered))),
-        h("td", { class: "hide-narrow" }, rate(rates[index].in)),
-        h("td", { class: "hide-narrow" }, rate(rates[index].out))
+        h("td", {}, h("a", { href: topicHref(topic.name), "data-focus": `topic ${topic.name}` }, topic.name)),
+        h("td", { class: "hide-narrow", "data-col": "partitions" }),
+        h("td", { "data-col": "messages" }),
+        h("td", { class: "hide-narrow", "data-col": "bytes" }),
+        h("td", { "data-col": "pending" }),
+        h("td", { "data-col": "in_flight" }),
+        h("td", { "data-col": "acked" }),
+        h("td", { "data-col": "failed" }),
+        h("td", { "data-col": "dead_lettered" }, h("a", { href: `${topicHref(topic.name)}/dlq`, "data-focus": `dlq ${topic.name}` })),
+        h("td", { class: "hide-narrow", "data-col": "in_rate" }),
+        h("td", { class: "hide-narrow", "data-col": "out_rate" })
       )
     );
     const groupRows = snapshot.groups.map((group) =>
       h(
         "tr",
-        {},
+        { "data-group": group.group },
         h("td", {}, group.group),
-        h("td", { class: "text" }, h("a", { href: topicHref(group.topic) }, group.topic)),
-        h("td", { class: "text hide-narrow" }, group.mode || ""),
-        h("td", {}, number(group.members)),
-        h("td", { "data-col": "lag" }, number(group.lag)),
-        h("td", {}, number(group.in_flight))
+        h("td", { class: "text" }, h("a", { href: topicHref(group.topic), "data-focus": `group ${group.group} of ${group.topic}` }, group.topic)),
+        h("td", { class: "text hide-narrow", "data-col": "mode" }),
+        h("td", { "data-col": "members" }),
+        h("td", { "data-col": "lag" }),
+        h("td", { "data-col": "in_flight" })
       )
     );
     show(
@@ -226,20 +271,20 @@ function overview() {
       h(
         "div",
         { class: "cards" },
-        card("topics", number(topics.length), "topics"),
-        card("groups", number(snapshot.groups.length), "groups"),
-        card("messages", number(total("messages")), "messages"),
-        card("pending", number(total("pending")), "pending"),
-        card("in flight", number(total("in_flight")), "in_flight"),
-        card("acked", number(total("acked")), "acked"),
-        card("failed (redelivered)", number(total("failed")), "failed"),
-        card("dead-lettered", number(total("dead_lettered")), "dead_lettered"),
-        card("in / s", rate(rates.reduce((sum, r) => sum + r.in, 0)), "in_rate"),
-        card("out / s", rate(rates.reduce((sum, r) => sum + r.out, 0)), "out_rate"),
-        card("connections", number(snapshot.connections.active_connections), "connections")
+        card("topics", "", "topics"),
+        card("groups", "", "groups"),
+        card("messages", "", "messages"),
+        card("pending", "", "pending"),
+        card("in flight", "", "in_flight"),
+        card("acked", "", "acked"),
+        card("failed (redelivered)", "", "failed"),
+        card("dead-lettered", "", "dead_lettered"),
+        card("in / s", "", "in_rate"),
+        card("out / s", "", "out_rate"),
+        card("connections", "", "connections")
       ),
       h("h2", {}, "Throughput"),
-      topics.length ? h("div", { class: "charts" }, topics.map((topic) => chart(topic.name))) : h("p", { class: "muted" }, "No topics yet."),
+      snapshot.topics.length ? h("div", { class: "charts" }, snapshot.topics.map((topic) => chart(topic.name))) : h("p", { class: "muted" }, "No topics yet."),
       h("h2", {}, "Topics"),
       table(
         [
@@ -266,16 +311,75 @@ function overview() {
       )
     );
   };
+  // rows and charts are in the snapshot's order: build() drew them so
+  const fill = (snapshot) => {
+    const topics = snapshot.topics;
+    const total = (key) => topics.reduce((sum, topic) => sum + topic[key], 0);
+    const rates = topics.map((topic) => latestRate(topic.name));
+    const cards = {
+      topics: number(topics.length),
+      groups: number(snapshot.groups.length),
+      messages: number(total("messages")),
+      pending: number(total("pending")),
+      in_flight: number(total("in_flight")),
+      acked: number(total("acked")),
+      failed: number(total("failed")),
+      dead_lettered: number(total("dead_lettered")),
+      in_rate: rate(rates.reduce((sum, r) => sum + r.in, 0)),
+      out_rate: rate(rates.reduce((sum, r) => sum + r.out, 0)),
+      connections: number(snapshot.connections.active_connections),
+    };
+    for (const [id, text] of Object.entries(cards)) setText(view.querySelector(`[data-stat=${id}]`), text);
+    const topicRows = view.querySelectorAll("tr[data-topic]");
+    const charts = view.querySelectorAll("[data-chart]");
+    topics.forEach((topic, index) => {
+      fillRow(topicRows[index], {
+        partitions: number(topic.partitions),
+        messages: number(topic.messages),
+        bytes: size(topic.bytes),
+        pending: number(topic.pending),
+        in_flight: number(topic.in_flight),
+        acked: number(topic.acked),
+        failed: number(topic.failed),
+        dead_lettered: number(topic.dead_lettered),
+        in_rate: rate(rates[index].in),
+        out_rate: rate(rates[index].out),
+      });
+      drawChart(charts[index], topic.name);
+    });
+    const groupRows = view.querySelectorAll("tr[data-group]");
+    snapshot.groups.forEach((group, index) =>
+      fillRow(groupRows[index], { mode: group.mode || "", members: number(group.members), lag: number(group.lag), in_flight: number(group.in_flight) })
+    );
+  };
+  const render = (snapshot) => {
+    if (!snapshot) {
+      show(h("h1", {}, "Overview"), h("p", { class: "muted" }, "Waiting for the first snapshot…"));
+      return;
+    }
+    const drawn = JSON.stringify([snapshot.topics.map((topic) => topic.name), snapshot.groups.map((group) => [group.topic, group.group])]);
+    if (drawn === shape) {
+      fill(snapshot);
+      return;
+    }
+    const focused = focusKey();
+    build(snapshot);
+    fill(snapshot);
+    restoreFocus(focused);
+    shape = drawn;
+  };
   render(store.snapshot);
   return { live: render };
 }
 
 async function topicPage(name) {
+  const token = navigation;
   show(h("h1", {}, `Topic ${name}`), h("p", { class: "muted" }, "Loading…"));
   const topic = await api("GET", `/v1/topics/${encodeURIComponent(name)}`);
   const groups = await Promise.all(
     topic.groups.map((group) => api("GET", `/v1/topics/${encodeURIComponent(name)}/groups/${encodeURIComponent(group)}`))
   );
+  if (superseded(token)) return null;
   const lanes = store.snapshot ? store.snapshot.lanes.join(" › ") : "";
   const partitions = table(
     [["partition", "text"], ["first offset"], ["last offset"], ["messages"], ["bytes", "hide-narrow"], ["pending"], ["in flight"]],
@@ -370,11 +474,13 @@ async function topicPage(name) {
 }
 
 async function messagePage(id) {
+  const token = navigation;
   show(h("h1", {}, "Message"), h("p", { class: "muted" }, "Loading…"));
   const [message, trace] = await Promise.all([
     api("GET", `/v1/messages/${encodeURIComponent(id)}`),
     api("GET", `/v1/messages/${encodeURIComponent(id)}/trace`),
   ]);
+  if (superseded(token)) return null;
   const detail = (event) =>
     ["group", "consumer", "attempt", "reason", "detail"]
       .filter((key) => event[key] !== undefined)
@@ -413,10 +519,12 @@ async function messagePage(id) {
 }
 
 async function dlqPage(name) {
+  const token = navigation;
   show(h("h1", {}, `Dead letters of ${name}`), h("p", { class: "muted" }, "Loading…"));
   const base = `/v1/topics/${encodeURIComponent(name)}/dlq`;
   const status = h("div", { id: "dlq-status" });
   const found = await api("GET", `${base}?limit=1000`);
+  if (superseded(token)) return null;
   const letters = found.messages;
   const boxes = letters.map((letter) => h("input", { type: "checkbox", value: letter.id, "aria-label": `Select ${letter.id}` }));
   const selected = () => boxes.filter((box) => box.checked).map((box) => box.value);
@@ -431,7 +539,7 @@ async function dlqPage(name) {
     if (!(await confirmAction(question.replace("{n}", shown)))) return;
     try {
       const answer = await api("POST", path, ids ? { ids } : {});
-      await dlqPage(name);
+      if (superseded(token) || !(await dlqPage(name))) return;
       const done = Object.entries(answer).map(([key, value]) => `${key} ${value}`).join(", ");
       document.getElementById("dlq-status").replaceChildren(notice(`${verb}: ${done}.`));
     } catch (error) {
@@ -468,7 +576,17 @@ async function dlqPage(name) {
     status,
     letters.length >= 1000 ? h("p", { class: "muted" }, "Showing the first 1,000 dead letters.") : null,
     table(
-      [["", ""], ["dead letter", "text"], ["origin", "text hide-narrow"], ["reason", "text"], ["attempts"], ["group", "text hide-narrow"], ["dead at", "text hide-narrow"], ["value", "text hide-narrow"], ["", ""]],
+      [
+        [h("span", { class: "visually-hidden" }, "Select")],
+        ["dead letter", "text"],
+        ["origin", "text hide-narrow"],
+        ["reason", "text"],
+        ["attempts"],
+        ["group", "text hide-narrow"],
+        ["dead at", "text hide-narrow"],
+        ["value", "text hide-narrow"],
+        [h("span", { class: "visually-hidden" }, "Actions")],
+      ],
       rows,
       "Dead letters"
     )
@@ -486,14 +604,18 @@ const ROUTES = [
 ];
 
 async function route() {
+  const token = ++navigation;
   const hash = location.hash || "#/";
   store.page = null;
   for (const [pattern, page] of ROUTES) {
     const match = hash.match(pattern);
     if (!match) continue;
     try {
-      store.page = await page(...match.slice(1).map(decodeURIComponent));
+      const shown = await page(...match.slice(1).map(decodeURIComponent));
+      if (superseded(token)) return;
+      store.page = shown;
     } catch (error) {
+      if (superseded(token)) return;
       show(h("h1", {}, "Not available"), notice(error.message, true), h("p", {}, h("a", { href: "#/" }, "← Overview")));
     }
     view.focus({ preventScroll: true });
