@@ -4,6 +4,7 @@ and refused with an error that gives the value and the limit (docs/operations.md
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ limits:
   frameBytes: 65536
   httpPublishBodyBytes: 4096
   inFlightPerPartition: 5
+  eventStreams: 2
 """
 
 
@@ -115,3 +117,26 @@ def test_limits_config_names_the_bad_key(tmp_path: Path) -> None:
     path.write_text("limits: {partitionsPerTopic: 5000}\n")
     with pytest.raises(ConfigError, match=r"limits\.partitionsPerTopic"):
         build_config(config_file=path, environ={})
+
+
+def test_dashboard_event_streams_are_bounded(limited: Running) -> None:
+    url = f"{limited.http}/v1/events"
+    with httpx.Client(timeout=10) as http:
+        with http.stream("GET", url) as first, http.stream("GET", url) as second:
+            # keep the line iterators: dropping one closes its stream
+            lines = [stream.iter_lines() for stream in (first, second)]
+            for line in lines:
+                assert next(line).startswith("data: {")
+            refused = http.get(url)
+            assert refused.status_code == 429
+            assert refused.json()["error"]["message"] == (
+                "2 event streams open, the limit eventStreams is 2"
+            )
+        for _ in range(100):  # the server notices the closed streams within a second or two
+            with http.stream("GET", url) as again:
+                if again.status_code == 200:
+                    assert next(iter(again.iter_lines())).startswith("data: {")
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no event stream was served after the others closed")

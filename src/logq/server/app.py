@@ -103,7 +103,11 @@ async def serve(
                 allowed_hosts=loopback_hosts(config.http_bind_host)
                 if is_loopback(config.http_bind_host)
                 else None,
-                limits=HttpLimits(config.http_body_bytes_max, config.http_publish_body_bytes_max),
+                limits=HttpLimits(
+                    config.http_body_bytes_max,
+                    config.http_publish_body_bytes_max,
+                    config.event_streams_max,
+                ),
             ),
             log_level="warning",
             ssl_certfile=str(config.security.tls.cert_file) if config.security.tls else None,

@@ -60,6 +60,7 @@ class ServerConfig:
     buffer_bytes_max: int = 128 << 20
     http_body_bytes_max: int = 1 << 20
     http_publish_body_bytes_max: int = 64 << 20
+    event_streams_max: int = 32  # open dashboard event streams
 
     @property
     def http_bind_host(self) -> str:
@@ -224,6 +225,7 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "bufferBytes": ("server", "buffer_bytes_max", 1 << 10, 1 << 31),
     "httpBodyBytes": ("server", "http_body_bytes_max", 1 << 10, 1 << 30),
     "httpPublishBodyBytes": ("server", "http_publish_body_bytes_max", 1 << 10, 1 << 31),
+    "eventStreams": ("server", "event_streams_max", 1, 10_000),
     "batchBytes": ("log", "batch_bytes_max", 1 << 10, 256 << 20),
     "batchMessages": ("log", "batch_records_max", 1, 1_000_000),
     "publishMessages": ("broker", "publish_messages_max", 1, 1_000_000),

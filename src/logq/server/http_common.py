@@ -14,8 +14,9 @@ arrives and refused as soon as it passes the limit.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -41,10 +42,31 @@ _INTEGER = re.compile(r"^-?\d{1,19}$")
 _encoder = msgspec.json.Encoder()
 
 
+EVENT_STREAMS_MAX = 32
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     body_bytes_max: int = BODY_BYTES_MAX
     publish_body_bytes_max: int = PUBLISH_BODY_BYTES_MAX
+    event_streams_max: int = EVENT_STREAMS_MAX  # open /v1/events streams (dashboards)
+
+
+class EventFeed:
+    """What the open event streams share: one frame per interval, however
+    many dashboards watch, and how many streams are open (bounded)."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+        self._frame = b""
+        self._made_at = float("-inf")
+
+    def frame(self, make: Callable[[], bytes], max_age_s: float) -> bytes:
+        now = time.monotonic()
+        if now - self._made_at >= max_age_s:
+            self._frame = make()
+            self._made_at = now
+        return self._frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +76,7 @@ class ApiState:
     broker: Broker
     connections: ConnectionCounter
     limits: Limits
+    events: EventFeed = field(default_factory=EventFeed)
 
 
 Handler = Callable[[ApiState, Request], Awaitable[Response]]

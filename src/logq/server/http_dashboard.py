@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from logq.errors import UnknownCommandError
+from logq.errors import LimitError, UnknownCommandError
 from logq.server.http_common import ApiState
 
 EVENT_INTERVAL_S = 1.0
@@ -102,13 +102,26 @@ def snapshot(state: ApiState) -> dict[str, Any]:
 async def events(state: ApiState, request: Request) -> Response:
     """Server-sent events: a snapshot now, then one a second until the page
     goes away or the server stops."""
+    feed = state.events
+    if feed.streams >= state.limits.event_streams_max:
+        raise LimitError(
+            f"{feed.streams} event streams open, the limit eventStreams is"
+            f" {state.limits.event_streams_max}"
+        )
+
+    def frame() -> bytes:
+        return b"data: " + msgspec.json.encode(snapshot(state)) + b"\n\n"
 
     async def stream() -> AsyncIterator[bytes]:
-        while not state.connections.closing:
-            yield b"data: " + msgspec.json.encode(snapshot(state)) + b"\n\n"
-            await asyncio.sleep(EVENT_INTERVAL_S)
-            if await request.is_disconnected():
-                return
+        feed.streams += 1  # here, so that only a stream that ran is counted down
+        try:
+            while not state.connections.closing:
+                yield feed.frame(frame, EVENT_INTERVAL_S / 2)
+                await asyncio.sleep(EVENT_INTERVAL_S)
+                if await request.is_disconnected():
+                    return
+        finally:
+            feed.streams -= 1
 
     return StreamingResponse(
         stream(),
