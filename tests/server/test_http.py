@@ -812,6 +812,15 @@ def test_other_web_pages_cannot_change_anything(tmp_path: Path) -> None:
         assert page.headers["x-content-type-options"] == "nosniff"
 
 
+def test_a_deleted_topic_leaves_metrics(tmp_path: Path) -> None:
+    with server_thread(tmp_path / "data") as running, Client(running.native) as client:
+        client.create_topic("short-lived", partitions=1)
+        client.publish("short-lived", b"x")
+        assert 'topic="short-lived"' in httpx.get(f"{running.http}/metrics").text
+        client.delete_topic("short-lived")
+        assert 'topic="short-lived"' not in httpx.get(f"{running.http}/metrics").text
+
+
 def test_native_command_latency_by_command(tmp_path: Path) -> None:
     import socket  # noqa: PLC0415
 

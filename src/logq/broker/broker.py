@@ -357,6 +357,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         del self.topics[name]
         for key in [key for key, group in self.groups.items() if group.topic == name]:
             del self.groups[key]
+        self.metrics.forget(name)
         await self._save_metadata()
         for partition in topic.partitions:
             await self.run(partition.log.close)

@@ -25,7 +25,12 @@ class Metrics:
         counters["bytes_out"] += size_bytes
 
     def topic_counters(self, topic: str) -> dict[str, int]:
-        return dict(self._topics[topic])
+        found = self._topics.get(topic)
+        return dict(found) if found is not None else dict.fromkeys(TOPIC_COUNTERS, 0)
+
+    def forget(self, topic: str) -> None:
+        """A deleted topic's counters go with it (its series leave /metrics)."""
+        self._topics.pop(topic, None)
 
     def topics(self) -> dict[str, dict[str, int]]:
         return {name: dict(counters) for name, counters in self._topics.items()}
