@@ -99,3 +99,17 @@ def test_a_letter_without_an_origin_does_not_block_all() -> None:
         assert await broker.purge_dlq("t") == 1
 
     run(test)
+
+
+def test_the_dlq_size_is_what_is_in_it_now() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        letters = await dead_letter(broker, "t", [b"a", b"b", b"c"])
+        described = broker.describe_topic("t")
+        assert (described["dead_lettered"], described["in_dlq"]) == (3, 3)
+        assert await broker.redrive("t", letters[:1]) == 1
+        assert await broker.purge_dlq("t", letters[1:2]) == 1
+        described = broker.describe_topic("t")
+        assert (described["dead_lettered"], described["in_dlq"]) == (3, 1)
+        assert broker.describe_topic("t.dlq")["in_dlq"] == 0  # the DLQ's own DLQ: none
+
+    run(test)

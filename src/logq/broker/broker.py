@@ -400,6 +400,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             "acked": totals["acked"],
             "failed": totals["redelivered"],
             "dead_lettered": totals["dead_lettered"],
+            "in_dlq": self.dlq_size(name),
             "groups": sorted(g.name for g in groups),
             "published": counters["messages_in"],
         }

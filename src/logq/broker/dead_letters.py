@@ -84,6 +84,26 @@ class DeadLetterMixin(TracingMixin):
             group.deliveries.append(PartitionDelivery())
         return group
 
+    def dlq_size(self, topic_name: str) -> int:
+        """Dead letters in the topic's DLQ now (not yet redriven, requeued or
+        purged; all of a shared DLQ's), from the DLQ group's state: no reads."""
+        dlq = self.topics.get(self.dlq_name(topic_name))
+        if dlq is None:
+            return 0
+        group = self.groups.get(group_key(dlq.name, DLQ_GROUP))
+        size = 0
+        for partition in dlq.partitions:
+            log = partition.log
+            if group is None or partition.index >= len(group.deliveries):
+                size += log.next_offset - log.first_offset
+                continue
+            state = group.deliveries[partition.index]
+            start = max(state.floor, log.first_offset)
+            size += sum(
+                end - begin for begin, end in state.unsettled_ranges(start, log.next_offset)
+            )
+        return size
+
     async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
         """Dead letters of `topic_name` not yet redriven or purged, oldest first."""
         name = self.dlq_name(topic_name)

@@ -66,6 +66,7 @@ def snapshot(state: ApiState) -> dict[str, Any]:
                     "acked",
                     "failed",
                     "dead_lettered",
+                    "in_dlq",
                     "groups",
                 )
             }

@@ -122,7 +122,14 @@ COMPONENTS: dict[str, Any] = {
             "in_flight": {"type": "integer"},
             "acked": {"type": "integer"},
             "failed": {"type": "integer"},
-            "dead_lettered": {"type": "integer"},
+            "dead_lettered": {
+                "type": "integer",
+                "description": "messages the topic's groups dead-lettered since the start",
+            },
+            "in_dlq": {
+                "type": "integer",
+                "description": "dead letters in the topic's DLQ now (not redriven, requeued or purged)",
+            },
             "groups": {"type": "array", "items": {"type": "string"}},
         },
     },

@@ -450,7 +450,7 @@ async function topicPage(name) {
   };
   show(
     h("h1", {}, `Topic ${name}`),
-    h("p", {}, h("a", { href: "#/" }, "← Overview"), " · ", h("a", { href: `${topicHref(name)}/dlq` }, `Dead letters (${number(topic.dead_lettered)})`)),
+    h("p", {}, h("a", { href: "#/" }, "← Overview"), " · ", h("a", { href: `${topicHref(name)}/dlq` }, `Dead letters (${number(topic.in_dlq)} in the DLQ)`)),
     h(
       "div",
       { class: "cards" },
@@ -458,7 +458,8 @@ async function topicPage(name) {
       card("pending", number(topic.pending), "pending"),
       card("in flight", number(topic.in_flight), "in_flight"),
       card("acked", number(topic.acked), "acked"),
-      card("dead-lettered", number(topic.dead_lettered), "dead_lettered")
+      card("dead-lettered", number(topic.dead_lettered), "dead_lettered"),
+      card("in the DLQ now", number(topic.in_dlq), "in_dlq")
     ),
     h("p", { class: "muted" }, `Priority lanes: ${lanes || "–"} · retention ${topic.config.retention ?? "forever"}`),
     h("h2", {}, "Partitions"),
