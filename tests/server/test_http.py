@@ -852,6 +852,10 @@ def test_json_logs_carry_the_request_or_connection_id(tmp_path: Path) -> None:
         assert answer.status_code == 201 and answer.headers["x-request-id"] == "ticket-42"
         made = httpx.get(f"{running.http}/health").headers["x-request-id"]
         assert made.startswith("r-")
+        for forged in ("r-0001", "c-77", "no spaces", "x" * 65):  # never passed on as given
+            echoed = httpx.get(f"{running.http}/health", headers={"X-Request-Id": forged})
+            assert echoed.headers["x-request-id"].startswith("r-")
+            assert echoed.headers["x-request-id"] != forged
         with Client(running.native) as client:
             client.create_topic("native-made")
         lines: list[dict[str, Any]] = []

@@ -24,9 +24,15 @@ def new_id(kind: str) -> str:
     return f"{kind}-{_PREFIX}{next(_counter):x}"
 
 
+_OURS = re.compile(r"[cr]-")  # the server's own ids: a client may not pass for one
+
+
 def id_from_client(value: str | None, kind: str) -> str:
-    """The client's id when it is a short plain token, else a new one."""
-    return value if value is not None and _SANE.fullmatch(value) else new_id(kind)
+    """The client's id when it is a short plain token that does not look
+    like one the server makes, else a new one."""
+    if value is not None and _SANE.fullmatch(value) and not _OURS.match(value):
+        return value
+    return new_id(kind)
 
 
 class RequestIdFilter(logging.Filter):
