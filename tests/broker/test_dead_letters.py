@@ -113,3 +113,19 @@ def test_the_dlq_size_is_what_is_in_it_now() -> None:
         assert broker.describe_topic("t.dlq")["in_dlq"] == 0  # the DLQ's own DLQ: none
 
     run(test)
+
+
+def test_all_goes_page_by_page_past_any_page_size() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        values = [f"m{i}".encode() for i in range(2_500)]  # 3 pages of the DLQ
+        await broker.publish("t", [OutgoingMessage(v) for v in values])
+        while taken := await broker.receive("t", "g", "c", max_messages=1000):
+            await broker.reject("t", "g", [m.id for m in taken], "poison")
+        assert broker.describe_topic("t")["in_dlq"] == 2_500
+        assert await broker.redrive("t") == 2_500
+        assert broker.describe_topic("t")["in_dlq"] == 0
+        with pytest.raises(BadArgumentError, match=r"limit must be within 1\.\.10000"):
+            await broker.dlq_messages("t", 10_001)
+
+    run(test)

@@ -12,7 +12,7 @@ which already handled it, never see it again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from logq.broker.delivery import HEADER_DEAD_AT
@@ -34,6 +34,7 @@ HEADER_ORIGIN_ID = "logq-origin-id"
 HEADER_GROUP = "logq-group"
 DLQ_PAGE = 1000
 IDS_PER_CALL_MAX = 100_000
+DLQ_LIST_MAX = 10_000  # letters one listing returns, as a peek (all of them are in memory)
 
 
 class DeadLetterMixin(TracingMixin):
@@ -109,21 +110,15 @@ class DeadLetterMixin(TracingMixin):
         name = self.dlq_name(topic_name)
         if name not in self.topics:
             return []
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= IDS_PER_CALL_MAX
-        ):
-            raise BadArgumentError(f"limit must be within 1..{IDS_PER_CALL_MAX}, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= DLQ_LIST_MAX:
+            raise BadArgumentError(f"limit must be within 1..{DLQ_LIST_MAX}, got {limit!r}")
         group = await self._dlq_group(name)
         found: list[Message] = []
         for partition, state in enumerate(group.deliveries):
             log = self.topic(name).partitions[partition].log
             offset = max(state.floor, log.first_offset)
             while len(found) < limit and offset < log.next_offset:
-                page = await self.read_messages(
-                    name, partition, offset=offset, limit=min(DLQ_PAGE, IDS_PER_CALL_MAX)
-                )
+                page = await self.read_messages(name, partition, offset=offset, limit=DLQ_PAGE)
                 if not page:
                     break
                 found.extend(m for m in page if not state.is_settled(m.offset))
@@ -157,10 +152,12 @@ class DeadLetterMixin(TracingMixin):
             return await self._requeue(topic_name, ids)
 
     async def _redrive(self, topic_name: str, ids: list[str] | None) -> int:
-        chosen = await self._chosen(topic_name, ids)
-        if chosen is None:
-            return 0
-        name, dlq_group, letters = chosen
+        redriven = 0
+        async for name, dlq_group, letters in self._chosen(topic_name, ids):
+            redriven += await self._redrive_letters(name, dlq_group, letters)
+        return redriven
+
+    async def _redrive_letters(self, name: str, dlq_group: Group, letters: list[Message]) -> int:
         now_ms = self.clock.now_ms()
         handed_back: dict[tuple[str, int], list[int]] = {}
         settled: dict[int, list[int]] = {}
@@ -211,10 +208,10 @@ class DeadLetterMixin(TracingMixin):
             for other, topic in self.topics.items()
         )
         if ids is not None or shared:  # letter by letter: only this topic's letters go
-            chosen = await self._chosen(topic_name, ids)
-            assert chosen is not None
-            _, group, letters = chosen
-            return await self._settle_letters(group, letters)
+            purged = 0
+            async for _, group, letters in self._chosen(topic_name, ids):
+                purged += await self._settle_letters(group, letters)
+            return purged
         group = await self._dlq_group(name)
         events: list[Event] = []
         purged = 0
@@ -232,10 +229,12 @@ class DeadLetterMixin(TracingMixin):
         return purged
 
     async def _requeue(self, topic_name: str, ids: list[str] | None) -> int:
-        chosen = await self._chosen(topic_name, ids)
-        if chosen is None:
-            return 0
-        _, group, letters = chosen
+        requeued = 0
+        async for _, group, letters in self._chosen(topic_name, ids):
+            requeued += await self._requeue_letters(topic_name, group, letters)
+        return requeued
+
+    async def _requeue_letters(self, topic_name: str, group: Group, letters: list[Message]) -> int:
         letters = [
             letter
             for letter in letters
@@ -258,19 +257,36 @@ class DeadLetterMixin(TracingMixin):
 
     async def _chosen(
         self, topic_name: str, ids: list[str] | None
-    ) -> tuple[str, Group, list[Message]] | None:
+    ) -> AsyncIterator[tuple[str, Group, list[Message]]]:
         """The DLQ's name, its group and the dead letters of `topic_name` that
-        `ids` names, each once (when None: every one in the DLQ that came from
-        `topic_name`, as a DLQ may be shared); None when there is no DLQ yet."""
+        `ids` names, each once; when None, every letter in the DLQ that came
+        from `topic_name` (a DLQ may be shared), a page at a time, so memory
+        holds one page however long the DLQ. Nothing when there is no DLQ."""
         self._check_open()
         name = self.dlq_name(topic_name)
         if name not in self.topics:
-            return None
+            return
         group = await self._dlq_group(name)
-        if ids is None:
-            listed = await self.dlq_messages(topic_name, IDS_PER_CALL_MAX)
-            return name, group, [m for m in listed if _origin_topic(m) == topic_name]
-        return name, group, await self._letters(topic_name, name, ids)
+        if ids is not None:
+            yield name, group, await self._letters(topic_name, name, ids)
+            return
+        for partition, state in enumerate(group.deliveries):
+            log = self.topic(name).partitions[partition].log
+            offset, end = max(state.floor, log.first_offset), log.next_offset
+            while offset < end:  # letters arriving meanwhile wait for the next call
+                page = await self.read_messages(name, partition, offset=offset, limit=DLQ_PAGE)
+                if not page:
+                    break
+                offset = page[-1].offset + 1
+                letters = [
+                    m
+                    for m in page
+                    if m.offset < end
+                    and not state.is_settled(m.offset)
+                    and _origin_topic(m) == topic_name
+                ]
+                if letters:
+                    yield name, group, letters
 
     async def _letters(self, topic_name: str, name: str, ids: list[str]) -> list[Message]:
         if len(ids) > IDS_PER_CALL_MAX:
