@@ -51,6 +51,14 @@ def hold(page: Page, url: str) -> list[Route]:
     return held
 
 
+def one_dead_letter(client: Client, topic: str) -> None:
+    """A topic whose one message group `billing` dead-lettered."""
+    client.create_topic(topic, partitions=1)
+    client.publish(topic, b"x")
+    (message,) = client.receive(topic, "billing", max=1, wait="1s")
+    message.reject("declined")
+
+
 def stat(page: Page, name: str) -> str:
     return page.locator(f"[data-stat={name}]").inner_text()
 
@@ -184,10 +192,7 @@ def test_a_superseded_navigation_does_not_show(page: Page, broker: Running) -> N
 
 def test_a_dlq_action_answered_after_leaving_does_not_redraw(page: Page, broker: Running) -> None:
     with Client(broker.native) as client:
-        client.create_topic("pay", partitions=1)
-        client.publish("pay", b"x")
-        (message,) = client.receive("pay", "billing", max=1, wait="1s")
-        message.reject("declined")
+        one_dead_letter(client, "pay")
         held = hold(page, "**/dlq/purge")
         page.goto(f"{broker.http}/#/topics/pay/dlq")
         page.get_by_role("button", name="Purge all").click()
@@ -294,10 +299,7 @@ def test_chart_lines_differ_by_more_than_colour(page: Page, broker: Running) -> 
 
 def test_dlq_headers_and_the_confirm_question_are_announced(page: Page, broker: Running) -> None:
     with Client(broker.native) as client:
-        client.create_topic("pay", partitions=1)
-        client.publish("pay", b"x")
-        (message,) = client.receive("pay", "billing", max=1, wait="1s")
-        message.reject("declined")
+        one_dead_letter(client, "pay")
         page.goto(f"{broker.http}/#/topics/pay/dlq")
         dead = page.get_by_role("table", name="Dead letters")
         for name in ("Select", "Actions"):
