@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from logq.client import AsyncClient
+from logq.client import AsyncClient, MessageData
 from logq.client.connection import ConnectionLostError
-from logq.errors import LogqError
+from logq.errors import LogqError, TopicNotFoundError
 
 TOPIC = "chaos"
 GROUP = "workers"
@@ -425,13 +425,31 @@ class Chaos:
                 self._example(f"{value!r} at offset {offset} after sequence {before[0]}")
             last[(producer, partition)] = (sequence, offset)
         report.unsettled = await self._pending(client)
-        letters = await client.dlq(TOPIC, limit=100_000)
+        letters = await self._all_dead_letters(client)
         report.dead_letters = len(letters)
         found = Counter(letter.value or b"" for letter in letters)
         expected = {value for value in stored if _fields(value)[3]}
         report.dlq_missing = len(expected - set(found))
         report.dlq_unexpected = len(set(found) - expected)
         report.dlq_duplicates = sum(count - 1 for count in found.values() if count > 1)
+
+    @staticmethod
+    async def _all_dead_letters(client: AsyncClient) -> list[MessageData]:
+        """Every letter stored in the DLQ (nothing here redrives or purges),
+        read from its one partition a page at a time: a long run has more
+        than one listing returns."""
+        letters: list[MessageData] = []
+        try:
+            while page := await client.peek(
+                f"{TOPIC}.dlq",
+                partition=0,
+                offset=letters[-1].offset + 1 if letters else 0,
+                limit=10_000,
+            ):
+                letters += page
+        except TopicNotFoundError:
+            pass  # nothing was ever dead-lettered
+        return letters
 
     def _example(self, text: str) -> None:
         if len(self.report.examples) < 20:
