@@ -14,9 +14,10 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from logq.errors import LimitError, UnknownCommandError
-from logq.server.http_common import ApiState
+from logq.server.http_common import ApiState, EventFeed
 
 EVENT_INTERVAL_S = 1.0
 _TYPES = {
@@ -100,6 +101,25 @@ def snapshot(state: ApiState) -> dict[str, Any]:
     }
 
 
+class _CountedStream(StreamingResponse):
+    """A stream that counts itself down when it ends, however it ends (even
+    when the client left before its first frame)."""
+
+    def __init__(self, content: AsyncIterator[bytes], feed: EventFeed) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._feed = feed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._feed.streams -= 1
+
+
 async def events(state: ApiState, request: Request) -> Response:
     """Server-sent events: a snapshot now, then one a second until the page
     goes away or the server stops."""
@@ -109,23 +129,16 @@ async def events(state: ApiState, request: Request) -> Response:
             f"{feed.streams} event streams open, the limit eventStreams is"
             f" {state.limits.event_streams_max}"
         )
+    feed.streams += 1  # with the check, no await between: a burst cannot pass the limit
 
     def frame() -> bytes:
         return b"data: " + msgspec.json.encode(snapshot(state)) + b"\n\n"
 
     async def stream() -> AsyncIterator[bytes]:
-        feed.streams += 1  # here, so that only a stream that ran is counted down
-        try:
-            while not state.connections.closing:
-                yield feed.frame(frame, EVENT_INTERVAL_S / 2)
-                await asyncio.sleep(EVENT_INTERVAL_S)
-                if await request.is_disconnected():
-                    return
-        finally:
-            feed.streams -= 1
+        while not state.connections.closing:
+            yield feed.frame(frame, EVENT_INTERVAL_S / 2)
+            await asyncio.sleep(EVENT_INTERVAL_S)
+            if await request.is_disconnected():
+                return
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _CountedStream(stream(), feed)
