@@ -34,11 +34,21 @@ def test_only_the_broker_writes_to_a_dead_letter_topic() -> None:
         with pytest.raises(BadArgumentError, match="dead-letter topic"):
             await broker.publish_batch("t.dlq", 0, encode_batch([b"x"]))
         assert [m.value for m in await broker.dlq_messages("t", 10)] == [b"bad"]
-        # a topic made before it was named anyone's DLQ is closed the same way
-        await broker.create_topic("parked", {"partitions": 1})
-        await broker.create_topic("u", {"partitions": 1, "dlq": "parked"})
-        with pytest.raises(BadArgumentError, match="dead-letter topic"):
-            await broker.publish("parked", [OutgoingMessage(b"x")])
+        # a topic in use cannot become a DLQ: its messages have no origin to trust,
+        # and its producers would be locked out
+        await broker.create_topic("orders", {"partitions": 1})
+        with pytest.raises(BadArgumentError, match="'orders' is a topic in use"):
+            await broker.create_topic("u", {"partitions": 1, "dlq": "orders"})
+        with pytest.raises(BadArgumentError, match="'orders' is a topic in use"):
+            await broker.update_topic("t", {"dlq": "orders"})
+        with pytest.raises(BadArgumentError, match="its own dead-letter topic"):
+            await broker.update_topic("orders", {"dlq": "orders"})
+        await broker.publish("orders", [OutgoingMessage(b"still open")])
+        # another topic's DLQ may be shared
+        await broker.create_topic("v", {"partitions": 1, "dlq": "t.dlq"})
+        # a DLQ's own letters are redriven, never requeued into it
+        with pytest.raises(BadArgumentError, match="redrive them"):
+            await broker.requeue_dlq("t.dlq")
 
     run(test)
 

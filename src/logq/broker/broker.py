@@ -313,11 +313,23 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 f"topic_name_length_max is {self.config.topic_name_length_max}"
             )
         self._check_partitions(parsed.partitions)
+        self._check_dlq(name, parsed.dlq_topic(name))
         topic = await self._open_topic(name, parsed)
         self.topics[name] = topic
         await self._save_metadata()
         logger.info("topic %r created with %d partitions", name, parsed.partitions)
         return topic
+
+    def _check_dlq(self, name: str, dlq: str) -> None:
+        """A DLQ is a topic only the broker writes to: a new name (the broker
+        makes it), or one already some topic's DLQ; never a topic in use."""
+        if dlq == name:
+            raise BadArgumentError(f"topic {name!r} cannot be its own dead-letter topic")
+        if dlq in self.topics and dlq not in self._dead_letter_topics:
+            raise BadArgumentError(
+                f"dlq {dlq!r} is a topic in use, not a dead-letter topic: name a new one"
+                " (the broker makes it) or another topic's DLQ"
+            )
 
     def _check_partitions(self, partitions: int) -> None:
         limit = self.config.partitions_per_topic_max
@@ -331,6 +343,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         topic = self.topic(name)
         parsed = topic_settings(changes, topic.settings)
         self._check_partitions(parsed.partitions)
+        if parsed.dlq_topic(name) != topic.settings.dlq_topic(name):
+            self._check_dlq(name, parsed.dlq_topic(name))
         if parsed.partitions < len(topic.partitions):
             raise BadArgumentError(
                 f"partitions can only grow: {name!r} has {len(topic.partitions)}, "

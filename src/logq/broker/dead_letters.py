@@ -45,6 +45,7 @@ class DeadLetterMixin(TracingMixin):
     topics: dict[str, Topic]
     groups: dict[str, Group]
     _dlq_locks: dict[str, asyncio.Lock]
+    _dead_letter_topics: frozenset[str]
 
     if TYPE_CHECKING:
 
@@ -229,6 +230,11 @@ class DeadLetterMixin(TracingMixin):
         return purged
 
     async def _requeue(self, topic_name: str, ids: list[str] | None) -> int:
+        if topic_name in self._dead_letter_topics:
+            raise BadArgumentError(
+                f"{topic_name!r} is a dead-letter topic: its letters cannot be published"
+                " to it again; redrive them to the group that dead-lettered them"
+            )
         requeued = 0
         async for _, group, letters in self._chosen(topic_name, ids):
             requeued += await self._requeue_letters(topic_name, group, letters)
