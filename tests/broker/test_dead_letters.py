@@ -6,10 +6,11 @@ one letter apply once, and a letter without an origin does not block "all"."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from logq.broker import Broker, FakeClock, OutgoingMessage
+from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.errors import BadArgumentError
 from logq.log.batch import encode_batch
 from tests.broker.fake import run
@@ -139,3 +140,32 @@ def test_all_goes_page_by_page_past_any_page_size() -> None:
             await broker.dlq_messages("t", 10_001)
 
     run(test)
+
+
+def test_a_dlq_stays_closed_after_its_topic_goes_and_across_a_restart(tmp_path: Path) -> None:
+    forged = OutgoingMessage(b"x", headers={"logq-origin-id": "v:0:0", "logq-group": "g"})
+
+    async def main() -> None:
+        config = BrokerConfig(data_dir=tmp_path)
+        broker = await Broker.open(config)
+        try:
+            await dead_letter(broker, "v", [b"real"])
+            await broker.delete_topic("v")
+            with pytest.raises(BadArgumentError, match="dead-letter topic"):
+                await broker.publish("v.dlq", [forged])
+        finally:
+            await broker.close()
+        broker = await Broker.open(config)
+        try:
+            with pytest.raises(BadArgumentError, match="dead-letter topic"):
+                await broker.publish("v.dlq", [forged])
+            await broker.create_topic("v", {"partitions": 1})  # its old DLQ is fine to reuse
+            # a DLQ a client made itself is not one: the topic that would use it is refused
+            await broker.create_topic("w.dlq", {"partitions": 1})
+            await broker.publish("w.dlq", [forged])
+            with pytest.raises(BadArgumentError, match=r"'w\.dlq' is a topic in use"):
+                await broker.create_topic("w", {"partitions": 1})
+        finally:
+            await broker.close()
+
+    asyncio.run(main())

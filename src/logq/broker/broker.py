@@ -117,6 +117,9 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         # Names that are some topic's dead-letter topic: only the broker
         # writes there, so a letter's origin headers can be trusted.
         self._dead_letter_topics: frozenset[str] = frozenset()
+        # Dead-letter topics the broker made: they stay closed to clients
+        # after their origin topic is deleted (kept in the metadata).
+        self._made_dead_letter_topics: set[str] = set()
         self._dlq_locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
 
     # -- lifecycle ------------------------------------------------------------------
@@ -131,6 +134,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
 
     async def _recover(self) -> None:
         metadata = await self.run(self.storage.load_metadata)
+        self._made_dead_letter_topics = set(metadata.get("dead_letter_topics", []))
         for name, data in metadata.get("topics", {}).items():
             settings = topic_settings(data, self.config.topic_defaults)
             self.topics[name] = await self._open_topic(name, settings)
@@ -278,6 +282,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self._note_dead_letter_topics()
         async with self._metadata_lock:
             metadata = {
+                "dead_letter_topics": sorted(self._made_dead_letter_topics),
                 "topics": {name: topic.settings.as_dict() for name, topic in self.topics.items()},
                 "groups": {key: group.settings.as_dict() for key, group in self.groups.items()},
             }
@@ -533,7 +538,12 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
 
     def _note_dead_letter_topics(self) -> None:
         names = ((name, topic.settings.dlq_topic(name)) for name, topic in self.topics.items())
-        self._dead_letter_topics = frozenset(dlq for name, dlq in names if dlq != name)
+        named = {dlq for name, dlq in names if dlq != name}
+        # an existing topic that is some topic's DLQ was made as one (data
+        # from before the broker kept the list included)
+        self._made_dead_letter_topics &= set(self.topics)
+        self._made_dead_letter_topics |= named & set(self.topics)
+        self._dead_letter_topics = frozenset(named | self._made_dead_letter_topics)
 
     async def publish_batch(
         self, topic_name: str, partition: int, batch: bytes, *, as_broker: bool = False
