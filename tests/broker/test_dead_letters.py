@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
-from logq.errors import BadArgumentError
+from logq.errors import BadArgumentError, MessageNotFoundError
 from logq.log.batch import encode_batch
 from tests.broker.fake import run
 
@@ -106,8 +106,11 @@ def test_a_letter_without_an_origin_does_not_block_all() -> None:
         # written as the broker would, minus its origin (a damaged letter)
         await broker.publish("t.dlq", [OutgoingMessage(b"orphan")], as_broker=True)
         assert await broker.redrive("t") == 2
-        assert [m.value for m in await broker.dlq_messages("t", 10)] == [b"orphan"]
-        assert await broker.purge_dlq("t") == 1
+        (orphan,) = await broker.dlq_messages("t", 10)
+        assert orphan.value == b"orphan"
+        with pytest.raises(MessageNotFoundError, match="carries no logq-origin-id"):
+            await broker.redrive("t", [orphan.id])
+        assert await broker.purge_dlq("t", [orphan.id]) == 1  # by its id, it can go
 
     run(test)
 

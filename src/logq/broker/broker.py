@@ -377,6 +377,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         for key in [key for key, group in self.groups.items() if group.topic == name]:
             del self.groups[key]
         self.metrics.forget(name)
+        self._dlq_locks.pop(name, None)
         await self._save_metadata()
         for partition in topic.partitions:
             await self.run(partition.log.close)

@@ -210,7 +210,7 @@ class DeadLetterMixin(TracingMixin):
         )
         if ids is not None or shared:  # letter by letter: only this topic's letters go
             purged = 0
-            async for _, group, letters in self._chosen(topic_name, ids):
+            async for _, group, letters in self._chosen(topic_name, ids, orphans=True):
                 purged += await self._settle_letters(group, letters)
             return purged
         group = await self._dlq_group(name)
@@ -262,7 +262,7 @@ class DeadLetterMixin(TracingMixin):
         return await self._settle_letters(group, letters)
 
     async def _chosen(
-        self, topic_name: str, ids: list[str] | None
+        self, topic_name: str, ids: list[str] | None, *, orphans: bool = False
     ) -> AsyncIterator[tuple[str, Group, list[Message]]]:
         """The DLQ's name, its group and the dead letters of `topic_name` that
         `ids` names, each once; when None, every letter in the DLQ that came
@@ -274,7 +274,7 @@ class DeadLetterMixin(TracingMixin):
             return
         group = await self._dlq_group(name)
         if ids is not None:
-            yield name, group, await self._letters(topic_name, name, ids)
+            yield name, group, await self._letters(topic_name, name, ids, orphans=orphans)
             return
         for partition, state in enumerate(group.deliveries):
             log = self.topic(name).partitions[partition].log
@@ -294,7 +294,11 @@ class DeadLetterMixin(TracingMixin):
                 if letters:
                     yield name, group, letters
 
-    async def _letters(self, topic_name: str, name: str, ids: list[str]) -> list[Message]:
+    async def _letters(
+        self, topic_name: str, name: str, ids: list[str], *, orphans: bool = False
+    ) -> list[Message]:
+        """The named letters of `topic_name`; `orphans`: letters with no
+        origin too (a purge can drop them, nothing can send them back)."""
         if len(ids) > IDS_PER_CALL_MAX:
             raise BadArgumentError(f"{len(ids)} ids in one call, the limit is {IDS_PER_CALL_MAX}")
         letters: list[Message] = []
@@ -304,8 +308,10 @@ class DeadLetterMixin(TracingMixin):
                     f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
                 )
             letter = await self.get_message(text)
-            origin = _origin(letter).topic
-            if origin != topic_name:
+            origin = _origin_topic(letter)
+            if origin is None and not orphans:
+                raise MessageNotFoundError(f"{text} carries no {HEADER_ORIGIN_ID} header")
+            if origin is not None and origin != topic_name:
                 raise BadArgumentError(
                     f"{text!r} is a dead letter of {origin!r}, not of {topic_name!r}"
                 )
