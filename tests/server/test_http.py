@@ -812,6 +812,28 @@ def test_other_web_pages_cannot_change_anything(tmp_path: Path) -> None:
         assert page.headers["x-content-type-options"] == "nosniff"
 
 
+def test_a_reverse_proxy_named_in_allowed_hosts(tmp_path: Path) -> None:
+    from tests.harness import server_process  # noqa: PLC0415
+
+    config = tmp_path / "logq.yaml"
+    config.write_text("server:\n  allowedHosts: [logq.example.com]\n")
+    with server_process(tmp_path / "data", "--config", str(config)) as running:
+        url = f"{running.http}/v1/topics"
+        # a proxy that passes Host on
+        assert httpx.get(url, headers={"Host": "logq.example.com"}).status_code == 200
+        assert httpx.get(url, headers={"Host": "other.example.com"}).status_code == 403
+        # a proxy that rewrites Host: its pages may still change things
+        proxied = {"Origin": "https://logq.example.com", "Sec-Fetch-Site": "same-origin"}
+        assert httpx.post(url, json={"name": "via-proxy"}, headers=proxied).status_code == 201
+        evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "same-origin"}
+        assert httpx.post(url, json={"name": "via-evil"}, headers=evil).status_code == 403
+    from logq.server.config import ServerConfig, apply_file  # noqa: PLC0415
+    from logq.server.config_parsing import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="is not a host name"):
+        apply_file(ServerConfig(), {"server": {"allowedHosts": ["logq.example.com:443"]}})
+
+
 def test_a_deleted_topic_leaves_metrics(tmp_path: Path) -> None:
     with server_thread(tmp_path / "data") as running, Client(running.native) as client:
         client.create_topic("short-lived", partitions=1)

@@ -100,9 +100,10 @@ async def serve(
                 connections,
                 security=security,
                 native_times=native.command_times,
-                allowed_hosts=loopback_hosts(config.http_bind_host)
+                allowed_hosts=loopback_hosts(config.http_bind_host) | set(config.allowed_hosts)
                 if is_loopback(config.http_bind_host)
                 else None,
+                proxy_hosts=frozenset(config.allowed_hosts),
                 limits=HttpLimits(
                     config.http_body_bytes_max,
                     config.http_publish_body_bytes_max,

@@ -17,6 +17,7 @@ Every key is checked; a bad one stops the server with one message naming it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +54,8 @@ class ServerConfig:
     log_json: bool = False
     # Listening beyond loopback with authentication off must be asked for.
     allow_unauthenticated_remote: bool = False
+    # names a reverse proxy in front serves this broker under (server.allowedHosts)
+    allowed_hosts: tuple[str, ...] = ()
     security: SecurityConfig = field(default_factory=SecurityConfig)
     # native protocol: the largest bulk string (a batch), and the most bytes
     # buffered before a frame completes; HTTP: request bodies
@@ -164,8 +167,16 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     check_keys(
         "server",
         server,
-        {"connectionsMax", "shutdownTimeoutS", "logJson", "allowUnauthenticatedRemote"},
+        {
+            "connectionsMax",
+            "shutdownTimeoutS",
+            "logJson",
+            "allowUnauthenticatedRemote",
+            "allowedHosts",
+        },
     )
+    if "allowedHosts" in server:
+        server_changes["allowed_hosts"] = _host_names(server["allowedHosts"])
     if "allowUnauthenticatedRemote" in server:
         value = server["allowUnauthenticatedRemote"]
         if not isinstance(value, bool):
@@ -185,6 +196,22 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
         server_changes["log_json"] = bool(server["logJson"])
     server_changes["security"] = parse_security(data, config.security)
     return replace(config, broker=replace(broker, **changes), **server_changes)
+
+
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+
+
+def _host_names(value: object) -> tuple[str, ...]:
+    """`server.allowedHosts`: the names (no port) a proxy serves the broker under."""
+    if not isinstance(value, list) or len(value) > 100:
+        raise ConfigError(f"server.allowedHosts: expected a list of host names, got {value!r}")
+    names = []
+    for item in value:
+        name = item.lower() if isinstance(item, str) else ""
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(f"server.allowedHosts: {item!r} is not a host name (no port)")
+        names.append(name)
+    return tuple(names)
 
 
 def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:

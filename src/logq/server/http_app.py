@@ -170,6 +170,7 @@ def create_app(
     security: Security | None = None,
     native_times: CommandTimes | None = None,
     allowed_hosts: frozenset[str] | None = None,
+    proxy_hosts: frozenset[str] = frozenset(),
 ) -> Starlette:
     """The REST API over `broker`, counting its requests in `connections`;
     `security` signs requests in, checks their permissions and quotas;
@@ -192,7 +193,7 @@ def create_app(
         for path, handlers in by_path.items()
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
-    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts)
+    app.add_middleware(BrowserGuard, allowed_hosts=allowed_hosts, proxy_hosts=proxy_hosts)
     app.add_middleware(RequestAccounting, connections=connections, metrics=metrics)
     return app
 

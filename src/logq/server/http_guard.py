@@ -9,7 +9,8 @@ other web pages.
   clients) send neither header and are not affected.
 - **DNS rebinding.** A page can make its own host name resolve to
   127.0.0.1 and then read the broker as same-origin. A broker listening on
-  loopback only answers requests addressed to a loopback name or address.
+  loopback only answers requests addressed to a loopback name or address,
+  or to a name of `server.allowedHosts` (a reverse proxy in front).
 - **Framing and sniffing.** Every answer says `X-Frame-Options: DENY` and
   `X-Content-Type-Options: nosniff`, so the dashboard cannot be framed for
   clickjacking nor an answer read as another type.
@@ -38,10 +39,19 @@ def _host_name(host: str) -> str:
 
 
 class BrowserGuard:
-    def __init__(self, app: ASGIApp, *, allowed_hosts: frozenset[str] | None = None) -> None:
-        """`allowed_hosts`: the host names requests may address (None: any)."""
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: frozenset[str] | None = None,
+        proxy_hosts: frozenset[str] = frozenset(),
+    ) -> None:
+        """`allowed_hosts`: the host names requests may address (None: any);
+        `proxy_hosts`: names a reverse proxy serves the broker under, whose
+        pages may change things even when the proxy rewrites Host."""
         self.app = app
         self.allowed_hosts = allowed_hosts
+        self.proxy_hosts = proxy_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +88,8 @@ class BrowserGuard:
         origin = headers.get(b"origin")
         if origin is not None:
             parts = urlsplit(origin.decode("latin-1"))
-            if parts.netloc.lower() != host.lower():
+            same = parts.netloc.lower() == host.lower()
+            if not same and _host_name(parts.netloc) not in self.proxy_hosts:
                 return (
                     f"a request from the page at {origin.decode('latin-1')[:100]!r} may not"
                     " change anything here (only this server's own pages may)"
