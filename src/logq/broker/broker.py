@@ -60,7 +60,14 @@ from logq.errors import (
     TopicNotFoundError,
 )
 from logq.lanes import Lanes
-from logq.log import FsyncPolicy, LogError, PartitionLog, decode_batch, encode_batch
+from logq.log import (
+    DirectoryLock,
+    FsyncPolicy,
+    LogError,
+    PartitionLog,
+    decode_batch,
+    encode_batch,
+)
 from logq.log.batch import DELAYED, check_record_sizes, iter_headers, read_header
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
@@ -121,6 +128,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         # after their origin topic is deleted (kept in the metadata).
         self._made_dead_letter_topics: set[str] = set()
         self._dlq_locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
+        self._directory_lock: DirectoryLock | None = None  # taken by open(), given back by close()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -128,8 +136,17 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     async def open(
         cls, config: BrokerConfig | None = None, *, clock: Clock | None = None
     ) -> Broker:
-        broker = cls(config or BrokerConfig(), clock or SystemClock())
-        await broker._recover()
+        config = config or BrokerConfig()
+        # one broker per data directory, taken before any of its files is opened
+        lock = DirectoryLock.acquire(config.data_dir) if config.data_dir is not None else None
+        try:
+            broker = cls(config, clock or SystemClock())
+            broker._directory_lock = lock
+            await broker._recover()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return broker
 
     async def _recover(self) -> None:
@@ -246,6 +263,13 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         if self._closed:
             return
         self._closed = True
+        try:
+            await self._close_files()
+        finally:
+            if self._directory_lock is not None:
+                self._directory_lock.release()
+
+    async def _close_files(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from logq.log.errors import (
     LogError,
     OffsetOutOfRangeError,
 )
+from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
 from logq.log.file_log import FileLog
 from logq.log.memory_log import MemoryLog
 from logq.log.storage import (
@@ -29,6 +30,8 @@ __all__ = [
     "AppendResult",
     "BatchTooLargeError",
     "CorruptBatchError",
+    "DirectoryLock",
+    "DirectoryLockedError",
     "FileLog",
     "FsyncPolicy",
     "InvalidBatchError",
