@@ -404,6 +404,27 @@ async def test_nack_then_redelivery_with_attempt_two(api: Api) -> None:
     assert 'logq_time_to_ack_seconds_count{group="workers",topic="jobs"} 1.0' in metrics
 
 
+async def test_a_nack_without_delay_waits_the_groups_backoff(api: Api) -> None:
+    """As a native NACK without DELAY does: a REST nack used to wait 0 ms."""
+    await api.topic("jobs", partitions=1, backoff={"initial": "5s"})
+    await api.publish("jobs", {"value": "retry me"})
+    (first,) = await api.receive("jobs", "workers")
+    path = "/v1/topics/jobs/groups/workers/nack"
+    assert await api.ok("POST", path, json={"ids": [first["id"]]}) == {"nacked": 1}
+    assert await api.receive("jobs", "workers") == []
+    api.clock.advance(4999)
+    assert await api.receive("jobs", "workers") == []
+    api.clock.advance(1)
+    (again,) = await api.receive("jobs", "workers")
+    assert (again["id"], again["attempt"]) == (first["id"], 2)
+    described = await api.ok("GET", "/v1/topics/jobs/groups/workers")
+    assert described["counts"]["backoff_waits"] == 1
+    # an explicit delay of 0 still means at once
+    assert await api.ok("POST", path, json={"ids": [again["id"]], "delay": 0}) == {"nacked": 1}
+    (third,) = await api.receive("jobs", "workers")
+    assert third["attempt"] == 3
+
+
 async def test_reject_goes_to_the_dlq_with_its_origin(api: Api) -> None:
     await api.topic("orders", partitions=1)
     await api.publish("orders", {"value": {"order": 7}, "key": "o-7"})

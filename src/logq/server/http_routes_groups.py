@@ -42,7 +42,7 @@ class IdsBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class NackBody(IdsBody, forbid_unknown_fields=True):
-    delay: int | str = 0
+    delay: int | str | None = None  # not given: the group's retry backoff, as a native NACK
 
 
 class RejectBody(IdsBody, forbid_unknown_fields=True):
@@ -202,7 +202,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         f"{_GROUP_PATH}/nack",
         nack,
-        "Hand messages back for redelivery after `delay`",
+        "Hand messages back for redelivery after `delay` (without it, after the group's retry backoff)",
         body=object_schema({**_IDS, "delay": DURATION_SCHEMA}, ("ids",)),
         body_required=True,
         response=_count("nacked"),
