@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
 import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,14 @@ def server_thread(data_dir: Path | None = None, **broker: Any) -> Iterator[Runni
         thread.join(20)
 
 
-def start_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Running:
-    """`logq serve` as a child process on free ports; returns once it is ready."""
+def start_process(
+    data_dir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    open_files_max: int | None = None,
+) -> Running:
+    """`logq serve` as a child process on free ports; returns once it is ready.
+    `open_files_max` lowers its descriptor limit (`ulimit -n`)."""
     command = [
         sys.executable,
         "-m",
@@ -107,6 +114,7 @@ def start_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if open_files_max is None else _limit_open_files(open_files_max),
     )
     assert process.stdout is not None
     output: list[bytes] = []
@@ -132,6 +140,14 @@ def start_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None
             )
     process.kill()
     raise RuntimeError("logq serve did not start:\n" + b"".join(output).decode(errors="replace"))
+
+
+def _limit_open_files(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+    return apply
 
 
 def _drain(process: subprocess.Popen[bytes], output: list[bytes]) -> None:

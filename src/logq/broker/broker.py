@@ -190,11 +190,53 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             retention_ms=settings.retention_ms,
             retention_bytes=settings.retention_bytes,
         )
-        logs = [
-            await self.run(lambda p=p: self.storage.open_log(name, p, base))  # type: ignore[misc]
-            for p in range(settings.partitions)
-        ]
+        logs: list[PartitionLog] = []
+        try:
+            for p in range(settings.partitions):
+                logs.append(await self.run(lambda p=p: self.storage.open_log(name, p, base)))  # type: ignore[misc]
+        except BaseException:
+            await self._close_logs(logs)  # none left holding descriptors
+            raise
         return Topic(name, settings, logs, self.run)
+
+    async def _close_logs(self, logs: Sequence[PartitionLog]) -> None:
+        for log in logs:
+            try:
+                await self.run(log.close)
+            except (LogqError, LogError) as error:
+                logger.warning("closing a partition log failed: %s", error)
+
+    async def _make_topic(self, name: str, settings: TopicSettings) -> Topic:
+        """A new topic in full, or nothing of it: a create that fails part way
+        (out of descriptors, a full disk) leaves no files behind, and files
+        left by a create that a crash cut short are cleared first (they never
+        held an acknowledged message: a topic takes messages once it is in
+        the metadata)."""
+        if await self.run(lambda: self.storage.has_topic_files(name)):
+            logger.warning(
+                "clearing leftover files of topic %r, which the metadata does not name", name
+            )
+            await self.run(lambda: self.storage.delete_topic(name))
+        try:
+            topic = await self._open_topic(name, settings)
+        except BaseException:
+            await self._remove_topic_files(name)
+            raise
+        self.topics[name] = topic
+        try:
+            await self._save_metadata()
+        except BaseException:
+            del self.topics[name]
+            await self._close_logs([partition.log for partition in topic.partitions])
+            await self._remove_topic_files(name)
+            raise
+        return topic
+
+    async def _remove_topic_files(self, name: str) -> None:
+        try:
+            await self.run(lambda: self.storage.delete_topic(name))
+        except (LogqError, OSError) as error:
+            logger.warning("removing the files of topic %r failed: %s", name, error)
 
     def start(self) -> None:
         """Start the background timer (lease expiry, sessions, retention)."""
@@ -343,9 +385,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             )
         self._check_partitions(parsed.partitions)
         self._check_dlq(name, parsed.dlq_topic(name))
-        topic = await self._open_topic(name, parsed)
-        self.topics[name] = topic
-        await self._save_metadata()
+        topic = await self._make_topic(name, parsed)
         logger.info("topic %r created with %d partitions", name, parsed.partitions)
         return topic
 
