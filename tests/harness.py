@@ -9,14 +9,13 @@ import asyncio
 import contextlib
 import os
 import re
-import resource
 import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -109,12 +108,13 @@ def start_process(
         "0",
         *extra,
     ]
+    if open_files_max is not None:  # util-linux's prlimit: the soft limit, the hard one kept
+        command = ["prlimit", f"--nofile={open_files_max}:", *command]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
-        preexec_fn=None if open_files_max is None else _limit_open_files(open_files_max),
     )
     assert process.stdout is not None
     output: list[bytes] = []
@@ -140,14 +140,6 @@ def start_process(
             )
     process.kill()
     raise RuntimeError("logq serve did not start:\n" + b"".join(output).decode(errors="replace"))
-
-
-def _limit_open_files(limit: int) -> Callable[[], None]:
-    def apply() -> None:
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-
-    return apply
 
 
 def _drain(process: subprocess.Popen[bytes], output: list[bytes]) -> None:
