@@ -511,7 +511,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 f"{len(messages)} messages in one publish, the limit is {self.config.publish_messages_max}"
             )
         now_ms = self.clock.now_ms()
-        groups: dict[tuple[int, int, int], list[int]] = {}
+        # partition -> runs of consecutive messages that share a batch, in
+        # request order: a partition's runs are stored one after another, so
+        # its messages lie in the order they came whatever path each takes
+        runs: dict[int, list[tuple[int, bool, list[int]]]] = {}
         size_max = self.config.message_bytes_max
         max_delay = topic.settings.max_delay_ms
         partitions = len(topic.partitions)
@@ -543,11 +546,17 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     f"past the topic's max_delay of {max_delay} ms"
                 )
             # a message with a dedup id travels alone in its batch (see dedup.py)
-            alone = index if message.dedup_id is not None else -1
+            alone = message.dedup_id is not None
             lane = lane_of.get(message.priority)
             if lane is None:
                 lane = lane_of[message.priority] = self.lanes.index_of(message.priority)
-            groups.setdefault((partition, lane, alone), []).append(index)
+            partition_runs = runs.get(partition)
+            if partition_runs is None:
+                runs[partition] = [(lane, alone, [index])]
+            elif alone or partition_runs[-1][0] != lane or partition_runs[-1][1]:
+                partition_runs.append((lane, alone, [index]))
+            else:
+                partition_runs[-1][2].append(index)
         results: list[PublishResult | None] = [None] * len(messages)
 
         async def store(partition: int, lane: int, indexes: list[int]) -> None:
@@ -573,7 +582,13 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             for offset, index in enumerate(indexes, appended.base_offset):
                 results[index] = PublishResult(f"{prefix}{offset}", stored_in, offset)
 
-        await asyncio.gather(*(store(p, lane, idx) for (p, lane, _), idx in groups.items()))
+        async def store_runs(
+            partition: int, partition_runs: list[tuple[int, bool, list[int]]]
+        ) -> None:
+            for lane, _, indexes in partition_runs:
+                await store(partition, lane, indexes)
+
+        await asyncio.gather(*(store_runs(p, r) for p, r in runs.items()))
         return [result for result in results if result is not None]
 
     def _check_headers(self, index: int, headers: dict[str, str]) -> None:
@@ -657,15 +672,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         table = topic.dedup
         window_ms = topic.settings.dedup_window_ms
         if not table.loaded:
-            since = now_ms - window_ms
-            for partition in topic.partitions:
-                log = partition.log
-                found = await self.run(
-                    lambda log=log, index=partition.index: scan_recent(log, index, since, window_ms)  # type: ignore[misc]
-                )
-                for key, seen in found:
-                    table.remember(key, seen)
-            table.loaded = True
+            await self._load_dedup(topic, now_ms)
         first = table.lookup(dedup_id, now_ms)
         if isinstance(first, asyncio.Future):
             first = await asyncio.shield(first)
@@ -684,6 +691,39 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         if not duplicate:
             self._stored(topic, target, batch, result.base_offset, result.next_offset)
         return BatchResult(target.index, result.base_offset, result.last_offset, duplicate)
+
+    async def _load_dedup(self, topic: Topic, now_ms: int) -> None:
+        """Rebuild a topic's dedup table from its last window, once: publishes
+        that come meanwhile wait for the one scan (each used to start its own)."""
+        table = topic.dedup
+        if table.loading is None:
+            table.loading = asyncio.ensure_future(self._scan_dedup(topic, now_ms))
+        loading = table.loading
+        try:
+            await asyncio.shield(loading)
+        except BaseException:
+            if loading.done() and table.loading is loading:
+                table.loading = None  # failed: the next publish tries again
+            raise
+
+    async def _scan_dedup(self, topic: Topic, now_ms: int) -> None:
+        table = topic.dedup
+        window_ms = topic.settings.dedup_window_ms
+        since = now_ms - window_ms
+        for partition in topic.partitions:
+            log = partition.log
+            found = await self.run(
+                lambda log=log, index=partition.index: scan_recent(log, index, since, window_ms)  # type: ignore[misc]
+            )
+            for key, seen in found:
+                table.remember(key, seen)
+        table.loaded = True
+        logger.info(
+            "dedup window of topic %r rebuilt: %d ids from the last %d ms",
+            topic.name,
+            len(table),
+            window_ms,
+        )
 
     # -- reading without a group ----------------------------------------------------------
 

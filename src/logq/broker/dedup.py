@@ -10,7 +10,8 @@ and stores nothing. Concurrent publishes of one id wait for the first.
 Memory follows the ids seen within the window. After a restart the table is
 rebuilt, on the first dedup publish to the topic, from the batches of the
 last window (found through the time index): the messages themselves are
-the durable record.
+the durable record. One rebuild runs at a time; publishes that come
+meanwhile wait for it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class DedupTable:
         self._seen: OrderedDict[str, Seen] = OrderedDict()
         self._claims: dict[str, asyncio.Future[Seen]] = {}
         self.loaded = False
+        self.loading: asyncio.Future[None] | None = None  # the one rebuild under way
 
     def __len__(self) -> int:
         return len(self._seen)
