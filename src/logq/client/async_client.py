@@ -247,13 +247,20 @@ class AsyncClient:
             raise unconfirmed_error(f"closing the client of {self.host}:{self.port}", failures)
 
     async def _close_components(self, failures: list[str]) -> None:
+        """Each in turn, whatever the one before met: a producer that fails
+        must not keep a consumer's acks from being sent."""
         for producer in list(self._producers):
-            await producer.close()
+            try:
+                await producer.close()
+            except Exception as error:
+                failures.append(f"closing producer {producer.producer_id}: {error}")
         for consumer in list(self._consumers):
             try:
                 await consumer.close()
             except UnconfirmedError as error:
                 failures += error.unconfirmed
+            except Exception as error:
+                failures.append(f"closing consumer {consumer.consumer}: {error}")
         try:
             await self._flush_all()
         except UnconfirmedError as error:

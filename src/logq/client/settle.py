@@ -111,6 +111,7 @@ class Settler:
             while self._acks:
                 acks, futures = self._acks, self._futures
                 self._acks, self._futures = {}, []
+                self._scheduled = False  # the next ack needs a future of its own
                 self._acks_out = acks
                 args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
                 for partition, offsets in acks.items():
