@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,32 @@ def test_close_names_the_acks_that_could_not_be_sent(tmp_path: Path) -> None:
             client.close()
         (item,) = raised.value.unconfirmed
         assert item.startswith("ack of t/g partition:offsets 0:0 (")
+
+
+UNCLOSED = """
+import sys
+import logq
+
+client = logq.Client(sys.argv[1])
+client.create_topic("jobs", partitions=2)
+client.publish_many("jobs", [f"job {n}" for n in range(30)])
+for msg in client.consume("jobs", "workers", limit=30):
+    msg.ack()
+"""
+
+
+def test_a_client_never_closed_sends_its_acks_when_the_interpreter_exits(
+    server: Running,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", UNCLOSED, server.native],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    described = group_of(server, "jobs", "workers")
+    assert described["counts"]["acked"] == 30
+    assert described["in_flight"] == 0

@@ -19,12 +19,14 @@ answers: `msg.ack().result()` waits for that, `client.flush()` waits for
 every settlement and publish so far, and `client.close()` (the end of the
 `with` block) waits for all of them, closing the consumers and producers
 the client handed out, or raises `UnconfirmedError` naming what was not
-confirmed.
+confirmed. A client never closed is closed when the interpreter exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -167,6 +169,11 @@ class Client:
             tls=tls,
         )
         self.host, self.port = self._async.host, self._async.port
+        # A client never closed is closed when the interpreter exits, so its
+        # last acks are sent then too (not in a forked child: the loop
+        # thread stayed with the parent).
+        self._pid = os.getpid()
+        atexit.register(self._close_at_exit)
 
     def __enter__(self) -> Client:
         self._runner.run(self._async.connect())
@@ -183,10 +190,15 @@ class Client:
         confirmed). Closing again does nothing."""
         if self._runner.stopped:
             return
+        atexit.unregister(self._close_at_exit)
         try:
             self._runner.run(self._async.close(timeout_s))
         finally:
             self._runner.stop()
+
+    def _close_at_exit(self) -> None:
+        if os.getpid() == self._pid and self._runner.thread.is_alive():
+            self.close()
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until the broker has confirmed every settlement (`msg.ack()`
