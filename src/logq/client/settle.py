@@ -72,6 +72,8 @@ class Settler:
         if offsets is None:
             offsets = self._acks[message.partition] = []
         offsets.append(message.offset)
+        if self._scheduled:  # the common case, kept to one check per message
+            return self._futures[-1]
         return self._schedule()
 
     def ack_all(self, messages: Iterable[MessageData]) -> asyncio.Future[Any]:
@@ -86,6 +88,9 @@ class Settler:
         return self._schedule()
 
     def _schedule(self) -> asyncio.Future[Any]:
+        """The future of this loop turn's acks; the first ack of a turn
+        makes it, schedules the send and puts this settler on the client's
+        list of settlers to flush."""
         if not self._scheduled:
             self._scheduled = True
             self.client.settling.add(self)
