@@ -4,7 +4,7 @@
 
     import logq
 
-    with logq.Broker("./data") as broker:      # on disk; logq.Broker() keeps it in memory
+    with logq.Broker("./app-data") as broker:  # on disk; logq.Broker() keeps it in memory
         client = broker.client()               # the same API as logq.Client
         client.create_topic("jobs", exist_ok=True)
         client.publish("jobs", b"hello")
