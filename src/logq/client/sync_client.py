@@ -100,7 +100,10 @@ class Producer:
         self._runner.run(self._producer.flush())
 
     def close(self) -> None:
-        self._runner.run(self._producer.close())
+        """Send what is queued and wait until it is stored (done already if
+        the client closed first)."""
+        if not self._runner.stopped:
+            self._runner.run(self._producer.close())
 
     def __enter__(self) -> Producer:
         return self
@@ -133,7 +136,10 @@ class Consumer:
         return None if inner is None else _sync_message(self._runner, inner)
 
     def close(self) -> None:
-        self._runner.run(self._consumer.close())
+        """Leave the group and wait for this consumer's acks (see
+        AsyncConsumer.close; done already if the client closed first)."""
+        if not self._runner.stopped:
+            self._runner.run(self._consumer.close())
 
     def __enter__(self) -> Consumer:
         return self
