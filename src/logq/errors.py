@@ -143,6 +143,20 @@ class UnsupportedError(LogqError):
     http_status = 501
 
 
+class UnconfirmedError(LogqError):
+    """Raised by the client itself, never sent by a server: settlements (or
+    publishes) that the broker refused or did not confirm before a flush or
+    close gave up. `unconfirmed` names each one and why."""
+
+    code = "UNCONFIRMED"
+    http_status = 500
+    retriable = True
+
+    def __init__(self, message: str, unconfirmed: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.unconfirmed = list(unconfirmed or [])
+
+
 _ALL: list[type[LogqError]] = [
     LogqError,
     BadArgumentError,
@@ -165,6 +179,7 @@ _ALL: list[type[LogqError]] = [
     ShuttingDownError,
     ProtocolViolationError,
     UnsupportedError,
+    UnconfirmedError,
 ]
 BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
 

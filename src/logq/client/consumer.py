@@ -150,25 +150,45 @@ class AsyncConsumer:
             self._connection.send(["CREDIT", grant])
 
     async def close(self) -> None:
+        """Leave the group, give back the messages leased and not handed out,
+        and wait for the settlements made through this consumer (raises
+        `UnconfirmedError` naming any the broker did not confirm). The
+        client closes every consumer it handed out when it closes itself."""
         if self._closed:
             return
         self._closed = True
         self._arrived.set()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        try:
+            await self._stop_heartbeat()
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._connection.call("STOP"), 2)
+                self._connection.close()
+            # Leased but never handed out: give them back now rather than at lease expiry.
+            unused = [message.id for message in self._buffer]
+            self._buffer.clear()
+            if unused:
+                with contextlib.suppress(Exception):
+                    await self.client.call("NACK", self.topic, self.group, *unused)
+            await self.settler.flush()
+        finally:
+            await self.abort()
+
+    async def abort(self) -> None:
+        """Stop at once, sending nothing more: the heartbeat ends and the
+        subscription's connection closes (its leases expire in time)."""
+        self._closed = True
+        self._arrived.set()
+        await self._stop_heartbeat()
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.call("STOP"), 2)
             self._connection.close()
-        # Leased but never handed out: give them back now rather than at lease expiry.
-        unused = [message.id for message in self._buffer]
-        self._buffer.clear()
-        if unused:
-            with contextlib.suppress(Exception):
-                await self.client.call("NACK", self.topic, self.group, *unused)
-        await self.settler.flush()
+        self.client.release(self)
+
+    async def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.wait([heartbeat])  # its end, without swallowing our own cancel
 
     async def _subscribe(self) -> None:
         if self._closed or (self._connection is not None and not self._connection.closed):
@@ -196,6 +216,9 @@ class AsyncConsumer:
                     raise ConnectionLostError(f"cannot subscribe: {error}") from error
                 await asyncio.sleep(self.client.backoff_s(attempt))
                 continue
+            if self._closed:  # closed while subscribing: leave nothing behind
+                connection.close()
+                return
             self._connection = connection
             if self._heartbeat is None:
                 self._heartbeat = asyncio.create_task(self._beat())

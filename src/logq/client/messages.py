@@ -1,8 +1,14 @@
 """Received messages that can settle themselves: `msg.ack()`, `nack()`, `reject()`, `extend()`.
 
-`AsyncMessage` methods return awaitables (await them to know the broker
-recorded the settlement; acks are sent in batches either way). `Message`
-is the same for the blocking `Client`.
+A settlement is sent whether or not anyone waits for it: an ack goes out
+with every other ack of the same event-loop turn as one `ACKR`, and a nack,
+reject or extend at once. It is durable once the broker answers (with
+`fsync: always`, after its fsync), which is when the returned future
+resolves. `AsyncMessage` methods return awaitables, `Message` (for the
+blocking `Client`) a concurrent future for `ack()` and the answer for the
+rest. The client's `flush()` waits for every settlement made so far, and
+its `close()` does before it returns, raising `UnconfirmedError` naming any
+the broker refused or did not answer.
 """
 
 from __future__ import annotations
@@ -87,22 +93,25 @@ class AsyncMessage(MessageData):
         return self._settler
 
     def ack(self) -> asyncio.Future[Any]:
-        """Done with it: never deliver it to this group again."""
+        """Done with it: never deliver it to this group again. Sent at the
+        end of this loop turn with the turn's other acks, awaited or not; the
+        future resolves once the broker has it durably."""
         settler = self._settler
         if settler is None:
             return self._require().ack(self)  # raises
         return settler.ack(self)
 
     def nack(self, delay: str | int | None = None) -> Awaitable[Any]:
-        """Not now: deliver it again after `delay` (default at once)."""
+        """Not now: deliver it again after `delay` (default at once). Sent at
+        once, awaited or not; await it for the broker's answer."""
         return self._require().nack(self, delay)
 
     def reject(self, reason: str = "rejected") -> Awaitable[Any]:
-        """Never: send it to the dead-letter topic with `reason`."""
+        """Never: send it to the dead-letter topic with `reason` (sent at once)."""
         return self._require().reject(self, reason)
 
     def extend(self, visibility_timeout: str | int | None = None) -> Awaitable[Any]:
-        """Still working on it: renew the lease."""
+        """Still working on it: renew the lease (sent at once)."""
         return self._require().extend(self, visibility_timeout)
 
 
@@ -139,7 +148,11 @@ class Message(MessageData):
         return self._submit(run)
 
     def ack(self) -> concurrent.futures.Future[Any]:
-        """Done with it (sent in a batch; the future settles when the broker has it)."""
+        """Done with it. Returns at once: the client's loop thread sends the
+        ack within its next turn, in one ACKR with the acks made meanwhile.
+        It is durable when the broker answers, and the future resolves then:
+        `msg.ack().result()` waits for this one, `client.flush()` for all,
+        and `client.close()` waits for all before it returns."""
         return self._do(AsyncMessage.ack)
 
     def nack(self, delay: str | int | None = None) -> Any:

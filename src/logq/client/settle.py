@@ -3,7 +3,16 @@
 Every `ack()` made during one turn of the event loop goes out as one
 `ACKR` of offset ranges per group, so acknowledging a thousand messages
 costs one request; while one ACKR is out, the next acks wait and go
-together in the next one. nack, reject and extend are rarer and go at once.
+together in the next one. nack, reject and extend are rarer and go at once,
+whether or not the caller awaits them.
+
+A settler belongs to one client (its `receive()` calls of one group, or one
+consumer it handed out), which flushes it when it closes. Every request a
+settler starts runs in a task the settler keeps until the broker answers:
+`flush()` waits for them all and reports, as `UnconfirmedError`, each
+settlement the broker refused or never answered, whether or not its future
+was awaited. `abandon()` cancels what is still out when the time is up and
+names it, so no task is left behind and nothing is dropped unsaid.
 """
 
 from __future__ import annotations
@@ -13,9 +22,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from logq.client.records import MessageData
+from logq.errors import UnconfirmedError
 
 if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
+
+# How many unconfirmed settlements an error spells out; the rest are counted.
+UNCONFIRMED_NAMED_MAX = 20
 
 
 def offset_ranges(offsets: list[int]) -> list[tuple[int, int]]:
@@ -29,15 +42,28 @@ def offset_ranges(offsets: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def unconfirmed_error(what: str, unconfirmed: list[str]) -> UnconfirmedError:
+    """One error naming the settlements that were not confirmed."""
+    named = unconfirmed[:UNCONFIRMED_NAMED_MAX]
+    more = len(unconfirmed) - len(named)
+    text = f"{what}: not confirmed by the broker: " + "; ".join(named)
+    if more:
+        text += f"; and {more} more"
+    return UnconfirmedError(text, unconfirmed)
+
+
 class Settler:
     def __init__(self, client: AsyncClient, topic: str, group: str) -> None:
         self.client = client
         self.topic = topic
         self.group = group
-        self._acks: dict[int, list[int]] = {}
+        self._acks: dict[int, list[int]] = {}  # made, not yet sent
         self._futures: list[asyncio.Future[Any]] = []
         self._scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()  # owned: kept until done
+        self._sender: asyncio.Task[None] | None = None  # the one ACKR loop, while it runs
+        self._acks_out: dict[int, list[int]] = {}  # the acks of the ACKR that is out
+        self._requests: dict[asyncio.Task[Any], str] = {}  # nack/reject/extend out
+        self._failures: list[str] = []  # refused or unanswered, until a flush reports them
 
     def ack(self, message: MessageData) -> asyncio.Future[Any]:
         """Queue the ack; the future (shared by every ack of this loop turn)
@@ -46,12 +72,9 @@ class Settler:
         if offsets is None:
             offsets = self._acks[message.partition] = []
         offsets.append(message.offset)
-        if not self._scheduled:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            self._futures.append(loop.create_future())
-            loop.call_soon(self._send_acks)
-        return self._futures[-1]
+        if self._scheduled:  # the common case, kept to one check per message
+            return self._futures[-1]
+        return self._schedule()
 
     def ack_all(self, messages: Iterable[MessageData]) -> asyncio.Future[Any]:
         """Ack many messages at once (as a Kafka consumer commits a poll): the
@@ -62,67 +85,167 @@ class Settler:
             if offsets is None:
                 offsets = acks[message.partition] = []
             offsets.append(message.offset)
-        loop = asyncio.get_running_loop()
+        return self._schedule()
+
+    def _schedule(self) -> asyncio.Future[Any]:
+        """The future of this loop turn's acks; the first ack of a turn
+        makes it, schedules the send and puts this settler on the client's
+        list of settlers to flush."""
         if not self._scheduled:
             self._scheduled = True
+            self.client.settling.add(self)
+            loop = asyncio.get_running_loop()
             self._futures.append(loop.create_future())
             loop.call_soon(self._send_acks)
         return self._futures[-1]
 
     def _send_acks(self) -> None:
         self._scheduled = False
-        if self._sending:
+        if self._sender is not None:
             return  # the ACKR in flight sends these when its reply comes
-        acks, futures = self._acks, self._futures
-        self._acks, self._futures = {}, []
-        if acks:
-            task = asyncio.get_running_loop().create_task(self._ack_ranges(acks, futures))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        if not self._acks:
+            self._check_idle()
+            return
+        self._sender = asyncio.get_running_loop().create_task(self._ack_ranges())
 
-    async def _ack_ranges(
-        self, acks: dict[int, list[int]], futures: list[asyncio.Future[Any]]
-    ) -> None:
+    async def _ack_ranges(self) -> None:
         """One ACKR at a time: acks made while one is out go together in the
         next, so a busy consumer sends (and the broker fsyncs) one per round trip."""
-        while acks:
-            args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
-            for partition, offsets in acks.items():
-                for start, end in offset_ranges(offsets):
-                    args += [partition, start, end]
-            try:
-                settled = await self.client.call(*args)
-            except Exception as error:
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(error)
-            else:
-                for future in futures:
-                    if not future.done():
-                        future.set_result(settled)
-            acks, futures = self._acks, self._futures
-            self._acks, self._futures = {}, []
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            while self._acks:
+                acks, futures = self._acks, self._futures
+                self._acks, self._futures = {}, []
+                self._scheduled = False  # the next ack needs a future of its own
+                self._acks_out = acks
+                args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
+                for partition, offsets in acks.items():
+                    for start, end in offset_ranges(offsets):
+                        args += [partition, start, end]
+                try:
+                    settled = await self.client.call(*args)
+                except Exception as error:
+                    self._failures.append(f"{self._describe_acks(acks)} ({error})")
+                    _fail(futures, error)
+                else:
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(settled)
+                self._acks_out = {}
+        finally:
+            if not all(future.done() for future in futures):
+                # cancelled by abandon(): whoever waits learns it was not confirmed
+                abandoned = UnconfirmedError(f"{self._describe_acks(self._acks_out)}: abandoned")
+                _fail(futures, abandoned)
+            self._acks_out = {}
+            self._sender = None
+            self._check_idle()
+
+    def _describe_acks(self, acks: dict[int, list[int]]) -> str:
+        ranges = ", ".join(
+            f"{partition}:{start}" + (f"-{end - 1}" if end - start > 1 else "")
+            for partition, offsets in sorted(acks.items())
+            for start, end in offset_ranges(offsets)
+        )
+        return f"ack of {self.topic}/{self.group} partition:offsets {ranges}"
+
+    def _request(self, what: str, args: list[bytes | str | int]) -> asyncio.Task[Any]:
+        """Send now, in a task this settler keeps until the broker answers."""
+        task = asyncio.get_running_loop().create_task(self.client.call(*args))
+        self._requests[task] = what
+        self.client.settling.add(self)
+        task.add_done_callback(self._request_done)
+        return task
+
+    def _request_done(self, task: asyncio.Task[Any]) -> None:
+        what = self._requests.pop(task, None)
+        if what is None:
+            return
+        if task.cancelled():
+            self._failures.append(f"{what} (cancelled)")
+        elif (error := task.exception()) is not None:
+            self._failures.append(f"{what} ({error})")
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        """Leave the client's list of settlers to flush once nothing is out
+        and every failure was reported."""
+        if not (self.busy or self._scheduled or self._failures):
+            self.client.settling.discard(self)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any settlement is waiting to be sent or for its answer."""
+        return bool(self._acks or self._sender is not None or self._requests)
+
+    def outstanding(self) -> list[str]:
+        """What is made or sent and not answered yet, in words."""
+        found = [self._describe_acks(acks) for acks in (self._acks_out, self._acks) if acks]
+        return found + list(self._requests.values())
 
     async def flush(self) -> None:
-        """Send the acks made so far and wait for them."""
-        futures = list(self._futures)
-        self._send_acks()
-        if futures:
-            await asyncio.gather(*futures, return_exceptions=True)
+        """Send the settlements made so far and wait for the broker's answers;
+        raises `UnconfirmedError` naming those it refused or never answered
+        (each reported once, by the first flush after it failed)."""
+        while True:
+            self._send_acks()
+            waiting: list[asyncio.Task[Any]] = list(self._requests)
+            if self._sender is not None:
+                waiting.append(self._sender)
+            if not waiting:
+                break
+            await asyncio.wait(waiting)
+        self.raise_failures()
 
-    async def nack(self, message: MessageData, delay: str | int | None) -> Any:
+    def raise_failures(self) -> None:
+        failures, self._failures = self._failures, []
+        self._check_idle()
+        if failures:
+            raise unconfirmed_error(f"{self.topic}/{self.group}", failures)
+
+    async def abandon(self) -> list[str]:
+        """Stop waiting: cancel what is still out and name every settlement
+        that was not confirmed (the failures not reported yet included)."""
+        left = self.outstanding()
+        requests, self._requests = self._requests, {}  # named in `left` already
+        tasks: list[asyncio.Task[Any]] = list(requests)
+        if self._sender is not None:
+            tasks.append(self._sender)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        queued, self._acks = self._acks, {}
+        futures, self._futures = self._futures, []
+        _fail(futures, UnconfirmedError(f"{self._describe_acks(queued)}: abandoned"))
+        failures, self._failures = self._failures, []
+        self._scheduled = False
+        self._check_idle()
+        return failures + left
+
+    def nack(self, message: MessageData, delay: str | int | None) -> asyncio.Task[Any]:
         args: list[bytes | str | int] = ["NACK", self.topic, self.group]
         if delay is not None:
             args += ["DELAY", delay]
-        return await self.client.call(*args, message.id)
+        return self._request(f"nack of {message.id}", [*args, message.id])
 
-    async def reject(self, message: MessageData, reason: str) -> Any:
-        return await self.client.call(
-            "REJECT", self.topic, self.group, "REASON", reason, message.id
-        )
+    def reject(self, message: MessageData, reason: str) -> asyncio.Task[Any]:
+        args: list[bytes | str | int] = ["REJECT", self.topic, self.group, "REASON", reason]
+        return self._request(f"reject of {message.id}", [*args, message.id])
 
-    async def extend(self, message: MessageData, visibility_timeout: str | int | None) -> Any:
+    def extend(
+        self, message: MessageData, visibility_timeout: str | int | None
+    ) -> asyncio.Task[Any]:
         args: list[bytes | str | int] = ["EXTEND", self.topic, self.group]
         if visibility_timeout is not None:
             args += ["VISIBILITY_TIMEOUT", visibility_timeout]
-        return await self.client.call(*args, message.id)
+        return self._request(f"extend of {message.id}", [*args, message.id])
+
+
+def _fail(futures: list[asyncio.Future[Any]], error: BaseException) -> None:
+    """Fail the futures still waiting, marking the error as seen: a flush or
+    close reports it, so an ack nobody awaited does not log it again."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+            future.exception()

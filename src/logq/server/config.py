@@ -9,7 +9,7 @@ The YAML file has the shape people already write (see docs/operations.md):
       listeners: {native: "127.0.0.1:7070", http: "127.0.0.1:8080"}
     defaults:
       topic: {partitions: 6, retention: {hours: 168, bytes: 10737418240}}
-      delivery: {visibilityTimeout: 30s, maxRetries: 3, dlqEnabled: true}
+      delivery: {visibilityTimeout: 30s, maxDeliveries: 5, dlqEnabled: true}
 
 Every key is checked; a bad one stops the server with one message naming it.
 """
