@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 # How many unconfirmed settlements an error spells out; the rest are counted.
 UNCONFIRMED_NAMED_MAX = 20
+# How many failures a settler keeps between flushes (a long-lived consumer
+# whose settlements keep failing must not grow without bound); the rest are counted.
+FAILURES_KEPT_MAX = 1_000
 
 
 def offset_ranges(offsets: list[int]) -> list[tuple[int, int]]:
@@ -64,6 +67,7 @@ class Settler:
         self._acks_out: dict[int, list[int]] = {}  # the acks of the ACKR that is out
         self._requests: dict[asyncio.Task[Any], str] = {}  # nack/reject/extend out
         self._failures: list[str] = []  # refused or unanswered, until a flush reports them
+        self._failures_uncounted = 0  # past FAILURES_KEPT_MAX
 
     def ack(self, message: MessageData) -> asyncio.Future[Any]:
         """Queue the ack; the future (shared by every ack of this loop turn)
@@ -125,7 +129,7 @@ class Settler:
                 try:
                     settled = await self.client.call(*args)
                 except Exception as error:
-                    self._failures.append(f"{self._describe_acks(acks)} ({error})")
+                    self._note_failure(f"{self._describe_acks(acks)} ({error})")
                     _fail(futures, error)
                 else:
                     for future in futures:
@@ -162,9 +166,9 @@ class Settler:
         if what is None:
             return
         if task.cancelled():
-            self._failures.append(f"{what} (cancelled)")
+            self._note_failure(f"{what} (cancelled)")
         elif (error := task.exception()) is not None:
-            self._failures.append(f"{what} ({error})")
+            self._note_failure(f"{what} ({error})")
         self._check_idle()
 
     def _check_idle(self) -> None:
@@ -197,8 +201,21 @@ class Settler:
             await asyncio.wait(waiting)
         self.raise_failures()
 
-    def raise_failures(self) -> None:
+    def _note_failure(self, text: str) -> None:
+        if len(self._failures) < FAILURES_KEPT_MAX:
+            self._failures.append(text)
+        else:
+            self._failures_uncounted += 1
+
+    def _take_failures(self) -> list[str]:
         failures, self._failures = self._failures, []
+        if self._failures_uncounted:
+            failures.append(f"{self._failures_uncounted} more settlements")
+            self._failures_uncounted = 0
+        return failures
+
+    def raise_failures(self) -> None:
+        failures = self._take_failures()
         self._check_idle()
         if failures:
             raise unconfirmed_error(f"{self.topic}/{self.group}", failures)
@@ -218,7 +235,7 @@ class Settler:
         queued, self._acks = self._acks, {}
         futures, self._futures = self._futures, []
         _fail(futures, UnconfirmedError(f"{self._describe_acks(queued)}: abandoned"))
-        failures, self._failures = self._failures, []
+        failures = self._take_failures()
         self._scheduled = False
         self._check_idle()
         return failures + left
