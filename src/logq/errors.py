@@ -85,14 +85,18 @@ class StaleDeliveryError(LogqError):
     message's current one: its lease ended and the message went out again,
     was dead-lettered, or the group was moved. The stale ones changed nothing;
     `stale` lists their receipts, `count` what the same request did to the
-    current deliveries it named (0 when the error came as the reply)."""
+    current deliveries it named (0 when the error came as the reply). As a
+    reply, the message ends with the receipts (the first 100), which is
+    where a client finds them."""
 
     code = "STALE"
     http_status = 409
 
     def __init__(self, message: str, stale: list[str] | None = None, count: int = 0) -> None:
         super().__init__(message)
-        self.stale = stale if stale is not None else []
+        if stale is None:
+            stale = [word for word in message.rpartition(": ")[2].split() if "@" in word]
+        self.stale = stale
         self.count = count
 
 

@@ -21,7 +21,8 @@ from logq.state.ranges import Range, RangeSet, ranges_of
 
 IDS_PER_CALL_MAX = 100_000
 LEASE_DIGITS_MAX = 19  # a lease token fits a signed 64-bit integer
-STALE_LISTED_MAX = 1000  # receipts named in one stale error (the count says the rest)
+STALE_LISTED_MAX = 1000  # receipts listed in one stale error (the count says the rest)
+STALE_SHOWN_MAX = 100  # of them, shown in its message (an error reply is that text)
 
 # (partition, lease token or 0 for none) -> offset ranges [start, end)
 Named = dict[tuple[int, int], list[Range]]
@@ -85,7 +86,7 @@ def stale_error(topic_name: str, stale: Stale, count: int) -> StaleDeliveryError
         total += end - start
         for offset in range(start, min(end, start + STALE_LISTED_MAX - len(receipts))):
             receipts.append(f"{topic_name}:{partition}:{offset}@{token}")
-    listed = " ".join(receipts[:10]) + (" ..." if total > 10 else "")
+    listed = " ".join(receipts[:STALE_SHOWN_MAX]) + (" ..." if total > STALE_SHOWN_MAX else "")
     return StaleDeliveryError(
         f"{total} of the deliveries named are no longer current (the lease ended and the"
         f" message went out again, was dead-lettered or the group moved); they changed"

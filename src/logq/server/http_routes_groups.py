@@ -108,15 +108,15 @@ async def receive(state: ApiState, request: Request) -> Response:
 
 
 async def _settled(name: str, settlement: Awaitable[int]) -> Response:
-    """`{name: count, "stale": [receipts]}`; a STALE error when every delivery
-    named was stale or the rest needed nothing (nothing changed)."""
+    """`{name: count}`, with `"stale": [receipts]` when some receipts were
+    stale; a STALE error when nothing changed (docs/protocol.md)."""
     try:
         count = await settlement
     except StaleDeliveryError as error:
         if not error.count:
             raise
         return json_response({name: error.count, "stale": error.stale})
-    return json_response({name: count, "stale": []})
+    return json_response({name: count})
 
 
 async def ack(state: ApiState, request: Request) -> Response:
@@ -196,7 +196,7 @@ def _count(name: str) -> dict[str, Any]:
         "items": {"type": "string"},
         "description": "receipts named that were stale (they changed nothing)",
     }
-    return object_schema({name: {"type": "integer"}, "stale": stale}, (name, "stale"))
+    return object_schema({name: {"type": "integer"}, "stale": stale}, (name,))
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
