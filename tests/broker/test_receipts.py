@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from logq.broker import Broker, BrokerConfig, FakeClock, Message, OutgoingMessage
 from logq.broker.receipts import parse_receipt
 from logq.errors import BadArgumentError, StaleDeliveryError
+from logq.state.events import Leased, decode_events
+from logq.state.journal import Snapshot, restore_partition
 from tests.broker.fake import run
 
 LEASE_MS = 10_000
@@ -175,3 +178,13 @@ def test_receipts_are_validated() -> None:
     for bad in ("jobs:0:5@", "jobs:0:5@x", "jobs:0:5@0", "jobs:0:5@" + "9" * 20, "@1"):
         with pytest.raises(BadArgumentError):
             parse_receipt(bad)
+
+
+def test_journals_and_snapshots_written_before_tokens_still_read() -> None:
+    (leased,) = decode_events(msgspec.msgpack.encode([["L", "g", 0, [[0, 2]], "a", 9, 1, 3]]))
+    assert isinstance(leased, Leased) and leased.token == 0
+    old = b'{"version":1,"generation":0,"groups":{"g":{"0":[0,2,[],[[0,2,"a",9,1]],[]]}}}'
+    state = restore_partition(msgspec.json.decode(old, type=Snapshot).groups["g"][0])
+    assert [(lease.start, lease.end, lease.token) for lease in state.leases] == [(0, 2, 0)]
+    assert state.stale_parts([(0, 2)], 17) == [(0, 2)]  # a receipt never names it
+    assert state.next_token(5) == 5000
