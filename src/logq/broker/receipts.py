@@ -64,18 +64,26 @@ def current_parts(
 ) -> tuple[dict[int, list[Range]], Stale]:
     """The named ranges per partition less the stale ones (those whose lease
     token is not their offsets' current delivery), and the stale ones."""
-    current: dict[int, RangeSet] = {}
+    current: dict[int, list[Range]] = {}
     stale: Stale = []
-    for (partition, token), ranges in named.items():
-        wanted = RangeSet(ranges)
-        if token:
-            for start, end in deliveries[partition].stale_parts(ranges, token):
-                stale.append((partition, start, end, token))
+    merge: set[int] = set()  # partitions named under several tokens
+    for (partition, token), named_ranges in named.items():
+        ranges = named_ranges
+        found = deliveries[partition].stale_parts(ranges, token) if token else []
+        if found:
+            stale += [(partition, start, end, token) for start, end in found]
+            wanted = RangeSet(ranges)
+            for start, end in found:
                 wanted.remove(start, end)
-        kept = current.setdefault(partition, RangeSet())
-        for start, end in wanted:
-            kept.add(start, end)
-    return {partition: list(kept) for partition, kept in current.items() if kept}, stale
+            ranges = list(wanted)
+        if partition in current:
+            merge.add(partition)
+            current[partition] = current[partition] + ranges
+        else:
+            current[partition] = ranges
+    for partition in merge:  # one offset named twice counts once
+        current[partition] = list(RangeSet(current[partition]))
+    return {partition: ranges for partition, ranges in current.items() if ranges}, stale
 
 
 def stale_error(topic_name: str, stale: Stale, count: int) -> StaleDeliveryError:

@@ -126,15 +126,22 @@ class PartitionDelivery:
         """Unsettled parts of `ranges` whose current delivery is not the one
         named by `token`: leased under another token, or handed back after
         another delivery (a redriven or seeked-over offset has none)."""
+        if not ranges:
+            return []
+        lowest, highest = min(start for start, _ in ranges), max(end for _, end in ranges)
         stale: list[Range] = []
-        spans: list[Lease | Pending] = [*self.leases, *self.pending]
-        for item in spans:
-            if item.token == token:
-                continue
-            for start, end in ranges:
-                low, high = max(start, item.start), min(end, item.end)
-                if low < high:
-                    stale.extend(self.unsettled_ranges(low, high))
+        spans: list[Lease] | list[Pending]
+        for spans in (self.leases, self.pending):  # each sorted and disjoint: by end too
+            index = bisect.bisect_right(spans, lowest, key=lambda item: item.end)
+            for item in spans[index:]:
+                if item.start >= highest:
+                    break
+                if item.token == token:
+                    continue
+                for start, end in ranges:
+                    low, high = max(start, item.start), min(end, item.end)
+                    if low < high:
+                        stale.extend(self.unsettled_ranges(low, high))
         return sorted(stale)
 
     def next_due_ms(self) -> int | None:
