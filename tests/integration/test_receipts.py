@@ -6,6 +6,7 @@ redis-cli, keep settling the current delivery."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from logq.client import Client
+from logq.client import AsyncClient, Client
 from logq.errors import StaleDeliveryError
 from tests.harness import Running, server_thread
 
@@ -129,3 +130,27 @@ def test_rest_receipts(server: Running) -> None:
         http.post("/v1/topics/rcpt-rest/messages", json={"value": "third"}).raise_for_status()
         (third,) = receive("b")
         assert http.post(f"{base}/ack", json={"ids": [third["id"]]}).json() == {"acked": 1}
+
+
+def test_a_batch_of_acks_with_one_stale_records_the_rest_and_says_which(server: Running) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(server.native) as client:
+            await client.create_topic("rcpt-batch", partitions=1)
+            await client.put_group("rcpt-batch", "g", mode="shared")
+            await client.publish("rcpt-batch", b"job")
+            (late,) = await client.receive(
+                "rcpt-batch", "g", consumer="a", visibility_timeout=SHORT
+            )
+            (current,) = await client.receive("rcpt-batch", "g", consumer="b", wait="10s")
+            await client.publish("rcpt-batch", b"next")
+            (fresh,) = await client.receive("rcpt-batch", "g", consumer="a")
+            both = [late.ack(), fresh.ack()]  # one turn of the loop: one ACKR, two tokens
+            assert both[0] is both[1]
+            with pytest.raises(StaleDeliveryError) as raised:
+                await both[0]
+            assert raised.value.stale == [late.receipt] and raised.value.count == 1
+            assert await current.ack() == 1
+            described = await client.describe_group("rcpt-batch", "g")
+            assert described["counts"]["acked"] == 2 and described["lag"] == 0
+
+    asyncio.run(scenario())
