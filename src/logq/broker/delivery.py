@@ -198,7 +198,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         """Fill the planned ranges with their batches, hold back or settle what
         is not for now, journal it all, count what goes out."""
         deliveries = [
-            Delivery(topic.name, event.partition, start, end, *_attempt(event))
+            Delivery(topic.name, event.partition, start, end, _attempt(event), b"", _lease(event))
             for event in events
             for start, end in event.ranges
         ]
@@ -852,11 +852,12 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             await self.run(lambda: self._journal.write_snapshot(snapshot))
 
 
-def _attempt(event: Leased | Settled) -> tuple[int, bytes, int]:
-    """The attempt, (no data yet) and lease token a planned event hands out."""
-    if isinstance(event, Leased):
-        return event.attempt, b"", event.token
-    return 1, b"", 0  # auto-ack: nothing to settle later
+def _attempt(event: Leased | Settled) -> int:
+    return event.attempt if isinstance(event, Leased) else 1
+
+
+def _lease(event: Leased | Settled) -> int:
+    return event.token if isinstance(event, Leased) else 0  # auto-ack: nothing to settle
 
 
 def _unsettled_delivered(state: PartitionDelivery, ranges: list[Range]) -> list[Range]:
