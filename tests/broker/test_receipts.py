@@ -61,6 +61,7 @@ def test_a_late_settlement_is_refused_and_leaves_the_new_delivery_alone() -> Non
             assert raised.value.code == "STALE" and not raised.value.retriable
             assert raised.value.stale == [stale.receipt] and raised.value.count == 0
         assert _holder(broker, current) == held  # untouched, lease and deadline alike
+        assert broker.group("jobs", "g").counters["stale"] == len(attempts)
         assert broker.topics.get(broker.dlq_name("jobs")) is None  # nothing dead-lettered
         assert await broker.extend("jobs", "g", [current.receipt], 60_000) == 1
         assert _holder(broker, current)[2] == clock.now_ms() + 60_000

@@ -117,6 +117,8 @@ def test_rest_receipts(server: Running) -> None:
             assert reply.status_code == 409, reply.text
             assert reply.json()["error"]["code"] == "STALE"
         assert http.get("/v1/topics/rcpt-rest/dlq").json() == {"messages": []}
+        metrics = http.get("/metrics").text
+        assert 'logq_stale_total{group="g",topic="rcpt-rest"} 4.0' in metrics
         extended = http.post(f"{base}/extend", json={"receipts": [current["receipt"]]})
         assert extended.json() == {"extended": 1}
         http.post("/v1/topics/rcpt-rest/messages", json={"value": "more"}).raise_for_status()

@@ -32,7 +32,7 @@ from logq.broker.messages import (
     message_from_record,
 )
 from logq.broker.metrics import Metrics
-from logq.broker.receipts import Named, current_parts, named_deliveries, stale_error
+from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
 from logq.broker.topic import Topic, scan_lanes
@@ -459,8 +459,13 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         group.counters["acked"] += settled
         await self._commit(events)
         if stale:
-            raise stale_error(group.topic, stale, settled)
+            raise self._stale(group, stale, settled)
         return settled
+
+    def _stale(self, group: Group, stale: Stale, count: int) -> StaleDeliveryError:
+        """Count the stale deliveries a settlement named; the error to raise."""
+        group.counters["stale"] += sum(end - start for _, start, end, _ in stale)
+        return stale_error(group.topic, stale, count)
 
     def _trace_settled(
         self, group: Group, topic: Topic, partition: int, ranges: list[Range], now_ms: int
@@ -541,7 +546,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             )
         topic.changed.set()
         if stale:
-            raise stale_error(topic_name, stale, count)
+            raise self._stale(group, stale, count)
         return count
 
     async def reject(
@@ -579,7 +584,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 count += end - start
         group.counters["rejected"] += count
         if stale:
-            raise stale_error(topic_name, stale, count)
+            raise self._stale(group, stale, count)
         return count
 
     async def extend(
@@ -612,7 +617,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 count += sum(end - start for start, end in leased)
         await self._commit(events)
         if stale:
-            raise stale_error(topic_name, stale, count)
+            raise self._stale(group, stale, count)
         return count
 
     async def seek(self, topic_name: str, group_name: str, target: object) -> dict[int, int]:
