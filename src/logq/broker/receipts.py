@@ -32,12 +32,12 @@ Stale = list[tuple[int, int, int, int]]  # (partition, start, end, lease token)
 def parse_receipt(text: object) -> tuple[MessageId, int]:
     """A message id, or a receipt `<id>@<lease>`: the id and the token (0 for none)."""
     if isinstance(text, str) and "@" in text:
-        text, _, tail = text.rpartition("@")
+        message_id, _, tail = text.rpartition("@")
         if not tail.isdecimal() or len(tail) > LEASE_DIGITS_MAX or int(tail) == 0:
             raise BadArgumentError(
-                f"malformed receipt {text}@{tail[:40]!r}, expected '<topic>:<partition>:<offset>@<lease>'"
+                f"malformed receipt {text[:80]!r}, expected '<topic>:<partition>:<offset>@<lease>'"
             )
-        return MessageId.parse(text), int(tail)
+        return MessageId.parse(message_id), int(tail)
     return MessageId.parse(text), 0
 
 
