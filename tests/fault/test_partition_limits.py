@@ -36,7 +36,9 @@ def test_a_create_that_runs_out_of_descriptors_leaves_nothing(tmp_path: Path) ->
             listed = [t["name"] for t in http.get("/v1/topics").json()["topics"]]
             assert sorted(listed) == sorted(created)
             # the half-made topic's descriptors were given back: a smaller topic fits
-            assert http.post("/v1/topics", json={"name": "small", "partitions": 1}).status_code == 201
+            assert (
+                http.post("/v1/topics", json={"name": "small", "partitions": 1}).status_code == 201
+            )
             with logq.Client(running.native) as client:
                 client.publish("small", b"still serving")
     finally:

@@ -28,18 +28,18 @@ from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
 from logq.broker.messages import (
     Message,
-    MessageId,
     OutgoingMessage,
     message_from_record,
 )
 from logq.broker.metrics import Metrics
+from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
 from logq.broker.topic import Topic, scan_lanes
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, LogqError, OutOfRangeError
+from logq.errors import BadArgumentError, LogqError, OutOfRangeError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch
 from logq.log.batch import iter_headers
@@ -52,7 +52,6 @@ T = TypeVar("T")
 DLQ_CONSUMER = "logq.dead-letter"
 DLQ_HOLD_MS = 60_000  # offsets being dead-lettered stay leased to nobody this long
 READ_CHUNK_BYTES = 1 << 20
-IDS_PER_CALL_MAX = 100_000
 REASON_LENGTH_MAX = 1000
 HEADER_ORIGIN_ID = "logq-origin-id"
 HEADER_GROUP = "logq-group"
@@ -63,9 +62,10 @@ HEADER_DEAD_AT = "logq-dead-lettered-at"
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Offsets [start, end) of one partition, handed out as `attempt`, with the
-    stored batches that hold them (`data` may start before `start` and end
-    after `end`: the consumer keeps only the offsets in range)."""
+    """Offsets [start, end) of one partition, handed out as `attempt` under
+    lease token `lease`, with the stored batches that hold them (`data` may
+    start before `start` and end after `end`: the consumer keeps only the
+    offsets in range)."""
 
     topic: str
     partition: int
@@ -73,6 +73,7 @@ class Delivery:
     end: int
     attempt: int
     data: bytes
+    lease: int = 0
 
 
 class DeliveryMixin(CoordinationMixin, TracingMixin):
@@ -197,7 +198,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         """Fill the planned ranges with their batches, hold back or settle what
         is not for now, journal it all, count what goes out."""
         deliveries = [
-            Delivery(topic.name, event.partition, start, end, _attempt(event), b"")
+            Delivery(topic.name, event.partition, start, end, _attempt(event), b"", _lease(event))
             for event in events
             for start, end in event.ranges
         ]
@@ -287,7 +288,15 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             dropped = set(gone).union(*later.values())
             live = [o for o in range(start, end) if o not in dropped]
             kept += [
-                Delivery(delivery.topic, delivery.partition, low, high, delivery.attempt, data)
+                Delivery(
+                    delivery.topic,
+                    delivery.partition,
+                    low,
+                    high,
+                    delivery.attempt,
+                    data,
+                    delivery.lease,
+                )
                 for low, high in ranges_of(live)
             ]
         return kept, expired, held
@@ -347,8 +356,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 if group.settings.auto_ack:
                     event = Settled(group.key, index, ranges)
                 else:
+                    token = state.next_token(now_ms)
+                    deadline = now_ms + lease_ms
                     event = Leased(
-                        group.key, index, ranges, consumer, now_ms + lease_ms, attempt, now_ms
+                        group.key, index, ranges, consumer, deadline, attempt, now_ms, token
                     )
                 state.apply(event)
                 events.append(event)
@@ -370,7 +381,13 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             offset = result.next_offset
         data = b"".join(chunks)
         return Delivery(
-            delivery.topic, delivery.partition, delivery.start, delivery.end, delivery.attempt, data
+            delivery.topic,
+            delivery.partition,
+            delivery.start,
+            delivery.end,
+            delivery.attempt,
+            data,
+            delivery.lease,
         )
 
     async def receive(
@@ -398,47 +415,34 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
     # -- settling ---------------------------------------------------------------------
 
-    def _offsets_by_partition(
-        self, topic_name: str, group: Group, ids: Iterable[str]
-    ) -> dict[int, list[Range]]:
-        id_list = list(ids)
-        if not id_list:
-            raise BadArgumentError("give at least one message id")
-        if len(id_list) > IDS_PER_CALL_MAX:
-            raise BadArgumentError(
-                f"{len(id_list)} ids in one call, the limit is {IDS_PER_CALL_MAX}"
-            )
-        offsets: defaultdict[int, list[int]] = defaultdict(list)
-        for text in id_list:
-            parsed = MessageId.parse(text)
-            if parsed.topic != topic_name:
-                raise BadArgumentError(f"message {text!r} is not from topic {topic_name!r}")
-            if not 0 <= parsed.partition < len(group.deliveries):
-                raise BadArgumentError(f"message {text!r} names a partition that does not exist")
-            offsets[parsed.partition].append(parsed.offset)
-        return {partition: ranges_of(values) for partition, values in offsets.items()}
+    def _named(self, topic_name: str, group: Group, ids: Iterable[str]) -> Named:
+        return named_deliveries(topic_name, len(group.deliveries), ids)
 
     async def ack(self, topic_name: str, group_name: str, ids: Iterable[str]) -> int:
-        """Settle delivered messages; returns how many were newly settled."""
+        """Settle delivered messages (ids, or receipts `<id>@<lease>`); returns
+        how many were newly settled. Raises StaleDeliveryError after settling
+        the rest when a receipt named a delivery that is no longer current."""
         self._check_open()
         group = self.group(topic_name, group_name)
-        return await self._settle(group, self._offsets_by_partition(topic_name, group, ids))
+        return await self._settle(group, self._named(topic_name, group, ids))
 
-    async def ack_ranges(
-        self, topic_name: str, group_name: str, ranges: dict[int, list[Range]]
-    ) -> int:
-        """Settle offset ranges [start, end) per partition (the fast path)."""
+    async def ack_ranges(self, topic_name: str, group_name: str, ranges: Named) -> int:
+        """Settle offset ranges [start, end) per (partition, lease token; 0
+        for none), the fast path; stale ones as `ack`."""
         self._check_open()
         group = self.group(topic_name, group_name)
-        for partition, parts in ranges.items():
+        for (partition, token), parts in ranges.items():
             if not 0 <= partition < len(group.deliveries):
                 raise BadArgumentError(f"partition {partition} does not exist")
+            if token < 0:
+                raise BadArgumentError(f"bad lease token {token}")
             for start, end in parts:
                 if not 0 <= start <= end:
                     raise BadArgumentError(f"bad range [{start}, {end})")
         return await self._settle(group, ranges)
 
-    async def _settle(self, group: Group, by_partition: dict[int, list[Range]]) -> int:
+    async def _settle(self, group: Group, named: Named) -> int:
+        by_partition, stale = current_parts(group.deliveries, named)
         events: list[Event] = []
         settled = 0
         topic = self.topics[group.topic]
@@ -454,7 +458,14 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 settled += sum(end - start for start, end in todo)
         group.counters["acked"] += settled
         await self._commit(events)
+        if stale:
+            raise self._stale(group, stale, settled)
         return settled
+
+    def _stale(self, group: Group, stale: Stale, count: int) -> StaleDeliveryError:
+        """Count the stale deliveries a settlement named; the error to raise."""
+        group.counters["stale"] += sum(end - start for _, start, end, _ in stale)
+        return stale_error(group.topic, stale, count)
 
     def _trace_settled(
         self, group: Group, topic: Topic, partition: int, ranges: list[Range], now_ms: int
@@ -488,7 +499,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         if delay_ms is not None:
             delay_ms = parse_duration_ms(delay_ms, name="delay")
         group = self.group(topic_name, group_name)
-        released = await self._release(topic_name, group, ids, delay_ms, "nacked")
+        try:
+            released = await self._release(topic_name, group, ids, delay_ms, "nacked")
+        except StaleDeliveryError as error:
+            group.counters["nacked"] += error.count
+            raise
         group.counters["nacked"] += released
         return released
 
@@ -500,7 +515,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         events: list[Event] = []
         dead: list[tuple[int, list[Range], int]] = []
         count = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        current, stale = current_parts(group.deliveries, self._named(topic_name, group, ids))
+        for partition, ranges in current.items():
             state = group.deliveries[partition]
             for (start, end), attempt in _leased_parts(state, ranges):
                 count += end - start
@@ -529,6 +545,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 group, topic, partition, ranges, attempt, f"max_deliveries ({reason})"
             )
         topic.changed.set()
+        if stale:
+            raise self._stale(group, stale, count)
         return count
 
     async def reject(
@@ -543,7 +561,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         group = self.group(topic_name, group_name)
         topic = self.topic(topic_name)
         count = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        current, stale = current_parts(group.deliveries, self._named(topic_name, group, ids))
+        for partition, ranges in current.items():
             state = group.deliveries[partition]
             todo = _unsettled_delivered(state, ranges)
             for start, end in todo:
@@ -564,6 +583,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 await self._dead_letter(group, topic, partition, [(start, end)], attempt, reason)
                 count += end - start
         group.counters["rejected"] += count
+        if stale:
+            raise self._stale(group, stale, count)
         return count
 
     async def extend(
@@ -585,7 +606,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         deadline = self.clock.now_ms() + lease_ms
         events: list[Event] = []
         count = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        current, stale = current_parts(group.deliveries, self._named(topic_name, group, ids))
+        for partition, ranges in current.items():
             state = group.deliveries[partition]
             leased = [part for part, _ in _leased_parts(state, ranges)]
             if leased:
@@ -594,6 +616,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 events.append(event)
                 count += sum(end - start for start, end in leased)
         await self._commit(events)
+        if stale:
+            raise self._stale(group, stale, count)
         return count
 
     async def seek(self, topic_name: str, group_name: str, target: object) -> dict[int, int]:
@@ -837,6 +861,10 @@ def _attempt(event: Leased | Settled) -> int:
     return event.attempt if isinstance(event, Leased) else 1
 
 
+def _lease(event: Leased | Settled) -> int:
+    return event.token if isinstance(event, Leased) else 0  # auto-ack: nothing to settle
+
+
 def _unsettled_delivered(state: PartitionDelivery, ranges: list[Range]) -> list[Range]:
     """Parts of `ranges` that were handed out and are not settled."""
     todo: list[Range] = []
@@ -873,6 +901,7 @@ def decode_delivery(delivery: Delivery, lanes: Lanes = DEFAULT_LANES) -> list[Me
                         header.lane,
                         delivery.attempt,
                         lanes,
+                        delivery.lease,
                     )
                 )
     return messages

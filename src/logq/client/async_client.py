@@ -46,7 +46,7 @@ from logq.client.records import (
     as_map,
     message_from_reply,
 )
-from logq.client.settle import Settler, unconfirmed_error
+from logq.client.settle import Settler, settled_count, unconfirmed_error
 from logq.errors import BadArgumentError, UnconfirmedError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.partitioning import partition_for_key
@@ -537,9 +537,10 @@ class AsyncClient:
         reply = await self.call("FETCH", topic, group, consumer or self.consumer_name, *options)
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
-        for partition, start, end, attempt, data in reply:
+        for partition, start, end, attempt, data, *rest in reply:
+            lease = rest[0] if rest else 0  # servers before lease tokens send none
             found += received(
-                topic, partition, start, end, attempt, data, group, settler, self.lane_names
+                topic, partition, start, end, attempt, data, group, settler, self.lane_names, lease
             )
         return found
 
@@ -574,17 +575,19 @@ class AsyncClient:
         return handed
 
     async def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
-        return int(await self.call("ACK", topic, group, *ids))
+        return settled_count(await self.call("ACK", topic, group, *ids))
 
     async def nack(
         self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
     ) -> int:
-        return int(await self.call("NACK", topic, group, *_options({"DELAY": delay}), *ids))
+        return settled_count(
+            await self.call("NACK", topic, group, *_options({"DELAY": delay}), *ids)
+        )
 
     async def reject(
         self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
     ) -> int:
-        return int(await self.call("REJECT", topic, group, "REASON", reason, *ids))
+        return settled_count(await self.call("REJECT", topic, group, "REASON", reason, *ids))
 
     async def extend(
         self,
@@ -595,7 +598,7 @@ class AsyncClient:
         visibility_timeout: Duration | None = None,
     ) -> int:
         options = _options({"VISIBILITY_TIMEOUT": visibility_timeout})
-        return int(await self.call("EXTEND", topic, group, *options, *ids))
+        return settled_count(await self.call("EXTEND", topic, group, *options, *ids))
 
     async def seek(
         self, topic: str, group: str, to: str | Mapping[str, int | str]

@@ -165,7 +165,7 @@ class AsyncConsumer:
                     await asyncio.wait_for(self._connection.call("STOP"), 2)
                 self._connection.close()
             # Leased but never handed out: give them back now rather than at lease expiry.
-            unused = [message.id for message in self._buffer]
+            unused = [message.receipt for message in self._buffer]
             self._buffer.clear()
             if unused:
                 with contextlib.suppress(Exception):
@@ -245,8 +245,9 @@ class AsyncConsumer:
         kind = frame[0]
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "delivery":
-            _, _topic, partition, start, end, attempt, data = frame
-            assert isinstance(data, bytes)
+            _, _topic, partition, start, end, attempt, data, *rest = frame
+            lease = rest[0] if rest else 0  # servers before lease tokens send none
+            assert isinstance(data, bytes) and isinstance(lease, int)
             assert isinstance(partition, int) and isinstance(start, int)
             assert isinstance(end, int) and isinstance(attempt, int)
             self._buffer.extend(
@@ -260,6 +261,7 @@ class AsyncConsumer:
                     self.group,
                     self.settler,
                     self.client.lane_names,
+                    lease,
                 )
             )
         elif kind == "error":

@@ -56,6 +56,7 @@ class AsyncMessage(MessageData):
         attempt: int,
         group: str,
         settler: SettlesMessages | None,
+        lease: int = 0,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -64,6 +65,7 @@ class AsyncMessage(MessageData):
         self._index = index
         self.priority = priority
         self.attempt = attempt
+        self.lease = lease
         self.group = group
         self._settler = settler
         self._headers = None  # type: ignore[assignment]  # decoded on first use
@@ -132,6 +134,7 @@ class Message(MessageData):
             inner.priority,
             inner.timestamp_ms,
             inner.attempt,
+            inner.lease,
         )
         self.group = inner.group
         self._inner = inner
@@ -178,15 +181,17 @@ def received(
     group: str,
     settler: SettlesMessages | None,
     lanes: Lanes,
+    lease: int = 0,
 ) -> list[AsyncMessage]:
-    """The messages of a delivery [start, end) of fetched batches, for `group`."""
+    """The messages of a delivery [start, end) of fetched batches, for `group`,
+    handed out under lease token `lease`."""
     messages: list[AsyncMessage] = []
     for batch, first, last in batches_in(data, start, end):
         base = batch.header.base_offset
         lane = lanes.name_of(batch.header.lane)
         messages += [
             AsyncMessage(
-                topic, partition, base + index, batch, index, lane, attempt, group, settler
+                topic, partition, base + index, batch, index, lane, attempt, group, settler, lease
             )
             for index in range(first, last)
         ]

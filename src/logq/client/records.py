@@ -23,7 +23,8 @@ class PublishResult:
 
 
 class MessageData:
-    """A stored message; `attempt` is 0 when it was read without a group.
+    """A stored message; `attempt` is 0 when it was read without a group, and
+    so is `lease`, the token naming the delivery that settlements carry.
 
     A plain class with slots and positional construction: consumers build
     one per message, so this is on the client's hot path. `key`, `value`,
@@ -36,6 +37,7 @@ class MessageData:
         "_timestamp_ms",
         "_value",
         "attempt",
+        "lease",
         "offset",
         "partition",
         "priority",
@@ -53,6 +55,7 @@ class MessageData:
         priority: str = "normal",
         timestamp_ms: int = 0,
         attempt: int = 0,
+        lease: int = 0,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -63,6 +66,7 @@ class MessageData:
         self.priority = priority
         self._timestamp_ms = timestamp_ms
         self.attempt = attempt
+        self.lease = lease
 
     @property
     def key(self) -> bytes | None:
@@ -84,6 +88,11 @@ class MessageData:
     def id(self) -> str:
         """`<topic>:<partition>:<offset>`: resolves without knowing the topic."""
         return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def receipt(self) -> str:
+        """`<id>@<lease>`: settles this delivery only (the id when there is no lease)."""
+        return f"{self.id}@{self.lease}" if self.lease else self.id
 
     @property
     def timestamp(self) -> datetime:
@@ -110,6 +119,7 @@ def message_from_reply(reply: object) -> MessageData:
         priority=_text(fields.get("priority") or b"normal"),
         timestamp_ms=int(fields.get("timestamp") or 0),  # type: ignore[call-overload]
         attempt=int(fields.get("attempt") or 0),  # type: ignore[call-overload]
+        lease=int(fields.get("lease") or 0),  # type: ignore[call-overload]
     )
 
 

@@ -13,6 +13,11 @@ settler starts runs in a task the settler keeps until the broker answers:
 settlement the broker refused or never answered, whether or not its future
 was awaited. `abandon()` cancels what is still out when the time is up and
 names it, so no task is left behind and nothing is dropped unsaid.
+
+Each settlement names the delivery it settles by the message's lease token
+(ACKR groups its ranges by token; the others send receipts `<id>@<lease>`),
+so a message whose lease ended and went to another consumer is not touched:
+the broker answers STALE and the settlement raises StaleDeliveryError.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from logq.client.records import MessageData
-from logq.errors import UnconfirmedError
+from logq.client.records import MessageData, as_text
+from logq.errors import StaleDeliveryError, UnconfirmedError
 
 if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
@@ -55,16 +60,38 @@ def unconfirmed_error(what: str, unconfirmed: list[str]) -> UnconfirmedError:
     return UnconfirmedError(text, unconfirmed)
 
 
+def settled_count(reply: Any) -> int:
+    """A settlement's count; StaleDeliveryError for the reply that names stale
+    receipts next to the count of what the rest did (a map; docs/protocol.md)."""
+    if isinstance(reply, int):
+        return reply
+    fields = as_text(reply)
+    if isinstance(fields, list):  # RESP2: a flat array of names and values
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    stale = [str(receipt) for receipt in fields["stale"]]
+    count = int(fields["count"])
+    raise StaleDeliveryError(
+        f"{len(stale)} deliveries named are no longer current (the others, {count},"
+        f" were settled): {' '.join(stale[:10])}",
+        stale,
+        count,
+    )
+
+
+# (partition, lease token) -> offsets acked in that delivery
+Acks = dict[tuple[int, int], list[int]]
+
+
 class Settler:
     def __init__(self, client: AsyncClient, topic: str, group: str) -> None:
         self.client = client
         self.topic = topic
         self.group = group
-        self._acks: dict[int, list[int]] = {}  # made, not yet sent
+        self._acks: Acks = {}  # made, not yet sent
         self._futures: list[asyncio.Future[Any]] = []
         self._scheduled = False
         self._sender: asyncio.Task[None] | None = None  # the one ACKR loop, while it runs
-        self._acks_out: dict[int, list[int]] = {}  # the acks of the ACKR that is out
+        self._acks_out: Acks = {}  # the acks of the ACKR that is out
         self._requests: dict[asyncio.Task[Any], str] = {}  # nack/reject/extend out
         self._failures: list[str] = []  # refused or unanswered, until a flush reports them
         self._failures_uncounted = 0  # past FAILURES_KEPT_MAX
@@ -72,9 +99,10 @@ class Settler:
     def ack(self, message: MessageData) -> asyncio.Future[Any]:
         """Queue the ack; the future (shared by every ack of this loop turn)
         settles when the broker has recorded them."""
-        offsets = self._acks.get(message.partition)
+        key = (message.partition, message.lease)
+        offsets = self._acks.get(key)
         if offsets is None:
-            offsets = self._acks[message.partition] = []
+            offsets = self._acks[key] = []
         offsets.append(message.offset)
         if self._scheduled:  # the common case, kept to one check per message
             return self._futures[-1]
@@ -85,9 +113,10 @@ class Settler:
         same as `ack()` on each, at a fraction of the cost per message."""
         acks = self._acks
         for message in messages:
-            offsets = acks.get(message.partition)
+            key = (message.partition, message.lease)
+            offsets = acks.get(key)
             if offsets is None:
-                offsets = acks[message.partition] = []
+                offsets = acks[key] = []
             offsets.append(message.offset)
         return self._schedule()
 
@@ -122,12 +151,8 @@ class Settler:
                 self._acks, self._futures = {}, []
                 self._scheduled = False  # the next ack needs a future of its own
                 self._acks_out = acks
-                args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
-                for partition, offsets in acks.items():
-                    for start, end in offset_ranges(offsets):
-                        args += [partition, start, end]
                 try:
-                    settled = await self.client.call(*args)
+                    settled = settled_count(await self.client.call(*self._ackr(acks)))
                 except Exception as error:
                     self._note_failure(f"{self._describe_acks(acks)} ({error})")
                     _fail(futures, error)
@@ -145,10 +170,22 @@ class Settler:
             self._sender = None
             self._check_idle()
 
-    def _describe_acks(self, acks: dict[int, list[int]]) -> str:
+    def _ackr(self, acks: Acks) -> list[bytes | str | int]:
+        """ACKR with the ranges grouped by lease token (`LEASE t` before each group)."""
+        args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
+        lease = 0
+        for (partition, token), offsets in sorted(acks.items(), key=lambda item: item[0][1]):
+            if token != lease:
+                args += ["LEASE", token]
+                lease = token
+            for start, end in offset_ranges(offsets):
+                args += [partition, start, end]
+        return args
+
+    def _describe_acks(self, acks: Acks) -> str:
         ranges = ", ".join(
             f"{partition}:{start}" + (f"-{end - 1}" if end - start > 1 else "")
-            for partition, offsets in sorted(acks.items())
+            for (partition, _), offsets in sorted(acks.items())
             for start, end in offset_ranges(offsets)
         )
         return f"ack of {self.topic}/{self.group} partition:offsets {ranges}"
@@ -244,11 +281,11 @@ class Settler:
         args: list[bytes | str | int] = ["NACK", self.topic, self.group]
         if delay is not None:
             args += ["DELAY", delay]
-        return self._request(f"nack of {message.id}", [*args, message.id])
+        return self._request(f"nack of {message.id}", [*args, message.receipt])
 
     def reject(self, message: MessageData, reason: str) -> asyncio.Task[Any]:
         args: list[bytes | str | int] = ["REJECT", self.topic, self.group, "REASON", reason]
-        return self._request(f"reject of {message.id}", [*args, message.id])
+        return self._request(f"reject of {message.id}", [*args, message.receipt])
 
     def extend(
         self, message: MessageData, visibility_timeout: str | int | None
@@ -256,7 +293,7 @@ class Settler:
         args: list[bytes | str | int] = ["EXTEND", self.topic, self.group]
         if visibility_timeout is not None:
             args += ["VISIBILITY_TIMEOUT", visibility_timeout]
-        return self._request(f"extend of {message.id}", [*args, message.id])
+        return self._request(f"extend of {message.id}", [*args, message.receipt])
 
 
 def _fail(futures: list[asyncio.Future[Any]], error: BaseException) -> None:

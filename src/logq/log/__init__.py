@@ -6,6 +6,7 @@ runs its blocking parts off the event loop.
 
 from logq.log.batch import Record, decode_batch, encode_batch, read_header, validate_batch
 from logq.log.config import FsyncPolicy, LogConfig
+from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
 from logq.log.errors import (
     BatchTooLargeError,
     CorruptBatchError,
@@ -15,7 +16,6 @@ from logq.log.errors import (
     LogError,
     OffsetOutOfRangeError,
 )
-from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
 from logq.log.file_log import FileLog
 from logq.log.memory_log import MemoryLog
 from logq.log.storage import (

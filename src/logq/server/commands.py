@@ -18,7 +18,13 @@ from logq.broker import Broker, Message
 from logq.broker.delivery import Delivery
 from logq.broker.messages import OutgoingMessage
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, LogqError, TooBigError, UnknownCommandError
+from logq.errors import (
+    BadArgumentError,
+    LogqError,
+    StaleDeliveryError,
+    TooBigError,
+    UnknownCommandError,
+)
 from logq.protocol import Push, SimpleString
 from logq.server.auth import Principal
 from logq.server.security import Security
@@ -135,11 +141,19 @@ def message_reply(message: Message) -> dict[str, Reply]:
         "priority": message.priority,
         "timestamp": message.timestamp_ms,
         "attempt": message.attempt,
+        "lease": message.lease,
     }
 
 
 def delivery_reply(delivery: Delivery) -> list[Reply]:
-    return [delivery.partition, delivery.start, delivery.end, delivery.attempt, delivery.data]
+    return [
+        delivery.partition,
+        delivery.start,
+        delivery.end,
+        delivery.attempt,
+        delivery.data,
+        delivery.lease,
+    ]
 
 
 async def gather_all(work: list[Awaitable[None]]) -> None:
@@ -565,24 +579,49 @@ def _ids(args: list[bytes]) -> list[str]:
     return [text(value, "message id") for value in args]
 
 
+async def _settled(settlement: Awaitable[int]) -> Reply:
+    """A settlement's count; when some deliveries it named were stale but it
+    did something to the rest, a map of the count and the stale receipts (an
+    error only when it changed nothing)."""
+    try:
+        return await settlement
+    except StaleDeliveryError as error:
+        if not error.count:
+            raise
+        return {"count": error.count, "stale": list(error.stale)}
+
+
 @command("ACK")
 async def _ack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     need(args, 3, "ACK topic group id [id ...]")
-    return await broker.ack(text(args[0], "topic"), text(args[1], "group"), _ids(args[2:]))
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.ack(topic, group, _ids(args[2:])))
 
 
 @command("ACKR")
 async def _ackr(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "ACKR topic group partition start end [partition start end ...]"
+    usage = (
+        "ACKR topic group [LEASE token] partition start end [[LEASE token] partition start end ...]"
+    )
     need(args, 5, usage)
-    if (len(args) - 2) % 3:
-        raise BadArgumentError(f"ranges come as partition start end: usage {usage}")
-    ranges: dict[int, list[tuple[int, int]]] = {}
-    for index in range(2, len(args), 3):
+    ranges: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    token = 0
+    index = 2
+    while index < len(args):
+        if args[index].upper() == b"LEASE" and index + 1 < len(args):
+            token = integer(args[index + 1], "LEASE")
+            index += 2
+            continue
+        if index + 3 > len(args):
+            raise BadArgumentError(f"ranges come as partition start end: usage {usage}")
         partition = integer(args[index], "partition")
         start, end = integer(args[index + 1], "start"), integer(args[index + 2], "end")
-        ranges.setdefault(partition, []).append((start, end))
-    return await broker.ack_ranges(text(args[0], "topic"), text(args[1], "group"), ranges)
+        ranges.setdefault((partition, token), []).append((start, end))
+        index += 3
+    if not ranges:
+        raise BadArgumentError(f"no ranges: usage {usage}")
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.ack_ranges(topic, group, ranges))
 
 
 @command("NACK")
@@ -593,7 +632,8 @@ async def _nack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     delay = (
         parse_duration_ms(text(found["DELAY"], "DELAY"), name="DELAY") if "DELAY" in found else None
     )
-    return await broker.nack(text(args[0], "topic"), text(args[1], "group"), _ids(ids), delay)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.nack(topic, group, _ids(ids), delay))
 
 
 @command("REJECT")
@@ -602,7 +642,8 @@ async def _reject(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     need(args, 3, usage)
     found, ids = options(args[2:], {"REASON": True}, usage)
     reason = text(found["REASON"], "REASON") if "REASON" in found else "rejected"
-    return await broker.reject(text(args[0], "topic"), text(args[1], "group"), _ids(ids), reason)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.reject(topic, group, _ids(ids), reason))
 
 
 @command("EXTEND")
@@ -617,7 +658,8 @@ async def _extend(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         if "VISIBILITY_TIMEOUT" in found
         else None
     )
-    return await broker.extend(text(args[0], "topic"), text(args[1], "group"), _ids(ids), lease)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.extend(topic, group, _ids(ids), lease))
 
 
 @command("SEEK")

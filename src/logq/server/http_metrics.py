@@ -67,6 +67,7 @@ _GROUP_COUNTERS = {
     "redriven": "Dead letters handed back to the group",
     "backoff_waits": "Redeliveries that waited a retry backoff",
     "backoff_wait_ms": "Milliseconds of retry backoff waited, in all",
+    "stale": "Messages of settlements refused because the delivery named was no longer current",
 }
 
 

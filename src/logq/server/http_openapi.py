@@ -91,6 +91,14 @@ COMPONENTS: dict[str, Any] = {
             "priority": {"enum": ["high", "normal", "low"]},
             "timestamp": {"type": "integer", "description": "epoch milliseconds"},
             "attempt": {"type": "integer", "description": "delivery attempt; 0 when peeked"},
+            "lease": {
+                "type": "integer",
+                "description": "lease token naming this delivery (received messages only)",
+            },
+            "receipt": {
+                "type": "string",
+                "description": "`<id>@<lease>`: settles this delivery only (received messages only)",
+            },
         },
         ("id", "topic", "partition", "offset", "headers", "priority", "timestamp", "attempt"),
     ),

@@ -6,6 +6,13 @@ attempt), `pending` the ranges waiting for redelivery (attempts made, not
 before when), and `next_offset` is where never-delivered messages start.
 Memory follows in-flight work and gaps, not the number of messages.
 
+Each delivery is named by a lease token, unique within the partition's
+state for ever: settlements that carry one act only while the offsets'
+current delivery is the one named (`stale_parts`). A range handed back
+keeps the token of the delivery it came from, so the last holder's late
+ack still counts while nobody has received the message again. Attempt
+numbers cannot serve: a seek or a redrive starts them over.
+
 Mutations happen only through `apply(event)`, live and on replay alike.
 Planning a delivery reads the state and returns what to lease; the caller
 turns the plan into a `Leased` event and applies it before any await, so two
@@ -30,6 +37,7 @@ class Lease:
     deadline_ms: int
     attempt: int
     leased_ms: int = 0  # when it was handed out (0: unknown, restored from a snapshot)
+    token: int = 0  # the delivery's lease token (0: none, as before tokens)
 
 
 @dataclass(slots=True)
@@ -38,6 +46,7 @@ class Pending:
     end: int
     attempt: int  # deliveries already made
     not_before_ms: int
+    token: int = 0  # lease token of the delivery it came back from (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class PartitionDelivery:
     settled: RangeSet = field(default_factory=RangeSet)
     leases: list[Lease] = field(default_factory=list)  # sorted by start, disjoint
     pending: list[Pending] = field(default_factory=list)  # sorted by start, disjoint
+    last_token: int = 0  # the highest lease token handed out
 
     # -- queries --------------------------------------------------------------
 
@@ -105,6 +115,35 @@ class PartitionDelivery:
             planned.append(Planned(self.next_offset, end, 1))
         return planned
 
+    def next_token(self, now_ms: int) -> int:
+        """A lease token for a new delivery: above every token handed out,
+        and at least `now_ms` x 1000, so that after a crash that lost the
+        last (not yet fsynced) leases the tokens handed out again are still
+        new (tokens stay below 2^53: exact in JSON numbers too)."""
+        return max(self.last_token + 1, now_ms * 1000)
+
+    def stale_parts(self, ranges: Sequence[Range], token: int) -> list[Range]:
+        """Unsettled parts of `ranges` whose current delivery is not the one
+        named by `token`: leased under another token, or handed back after
+        another delivery (a redriven or seeked-over offset has none)."""
+        if not ranges:
+            return []
+        lowest, highest = min(start for start, _ in ranges), max(end for _, end in ranges)
+        stale: list[Range] = []
+        spans: list[Lease] | list[Pending]
+        for spans in (self.leases, self.pending):  # each sorted and disjoint: by end too
+            index = bisect.bisect_right(spans, lowest, key=lambda item: item.end)
+            for item in spans[index:]:
+                if item.start >= highest:
+                    break
+                if item.token == token:
+                    continue
+                for start, end in ranges:
+                    low, high = max(start, item.start), min(end, item.end)
+                    if low < high:
+                        stale.extend(self.unsettled_ranges(low, high))
+        return sorted(stale)
+
     def next_due_ms(self) -> int | None:
         """Earliest time a pending range becomes deliverable."""
         return min((item.not_before_ms for item in self.pending), default=None)
@@ -123,10 +162,19 @@ class PartitionDelivery:
                 self._remove_pending(start, end)
                 self._carve_leases(start, end)
                 self._insert_lease(
-                    Lease(start, end, event.consumer, event.deadline_ms, event.attempt, event.at_ms)
+                    Lease(
+                        start,
+                        end,
+                        event.consumer,
+                        event.deadline_ms,
+                        event.attempt,
+                        event.at_ms,
+                        event.token,
+                    )
                 )
                 if start <= self.next_offset:
                     self.next_offset = max(self.next_offset, end)
+            self.last_token = max(self.last_token, event.token)
             self._advance_next()
         elif isinstance(event, Settled):
             for start, end in event.ranges:
@@ -137,12 +185,13 @@ class PartitionDelivery:
             self._advance_next()
         elif isinstance(event, Released):
             for start, end in event.ranges:
-                self._carve_leases(start, end)
+                carved = self._carve_leases(start, end)
                 self._remove_pending(start, end)
                 for gap_start, gap_end in self.unsettled_ranges(start, end):
-                    self._insert_pending(
-                        Pending(gap_start, gap_end, event.attempt, event.not_before_ms)
-                    )
+                    for low, high, token in _tokens_over(carved, gap_start, gap_end):
+                        self._insert_pending(
+                            Pending(low, high, event.attempt, event.not_before_ms, token)
+                        )
         elif isinstance(event, Extended):
             for start, end in event.ranges:
                 for piece in self._carve_leases(start, end):
@@ -308,10 +357,28 @@ class PartitionDelivery:
                 kept.append(item)
                 continue
             if item.start < start:
-                kept.append(Pending(item.start, start, item.attempt, item.not_before_ms))
+                kept.append(replace(item, end=start))
             if item.end > end:
-                kept.append(Pending(end, item.end, item.attempt, item.not_before_ms))
+                kept.append(replace(item, start=end))
         self.pending = sorted(kept, key=lambda entry: entry.start)
+
+
+def _tokens_over(pieces: list[Lease], start: int, end: int) -> list[tuple[int, int, int]]:
+    """[start, end) split by the lease pieces (sorted) over it, each part
+    with the token of its piece (0 where none lies)."""
+    parts: list[tuple[int, int, int]] = []
+    at = start
+    for piece in pieces:
+        low, high = max(piece.start, at), min(piece.end, end)
+        if low >= high:
+            continue
+        if at < low:
+            parts.append((at, low, 0))
+        parts.append((low, high, piece.token))
+        at = high
+    if at < end:
+        parts.append((at, end, 0))
+    return parts
 
 
 def _subtract(gaps: list[Range], start: int, end: int) -> list[Range]:

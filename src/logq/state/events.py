@@ -14,7 +14,9 @@ Ranges = list[tuple[int, int]]
 
 
 class Leased(msgspec.Struct, tag="L", frozen=True, array_like=True):
-    """Offsets handed to a consumer until `deadline_ms`, as delivery `attempt`."""
+    """Offsets handed to a consumer until `deadline_ms`, as delivery `attempt`,
+    under lease token `token`: the name of this delivery, which settlements
+    carry so that a late one cannot touch a later delivery of the same offsets."""
 
     group: str
     partition: int
@@ -23,6 +25,7 @@ class Leased(msgspec.Struct, tag="L", frozen=True, array_like=True):
     deadline_ms: int
     attempt: int
     at_ms: int = 0  # when (0 in journals written before it was recorded)
+    token: int = 0  # 0 in journals written before tokens, and for dead-letter holds
 
 
 class Settled(msgspec.Struct, tag="S", frozen=True, array_like=True):
