@@ -17,7 +17,9 @@ names it, so no task is left behind and nothing is dropped unsaid.
 Each settlement names the delivery it settles by the message's lease token
 (ACKR groups its ranges by token; the others send receipts `<id>@<lease>`),
 so a message whose lease ended and went to another consumer is not touched:
-the broker answers STALE and the settlement raises StaleDeliveryError.
+the broker answers STALE and the settlement raises StaleDeliveryError. That
+is an answer, not a loss: the delivery belongs to another consumer now, so
+a flush or close does not report it again (its future or task does).
 """
 
 from __future__ import annotations
@@ -154,7 +156,8 @@ class Settler:
                 try:
                     settled = settled_count(await self.client.call(*self._ackr(acks)))
                 except Exception as error:
-                    self._note_failure(f"{self._describe_acks(acks)} ({error})")
+                    if not isinstance(error, StaleDeliveryError):
+                        self._note_failure(f"{self._describe_acks(acks)} ({error})")
                     _fail(futures, error)
                 else:
                     for future in futures:
@@ -204,7 +207,9 @@ class Settler:
             return
         if task.cancelled():
             self._note_failure(f"{what} (cancelled)")
-        elif (error := task.exception()) is not None:
+        elif (error := task.exception()) is not None and not isinstance(
+            error, StaleDeliveryError
+        ):
             self._note_failure(f"{what} ({error})")
         self._check_idle()
 
