@@ -6,16 +6,17 @@ runs its blocking parts off the event loop.
 
 from logq.log.batch import Record, decode_batch, encode_batch, read_header, validate_batch
 from logq.log.config import FsyncPolicy, LogConfig
+from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
 from logq.log.errors import (
     BatchTooLargeError,
     CorruptBatchError,
+    DamagedDataError,
     InvalidBatchError,
     InvalidConfigError,
     LogClosedError,
     LogError,
     OffsetOutOfRangeError,
 )
-from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
 from logq.log.file_log import FileLog
 from logq.log.memory_log import MemoryLog
 from logq.log.storage import (
@@ -25,11 +26,14 @@ from logq.log.storage import (
     RecoveryReport,
     RetentionResult,
 )
+from logq.log.verify import DamagedRange
 
 __all__ = [
     "AppendResult",
     "BatchTooLargeError",
     "CorruptBatchError",
+    "DamagedDataError",
+    "DamagedRange",
     "DirectoryLock",
     "DirectoryLockedError",
     "FileLog",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from logq.log.batch import HEADER_SIZE, LENGTH_PREFIX_SIZE, compute_crc, read_header
-from logq.log.errors import CorruptBatchError
+from logq.log.errors import DamagedDataError
 from logq.log.storage import ReadResult
 
 
@@ -11,7 +11,7 @@ def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadR
     """Keep the whole batches at the front of `data`, each CRC-checked.
 
     A batch that fails its CRC is never served: if it comes first the read
-    fails with CorruptBatchError; otherwise the read stops just before it.
+    fails with DamagedDataError; otherwise the read stops just before it.
     """
     position = 0
     records = 0
@@ -24,8 +24,10 @@ def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadR
             break
         if compute_crc(data, position, size) != header.crc:
             if batches == 0:
-                raise CorruptBatchError(
-                    f"batch at offset {header.base_offset} in {source} fails its CRC"
+                raise DamagedDataError(
+                    f"batch at offset {header.base_offset} in {source} fails its CRC",
+                    header.base_offset,
+                    header.next_offset,
                 )
             break
         if batches == 0:
@@ -35,6 +37,7 @@ def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadR
         batches += 1
         position += size
     if batches == 0:
-        raise CorruptBatchError(f"no whole batch could be read from {source}")
+        start = read_header(data).base_offset if len(data) >= HEADER_SIZE else log_end_offset
+        raise DamagedDataError(f"no whole batch could be read from {source}", start, start + 1)
     served = data if position == len(data) else data[:position]
     return ReadResult(served, first_offset, next_offset, batches, records, log_end_offset)
