@@ -469,6 +469,11 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             stats["in_flight"] = sum(g.deliveries[partition.index].in_flight for g in groups)
             partitions.append(stats)
         counters = self.metrics.topic_counters(name)
+        damaged = [
+            {"partition": p.index, "start": d.start, "end": d.end, "reason": d.reason}
+            for p in topic.partitions
+            for d in p.log.damaged_ranges()
+        ]
         totals = {
             key: sum(g.counters[key] for g in groups)
             for key in ("acked", "redelivered", "dead_lettered", "rejected", "nacked")
@@ -487,6 +492,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             "in_dlq": self.dlq_size(name),
             "groups": sorted(g.name for g in groups),
             "published": counters["messages_in"],
+            "damaged": damaged,
+            "damaged_offsets": sum(
+                p.log.statistics().get("damaged_offsets", 0) for p in topic.partitions
+            ),
         }
 
     def list_topics(self) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ class Group:
                 "ttl_expired",
                 "backoff_waits",
                 "backoff_wait_ms",
+                "lost_to_damage",
             ),
             0,
         )

@@ -19,6 +19,7 @@ from logq.log.errors import (
 )
 from logq.log.file_log import FileLog
 from logq.log.memory_log import MemoryLog
+from logq.log.reading import read_past_damage
 from logq.log.storage import (
     AppendResult,
     PartitionLog,
@@ -53,5 +54,6 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "read_header",
+    "read_past_damage",
     "validate_batch",
 ]

@@ -24,6 +24,7 @@ from logq.log.storage import (
     RetentionResult,
     write_each,
 )
+from logq.log.verify import DamagedRange
 
 NO_TIMESTAMP = -1
 
@@ -211,6 +212,9 @@ class MemoryLog:
             del self._bases[:count]
             deleted_bytes = sum(segment.size for segment in doomed)
             return RetentionResult(count, deleted_bytes, self.first_offset)
+
+    def damaged_ranges(self) -> list[DamagedRange]:
+        return []  # memory is never damaged behind the log's back
 
     def statistics(self) -> dict[str, int | float]:
         stats = dict(self._stats)

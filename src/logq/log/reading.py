@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from logq.log.batch import HEADER_SIZE, LENGTH_PREFIX_SIZE, compute_crc, read_header
 from logq.log.errors import DamagedDataError
-from logq.log.storage import ReadResult
+from logq.log.storage import PartitionLog, ReadResult
 
 
 def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadResult:
@@ -41,3 +43,20 @@ def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadR
         raise DamagedDataError(f"no whole batch could be read from {source}", start, start + 1)
     served = data if position == len(data) else data[:position]
     return ReadResult(served, first_offset, next_offset, batches, records, log_end_offset)
+
+
+def read_past_damage(log: PartitionLog, start: int, max_bytes: int) -> Iterator[ReadResult]:
+    """Reads from `start` to the log's end for a scan of its own (dedup ids,
+    lanes, producers, journals): ranges lost to damage on disk are passed
+    over, as the log already logged and counted them."""
+    offset = max(start, log.first_offset)
+    while offset < log.next_offset:
+        try:
+            result = log.read(offset, max_bytes)
+        except DamagedDataError as error:
+            offset = max(error.end, offset + 1)
+            continue
+        if not result.data:
+            return
+        yield result
+        offset = result.next_offset

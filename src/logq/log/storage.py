@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from logq.log.errors import LogError
+from logq.log.verify import DamagedRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,10 @@ class PartitionLog(Protocol):
         ...
 
     def statistics(self) -> dict[str, int | float]: ...
+
+    def damaged_ranges(self) -> list[DamagedRange]:
+        """Ranges of offsets found lost to damage on disk, lowest first."""
+        ...
 
     def close(self) -> None: ...
 

@@ -67,6 +67,7 @@ _GROUP_COUNTERS = {
     "redriven": "Dead letters handed back to the group",
     "backoff_waits": "Redeliveries that waited a retry backoff",
     "backoff_wait_ms": "Milliseconds of retry backoff waited, in all",
+    "lost_to_damage": "Messages passed without delivery, lost to damage on disk",
 }
 
 

@@ -18,7 +18,16 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
+from logq.state.events import (
+    Event,
+    Extended,
+    Leased,
+    Lost,
+    Redriven,
+    Released,
+    Seeked,
+    Settled,
+)
 from logq.state.ranges import Range, RangeSet
 
 
@@ -128,7 +137,7 @@ class PartitionDelivery:
                 if start <= self.next_offset:
                     self.next_offset = max(self.next_offset, end)
             self._advance_next()
-        elif isinstance(event, Settled):
+        elif isinstance(event, Settled | Lost):
             for start, end in event.ranges:
                 self.settled.add(start, end)
                 self._remove_pending(start, end)
