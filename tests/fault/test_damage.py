@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
+import time
 from pathlib import Path
 
 import httpx
@@ -150,3 +151,30 @@ def test_a_shared_group_gets_every_intact_message_and_nothing_damaged(
         logged = [r.getMessage() for r in caplog.records if "lost to damage" in r.getMessage()]
         assert len(logged) == 1
         assert f"offsets {lost.start}..{lost.stop - 1}" in logged[0]
+
+
+def test_the_scrubber_finds_damage_before_any_reader(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    _publish(data)
+    lost = _damage(data, "sealed")
+    caplog.set_level(logging.WARNING)
+    with (
+        server_thread(data, log=LOG, scrub_bytes_per_second=64 << 20) as running,
+        httpx.Client(base_url=running.http, timeout=10) as http,
+    ):
+        deadline = time.monotonic() + 30
+        ranges = 0.0
+        while time.monotonic() < deadline:
+            ranges = _metric(http.get("/metrics").text, "logq_damaged_ranges", f'topic="{TOPIC}"')
+            if ranges:
+                break
+            time.sleep(0.1)  # the scrubber works in real time on a real server
+        assert ranges == 1
+        metrics = http.get("/metrics").text
+        assert _metric(metrics, "logq_verified_bytes_total", f'topic="{TOPIC}"') > 0
+        topic = http.get(f"/v1/topics/{TOPIC}").json()
+        assert [(d["start"], d["end"]) for d in topic["damaged"]] == [(lost.start, lost.stop)]
+        logged = [r.getMessage() for r in caplog.records if "lost to damage" in r.getMessage()]
+        assert len(logged) == 1

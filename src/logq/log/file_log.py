@@ -15,10 +15,11 @@ one ever reads a batch that a crash could take back.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from logq.log import durable
@@ -49,7 +50,7 @@ from logq.log.storage import (
     RetentionResult,
     write_each,
 )
-from logq.log.verify import DamagedRange, verify_segment
+from logq.log.verify import DamagedRange, VerifyInterruptedError, verify_segment
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ logger = logging.getLogger(__name__)
 READ_VERIFY_ATTEMPTS = 3
 
 Pace = Callable[[int], None]
+SCRUB = "scrub"  # the reason a background verification gives
 
 # Bounds of the fsync latency histogram (seconds), exported as logq_fsync_seconds.
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -83,6 +85,7 @@ class FileLog:
         # Held while a segment is verified (long, so not under `_lock`); the
         # operations that delete segments take it first.
         self._verify_lock = threading.Lock()
+        self._stop_verifying = threading.Event()  # set by them: a verification gives way
         self._damaged: list[DamagedRange] = []  # known damage, by start offset
         self._segments: list[Segment] = []
         self._bases: list[int] = []
@@ -487,16 +490,38 @@ class FileLog:
                         )
                 if segment is self._active:
                     return True  # empty, or could not be sealed: verified on a later read
-            logger.warning("segment %s: verifying it whole (%s)", segment.log_path, why)
-            return self._verify_sealed(segment, why, pace)
+            if why != SCRUB:
+                logger.warning("segment %s: verifying it whole (%s)", segment.log_path, why)
+            try:
+                return self._verify_sealed(segment, why, pace)
+            except VerifyInterruptedError:
+                return False
+
+    def scrub(self, after_base: int, pace: Pace | None = None) -> int | None:
+        """Verify the first sealed segment whose base offset is above
+        `after_base` (a scrubber's cursor) and return that base; None when
+        no sealed segment lies past the cursor."""
+        with self._lock:
+            self._check_open()
+            bases = [s.base_offset for s in self._segments[:-1] if s.base_offset > after_base]
+        if not bases:
+            return None
+        self.verify(bases[0], SCRUB, pace)
+        return bases[0]
 
     def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
+        def paced(checked_bytes: int) -> None:
+            if self._stop_verifying.is_set():
+                raise VerifyInterruptedError(f"{segment.log_path}: verification interrupted")
+            if pace is not None:
+                pace(checked_bytes)
+
         verification = verify_segment(
             segment,
             segment.next_offset,
             end_position=segment.size,
             index_interval_bytes=self.config.index_interval_bytes,
-            pace=pace,
+            pace=paced,
         )
         with self._lock:
             self._stats["segments_verified"] += 1
@@ -504,7 +529,7 @@ class FileLog:
             if segment not in self._segments and self._segments:
                 return False
             self._record_damage(segment, verification.damaged)
-            if why != "scrub" or verification.damaged:
+            if why != SCRUB or verification.damaged:
                 segment.replace_indexes(verification)
                 logger.warning("segment %s: indexes rebuilt from its batches", segment.log_path)
         return True
@@ -542,8 +567,16 @@ class FileLog:
 
     # -- truncation and retention ------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _verifications_stopped(self) -> Iterator[None]:
+        """Hold off verification (interrupting one under way) while segments may go."""
+        self._stop_verifying.set()
+        with self._verify_lock:
+            self._stop_verifying.clear()
+            yield
+
     def truncate_to(self, offset: int) -> int:
-        with self._verify_lock, self._sync_lock, self._lock:
+        with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             if offset >= self.next_offset:
                 return self.next_offset
@@ -567,7 +600,7 @@ class FileLog:
             return segment.next_offset
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
-        with self._verify_lock, self._sync_lock, self._lock:
+        with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             doomed = self._segments[: expired_prefix(self._segments, now_ms, self.config)]
             if len(doomed) == len(self._segments):
@@ -619,7 +652,7 @@ class FileLog:
 
     def close(self) -> None:
         """Flush everything, write a checkpoint at the end, release files."""
-        with self._verify_lock, self._sync_lock, self._lock:
+        with self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
                 return
             active = self._active

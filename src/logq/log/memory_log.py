@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from logq.log.batch import BASE_OFFSET, decode_timestamps, read_header, validate_batch
@@ -215,6 +215,9 @@ class MemoryLog:
 
     def damaged_ranges(self) -> list[DamagedRange]:
         return []  # memory is never damaged behind the log's back
+
+    def scrub(self, after_base: int, pace: Callable[[int], None] | None = None) -> int | None:
+        return None  # nothing on disk to verify
 
     def statistics(self) -> dict[str, int | float]:
         stats = dict(self._stats)

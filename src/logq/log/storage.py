@@ -142,6 +142,11 @@ class PartitionLog(Protocol):
         """Ranges of offsets found lost to damage on disk, lowest first."""
         ...
 
+    def scrub(self, after_base: int, pace: Callable[[int], None] | None = None) -> int | None:
+        """Verify the first sealed segment past `after_base` (calling `pace`
+        with the bytes checked as it goes); its base, or None past the last."""
+        ...
+
     def close(self) -> None: ...
 
 

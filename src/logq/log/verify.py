@@ -68,6 +68,10 @@ class Verification:
     max_timestamp: int = NO_TIMESTAMP
 
 
+class VerifyInterruptedError(Exception):
+    """Raised by a pace callback to stop a verification part way."""
+
+
 class SegmentFile(Protocol):
     @property
     def base_offset(self) -> int: ...
