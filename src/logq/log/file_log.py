@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from logq.log import durable
-from logq.log.batch import decode_timestamps, validate_batch
+from logq.log.batch import HEADER_SIZE, compute_crc, decode_timestamps, validate_batch
 from logq.log.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.errors import (
@@ -556,12 +556,15 @@ class FileLog:
                 position = segment.position_for_time(timestamp_ms)
                 while position < end_position:
                     header = segment.header_at(position)
+                    if not HEADER_SIZE <= header.size <= end_position - position:
+                        break  # damage: reads report it; the next segment may answer
                     if header.max_timestamp >= timestamp_ms:
                         data = segment.pread(position, header.size)
-                        for index, stamp in enumerate(decode_timestamps(data)):
-                            if stamp >= timestamp_ms:
-                                found = header.base_offset + index
-                                return found if found < readable else None
+                        if compute_crc(data, 0, header.size) == header.crc:
+                            for index, stamp in enumerate(decode_timestamps(data)):
+                                if stamp >= timestamp_ms:
+                                    found = header.base_offset + index
+                                    return found if found < readable else None
                     position += header.size
             return None
 

@@ -24,6 +24,8 @@ def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadR
         size = header.size
         if header.batch_length < HEADER_SIZE - LENGTH_PREFIX_SIZE or position + size > len(data):
             break
+        if batches and header.base_offset != next_offset:
+            break  # out of sequence (a damaged offset field): the next read finds out
         if compute_crc(data, position, size) != header.crc:
             if batches == 0:
                 raise DamagedDataError(

@@ -251,7 +251,12 @@ class Segment:
         if entry is None:
             return 0
         found = self.offset_index.floor(0, entry[1])
-        return found[1] if found else 0
+        if found is None:
+            return 0
+        head = self.pread(found[1], HEADER_SIZE)
+        if len(head) < HEADER_SIZE or read_header(head).base_offset != self.base_offset + found[0]:
+            return 0  # the entry does not match its batch: scan the segment from its start
+        return int(found[1])
 
     # -- recovery ----------------------------------------------------------
 
