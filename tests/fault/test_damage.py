@@ -97,9 +97,18 @@ def _metric(text: str, name: str, labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-@pytest.mark.parametrize("kind", ["sealed", "active", "truncated", "index"])
-def test_a_shared_group_gets_every_intact_message_and_nothing_damaged(
-    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [
+        ("sealed", "shared"),
+        ("active", "shared"),
+        ("truncated", "shared"),
+        ("index", "shared"),
+        ("truncated", "ordered"),
+    ],
+)
+def test_a_group_gets_every_intact_message_and_nothing_damaged(
+    tmp_path: Path, kind: str, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = tmp_path / "data"
     _publish(data)  # a clean stop: the recovery rescans none of it
@@ -110,7 +119,7 @@ def test_a_shared_group_gets_every_intact_message_and_nothing_damaged(
         Client(running.native) as client,
         httpx.Client(base_url=running.http, timeout=10) as http,
     ):
-        client.put_group(TOPIC, GROUP, mode="shared")
+        client.put_group(TOPIC, GROUP, mode=mode)
         got = _receive_all(client)
         everything = {f"{TOPIC}:{p}:{o}" for p in range(PARTITIONS) for o in range(PER_PARTITION)}
         damaged = {f"{TOPIC}:0:{o}" for o in lost}
