@@ -6,6 +6,8 @@ offsets; everything else is served, and no index is trusted to skip data."""
 from __future__ import annotations
 
 import logging
+import random
+import shutil
 import struct
 from pathlib import Path
 
@@ -142,3 +144,48 @@ def test_a_damaged_middle_index_entry_is_caught_and_the_index_rebuilt(
         log.close()
     rebuilt = index.read_bytes()
     assert struct.unpack_from("<II", rebuilt, middle) == (relative, position)
+
+
+@pytest.mark.parametrize("field", ["offset", "length", "crc", "body"])
+def test_a_damaged_header_field_loses_only_its_batch(tmp_path: Path, field: str) -> None:
+    _fill(tmp_path, 60)
+    name = _segments(tmp_path)[1]
+    position, base, size = _batches(tmp_path, name)[5]
+    at = {"offset": 3, "length": 9, "crc": 18, "body": size - 1}[field]
+    _flip(tmp_path / name, position + at)
+    log = FileLog(tmp_path, CONFIG)
+    try:
+        served, damaged = _read_all(log)
+        assert damaged == [(base, base + 3)]
+        assert served == set(range(log.next_offset)) - set(range(base, base + 3))
+    finally:
+        log.close()
+
+
+def test_random_flips_lose_exactly_the_batches_they_hit(tmp_path: Path) -> None:
+    """Seeded: a byte flipped anywhere in a sealed segment; every offset is
+    either served with its original bytes or refused, and only the offsets of
+    the batch holding the flipped byte are refused."""
+    original = tmp_path / "original"
+    _fill(original, 60)
+    names = _segments(original)[:-1]
+    reference = FileLog(original, CONFIG)
+    stored = {o: reference.read(o, 1).data for o in range(reference.next_offset)}
+    reference.close()
+    chooser = random.Random(20261206)
+    for attempt in range(25):
+        copy = tmp_path / f"copy{attempt}"
+        shutil.copytree(original, copy)
+        name = chooser.choice(names)
+        position = chooser.randrange((copy / name).stat().st_size)
+        _flip(copy / name, position)
+        hit = next((b, s) for p, b, s in _batches(original, name) if p <= position < p + s)
+        log = FileLog(copy, CONFIG)
+        try:
+            served, damaged = _read_all(log)
+            assert damaged == [(hit[0], hit[0] + 3)], (name, position)
+            assert served == set(stored) - set(range(hit[0], hit[0] + 3))
+            for offset in sorted(served)[::7]:
+                assert log.read(offset, 1).data == stored[offset]
+        finally:
+            log.close()
