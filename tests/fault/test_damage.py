@@ -50,8 +50,9 @@ def _layout(segment: Path) -> list[tuple[int, int, int]]:
     return [(position, h.base_offset, h.size) for position, h in iter_headers(stored)]
 
 
-def _damage(data: Path, kind: str) -> range:
-    """Damage partition 0 as `kind` says; returns the offsets that are lost."""
+def _damage(data: Path, kind: str) -> tuple[range, int]:
+    """Damage partition 0 as `kind` says; returns the offsets that are lost
+    and an offset whose lookup meets the damage."""
     segments = _segments(data)
     assert len(segments) >= 3
     sealed = segments[1]
@@ -62,12 +63,12 @@ def _damage(data: Path, kind: str) -> range:
         stored = bytearray(target.read_bytes())
         stored[position + size // 2] ^= 0xFF  # inside the body: the CRC fails
         target.write_bytes(bytes(stored))
-        return range(base, base + 1)
+        return range(base, base + 1), base
     if kind == "truncated":
         position, base, _ = layout[3]
         with sealed.open("r+b") as file:
             file.truncate(position + 10)
-        return range(base, int(segments[2].name.partition(".")[0]))
+        return range(base, int(segments[2].name.partition(".")[0])), base
     index = sealed.with_suffix(".index")
     entries = bytearray(index.read_bytes())
     middle = (len(entries) // 8 // 2) * 8
@@ -75,20 +76,20 @@ def _damage(data: Path, kind: str) -> range:
     _, later = struct.unpack_from("<II", entries, middle + 8)
     struct.pack_into("<II", entries, middle, relative, later)  # points at a later batch
     index.write_bytes(bytes(entries))
-    return range(0)
+    return range(0), int(sealed.name.partition(".")[0]) + relative
 
 
-def _receive_all(client: Client) -> list[str]:
+def _receive_all(client: Client, group: str = GROUP) -> list[str]:
     got: list[str] = []
     empty = 0
     while empty < 2:
-        messages = client.receive(TOPIC, GROUP, max=50)
+        messages = client.receive(TOPIC, group, max=50)
         if not messages:
             empty += 1
             continue
         empty = 0
         got += [m.id for m in messages]
-        client.ack(TOPIC, GROUP, [m.id for m in messages])
+        client.ack(TOPIC, group, [m.id for m in messages])
     return got
 
 
@@ -112,13 +113,21 @@ def test_a_group_gets_every_intact_message_and_nothing_damaged(
 ) -> None:
     data = tmp_path / "data"
     _publish(data)  # a clean stop: the recovery rescans none of it
-    lost = _damage(data, kind)
+    lost, probe = _damage(data, kind)
     caplog.set_level(logging.WARNING)
     with (
         server_thread(data, log=LOG) as running,
         Client(running.native) as client,
         httpx.Client(base_url=running.http, timeout=10) as http,
     ):
+        # a group sought to the damage gets everything from there on, once
+        client.put_group(TOPIC, "sought", mode="shared")
+        client.seek(TOPIC, "sought", {"offset": probe, "partition": 0})
+        sought = [m for m in _receive_all(client, "sought") if m.startswith(f"{TOPIC}:0:")]
+        expected = [f"{TOPIC}:0:{o}" for o in range(probe, PER_PARTITION) if o not in lost]
+        assert sorted(sought) == sorted(expected)
+        (first, *_) = client.describe_group(TOPIC, "sought")["partitions"]
+        assert (first["in_flight"], first["lag"], first["committed"]) == (0, 0, PER_PARTITION)
         client.put_group(TOPIC, GROUP, mode=mode)
         got = _receive_all(client)
         everything = {f"{TOPIC}:{p}:{o}" for p in range(PARTITIONS) for o in range(PER_PARTITION)}
@@ -167,7 +176,7 @@ def test_the_scrubber_finds_damage_before_any_reader(
 ) -> None:
     data = tmp_path / "data"
     _publish(data)
-    lost = _damage(data, "sealed")
+    lost, _ = _damage(data, "sealed")
     caplog.set_level(logging.WARNING)
     with (
         server_thread(data, log=LOG, scrub_bytes_per_second=64 << 20) as running,
