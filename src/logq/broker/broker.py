@@ -38,6 +38,7 @@ from logq.broker.messages import (
 )
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
+from logq.broker.scrubber import Scrubber
 from logq.broker.settings import (
     TopicSettings,
     check_group_name,
@@ -114,6 +115,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self._trace_buffer: list[TraceRecord] = []
         self._retention_checked_ms = clock.now_ms()
         self._ticker: asyncio.Task[None] | None = None
+        self._scrubber: Scrubber | None = None
         self._random = random.Random()  # backoff jitter; tests seed it
         self.lanes = Lanes(config.lanes)
         # wakes the waiting receives of a topic when held-back or backed-off
@@ -242,6 +244,19 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         """Start the background timer (lease expiry, sessions, retention)."""
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        rate = self.config.scrub_bytes_per_second
+        if self._scrubber is None and not self.storage.in_memory and rate > 0:
+            self._scrubber = Scrubber(self._topic_logs, rate)
+            self._scrubber.start()
+
+    def _topic_logs(self) -> list[PartitionLog]:
+        """Every topic's partition logs (the scrubber's thread asks)."""
+        for _ in range(3):
+            try:
+                return [p.log for topic in list(self.topics.values()) for p in topic.partitions]
+            except RuntimeError:  # a topic came or went meanwhile: look again
+                continue
+        return []
 
     async def _tick_forever(self) -> None:
         while not self._closed:
@@ -312,6 +327,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 self._directory_lock.release()
 
     async def _close_files(self) -> None:
+        if self._scrubber is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._scrubber.stop)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -469,6 +486,11 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             stats["in_flight"] = sum(g.deliveries[partition.index].in_flight for g in groups)
             partitions.append(stats)
         counters = self.metrics.topic_counters(name)
+        damaged = [
+            {"partition": p.index, "start": d.start, "end": d.end, "reason": d.reason}
+            for p in topic.partitions
+            for d in p.log.damaged_ranges()
+        ]
         totals = {
             key: sum(g.counters[key] for g in groups)
             for key in ("acked", "redelivered", "dead_lettered", "rejected", "nacked")
@@ -487,6 +509,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             "in_dlq": self.dlq_size(name),
             "groups": sorted(g.name for g in groups),
             "published": counters["messages_in"],
+            "damaged": damaged,
+            "damaged_offsets": sum(
+                p.log.statistics().get("damaged_offsets", 0) for p in topic.partitions
+            ),
         }
 
     def list_topics(self) -> list[dict[str, Any]]:

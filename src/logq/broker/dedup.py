@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from logq.errors import BadBatchError
-from logq.log import PartitionLog
+from logq.log import PartitionLog, read_past_damage
 from logq.log.batch import (
     DEDUP,
     HEADER_SIZE,
@@ -120,12 +120,9 @@ def scan_recent(
     offset = log.first_offset if start is None else max(start, log.first_offset)
     if start is None:
         return found
-    while offset < log.next_offset:
-        data = log.read(offset, SCAN_CHUNK_BYTES).data
-        if not data:
-            break
+    for result in read_past_damage(log, offset, SCAN_CHUNK_BYTES):
+        data = result.data
         for position, header in iter_headers(data):
-            offset = header.next_offset
             if header.attributes & DEDUP and header.max_timestamp >= since_ms:
                 blocks = decode_batch(data, position).header_blocks
                 dedup_id = decode_headers(blocks[0]).get(HEADER_DEDUP_ID) if blocks[0] else None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from logq.broker.clock import Clock
 from logq.broker.config import BrokerConfig
 from logq.broker.coordination import CoordinationMixin
+from logq.broker.damage import read_around_damage, without
 from logq.broker.delays import held_back
 from logq.broker.disk import DiskGuard
 from logq.broker.expiry import expired_offsets
@@ -39,12 +40,12 @@ from logq.broker.topic import Topic, scan_lanes
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, LogqError, OutOfRangeError, StaleDeliveryError
+from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch
 from logq.log.batch import iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
-from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
+from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
 from logq.state.journal import Journal
 from logq.state.ranges import Range, ranges_of
 
@@ -202,10 +203,14 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             for event in events
             for start, end in event.ranges
         ]
-        filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
+        results = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
+        filled = [part for parts, _ in results for part in parts]
+        damaged = [
+            (d.partition, r) for d, (_, lost) in zip(deliveries, results, strict=True) for r in lost
+        ]
         kept, expired, held = self._screen(group, topic, filled)
         consumer = events[0].consumer if isinstance(events[0], Leased) else ""
-        journal: list[Event] = [*events]
+        journal: list[Event] = [*events, *self._lose(group, topic, damaged)]
         for release in held:
             group.deliveries[release.partition].apply(release)
             journal.append(release)
@@ -365,30 +370,42 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 events.append(event)
         return events
 
-    async def _fill(self, topic: Topic, delivery: Delivery) -> Delivery:
-        """Attach the stored batches that hold [start, end)."""
+    async def _fill(self, topic: Topic, delivery: Delivery) -> tuple[list[Delivery], list[Range]]:
+        """The stored batches that hold [start, end), as deliveries cut around
+        ranges lost to damage on disk (returned apart)."""
         log = topic.partitions[delivery.partition].log
-        chunks: list[bytes] = []
-        offset = max(delivery.start, log.first_offset)
-        while offset < delivery.end:
-            try:
-                result = await self.run(lambda o=offset: log.read(o, READ_CHUNK_BYTES))  # type: ignore[misc]
-            except LogError as error:
-                raise OutOfRangeError(str(error)) from None
-            if not result.data:
-                break
-            chunks.append(result.data)
-            offset = result.next_offset
-        data = b"".join(chunks)
-        return Delivery(
-            delivery.topic,
-            delivery.partition,
-            delivery.start,
-            delivery.end,
-            delivery.attempt,
-            data,
-            delivery.lease,
+        found = await read_around_damage(
+            self.run, log, delivery.start, delivery.end, READ_CHUNK_BYTES
         )
+        parts = [
+            Delivery(
+                delivery.topic,
+                delivery.partition,
+                start,
+                end,
+                delivery.attempt,
+                data,
+                delivery.lease,
+            )
+            for start, end, data in found.parts
+        ]
+        return parts, found.damaged
+
+    def _lose(self, group: Group, topic: Topic, damaged: list[tuple[int, Range]]) -> list[Event]:
+        """Record offsets lost to damage on disk as lost (applied; the caller journals)."""
+        by_partition: defaultdict[int, list[Range]] = defaultdict(list)
+        for partition, lost in damaged:
+            by_partition[partition].append(lost)
+        events: list[Event] = []
+        for partition, ranges in sorted(by_partition.items()):
+            event = Lost(group.key, partition, ranges)
+            group.deliveries[partition].apply(event)
+            events.append(event)
+            self._trace(
+                "lost", topic, partition, ranges, group=group.name, detail="damaged on disk"
+            )
+            group.counters["lost_to_damage"] += sum(end - start for start, end in ranges)
+        return events
 
     async def receive(
         self,
@@ -779,48 +796,54 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         dlq = self.dlq_name(topic.name)
         await self.create_topic(dlq, {"partitions": 1}, exist_ok=True, internal=True)
         outgoing: list[OutgoingMessage] = []
+        damaged: list[tuple[int, Range]] = []
+        messages: list[Message] = []
         for start, end in ranges:
-            delivery = await self._fill(
+            parts, gone = await self._fill(
                 topic, Delivery(topic.name, partition, start, end, attempt, b"")
             )
-            for message in decode_delivery(delivery, self.lanes):
-                headers = dict(message.headers)
-                headers.update(
-                    {
-                        HEADER_ORIGIN_ID: message.id,
-                        HEADER_GROUP: group.name,
-                        HEADER_ATTEMPTS: str(attempt),
-                        HEADER_REASON: reason,
-                        HEADER_DEAD_AT: str(now_ms),
-                    }
+            damaged += [(partition, found) for found in gone]
+            messages += [m for part in parts for m in decode_delivery(part, self.lanes)]
+        for message in messages:
+            headers = dict(message.headers)
+            headers.update(
+                {
+                    HEADER_ORIGIN_ID: message.id,
+                    HEADER_GROUP: group.name,
+                    HEADER_ATTEMPTS: str(attempt),
+                    HEADER_REASON: reason,
+                    HEADER_DEAD_AT: str(now_ms),
+                }
+            )
+            move = f"{group.key}\0{message.id}\0{hold_until}".encode()
+            outgoing.append(
+                OutgoingMessage(
+                    message.value,
+                    message.key,
+                    headers,
+                    message.priority,
+                    0,
+                    now_ms,  # the DLQ's retention and dedup window count from here
+                    dedup_id=hashlib.sha1(move).hexdigest(),
                 )
-                move = f"{group.key}\0{message.id}\0{hold_until}".encode()
-                outgoing.append(
-                    OutgoingMessage(
-                        message.value,
-                        message.key,
-                        headers,
-                        message.priority,
-                        0,
-                        now_ms,  # the DLQ's retention and dedup window count from here
-                        dedup_id=hashlib.sha1(move).hexdigest(),
-                    )
-                )
+            )
         for index in range(0, len(outgoing), 1000):
             await self.publish(dlq, outgoing[index : index + 1000], as_broker=True)
-        settle = Settled(group.key, partition, ranges)
+        lost_events = self._lose(group, topic, damaged)
+        moved = without(ranges, [found for _, found in damaged])
+        settle = Settled(group.key, partition, moved)
         state.apply(settle)
         self._trace(
             "dead_lettered",
             topic,
             partition,
-            ranges,
+            moved,
             group=group.name,
             attempt=attempt,
             detail=f"{reason} -> {dlq}",
         )
-        await self._commit([settle])
-        group.counters["dead_lettered"] += sum(end - start for start, end in ranges)
+        await self._commit([*lost_events, settle])
+        group.counters["dead_lettered"] += sum(end - start for start, end in moved)
 
     # -- the journal ----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ class Group:
                 "backoff_waits",
                 "backoff_wait_ms",
                 "stale",
+                "lost_to_damage",
             ),
             0,
         )

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 from logq.broker.dedup import DedupTable
 from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
-from logq.log import AppendResult, LogConfig, PartitionLog, read_header
+from logq.log import AppendResult, LogConfig, PartitionLog, read_header, read_past_damage
 from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
 
 T = TypeVar("T")
@@ -210,8 +210,7 @@ def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:
     """Producer sequences and results found in the tail of the log (blocking)."""
     offset = max(log.first_offset, log.next_offset - PRODUCER_SCAN_RECORDS)
     found: dict[int, ProducerEntry] = {}
-    while offset < log.next_offset:
-        result = log.read(offset, 4 << 20)
+    for result in read_past_damage(log, offset, 4 << 20):
         for _, header in iter_headers(result.data):
             if header.producer_id == NO_PRODUCER_ID or header.base_offset < offset:
                 continue
@@ -222,20 +221,16 @@ def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:
             )
             while len(entry.results) > PRODUCER_BATCHES_KEPT:
                 entry.results.popitem(last=False)
-        offset = result.next_offset
     return found
 
 
 def scan_lanes(log: PartitionLog, start: int) -> list[tuple[int, int, int]]:
     """(start, end, lane) of the batches outside the normal lane from `start` on (blocking)."""
     found: list[tuple[int, int, int]] = []
-    offset = max(start, log.first_offset)
-    while offset < log.next_offset and len(found) < LANE_BATCHES_MAX:
-        data = log.read(offset, 1 << 20).data
-        if not data:
+    for result in read_past_damage(log, start, 1 << 20):
+        if len(found) >= LANE_BATCHES_MAX:
             break
-        for _, header in iter_headers(data):
-            offset = header.next_offset
+        for _, header in iter_headers(result.data):
             if header.lane:
                 found.append((header.base_offset, header.next_offset, header.lane))
     return found

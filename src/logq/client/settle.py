@@ -207,9 +207,7 @@ class Settler:
             return
         if task.cancelled():
             self._note_failure(f"{what} (cancelled)")
-        elif (error := task.exception()) is not None and not isinstance(
-            error, StaleDeliveryError
-        ):
+        elif (error := task.exception()) is not None and not isinstance(error, StaleDeliveryError):
             self._note_failure(f"{what} ({error})")
         self._check_idle()
 

@@ -110,7 +110,9 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     )
     broker_data = mapping("broker", data.get("broker"))
     check_keys(
-        "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
+        "broker",
+        broker_data,
+        {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs", "scrubBytesPerSecond"},
     )
     broker = config.broker
     changes: dict[str, Any] = {}
@@ -132,6 +134,10 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
     changes["log"] = log
+    if "scrubBytesPerSecond" in broker_data:
+        changes["scrub_bytes_per_second"] = _int(
+            "broker.scrubBytesPerSecond", broker_data["scrubBytesPerSecond"], 0, 1 << 40
+        )
     listeners = mapping("broker.listeners", broker_data.get("listeners"))
     check_keys("broker.listeners", listeners, {"native", "tcp", "http", "grpc"})
     server_changes: dict[str, Any] = {}

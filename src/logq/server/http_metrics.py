@@ -68,6 +68,7 @@ _GROUP_COUNTERS = {
     "backoff_waits": "Redeliveries that waited a retry backoff",
     "backoff_wait_ms": "Milliseconds of retry backoff waited, in all",
     "stale": "Messages of settlements refused because the delivery named was no longer current",
+    "lost_to_damage": "Messages passed without delivery, lost to damage on disk",
 }
 
 

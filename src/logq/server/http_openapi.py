@@ -139,6 +139,13 @@ COMPONENTS: dict[str, Any] = {
                 "description": "dead letters in the topic's DLQ now (not redriven, requeued or purged)",
             },
             "groups": {"type": "array", "items": {"type": "string"}},
+            "damaged": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "ranges of offsets lost to damage on disk, found so far:"
+                " partition, start, end (exclusive), reason",
+            },
+            "damaged_offsets": {"type": "integer"},
         },
     },
     "GroupSettings": object_schema(

@@ -21,7 +21,9 @@ from collections import deque
 from typing import cast
 
 from logq.broker import Broker
+from logq.broker.errors import from_log_error
 from logq.errors import LogqError
+from logq.log import LogError
 from logq.log.batch import HEADER_SIZE, read_header
 from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
 from logq.server import context
@@ -188,6 +190,9 @@ class Connection(asyncio.Protocol):
             return await dispatch(self.server.broker, self.session, name, command[1:])
         except LogqError as error:
             return RespError(f"{error.code} {error.message}")
+        except LogError as error:
+            mapped = from_log_error(error)
+            return RespError(f"{mapped.code} {mapped.message}")
         except Exception:
             logger.exception("command %r failed", command[0][:32])
             return RespError("ERR internal error; the server log has the details")

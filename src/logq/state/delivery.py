@@ -25,7 +25,16 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
+from logq.state.events import (
+    Event,
+    Extended,
+    Leased,
+    Lost,
+    Redriven,
+    Released,
+    Seeked,
+    Settled,
+)
 from logq.state.ranges import Range, RangeSet
 
 
@@ -176,7 +185,7 @@ class PartitionDelivery:
                     self.next_offset = max(self.next_offset, end)
             self.last_token = max(self.last_token, event.token)
             self._advance_next()
-        elif isinstance(event, Settled):
+        elif isinstance(event, Settled | Lost):
             for start, end in event.ranges:
                 self.settled.add(start, end)
                 self._remove_pending(start, end)

@@ -36,6 +36,15 @@ class Settled(msgspec.Struct, tag="S", frozen=True, array_like=True):
     ranges: Ranges
 
 
+class Lost(msgspec.Struct, tag="X", frozen=True, array_like=True):
+    """Offsets lost to damage on disk: never delivered, never acked or
+    dead-lettered; the group passes them (they count as done for its floor)."""
+
+    group: str
+    partition: int
+    ranges: Ranges
+
+
 class Released(msgspec.Struct, tag="R", frozen=True, array_like=True):
     """Offsets back to pending (nack or lease expiry) after `attempt` deliveries,
     deliverable again from `not_before_ms`."""
@@ -72,7 +81,7 @@ class Redriven(msgspec.Struct, tag="D", frozen=True, array_like=True):
     not_before_ms: int
 
 
-Event = Leased | Settled | Released | Extended | Seeked | Redriven
+Event = Leased | Settled | Lost | Released | Extended | Seeked | Redriven
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])

@@ -461,6 +461,9 @@ async function topicPage(name) {
       card("dead-lettered", number(topic.dead_lettered), "dead_lettered"),
       card("in the DLQ now", number(topic.in_dlq), "in_dlq")
     ),
+    (topic.damaged ?? []).map((d) =>
+      notice(`Partition ${d.partition}: offsets ${d.start}..${d.end - 1} lost to damage on disk (${d.reason})`, true)
+    ),
     h("p", { class: "muted" }, `Priority lanes: ${lanes || "–"} · retention ${topic.config.retention ?? "forever"}`),
     h("h2", {}, "Partitions"),
     partitions,
