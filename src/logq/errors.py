@@ -143,6 +143,15 @@ class UnsupportedError(LogqError):
     http_status = 501
 
 
+class TimedOutError(LogqError):
+    """The peer took too long: to sign in, to send a request, or idled; the
+    connection is closed."""
+
+    code = "TIMEOUT"
+    http_status = 408
+    retriable = True
+
+
 _ALL: list[type[LogqError]] = [
     LogqError,
     BadArgumentError,
@@ -165,6 +174,7 @@ _ALL: list[type[LogqError]] = [
     ShuttingDownError,
     ProtocolViolationError,
     UnsupportedError,
+    TimedOutError,
 ]
 BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
 

@@ -38,6 +38,7 @@ from logq.errors import (
 )
 from logq.log import LogError
 from logq.server import context, http_dashboard, http_routes_groups, http_routes_topics
+from logq.server.auth import ANONYMOUS
 from logq.server.command_metrics import CommandTimes
 from logq.server.connections import ConnectionCounter
 from logq.server.http_common import (
@@ -47,8 +48,10 @@ from logq.server.http_common import (
     error_response,
     json_response,
     object_schema,
+    read_body,
 )
 from logq.server.http_guard import BrowserGuard
+from logq.server.http_listener import SCOPE_KEY
 from logq.server.http_metrics import HttpMetrics
 from logq.server.http_openapi import openapi_document
 from logq.server.security import Security
@@ -218,7 +221,7 @@ def _wrap(
 
     async def handle(request: Request) -> Response:
         try:
-            await _admit(request, endpoint, security)
+            await _admit(request, endpoint, security, state)
             _check_query(request, allowed, endpoint)
             return await handler(state, request)
         except AuthRequiredError as error:
@@ -234,19 +237,32 @@ def _wrap(
     return handle
 
 
-async def _admit(request: Request, endpoint: Endpoint, security: Security) -> None:
-    """Sign the request in and check its permission; count it against the
-    client's quotas, and leave the publish route a way to count its messages."""
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused at `limit` before it is read whole; kept for the
+    handler, which reads it again."""
+    body = await read_body(request, limit)
+    request._body = body  # Starlette's cache: the handler's read gets these bytes
+    return body
+
+
+async def _admit(request: Request, endpoint: Endpoint, security: Security, state: ApiState) -> None:
+    """Sign the request in and check its permission (its socket then counts
+    as signed in); count it against the client's quotas, and leave the
+    publish route a way to count its messages."""
     if not security.auth_enabled and not security.quotas.enabled:
         return
+    limit = state.limits.body_bytes_max
     principal = await security.authorize_route(
         endpoint.method,
         endpoint.path,
         request.headers,
         request.path_params,
-        request.body,
+        partial(_bounded_body, request, limit),
         lambda check: asyncio.get_running_loop().run_in_executor(None, check),
     )
+    socket = request.scope.get(SCOPE_KEY)
+    if socket is not None and principal is not ANONYMOUS:
+        state.connections.signed_in(socket)
     if security.quotas.enabled:
         client = security.client_key(principal, request.client.host if request.client else "?")
         security.quotas.request(client)
@@ -289,7 +305,8 @@ class RequestAccounting:
             await self.app(scope, receive, send)
             return
         counter = self.connections
-        if counter.active >= counter.limit:
+        # a request on a socket of the listener was admitted with its socket
+        if SCOPE_KEY not in scope and counter.active >= counter.limit:
             counter.refused += 1
             refusal = LimitError(
                 f"{counter.active} connections and requests open, the limit is {counter.limit}"
