@@ -20,6 +20,7 @@ from logq.broker.messages import OutgoingMessage
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, TooBigError, UnknownCommandError
 from logq.protocol import Push, SimpleString
+from logq.protocol.commands import REGISTRY
 from logq.server.auth import Principal
 from logq.server.security import Security
 from logq.server.subscription import Subscription
@@ -155,6 +156,9 @@ HANDLERS: dict[str, Handler] = {}
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
+    # a command is served only with an entry in the permission table
+    assert name in REGISTRY, f"{name} has no entry in logq.protocol.commands.REGISTRY"
+
     def register(handler: Handler) -> Handler:
         HANDLERS[name] = handler
         return handler

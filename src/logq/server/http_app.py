@@ -54,7 +54,7 @@ from logq.server.http_guard import BrowserGuard
 from logq.server.http_listener import SCOPE_KEY
 from logq.server.http_metrics import HttpMetrics
 from logq.server.http_openapi import openapi_document
-from logq.server.security import Security
+from logq.server.security import ROUTES, Security
 from logq.server.security_config import SecurityConfig
 
 logger = logging.getLogger("logq.server.http")
@@ -190,6 +190,8 @@ def create_app(
     # 405 with every method it does serve in Allow.
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for endpoint in table:
+        # a route is served only with an entry in the permission table
+        assert (endpoint.method, endpoint.path) in ROUTES, (endpoint.method, endpoint.path)
         by_path.setdefault(endpoint.path, {})[endpoint.method] = _wrap(state, endpoint, guard)
     routes = [
         Route(path, _by_method(handlers), methods=list(handlers))
