@@ -9,15 +9,18 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from logq.client import Client
+from logq.errors import BadArgumentError
+from logq.log import encode_batch
 from logq.protocol.encoder import encode_command
 from logq.server.auth import new_token
 from logq.server.connections import ConnectionCounter
-from tests.harness import Running, server_process
+from tests.harness import Running, server_process, server_thread
 
 ADMIN_TOKEN, ADMIN_HASH = new_token()
 CONFIG = f"""
@@ -242,3 +245,36 @@ def test_one_address_is_capped_and_gives_way_first() -> None:
 
 def test_unauthenticated_connections_never_take_more_than_half() -> None:
     assert ConnectionCounter(limit=50, unauthenticated_limit=1_000).unauthenticated_limit == 25
+
+
+# -- headers under logq- are the broker's --------------------------------------------------------
+
+
+def test_a_client_cannot_write_the_brokers_headers(tmp_path: Path) -> None:
+    with server_thread(tmp_path / "data") as running, Client(running.native) as client:
+        client.create_topic("t", partitions=1)
+        for name in ("logq-expires-at", "logq-dedup-id", "logq-origin-id"):
+            with pytest.raises(BadArgumentError, match=f"header '{name}': headers under logq-"):
+                client.publish("t", b"forged", headers={name: "1"})
+            answer = httpx.post(
+                f"{running.http}/v1/topics/t/messages",
+                json={"value": "forged", "headers": {name: "1"}},
+            )
+            assert answer.status_code == 400 and "written by the broker only" in answer.text
+        host, port = running.native.rsplit(":", 1)
+        forged = [
+            encode_batch([b"forged"], headers=[{"logq-expires-at": "1"}]),  # not marked expiring
+            encode_batch([b"forged"], headers=[{"logq-expires-at": "soon"}], expiring=True),
+            encode_batch([b"forged"], headers=[{"logq-dedup-id": "d"}]),  # not marked for dedup
+            encode_batch([b"ok", b"forged"], headers=[{}, {"logq-origin-id": "t:0:0"}]),
+        ]
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            for batch in forged:
+                sock.sendall(encode_command(["PUBBATCH", "t", 0, batch]))
+                reply = sock.recv(4096)
+                assert reply.startswith(b"-BADARG a record has the header 'logq-"), reply
+        # what a producer writes for a ttl and a dedup id is still taken
+        client.publish("t", b"kept", ttl="1h", dedup_id="once")
+        (message,) = client.peek("t")
+        assert message.value == b"kept"
+        assert set(message.headers) == {"logq-expires-at", "logq-dedup-id"}
