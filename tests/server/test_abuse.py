@@ -23,12 +23,18 @@ from logq.server.connections import ConnectionCounter
 from tests.harness import Running, server_process, server_thread
 
 ADMIN_TOKEN, ADMIN_HASH = new_token()
+SHOP_TOKEN, SHOP_HASH = new_token()
 CONFIG = f"""
 auth:
   users:
     root: {{token: "{ADMIN_HASH}", roles: [admin]}}
+    shop: {{token: "{SHOP_HASH}", roles: [producer]}}
+  roles:
+    producer: [{{topics: "a", allow: [publish]}}]
 limits:
   connections: 50
+  eventStreams: 3
+  eventStreamsPerUser: 2
   handshakeBytes: 4096
 server:
   handshakeTimeoutMs: 400ms
@@ -190,6 +196,26 @@ def test_a_body_is_refused_at_its_limit_before_it_is_read_whole(guarded: Running
                 sent += taken
         assert answer.startswith(b"HTTP/1.1 413 "), sent
         assert sent < 16 << 20
+
+
+def test_one_user_cannot_take_every_dashboard_stream(guarded: Running) -> None:
+    url = f"{guarded.http}/v1/events"
+    shop = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+    root = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with (
+        httpx.Client(timeout=10) as http, http.stream("GET", url, headers=shop) as first,
+        http.stream("GET", url, headers=shop) as second,
+    ):
+        lines = [stream.iter_lines() for stream in (first, second)]  # held open
+        for line in lines:
+            assert next(line).startswith("data: {")
+        third = http.get(url, headers=shop)
+        assert third.status_code == 429
+        assert (
+            "2 event streams open for 'shop', the limit eventStreamsPerUser is 2" in third.text
+        )
+        with http.stream("GET", url, headers=root) as admin:
+            assert admin.status_code == 200
 
 
 # -- the admission rules, without sockets -----------------------------------------------------

@@ -118,6 +118,7 @@ async def serve(
                     config.http_body_bytes_max,
                     config.http_publish_body_bytes_max,
                     config.event_streams_max,
+                    config.event_streams_per_user_max,
                 ),
             ),
             log_level="warning",

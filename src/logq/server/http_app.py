@@ -262,6 +262,8 @@ async def _admit(request: Request, endpoint: Endpoint, security: Security, state
         partial(_bounded_body, request, limit),
         lambda check: asyncio.get_running_loop().run_in_executor(None, check),
     )
+    if principal is not ANONYMOUS:
+        request.state.user = principal.name  # per-user limits (event streams)
     socket = request.scope.get(SCOPE_KEY)
     if socket is not None and principal is not ANONYMOUS:
         state.connections.signed_in(socket)
