@@ -203,7 +203,8 @@ def test_one_user_cannot_take_every_dashboard_stream(guarded: Running) -> None:
     shop = {"Authorization": f"Bearer {SHOP_TOKEN}"}
     root = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with (
-        httpx.Client(timeout=10) as http, http.stream("GET", url, headers=shop) as first,
+        httpx.Client(timeout=10) as http,
+        http.stream("GET", url, headers=shop) as first,
         http.stream("GET", url, headers=shop) as second,
     ):
         lines = [stream.iter_lines() for stream in (first, second)]  # held open
@@ -211,9 +212,7 @@ def test_one_user_cannot_take_every_dashboard_stream(guarded: Running) -> None:
             assert next(line).startswith("data: {")
         third = http.get(url, headers=shop)
         assert third.status_code == 429
-        assert (
-            "2 event streams open for 'shop', the limit eventStreamsPerUser is 2" in third.text
-        )
+        assert "2 event streams open for 'shop', the limit eventStreamsPerUser is 2" in third.text
         with http.stream("GET", url, headers=root) as admin:
             assert admin.status_code == 200
 

@@ -22,6 +22,7 @@ import uvicorn
 
 from logq.broker import Broker
 from logq.protocol import Limits as FrameLimits
+from logq.server.auth_throttle import SignInThrottle
 from logq.server.config import ServerConfig, is_loopback, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
@@ -84,7 +85,9 @@ async def serve(
         per_address_limit=config.connections_per_address_max,
         unauthenticated_limit=config.unauthenticated_connections_max,
     )
-    security = Security.from_config(config.security)
+    security = Security.from_config(
+        config.security, SignInThrottle(config.auth_failures_max, config.auth_lockout_ms_max)
+    )
     tls = server_tls_context(config.security.tls)
     native = NativeServer(
         broker,

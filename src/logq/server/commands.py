@@ -53,6 +53,7 @@ class Session:
     security: Security | None = None
     principal: Principal | None = None  # who signed in (everyone, with auth off)
     auth_failures: int = 0
+    address: str = "local"  # the peer's
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -223,7 +224,9 @@ async def _sign_in(session: Session, username: str | None, secret: str) -> None:
     if security is None or not security.auth_enabled:
         raise BadArgumentError("authentication is off on this server: no AUTH is needed")
     try:
-        session.principal = await security.authenticator.login(username, secret)
+        session.principal = await security.authenticator.login(
+            username, secret, address=session.address
+        )
     except LogqError:
         session.auth_failures += 1
         if session.auth_failures >= AUTH_FAILURES_MAX:
@@ -739,6 +742,8 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     connections = session.extra.get("connections")
     if connections is not None:
         statistics.update(connections.statistics())
+    if session.security is not None:
+        statistics.update(session.security.authenticator.throttle.statistics())
     return statistics
 
 

@@ -181,7 +181,7 @@ def create_app(
     `allowed_hosts` (when listening on loopback) are the only Host names served."""
     state = ApiState(broker, connections, limits or Limits())
     guard = security or Security.from_config(SecurityConfig())
-    metrics = HttpMetrics(broker, connections, native_times)
+    metrics = HttpMetrics(broker, connections, native_times, guard.authenticator.throttle)
     table: list[Endpoint] = []
     table.extend(_system_endpoints(metrics, table))
     table.extend(http_routes_topics.ENDPOINTS)
@@ -261,6 +261,7 @@ async def _admit(request: Request, endpoint: Endpoint, security: Security, state
         request.path_params,
         partial(_bounded_body, request, limit),
         lambda check: asyncio.get_running_loop().run_in_executor(None, check),
+        request.client.host if request.client else "local",
     )
     if principal is not ANONYMOUS:
         request.state.user = principal.name  # per-user limits (event streams)

@@ -22,6 +22,7 @@ import msgspec
 from logq.errors import AuthRequiredError, ForbiddenError, UnknownCommandError
 from logq.protocol.commands import MESSAGE_ID, REGISTRY
 from logq.server.auth import ANONYMOUS, Authenticator, Principal, require
+from logq.server.auth_throttle import SignInThrottle
 from logq.server.quotas import Quotas
 from logq.server.security_config import SecurityConfig
 
@@ -83,8 +84,11 @@ class Security:
     quotas: Quotas
 
     @classmethod
-    def from_config(cls, config: SecurityConfig) -> Security:
-        return cls(Authenticator(config.auth), Quotas(config.quota, config.client_quotas))
+    def from_config(
+        cls, config: SecurityConfig, throttle: SignInThrottle | None = None
+    ) -> Security:
+        authenticator = Authenticator(config.auth, throttle or SignInThrottle())
+        return cls(authenticator, Quotas(config.quota, config.client_quotas))
 
     def __post_init__(self) -> None:
         self.auth_enabled = self.authenticator.enabled  # read per request: computed once
@@ -125,6 +129,7 @@ class Security:
         params: Mapping[str, Any],
         body: Callable[[], Awaitable[bytes]],
         run: Callable[[Callable[[], bool]], Awaitable[bool]],
+        address: str = "local",
     ) -> Principal:
         rule = ROUTES.get((method, route))
         spec = REGISTRY.get(rule[0]) if rule is not None else None
@@ -132,7 +137,7 @@ class Security:
             raise ForbiddenError(f"{method} {route} has no permission rule: refused to everyone")
         if spec.permission == "open":
             return ANONYMOUS
-        principal = await self.http_principal(headers, run)
+        principal = await self.http_principal(headers, run, address)
         _, topic_from, group_from = rule
         body_fields = await _body_fields(body) if "body:" in f"{topic_from}{group_from}" else {}
         topic = None if topic_from is None else _route_value(topic_from, params, body_fields)
@@ -144,20 +149,21 @@ class Security:
         self,
         headers: Mapping[str, str],
         run: Callable[[Callable[[], bool]], Awaitable[bool]],
+        address: str = "local",
     ) -> Principal:
         if not self.auth_enabled:
             return ANONYMOUS
         header = headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == "bearer" and credentials:
-            return await self.authenticator.login(None, credentials.strip(), run)
+            return await self.authenticator.login(None, credentials.strip(), run, address)
         if scheme.lower() == "basic" and credentials:
             try:
                 decoded = base64.b64decode(credentials.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 raise AuthRequiredError("malformed Basic credentials") from None
             username, _, password = decoded.partition(":")
-            return await self.authenticator.login(username, password, run)
+            return await self.authenticator.login(username, password, run, address)
         raise AuthRequiredError(
             "authentication required: send Authorization: Bearer <token> or Basic credentials"
         )

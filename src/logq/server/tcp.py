@@ -97,6 +97,7 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+        self.session.address = self.address
         counter = self.server.connections
         refusal = (
             "SHUTDOWN the server is stopping"
