@@ -19,6 +19,8 @@ from logq.errors import BadArgumentError
 from logq.log import encode_batch
 from logq.protocol.encoder import encode_command
 from logq.server.auth import new_token
+from logq.server.config import build_config
+from logq.server.config_parsing import ConfigError
 from logq.server.connections import ConnectionCounter
 from tests.harness import Running, server_process, server_thread
 
@@ -303,3 +305,25 @@ def test_a_client_cannot_write_the_brokers_headers(tmp_path: Path) -> None:
         (message,) = client.peek("t")
         assert message.value == b"kept"
         assert set(message.headers) == {"logq-expires-at", "logq-dedup-id"}
+
+
+def test_the_timeouts_and_connection_limits_are_validated_settings(tmp_path: Path) -> None:
+    path = tmp_path / "logq.yaml"
+    path.write_text(
+        "server: {handshakeTimeoutMs: 250ms, idleTimeoutMs: 5m, httpHeaderTimeoutMs: 2000}\n"
+        "limits: {connectionsPerAddress: 7, unauthenticatedConnections: 3, handshakeBytes: 2048}\n"
+    )
+    config = build_config(config_file=path, environ={})
+    assert (config.handshake_timeout_ms, config.idle_timeout_ms) == (250, 300_000)
+    assert config.http_header_timeout_ms == 2000
+    assert (config.connections_per_address_max, config.unauthenticated_connections_max) == (7, 3)
+    assert config.handshake_bytes_max == 2048
+    for bad, key in (
+        ("server: {handshakeTimeoutMs: 10ms}", r"server\.handshakeTimeoutMs: 10 ms is not within"),
+        ("server: {idleTimeoutMs: soon}", r"server\.idleTimeoutMs"),
+        ("limits: {handshakeBytes: 10}", r"limits\.handshakeBytes"),
+        ("limits: {connectionsPerAddress: 0}", r"limits\.connectionsPerAddress"),
+    ):
+        path.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=key):
+            build_config(config_file=path, environ={})
