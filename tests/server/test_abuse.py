@@ -115,6 +115,7 @@ def test_a_signed_in_connection_that_idles_is_closed(guarded: Running) -> None:
         stats = admin.stats()
     assert stats["connections_timed_out_handshake"] >= 1
     assert stats["connections_timed_out_idle"] >= 1
+    assert stats["connections_closed_oversize"] >= 1
 
 
 def test_idle_anonymous_sockets_cannot_lock_out_a_signed_in_client(guarded: Running) -> None:

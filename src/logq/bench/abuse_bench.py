@@ -70,6 +70,7 @@ class AbuseBenchResult:
     closed_http_header_timeout: int
     closed_http_body_timeout: int
     closed_to_make_room: int
+    closed_oversize: int
     refused: int
     server: str
 
@@ -227,6 +228,7 @@ def run_abuse_bench(
                 closed_http_header_timeout=int(stats.get("connections_timed_out_http_header", 0)),
                 closed_http_body_timeout=int(stats.get("connections_timed_out_http_body", 0)),
                 closed_to_make_room=int(stats.get("connections_evicted", 0)),
+                closed_oversize=int(stats.get("connections_closed_oversize", 0)),
                 refused=int(stats.get("connections_refused", 0)),
                 server=address,
             )

@@ -412,6 +412,7 @@ def bench_abuse(
     table.add_row("closed: idle timeout", f"{result.closed_idle_timeout:,}")
     table.add_row("closed: HTTP header timeout", f"{result.closed_http_header_timeout:,}")
     table.add_row("closed: HTTP body timeout", f"{result.closed_http_body_timeout:,}")
+    table.add_row("closed: over handshakeBytes", f"{result.closed_oversize:,}")
     table.add_row("closed to make room", f"{result.closed_to_make_room:,}")
     table.add_row("refused", f"{result.refused:,}")
     Console().print(table)

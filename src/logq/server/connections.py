@@ -35,6 +35,7 @@ class ConnectionCounter:
     http: int = 0  # HTTP requests in progress
     refused: int = 0
     evicted: int = 0
+    oversize: int = 0  # closed for sending more than a handshake's worth before signing in
     # connections closed for taking too long: to sign in, to send a request, or idle
     timed_out: dict[str, int] = field(
         default_factory=lambda: {"handshake": 0, "idle": 0, "http_header": 0, "http_body": 0}
@@ -143,5 +144,6 @@ class ConnectionCounter:
             "connections_limit": self.limit,
             "connections_refused": self.refused,
             "connections_evicted": self.evicted,
+            "connections_closed_oversize": self.oversize,
             **{f"connections_timed_out_{kind}": count for kind, count in self.timed_out.items()},
         }

@@ -38,6 +38,11 @@ class AdmissionCollector:
         )
         for reason, count in sorted(connections.timed_out.items()):
             timed_out.add_metric([reason], count)
+        oversize = CounterMetricFamily(
+            "logq_connections_closed_oversize",
+            "Connections closed for sending more than limits.handshakeBytes before signing in",
+        )
+        oversize.add_metric([], connections.oversize)
         failures = CounterMetricFamily(
             "logq_sign_in_failures", "Sign-ins refused for credentials that are not valid"
         )
@@ -47,4 +52,4 @@ class AdmissionCollector:
             "Sign-ins refused unchecked, while the user or address must wait after failures",
         )
         throttled.add_metric([], throttle.throttled)
-        return [unauthenticated, evicted, timed_out, failures, throttled]
+        return [unauthenticated, evicted, timed_out, oversize, failures, throttled]

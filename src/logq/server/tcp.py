@@ -120,6 +120,7 @@ class Connection(asyncio.Protocol):
             self._handshake_bytes_left -= len(data)
             if self._handshake_bytes_left < 0:
                 limit = self.server.limits.handshake_bytes_max
+                self.server.connections.oversize += 1
                 self._fail(f"TOOBIG more than {limit} bytes sent before signing in (AUTH)")
                 return
         try:
