@@ -240,6 +240,12 @@ def test_the_oldest_unauthenticated_connection_makes_room() -> None:
     assert counter.admit(third, "b", signed_in=False, http=False) is None  # over 2: first goes
     assert first.evicted is not None and second.evicted is None
     assert counter.statistics()["unauthenticated_connections"] == 2
+    assert (counter.native, counter.http_sockets) == (1, 1)
+    fourth = _Member(counter)
+    assert counter.admit(fourth, "b", signed_in=False, http=False) is None  # second (HTTP) goes
+    assert second.evicted is not None
+    assert (counter.native, counter.http_sockets) == (2, 0)
+    second = fourth
     counter.signed_in(second)
     counter.signed_in(third)
     signed = [_Member(counter) for _ in range(2)]

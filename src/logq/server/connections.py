@@ -41,7 +41,7 @@ class ConnectionCounter:
         default_factory=lambda: {"handshake": 0, "idle": 0, "http_header": 0, "http_body": 0}
     )
     closing: bool = False  # the server is stopping: long-lived streams end
-    _addresses: dict[Admitted, str] = field(default_factory=dict)
+    _addresses: dict[Admitted, tuple[str, bool]] = field(default_factory=dict)  # address, http
     _by_address: dict[str, int] = field(default_factory=dict)
     _unauthenticated: OrderedDict[Admitted, str] = field(default_factory=OrderedDict)
 
@@ -77,7 +77,7 @@ class ConnectionCounter:
             victim.evict(
                 "LIMIT closed to make room: it did not sign in, and the connection limit was reached"
             )
-        self._addresses[member] = address
+        self._addresses[member] = (address, http)
         self._by_address[address] = self._by_address.get(address, 0) + 1
         if not signed_in:
             self._unauthenticated[member] = address
@@ -90,11 +90,12 @@ class ConnectionCounter:
     def signed_in(self, member: Admitted) -> None:
         self._unauthenticated.pop(member, None)
 
-    def release(self, member: Admitted, *, http: bool = False) -> None:
+    def release(self, member: Admitted) -> None:
         """Count `member` out (again is harmless)."""
-        address = self._addresses.pop(member, None)
-        if address is None:
+        found = self._addresses.pop(member, None)
+        if found is None:
             return
+        address, http = found
         self._unauthenticated.pop(member, None)
         left = self._by_address[address] - 1
         if left:

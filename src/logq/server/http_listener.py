@@ -62,7 +62,7 @@ def guarded_protocol(
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            connections.release(self, http=True)
+            connections.release(self)
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
