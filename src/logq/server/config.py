@@ -67,7 +67,7 @@ class ServerConfig:
     event_streams_per_user_max: int = 4  # of those, held by one user (or address, auth off)
     # connections: from one address, and not signed in yet (at most half of
     # connections_max); before signing in a connection may send this much
-    connections_per_address_max: int = 1_000
+    connections_per_address_max: int = 2_500  # a quarter of the default connections_max
     unauthenticated_connections_max: int = 1_000
     handshake_bytes_max: int = 16 << 10
     # how long a native connection may take to sign in, and stay silent with

@@ -28,7 +28,7 @@ class Admitted(Protocol):
 @dataclass(slots=True)
 class ConnectionCounter:
     limit: int = 10_000
-    per_address_limit: int = 1_000
+    per_address_limit: int = 2_500
     unauthenticated_limit: int = 1_000
     native: int = 0
     http_sockets: int = 0
