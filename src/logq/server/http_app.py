@@ -22,7 +22,7 @@ from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -232,6 +232,10 @@ def _wrap(
             return error_response(error)
         except LogError as error:
             return error_response(from_log_error(error))
+        except ClientDisconnect:
+            # gone before its body arrived (or closed by the body timeout): nobody
+            # reads an answer, and there is nothing to report
+            return Response(status_code=400)
         except Exception:
             logger.exception("%s %s failed", endpoint.method, endpoint.path)
             return error_response(LogqError("internal error; the server log has the details"))
