@@ -332,7 +332,13 @@ class NativeServer:
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls)
+        self._server = await loop.create_server(
+            lambda: Connection(self),
+            sock=sock,
+            ssl=self.tls,
+            # a TLS handshake comes before the connection is admitted: bound it the same
+            ssl_handshake_timeout=self.limits.handshake_timeout_ms / 1000 if self.tls else None,
+        )
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:
