@@ -172,6 +172,16 @@ def test_an_http_request_must_arrive_within_its_timeouts(guarded: Running) -> No
         assert _until_closed(kept).startswith(b"HTTP/1.1 200 OK")
 
 
+def test_request_headers_are_bounded(guarded: Running) -> None:
+    # httptools keeps every header line it is given: 50 MB of them were held
+    with _http(guarded) as sock:
+        padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + padding)
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
+    assert b"the limit httpHeaderBytes is 65536" in answer
+
+
 def test_a_body_is_refused_at_its_limit_before_it_is_read_whole(guarded: Running) -> None:
     headers = (
         b"Host: 127.0.0.1\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"

@@ -131,7 +131,11 @@ async def serve(
             access_log=False,
             http=guarded_protocol(
                 connections,
-                HttpTimeouts(config.http_header_timeout_ms, config.http_body_timeout_ms),
+                HttpTimeouts(
+                    config.http_header_timeout_ms,
+                    config.http_body_timeout_ms,
+                    config.http_header_bytes_max,
+                ),
                 auth_enabled=security.auth_enabled,
             ),
             timeout_keep_alive=config.http_idle_timeout_ms / 1000,  # type: ignore[arg-type]

@@ -62,6 +62,7 @@ class ServerConfig:
     frame_bytes_max: int = 64 << 20
     buffer_bytes_max: int = 128 << 20
     http_body_bytes_max: int = 1 << 20
+    http_header_bytes_max: int = 64 << 10  # a request's line and headers
     http_publish_body_bytes_max: int = 64 << 20
     event_streams_max: int = 32  # open dashboard event streams
     event_streams_per_user_max: int = 4  # of those, held by one user (or address, auth off)
@@ -293,6 +294,7 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "frameBytes": ("server", "frame_bytes_max", 1 << 10, 1 << 30),
     "bufferBytes": ("server", "buffer_bytes_max", 1 << 10, 1 << 31),
     "httpBodyBytes": ("server", "http_body_bytes_max", 1 << 10, 1 << 30),
+    "httpHeaderBytes": ("server", "http_header_bytes_max", 1 << 10, 16 << 20),
     "httpPublishBodyBytes": ("server", "http_publish_body_bytes_max", 1 << 10, 1 << 31),
     "eventStreams": ("server", "event_streams_max", 1, 10_000),
     "eventStreamsPerUser": ("server", "event_streams_per_user_max", 1, 10_000),

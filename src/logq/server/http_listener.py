@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from logq.errors import LimitError, LogqError, ShuttingDownError, TimedOutError
+from logq.errors import LimitError, LogqError, ShuttingDownError, TimedOutError, TooBigError
 from logq.server.connections import ConnectionCounter
 from logq.server.http_common import error_body
 
@@ -32,6 +32,8 @@ DISCARDED_BYTES_MAX = 2 << 20
 class HttpTimeouts:
     header_timeout_ms: int = 10_000
     body_timeout_ms: int = 60_000
+    # a request's line and headers: httptools keeps every header it is given
+    header_bytes_max: int = 64 << 10
 
 
 def guarded_protocol(
@@ -43,6 +45,7 @@ def guarded_protocol(
         _deadline: asyncio.TimerHandle | None = None
         _admitted = False
         _discarded = 0
+        _header_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -66,10 +69,31 @@ def guarded_protocol(
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
+            self._header_bytes = 0
             super().on_message_begin()
             self.scope[SCOPE_KEY] = self  # type: ignore[literal-required]
             if self._deadline is None and self._admitted:
                 self._arm(timeouts.header_timeout_ms, "http_header")
+
+        def on_url(self, url: bytes) -> None:
+            self._count_header_bytes(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_header_bytes(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count_header_bytes(self, size: int) -> None:
+            self._header_bytes += size
+            if self._header_bytes > timeouts.header_bytes_max and not self.transport.is_closing():
+                self._disarm()
+                self._answer_and_close(
+                    TooBigError(
+                        f"the request line and headers are over {timeouts.header_bytes_max} "
+                        f"bytes, the limit httpHeaderBytes is {timeouts.header_bytes_max}"
+                    ),
+                    status=431,
+                )
 
         def on_headers_complete(self) -> None:
             self._disarm()
@@ -115,7 +139,7 @@ def guarded_protocol(
                 TimedOutError(f"the request {what} did not arrive within {limit} ms")
             )
 
-        def _answer_and_close(self, error: LogqError) -> None:
+        def _answer_and_close(self, error: LogqError, status: int | None = None) -> None:
             """Answer with `error` unless a response is under way, and close."""
             if self.transport.is_closing():
                 return
@@ -125,8 +149,9 @@ def guarded_protocol(
                 or self.cycle.response_complete
             ):
                 body = error_body(error.code, error.message)
+                code = status or error.http_status
                 head = (
-                    f"HTTP/1.1 {error.http_status} {_REASONS.get(error.http_status, 'Error')}\r\n"
+                    f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n"
                     f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
                     "connection: close\r\n\r\n"
                 )
@@ -136,4 +161,9 @@ def guarded_protocol(
     return GuardedHttpProtocol
 
 
-_REASONS = {408: "Request Timeout", 429: "Too Many Requests", 503: "Service Unavailable"}
+_REASONS = {
+    408: "Request Timeout",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
