@@ -81,7 +81,8 @@ def guarded_protocol(
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._count_header_bytes(len(name) + len(value) + 4)
-            super().on_header(name, value)
+            if not self.transport.is_closing():  # refused: keep nothing more
+                super().on_header(name, value)
 
         def _count_header_bytes(self, size: int) -> None:
             self._header_bytes += size
@@ -97,15 +98,20 @@ def guarded_protocol(
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            if self.transport.is_closing():  # refused or timed out: nothing to run
+                return
             self._discarded = 0
             super().on_headers_complete()
             self._arm(timeouts.body_timeout_ms, "http_body")
 
         def on_message_complete(self) -> None:
             self._disarm()
-            super().on_message_complete()
+            if self.cycle is not None:  # None: refused before its header was done
+                super().on_message_complete()
 
         def on_body(self, body: bytes) -> None:
+            if self.cycle is None:  # refused before its header was done
+                return
             if self.cycle.response_complete:
                 # answered before its body was read whole (refused at the
                 # limit): the rest is thrown away as it comes, so the client
