@@ -177,6 +177,15 @@ class UnconfirmedError(LogqError):
         self.unconfirmed = list(unconfirmed or [])
 
 
+class TimedOutError(LogqError):
+    """The peer took too long: to sign in, to send a request, or idled; the
+    connection is closed."""
+
+    code = "TIMEOUT"
+    http_status = 408
+    retriable = True
+
+
 _ALL: list[type[LogqError]] = [
     LogqError,
     BadArgumentError,
@@ -201,6 +210,7 @@ _ALL: list[type[LogqError]] = [
     ProtocolViolationError,
     UnsupportedError,
     UnconfirmedError,
+    TimedOutError,
 ]
 BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
 

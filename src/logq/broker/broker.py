@@ -69,7 +69,15 @@ from logq.log import (
     decode_batch,
     encode_batch,
 )
-from logq.log.batch import DELAYED, check_record_sizes, iter_headers, read_header
+from logq.log.batch import (
+    DEDUP,
+    DELAYED,
+    EXPIRING,
+    check_record_sizes,
+    header_names_with,
+    iter_headers,
+    read_header,
+)
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.journal import Journal
@@ -557,7 +565,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     f"key_bytes_max is {self.config.key_bytes_max}"
                 )
             if message.headers:
-                self._check_headers(index, message.headers)
+                self._check_headers(index, message.headers, as_broker)
             if message.partition is not None:
                 partition = topic.partition(message.partition).index
             elif key is not None:
@@ -617,8 +625,17 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         await asyncio.gather(*(store_runs(p, r) for p, r in runs.items()))
         return [result for result in results if result is not None]
 
-    def _check_headers(self, index: int, headers: dict[str, str]) -> None:
-        """A message's header count and encoded size against their limits."""
+    def _check_headers(self, index: int, headers: dict[str, str], as_broker: bool) -> None:
+        """A message's header count and encoded size against their limits;
+        headers under `logq-` are the broker's to write."""
+        if not as_broker:
+            for name in headers:
+                if name.startswith(RESERVED_HEADER_PREFIX):
+                    raise BadArgumentError(
+                        f"message {index} has the header {name[:64]!r}: headers under "
+                        f"{RESERVED_HEADER_PREFIX} are written by the broker only "
+                        "(ttl and dedup_id set the ones a publisher may ask for)"
+                    )
         config = self.config
         if len(headers) > config.header_count_max:
             raise TooBigError(
@@ -669,6 +686,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 header_bytes_max=self.config.header_bytes_max,
                 header_count_max=self.config.header_count_max,
             )
+            if not as_broker:
+                _check_reserved_headers(batch)
             log_config = self.config.log
             dedup_id = dedup_id_of(batch, log_config.batch_bytes_max, log_config.batch_records_max)
         except LogError as error:
@@ -970,6 +989,34 @@ class BatchResult:
         self.base_offset = base_offset
         self.last_offset = last_offset
         self.duplicate = duplicate
+
+
+RESERVED_HEADER_PREFIX = "logq-"
+
+
+def _check_reserved_headers(batch: bytes) -> None:
+    """A producer-built batch may carry only the reserved headers its
+    producer writes for a TTL and a dedup id, in their form and with the
+    batch marked for them; nothing else under `logq-`."""
+    found = header_names_with(batch, RESERVED_HEADER_PREFIX.encode())
+    if not found:
+        return
+    attributes = read_header(batch).attributes
+    for name, value in found.items():
+        if (
+            name == HEADER_EXPIRES_AT
+            and attributes & EXPIRING
+            and value.isascii()
+            and value.isdigit()
+        ):
+            continue
+        if name == HEADER_DEDUP_ID and attributes & DEDUP:
+            continue
+        raise BadArgumentError(
+            f"a record has the header {name[:64]!r}: headers under {RESERVED_HEADER_PREFIX} are "
+            "written by the broker only (a producer writes logq-expires-at and logq-dedup-id "
+            "for a ttl and a dedup_id, in a batch marked for them)"
+        )
 
 
 def _with_dedup(headers: dict[str, str], message: OutgoingMessage) -> dict[str, str]:

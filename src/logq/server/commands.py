@@ -26,6 +26,7 @@ from logq.errors import (
     UnknownCommandError,
 )
 from logq.protocol import Push, SimpleString
+from logq.protocol.commands import REGISTRY
 from logq.server.auth import Principal
 from logq.server.security import Security
 from logq.server.subscription import Subscription
@@ -58,6 +59,7 @@ class Session:
     security: Security | None = None
     principal: Principal | None = None  # who signed in (everyone, with auth off)
     auth_failures: int = 0
+    address: str = "local"  # the peer's
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,6 +171,9 @@ HANDLERS: dict[str, Handler] = {}
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
+    # a command is served only with an entry in the permission table
+    assert name in REGISTRY, f"{name} has no entry in logq.protocol.commands.REGISTRY"
+
     def register(handler: Handler) -> Handler:
         HANDLERS[name] = handler
         return handler
@@ -233,7 +238,9 @@ async def _sign_in(session: Session, username: str | None, secret: str) -> None:
     if security is None or not security.auth_enabled:
         raise BadArgumentError("authentication is off on this server: no AUTH is needed")
     try:
-        session.principal = await security.authenticator.login(username, secret)
+        session.principal = await security.authenticator.login(
+            username, secret, address=session.address
+        )
     except LogqError:
         session.auth_failures += 1
         if session.auth_failures >= AUTH_FAILURES_MAX:
@@ -777,6 +784,8 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     connections = session.extra.get("connections")
     if connections is not None:
         statistics.update(connections.statistics())
+    if session.security is not None:
+        statistics.update(session.security.authenticator.throttle.statistics())
     return statistics
 
 

@@ -50,6 +50,7 @@ class Limits:
     body_bytes_max: int = BODY_BYTES_MAX
     publish_body_bytes_max: int = PUBLISH_BODY_BYTES_MAX
     event_streams_max: int = EVENT_STREAMS_MAX  # open /v1/events streams (dashboards)
+    event_streams_per_user_max: int = 4  # of those, held by one user (address, auth off)
 
 
 class EventFeed:
@@ -58,8 +59,21 @@ class EventFeed:
 
     def __init__(self) -> None:
         self.streams = 0
+        self.held: dict[str, int] = {}  # streams open per user (or address)
         self._frame = b""
         self._made_at = float("-inf")
+
+    def opened(self, holder: str) -> None:
+        self.streams += 1
+        self.held[holder] = self.held.get(holder, 0) + 1
+
+    def closed(self, holder: str) -> None:
+        self.streams -= 1
+        left = self.held[holder] - 1
+        if left:
+            self.held[holder] = left
+        else:
+            del self.held[holder]
 
     def frame(self, make: Callable[[], bytes], max_age_s: float) -> bytes:
         now = time.monotonic()

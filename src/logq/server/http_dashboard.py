@@ -105,31 +105,40 @@ class _CountedStream(StreamingResponse):
     """A stream that counts itself down when it ends, however it ends (even
     when the client left before its first frame)."""
 
-    def __init__(self, content: AsyncIterator[bytes], feed: EventFeed) -> None:
+    def __init__(self, content: AsyncIterator[bytes], feed: EventFeed, holder: str) -> None:
         super().__init__(
             content,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self._feed = feed
+        self._holder = holder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._feed.streams -= 1
+            self._feed.closed(self._holder)
 
 
 async def events(state: ApiState, request: Request) -> Response:
     """Server-sent events: a snapshot now, then one a second until the page
     goes away or the server stops."""
     feed = state.events
+    # the user's, or the address's with authentication off
+    holder = getattr(request.state, "user", None) or (request.client.host if request.client else "")
     if feed.streams >= state.limits.event_streams_max:
         raise LimitError(
             f"{feed.streams} event streams open, the limit eventStreams is"
             f" {state.limits.event_streams_max}"
         )
-    feed.streams += 1  # with the check, no await between: a burst cannot pass the limit
+    held = feed.held.get(holder, 0)
+    if held >= state.limits.event_streams_per_user_max:
+        raise LimitError(
+            f"{held} event streams open for {holder!r}, the limit eventStreamsPerUser is"
+            f" {state.limits.event_streams_per_user_max}"
+        )
+    feed.opened(holder)  # with the checks, no await between: a burst cannot pass the limits
 
     def frame() -> bytes:
         return b"data: " + msgspec.json.encode(snapshot(state)) + b"\n\n"
@@ -141,4 +150,4 @@ async def events(state: ApiState, request: Request) -> Response:
             if await request.is_disconnected():
                 return
 
-    return _CountedStream(stream(), feed)
+    return _CountedStream(stream(), feed, holder)

@@ -23,8 +23,10 @@ from prometheus_client.core import (
 )
 
 from logq.broker import Broker
+from logq.server.auth_throttle import SignInThrottle
 from logq.server.command_metrics import CommandCollector, CommandTimes
 from logq.server.connections import ConnectionCounter
+from logq.server.security_metrics import AdmissionCollector
 from logq.server.storage_metrics import StorageCollector
 
 # Long polls wait up to a minute, so the buckets reach past it.
@@ -128,7 +130,7 @@ class BrokerCollector:
             _lifecycle(families, labels, group["lifecycle"])
         connections = self._connections
         families["active_connections"].add_metric(["native"], connections.native)
-        families["active_connections"].add_metric(["http"], connections.http)
+        families["active_connections"].add_metric(["http"], connections.http_connections)
         families["connections_limit"].add_metric([], connections.limit)
         families["connections_refused"].add_metric([], connections.refused)
         return list(families.values())
@@ -165,7 +167,7 @@ class BrokerCollector:
         )
         families["active_connections"] = GaugeMetricFamily(
             "logq_active_connections",
-            "Open native connections and HTTP requests in progress",
+            "Open connections, by listener",
             labels=["listener"],
         )
         families["connections_limit"] = GaugeMetricFamily(
@@ -185,9 +187,11 @@ class HttpMetrics:
         broker: Broker,
         connections: ConnectionCounter,
         native_times: CommandTimes | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(broker, connections))
+        self.registry.register(AdmissionCollector(connections, throttle or SignInThrottle()))
         self.registry.register(StorageCollector(broker))
         if native_times is not None:
             self.registry.register(CommandCollector(native_times))
