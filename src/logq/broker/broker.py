@@ -47,6 +47,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
+from logq.broker.topic_counts import topic_counts
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
@@ -442,6 +443,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
 
     def list_topics(self) -> list[dict[str, Any]]:
         return [self.describe_topic(name) for name in sorted(self.topics)]
+
+    def topic_counts(self) -> list[dict[str, Any]]:
+        """Each topic's totals as `describe_topic` has them, cheaply, by name."""
+        return topic_counts(self.topics, self.groups.values())
 
     # -- publishing -----------------------------------------------------------------
 

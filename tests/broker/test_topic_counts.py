@@ -1,0 +1,41 @@
+"""`Broker.topic_counts` (the dashboard's topic table, every second) has the
+same numbers as `describe_topic`, which answers one topic in full."""
+
+from __future__ import annotations
+
+from logq.broker import Broker, FakeClock, OutgoingMessage
+from tests.broker.fake import run
+
+COUNTED = ("messages", "bytes", "pending", "in_flight", "acked", "failed", "dead_lettered")
+
+
+def test_topic_counts_agree_with_describe_topic() -> None:
+    async def scenario(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("orders", {"partitions": 3, "max_deliveries": 1})
+        await broker.create_topic("audit", {"partitions": 1})
+        await broker.create_topic("empty", {"partitions": 2})
+        await broker.publish("orders", [OutgoingMessage(b"o" * 10)] * 9)
+        await broker.publish("audit", [OutgoingMessage(b"a")] * 4)
+        await broker.put_group("orders", "idle")
+        received = await broker.receive("orders", "billing", "c1", max_messages=6)
+        await broker.ack("orders", "billing", [m.id for m in received[:2]])
+        await broker.nack("orders", "billing", [received[2].id])  # dead-lettered: one delivery
+        await broker.reject("orders", "billing", [received[3].id])
+        (audited,) = await broker.receive("audit", "readers", "c2", max_messages=1)
+        await broker.nack("audit", "readers", [audited.id], delay_ms=0)
+        await broker.receive("audit", "readers", "c2", max_messages=1)  # a redelivery
+        counted = broker.topic_counts()
+        assert [topic["name"] for topic in counted] == sorted(broker.topics)
+        for topic in counted:
+            described = broker.describe_topic(topic["name"])
+            assert topic["partitions"] == len(described["partitions"])
+            assert {key: topic[key] for key in COUNTED} == {
+                key: described[key] for key in COUNTED
+            }, topic["name"]
+        orders = next(topic for topic in counted if topic["name"] == "orders")
+        assert (orders["messages"], orders["acked"], orders["in_flight"]) == (9, 2, 2)
+        assert orders["dead_lettered"] == 2 and orders["pending"] > 0
+        audit = next(topic for topic in counted if topic["name"] == "audit")
+        assert audit["failed"] == 1
+
+    run(scenario)
