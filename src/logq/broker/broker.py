@@ -47,7 +47,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
-from logq.broker.topic_counts import topic_counts
+from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
@@ -448,6 +448,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         """Each topic's totals as `describe_topic` has them, cheaply, by name."""
         return topic_counts(self.topics, self.groups.values())
 
+    def group_counts(self) -> list[dict[str, Any]]:
+        """Each group's lag and in-flight as `list_groups` has them, cheaply."""
+        return group_counts(self.topics, self.groups.values())
+
     # -- publishing -----------------------------------------------------------------
 
     async def publish(
@@ -791,9 +795,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     "committed": state.floor,
                     "next_offset": state.next_offset,
                     "log_end": log_end,
-                    "lag": state.unsettled(
-                        min(log_end, ends[index]) if ends and index < len(ends) else log_end
-                    ),
+                    "lag": state.unsettled(lag_end(group, index, log_end)),
                     "in_flight": state.in_flight,
                     "pending_redelivery": state.pending_count,
                     "owner": owners.get(index),

@@ -233,18 +233,7 @@ def take_sample(
     for topic in counted:
         rate_in, rate_out = rate_of[topic["name"]]
         rows.append(topic | {"in_per_s": round(rate_in, 2), "out_per_s": round(rate_out, 2)})
-    groups = [
-        {
-            "topic": group["topic"],
-            "group": group["group"],
-            "mode": group["settings"].get("mode"),
-            "members": len(group["members"]),
-            "lag": group["lag"],
-            "in_flight": group["in_flight"],
-        }
-        for group in broker.list_groups()
-        if not group["group"].startswith("~")
-    ]
+    groups = broker.group_counts()
     by_name = {row["name"]: row for row in rows}
     busiest = [
         {key: by_name[name][key] for key in ("name", "in_per_s", "out_per_s")}
