@@ -24,6 +24,7 @@ PARTITIONS = 6
 NAMES = [f"t{i:04d}" for i in range(TOPICS)]
 CREATORS = 16  # requests at once: the broker's metadata writes are shared by them
 SETTLE_MS = 60_000  # a generous wait for the first frame on a busy machine
+ANSWER_MS = 20_000  # a generous wait for the table to follow a filter, sort or page
 STOP_S = 120  # closing 6,000 partition logs on a busy machine
 
 
@@ -87,34 +88,36 @@ def test_the_overview_of_1000_topics(page: Page, broker: Running) -> None:
         client.publish_many("t0777", [b"x"] * 100)
     for name in ("t0500", "t0777"):
         expect(page.locator(f"[data-chart={name}] figcaption")).to_contain_text(
-            re.compile(r"peak [1-9]")
+            re.compile(r"peak [1-9]"), timeout=ANSWER_MS
         )
     expect(charts).to_have_count(BUSIEST_TOPICS)
     # a filter narrows the table
     search = page.get_by_role("searchbox", name="Filter topics by name")
     search.fill("t07")
-    expect(count).to_have_text("1\N{EN DASH}50 of 100 topics whose name holds “t07” (1,000 in all)")
+    expect(count).to_have_text(
+        "1\N{EN DASH}50 of 100 topics whose name holds “t07” (1,000 in all)", timeout=ANSWER_MS
+    )
     search.fill("t0777")
-    expect(rows).to_have_count(1)
+    expect(rows).to_have_count(1, timeout=ANSWER_MS)
     expect(rows.first).to_have_attribute("data-topic", "t0777")
     expect(rows.first.locator("[data-col=messages]")).to_have_text("100")
     search.fill("")
-    expect(count).to_have_text("1\N{EN DASH}50 of 1,000 topics")
+    expect(count).to_have_text("1\N{EN DASH}50 of 1,000 topics", timeout=ANSWER_MS)
     # sorting by a column: most first, then least first; aria-sort says which
     header = topics.get_by_role("columnheader", name="messages")
     header.get_by_role("button").click()
     expect(header).to_have_attribute("aria-sort", "descending")
     expect(header).to_have_accessible_name("messages")  # the arrow is not read out
-    expect(rows.nth(0)).to_have_attribute("data-topic", "t0500")
+    expect(rows.nth(0)).to_have_attribute("data-topic", "t0500", timeout=ANSWER_MS)
     expect(rows.nth(1)).to_have_attribute("data-topic", "t0777")
     expect(rows.nth(2)).to_have_attribute("data-topic", "t0000")  # ties by name
     expect(topics.locator("th[aria-sort]")).to_have_count(1)
     header.get_by_role("button").click()
     expect(header).to_have_attribute("aria-sort", "ascending")
-    expect(rows.nth(0)).to_have_attribute("data-topic", "t0000")
+    expect(rows.nth(0)).to_have_attribute("data-topic", "t0000", timeout=ANSWER_MS)
     expect(rows.nth(49)).to_have_attribute("data-topic", "t0049")
     # the next page, from the sorted order
     page.get_by_role("button", name="Next").click()
-    expect(count).to_have_text("51\N{EN DASH}100 of 1,000 topics")
+    expect(count).to_have_text("51\N{EN DASH}100 of 1,000 topics", timeout=ANSWER_MS)
     expect(rows.nth(0)).to_have_attribute("data-topic", "t0050")
     expect(page.get_by_role("button", name="Previous")).to_be_enabled()
