@@ -27,6 +27,7 @@ from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.client import Client
 from logq.server import http_dashboard
 from logq.server.connections import ConnectionCounter
+from logq.server.dashboard_feed import TopicRates, TopicView
 from logq.server.http_app import create_app
 from logq.server.http_common import ApiState, Limits
 from tests.harness import server_thread
@@ -548,11 +549,13 @@ async def test_the_event_snapshot_holds_what_the_dashboard_shows(api: Api) -> No
     await api.publish("user-signups", {"value": "new user: alex", "partition": 0})
     await api.receive("user-signups", "mailer")
     state = ApiState(api.broker, api.connections, Limits())
-    snapshot = http_dashboard.snapshot(state)
-    (topic,) = snapshot["topics"]
+    snapshot = http_dashboard.sample(state, TopicRates(), 0.0).snapshot(TopicView())
+    (topic,) = snapshot["topics"]["rows"]
     assert topic["name"] == "user-signups" and topic["partitions"] == 2
-    assert (topic["messages"], topic["messages_in"], topic["messages_out"]) == (1, 1, 1)
-    assert topic["in_flight"] == 1 and topic["pending"] == 1
+    assert (topic["messages"], topic["in_flight"], topic["pending"]) == (1, 1, 1)
+    assert snapshot["topics"]["matching"] == 1
+    assert snapshot["totals"]["messages"] == 1 and snapshot["totals"]["groups"] == 1
+    assert [busy["name"] for busy in snapshot["busiest"]] == ["user-signups"]
     (group,) = snapshot["groups"]
     assert (group["group"], group["lag"], group["in_flight"]) == ("mailer", 1, 1)
     assert snapshot["lanes"] == ["high", "normal", "low"]

@@ -48,6 +48,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
+from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
@@ -131,6 +132,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
         self._closed = False
         self._metadata_lock = asyncio.Lock()
+        self._metadata_changes = 0  # counted by each change to the settings
+        self._metadata_saved = 0  # the changes the last finished write covered
         # Names that are some topic's dead-letter topic: only the broker
         # writes there, so a letter's origin headers can be trusted.
         self._dead_letter_topics: frozenset[str] = frozenset()
@@ -370,14 +373,27 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     # -- metadata -------------------------------------------------------------------
 
     async def _save_metadata(self) -> None:
+        """Write every topic's and group's settings, durably, after a change.
+        Changes made meanwhile share one write (a group commit): a caller
+        returns once a write begun after its change has finished, so a
+        thousand topics made at once cost a few writes of all the topics,
+        not a thousand."""
         self._note_dead_letter_topics()
+        if self.storage.in_memory:
+            return  # nothing is kept: building the document would be all the cost
+        self._metadata_changes += 1
+        change = self._metadata_changes
         async with self._metadata_lock:
+            if self._metadata_saved >= change:
+                return  # a write begun after this change covered it
+            covered = self._metadata_changes
             metadata = {
                 "dead_letter_topics": sorted(self._made_dead_letter_topics),
                 "topics": {name: topic.settings.as_dict() for name, topic in self.topics.items()},
                 "groups": {key: group.settings.as_dict() for key, group in self.groups.items()},
             }
             await self.run(lambda: self.storage.save_metadata(metadata))
+            self._metadata_saved = covered
 
     # -- topics ---------------------------------------------------------------------
 
@@ -525,6 +541,14 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
 
     def list_topics(self) -> list[dict[str, Any]]:
         return [self.describe_topic(name) for name in sorted(self.topics)]
+
+    def topic_counts(self) -> list[dict[str, Any]]:
+        """Each topic's totals as `describe_topic` has them, cheaply, by name."""
+        return topic_counts(self.topics, self.groups.values())
+
+    def group_counts(self) -> list[dict[str, Any]]:
+        """Each group's lag and in-flight as `list_groups` has them, cheaply."""
+        return group_counts(self.topics, self.groups.values())
 
     # -- publishing -----------------------------------------------------------------
 
@@ -920,9 +944,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     "committed": state.floor,
                     "next_offset": state.next_offset,
                     "log_end": log_end,
-                    "lag": state.unsettled(
-                        min(log_end, ends[index]) if ends and index < len(ends) else log_end
-                    ),
+                    "lag": state.unsettled(lag_end(group, index, log_end)),
                     "in_flight": state.in_flight,
                     "pending_redelivery": state.pending_count,
                     "owner": owners.get(index),

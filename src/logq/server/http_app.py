@@ -136,30 +136,11 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
             "GET",
             "/v1/events",
             http_dashboard.events,
-            "Server-sent events: a snapshot of topics, groups and connections every second"
-            " (each event's data is this object, as JSON)",
-            response={
-                "type": "object",
-                "description": "one event: its data is a snapshot, as JSON",
-                "properties": {
-                    "data": {
-                        "type": "string",
-                        "contentMediaType": "application/json",
-                        "contentSchema": object_schema(
-                            {
-                                "at_ms": {"type": "integer"},
-                                "node": {"type": "string"},
-                                "lanes": {"type": "array", "items": {"type": "string"}},
-                                "topics": {"type": "array", "items": {"type": "object"}},
-                                "groups": {"type": "array", "items": {"type": "object"}},
-                                "connections": {"type": "object"},
-                            },
-                            ("at_ms", "node", "lanes", "topics", "groups", "connections"),
-                        ),
-                    }
-                },
-                "required": ["data"],
-            },
+            "Server-sent events: a snapshot every second of the broker's totals, its"
+            " busiest topics, the part of the topic table asked for, the groups with the"
+            " most lag and the connections (each event's data is this object, as JSON)",
+            query=http_dashboard.EVENTS_QUERY,
+            response=http_dashboard.EVENTS_SCHEMA,
             media_type="text/event-stream",
         ),
     )
