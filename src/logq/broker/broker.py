@@ -29,6 +29,7 @@ from logq.broker.disk import DiskGuard
 from logq.broker.errors import from_log_error
 from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.group import Group, group_key
+from logq.broker.lane_index import forget_loaded
 from logq.broker.messages import (
     Message,
     MessageId,
@@ -741,6 +742,9 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         existing = self.groups.get(key)
         base = existing.settings if existing else self.config.group_defaults
         parsed = group_settings(settings or {}, base)
+        if existing is None or existing.settings.mode is not parsed.mode:
+            for partition in topic.partitions:  # a shared group may stand behind the index
+                forget_loaded(partition)
         if existing is not None:
             existing.configure(parsed, self.clock.now_ms())
         else:

@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from logq.broker.clock import Clock
@@ -26,6 +27,13 @@ from logq.broker.delays import held_back
 from logq.broker.disk import DiskGuard
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
+from logq.broker.lane_index import (
+    forget_loaded,
+    forget_settled,
+    merge_scanned,
+    scan_lanes,
+    settled_by_all,
+)
 from logq.broker.messages import (
     Message,
     MessageId,
@@ -35,7 +43,7 @@ from logq.broker.messages import (
 from logq.broker.metrics import Metrics
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
-from logq.broker.topic import Topic, scan_lanes
+from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
@@ -46,6 +54,7 @@ from logq.log.batch import iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
 from logq.state.journal import Journal
+from logq.state.lane_guard import LaneGuard
 from logq.state.ranges import Range, ranges_of
 
 T = TypeVar("T")
@@ -292,22 +301,46 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             ]
         return kept, expired, held
 
+    def _shared_states(self, topic_name: str, index: int) -> list[PartitionDelivery]:
+        """The delivery state of partition `index` in each shared group of the topic."""
+        return [
+            group.deliveries[index]
+            for group in self.groups.values()
+            if group.topic == topic_name
+            and group.settings.mode is GroupMode.SHARED
+            and index < len(group.deliveries)
+        ]
+
     async def _load_lanes(self, topic: Topic) -> None:
-        """After a restart, find the high and low batches the groups have not passed yet."""
+        """Find the high and low batches the shared groups have not settled
+        (after a restart, or when a group may stand behind the index)."""
         for partition in topic.partitions:
             if partition.lanes_loaded:
                 continue
-            floors = [
-                g.deliveries[partition.index].floor
-                for g in self.groups.values()
-                if g.topic == topic.name and partition.index < len(g.deliveries)
-            ]
-            start = min(floors, default=0)
-            found = await self.run(lambda log=partition.log, at=start: scan_lanes(log, at))  # type: ignore[misc]
-            if not partition.lanes_loaded:
-                merged = {entry[0]: entry for entry in (*found, *partition.lanes)}
-                partition.lanes = sorted(merged.values())
-                partition.lanes_loaded = True
+            generation = partition.lanes_generation
+            states = self._shared_states(topic.name, partition.index)
+            start = min((state.floor for state in states), default=0)
+            copies = [PartitionDelivery(s.floor, settled=s.settled.copy()) for s in states]
+            settled = settled_by_all(copies)  # a snapshot: the scan runs off the loop
+            found, complete = await self.run(partial(scan_lanes, partition.log, start, settled))
+            states = self._shared_states(topic.name, partition.index)
+            merge_scanned(partition, found, complete, generation, states)
+
+    def _forget_settled_lanes(self, events: Sequence[Event]) -> None:
+        """Settled by shared groups: drop what every shared group has settled
+        from the partitions' lane indexes."""
+        for event in events:
+            if not isinstance(event, (Settled, Seeked)):
+                continue
+            group = self.groups.get(event.group)
+            topic = None if group is None else self.topics.get(group.topic)
+            if group is None or topic is None or group.settings.mode is not GroupMode.SHARED:
+                continue
+            partition = topic.partitions[event.partition]
+            if partition.lanes:
+                ranges = event.ranges if isinstance(event, Settled) else []
+                states = self._shared_states(topic.name, event.partition)
+                forget_settled(partition, ranges, states)
 
     def _plan(
         self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int
@@ -333,9 +366,15 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if room <= 0:
                 planned = []
             elif lanes and group.settings.mode is GroupMode.SHARED:
-                share = group.settings.starvation_share
-                rank = self.lanes.rank
-                planned = state.plan_lanes(now_ms, min(budget, room), readable, lanes, rank, share)
+                planned = state.plan_lanes(
+                    now_ms,
+                    min(budget, room),
+                    readable,
+                    lanes,
+                    self.lanes.rank,
+                    group.lane_guards[index],
+                    group.settings.lane_policy(),
+                )
             else:
                 planned = state.plan(now_ms, min(budget, room), readable)
             by_attempt: defaultdict[int, list[Range]] = defaultdict(list)
@@ -634,7 +673,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for index, offset in positions.items():
             event = Seeked(group.key, index, offset)
             group.deliveries[index].apply(event)
+            group.lane_guards[index] = LaneGuard()
             events.append(event)
+            if group.settings.mode is GroupMode.SHARED:
+                forget_loaded(topic.partitions[index])  # it may now stand behind the index
         await self._commit(events)
         topic.changed.set()
         return positions
@@ -821,6 +863,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             raise LogqError(f"delivery state could not be stored: {error}") from None
         except OSError as error:  # written on the loop: a full or failing disk
             raise self.disk.storage_error(error) from None
+        self._forget_settled_lanes(events)
         for key in {event.group for event in events if not isinstance(event, Leased)}:
             group = self.groups.get(key)
             if group is not None:
