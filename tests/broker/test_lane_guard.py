@@ -157,3 +157,20 @@ def test_an_overflowing_index_is_scanned_again_once_it_drains(
         assert received == [f"h{i}" for i in range(8)]  # the four left out came back in
 
     run(test)
+
+
+def test_no_lane_memory_while_no_shared_group_reads_the_topic() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "o", {"mode": "ordered"})
+        await broker.publish("t", [OutgoingMessage(f"n{i}".encode()) for i in range(5)])
+        for i in range(3):
+            await broker.publish("t", [OutgoingMessage(f"h{i}".encode(), priority="high")])
+        assert len(await broker.receive("t", "o", "c", max_messages=10)) == 8
+        assert broker.topic("t").partitions[0].lanes == []
+        await broker.put_group("t", "s", {"mode": "shared"})
+        assert await take(broker, 3) == ["h0", "h1", "h2"]  # a shared group finds them
+        await broker.publish("t", [OutgoingMessage(b"h3", priority="high")])
+        assert await take(broker, 1) == ["h3"]
+
+    run(test)

@@ -30,9 +30,7 @@ from logq.broker.group import Group
 from logq.broker.lane_index import (
     forget_loaded,
     forget_settled,
-    merge_scanned,
-    scan_lanes,
-    settled_by_all,
+    load_lanes,
 )
 from logq.broker.messages import (
     Message,
@@ -317,14 +315,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for partition in topic.partitions:
             if partition.lanes_loaded:
                 continue
-            generation = partition.lanes_generation
-            states = self._shared_states(topic.name, partition.index)
-            start = min((state.floor for state in states), default=0)
-            copies = [PartitionDelivery(s.floor, settled=s.settled.copy()) for s in states]
-            settled = settled_by_all(copies)  # a snapshot: the scan runs off the loop
-            found, complete = await self.run(partial(scan_lanes, partition.log, start, settled))
-            states = self._shared_states(topic.name, partition.index)
-            merge_scanned(partition, found, complete, generation, states)
+            states = partial(self._shared_states, topic.name, partition.index)
+            await load_lanes(partition, states, self.run)
 
     def _forget_settled_lanes(self, events: Sequence[Event]) -> None:
         """Settled by shared groups: drop what every shared group has settled

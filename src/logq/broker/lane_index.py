@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from logq.broker import topic as topic_module  # LANE_BATCHES_MAX read at call time
-from logq.broker.topic import Partition
+from logq.broker.topic import Partition, Runner
 from logq.log import PartitionLog
 from logq.log.batch import iter_headers
 from logq.state.delivery import PartitionDelivery
@@ -72,8 +73,37 @@ def forget_settled(
 
 def forget_loaded(partition: Partition) -> None:
     """Have the next shared receive scan the log for lane batches again."""
+    partition.lanes = []
     partition.lanes_loaded = False
+    partition.lanes_overflowed = False
     partition.lanes_generation += 1
+
+
+async def load_lanes(
+    partition: Partition,
+    shared_states: Callable[[], list[PartitionDelivery]],
+    run: Runner,
+) -> None:
+    """Scan the log, off the loop, for the lane batches that some shared group
+    (`shared_states`, asked afresh after each wait) has not settled."""
+    generation = partition.lanes_generation
+    states = shared_states()
+    offset = min((state.floor for state in states), default=0)
+    copies = [PartitionDelivery(s.floor, settled=s.settled.copy()) for s in states]
+    settled = settled_by_all(copies)  # a snapshot: the scan runs off the loop
+    room = topic_module.LANE_BATCHES_MAX + 1
+    found: list[LaneEntry] = []
+    while offset < partition.log.next_offset and len(found) < room:
+        # until it has caught up with appends made meanwhile (they note
+        # their lane batches only once the index is loaded)
+        more, reached = await run(
+            partial(scan_lanes, partition.log, offset, settled, room - len(found))
+        )
+        found += more
+        if reached <= offset:
+            break
+        offset = reached
+    merge_scanned(partition, found, len(found) < room, generation, shared_states())
 
 
 def merge_scanned(
@@ -94,20 +124,20 @@ def merge_scanned(
 
 
 def scan_lanes(
-    log: PartitionLog, start: int, settled: Callable[[int, int], bool]
-) -> tuple[list[LaneEntry], bool]:
-    """(start, end, lane) of the batches outside the normal lane from `start`
-    on that are not `settled`, and whether the scan reached the end (blocking)."""
+    log: PartitionLog, start: int, settled: Callable[[int, int], bool], room: int
+) -> tuple[list[LaneEntry], int]:
+    """(start, end, lane) of up to `room` batches outside the normal lane from
+    `start` on that are not `settled`, and the offset the scan reached (blocking)."""
     found: list[LaneEntry] = []
     offset = max(start, log.first_offset)
-    while offset < log.next_offset:
-        if len(found) >= topic_module.LANE_BATCHES_MAX:
-            return found, False
+    while offset < log.next_offset and len(found) < room:
         data = log.read(offset, 1 << 20).data
         if not data:
             break
         for _, header in iter_headers(data):
+            if header.next_offset <= offset:
+                continue
             offset = header.next_offset
             if header.lane and not settled(header.base_offset, header.next_offset):
                 found.append((header.base_offset, header.next_offset, header.lane))
-    return found, True
+    return found, offset

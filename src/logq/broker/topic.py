@@ -188,8 +188,10 @@ class Topic:
 
     def note_lane(self, partition: Partition, batch: bytes, result: AppendResult) -> None:
         lane = (read_header(batch).attributes & LANE_MASK) >> LANE_SHIFT
-        if not lane:
-            return
+        if not lane or not partition.lanes_loaded:
+            return  # not kept while no shared group reads it: the next load scans for it
+        if partition.lanes and partition.lanes[-1][1] > result.base_offset:
+            return  # the load's scan found it first
         if len(partition.lanes) < LANE_BATCHES_MAX:
             partition.lanes.append((result.base_offset, result.next_offset, lane))
         else:
