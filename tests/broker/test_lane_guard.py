@@ -10,6 +10,7 @@ import random
 import pytest
 
 from logq.broker import Broker, FakeClock, OutgoingMessage
+from logq.state.delivery import PartitionDelivery, Planned
 from logq.state.lane_guard import LaneGuard, LanePolicy
 from tests.broker.fake import run
 
@@ -174,3 +175,10 @@ def test_no_lane_memory_while_no_shared_group_reads_the_topic() -> None:
         assert await take(broker, 1) == ["h3"]
 
     run(test)
+
+
+def test_a_lane_no_longer_configured_is_served_as_normal() -> None:
+    state = PartitionDelivery()
+    rank = {1: 0, 0: 1, 2: 2}  # high, normal, low; lane 5 is gone from the config
+    plan = state.plan_lanes(0, 3, 6, [(0, 2, 5), (4, 5, 1)], rank, LaneGuard(), LanePolicy())
+    assert plan == [Planned(4, 5, 1), Planned(0, 2, 1)]

@@ -232,7 +232,7 @@ class PartitionDelivery:
             return planned
         first = bisect.bisect_right(lanes, self.next_offset, key=lambda entry: entry[1])
         by_lane = self._free_by_lane(lanes, first, log_end, rank, budget + 1)
-        by_lane[0] = self._free_normal(lanes, first, log_end, budget + 1)
+        by_lane[0] = self._free_normal(lanes, first, log_end, rank, budget + 1)
         order = sorted(by_lane, key=lambda lane: rank.get(lane, 0))
         waiting = [(lane, sum(end - start for start, end in by_lane[lane])) for lane in order]
         takes = guard.allot(waiting, budget, now_ms, policy)
@@ -274,15 +274,23 @@ class PartitionDelivery:
         return by_lane
 
     def _free_normal(
-        self, lanes: Sequence[tuple[int, int, int]], first: int, log_end: int, wanted: int
+        self,
+        lanes: Sequence[tuple[int, int, int]],
+        first: int,
+        log_end: int,
+        rank: Mapping[int, int],
+        wanted: int,
     ) -> list[Range]:
-        """Up to `wanted` free offsets of the normal lane: those in no lane entry."""
+        """Up to `wanted` free offsets of the normal lane: those in no entry of
+        another lane (a lane no longer configured counts as normal)."""
         normal: list[Range] = []
         index = first
         for start, end in self.free(self.next_offset, log_end):
             cursor = start
             while cursor < end and wanted > 0:
-                while index < len(lanes) and lanes[index][1] <= cursor:
+                while index < len(lanes) and (
+                    lanes[index][1] <= cursor or lanes[index][2] not in rank
+                ):
                     index += 1
                 stop = end if index == len(lanes) else min(end, max(lanes[index][0], cursor))
                 if stop > cursor:
