@@ -109,7 +109,8 @@ def test_lane_memory_follows_what_is_unsettled(monkeypatch: pytest.MonkeyPatch) 
         await broker.put_group("t", "s", {"mode": "shared"})
         await broker.put_group("t", "other", {"mode": "shared"})
         await broker.publish("t", [OutgoingMessage(f"n{i}".encode()) for i in range(30)])
-        for i in range(12):  # three times the index's size, one batch each
+        for i in range(12):  # three times the index's size, one run each
+            await broker.publish("t", [OutgoingMessage(f"m{i}".encode())])
             await broker.publish("t", [OutgoingMessage(f"h{i}".encode(), priority="high")])
             assert await take(broker, 1) == [f"h{i}"]
             assert await take(broker, 1, "other") == [f"h{i}"]
@@ -128,13 +129,7 @@ def test_a_group_made_after_the_index_was_trimmed_still_serves_high_first() -> N
     async def test(broker: Broker, clock: FakeClock) -> None:
         await low_then_high(broker, low=5, high=3)
         assert await take(broker, 3) == ["high0", "high1", "high2"]
-        assert broker.topic("t").partitions[0].lanes == [
-            (0, 1, 2),
-            (1, 2, 2),
-            (2, 3, 2),
-            (3, 4, 2),
-            (4, 5, 2),
-        ]
+        assert broker.topic("t").partitions[0].lanes == [(0, 5, 2)]  # one run of low
         await broker.put_group("t", "late", {"mode": "shared"})
         assert await take(broker, 3, "late") == ["high0", "high1", "high2"]  # found again
         await broker.seek("t", "s", "earliest")
@@ -152,9 +147,12 @@ def test_an_overflowing_index_is_scanned_again_once_it_drains(
         await broker.create_topic("t", {"partitions": 1})
         await broker.put_group("t", "s", {"mode": "shared"})
         await broker.publish("t", [OutgoingMessage(f"n{i}".encode()) for i in range(5)])
-        for i in range(8):  # twice what the index holds
+        for i in range(8):  # twice what the index holds: runs apart, by normal ones
             await broker.publish("t", [OutgoingMessage(f"h{i}".encode(), priority="high")])
-        received = list(itertools.chain.from_iterable([await take(broker, 1) for _ in range(8)]))
+            await broker.publish("t", [OutgoingMessage(f"m{i}".encode())])
+        received = await take(broker, 1)
+        assert broker.topic("t").partitions[0].lanes_overflowed  # it holds four of eight
+        received += itertools.chain.from_iterable([await take(broker, 1) for _ in range(7)])
         assert received == [f"h{i}" for i in range(8)]  # the four left out came back in
 
     run(test)
@@ -173,6 +171,9 @@ def test_no_lane_memory_while_no_shared_group_reads_the_topic() -> None:
         assert await take(broker, 3) == ["h0", "h1", "h2"]  # a shared group finds them
         await broker.publish("t", [OutgoingMessage(b"h3", priority="high")])
         assert await take(broker, 1) == ["h3"]
+        for value in (b"h4", b"h5"):  # adjoining batches of one lane: one run
+            await broker.publish("t", [OutgoingMessage(value, priority="high")])
+        assert broker.topic("t").partitions[0].lanes == [(9, 11, 1)]
 
     run(test)
 

@@ -2,10 +2,11 @@
 
 Shared groups serve lanes in priority order, so they must know which of the
 offsets they have not settled belong to a lane other than normal. Each
-partition keeps (start, end, lane) of such batches, sorted: appends add to
-it (topic.py), and it is built by scanning the log the first time a shared
-group receives, and again whenever a shared group may stand behind what it
-holds (a new group, a seek, a group turned shared).
+partition keeps (start, end, lane) of such batches, sorted, adjoining
+batches of one lane as one run: appends add to it (topic.py), and it is
+built by scanning the log the first time a shared group receives, and again
+whenever a shared group may stand behind what it holds (a new group, a
+seek, a group turned shared).
 
 The index holds only what some shared group has not settled: when a shared
 group settles offsets, the entries among them that every shared group of
@@ -115,12 +116,25 @@ def merge_scanned(
 ) -> None:
     """Merge what a scan found with what appends noted meanwhile."""
     settled = settled_by_all(states)
-    merged = {entry[0]: entry for entry in (*found, *partition.lanes)}
-    entries = sorted(entry for entry in merged.values() if not settled(entry[0], entry[1]))
+    entries = [
+        entry for entry in coalesced([*found, *partition.lanes]) if not settled(entry[0], entry[1])
+    ]
     partition.lanes_overflowed = not complete or len(entries) > topic_module.LANE_BATCHES_MAX
     partition.lanes = entries[: topic_module.LANE_BATCHES_MAX]
     if partition.lanes_generation == generation:
         partition.lanes_loaded = True
+
+
+def coalesced(entries: list[LaneEntry]) -> list[LaneEntry]:
+    """`entries` sorted, each run of adjoining or overlapping entries of one
+    lane made one entry."""
+    runs: list[LaneEntry] = []
+    for start, end, lane in sorted(entries):
+        if runs and runs[-1][2] == lane and start <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], end), lane)
+        else:
+            runs.append((start, end, lane))
+    return runs
 
 
 def scan_lanes(
@@ -138,6 +152,10 @@ def scan_lanes(
             if header.next_offset <= offset:
                 continue
             offset = header.next_offset
-            if header.lane and not settled(header.base_offset, header.next_offset):
+            if not header.lane or settled(header.base_offset, header.next_offset):
+                continue
+            if found and found[-1][1] == header.base_offset and found[-1][2] == header.lane:
+                found[-1] = (found[-1][0], header.next_offset, header.lane)
+            else:
                 found.append((header.base_offset, header.next_offset, header.lane))
     return found, offset

@@ -33,8 +33,9 @@ class Runner(Protocol):
     def __call__(self, function: Callable[[], T], /) -> Awaitable[T]: ...
 
 
-# unsettled high/low batches a partition's lane index holds (lane_index.py);
-# past this many, later ones are served in offset order until it drains
+# runs of unsettled high/low batches a partition's lane index holds
+# (lane_index.py); past this many, later ones are served in offset order
+# until it drains
 LANE_BATCHES_MAX = 100_000
 PRODUCER_BATCHES_KEPT = 5  # as Kafka: the last five batches of each producer
 PRODUCERS_PER_PARTITION_MAX = 10_000
@@ -56,9 +57,9 @@ class Partition:
     log: PartitionLog
     producers: OrderedDict[int, ProducerEntry] = field(default_factory=OrderedDict)
     producers_loaded: bool = False
-    # (start, end, lane) of batches outside the normal lane that some shared
-    # group has not settled: lets them serve high before normal before low
-    # (see lane_index.py; bounded by LANE_BATCHES_MAX)
+    # (start, end, lane) of runs of batches outside the normal lane that some
+    # shared group has not settled: lets them serve high before normal before
+    # low (see lane_index.py; bounded by LANE_BATCHES_MAX)
     lanes: list[tuple[int, int, int]] = field(default_factory=list)
     lanes_loaded: bool = False
     lanes_generation: int = 0  # moves on each time the index must be scanned again
@@ -190,9 +191,12 @@ class Topic:
         lane = (read_header(batch).attributes & LANE_MASK) >> LANE_SHIFT
         if not lane or not partition.lanes_loaded:
             return  # not kept while no shared group reads it: the next load scans for it
-        if partition.lanes and partition.lanes[-1][1] > result.base_offset:
+        last = partition.lanes[-1] if partition.lanes else None
+        if last is not None and last[1] > result.base_offset:
             return  # the load's scan found it first
-        if len(partition.lanes) < LANE_BATCHES_MAX:
+        if last is not None and last[1] == result.base_offset and last[2] == lane:
+            partition.lanes[-1] = (last[0], result.next_offset, lane)  # one run of the lane
+        elif len(partition.lanes) < LANE_BATCHES_MAX:
             partition.lanes.append((result.base_offset, result.next_offset, lane))
         else:
             partition.lanes_overflowed = True
