@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
-from logq.broker import Broker, FakeClock, OutgoingMessage
+from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.state.delivery import PartitionDelivery, Planned
 from logq.state.lane_guard import LaneGuard, LanePolicy
 from tests.broker.fake import run
@@ -183,3 +184,23 @@ def test_a_lane_no_longer_configured_is_served_as_normal() -> None:
     rank = {1: 0, 0: 1, 2: 2}  # high, normal, low; lane 5 is gone from the config
     plan = state.plan_lanes(0, 3, 6, [(0, 2, 5), (4, 5, 1)], rank, LaneGuard(), LanePolicy())
     assert plan == [Planned(4, 5, 1), Planned(0, 2, 1)]
+
+
+def test_after_a_restart_the_index_holds_only_what_is_unsettled(tmp_path: Path) -> None:
+    async def before(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "s", {"mode": "shared"})
+        await broker.publish("t", [OutgoingMessage(b"n0")])  # keeps the floor at 0
+        for value in (b"h0", b"h1", b"h2"):
+            await broker.publish("t", [OutgoingMessage(value, priority="high")])
+        assert await take(broker, 3) == ["h0", "h1", "h2"]
+        await broker.publish("t", [OutgoingMessage(b"h3", priority="high")])
+        await broker.publish("t", [OutgoingMessage(b"low", priority="low")])
+
+    async def after(broker: Broker, clock: FakeClock) -> None:
+        (message,) = await broker.receive("t", "s", "c", max_messages=1)
+        assert message.value == b"h3"
+        assert broker.topic("t").partitions[0].lanes == [(4, 5, 1), (5, 6, 2)]
+
+    run(before, BrokerConfig(data_dir=tmp_path))
+    run(after, BrokerConfig(data_dir=tmp_path))
