@@ -40,6 +40,7 @@ from logq.broker.messages import (
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.settings import (
+    GroupMode,
     TopicSettings,
     check_group_name,
     check_topic_name,
@@ -742,8 +743,9 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         existing = self.groups.get(key)
         base = existing.settings if existing else self.config.group_defaults
         parsed = group_settings(settings or {}, base)
-        if existing is None or existing.settings.mode is not parsed.mode:
-            for partition in topic.partitions:  # a shared group may stand behind the index
+        before = None if existing is None else existing.settings.mode
+        if parsed.mode is not before and GroupMode.SHARED in (before, parsed.mode):
+            for partition in topic.partitions:  # the index follows the shared groups
                 forget_loaded(partition)
         if existing is not None:
             existing.configure(parsed, self.clock.now_ms())
