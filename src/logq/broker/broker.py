@@ -29,6 +29,7 @@ from logq.broker.disk import DiskGuard
 from logq.broker.errors import from_log_error
 from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.group import Group, group_key
+from logq.broker.lane_index import forget_loaded
 from logq.broker.messages import (
     Message,
     MessageId,
@@ -40,6 +41,7 @@ from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.scrubber import Scrubber
 from logq.broker.settings import (
+    GroupMode,
     TopicSettings,
     check_group_name,
     check_topic_name,
@@ -914,6 +916,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         existing = self.groups.get(key)
         base = existing.settings if existing else self.config.group_defaults
         parsed = group_settings(settings or {}, base)
+        before = None if existing is None else existing.settings.mode
+        if parsed.mode is not before and GroupMode.SHARED in (before, parsed.mode):
+            for partition in topic.partitions:  # the index follows the shared groups
+                forget_loaded(partition)
         if existing is not None:
             existing.configure(parsed, self.clock.now_ms())
         else:

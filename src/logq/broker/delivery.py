@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from logq.broker.clock import Clock
@@ -27,6 +28,11 @@ from logq.broker.delays import held_back
 from logq.broker.disk import DiskGuard
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
+from logq.broker.lane_index import (
+    forget_loaded,
+    forget_settled,
+    load_lanes,
+)
 from logq.broker.messages import (
     Message,
     OutgoingMessage,
@@ -36,7 +42,7 @@ from logq.broker.metrics import Metrics
 from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
-from logq.broker.topic import Topic, scan_lanes
+from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
@@ -47,6 +53,7 @@ from logq.log.batch import iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
 from logq.state.journal import Journal
+from logq.state.lane_guard import LaneGuard
 from logq.state.ranges import Range, ranges_of
 
 T = TypeVar("T")
@@ -306,22 +313,40 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             ]
         return kept, expired, held
 
+    def _shared_states(self, topic_name: str, index: int) -> list[PartitionDelivery]:
+        """The delivery state of partition `index` in each shared group of the topic."""
+        return [
+            group.deliveries[index]
+            for group in self.groups.values()
+            if group.topic == topic_name
+            and group.settings.mode is GroupMode.SHARED
+            and index < len(group.deliveries)
+        ]
+
     async def _load_lanes(self, topic: Topic) -> None:
-        """After a restart, find the high and low batches the groups have not passed yet."""
+        """Find the high and low batches the shared groups have not settled
+        (after a restart, or when a group may stand behind the index)."""
         for partition in topic.partitions:
             if partition.lanes_loaded:
                 continue
-            floors = [
-                g.deliveries[partition.index].floor
-                for g in self.groups.values()
-                if g.topic == topic.name and partition.index < len(g.deliveries)
-            ]
-            start = min(floors, default=0)
-            found = await self.run(lambda log=partition.log, at=start: scan_lanes(log, at))  # type: ignore[misc]
-            if not partition.lanes_loaded:
-                merged = {entry[0]: entry for entry in (*found, *partition.lanes)}
-                partition.lanes = sorted(merged.values())
-                partition.lanes_loaded = True
+            states = partial(self._shared_states, topic.name, partition.index)
+            await load_lanes(partition, states, self.run)
+
+    def _forget_settled_lanes(self, events: Sequence[Event]) -> None:
+        """Settled by shared groups: drop what every shared group has settled
+        from the partitions' lane indexes."""
+        for event in events:
+            if not isinstance(event, (Settled, Seeked)):
+                continue
+            group = self.groups.get(event.group)
+            topic = None if group is None else self.topics.get(group.topic)
+            if group is None or topic is None or group.settings.mode is not GroupMode.SHARED:
+                continue
+            partition = topic.partitions[event.partition]
+            if partition.lanes:
+                ranges = event.ranges if isinstance(event, Settled) else []
+                states = self._shared_states(topic.name, event.partition)
+                forget_settled(partition, ranges, states)
 
     def _plan(
         self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int
@@ -347,9 +372,15 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if room <= 0:
                 planned = []
             elif lanes and group.settings.mode is GroupMode.SHARED:
-                share = group.settings.starvation_share
-                rank = self.lanes.rank
-                planned = state.plan_lanes(now_ms, min(budget, room), readable, lanes, rank, share)
+                planned = state.plan_lanes(
+                    now_ms,
+                    min(budget, room),
+                    readable,
+                    lanes,
+                    self.lanes.rank,
+                    group.lane_guards[index],
+                    group.settings.lane_policy(),
+                )
             else:
                 planned = state.plan(now_ms, min(budget, room), readable)
             by_attempt: defaultdict[int, list[Range]] = defaultdict(list)
@@ -675,7 +706,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for index, offset in positions.items():
             event = Seeked(group.key, index, offset)
             group.deliveries[index].apply(event)
+            group.lane_guards[index] = LaneGuard()
             events.append(event)
+            if group.settings.mode is GroupMode.SHARED:
+                forget_loaded(topic.partitions[index])  # it may now stand behind the index
         await self._commit(events)
         topic.changed.set()
         return positions
@@ -868,6 +902,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             raise LogqError(f"delivery state could not be stored: {error}") from None
         except OSError as error:  # written on the loop: a full or failing disk
             raise self.disk.storage_error(error) from None
+        self._forget_settled_lanes(events)
         for key in {event.group for event in events if not isinstance(event, Leased)}:
             group = self.groups.get(key)
             if group is not None:

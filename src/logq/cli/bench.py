@@ -265,26 +265,53 @@ def bench_delay(
 @bench.command("priority")
 @click.option("--backlog", default=200_000, show_default=True, help="Low messages waiting first.")
 @click.option("--high", default=200, show_default=True, help="High messages published meanwhile.")
-@click.option("--interval-ms", default=10.0, show_default=True, help="Between two high messages.")
+@click.option("--interval-ms", default=10.0, show_default=True, help="Between two high batches.")
+@click.option("--high-batch", default=1, show_default=True, help="High messages per publish.")
 @click.option(
     "--batch", default=100, show_default=True, help="Messages the consumer takes at a time."
+)
+@click.option(
+    "--max",
+    "receive_max",
+    type=int,
+    help="Receive this many at a time (1: a single-message worker) instead of pushes.",
 )
 @click.option("--server", help="Use this running server (host:port) instead of starting one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_priority(
-    backlog: int, high: int, interval_ms: float, batch: int, server: str | None, as_json: bool
+    backlog: int,
+    high: int,
+    interval_ms: float,
+    high_batch: int,
+    batch: int,
+    receive_max: int | None,
+    server: str | None,
+    as_json: bool,
 ) -> None:
     """A high message's wait, publish to delivery, behind a backlog of low ones."""
-    at_least_one(("--backlog", backlog), ("--high", high), ("--batch", batch))
+    at_least_one(
+        ("--backlog", backlog), ("--high", high), ("--batch", batch), ("--high-batch", high_batch)
+    )
+    if receive_max is not None:
+        at_least_one(("--max", receive_max))
     settings = PriorityBenchSettings(
-        backlog=backlog, high=high, interval_ms=max(interval_ms, 0.0), batch=batch, server=server
+        backlog=backlog,
+        high=high,
+        interval_ms=max(interval_ms, 0.0),
+        batch=batch,
+        high_batch=high_batch,
+        receive_max=receive_max,
+        server=server,
     )
     console = Console(stderr=True)
     result = run_priority_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
-    table = Table(title=f"logq bench priority: {result.low_backlog:,} low messages waiting")
+    taking = f"pushed {batch} at a time" if receive_max is None else f"receives of {receive_max}"
+    table = Table(
+        title=f"logq bench priority: {result.low_backlog:,} low messages waiting, {taking}"
+    )
     table.add_column("measure")
     table.add_column("figure", justify="right")
     table.add_row("high messages", f"{result.high_messages:,}")
@@ -292,6 +319,12 @@ def bench_priority(
     table.add_row("high wait p99", f"{result.high_wait_ms_p99:,.1f} ms")
     table.add_row("high wait max", f"{result.high_wait_ms_max:,.1f} ms")
     table.add_row("low delivered meanwhile", f"{result.low_delivered_meanwhile:,}")
+    if result.low_served_while_high_waited is not None:
+        table.add_row("low served while high waited", f"{result.low_served_while_high_waited:,}")
+        fewest = result.high_run_before_low_min
+        table.add_row(
+            "fewest high ahead of such a low", "none" if fewest is None else f"{fewest:,}"
+        )
     Console().print(table)
 
 

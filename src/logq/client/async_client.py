@@ -446,13 +446,16 @@ class AsyncClient:
         max_in_flight: int | None = None,
         backoff: Mapping[str, str | int | float] | None = None,
         starvation_share: float | None = None,
+        starvation_timeout: Duration | None = None,
         assignor: str | None = None,
         revoke_timeout: Duration | None = None,
         session_timeout: Duration | None = None,
     ) -> dict[str, Any]:
         """Create or configure a group (see create_topic for `backoff`).
-        `starvation_share`: in shared groups, the least share of each receive
-        that a lower priority lane with messages waiting gets (default 0.1).
+        `starvation_share`: in shared groups, a lower priority lane with
+        messages waiting lets round(1 / starvation_share) messages of higher
+        lanes go ahead (10 at the default 0.1), then gets one; with
+        `starvation_timeout` it also gets one once it has waited that long.
         `assignor` (`sticky` or `range`) spreads an ordered group's partitions;
         a moving partition waits up to `revoke_timeout` for its in-flight
         messages; a member not heard from for `session_timeout` leaves."""
@@ -464,6 +467,7 @@ class AsyncClient:
                 "AUTO_ACK": auto_ack,
                 "MAX_IN_FLIGHT": max_in_flight,
                 "STARVATION_SHARE": None if starvation_share is None else str(starvation_share),
+                "STARVATION_TIMEOUT": starvation_timeout,
                 "ASSIGNOR": assignor,
                 "REVOKE_TIMEOUT": revoke_timeout,
                 "SESSION_TIMEOUT": session_timeout,

@@ -492,6 +492,7 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             "AUTO_ACK": True,
             "MAX_IN_FLIGHT": True,
             "STARVATION_SHARE": True,
+            "STARVATION_TIMEOUT": True,
             "ASSIGNOR": True,
             "REVOKE_TIMEOUT": True,
             "SESSION_TIMEOUT": True,
@@ -506,7 +507,13 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             continue
         if name == "MODE":
             settings["mode"] = text(value, name).lower()
-        elif name in ("VISIBILITY_TIMEOUT", "ASSIGNOR", "REVOKE_TIMEOUT", "SESSION_TIMEOUT"):
+        elif name in (
+            "VISIBILITY_TIMEOUT",
+            "ASSIGNOR",
+            "REVOKE_TIMEOUT",
+            "SESSION_TIMEOUT",
+            "STARVATION_TIMEOUT",
+        ):
             settings[name.lower()] = text(value, name)
         elif name == "AUTO_ACK":
             settings["auto_ack"] = flag(value, name)

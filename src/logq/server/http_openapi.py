@@ -155,6 +155,16 @@ COMPONENTS: dict[str, Any] = {
             "max_deliveries": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
             "auto_ack": {"type": "boolean"},
             "max_in_flight": {"type": "integer", "minimum": 1},
+            "starvation_share": {
+                "type": "number",
+                "minimum": 0.000001,
+                "maximum": 0.5,
+                "description": "shared groups: a lower lane with messages waiting lets round(1/starvation_share) messages of higher lanes go ahead, then gets one",
+            },
+            "starvation_timeout": {
+                "anyOf": [ref("Duration"), {"type": "null"}],
+                "description": "shared groups: a lower lane that has waited this long gets the next message (null: no time bound)",
+            },
             "backoff": {
                 "type": "object",
                 "description": "retry wait after a nack without delay or a lease expiry: initial * multiplier**(attempt-1), capped at max, minus up to jitter of it",

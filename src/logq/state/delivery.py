@@ -35,6 +35,7 @@ from logq.state.events import (
     Seeked,
     Settled,
 )
+from logq.state.lane_guard import LaneGuard, LanePolicy
 from logq.state.ranges import Range, RangeSet
 
 
@@ -103,6 +104,10 @@ class PartitionDelivery:
 
     def is_settled(self, offset: int) -> bool:
         return offset < self.floor or offset in self.settled
+
+    def all_settled(self, start: int, end: int) -> bool:
+        """Whether every offset of [start, end) is settled."""
+        return end <= self.floor or self.settled.covers(max(start, self.floor), end)
 
     def plan(self, now_ms: int, count_max: int, log_end: int) -> list[Planned]:
         """Due redeliveries first (lowest offset first), then fresh offsets."""
@@ -270,56 +275,90 @@ class PartitionDelivery:
         log_end: int,
         lanes: Sequence[tuple[int, int, int]],
         rank: Mapping[int, int],
-        share: float,
+        guard: LaneGuard,
+        policy: LanePolicy,
     ) -> list[Planned]:
         """Shared groups with priority lanes: due redeliveries first, then
         fresh offsets lane by lane in `rank` order (lane index -> position,
-        0 first). `lanes` lists the (start, end, lane) of batches outside the
-        normal lane (index 0); every lane below the first with messages
-        waiting is guaranteed `share` of the budget (at least one message),
-        so none is starved."""
+        0 first), each lane in offset order. `lanes` lists the (start, end,
+        lane) of batches outside the normal lane (index 0), sorted. How many
+        each lane gets is the starvation guard's (`guard`, see lane_guard.py):
+        the highest lane first, a lower one once its bound has passed."""
         planned = self.plan(now_ms, count_max, self.next_offset)  # due redeliveries only
         budget = count_max - sum(p.end - p.start for p in planned)
         if budget <= 0 or self.next_offset >= log_end:
             return planned
-        by_lane: dict[int, list[Range]] = {}
-        for start, end, lane in lanes:
-            if end > self.next_offset and start < log_end and lane in rank and lane != 0:
-                free = self.free(max(start, self.next_offset), min(end, log_end))
-                by_lane.setdefault(lane, []).extend(free)
-        others = [r for ranges in by_lane.values() for r in ranges]
-        normal: list[Range] = []
-        wanted = budget
-        for start, end in self.free(self.next_offset, log_end):
-            for low, high in _without(start, end, others):
-                take = min(high - low, wanted)
-                normal.append((low, low + take))
-                wanted -= take
-                if wanted <= 0:
+        first = bisect.bisect_right(lanes, self.next_offset, key=lambda entry: entry[1])
+        by_lane = self._free_by_lane(lanes, first, log_end, rank, budget + 1)
+        by_lane[0] = self._free_normal(lanes, first, log_end, rank, budget + 1)
+        order = sorted(by_lane, key=lambda lane: rank.get(lane, 0))
+        waiting = [(lane, sum(end - start for start, end in by_lane[lane])) for lane in order]
+        takes = guard.allot(waiting, budget, now_ms, policy)
+        for lane, take in zip(order, takes, strict=True):
+            left = take
+            for start, end in by_lane[lane]:
+                if left <= 0:
                     break
+                count = min(end - start, left)
+                planned.append(Planned(start, start + count, 1))
+                left -= count
+        return planned
+
+    def _free_by_lane(
+        self,
+        lanes: Sequence[tuple[int, int, int]],
+        first: int,
+        log_end: int,
+        rank: Mapping[int, int],
+        wanted: int,
+    ) -> dict[int, list[Range]]:
+        """Up to `wanted` free offsets of each lane but normal, from lane entry `first` on."""
+        by_lane: dict[int, list[Range]] = {lane: [] for lane in rank if lane != 0}
+        found = dict.fromkeys(by_lane, 0)
+        hungry = len(by_lane)
+        for position in range(first, len(lanes)):
+            start, end, lane = lanes[position]
+            if start >= log_end or hungry == 0:
+                break
+            if lane not in found or found[lane] >= wanted:
+                continue
+            for low, high in self.free(max(start, self.next_offset), min(end, log_end)):
+                stop = min(high, low + wanted - found[lane])
+                by_lane[lane].append((low, stop))
+                found[lane] += stop - low
+                if found[lane] >= wanted:
+                    hungry -= 1
+                    break
+        return by_lane
+
+    def _free_normal(
+        self,
+        lanes: Sequence[tuple[int, int, int]],
+        first: int,
+        log_end: int,
+        rank: Mapping[int, int],
+        wanted: int,
+    ) -> list[Range]:
+        """Up to `wanted` free offsets of the normal lane: those in no entry of
+        another lane (a lane no longer configured counts as normal)."""
+        normal: list[Range] = []
+        index = first
+        for start, end in self.free(self.next_offset, log_end):
+            cursor = start
+            while cursor < end and wanted > 0:
+                while index < len(lanes) and (
+                    lanes[index][1] <= cursor or lanes[index][2] not in rank
+                ):
+                    index += 1
+                stop = end if index == len(lanes) else min(end, max(lanes[index][0], cursor))
+                if stop > cursor:
+                    take = min(stop - cursor, wanted)
+                    normal.append((cursor, cursor + take))
+                    wanted -= take
+                cursor = stop if index == len(lanes) else max(stop, lanes[index][1])
             if wanted <= 0:
                 break
-        by_lane[0] = normal
-        queues = [by_lane[lane] for lane in sorted(by_lane, key=lambda lane: rank.get(lane, 0))]
-        quotas = [0] * len(queues)
-        for index in range(1, len(queues)):
-            if queues[index] and any(queues[:index]):
-                quotas[index] = max(1, int(budget * share))
-        quotas[0] = max(budget - sum(quotas[1:]), 0)
-        for quota_pass in (True, False):
-            for index, queue in enumerate(queues):
-                allowed = quotas[index] if quota_pass else budget
-                while queue and budget > 0 and allowed > 0:
-                    start, end = queue[0]
-                    take = min(end - start, budget, allowed)
-                    planned.append(Planned(start, start + take, 1))
-                    budget -= take
-                    allowed -= take
-                    quotas[index] -= take
-                    queue[0] = (start + take, end)
-                    if queue[0][0] >= end:
-                        queue.pop(0)
-        return planned
+        return normal
 
     def _advance_floor(self) -> None:
         first = self.settled.first_range()
@@ -401,11 +440,3 @@ def _subtract(gaps: list[Range], start: int, end: int) -> list[Range]:
         if high > end:
             kept.append((end, high))
     return kept
-
-
-def _without(start: int, end: int, taken: list[Range]) -> list[Range]:
-    gaps = [(start, end)]
-    for low, high in taken:
-        if high > start and low < end:
-            gaps = _subtract(gaps, low, high)
-    return sorted(gaps)
