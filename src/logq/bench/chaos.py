@@ -55,7 +55,7 @@ TOPIC = "chaos"
 GROUP = "workers"
 READY = re.compile(r"logq ready: native ")
 PAGE = 1000
-RETRIES = 60  # a client's tries per call: rides through any restart (backoff to 1 s)
+CALL_TIMEOUT_S = 60.0  # a client call rides through any restart (backoff to 1 s)
 _CLIENT_ERRORS = (LogqError, ConnectionLostError, OSError, TimeoutError)
 
 
@@ -201,7 +201,7 @@ class ServerProcess:
 @contextlib.asynccontextmanager
 async def _client(address: str) -> AsyncIterator[AsyncClient]:
     """A client whose first connection also rides through a restart."""
-    client = AsyncClient(address, retries=RETRIES)
+    client = AsyncClient(address, request_timeout_s=CALL_TIMEOUT_S)
     try:
         await client.call("PING")
         yield client

@@ -21,7 +21,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, 
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from logq.client.async_client import AsyncClient, Duration, Time
+from logq.client.async_client import (
+    DELIVERY_TIMEOUT_DEFAULT_S,
+    REQUEST_TIMEOUT_DEFAULT_S,
+    AsyncClient,
+    Duration,
+    Time,
+)
 from logq.client.connection import Connector
 from logq.client.consumer import AsyncConsumer
 from logq.client.messages import AsyncMessage, Message
@@ -82,9 +88,13 @@ class Producer:
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
         dedup_id: str | None = None,
+        delivery_timeout_s: float | None = None,
     ) -> concurrent.futures.Future[PublishResult]:
-        async def queue() -> PublishResult:
-            future = await self._producer.send(
+        """Queue one message; returns once it is queued (waiting while the
+        producer's buffer is full), with a future of its result."""
+
+        async def queue() -> asyncio.Future[PublishResult]:
+            return await self._producer.send(
                 topic,
                 value,
                 key=key,
@@ -95,10 +105,15 @@ class Producer:
                 delay=delay,
                 deliver_at=deliver_at,
                 dedup_id=dedup_id,
+                delivery_timeout_s=delivery_timeout_s,
             )
-            return await future
 
-        return self._runner.submit(queue())
+        queued = self._runner.run(queue())
+
+        async def result() -> PublishResult:
+            return await queued
+
+        return self._runner.submit(result())
 
     def flush(self) -> None:
         self._runner.run(self._producer.flush())
@@ -151,7 +166,8 @@ class Client:
         self,
         server: str | None = None,
         *,
-        retries: int = 8,
+        request_timeout_s: float = REQUEST_TIMEOUT_DEFAULT_S,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_DEFAULT_S,
         connect_timeout_s: float = 5.0,
         connector: Connector | None = None,
         token: str | None = None,
@@ -160,11 +176,11 @@ class Client:
         tls: ssl.SSLContext | bool | None = None,
     ) -> None:
         """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
-        signing in and TLS as AsyncClient takes them."""
-        self._runner = _LoopThread()
+        signing in, TLS and timeouts as AsyncClient takes them."""
         self._async = AsyncClient(
             server,
-            retries=retries,
+            request_timeout_s=request_timeout_s,
+            delivery_timeout_s=delivery_timeout_s,
             connect_timeout_s=connect_timeout_s,
             connector=connector,
             token=token,
@@ -172,6 +188,7 @@ class Client:
             password=password,
             tls=tls,
         )
+        self._runner = _LoopThread()  # after the checks of the address and settings
         self.host, self.port = self._async.host, self._async.port
 
     def __enter__(self) -> Client:
@@ -187,9 +204,9 @@ class Client:
         finally:
             self._runner.stop()
 
-    def call(self, *args: bytes | str | int) -> Any:
+    def call(self, *args: bytes | str | int, timeout_s: float | None = None) -> Any:
         """Send any native command (docs/protocol.md) and return its reply."""
-        return self._runner.run(self._async.call(*args))
+        return self._runner.run(self._async.call(*args, timeout_s=timeout_s))
 
     # topics
     def create_topic(self, name: str, **options: Any) -> dict[str, Any]:
@@ -253,18 +270,36 @@ class Client:
     def consume(self, topic: str, group: str, **options: Any) -> Consumer:
         return Consumer(self._runner, self._async.consume(topic, group, **options))
 
-    def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
-        return self._runner.run(self._async.ack(topic, group, list(ids)))
+    def ack(
+        self, topic: str, group: str, ids: Iterable[str], *, timeout_s: float | None = None
+    ) -> int:
+        return self._runner.run(self._async.ack(topic, group, list(ids), timeout_s=timeout_s))
 
     def nack(
-        self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        delay: Duration | None = None,
+        timeout_s: float | None = None,
     ) -> int:
-        return self._runner.run(self._async.nack(topic, group, list(ids), delay=delay))
+        return self._runner.run(
+            self._async.nack(topic, group, list(ids), delay=delay, timeout_s=timeout_s)
+        )
 
     def reject(
-        self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        reason: str = "rejected",
+        timeout_s: float | None = None,
     ) -> int:
-        return self._runner.run(self._async.reject(topic, group, list(ids), reason=reason))
+        return self._runner.run(
+            self._async.reject(topic, group, list(ids), reason=reason, timeout_s=timeout_s)
+        )
 
     def extend(
         self,
@@ -328,5 +363,5 @@ class Client:
     def stats(self) -> dict[str, Any]:
         return self._runner.run(self._async.stats())
 
-    def ping(self) -> bool:
-        return self._runner.run(self._async.ping())
+    def ping(self, *, timeout_s: float | None = None) -> bool:
+        return self._runner.run(self._async.ping(timeout_s=timeout_s))
