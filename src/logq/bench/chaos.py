@@ -189,8 +189,18 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
 
+    def pause(self, seconds: float) -> None:
+        """SIGSTOP for `seconds`, then SIGCONT: a broker that hangs, connections open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(30)
