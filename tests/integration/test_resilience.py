@@ -119,6 +119,38 @@ def test_producer_futures_in_flight_at_a_kill_are_stored_once_and_in_order(
     assert stored == [f"{i}".encode() for i in range(400)]  # each once, in order
 
 
+def test_a_request_resent_after_a_hang_is_recognised_whole(tmp_path: Path) -> None:
+    """A request the broker stored while its client gave up on it (timed out,
+    connection dropped) comes again: each of its batches must be one the
+    broker still remembers (its last five per partition), else the resend is
+    refused as too old to answer although it was stored."""
+    server = start_process(tmp_path)
+    try:
+
+        async def run() -> None:
+            async with AsyncClient(server.native, request_timeout_s=1) as client:
+                await client.create_topic("t", partitions=1)
+                producer = client.producer(linger_ms=0, batch_records=2)
+                await producer.send("t", b"first", partition=0)
+                await producer.flush()
+                with Stopped(server):
+                    # queued before the sender runs: 20 batches of 2 for one partition
+                    futures = [
+                        await producer.send("t", f"{i}".encode(), partition=0) for i in range(40)
+                    ]
+                    await asyncio.sleep(2.5)  # the request times out, the resends hang
+                results = [await future for future in futures]  # none refused
+                assert [r.offset for r in results] == list(range(1, 41))
+                stored = [m.value for m in await client.peek("t", limit=100)]
+                assert stored == [b"first"] + [f"{i}".encode() for i in range(40)]
+
+        asyncio.run(run())
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        stop_process(server)
+
+
 def test_an_idle_consume_loop_lives_through_a_restart_of_eight_seconds(
     restarts: Restarts, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,8 +1,9 @@
 """The batching producer: messages in, record batches out, futures back.
 
 Messages wait per (topic, partition, lane) until `batch_records` or
-`batch_bytes` fill a batch, or `linger_ms` passes. A flush sends every ready
-batch of a topic in one `PUBBATCH`. Each batch carries this producer's id
+`batch_bytes` fill a batch, or `linger_ms` passes (while a request is out,
+batches go on filling until it is answered). A request is one `PUBBATCH`
+per topic, with at most five batches of each partition. Each batch carries this producer's id
 and a per-partition sequence, so a batch resent after a lost connection is
 stored once (idempotent producer): one request is in flight at a time, and
 a failed one is resent as it was, in order, before anything newer.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -49,6 +51,11 @@ CODECS = {"none": compression.NONE, "zstd": compression.ZSTD, "lz4": compression
 BUFFER_BYTES_DEFAULT = 32 << 20  # as Kafka's buffer.memory
 BLOCK_TIMEOUT_DEFAULT_S = 60.0  # as Kafka's max.block.ms
 RECORD_OVERHEAD_BYTES = 16  # a record's column entries and timestamp in its batch
+# Batches of one partition in one request: the broker remembers each
+# producer's last five batches per partition, so a request resent whole
+# after an ambiguous failure is recognised whole (stored once, offsets
+# given back), never refused as too old to answer.
+BATCHES_PER_PARTITION_MAX = 5
 
 
 @dataclass(slots=True)
@@ -134,6 +141,7 @@ class AsyncProducer:
         self._ready: list[tuple[str, int, int, _Pending]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
+        self._linger_due = False  # lingered while a request was out: the sender seals
         self.closed = False
 
     async def send(
@@ -242,11 +250,11 @@ class AsyncProducer:
             limits.check(k, v, None) + RECORD_OVERHEAD_BYTES
             for k, v in zip(keys, values, strict=True)
         )
+        now = int(time.time() * 1000)
+        due = _due_ms(delay, deliver_at, now)
         await self._reserve(size)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PublishResult] = loop.create_future()
-        now = int(time.time() * 1000)
-        due = _due_ms(delay, deliver_at, now)
         pending = _Pending(
             values=values,
             keys=keys,
@@ -308,6 +316,11 @@ class AsyncProducer:
 
     def _linger_expired(self) -> None:
         self._timer = None
+        if self._sending is not None and not self._sending.done():
+            # the sender seals them once its request is answered: meanwhile
+            # they go on filling, so an outage makes fuller batches, not more
+            self._linger_due = True
+            return
         for slot in list(self._pending):
             self._seal(slot)
         self._kick()
@@ -322,8 +335,14 @@ class AsyncProducer:
             self._sending = asyncio.get_running_loop().create_task(self._send_ready())
 
     async def _send_ready(self) -> None:
-        while self._ready:
-            ready, self._ready = self._ready, []
+        while True:
+            if self._linger_due:
+                self._linger_due = False
+                for slot in list(self._pending):
+                    self._seal(slot)
+            if not self._ready:
+                return
+            ready, self._ready = _one_request(self._ready)
             by_topic: dict[str, list[tuple[int, bytes, _Pending]]] = {}
             for topic, partition, lane, pending in ready:
                 batch = self._encode(topic, partition, lane, pending)
@@ -415,6 +434,24 @@ class AsyncProducer:
     def _settle(self, pending: _Pending, error: BaseException) -> None:
         _fail(pending.futures, error)
         self._release(pending)
+
+
+def _one_request(
+    ready: list[tuple[str, int, int, _Pending]],
+) -> tuple[list[tuple[str, int, int, _Pending]], list[tuple[str, int, int, _Pending]]]:
+    """The batches of the next request, and those left for later (in order):
+    at most BATCHES_PER_PARTITION_MAX of each partition."""
+    taken: list[tuple[str, int, int, _Pending]] = []
+    left: list[tuple[str, int, int, _Pending]] = []
+    counts: Counter[tuple[str, int]] = Counter()
+    for item in ready:
+        partition = (item[0], item[1])
+        if counts[partition] < BATCHES_PER_PARTITION_MAX:
+            counts[partition] += 1
+            taken.append(item)
+        else:
+            left.append(item)
+    return taken, left
 
 
 def _described(error: BaseException | None) -> str:
