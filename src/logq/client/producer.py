@@ -3,10 +3,11 @@
 Messages wait per (topic, partition, lane) until `batch_records` or
 `batch_bytes` fill a batch, or `linger_ms` passes (while a request is out,
 batches go on filling until it is answered). A request is one `PUBBATCH`
-per topic, with at most five batches of each partition. Each batch carries this producer's id
-and a per-partition sequence, so a batch resent after a lost connection is
-stored once (idempotent producer): one request is in flight at a time, and
-a failed one is resent as it was, in order, before anything newer.
+per topic, with at most five batches of each partition. Each batch carries
+this producer's id and a per-partition sequence, so a batch resent after a
+lost connection is stored once (idempotent producer): one request is in
+flight at a time, and a failed one is resent as it was, in order, before
+anything newer.
 
 Resending goes on for as long as the delivery timeout allows (each
 message's, counted from its `send`; 120 s by default, as Kafka's
