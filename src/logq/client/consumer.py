@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("logq.client")
 HEARTBEAT_DEFAULT_S = 3.0
 RESUBSCRIBE_BACKOFF_MAX_S = 2.0  # the longest pause between two tries to subscribe
+CLOSE_CALL_TIMEOUT_S = 2.0  # closing: STOP and the hand-back of unused leases, best effort
 
 
 def default_consumer_name() -> str:
@@ -181,14 +182,16 @@ class AsyncConsumer:
                 await self._heartbeat
         if self._connection is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.call("STOP"), 2)
+                await asyncio.wait_for(self._connection.call("STOP"), CLOSE_CALL_TIMEOUT_S)
             self._connection.close()
         # Leased but never handed out: give them back now rather than at lease expiry.
         unused = [message.id for message in self._buffer]
         self._buffer.clear()
         if unused:
-            with contextlib.suppress(Exception):
-                await self.client.call("NACK", self.topic, self.group, *unused)
+            with contextlib.suppress(Exception):  # else their leases expire: bounded, best effort
+                await self.client.call(
+                    "NACK", self.topic, self.group, *unused, timeout_s=CLOSE_CALL_TIMEOUT_S
+                )
         await self.settler.flush()
 
     def _start_subscribing(self) -> None:
