@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from logq.bench.chaos import free_port
 from logq.client import AsyncClient, Client
 from logq.client.connection import ConnectionLostError, parse_server
 from logq.errors import (
@@ -22,6 +23,7 @@ from logq.errors import (
     LimitError,
     LogqError,
     TooBigError,
+    TopicNotFoundError,
 )
 from logq.errors import TimeoutError as LogqTimeoutError
 from logq.log.batch import encode_batch
@@ -35,8 +37,9 @@ class Restarts:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.server = start_process(data_dir)
-        self.port = str(self.server.port)
+        # below the ephemeral range: no client elsewhere takes it while the server is down
+        self.port = str(free_port())
+        self.server = start_process(data_dir, "--port", self.port)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -187,6 +190,29 @@ def test_a_consumer_reports_each_outage_to_its_callback(restarts: Restarts) -> N
     assert len(outages) == 1 and isinstance(outages[0], (OSError, LogqError))
 
 
+def test_a_consume_loop_ends_with_an_error_no_retry_can_cure(tmp_path: Path) -> None:
+    server = start_process(tmp_path)
+    try:
+        with (
+            Client(server.native) as client,
+            client.consume("missing", "g") as consumer,
+            pytest.raises(TopicNotFoundError),
+        ):
+            consumer.next(30)  # not retried: the topic does not exist
+    finally:
+        stop_process(server)
+
+
+def test_a_receive_has_its_wait_on_top_of_the_call_timeout(tmp_path: Path) -> None:
+    server = start_process(tmp_path)
+    try:
+        with Client(server.native, request_timeout_s=1) as client:
+            client.create_topic("t", partitions=1)
+            assert client.receive("t", "g", max=1, wait="1500ms") == []  # no TIMEOUT
+    finally:
+        stop_process(server)
+
+
 def test_a_stopped_broker_times_out_every_call_and_the_handshake(tmp_path: Path) -> None:
     server = start_process(tmp_path)
     try:
@@ -202,6 +228,9 @@ def test_a_stopped_broker_times_out_every_call_and_the_handshake(tmp_path: Path)
                 "ping": lambda: client.ping(timeout_s=0.5),
             }
             with Stopped(server):
+                # on the open connection: no answer, and the connection is dropped
+                with pytest.raises(LogqTimeoutError, match=r"no answer from .* to PING within"):
+                    client.ping(timeout_s=0.5)
                 for name, call in calls.items():
                     started = time.monotonic()
                     with pytest.raises(LogqTimeoutError) as raised:

@@ -201,20 +201,12 @@ class AsyncClient:
                 async with asyncio.timeout_at(deadline):
                     connection = await self.connect()
                     return await connection.call(*args)
-            except (ConnectionLostError, OSError, CallTimeoutError) as error:
-                # CallTimeoutError here: a connection attempt's own timeout
-                attempt += 1
-                pause_s = self.backoff_s(attempt)
-                if loop.time() + pause_s >= deadline:
-                    kind = (
-                        CallTimeoutError if isinstance(error, TimeoutError) else ConnectionLostError
-                    )
-                    raise kind(
-                        f"no connection to {self.host}:{self.port} within {budget_s} s "
-                        f"({attempt} tries): {error}"
-                    ) from error
-                await asyncio.sleep(pause_s)
-            except TimeoutError:
+            except TimeoutError as error:
+                if isinstance(error, CallTimeoutError):  # one connection attempt's own timeout
+                    attempt += 1
+                    await self._pause(attempt, deadline, budget_s, error)
+                    continue
+                # the call's deadline
                 if connection is None:
                     raise CallTimeoutError(
                         f"no connection to {self.host}:{self.port} within {budget_s} s"
@@ -224,6 +216,22 @@ class AsyncClient:
                 raise CallTimeoutError(
                     f"no answer from {self.host}:{self.port} to {_name(args)} within {budget_s} s"
                 ) from None
+            except (ConnectionLostError, OSError) as error:
+                attempt += 1
+                await self._pause(attempt, deadline, budget_s, error)
+
+    async def _pause(
+        self, attempt: int, deadline: float, budget_s: float, error: BaseException
+    ) -> None:
+        """Back off before the next try, or raise if it would come after the deadline."""
+        pause_s = self.backoff_s(attempt)
+        if asyncio.get_running_loop().time() + pause_s >= deadline:
+            kind = CallTimeoutError if isinstance(error, TimeoutError) else ConnectionLostError
+            raise kind(
+                f"no connection to {self.host}:{self.port} within {budget_s} s "
+                f"({attempt} tries): {error}"
+            ) from error
+        await asyncio.sleep(pause_s)
 
     async def close(self) -> None:
         if self._producer is not None:
