@@ -342,6 +342,29 @@ def test_a_multi_partition_batch_is_answered_per_partition(tmp_path: Path) -> No
         stop_process(server)
 
 
+def test_a_refused_batch_fails_alone_among_the_batches_of_its_partition(tmp_path: Path) -> None:
+    server = start_process(tmp_path)
+    try:
+
+        async def run() -> None:
+            async with AsyncClient(server.native) as client:
+                await client.create_topic("t", partitions=1)
+                producer = client.producer(linger_ms=200)
+                # two lanes: two batches of partition 0 in one request, one refused
+                late = await producer.send("t", b"late", delay="30d", priority="high")
+                fine = [await producer.send("t", f"{i}".encode()) for i in range(5)]
+                await producer.flush()
+                with pytest.raises(BadArgumentError, match="max_delay"):
+                    await late
+                assert [(await future).offset for future in fine] == list(range(5))
+                stored = [m.value for m in await client.peek("t")]
+                assert stored == [f"{i}".encode() for i in range(5)]
+
+        asyncio.run(run())
+    finally:
+        stop_process(server)
+
+
 def test_every_client_error_is_a_logq_error() -> None:
     assert issubclass(ConnectionLostError, LogqError) and ConnectionLostError.retriable
     assert issubclass(LogqTimeoutError, LogqError) and LogqTimeoutError.retriable

@@ -399,8 +399,13 @@ class AsyncProducer:
                 )
             except (LogqError, OSError) as error:
                 if isinstance(error, LogqError) and not error.retriable:
-                    for _, _, pending in batches:
-                        self._settle(pending, error)
+                    if len(batches) > 1:
+                        # one error for the command (one partition's batches):
+                        # each alone again, the stored ones answered as duplicates
+                        for one in batches:
+                            await self._publish(topic, [one])
+                        return
+                    self._settle(batches[0][2], error)
                     return
                 last_error = error
             else:
