@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from logq.client.limits import MessageLimits
 from logq.errors import BadArgumentError, TooBigError
-from logq.log.batch import BatchTooLargeError, check_record_sizes, encode_batch, encode_headers
+from logq.log.batch import check_record_sizes, encode_batch, encode_headers
+from logq.log.errors import BatchTooLargeError
 
 TEXT = st.text(max_size=40)
 HEADERS = st.none() | st.dictionaries(TEXT, TEXT, max_size=8)
