@@ -7,6 +7,7 @@ the code names. Codes never change meaning once released.
 
 from __future__ import annotations
 
+import builtins
 from typing import ClassVar
 
 
@@ -156,6 +157,25 @@ class ProtocolViolationError(LogqError):
     http_status = 400
 
 
+class TimeoutError(LogqError, builtins.TimeoutError):
+    """No answer within the call's timeout (a hung or overloaded broker, a
+    handshake that never finished): the request may or may not have taken
+    effect, and trying again is safe for idempotent calls."""
+
+    code = "TIMEOUT"
+    http_status = 504
+    retriable = True
+
+
+class ConnectionLostError(LogqError, ConnectionError):
+    """The client's connection closed before the reply came, or no
+    connection could be made: the request may or may not have taken effect."""
+
+    code = "CONNLOST"
+    http_status = 503
+    retriable = True
+
+
 class UnsupportedError(LogqError):
     """A documented feature that this version of the broker does not have yet."""
 
@@ -177,13 +197,12 @@ class UnconfirmedError(LogqError):
         self.unconfirmed = list(unconfirmed or [])
 
 
-class TimedOutError(LogqError):
-    """The peer took too long: to sign in, to send a request, or idled; the
-    connection is closed."""
+class TimedOutError(TimeoutError):
+    """The server's side of TIMEOUT: the peer took too long to sign in or to
+    send a request, or idled, and the connection is closed (HTTP 408). A
+    client reads the code back as `TimeoutError`."""
 
-    code = "TIMEOUT"
     http_status = 408
-    retriable = True
 
 
 _ALL: list[type[LogqError]] = [
@@ -208,10 +227,11 @@ _ALL: list[type[LogqError]] = [
     DiskFullError,
     ShuttingDownError,
     ProtocolViolationError,
+    TimeoutError,
+    ConnectionLostError,
     UnsupportedError,
     UnconfirmedError,
-    TimedOutError,
-]
+]  # TimedOutError shares TimeoutError's code: a client reads it as TimeoutError
 BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
 
 

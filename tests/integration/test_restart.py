@@ -30,7 +30,7 @@ def test_sigkill_under_a_producer_and_a_consumer(tmp_path: Path) -> None:
             admin.put_group("orders", "g", mode="shared", visibility_timeout="1s")
 
         def produce() -> None:
-            with Client(server.native, retries=1) as client:
+            with Client(server.native, request_timeout_s=2, delivery_timeout_s=2) as client:
                 batch = 0
                 while not stop.is_set():
                     values = [f"m-{batch}-{i}".encode() for i in range(50)]
@@ -42,7 +42,7 @@ def test_sigkill_under_a_producer_and_a_consumer(tmp_path: Path) -> None:
                     batch += 1
 
         def consume() -> None:
-            with Client(server.native, retries=1) as client:
+            with Client(server.native, request_timeout_s=2, delivery_timeout_s=2) as client:
                 try:
                     with client.consume("orders", "g", prefetch=100) as consumer:
                         while not stop.is_set():

@@ -165,7 +165,7 @@ def test_close_names_the_acks_the_broker_did_not_answer_in_time(tmp_path: Path) 
 
 def test_close_names_the_acks_that_could_not_be_sent(tmp_path: Path) -> None:
     with server_process(tmp_path / "data") as running:
-        client = logq.Client(running.native, retries=1)
+        client = logq.Client(running.native, request_timeout_s=1)
         client.create_topic("t", partitions=1)
         client.publish("t", b"a")
         (msg,) = client.receive("t", "g", max=1)

@@ -55,7 +55,7 @@ TOPIC = "chaos"
 GROUP = "workers"
 READY = re.compile(r"logq ready: native ")
 PAGE = 1000
-RETRIES = 60  # a client's tries per call: rides through any restart (backoff to 1 s)
+CALL_TIMEOUT_S = 60.0  # a client call rides through any restart (backoff to 1 s)
 _CLIENT_ERRORS = (LogqError, ConnectionLostError, OSError, TimeoutError)
 
 
@@ -189,8 +189,18 @@ class ServerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
 
+    def pause(self, seconds: float) -> None:
+        """SIGSTOP for `seconds`, then SIGCONT: a broker that hangs, connections open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(30)
@@ -201,7 +211,7 @@ class ServerProcess:
 @contextlib.asynccontextmanager
 async def _client(address: str) -> AsyncIterator[AsyncClient]:
     """A client whose first connection also rides through a restart."""
-    client = AsyncClient(address, retries=RETRIES)
+    client = AsyncClient(address, request_timeout_s=CALL_TIMEOUT_S)
     try:
         await client.call("PING")
         yield client

@@ -11,15 +11,27 @@ from rich.console import Console
 from rich.table import Table
 
 from logq.bench.chaos import ChaosReport, ChaosSettings, run_chaos
+from logq.bench.chaos_client import ClientChaosReport, ClientChaosSettings, run_client_chaos
 from logq.cli.common import at_least_one
 
 
 @click.command("chaos")
-@click.option("--cycles", default=20, show_default=True, help="Kills and restarts.")
+@click.option(
+    "--client",
+    "client_mode",
+    is_flag=True,
+    help="Test the client library instead: sync and async producers and a consume loop "
+    "through kills with outages of --down-min..--down-max s and --stops SIGSTOPs.",
+)
+@click.option("--cycles", type=int, help="Kills and restarts [20; with --client 10].")
 @click.option("--partitions", default=3, show_default=True)
 @click.option("--producers", default=2, show_default=True, help="Idempotent producers.")
 @click.option("--up-min", default=0.3, show_default=True, help="Least seconds up before a kill.")
 @click.option("--up-max", default=1.2, show_default=True, help="Most seconds up before a kill.")
+@click.option("--down-min", default=1.0, show_default=True, help="--client: shortest outage, s.")
+@click.option("--down-max", default=10.0, show_default=True, help="--client: longest outage, s.")
+@click.option("--stops", default=2, show_default=True, help="--client: SIGSTOPs of the broker.")
+@click.option("--stop-s", default=3.0, show_default=True, help="--client: seconds of each SIGSTOP.")
 @click.option("--seed", type=int, help="Seed of the kill moments (random by default).")
 @click.option(
     "--keep",
@@ -28,19 +40,41 @@ from logq.cli.common import at_least_one
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_chaos(
-    cycles: int,
+    client_mode: bool,
+    cycles: int | None,
     partitions: int,
     producers: int,
     up_min: float,
     up_max: float,
+    down_min: float,
+    down_max: float,
+    stops: int,
+    stop_s: float,
     seed: int | None,
     keep: Path | None,
     as_json: bool,
 ) -> None:
     """Kill the broker (SIGKILL) at random moments while idempotent producers
     publish and a consumer acks and rejects, then prove that nothing
-    acknowledged was lost, duplicated, reordered or redelivered. Exits 1 on
-    any violation."""
+    acknowledged was lost, duplicated, reordered or redelivered. With
+    --client, prove that the client library rides the outages out: no
+    future failed, nothing stored twice or out of order per key, the consume
+    loop alive throughout. Exits 1 on any violation."""
+    if client_mode:
+        _client_chaos(
+            ClientChaosSettings(
+                kills=10 if cycles is None else cycles,
+                down_s=(down_min, down_max),
+                stops=stops,
+                stop_s=stop_s,
+                partitions=partitions,
+                seed=seed,
+                data_dir=keep,
+            ),
+            as_json,
+        )
+        return
+    cycles = 20 if cycles is None else cycles
     at_least_one(("--cycles", cycles), ("--partitions", partitions), ("--producers", producers))
     if not 0 < up_min <= up_max:
         raise click.BadParameter("need 0 < --up-min <= --up-max", param_hint="--up-min")
@@ -60,6 +94,39 @@ def bench_chaos(
         Console().print(_table(report))
     if not report.ok:
         sys.exit(1)
+
+
+def _client_chaos(settings: ClientChaosSettings, as_json: bool) -> None:
+    if not 0 < settings.down_s[0] <= settings.down_s[1]:
+        raise click.BadParameter("need 0 < --down-min <= --down-max", param_hint="--down-min")
+    if settings.kills < 0 or settings.stops < 0 or settings.stop_s <= 0:
+        raise click.BadParameter("need --cycles >= 0, --stops >= 0 and --stop-s > 0")
+    console = Console(stderr=True)
+    report = run_client_chaos(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        title = f"{report.kills} kills and {report.stops} stops in {report.seconds} s"
+        Console().print(_rows(report.as_dict(), ClientChaosReport.VIOLATIONS, title, report.ok))
+    if not report.ok:
+        sys.exit(1)
+
+
+def _rows(found: dict[str, object], violations: tuple[str, ...], title: str, ok: bool) -> Table:
+    verdict = "[green]no violation[/green]" if ok else "[red]VIOLATIONS[/red]"
+    table = Table(title=f"logq bench chaos --client: {title}, {verdict}")
+    table.add_column("measure")
+    table.add_column("count", justify="right")
+    for name, value in found.items():
+        if name in ("examples", "ok", "seconds", "kills", "stops"):
+            continue
+        style = "red" if name in violations and value else ""
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+        table.add_row(name.replace("_", " "), f"[{style}]{text}[/{style}]" if style else text)
+    examples = found.get("examples")
+    for example in examples if isinstance(examples, list) else []:
+        table.add_row("[red]example[/red]", str(example))
+    return table
 
 
 def _table(report: ChaosReport) -> Table:

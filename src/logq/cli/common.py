@@ -65,13 +65,16 @@ def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")(function)
 
 
+CALL_TIMEOUT_S = 5.0  # a command line call waits this long for an unreachable or hung server
+
+
 @contextlib.contextmanager
 def connect(server: str) -> Iterator[Client]:
     """A connected client; errors become one clear line and a non-zero exit."""
     try:
-        client = Client(server, retries=2)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+        client = Client(server, request_timeout_s=CALL_TIMEOUT_S)
+    except LogqError as error:
+        raise click.ClickException(error.message) from None
     try:
         with failures(server):
             client.ping()
@@ -85,10 +88,10 @@ def connect(server: str) -> Iterator[Client]:
 def failures(server: str) -> Iterator[None]:
     try:
         yield
-    except LogqError as error:
-        raise click.ClickException(f"{error.code} {error.message}") from None
     except (ConnectionLostError, OSError) as error:
         raise click.ClickException(f"cannot reach logq at {server}: {error}") from None
+    except LogqError as error:
+        raise click.ClickException(f"{error.code} {error.message}") from None
 
 
 def _default(value: object) -> object:

@@ -23,6 +23,14 @@ the broker has confirmed all of them; `close()` (the end of `async with`)
 flushes, closes the consumers and producers, and returns only when every
 settlement and publish made before it is confirmed, or raises
 `UnconfirmedError` naming those that were not within `timeout_s`.
+
+Every call is bounded in time: `request_timeout_s` (or a call's own
+`timeout_s`) covers reconnecting, the handshake and the wait for the
+reply. A broker that does not answer in time yields `logq.errors.TimeoutError`
+(and the connection is dropped, as its pipeline is stuck); one that cannot
+be reached, `ConnectionLostError`. Both are retriable `LogqError`s.
+Publishes have their own, longer bound, the delivery timeout (see
+producer.py), within which they are retried idempotently.
 """
 
 from __future__ import annotations
@@ -36,10 +44,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from logq.client.access import credentials_from, tls_context
-from logq.client.connection import Connection, ConnectionLostError, Connector, parse_server
+from logq.client.connection import Connection, Connector, parse_server
 from logq.client.consumer import AsyncConsumer, default_consumer_name
+from logq.client.limits import MessageLimits
 from logq.client.messages import AsyncMessage, received
-from logq.client.producer import AsyncProducer, as_bytes
+from logq.client.producer import (
+    BLOCK_TIMEOUT_DEFAULT_S,
+    BUFFER_BYTES_DEFAULT,
+    AsyncProducer,
+    as_bytes,
+)
 from logq.client.records import (
     MessageData,
     PublishResult,
@@ -47,7 +61,9 @@ from logq.client.records import (
     message_from_reply,
 )
 from logq.client.settle import Settler, settled_count, unconfirmed_error
-from logq.errors import BadArgumentError, UnconfirmedError
+from logq.durations import parse_duration_ms
+from logq.errors import BadArgumentError, ConnectionLostError, UnconfirmedError
+from logq.errors import TimeoutError as CallTimeoutError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.partitioning import partition_for_key
 from logq.protocol import Push
@@ -56,6 +72,9 @@ DEFAULT_SERVER = "127.0.0.1:7070"
 # How long close() waits for the broker to confirm what was sent before it
 # gives up: a few reconnection attempts' worth (see backoff_s).
 CLOSE_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_DEFAULT_S = 30.0  # as Kafka's request.timeout.ms
+DELIVERY_TIMEOUT_DEFAULT_S = 120.0  # as Kafka's delivery.timeout.ms
+BACKOFF_MAX_S = 1.0  # the longest pause between two tries of a call
 Duration = str | int
 Time = str | int
 
@@ -81,7 +100,8 @@ class AsyncClient:
         self,
         server: str | None = None,
         *,
-        retries: int = 8,
+        request_timeout_s: float = REQUEST_TIMEOUT_DEFAULT_S,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_DEFAULT_S,
         connect_timeout_s: float = 5.0,
         connector: Connector | None = None,
         token: str | None = None,
@@ -94,12 +114,27 @@ class AsyncClient:
 
         Signing in: a `token` (default LOGQ_TOKEN), or `username` and
         `password` (LOGQ_USERNAME, LOGQ_PASSWORD). TLS: an SSLContext, or True
-        for the system's CAs; LOGQ_TLS_CA names a CA file to trust instead."""
+        for the system's CAs; LOGQ_TLS_CA names a CA file to trust instead.
+
+        Timeouts: `request_timeout_s` bounds each call (reconnects, handshake
+        and reply; a call's `timeout_s` overrides it), `connect_timeout_s`
+        each connection attempt (TCP, TLS and the sign-in handshake), and
+        `delivery_timeout_s` how long a publish is retried before its future
+        fails."""
         self.host, self.port = parse_server(
             server or os.environ.get("LOGQ_SERVER") or DEFAULT_SERVER
         )
-        self.retries = retries
+        for name, value in (
+            ("request_timeout_s", request_timeout_s),
+            ("delivery_timeout_s", delivery_timeout_s),
+            ("connect_timeout_s", connect_timeout_s),
+        ):
+            if not value > 0:
+                raise BadArgumentError(f"{name} must be more than 0, got {value!r}")
+        self.request_timeout_s = request_timeout_s
+        self.delivery_timeout_s = delivery_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.limits = MessageLimits()  # the server's, once connected
         self._connector = connector
         self.credentials = credentials_from(token, username, password, os.environ)
         self.tls = tls_context(tls, os.environ)
@@ -129,7 +164,7 @@ class AsyncClient:
     # -- the connection -------------------------------------------------------------------
 
     def backoff_s(self, attempt: int) -> float:
-        return float(min(0.02 * 2 ** (attempt - 1), 1.0) * (0.5 + random.random() / 2))
+        return float(min(0.02 * 2 ** (attempt - 1), BACKOFF_MAX_S) * (0.5 + random.random() / 2))
 
     async def connect(self) -> Connection:
         if self._connection is not None and not self._connection.closed:
@@ -162,26 +197,61 @@ class AsyncClient:
                 tls=self.tls,
                 credentials=self.credentials,
             )
-        lanes = as_map(connection.server_info).get("lanes") if connection.server_info else None
+        info = as_map(connection.server_info) if connection.server_info else {}
+        lanes = info.get("lanes")
         if isinstance(lanes, list) and lanes:
             self.lane_names = Lanes(lanes)
+        limits = info.get("limits")
+        self.limits = MessageLimits.from_server(limits if isinstance(limits, dict) else None)
         self._lanes_known = True
         return connection
 
-    async def call(self, *args: bytes | str | int) -> Any:
-        """Send one command and return its reply, reconnecting when the connection is lost."""
+    async def call(self, *args: bytes | str | int, timeout_s: float | None = None) -> Any:
+        """Send one command and return its reply. A lost connection is made
+        again and the command sent again, with backoff, until `timeout_s`
+        (default `request_timeout_s`) has passed since the call began: then
+        ConnectionLostError (no connection) or TimeoutError (no reply)."""
+        budget_s = self.request_timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
         attempt = 0
         while True:
+            connection: Connection | None = None
             try:
-                connection = await self.connect()
-                return await connection.call(*args)
-            except (ConnectionLostError, OSError, TimeoutError) as error:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self.connect()
+                    return await connection.call(*args)
+            except TimeoutError as error:
+                if isinstance(error, CallTimeoutError):  # one connection attempt's own timeout
+                    attempt += 1
+                    await self._pause(attempt, deadline, budget_s, error)
+                    continue
+                # the call's deadline
+                if connection is None:
+                    raise CallTimeoutError(
+                        f"no connection to {self.host}:{self.port} within {budget_s} s"
+                    ) from None
+                # the reply may still come, behind which every later one waits: start afresh
+                connection.close()
+                raise CallTimeoutError(
+                    f"no answer from {self.host}:{self.port} to {_name(args)} within {budget_s} s"
+                ) from None
+            except (ConnectionLostError, OSError) as error:
                 attempt += 1
-                if attempt > self.retries:
-                    raise ConnectionLostError(
-                        f"no answer from {self.host}:{self.port} after {attempt} tries: {error}"
-                    ) from error
-                await asyncio.sleep(self.backoff_s(attempt))
+                await self._pause(attempt, deadline, budget_s, error)
+
+    async def _pause(
+        self, attempt: int, deadline: float, budget_s: float, error: BaseException
+    ) -> None:
+        """Back off before the next try, or raise if it would come after the deadline."""
+        pause_s = self.backoff_s(attempt)
+        if asyncio.get_running_loop().time() + pause_s >= deadline:
+            kind = CallTimeoutError if isinstance(error, TimeoutError) else ConnectionLostError
+            raise kind(
+                f"no connection to {self.host}:{self.port} within {budget_s} s "
+                f"({attempt} tries): {error}"
+            ) from error
+        await asyncio.sleep(pause_s)
 
     def release(self, component: AsyncConsumer | AsyncProducer) -> None:
         """Forget a consumer or producer that closed (each calls this itself)."""
@@ -355,16 +425,24 @@ class AsyncClient:
         batch_records: int = 1000,
         batch_bytes: int = 1 << 20,
         compression: str = "none",
+        delivery_timeout_s: float | None = None,
+        buffer_bytes_max: int = BUFFER_BYTES_DEFAULT,
+        block_timeout_s: float = BLOCK_TIMEOUT_DEFAULT_S,
     ) -> AsyncProducer:
         """A batching producer: `await producer.send(...)` returns a future per
         message. Use it as `async with`, or close it; the client flushes and
-        closes any still open when it closes."""
+        closes any still open when it closes. Each message is retried until
+        `delivery_timeout_s` (default the client's); `send` waits while
+        `buffer_bytes_max` bytes are queued, for at most `block_timeout_s`."""
         producer = AsyncProducer(
             self,
             linger_ms=linger_ms,
             batch_records=batch_records,
             batch_bytes=batch_bytes,
             compression=compression,
+            delivery_timeout_s=delivery_timeout_s,
+            buffer_bytes_max=buffer_bytes_max,
+            block_timeout_s=block_timeout_s,
         )
         self._producers.add(producer)
         return producer
@@ -382,11 +460,13 @@ class AsyncClient:
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
         dedup_id: str | None = None,
+        timeout_s: float | None = None,
     ) -> PublishResult:
         """Publish one message and wait until it is durable. `ttl`: never
         delivered after that long; `delay` or `deliver_at`: delivered from
         then; `dedup_id`: stored once within the topic's dedup window (a
-        repeat returns the first message's id)."""
+        repeat returns the first message's id); `timeout_s`: its delivery
+        timeout (default `delivery_timeout_s`), retried until then."""
         if self._producer is None:
             self._producer = self.producer(linger_ms=0)
         future = await self._producer.send(
@@ -400,6 +480,7 @@ class AsyncClient:
             delay=delay,
             deliver_at=deliver_at,
             dedup_id=dedup_id,
+            delivery_timeout_s=timeout_s,
         )
         return await future
 
@@ -535,10 +616,15 @@ class AsyncClient:
         max: int = 1,
         wait: Duration | None = None,
         visibility_timeout: Duration | None = None,
+        timeout_s: float | None = None,
     ) -> list[AsyncMessage]:
-        """Lease up to `max` messages, waiting up to `wait` for the first."""
+        """Lease up to `max` messages, waiting up to `wait` for the first;
+        `timeout_s` (default `request_timeout_s`) counts from the end of the wait."""
         options = _options({"COUNT": max, "WAIT": wait, "VISIBILITY_TIMEOUT": visibility_timeout})
-        reply = await self.call("FETCH", topic, group, consumer or self.consumer_name, *options)
+        budget_s = (self.request_timeout_s if timeout_s is None else timeout_s) + _wait_s(wait)
+        reply = await self.call(
+            "FETCH", topic, group, consumer or self.consumer_name, *options, timeout_s=budget_s
+        )
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
         for partition, start, end, attempt, data, *rest in reply:
@@ -559,11 +645,14 @@ class AsyncClient:
         auto_ack: bool = False,
         limit: int | None = None,
         session_timeout: Duration | None = None,
+        on_outage: Callable[[BaseException], None] | None = None,
     ) -> AsyncConsumer:
         """An async iterator of messages pushed by the broker (see AsyncConsumer);
         `limit` caps how many it leases and hands out in all. The consumer is a
         member of the group until it is closed (or silent for `session_timeout`);
-        the client closes it, and waits for its acks, when it closes itself."""
+        the client closes it, and waits for its acks, when it closes itself.
+        It subscribes again after every outage for as long as it is open;
+        `on_outage(error)` hears of each (a log line does too)."""
         handed = AsyncConsumer(
             self,
             topic,
@@ -574,24 +663,42 @@ class AsyncClient:
             auto_ack=auto_ack,
             limit=limit,
             session_timeout=session_timeout,
+            on_outage=on_outage,
         )
         self._consumers.add(handed)
         return handed
 
-    async def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
-        return settled_count(await self.call("ACK", topic, group, *ids))
+    async def ack(
+        self, topic: str, group: str, ids: Iterable[str], *, timeout_s: float | None = None
+    ) -> int:
+        return settled_count(await self.call("ACK", topic, group, *ids, timeout_s=timeout_s))
 
     async def nack(
-        self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        delay: Duration | None = None,
+        timeout_s: float | None = None,
     ) -> int:
+        options = _options({"DELAY": delay})
         return settled_count(
-            await self.call("NACK", topic, group, *_options({"DELAY": delay}), *ids)
+            await self.call("NACK", topic, group, *options, *ids, timeout_s=timeout_s)
         )
 
     async def reject(
-        self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        reason: str = "rejected",
+        timeout_s: float | None = None,
     ) -> int:
-        return settled_count(await self.call("REJECT", topic, group, "REASON", reason, *ids))
+        return settled_count(
+            await self.call("REJECT", topic, group, "REASON", reason, *ids, timeout_s=timeout_s)
+        )
 
     async def extend(
         self,
@@ -677,8 +784,18 @@ class AsyncClient:
             reply["queues"] = {str(k): v for k, v in as_map(reply["queues"]).items()}
         return reply
 
-    async def ping(self) -> bool:
-        return str(await self.call("PING")) == "PONG"
+    async def ping(self, *, timeout_s: float | None = None) -> bool:
+        return str(await self.call("PING", timeout_s=timeout_s)) == "PONG"
+
+
+def _name(args: tuple[bytes | str | int, ...]) -> str:
+    first = args[0] if args else ""
+    return first.decode(errors="replace") if isinstance(first, bytes) else str(first)
+
+
+def _wait_s(wait: Duration | None) -> float:
+    """A receive's WAIT in seconds, so that its call's timeout comes after it."""
+    return 0.0 if wait is None else parse_duration_ms(wait, name="wait") / 1000
 
 
 def _backoff_options(backoff: Mapping[str, str | int | float] | None) -> list[bytes | str | int]:

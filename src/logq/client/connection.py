@@ -4,35 +4,48 @@ Requests are written at once and their futures queued: replies come back
 in order, so the n-th reply settles the n-th future. Push frames (pushed
 deliveries) go to a callback instead. A lost connection fails every
 waiting future with `ConnectionLostError`; the client decides what to retry.
+
+Opening is bounded as a whole: the TCP connect, TLS, `HELLO` and `AUTH`
+share one timeout, so a broker that accepts connections but never answers
+(stopped, overloaded) yields `logq.errors.TimeoutError` rather than a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from logq.errors import LogqError, from_code
+from logq.errors import BadArgumentError, ConnectionLostError, LogqError, from_code
+from logq.errors import TimeoutError as CallTimeoutError
 from logq.protocol import NEED_MORE, Limits, Parser, ProtocolError, Push, RespError, encode_command
 
 Connector = Callable[[Callable[[Push], None] | None], Awaitable["Connection"]]
-
-
-class ConnectionLostError(ConnectionError):
-    """The connection closed before the reply came."""
+__all__ = ["Connection", "ConnectionLostError", "Connector", "error_from_reply", "parse_server"]
 
 
 def parse_server(address: str) -> tuple[str, int]:
-    """ "host:port", "host" or ":port" (default 127.0.0.1:7070)."""
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", "7070")
+    """ "host:port" or ":port" (host 127.0.0.1); "[v6]:port" for IPv6. An
+    address without a port is refused rather than guessed (7070 is the
+    server's default port, but the client does not assume it)."""
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        raise BadArgumentError(
+            f"bad server address {address!r}: expected host:port (e.g. 127.0.0.1:7070)"
+        )
     host = host.strip("[]") or "127.0.0.1"
     try:
-        number = int(port or 7070)
+        number = int(port)
     except ValueError:
-        raise ValueError(f"bad server address {address!r}: expected host:port") from None
+        raise BadArgumentError(
+            f"bad server address {address!r}: the port {port!r} is not a number"
+        ) from None
+    if not 0 <= number < 65536:
+        raise BadArgumentError(f"bad server address {address!r}: port {number} is not 0..65535")
     return host, number
 
 
@@ -82,8 +95,31 @@ class Connection:
     ) -> Connection:
         """Connect to host:port, or over `sock` (already connected) when given;
         over TLS with `tls`; signed in with `credentials` ((None, token) or
-        (username, password))."""
+        (username, password)). `timeout_s` bounds all of it, the handshake
+        included."""
         connection = cls(on_push)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await connection._open(host, port, sock, tls, credentials)
+        except builtins.TimeoutError:
+            connection.close()
+            raise CallTimeoutError(
+                f"no connection to {host}:{port} within {timeout_s} s (connect and handshake)"
+            ) from None
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def _open(
+        self,
+        host: str,
+        port: int,
+        sock: socket.socket | None,
+        tls: ssl.SSLContext | None,
+        credentials: tuple[str | None, str] | None,
+    ) -> None:
+        connection = self
         loop = asyncio.get_running_loop()
         if sock is not None:
             connecting = loop.create_connection(lambda: _Protocol(connection), sock=sock)
@@ -95,7 +131,7 @@ class Connection:
                 ssl=tls,
                 server_hostname=host if tls is not None else None,
             )
-        transport, _ = await asyncio.wait_for(connecting, timeout_s)
+        transport, _ = await connecting
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -105,12 +141,7 @@ class Connection:
         connection.server_info = info if isinstance(info, dict) else {}
         if credentials is not None:
             username, secret = credentials
-            try:
-                await connection.call("AUTH", *([username] if username else []), secret)
-            except Exception:
-                connection.close()
-                raise
-        return connection
+            await connection.call("AUTH", *([username] if username else []), secret)
 
     def send(self, args: Sequence[bytes | str | int]) -> asyncio.Future[object]:
         """Write one command now; the future holds its reply (or error)."""

@@ -6,6 +6,13 @@ takes messages, so the server never leases more than the caller can
 process. If the connection drops, the consumer subscribes again; the
 leases of messages it had not handed out expire and are delivered again.
 
+Subscribing again goes on for as long as the consumer is open, in a task of
+its own with a bounded backoff (up to `RESUBSCRIBE_BACKOFF_MAX_S`): an
+outage is reported once, by a log line and the `on_outage` callback, and
+its end by another line; the iterating loop just waits, as it would for
+messages. Only an error that trying again cannot cure (the topic or group
+is gone, access is refused) ends the loop, raised from it.
+
 The subscription makes the consumer a member of the group (in `ordered`
 groups, the owner of some partitions); a background heartbeat keeps it one
 while the caller is busy, and closing it leaves the group at once.
@@ -17,15 +24,16 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from logq.client.connection import Connection, ConnectionLostError, error_from_reply
+from logq.client.connection import Connection, error_from_reply
 from logq.client.messages import AsyncMessage, received
 from logq.client.records import as_map
 from logq.client.settle import Settler
-from logq.errors import LogqError
+from logq.errors import ConnectionLostError, LogqError
 from logq.protocol import Push, RespError
 
 if TYPE_CHECKING:
@@ -33,6 +41,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("logq.client")
 HEARTBEAT_DEFAULT_S = 3.0
+RESUBSCRIBE_BACKOFF_MAX_S = 2.0  # the longest pause between two tries to subscribe
+CLOSE_CALL_TIMEOUT_S = 2.0  # closing: STOP and the hand-back of unused leases, best effort
 
 
 def default_consumer_name() -> str:
@@ -52,8 +62,14 @@ class AsyncConsumer:
         auto_ack: bool = False,
         limit: int | None = None,
         session_timeout: str | int | None = None,
+        on_outage: Callable[[BaseException], None] | None = None,
     ) -> None:
+        """`on_outage(error)` is called once as each outage begins (the
+        subscription lost and not made again at the first try)."""
         self.client = client
+        self.on_outage = on_outage
+        self.outages = 0  # how many times the subscription was lost and made again
+        self._subscribing: asyncio.Task[None] | None = None
         self.session_timeout = session_timeout
         self.assignment: dict[str, Any] = {}  # the member's partitions, as of the last heartbeat
         self._heartbeat: asyncio.Task[None] | None = None
@@ -104,6 +120,8 @@ class AsyncConsumer:
             max_messages = min(max_messages, self.limit - self._handed)
         if max_messages <= 0:
             return []
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         while not self._buffer:
             if self._error is not None:
                 error, self._error = self._error, None
@@ -111,11 +129,11 @@ class AsyncConsumer:
             if self._closed:
                 return []
             if self._connection is None or self._connection.closed:
-                await self._subscribe()
-                continue
+                self._start_subscribing()
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout_s)
+                async with asyncio.timeout_at(deadline):
+                    await self._arrived.wait()
             except TimeoutError:
                 return []
         buffer = self._buffer
@@ -159,17 +177,22 @@ class AsyncConsumer:
         self._closed = True
         self._arrived.set()
         try:
+            await self._stop_subscribing()
             await self._stop_heartbeat()
             if self._connection is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._connection.call("STOP"), 2)
+                    await asyncio.wait_for(self._connection.call("STOP"), CLOSE_CALL_TIMEOUT_S)
                 self._connection.close()
             # Leased but never handed out: give them back now rather than at lease expiry.
             unused = [message.receipt for message in self._buffer]
             self._buffer.clear()
             if unused:
-                with contextlib.suppress(Exception):
-                    await self.client.call("NACK", self.topic, self.group, *unused)
+                with contextlib.suppress(
+                    Exception
+                ):  # else their leases expire: bounded, best effort
+                    await self.client.call(
+                        "NACK", self.topic, self.group, *unused, timeout_s=CLOSE_CALL_TIMEOUT_S
+                    )
             await self.settler.flush()
         finally:
             await self.abort()
@@ -179,10 +202,17 @@ class AsyncConsumer:
         subscription's connection closes (its leases expire in time)."""
         self._closed = True
         self._arrived.set()
+        await self._stop_subscribing()
         await self._stop_heartbeat()
         if self._connection is not None:
             self._connection.close()
         self.client.release(self)
+
+    async def _stop_subscribing(self) -> None:
+        subscribing, self._subscribing = self._subscribing, None
+        if subscribing is not None:
+            subscribing.cancel()
+            await asyncio.wait([subscribing])  # its end, without swallowing our own cancel
 
     async def _stop_heartbeat(self) -> None:
         heartbeat, self._heartbeat = self._heartbeat, None
@@ -190,7 +220,21 @@ class AsyncConsumer:
             heartbeat.cancel()
             await asyncio.wait([heartbeat])  # its end, without swallowing our own cancel
 
+    def _start_subscribing(self) -> None:
+        if self._subscribing is None or self._subscribing.done():
+            self._subscribing = asyncio.get_running_loop().create_task(self._subscribe())
+
     async def _subscribe(self) -> None:
+        """Subscribe, and again after every failure that may pass, until it
+        works or the consumer is closed; wakes the iterating loop either way."""
+        try:
+            await self._subscribe_until_done()
+        except LogqError as error:  # one that trying again cannot cure
+            self._error = error
+        finally:
+            self._arrived.set()
+
+    async def _subscribe_until_done(self) -> None:
         if self._closed or (self._connection is not None and not self._connection.closed):
             return
         self._buffer.clear()
@@ -199,30 +243,68 @@ class AsyncConsumer:
         if self.limit is not None:
             credit = max(min(credit, self.limit - self._handed), 0)
         self._granted = self._handed + credit
-        attempt = 0
-        while True:
+        attempt, began = 0, time.monotonic()
+        while not self._closed:
             try:
-                connection = await self.client.open_connection(self._on_push)
-                args: list[bytes | str | int] = ["CONSUME", self.topic, self.group, self.consumer]
-                args += ["CREDIT", credit]
-                if self.visibility_timeout is not None:
-                    args += ["VISIBILITY_TIMEOUT", self.visibility_timeout]
-                if self.session_timeout is not None:
-                    args += ["SESSION_TIMEOUT", self.session_timeout]
-                await connection.call(*args)
-            except (OSError, ConnectionLostError, TimeoutError) as error:
+                connection = await self._subscribed_connection(credit)
+            except (OSError, LogqError) as error:
+                if isinstance(error, LogqError) and not error.retriable:
+                    raise
                 attempt += 1
-                if attempt > self.client.retries:
-                    raise ConnectionLostError(f"cannot subscribe: {error}") from error
-                await asyncio.sleep(self.client.backoff_s(attempt))
+                if attempt == 1:
+                    self._outage_began(error)
+                pause_s = min(0.05 * 2 ** (attempt - 1), RESUBSCRIBE_BACKOFF_MAX_S)
+                await asyncio.sleep(pause_s * (0.5 + secrets.randbelow(1000) / 2000))
                 continue
             if self._closed:  # closed while subscribing: leave nothing behind
                 connection.close()
                 return
             self._connection = connection
+            if attempt:
+                self.outages += 1
+                logger.info(
+                    "consumer %s of %s/%s subscribed again after %.1f s and %d tries",
+                    self.consumer,
+                    self.topic,
+                    self.group,
+                    time.monotonic() - began,
+                    attempt + 1,
+                )
             if self._heartbeat is None:
                 self._heartbeat = asyncio.create_task(self._beat())
             return
+
+    async def _subscribed_connection(self, credit: int) -> Connection:
+        connection = await self.client.open_connection(self._on_push)
+        args: list[bytes | str | int] = ["CONSUME", self.topic, self.group, self.consumer]
+        args += ["CREDIT", credit]
+        if self.visibility_timeout is not None:
+            args += ["VISIBILITY_TIMEOUT", self.visibility_timeout]
+        if self.session_timeout is not None:
+            args += ["SESSION_TIMEOUT", self.session_timeout]
+        try:
+            async with asyncio.timeout(self.client.request_timeout_s):
+                await connection.call(*args)
+        except BaseException:
+            connection.close()
+            raise
+        if self._closed:
+            connection.close()
+        return connection
+
+    def _outage_began(self, error: BaseException) -> None:
+        logger.warning(
+            "consumer %s of %s/%s cannot subscribe (%s): trying again until it can",
+            self.consumer,
+            self.topic,
+            self.group,
+            error,
+        )
+        if self.on_outage is not None:
+            try:
+                self.on_outage(error)
+            except Exception:
+                logger.exception("the on_outage callback failed")
 
     async def _beat(self) -> None:
         """Heartbeat on the subscription's connection, a third of the session apart,

@@ -1,11 +1,27 @@
 """The batching producer: messages in, record batches out, futures back.
 
 Messages wait per (topic, partition, lane) until `batch_records` or
-`batch_bytes` fill a batch, or `linger_ms` passes. A flush sends every ready
-batch of a topic in one `PUBBATCH`. Each batch carries this producer's id
-and a per-partition sequence, so a batch resent after a lost connection is
-stored once (idempotent producer): one request is in flight at a time, and
-a failed one is resent as it was, in order, before anything newer.
+`batch_bytes` fill a batch, or `linger_ms` passes (while a request is out,
+batches go on filling until it is answered). A request is one `PUBBATCH`
+per topic, with at most five batches of each partition. Each batch carries
+this producer's id and a per-partition sequence, so a batch resent after a
+lost connection is stored once (idempotent producer): one request is in
+flight at a time, and a failed one is resent as it was, in order, before
+anything newer.
+
+Resending goes on for as long as the delivery timeout allows (each
+message's, counted from its `send`; 120 s by default, as Kafka's
+`delivery.timeout.ms`): a lost connection, a hung broker or a retriable
+error (`DISKFULL`, `THROTTLED`...) is an outage to wait out, not a failure.
+A future fails only with an error that is the message's own (`TOOBIG`,
+`BADARG`), or once its delivery timeout has passed (`TIMEOUT`, stored or
+not). The broker answers a multi-partition request per batch, so each
+future follows its own batch's answer.
+
+Each message is checked against the broker's limits (MessageLimits) before
+it joins a batch, so a bad one fails alone, at `send`. Queued bytes are
+bounded (`buffer_bytes_max`): `send` waits for room, up to
+`block_timeout_s`, then raises `LimitError`.
 """
 
 from __future__ import annotations
@@ -13,15 +29,19 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from logq.client.connection import error_from_reply
 from logq.client.records import PublishResult
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, UnconfirmedError
+from logq.errors import BadArgumentError, LimitError, LogqError, UnconfirmedError
+from logq.errors import TimeoutError as DeliveryTimeoutError
 from logq.log import compression
 from logq.log.batch import encode_batch
+from logq.protocol import RespError
 
 if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
@@ -29,6 +49,14 @@ if TYPE_CHECKING:
 HEADER_EXPIRES_AT = "logq-expires-at"  # epoch ms; the broker checks it before delivering
 HEADER_DEDUP_ID = "logq-dedup-id"  # stored once within the topic's dedup window
 CODECS = {"none": compression.NONE, "zstd": compression.ZSTD, "lz4": compression.LZ4}
+BUFFER_BYTES_DEFAULT = 32 << 20  # as Kafka's buffer.memory
+BLOCK_TIMEOUT_DEFAULT_S = 60.0  # as Kafka's max.block.ms
+RECORD_OVERHEAD_BYTES = 16  # a record's column entries and timestamp in its batch
+# Batches of one partition in one request: the broker remembers each
+# producer's last five batches per partition, so a request resent whole
+# after an ambiguous failure is recognised whole (stored once, offsets
+# given back), never refused as too old to answer.
+BATCHES_PER_PARTITION_MAX = 5
 
 
 @dataclass(slots=True)
@@ -39,6 +67,7 @@ class _Pending:
     timestamps: list[int] = field(default_factory=list)
     futures: list[asyncio.Future[PublishResult]] = field(default_factory=list)
     size: int = 0
+    deadline: float = float("inf")  # loop time: the first delivery timeout of its messages
     expiring: bool = False
     delayed: bool = False
     dedup: bool = False
@@ -91,12 +120,26 @@ class AsyncProducer:
         batch_records: int = 1000,
         batch_bytes: int = 1 << 20,
         compression: str = "none",
+        delivery_timeout_s: float | None = None,
+        buffer_bytes_max: int = BUFFER_BYTES_DEFAULT,
+        block_timeout_s: float = BLOCK_TIMEOUT_DEFAULT_S,
     ) -> None:
         if compression not in CODECS:
             raise BadArgumentError(
                 f"compression must be one of {sorted(CODECS)}, got {compression!r}"
             )
+        if delivery_timeout_s is not None and not delivery_timeout_s > 0:
+            raise BadArgumentError(
+                f"delivery_timeout_s must be more than 0, got {delivery_timeout_s}"
+            )
+        if buffer_bytes_max < 1:
+            raise BadArgumentError(f"buffer_bytes_max must be at least 1, got {buffer_bytes_max}")
         self.client = client
+        self.delivery_timeout_s = delivery_timeout_s or client.delivery_timeout_s
+        self.buffer_bytes_max = buffer_bytes_max
+        self.block_timeout_s = block_timeout_s
+        self._buffered_bytes = 0  # of messages sent and not yet settled
+        self._room = asyncio.Event()
         self.linger_s = max(linger_ms, 0.0) / 1000
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -107,6 +150,7 @@ class AsyncProducer:
         self._ready: list[tuple[str, int, int, _Pending]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
+        self._linger_due = False  # lingered while a request was out: the sender seals
         self.closed = False
 
     async def send(
@@ -123,8 +167,10 @@ class AsyncProducer:
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
         dedup_id: str | None = None,
+        delivery_timeout_s: float | None = None,
     ) -> asyncio.Future[PublishResult]:
-        """Queue one message; the future resolves once the broker stored it durably.
+        """Queue one message; the future resolves once the broker stored it durably,
+        or fails once `delivery_timeout_s` (default the producer's) has passed.
 
         `ttl` ("30s", ms or a timedelta): never delivered after that long.
         `delay` (same forms) or `deliver_at` (a datetime, epoch ms or RFC
@@ -138,28 +184,43 @@ class AsyncProducer:
         value_bytes = as_bytes(value, "value")
         if partition is None:
             partition = await self.client.partition_for(topic, key_bytes)
-        future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        if dedup_id is not None:
+            headers = {**(headers or {}), HEADER_DEDUP_ID: dedup_id}
+        now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        due = _due_ms(delay, deliver_at, now_ms)
+        if ttl is not None:
+            expires = now_ms + duration_ms(ttl, "ttl")
+            headers = {**(headers or {}), HEADER_EXPIRES_AT: str(expires)}
+        # checked before it joins a batch: a message over a limit fails alone
+        size = self.client.limits.check(key_bytes, value_bytes, headers) + RECORD_OVERHEAD_BYTES
+        await self._reserve(size)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PublishResult] = loop.create_future()
         slot = (topic, partition, lane)
         if dedup_id is not None:
             # alone in its batch: the broker stores it whole or not at all
             pending = _Pending(dedup=True)
-            headers = {**(headers or {}), HEADER_DEDUP_ID: dedup_id}
         else:
-            pending = self._pending.get(slot) or self._pending.setdefault(slot, _Pending())
-        now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
-        due = _due_ms(delay, deliver_at, now_ms)
+            pending = self._pending.get(slot) or _Pending()
+            if pending.values and pending.size + size > self.batch_bytes:
+                self._seal(slot)  # full: the message starts the next batch
+                self._kick()
+                pending = _Pending()
+            self._pending[slot] = pending
         if due is not None:
             pending.delayed = True
         if ttl is not None:
-            expires = now_ms + duration_ms(ttl, "ttl")
-            headers = {**(headers or {}), HEADER_EXPIRES_AT: str(expires)}
             pending.expiring = True
         pending.values.append(value_bytes)
         pending.keys.append(key_bytes)
         pending.headers.append(headers)
         pending.timestamps.append(now_ms if due is None else due)
         pending.futures.append(future)
-        pending.size += len(value_bytes or b"") + len(key_bytes or b"") + 16
+        pending.size += size
+        timeout_s = (
+            delivery_timeout_s if delivery_timeout_s is not None else self.delivery_timeout_s
+        )
+        pending.deadline = min(pending.deadline, loop.time() + timeout_s)
         if pending.dedup:
             self._ready.append((*slot, pending))
             self._kick()
@@ -190,15 +251,27 @@ class AsyncProducer:
         lane = (await self.client.lanes()).index_of(priority)
         if not values:
             raise BadArgumentError("a batch needs at least one value")
-        future: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+        keys = keys if keys is not None else [None] * len(values)
+        if len(keys) != len(values):
+            raise BadArgumentError(f"{len(keys)} keys for {len(values)} values")
+        limits = self.client.limits
+        size = sum(
+            limits.check(k, v, None) + RECORD_OVERHEAD_BYTES
+            for k, v in zip(keys, values, strict=True)
+        )
         now = int(time.time() * 1000)
         due = _due_ms(delay, deliver_at, now)
+        await self._reserve(size)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PublishResult] = loop.create_future()
         pending = _Pending(
             values=values,
-            keys=keys if keys is not None else [None] * len(values),
+            keys=keys,
             headers=[None] * len(values),
             timestamps=[now if due is None else due] * len(values),
             futures=[future],
+            size=size,
+            deadline=loop.time() + self.delivery_timeout_s,
             delayed=due is not None,
         )
         self._ready.append((topic, partition, lane, pending))
@@ -261,8 +334,42 @@ class AsyncProducer:
 
     # -- internals -----------------------------------------------------------------------
 
+    def statistics(self) -> dict[str, int]:
+        """Bytes queued and not yet settled, against `buffer_bytes_max`."""
+        return {"buffered_bytes": self._buffered_bytes, "buffer_bytes_max": self.buffer_bytes_max}
+
+    async def _reserve(self, size: int) -> None:
+        """Count `size` bytes as queued, waiting while the buffer is full
+        (one message bigger than the whole buffer goes when it is empty)."""
+        if self._buffered_bytes and self._buffered_bytes + size > self.buffer_bytes_max:
+            try:
+                async with asyncio.timeout(self.block_timeout_s):
+                    while self._buffered_bytes and (
+                        self._buffered_bytes + size > self.buffer_bytes_max
+                    ):
+                        self._room.clear()
+                        await self._room.wait()
+            except TimeoutError:
+                raise LimitError(
+                    f"the producer's buffer is full: {self._buffered_bytes} bytes queued, the "
+                    f"limit buffer_bytes_max is {self.buffer_bytes_max}, and none were settled "
+                    f"within block_timeout_s ({self.block_timeout_s} s): the broker is slow or "
+                    "unreachable"
+                ) from None
+        self._buffered_bytes += size
+
+    def _release(self, pending: _Pending) -> None:
+        self._buffered_bytes -= pending.size
+        pending.size = 0
+        self._room.set()
+
     def _linger_expired(self) -> None:
         self._timer = None
+        if self._sending is not None and not self._sending.done():
+            # the sender seals them once its request is answered: meanwhile
+            # they go on filling, so an outage makes fuller batches, not more
+            self._linger_due = True
+            return
         for slot in list(self._pending):
             self._seal(slot)
         self._kick()
@@ -277,8 +384,14 @@ class AsyncProducer:
             self._sending = asyncio.get_running_loop().create_task(self._send_ready())
 
     async def _send_ready(self) -> None:
-        while self._ready:
-            ready, self._ready = self._ready, []
+        while True:
+            if self._linger_due:
+                self._linger_due = False
+                for slot in list(self._pending):
+                    self._seal(slot)
+            if not self._ready:
+                return
+            ready, self._ready = _one_request(self._ready)
             by_topic: dict[str, list[tuple[int, bytes, _Pending]]] = {}
             for topic, partition, lane, pending in ready:
                 batch = self._encode(topic, partition, lane, pending)
@@ -306,29 +419,112 @@ class AsyncProducer:
         )
 
     async def _publish(self, topic: str, batches: list[tuple[int, bytes, _Pending]]) -> None:
-        args: list[bytes | str | int] = ["PUBBATCH", topic]
-        for partition, batch, _ in batches:
-            args += [partition, batch]
+        """Send the batches, and again (the same bytes: stored once) those
+        whose answer was an outage, until each is answered or its delivery
+        timeout has passed. Cancelled (abort()): the senders of what is still
+        out learn it was not confirmed."""
         try:
-            reply = await self.client.call(*args)
-        except Exception as error:
-            for _, _, pending in batches:
-                _fail(pending.futures, error)
-            return
-        except asyncio.CancelledError:  # abort(): the senders learn it was not confirmed
+            await self._send_until_answered(topic, batches)
+        except asyncio.CancelledError:
             unconfirmed = UnconfirmedError(f"producer {self.producer_id} closed with this out")
             for _, _, pending in batches:
-                _fail(pending.futures, unconfirmed)
+                if not all(future.done() for future in pending.futures):
+                    self._settle(pending, unconfirmed)
             raise
-        assert isinstance(reply, list)
-        for (_, _, pending), result in zip(batches, reply, strict=True):
-            partition, base = int(result[0]), int(result[1])  # a duplicate: where the first went
-            for index, future in enumerate(pending.futures):
-                if not future.done():
-                    offset = base + index
-                    future.set_result(
-                        PublishResult(f"{topic}:{partition}:{offset}", partition, offset)
-                    )
+
+    async def _send_until_answered(
+        self, topic: str, batches: list[tuple[int, bytes, _Pending]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        last_error: BaseException | None = None
+        while batches:
+            now = loop.time()
+            if expired := [batch for batch in batches if batch[2].deadline <= now]:
+                error = DeliveryTimeoutError(
+                    f"not stored within the delivery timeout ({self.delivery_timeout_s} s by "
+                    f"default) on {self.client.host}:{self.client.port}; it may or may not be "
+                    f"stored; the last try failed with: {_described(last_error)}"
+                )
+                for _, _, pending in expired:
+                    self._settle(pending, error)
+                batches = [batch for batch in batches if batch[2].deadline > now]
+                continue
+            remaining_s = min(pending.deadline for _, _, pending in batches) - now
+            args: list[bytes | str | int] = ["PUBBATCH", topic]
+            for partition, batch, _ in batches:
+                args += [partition, batch]
+            try:
+                reply = await self.client.call(
+                    *args, timeout_s=min(self.client.request_timeout_s, remaining_s)
+                )
+            except (LogqError, OSError) as error:
+                if isinstance(error, LogqError) and not error.retriable:
+                    if len(batches) > 1:
+                        # one error for the command (one partition's batches):
+                        # each alone again, the stored ones answered as duplicates
+                        for one in batches:
+                            await self._send_until_answered(topic, [one])
+                        return
+                    self._settle(batches[0][2], error)
+                    return
+                last_error = error
+            else:
+                assert isinstance(reply, list) and len(reply) == len(batches)
+                again = []
+                for (partition, batch, pending), answer in zip(batches, reply, strict=True):
+                    if isinstance(answer, RespError):
+                        failure = error_from_reply(answer)
+                        if failure.retriable:
+                            again.append((partition, batch, pending))
+                            last_error = failure
+                        else:
+                            self._settle(pending, failure)
+                    else:
+                        self._stored(topic, pending, answer)
+                batches = again
+                if not batches:
+                    return
+            attempt += 1
+            remaining_s = min(pending.deadline for _, _, pending in batches) - loop.time()
+            await asyncio.sleep(max(0.0, min(self.client.backoff_s(attempt), remaining_s)))
+
+    def _stored(self, topic: str, pending: _Pending, answer: object) -> None:
+        assert isinstance(answer, list)
+        partition, base = int(answer[0]), int(answer[1])  # a duplicate: where the first went
+        for index, future in enumerate(pending.futures):
+            if not future.done():
+                offset = base + index
+                future.set_result(PublishResult(f"{topic}:{partition}:{offset}", partition, offset))
+        self._release(pending)
+
+    def _settle(self, pending: _Pending, error: BaseException) -> None:
+        _fail(pending.futures, error)
+        self._release(pending)
+
+
+def _one_request(
+    ready: list[tuple[str, int, int, _Pending]],
+) -> tuple[list[tuple[str, int, int, _Pending]], list[tuple[str, int, int, _Pending]]]:
+    """The batches of the next request, and those left for later (in order):
+    at most BATCHES_PER_PARTITION_MAX of each partition."""
+    taken: list[tuple[str, int, int, _Pending]] = []
+    left: list[tuple[str, int, int, _Pending]] = []
+    counts: Counter[tuple[str, int]] = Counter()
+    for item in ready:
+        partition = (item[0], item[1])
+        if counts[partition] < BATCHES_PER_PARTITION_MAX:
+            counts[partition] += 1
+            taken.append(item)
+        else:
+            left.append(item)
+    return taken, left
+
+
+def _described(error: BaseException | None) -> str:
+    if isinstance(error, LogqError):
+        return f"{error.code} {error.message}"
+    return f"{type(error).__name__}: {error}" if error is not None else "no answer"
 
 
 def _fail(futures: list[asyncio.Future[PublishResult]], error: BaseException) -> None:

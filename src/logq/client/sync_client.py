@@ -24,6 +24,7 @@ confirmed. A client never closed is closed when the interpreter exits.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import os
@@ -32,7 +33,14 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from logq.client.async_client import CLOSE_TIMEOUT_S, AsyncClient, Duration, Time
+from logq.client.async_client import (
+    CLOSE_TIMEOUT_S,
+    DELIVERY_TIMEOUT_DEFAULT_S,
+    REQUEST_TIMEOUT_DEFAULT_S,
+    AsyncClient,
+    Duration,
+    Time,
+)
 from logq.client.connection import Connector
 from logq.client.consumer import AsyncConsumer
 from logq.client.loop_thread import LoopThread
@@ -78,9 +86,13 @@ class Producer:
         delay: str | int | timedelta | None = None,
         deliver_at: datetime | int | str | None = None,
         dedup_id: str | None = None,
+        delivery_timeout_s: float | None = None,
     ) -> concurrent.futures.Future[PublishResult]:
-        async def queue() -> PublishResult:
-            future = await self._producer.send(
+        """Queue one message; returns once it is queued (waiting while the
+        producer's buffer is full), with a future of its result."""
+
+        async def queue() -> asyncio.Future[PublishResult]:
+            return await self._producer.send(
                 topic,
                 value,
                 key=key,
@@ -91,10 +103,15 @@ class Producer:
                 delay=delay,
                 deliver_at=deliver_at,
                 dedup_id=dedup_id,
+                delivery_timeout_s=delivery_timeout_s,
             )
-            return await future
 
-        return self._runner.submit(queue())
+        queued: asyncio.Future[PublishResult] = self._runner.run(queue())
+
+        async def result() -> PublishResult:
+            return await queued
+
+        return self._runner.submit(result())
 
     def flush(self) -> None:
         self._runner.run(self._producer.flush())
@@ -153,7 +170,8 @@ class Client:
         self,
         server: str | None = None,
         *,
-        retries: int = 8,
+        request_timeout_s: float = REQUEST_TIMEOUT_DEFAULT_S,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_DEFAULT_S,
         connect_timeout_s: float = 5.0,
         connector: Connector | None = None,
         token: str | None = None,
@@ -162,11 +180,11 @@ class Client:
         tls: ssl.SSLContext | bool | None = None,
     ) -> None:
         """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
-        signing in and TLS as AsyncClient takes them."""
-        self._runner = LoopThread("logq-client")
+        signing in, TLS and timeouts as AsyncClient takes them."""
         self._async = AsyncClient(
             server,
-            retries=retries,
+            request_timeout_s=request_timeout_s,
+            delivery_timeout_s=delivery_timeout_s,
             connect_timeout_s=connect_timeout_s,
             connector=connector,
             token=token,
@@ -174,6 +192,7 @@ class Client:
             password=password,
             tls=tls,
         )
+        self._runner = LoopThread("logq-client")  # after the checks of the address and settings
         self.host, self.port = self._async.host, self._async.port
         # A client never closed is closed when the interpreter exits, so its
         # last acks are sent then too (not in a forked child: the loop
@@ -212,9 +231,9 @@ class Client:
         `UnconfirmedError` naming those it refused or did not answer."""
         self._runner.run(self._async.flush(timeout_s))
 
-    def call(self, *args: bytes | str | int) -> Any:
+    def call(self, *args: bytes | str | int, timeout_s: float | None = None) -> Any:
         """Send any native command (docs/protocol.md) and return its reply."""
-        return self._runner.run(self._async.call(*args))
+        return self._runner.run(self._async.call(*args, timeout_s=timeout_s))
 
     # topics
     def create_topic(self, name: str, **options: Any) -> dict[str, Any]:
@@ -283,18 +302,36 @@ class Client:
         made = self._runner.run(_made(lambda: self._async.consume(topic, group, **options)))
         return Consumer(self._runner, made)
 
-    def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
-        return self._runner.run(self._async.ack(topic, group, list(ids)))
+    def ack(
+        self, topic: str, group: str, ids: Iterable[str], *, timeout_s: float | None = None
+    ) -> int:
+        return self._runner.run(self._async.ack(topic, group, list(ids), timeout_s=timeout_s))
 
     def nack(
-        self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        delay: Duration | None = None,
+        timeout_s: float | None = None,
     ) -> int:
-        return self._runner.run(self._async.nack(topic, group, list(ids), delay=delay))
+        return self._runner.run(
+            self._async.nack(topic, group, list(ids), delay=delay, timeout_s=timeout_s)
+        )
 
     def reject(
-        self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
+        self,
+        topic: str,
+        group: str,
+        ids: Iterable[str],
+        *,
+        reason: str = "rejected",
+        timeout_s: float | None = None,
     ) -> int:
-        return self._runner.run(self._async.reject(topic, group, list(ids), reason=reason))
+        return self._runner.run(
+            self._async.reject(topic, group, list(ids), reason=reason, timeout_s=timeout_s)
+        )
 
     def extend(
         self,
@@ -358,5 +395,5 @@ class Client:
     def stats(self) -> dict[str, Any]:
         return self._runner.run(self._async.stats())
 
-    def ping(self) -> bool:
-        return self._runner.run(self._async.ping())
+    def ping(self, *, timeout_s: float | None = None) -> bool:
+        return self._runner.run(self._async.ping(timeout_s=timeout_s))

@@ -379,8 +379,9 @@ def check_record_sizes(
         (keys,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
         (values,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
         (headers,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
-        # a block of more than the count holds 2 + 7 bytes per header at least
-        count_floor = 2 + 7 * (header_count_max + 1)
+        # a block of more than the count holds 2 bytes, then 6 per header and
+        # a name of a byte at least for all but one (one name may be empty)
+        count_floor = 2 + 7 * (header_count_max + 1) - 1
         if (
             keys <= key_bytes_max
             and headers <= header_bytes_max

@@ -25,7 +25,7 @@ from logq.errors import (
     TooBigError,
     UnknownCommandError,
 )
-from logq.protocol import Push, SimpleString
+from logq.protocol import Push, RespError, SimpleString
 from logq.protocol.commands import REGISTRY
 from logq.server.auth import Principal
 from logq.server.security import Security
@@ -218,6 +218,14 @@ async def _hello(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         "proto": session.protocol,
         "node": broker.config.node_id,
         "lanes": list(broker.lanes.order),
+        # what clients check each message against before it joins a batch
+        "limits": {
+            "message_bytes_max": broker.config.message_bytes_max,
+            "key_bytes_max": broker.config.key_bytes_max,
+            "header_count_max": broker.config.header_count_max,
+            "header_bytes_max": broker.config.header_bytes_max,
+            "batch_bytes_max": broker.config.log.batch_bytes_max,
+        },
     }
 
 
@@ -451,9 +459,19 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
     for index in range(pairs):
         chains.setdefault(integer(args[1 + 2 * index], "partition"), []).append(index)
     replies: list[Reply] = [None] * pairs
+    # One partition: an error fails the command (the reply as it always was).
+    # More: each batch is answered on its own, stored or its error, so that
+    # a client fails only the messages that were refused.
+    per_batch = len(chains) > 1
 
     async def one(partition: int, index: int) -> None:
-        result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
+        try:
+            result = await broker.publish_batch(topic, partition, args[2 + 2 * index])
+        except LogqError as error:
+            if not per_batch:
+                raise
+            replies[index] = RespError(f"{error.code} {error.message}")
+            return
         replies[index] = [
             result.partition,  # a dedup duplicate answers where the first went
             result.base_offset,
@@ -469,7 +487,7 @@ async def _pubbatch(broker: Broker, session: Session, args: list[bytes]) -> Repl
         if len(indexes) > 1:
             await gather_all([one(partition, index) for index in indexes[1:]])
 
-    if len(chains) == 1:
+    if not per_batch:
         await store(*next(iter(chains.items())))
     else:
         await gather_all([store(partition, indexes) for partition, indexes in chains.items()])
