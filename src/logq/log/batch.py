@@ -372,13 +372,7 @@ def check_record_sizes(
     over the column ends, and a look at the header blocks big enough to be
     over the count. A malformed batch passes here: validation refuses it."""
     try:
-        header = read_header(batch)
-        body = _body(batch, header, size_limit=1 << 31)
-        count = header.record_count
-        last = 4 * count - 4
-        (keys,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
-        (values,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
-        (headers,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
+        body, count, keys, values, headers = _column_totals(batch)
         # a block of more than the count holds 2 bytes, then 6 per header and
         # a name of a byte at least for all but one (one name may be empty)
         count_floor = 2 + 7 * (header_count_max + 1) - 1
@@ -430,13 +424,7 @@ def header_names_with(batch: bytes | bytearray | memoryview, prefix: bytes) -> d
     are decoded only when it finds the prefix. A malformed batch gives {}
     here: validation refuses it."""
     try:
-        header = read_header(batch)
-        body = _body(batch, header, size_limit=1 << 31)
-        count = header.record_count
-        last = 4 * count - 4
-        (keys,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
-        (values,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
-        (headers,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
+        body, count, keys, values, headers = _column_totals(batch)
         start = _data_start(count) + keys + values
         column = bytes(body[start : start + headers])
         if column.find(prefix) < 0:
@@ -450,6 +438,21 @@ def header_names_with(batch: bytes | bytearray | memoryview, prefix: bytes) -> d
             if name.encode().startswith(prefix):
                 found[name] = value
     return found
+
+
+def _column_totals(
+    batch: bytes | bytearray | memoryview,
+) -> tuple[bytes | memoryview, int, int, int, int]:
+    """The body, the record count and the byte totals of the keys, values
+    and headers columns (their last ends), read without decoding a record."""
+    header = read_header(batch)
+    body = _body(batch, header, size_limit=1 << 31)
+    count = header.record_count
+    last = 4 * count - 4
+    (keys,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
+    (values,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
+    (headers,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
+    return body, count, keys, values, headers
 
 
 def _body(
