@@ -97,7 +97,8 @@ def test_ten_thousand_connections_are_held_and_the_next_one_is_refused(tmp_path:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server child inherits it
     try:
         config = tmp_path / "config.yaml"
-        config.write_text("limits: {connections: 10000}\n")
+        # all from one loopback address: the per-address cap goes up with the total
+        config.write_text("limits: {connections: 10000, connectionsPerAddress: 10000}\n")
         with server_process(tmp_path / "data", "--config", str(config)) as running:
             before = rss_bytes(running)
             held = []

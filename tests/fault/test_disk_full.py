@@ -22,6 +22,7 @@ from logq.broker import Broker, BrokerConfig, FakeClock
 from logq.broker.messages import OutgoingMessage
 from logq.client import Client
 from logq.errors import DiskFullError, StorageError
+from logq.errors import TimeoutError as DeliveryTimeoutError
 from logq.log import FsyncPolicy, LogConfig, durable
 from tests.broker.fake import run
 from tests.harness import server_thread
@@ -50,14 +51,23 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+# DISKFULL is retriable: the client tries again until the publish's delivery
+# timeout, then raises TimeoutError naming the last answer. A short one here.
+DELIVERY_TIMEOUT_S = 1.0
+
+
+def _refused_for_a_full_disk(error: DeliveryTimeoutError) -> bool:
+    return "DISKFULL" in error.message and "publishing resumes by itself" in error.message
+
+
 def _fill(client: Client, topic: str, value: bytes) -> list[str]:
     """Publish until the broker says DISKFULL; the ids it acknowledged."""
     stored: list[str] = []
     for _ in range(10_000):
         try:
             stored.append(client.publish(topic, value).id)
-        except DiskFullError as error:
-            assert "publishing resumes by itself" in error.message
+        except DeliveryTimeoutError as error:
+            assert _refused_for_a_full_disk(error), error.message
             return stored
     raise AssertionError("the disk never filled")
 
@@ -75,7 +85,8 @@ def _until(check: Callable[[], Any], seconds: float = 15.0) -> Any:
 def _publish_or_none(client: Client, topic: str, value: bytes) -> str | None:
     try:
         return client.publish(topic, value).id
-    except DiskFullError:
+    except DeliveryTimeoutError as error:
+        assert _refused_for_a_full_disk(error), error.message
         return None
 
 
@@ -86,13 +97,13 @@ def test_a_full_disk_refuses_publishes_keeps_acks_and_resumes(small_disk: Path) 
     value = b"v" * 64_000
     with (
         server_thread(data, disk_free_min_bytes=1 * MIB, disk_check_ms=50) as server,
-        Client(server.native) as client,
+        Client(server.native, delivery_timeout_s=DELIVERY_TIMEOUT_S) as client,
     ):
         client.create_topic("fill", partitions=2)
         stored = _fill(client, "fill", value)
         assert len(stored) > 10
         # Full: publishing is refused, reads and acks go on.
-        with pytest.raises(DiskFullError):
+        with pytest.raises(DeliveryTimeoutError, match="DISKFULL"):
             client.publish("fill", value)
         received = client.receive("fill", "workers", max=len(stored), wait="1s")
         assert received
@@ -124,13 +135,13 @@ def test_writes_that_meet_enospc_are_cut_and_survive_a_restart(small_disk: Path)
     value = b"w" * 100_000
     with (
         server_thread(data, disk_free_min_bytes=0, disk_check_ms=50) as server,
-        Client(server.native) as client,
+        Client(server.native, delivery_timeout_s=DELIVERY_TIMEOUT_S) as client,
     ):
         client.create_topic("edge", partitions=1)
         stored = _fill(client, "edge", value)
     with (
         server_thread(data, disk_free_min_bytes=0, disk_check_ms=50) as server,
-        Client(server.native) as client,
+        Client(server.native, delivery_timeout_s=DELIVERY_TIMEOUT_S) as client,
     ):
         assert [m.id for m in client.peek("edge", limit=10_000)] == stored
         ballast.unlink()
