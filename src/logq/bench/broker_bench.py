@@ -9,8 +9,8 @@ for 100-byte messages in batches of 1000.
   one batch per partition per request (what a batching producer does under
   load); the figure counts messages acknowledged durable.
 - consume: the topic is filled first (not timed), then one consumer of an
-  ordered group takes every message by pushed deliveries (`next_batch`,
-  as Kafka consumers poll) and acks each one.
+  ordered group takes every message by pushed deliveries in the plain
+  `async for message in consumer: message.ack()` loop a user writes.
 - shared: the same through a shared group: `consumers` competing workers
   (tasks of this one client) pull with `receive` and ack each message.
 """
@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from logq.client import AsyncClient
 
 READY = re.compile(rb"native (\S+):(\d+) http (\S+) ")
+STALL_S = 30.0  # no message for this long: the scenario has stalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,15 +169,26 @@ async def _consume(client: AsyncClient, topic: str, settings: BrokerBenchSetting
     await client.put_group(topic, "bench", mode="ordered")
     started = time.perf_counter()
     seen = 0
-    async with client.consume(topic, "bench", prefetch=10 * settings.batch) as consumer:
-        while seen < settings.messages:
-            messages = await consumer.next_batch(settings.batch, 30)
-            if not messages:
-                raise RuntimeError(f"consume stalled after {seen} messages")
-            for message in messages:
+
+    async def take_all() -> None:
+        nonlocal seen
+        async with client.consume(topic, "bench", prefetch=10 * settings.batch) as consumer:
+            async for message in consumer:
                 message.ack()
-            seen += len(messages)
-        await consumer.settler.flush()
+                seen += 1
+                if seen == settings.messages:
+                    break
+            await consumer.settler.flush()
+
+    taking = asyncio.ensure_future(take_all())
+    last = -1
+    while not taking.done():  # a watch beside the loop, which has no time limit of its own
+        await asyncio.wait({taking}, timeout=STALL_S)
+        if not taking.done() and seen == last:
+            taking.cancel()
+            raise RuntimeError(f"consume stalled after {seen} messages")
+        last = seen
+    taking.result()
     return time.perf_counter() - started
 
 

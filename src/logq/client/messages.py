@@ -3,6 +3,14 @@
 `AsyncMessage` methods return awaitables (await them to know the broker
 recorded the settlement; acks are sent in batches either way). `Message`
 is the same for the blocking `Client`.
+
+A consumer makes one message object per record, so that object is as
+small as it can be: a reference to its `DeliveredBatch` and its index
+there. The batch's columns are read once when it arrives; key, value,
+headers and timestamp are cut out of them only when asked, and the fields
+every message of a batch shares (topic, partition, attempt, group,
+priority) are the batch's. An ack marks the record in its batch's ack
+bitmap, which the settler turns into ranges.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any, Protocol
 
 from logq.client.records import MessageData, batches_in
 from logq.lanes import Lanes
-from logq.log.batch import DecodedBatch, decode_headers
+from logq.log.batch import BatchColumns
 
 Submit = Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]]
 
@@ -22,7 +30,7 @@ Submit = Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]
 class SettlesMessages(Protocol):
     """What a message calls to settle itself (a consumer or the client)."""
 
-    def ack(self, message: MessageData) -> asyncio.Future[Any]: ...
+    def ack_at(self, batch: DeliveredBatch, index: int) -> asyncio.Future[Any]: ...
     def nack(self, message: MessageData, delay: str | int | None) -> Awaitable[Any]: ...
     def reject(self, message: MessageData, reason: str) -> Awaitable[Any]: ...
     def extend(
@@ -30,68 +38,146 @@ class SettlesMessages(Protocol):
     ) -> Awaitable[Any]: ...
 
 
-class AsyncMessage(MessageData):
-    """A message received by a group through `AsyncClient`.
+class DeliveredBatch(BatchColumns):
+    """One fetched batch of a delivery, read as columns.
 
-    Built per message on the consumer's hot path, so it holds only a
-    reference to its decoded batch and its index there: key, value, headers
-    and timestamp are read from the batch when asked."""
+    Holds what its messages share (topic, partition, attempt, group, the
+    settler, the priority lane), the records [start, stop) the delivery
+    leases, how far they have been handed out (`cursor`; the first
+    `counted` of them counted for credit and limits), and the acks not yet
+    sent: `marks[i]` is 1 once record i is acked, so gathering a batch's
+    acks into ranges costs a few C-level searches, not a sort of offsets."""
 
-    __slots__ = ("_batch", "_index", "_settler", "group")
+    __slots__ = (
+        "attempt",
+        "base_offset",
+        "counted",
+        "cursor",
+        "group",
+        "marks",
+        "partition",
+        "pending",
+        "priority",
+        "settler",
+        "start",
+        "stop",
+        "topic",
+    )
 
     def __init__(
         self,
+        data: bytes,
+        position: int,
         topic: str,
         partition: int,
-        offset: int,
-        batch: DecodedBatch,
-        index: int,
-        priority: str,
+        start: int,
+        stop: int,
         attempt: int,
         group: str,
         settler: SettlesMessages | None,
+        lanes: Lanes,
     ) -> None:
+        super().__init__(data, position)
+        assert 0 <= start <= stop <= self.count
         self.topic = topic
         self.partition = partition
-        self.offset = offset
-        self._batch = batch
-        self._index = index
-        self.priority = priority
+        self.base_offset = self.header.base_offset
+        self.priority = lanes.name_of(self.header.lane)
         self.attempt = attempt
         self.group = group
-        self._settler = settler
-        self._headers = None  # type: ignore[assignment]  # decoded on first use
+        self.settler = settler
+        self.start = self.cursor = self.counted = start
+        self.stop = stop
+        self.marks = bytearray(self.count)
+        # While acks marked here wait to be sent: the future they settle.
+        self.pending: asyncio.Future[Any] | None = None
+
+    def messages(self, start: int, stop: int) -> list[AsyncMessage]:
+        return [AsyncMessage(self, index) for index in range(start, stop)]
+
+    def take_ranges(self) -> list[tuple[int, int]]:
+        """The acked offsets as half-open runs [start, end), forgotten here."""
+        marks, base = self.marks, self.base_offset
+        runs: list[tuple[int, int]] = []
+        start = marks.find(1)
+        while start >= 0:
+            end = marks.find(0, start)
+            if end < 0:
+                end = len(marks)
+            runs.append((base + start, base + end))
+            start = marks.find(1, end)
+        self.marks = bytearray(self.count)
+        self.pending = None
+        return runs
+
+
+class AsyncMessage(MessageData):
+    """A message received by a group through `AsyncClient`: its batch and index."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: DeliveredBatch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    @property
+    def topic(self) -> str:
+        return self._batch.topic
+
+    @property
+    def partition(self) -> int:
+        return self._batch.partition
+
+    @property
+    def offset(self) -> int:
+        return self._batch.base_offset + self._index
 
     @property
     def key(self) -> bytes | None:
-        return self._batch.keys[self._index]
+        return self._batch.key(self._index)
 
     @property
     def value(self) -> bytes | None:
-        return self._batch.values[self._index]
+        return self._batch.value(self._index)
 
     @property
     def headers(self) -> dict[str, str]:
-        if self._headers is None:
-            block = self._batch.header_blocks[self._index]
-            self._headers = decode_headers(block) if block else {}
-        return self._headers
+        try:
+            return self._headers
+        except AttributeError:  # decoded on first use, then the same dict
+            headers = self._headers = self._batch.headers(self._index)
+            return headers
+
+    @property
+    def priority(self) -> str:
+        return self._batch.priority
 
     @property
     def timestamp_ms(self) -> int:
-        return self._batch.timestamps[self._index]
+        return self._batch.timestamp(self._index)
+
+    @property
+    def attempt(self) -> int:
+        return self._batch.attempt
+
+    @property
+    def group(self) -> str:
+        return self._batch.group
 
     def _require(self) -> SettlesMessages:
-        if self._settler is None:
+        settler = self._batch.settler
+        if settler is None:
             raise RuntimeError("this message was read without a group: there is nothing to settle")
-        return self._settler
+        return settler
 
     def ack(self) -> asyncio.Future[Any]:
         """Done with it: never deliver it to this group again."""
-        settler = self._settler
-        if settler is None:
-            return self._require().ack(self)  # raises
-        return settler.ack(self)
+        batch = self._batch
+        pending = batch.pending
+        if pending is None:  # the batch's first ack since its acks were last sent
+            return self._require().ack_at(batch, self._index)
+        batch.marks[self._index] = 1  # the ack the settler sends with the batch's others
+        return pending
 
     def nack(self, delay: str | int | None = None) -> Awaitable[Any]:
         """Not now: deliver it again after `delay` (default at once)."""
@@ -107,26 +193,54 @@ class AsyncMessage(MessageData):
 
 
 class Message(MessageData):
-    """A message received through the blocking `Client`."""
+    """A message received through the blocking `Client`: its fields are its
+    `AsyncMessage`'s, its settlements run on the client's event loop."""
 
-    __slots__ = ("_inner", "_submit", "group")
+    __slots__ = ("_inner", "_submit")
 
     def __init__(self, inner: AsyncMessage, submit: Submit) -> None:
-        MessageData.__init__(
-            self,
-            inner.topic,
-            inner.partition,
-            inner.offset,
-            inner.key,
-            inner.value,
-            inner.headers,
-            inner.priority,
-            inner.timestamp_ms,
-            inner.attempt,
-        )
-        self.group = inner.group
         self._inner = inner
         self._submit = submit
+
+    @property
+    def topic(self) -> str:
+        return self._inner.topic
+
+    @property
+    def partition(self) -> int:
+        return self._inner.partition
+
+    @property
+    def offset(self) -> int:
+        return self._inner.offset
+
+    @property
+    def key(self) -> bytes | None:
+        return self._inner.key
+
+    @property
+    def value(self) -> bytes | None:
+        return self._inner.value
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._inner.headers
+
+    @property
+    def priority(self) -> str:
+        return self._inner.priority
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self._inner.timestamp_ms
+
+    @property
+    def attempt(self) -> int:
+        return self._inner.attempt
+
+    @property
+    def group(self) -> str:
+        return self._inner.group
 
     def _do(
         self, action: Callable[[AsyncMessage], Awaitable[Any]]
@@ -155,6 +269,27 @@ class Message(MessageData):
         return self._do(lambda m: m.extend(visibility_timeout)).result()
 
 
+def delivered(
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    attempt: int,
+    data: bytes,
+    group: str,
+    settler: SettlesMessages | None,
+    lanes: Lanes,
+) -> list[DeliveredBatch]:
+    """The batches of a delivery [start, end) of fetched batches, for `group`."""
+    return [
+        DeliveredBatch(
+            data, position, topic, partition, first, last, attempt, group, settler, lanes
+        )
+        for position, first, last in batches_in(data, start, end)
+        if first < last
+    ]
+
+
 def received(
     topic: str,
     partition: int,
@@ -168,13 +303,7 @@ def received(
 ) -> list[AsyncMessage]:
     """The messages of a delivery [start, end) of fetched batches, for `group`."""
     messages: list[AsyncMessage] = []
-    for batch, first, last in batches_in(data, start, end):
-        base = batch.header.base_offset
-        lane = lanes.name_of(batch.header.lane)
-        messages += [
-            AsyncMessage(
-                topic, partition, base + index, batch, index, lane, attempt, group, settler
-            )
-            for index in range(first, last)
-        ]
+    for batch in delivered(topic, partition, start, end, attempt, data, group, settler, lanes):
+        messages += batch.messages(batch.start, batch.stop)
+        batch.cursor = batch.counted = batch.stop
     return messages
