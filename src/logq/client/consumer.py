@@ -94,6 +94,7 @@ class AsyncConsumer:
         (the same two fields it sets), and the cursor moves before each
         message is handed out, so a caller leaving the loop leaves the rest."""
         new_message = object.__new__
+        auto_ack = self.auto_ack
         while (chunk := await self._next_chunk()) is not None:
             batch, stop = chunk
             # The cursor is read each time: next()/next_batch() may take from this batch too.
@@ -102,7 +103,7 @@ class AsyncConsumer:
                 message = new_message(AsyncMessage)
                 message._batch = batch
                 message._index = index
-                if self.auto_ack:
+                if auto_ack:
                     message.ack()
                 yield message
 
