@@ -105,3 +105,25 @@ def test_acking_no_messages_settles_at_once(server: Running) -> None:
                 await asyncio.wait_for(consumer.settler.flush(), 5)
 
     asyncio.run(scenario())
+
+
+def test_the_loop_stops_at_the_limit_and_auto_acks_what_it_hands_out(server: Running) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(server.native) as client:
+            await client.create_topic("limited", partitions=1)
+            producer = client.producer()
+            await (await producer.send_batch("limited", 0, [b"x"] * 40))
+            async with client.consume(
+                "limited", "g", prefetch=16, limit=13, auto_ack=True
+            ) as consumer:
+                handed = [message.offset async for message in consumer]
+                assert handed == list(range(13))
+                assert await consumer.next(timeout_s=0.1) is None  # at its limit
+                await consumer.settler.flush()
+            group = await client.describe_group("limited", "g")
+            assert group["counts"]["acked"] == 13
+            async with client.consume("limited", "g", prefetch=100) as consumer:
+                rest = await consumer.next_batch(100, timeout_s=5)
+                assert [m.offset for m in rest] == list(range(13, 40))
+
+    asyncio.run(scenario())
