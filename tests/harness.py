@@ -87,8 +87,14 @@ def server_thread(data_dir: Path | None = None, **broker: Any) -> Iterator[Runni
         thread.join(20)
 
 
-def start_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Running:
-    """`logq serve` as a child process on free ports; returns once it is ready."""
+def start_process(
+    data_dir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    open_files_max: int | None = None,
+) -> Running:
+    """`logq serve` as a child process on free ports; returns once it is ready.
+    `open_files_max` lowers its descriptor limit (`ulimit -n`)."""
     command = [
         sys.executable,
         "-m",
@@ -102,6 +108,8 @@ def start_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None
         "0",
         *extra,
     ]
+    if open_files_max is not None:  # util-linux's prlimit: the soft limit, the hard one kept
+        command = ["prlimit", f"--nofile={open_files_max}:", *command]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

@@ -135,6 +135,19 @@ def test_priority_bench_runs_on_a_tiny_size() -> None:
     assert figures["high_wait_ms_p99"] >= figures["high_wait_ms_p50"] >= 0
 
 
+def test_priority_bench_with_single_message_receives_counts_lows_served_past_the_bound() -> None:
+    command = [
+        LOGQ, "bench", "priority", "--backlog", "2000", "--high", "60", "--high-batch", "30",
+        "--interval-ms", "1", "--max", "1", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
+    figures = json.loads(result.stdout)
+    assert figures["high_messages"] == 60 and figures["receive_max"] == 1
+    # bursts of 30 high messages: low gets one only after ten high ones went out
+    assert figures["low_served_while_high_waited"] > 0
+    assert figures["high_run_before_low_min"] >= 10
+
+
 def test_delay_bench_with_distinct_times() -> None:
     command = [
         LOGQ,

@@ -80,6 +80,26 @@ class NotMemberError(LogqError):
     retriable = True
 
 
+class StaleDeliveryError(LogqError):
+    """A settlement named a delivery (by its lease token) that is no longer the
+    message's current one: its lease ended and the message went out again,
+    was dead-lettered, or the group was moved. The stale ones changed nothing;
+    `stale` lists their receipts, `count` what the same request did to the
+    current deliveries it named (0 when the error came as the reply). As a
+    reply, the message ends with the receipts (the first 100), which is
+    where a client finds them."""
+
+    code = "STALE"
+    http_status = 409
+
+    def __init__(self, message: str, stale: list[str] | None = None, count: int = 0) -> None:
+        super().__init__(message)
+        if stale is None:
+            stale = [word for word in message.rpartition(": ")[2].split() if "@" in word]
+        self.stale = stale
+        self.count = count
+
+
 class LimitError(LogqError):
     """A bounded resource (connections, in-flight messages) is full."""
 
@@ -143,6 +163,29 @@ class UnsupportedError(LogqError):
     http_status = 501
 
 
+class UnconfirmedError(LogqError):
+    """Raised by the client itself, never sent by a server: settlements (or
+    publishes) that the broker refused or did not confirm before a flush or
+    close gave up. `unconfirmed` names each one and why."""
+
+    code = "UNCONFIRMED"
+    http_status = 500
+    retriable = True
+
+    def __init__(self, message: str, unconfirmed: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.unconfirmed = list(unconfirmed or [])
+
+
+class TimedOutError(LogqError):
+    """The peer took too long: to sign in, to send a request, or idled; the
+    connection is closed."""
+
+    code = "TIMEOUT"
+    http_status = 408
+    retriable = True
+
+
 _ALL: list[type[LogqError]] = [
     LogqError,
     BadArgumentError,
@@ -156,6 +199,7 @@ _ALL: list[type[LogqError]] = [
     CorruptError,
     OutOfRangeError,
     NotMemberError,
+    StaleDeliveryError,
     LimitError,
     StorageError,
     AuthRequiredError,
@@ -165,6 +209,8 @@ _ALL: list[type[LogqError]] = [
     ShuttingDownError,
     ProtocolViolationError,
     UnsupportedError,
+    UnconfirmedError,
+    TimedOutError,
 ]
 BY_CODE: dict[str, type[LogqError]] = {cls.code: cls for cls in _ALL}
 

@@ -165,7 +165,9 @@ def test_a_dlq_stays_closed_after_its_topic_goes_and_across_a_restart(tmp_path: 
             await broker.create_topic("v", {"partitions": 1})  # its old DLQ is fine to reuse
             # a DLQ a client made itself is not one: the topic that would use it is refused
             await broker.create_topic("w.dlq", {"partitions": 1})
-            await broker.publish("w.dlq", [forged])
+            with pytest.raises(BadArgumentError, match="written by the broker only"):
+                await broker.publish("w.dlq", [forged])
+            await broker.publish("w.dlq", [OutgoingMessage(b"x")])
             with pytest.raises(BadArgumentError, match=r"'w\.dlq' is a topic in use"):
                 await broker.create_topic("w", {"partitions": 1})
         finally:

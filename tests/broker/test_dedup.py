@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,60 @@ def test_the_window_is_rebuilt_after_a_restart(tmp_path: Path) -> None:
 
     run(before, BrokerConfig(data_dir=tmp_path))
     run(after, BrokerConfig(data_dir=tmp_path))
+
+
+def test_one_request_is_stored_in_request_order_whatever_path_each_message_takes() -> None:
+    """Dedup ids, delays and priorities mixed in one publish: per partition the
+    stored order is the request's (each path used to be its own concurrent batch)."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 2})
+        now = clock.now_ms()
+        messages = []
+        for n in range(60):
+            fields: dict[str, object] = {"partition": n % 2, "key": b"k"}
+            if n % 3 == 0:
+                fields["dedup_id"] = f"id-{n}"
+            if n % 4 == 1:
+                fields["deliver_at_ms"] = now + 60_000 + n
+            if n % 5 == 2:
+                fields["priority"] = ("high", "low")[n % 2]
+            messages.append(OutgoingMessage(f"m{n}".encode(), **fields))  # type: ignore[arg-type]
+        results = await broker.publish("t", messages)
+        for partition in (0, 1):
+            stored = await broker.read_messages("t", partition, offset=0, limit=100)
+            expected = [f"m{n}".encode() for n in range(partition, 60, 2)]
+            assert [m.value for m in stored] == expected
+        assert [r.offset for r in results[0::2]] == list(range(30))
+
+    run(test)
+
+
+def test_after_a_restart_the_window_is_read_once_for_concurrent_publishes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def before(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 3, "dedup_window": "30m"})
+        for n in range(30):
+            await broker.publish("t", [once(b"x", f"old-{n}")])
+
+    async def after(broker: Broker, clock: FakeClock) -> None:
+        requests = [
+            broker.publish(
+                "t", [once(f"{r}-{n}".encode(), f"new-{r}-{n}", partition=0) for n in range(20)]
+            )
+            for r in range(3)
+        ]
+        results = await asyncio.gather(*requests)
+        for request in results:
+            offsets = [r.offset for r in request]
+            assert offsets == sorted(offsets)
+        (again,) = await broker.publish("t", [once(b"x", "old-7")])
+        assert again.id.startswith("t:")
+        assert broker.describe_topic("t")["messages"] == 90
+
+    run(before, BrokerConfig(data_dir=tmp_path))
+    with caplog.at_level(logging.INFO, logger="logq.broker.broker"):
+        run(after, BrokerConfig(data_dir=tmp_path))
+    rebuilt = [r.getMessage() for r in caplog.records if "dedup window" in r.getMessage()]
+    assert rebuilt == ["dedup window of topic 't' rebuilt: 30 ids from the last 1800000 ms"]

@@ -3,12 +3,15 @@ eager decode of the same record, and acks gather into ranges per batch."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 
+from logq.client.async_client import AsyncClient
 from logq.client.messages import AsyncMessage, DeliveredBatch, Message, delivered, received
 from logq.client.records import MessageData
+from logq.client.settle import Settler
 from logq.lanes import Lanes
 from logq.log import compression, decode_batch, encode_batch
 
@@ -107,7 +110,7 @@ def test_the_blocking_message_answers_from_its_async_message() -> None:
     data, _ = _stream()
     for inner in received("t", 1, 10, 22, 3, data, "g", None, LANES):
         message = Message(inner, submit=lambda action: pytest.fail("nothing is settled"))
-        fields = ("topic", "partition", "offset", "key", "value", "headers", "priority")
+        fields = ("topic", "partition", "offset", "key", "value", "headers", "priority", "lease")
         assert [getattr(message, name) for name in fields] == [
             getattr(inner, name) for name in fields
         ]
@@ -117,9 +120,54 @@ def test_the_blocking_message_answers_from_its_async_message() -> None:
             inner.group,
             inner.id,
         )
+        assert message.receipt == inner.receipt
 
 
 def test_a_batch_holds_its_delivery_range_within_its_records() -> None:
     data, _ = _stream()
     with pytest.raises(AssertionError):
         DeliveredBatch(data, 0, "t", 0, 3, 9, 1, "g", None, LANES)
+
+
+def test_every_message_of_a_delivery_carries_its_lease_and_receipt() -> None:
+    data, _ = _stream()
+    leased = received("t", 2, 15, 19, 1, data, "g", None, LANES, 42)
+    assert [(m.offset, m.lease, m.receipt) for m in leased] == [
+        (offset, 42, f"t:2:{offset}@42") for offset in range(15, 19)
+    ]
+    assert [m.receipt for m in received("t", 2, 15, 17, 1, data, "g", None, LANES)] == [
+        "t:2:15",
+        "t:2:16",
+    ]  # no lease (a server before lease tokens): the plain id
+    batches = delivered("t", 2, 12, 19, 1, data, "g", None, LANES, 42)
+    assert [r for b in batches for r in b.receipts(b.cursor, b.stop)] == [
+        f"t:2:{offset}@42" for offset in range(12, 19)
+    ]
+
+
+def test_acks_marked_in_batches_go_out_as_ranges_grouped_by_partition_and_lease() -> None:
+    """Two deliveries of the same records under different leases (a redelivery)
+    and one of another partition: each ack names its own delivery."""
+    data, _ = _stream()
+
+    async def run() -> tuple[list[bytes | str | int], list[str], list[str]]:
+        settler = Settler(AsyncClient("127.0.0.1:1"), "t", "g")
+        first = received("t", 0, 10, 22, 1, data, "g", settler, LANES, 9)
+        again = received("t", 0, 10, 16, 2, data, "g", settler, LANES, 11)
+        other = received("t", 1, 16, 22, 1, data, "g", settler, LANES, 9)
+        futures = {m.ack() for m in first if m.offset in (10, 11, 15, 16, 17, 20)}
+        futures |= {m.ack() for m in again[3:]}
+        futures.add(settler.ack_all(other[:2]))
+        assert len(futures) == 1  # one future for the acks of this loop turn
+        ackr = settler._ackr(settler._gather(take=False))
+        left = settler.outstanding()
+        return ackr, left, await settler.abandon()
+
+    ackr, left, abandoned = asyncio.run(run())
+    assert ackr == [
+        "ACKR", "t", "g",
+        "LEASE", 9, 0, 10, 12, 0, 15, 18, 0, 20, 21, 1, 16, 18,
+        "LEASE", 11, 0, 13, 16,
+    ]  # fmt: skip
+    assert left == ["ack of t/g partition:offsets 0:10-11, 0:15-17, 0:20, 0:13-15, 1:16-17"]
+    assert abandoned == left  # what was not sent is named, not dropped

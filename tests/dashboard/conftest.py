@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 
 from tests.harness import Running, server_process
 
@@ -54,3 +54,27 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def broker(tmp_path: Path) -> Iterator[Running]:
     with server_process(tmp_path / "data") as running:
         yield running
+
+
+@pytest.fixture
+def expected_errors() -> list[str]:
+    """Parts of console errors a test expects; any other fails it."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, broker: Running, expected_errors: list[str]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not any(part in message.text for part in expected_errors):
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+    assert errors == [], f"console errors: {errors}"

@@ -6,38 +6,13 @@ requeue and purge from the DLQ page; no console error anywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Literal
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from logq.client import Client
 from tests.harness import Running
-
-
-@pytest.fixture
-def expected_errors() -> list[str]:
-    """Parts of console errors a test expects; any other fails it."""
-    return []
-
-
-@pytest.fixture
-def page(browser: Browser, broker: Running, expected_errors: list[str]) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and not any(part in message.text for part in expected_errors):
-            errors.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-    assert errors == [], f"console errors: {errors}"
 
 
 def hold(page: Page, url: str) -> list[Route]:

@@ -136,11 +136,12 @@ def test_topic_and_group_settings_for_time_and_priority(server: Running) -> None
     assert config["backoff"]["initial_ms"] == 1000 and config["backoff"]["multiplier"] == 3.0
     out = run(
         server, "groups", "configure", "timed", "workers", "--mode", "shared", "--backoff-initial", "200ms",
-        "--starvation-share", "0.25", "--auto-ack",
+        "--starvation-share", "0.25", "--starvation-timeout", "2s", "--auto-ack",
     )  # fmt: skip
     assert (
         "group workers on timed" in out
         and "starvation_share=0.25" in out
+        and "starvation_timeout_ms=2000" in out
         and "auto_ack=True" in out
     )
     assert "BADARG" in run(

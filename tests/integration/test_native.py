@@ -401,3 +401,20 @@ def test_a_shared_group_takes_high_before_normal(
     received = client.receive(name, "s", max=10)
     assert [m.value for m in received[:3]] == [b"h0", b"h1", b"h2"]
     assert {m.priority for m in received[:3]} == {"high"}
+
+
+def test_single_message_receives_of_a_shared_group_take_high_first(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    name = topic_name(request)
+    client.create_topic(name, partitions=1)
+    client.put_group(name, "s", mode="shared")
+    client.publish_many(name, [{"value": f"low{i}", "priority": "low"} for i in range(50)])
+    client.publish_many(name, [{"value": f"high{i}", "priority": "high"} for i in range(20)])
+    values = []
+    for _ in range(11):
+        (message,) = client.receive(name, "s", max=1)
+        message.ack()
+        values.append(message.value)
+    # ten high ones first; then the guard's bound has passed and low gets one
+    assert values == [f"high{i}".encode() for i in range(10)] + [b"low0"]

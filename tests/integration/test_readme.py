@@ -2,8 +2,9 @@
 
 Each `$ command` of the walkthrough block runs in bash with the venv's
 `logq` on PATH; its output must match the lines shown under it (`…` stands
-for anything). The Python example below it runs too. Ports are the test
-server's instead of 7070/8080.
+for anything). Ports are the test server's instead of 7070/8080. The
+Python samples run in test_samples.py (and the time and priority snippet
+here, after a client is made for it).
 """
 
 from __future__ import annotations
@@ -35,12 +36,6 @@ def walkthrough() -> list[tuple[str, list[str]]]:
         else:
             steps[-1][1].append(line)
     return steps
-
-
-def python_example() -> str:
-    text = README.read_text()
-    start = text.index("```python\nimport logq\n") + len("```python\n")
-    return text[start : text.index("```\n", start)]
 
 
 def matches(expected: list[str], actual: list[str]) -> bool:
@@ -79,17 +74,6 @@ def test_the_walkthrough_works_as_shown(server: Running) -> None:
         assert matches(expected, actual), (
             f"$ {command}\nexpected:\n" + "\n".join(expected) + "\ngot:\n" + "\n".join(actual)
         )
-
-
-def test_the_python_example_runs(server: Running) -> None:
-    code = python_example().replace('"127.0.0.1:7070"', repr(server.native))
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert len(lines) == 101
-    assert all(line.startswith("jobs:") for line in lines)
 
 
 def test_the_time_and_priority_example_runs(server: Running) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from logq.client import Client
@@ -138,5 +140,58 @@ def test_the_dedup_window_survives_sigkill(tmp_path: Path) -> None:
             again = client.publish("pay", b"charge", dedup_id="invoice-9", partition=2)
             assert again.id == first.id
             assert client.describe_topic("pay")["messages"] == 1
+    finally:
+        assert stop_process(restarted) == 0
+
+
+def test_rest_publishes_with_dedup_ids_right_after_a_sigkill(tmp_path: Path) -> None:
+    """Three concurrent REST requests of 20 messages of one key, each with its
+    own dedup id, right after kill -9 and a restart: each is stored in request
+    order (they came out shuffled), and a resend of one stores nothing."""
+    server = start_process(tmp_path)
+    with httpx.Client(base_url=server.http, timeout=60) as http:
+        http.post(
+            "/v1/topics", json={"name": "t", "partitions": 1, "dedup_window": "30m"}
+        ).raise_for_status()
+        for r in range(30):
+            body = {
+                "messages": [
+                    {"key": "a", "value": f"old-{r}-{n}", "dedup_id": f"old-{r}-{n}"}
+                    for n in range(100)
+                ]
+            }
+            http.post("/v1/topics/t/messages", json=body).raise_for_status()
+    stop_process(server, kill=True)
+    restarted = start_process(tmp_path)
+    try:
+        requests = [
+            {
+                "messages": [
+                    {"key": "a", "value": f"{r}-{n}", "dedup_id": f"new-{r}-{n}"} for n in range(20)
+                ]
+            }
+            for r in range(3)
+        ]
+        answers: list[list[dict[str, Any]]] = [[] for _ in requests]
+
+        def send(index: int) -> None:
+            with httpx.Client(base_url=restarted.http, timeout=60) as http:
+                response = http.post("/v1/topics/t/messages", json=requests[index])
+                response.raise_for_status()
+                answers[index] = response.json()["results"]
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for answer in answers:
+            offsets = [result["offset"] for result in answer]
+            assert len(offsets) == 20
+            assert offsets == sorted(offsets), offsets
+        with httpx.Client(base_url=restarted.http, timeout=60) as http:
+            resent = http.post("/v1/topics/t/messages", json=requests[1]).json()["results"]
+            assert resent == answers[1]
+            assert http.get("/v1/topics/t").json()["messages"] == 3000 + 60
     finally:
         assert stop_process(restarted) == 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from crc32c import crc32c
 
-from logq.log import CorruptBatchError, FileLog, LogConfig, encode_batch
+from logq.log import DamagedDataError, FileLog, LogConfig, encode_batch
 from logq.log.batch import iter_headers
 from logq.log.checkpoint import CHECKPOINT_NAME
 from tests.log.appender import CONFIG
@@ -191,7 +191,7 @@ def test_a_flipped_byte_below_the_checkpoint_is_never_served(tmp_path: Path) -> 
         file.write(bytes([byte[0] ^ 0x01]))
     log = FileLog(tmp_path, config)
     try:
-        with pytest.raises(CorruptBatchError):
+        with pytest.raises(DamagedDataError):
             log.read(0, 1 << 20)
         later = log.read(log.next_offset - 1, 1 << 20)  # other segments still serve
         assert later.data

@@ -88,7 +88,12 @@ async def test_a_logq_header_with_a_non_decimal_digit_does_not_poison_a_partitio
         timestamp_ms=START_MS,
     )
     session = Session()
-    [[partition, offset, _, _]] = await dispatch(broker, session, "PUBBATCH", [b"t", b"0", poison])
+    # a client's is refused now (only digits are taken there) ...
+    with pytest.raises(BadArgumentError, match="logq-expires-at"):
+        await dispatch(broker, session, "PUBBATCH", [b"t", b"0", poison])
+    # ... and one stored before that check still does not poison the partition
+    stored = await broker.publish_batch("t", 0, poison, as_broker=True)
+    partition, offset = stored.partition, stored.base_offset
     received = await dispatch(broker, session, "RECV", [b"t", b"g", b"c", b"COUNT", b"10"])
     assert {message["value"] for message in received} == {b"v", b"poison"}
     trace = await dispatch(broker, session, "TRACE", [f"t:{partition}:{offset}".encode()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,20 @@ def test_logq_serve_refuses_a_remote_host_without_the_flag() -> None:
     result = CliRunner().invoke(cli, ["serve", "--memory", "--host", "0.0.0.0"])
     assert result.exit_code != 0
     assert "--allow-unauthenticated-remote" in result.output
+
+
+def documented_example() -> str:
+    """The first YAML block of docs/operations.md: the file it says writes out the defaults."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    start = text.index("```yaml\nbroker:\n") + len("```yaml\n")
+    return text[start : text.index("```\n", start)]
+
+
+def test_the_documented_example_file_loads_to_the_defaults(tmp_path: Path) -> None:
+    example = documented_example()
+    assert "delivery:" in example and "backoff:" in example and "limits:" in example
+    loaded = build_config(config_file=write(tmp_path, example), environ={})
+    defaults = build_config(config_file=None, environ={})
+    # the file names the HTTP listener's host; by default it is the native one's
+    assert loaded.http_bind_host == defaults.http_bind_host
+    assert replace(loaded, http_host=defaults.http_host) == defaults

@@ -27,6 +27,7 @@ from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.client import Client
 from logq.server import http_dashboard
 from logq.server.connections import ConnectionCounter
+from logq.server.dashboard_feed import TopicRates, TopicView
 from logq.server.http_app import create_app
 from logq.server.http_common import ApiState, Limits
 from tests.harness import server_thread
@@ -404,6 +405,27 @@ async def test_nack_then_redelivery_with_attempt_two(api: Api) -> None:
     assert 'logq_time_to_ack_seconds_count{group="workers",topic="jobs"} 1.0' in metrics
 
 
+async def test_a_nack_without_delay_waits_the_groups_backoff(api: Api) -> None:
+    """As a native NACK without DELAY does: a REST nack used to wait 0 ms."""
+    await api.topic("jobs", partitions=1, backoff={"initial": "5s"})
+    await api.publish("jobs", {"value": "retry me"})
+    (first,) = await api.receive("jobs", "workers")
+    path = "/v1/topics/jobs/groups/workers/nack"
+    assert await api.ok("POST", path, json={"ids": [first["id"]]}) == {"nacked": 1}
+    assert await api.receive("jobs", "workers") == []
+    api.clock.advance(4999)
+    assert await api.receive("jobs", "workers") == []
+    api.clock.advance(1)
+    (again,) = await api.receive("jobs", "workers")
+    assert (again["id"], again["attempt"]) == (first["id"], 2)
+    described = await api.ok("GET", "/v1/topics/jobs/groups/workers")
+    assert described["counts"]["backoff_waits"] == 1
+    # an explicit delay of 0 still means at once
+    assert await api.ok("POST", path, json={"ids": [again["id"]], "delay": 0}) == {"nacked": 1}
+    (third,) = await api.receive("jobs", "workers")
+    assert third["attempt"] == 3
+
+
 async def test_reject_goes_to_the_dlq_with_its_origin(api: Api) -> None:
     await api.topic("orders", partitions=1)
     await api.publish("orders", {"value": {"order": 7}, "key": "o-7"})
@@ -527,11 +549,13 @@ async def test_the_event_snapshot_holds_what_the_dashboard_shows(api: Api) -> No
     await api.publish("user-signups", {"value": "new user: alex", "partition": 0})
     await api.receive("user-signups", "mailer")
     state = ApiState(api.broker, api.connections, Limits())
-    snapshot = http_dashboard.snapshot(state)
-    (topic,) = snapshot["topics"]
+    snapshot = http_dashboard.sample(state, TopicRates(), 0.0).snapshot(TopicView())
+    (topic,) = snapshot["topics"]["rows"]
     assert topic["name"] == "user-signups" and topic["partitions"] == 2
-    assert (topic["messages"], topic["messages_in"], topic["messages_out"]) == (1, 1, 1)
-    assert topic["in_flight"] == 1 and topic["pending"] == 1
+    assert (topic["messages"], topic["in_flight"], topic["pending"]) == (1, 1, 1)
+    assert snapshot["topics"]["matching"] == 1
+    assert snapshot["totals"]["messages"] == 1 and snapshot["totals"]["groups"] == 1
+    assert [busy["name"] for busy in snapshot["busiest"]] == ["user-signups"]
     (group,) = snapshot["groups"]
     assert (group["group"], group["lag"], group["in_flight"]) == ("mailer", 1, 1)
     assert snapshot["lanes"] == ["high", "normal", "low"]

@@ -64,6 +64,10 @@ def _document() -> dict[str, Any]:
 
 DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
+# The event stream never ends: a case reads its first two events (a second
+# apart) rather than schemathesis's twenty, now that its query parameters
+# make it as many cases as any route.
+schema.config.max_stream_events = 2
 
 
 def test_the_server_serves_this_document(server: str) -> None:

@@ -87,8 +87,9 @@ def rss_bytes(pid: int | None) -> int | None:
 
 
 @contextmanager
-def running_server(server: str | None) -> Iterator[BenchServer]:
-    """The given server, or a `logq serve` child on free ports (stopped after)."""
+def running_server(server: str | None, *extra: str) -> Iterator[BenchServer]:
+    """The given server, or a `logq serve` child on free ports with `extra`
+    arguments (stopped after)."""
     if server is not None:
         yield BenchServer(server, None)
         return
@@ -104,6 +105,7 @@ def running_server(server: str | None) -> Iterator[BenchServer]:
         "0",
         "--http-port",
         "0",
+        *extra,
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ)

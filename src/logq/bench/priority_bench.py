@@ -2,9 +2,18 @@
 
 A topic is filled with `backlog` low-priority messages. A consumer of a
 shared group then works through them (taking `batch` at a time, acking
-each), while `high` high-priority messages are published one by one, every
-`interval_ms`. Each high message's wait is its arrival at the consumer
-minus its publish time (both on this machine's clock).
+each), while `high` high-priority messages are published `high_batch` at a
+time, every `interval_ms`. Each high message's wait is its arrival at the
+consumer minus its publish time (both on this machine's clock).
+
+With `receive_max` the consumer calls receive for that many messages at a
+time (a worker taking one message at a time: 1) instead of having them
+pushed. It then also counts the low messages served while a high one
+waited: a low message in the reply to a receive sent after some high
+message's publish was acknowledged, when that high message was neither
+received before nor in the same reply. The starvation guard allows one
+only after round(1 / starvation_share) high messages went out since the
+last low one; `high_run_before_low_min` is the fewest seen.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ class PriorityBenchSettings:
     high: int = 200
     interval_ms: float = 10.0
     batch: int = 100
+    high_batch: int = 1
+    receive_max: int | None = None  # None: messages pushed, `batch` at a time
     server: str | None = None
 
 
@@ -37,10 +48,31 @@ class PriorityBenchResult:
     high_wait_ms_p99: float
     high_wait_ms_max: float
     low_delivered_meanwhile: int
+    receive_max: int | None
+    low_served_while_high_waited: int | None  # counted with receive_max only
+    high_run_before_low_min: int | None  # None: no such low message
     server: str
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class _Tally:
+    published_high: int = 0
+    low_seen: int = 0
+    high_run: int = 0  # high messages received since the last low one
+    inverted: int = 0  # low messages served while a high one waited
+    run_min: int | None = None  # fewest high messages before such a low one
+
+    def low(self, *, inverted: bool) -> None:
+        self.low_seen += 1
+        if inverted:
+            self.inverted += 1
+            self.run_min = (
+                self.high_run if self.run_min is None else min(self.run_min, self.high_run)
+            )
+        self.high_run = 0
 
 
 async def _run(
@@ -58,11 +90,10 @@ async def _run(
     await asyncio.gather(*futures)
     progress(f"{settings.backlog:,} low messages waiting; now {settings.high} high ones")
     waits: list[float] = []
-    low_seen = 0
+    tally = _Tally()
     finished = asyncio.Event()
 
     async def consume() -> None:
-        nonlocal low_seen
         async with client.consume(topic, "bench", prefetch=settings.batch) as consumer:
             while len(waits) < settings.high:
                 batch = await consumer.next_batch(settings.batch, 30)
@@ -73,13 +104,35 @@ async def _run(
                     if message.priority == "high":
                         waits.append(arrived - message.timestamp_ms)
                     else:
-                        low_seen += 1
+                        tally.low_seen += 1
                     message.ack()
         finished.set()
 
-    task = asyncio.create_task(consume())
-    for _ in range(settings.high):
-        await client.publish(topic, b"h" * 100, priority="high")
+    async def receive(count: int) -> None:
+        idle = 0
+        while len(waits) < settings.high and idle < 30:
+            waiting = tally.published_high - len(waits)  # all stored before this receive
+            batch = await client.receive(topic, "bench", max=count, wait="1s")
+            arrived = time.time() * 1000
+            idle = 0 if batch else idle + 1
+            high_in_reply = sum(1 for message in batch if message.priority == "high")
+            for message in batch:
+                if message.priority == "high":
+                    waits.append(arrived - message.timestamp_ms)
+                    tally.high_run += 1
+                else:
+                    tally.low(inverted=waiting > high_in_reply)
+            if batch:
+                await client.ack(topic, "bench", [message.id for message in batch])
+        finished.set()
+
+    receive_max = settings.receive_max
+    task = asyncio.create_task(consume() if receive_max is None else receive(receive_max))
+    for start in range(0, settings.high, settings.high_batch):
+        size = min(settings.high_batch, settings.high - start)
+        sent = await producer.send_batch(topic, 0, [b"h" * 100] * size, priority="high")
+        await sent
+        tally.published_high += size
         await asyncio.sleep(settings.interval_ms / 1000)
     await finished.wait()
     await task
@@ -91,7 +144,10 @@ async def _run(
         high_wait_ms_p50=percentile(ordered, 0.50),
         high_wait_ms_p99=percentile(ordered, 0.99),
         high_wait_ms_max=ordered[-1] if ordered else 0.0,
-        low_delivered_meanwhile=low_seen,
+        low_delivered_meanwhile=tally.low_seen,
+        receive_max=receive_max,
+        low_served_while_high_waited=None if receive_max is None else tally.inverted,
+        high_run_before_low_min=tally.run_min,
         server="",
     )
 

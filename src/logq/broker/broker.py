@@ -29,6 +29,7 @@ from logq.broker.disk import DiskGuard
 from logq.broker.errors import from_log_error
 from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.group import Group, group_key
+from logq.broker.lane_index import forget_loaded
 from logq.broker.messages import (
     Message,
     MessageId,
@@ -38,7 +39,9 @@ from logq.broker.messages import (
 )
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
+from logq.broker.scrubber import Scrubber
 from logq.broker.settings import (
+    GroupMode,
     TopicSettings,
     check_group_name,
     check_topic_name,
@@ -47,6 +50,7 @@ from logq.broker.settings import (
 )
 from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic
+from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
 from logq.errors import (
@@ -60,8 +64,23 @@ from logq.errors import (
     TopicNotFoundError,
 )
 from logq.lanes import Lanes
-from logq.log import FsyncPolicy, LogError, PartitionLog, decode_batch, encode_batch
-from logq.log.batch import DELAYED, check_record_sizes, iter_headers, read_header
+from logq.log import (
+    DirectoryLock,
+    FsyncPolicy,
+    LogError,
+    PartitionLog,
+    decode_batch,
+    encode_batch,
+)
+from logq.log.batch import (
+    DEDUP,
+    DELAYED,
+    EXPIRING,
+    check_record_sizes,
+    header_names_with,
+    iter_headers,
+    read_header,
+)
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.journal import Journal
@@ -107,6 +126,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self._trace_buffer: list[TraceRecord] = []
         self._retention_checked_ms = clock.now_ms()
         self._ticker: asyncio.Task[None] | None = None
+        self._scrubber: Scrubber | None = None
         self._random = random.Random()  # backoff jitter; tests seed it
         self.lanes = Lanes(config.lanes)
         # wakes the waiting receives of a topic when held-back or backed-off
@@ -114,6 +134,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
         self._closed = False
         self._metadata_lock = asyncio.Lock()
+        self._metadata_changes = 0  # counted by each change to the settings
+        self._metadata_saved = 0  # the changes the last finished write covered
         # Names that are some topic's dead-letter topic: only the broker
         # writes there, so a letter's origin headers can be trusted.
         self._dead_letter_topics: frozenset[str] = frozenset()
@@ -121,6 +143,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         # after their origin topic is deleted (kept in the metadata).
         self._made_dead_letter_topics: set[str] = set()
         self._dlq_locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
+        self._directory_lock: DirectoryLock | None = None  # taken by open(), given back by close()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -128,8 +151,17 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     async def open(
         cls, config: BrokerConfig | None = None, *, clock: Clock | None = None
     ) -> Broker:
-        broker = cls(config or BrokerConfig(), clock or SystemClock())
-        await broker._recover()
+        config = config or BrokerConfig()
+        # one broker per data directory, taken before any of its files is opened
+        lock = DirectoryLock.acquire(config.data_dir) if config.data_dir is not None else None
+        try:
+            broker = cls(config, clock or SystemClock())
+            broker._directory_lock = lock
+            await broker._recover()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return broker
 
     async def _recover(self) -> None:
@@ -173,16 +205,71 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             retention_ms=settings.retention_ms,
             retention_bytes=settings.retention_bytes,
         )
-        logs = [
-            await self.run(lambda p=p: self.storage.open_log(name, p, base))  # type: ignore[misc]
-            for p in range(settings.partitions)
-        ]
+        logs: list[PartitionLog] = []
+        try:
+            for p in range(settings.partitions):
+                logs.append(await self.run(lambda p=p: self.storage.open_log(name, p, base)))  # type: ignore[misc]
+        except BaseException:
+            await self._close_logs(logs)  # none left holding descriptors
+            raise
         return Topic(name, settings, logs, self.run)
+
+    async def _close_logs(self, logs: Sequence[PartitionLog]) -> None:
+        for log in logs:
+            try:
+                await self.run(log.close)
+            except (LogqError, LogError) as error:
+                logger.warning("closing a partition log failed: %s", error)
+
+    async def _make_topic(self, name: str, settings: TopicSettings) -> Topic:
+        """A new topic in full, or nothing of it: a create that fails part way
+        (out of descriptors, a full disk) leaves no files behind, and files
+        left by a create that a crash cut short are cleared first (they never
+        held an acknowledged message: a topic takes messages once it is in
+        the metadata)."""
+        if await self.run(lambda: self.storage.has_topic_files(name)):
+            logger.warning(
+                "clearing leftover files of topic %r, which the metadata does not name", name
+            )
+            await self.run(lambda: self.storage.delete_topic(name))
+        try:
+            topic = await self._open_topic(name, settings)
+        except BaseException:
+            await self._remove_topic_files(name)
+            raise
+        self.topics[name] = topic
+        try:
+            await self._save_metadata()
+        except BaseException:
+            del self.topics[name]
+            await self._close_logs([partition.log for partition in topic.partitions])
+            await self._remove_topic_files(name)
+            raise
+        return topic
+
+    async def _remove_topic_files(self, name: str) -> None:
+        try:
+            await self.run(lambda: self.storage.delete_topic(name))
+        except (LogqError, OSError) as error:
+            logger.warning("removing the files of topic %r failed: %s", name, error)
 
     def start(self) -> None:
         """Start the background timer (lease expiry, sessions, retention)."""
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        rate = self.config.scrub_bytes_per_second
+        if self._scrubber is None and not self.storage.in_memory and rate > 0:
+            self._scrubber = Scrubber(self._topic_logs, rate)
+            self._scrubber.start()
+
+    def _topic_logs(self) -> list[PartitionLog]:
+        """Every topic's partition logs (the scrubber's thread asks)."""
+        for _ in range(3):
+            try:
+                return [p.log for topic in list(self.topics.values()) for p in topic.partitions]
+            except RuntimeError:  # a topic came or went meanwhile: look again
+                continue
+        return []
 
     async def _tick_forever(self) -> None:
         while not self._closed:
@@ -246,6 +333,15 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         if self._closed:
             return
         self._closed = True
+        try:
+            await self._close_files()
+        finally:
+            if self._directory_lock is not None:
+                self._directory_lock.release()
+
+    async def _close_files(self) -> None:
+        if self._scrubber is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._scrubber.stop)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -279,14 +375,27 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
     # -- metadata -------------------------------------------------------------------
 
     async def _save_metadata(self) -> None:
+        """Write every topic's and group's settings, durably, after a change.
+        Changes made meanwhile share one write (a group commit): a caller
+        returns once a write begun after its change has finished, so a
+        thousand topics made at once cost a few writes of all the topics,
+        not a thousand."""
         self._note_dead_letter_topics()
+        if self.storage.in_memory:
+            return  # nothing is kept: building the document would be all the cost
+        self._metadata_changes += 1
+        change = self._metadata_changes
         async with self._metadata_lock:
+            if self._metadata_saved >= change:
+                return  # a write begun after this change covered it
+            covered = self._metadata_changes
             metadata = {
                 "dead_letter_topics": sorted(self._made_dead_letter_topics),
                 "topics": {name: topic.settings.as_dict() for name, topic in self.topics.items()},
                 "groups": {key: group.settings.as_dict() for key, group in self.groups.items()},
             }
             await self.run(lambda: self.storage.save_metadata(metadata))
+            self._metadata_saved = covered
 
     # -- topics ---------------------------------------------------------------------
 
@@ -319,9 +428,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             )
         self._check_partitions(parsed.partitions)
         self._check_dlq(name, parsed.dlq_topic(name))
-        topic = await self._open_topic(name, parsed)
-        self.topics[name] = topic
-        await self._save_metadata()
+        topic = await self._make_topic(name, parsed)
         logger.info("topic %r created with %d partitions", name, parsed.partitions)
         return topic
 
@@ -405,6 +512,11 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             stats["in_flight"] = sum(g.deliveries[partition.index].in_flight for g in groups)
             partitions.append(stats)
         counters = self.metrics.topic_counters(name)
+        damaged = [
+            {"partition": p.index, "start": d.start, "end": d.end, "reason": d.reason}
+            for p in topic.partitions
+            for d in p.log.damaged_ranges()
+        ]
         totals = {
             key: sum(g.counters[key] for g in groups)
             for key in ("acked", "redelivered", "dead_lettered", "rejected", "nacked")
@@ -423,10 +535,22 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             "in_dlq": self.dlq_size(name),
             "groups": sorted(g.name for g in groups),
             "published": counters["messages_in"],
+            "damaged": damaged,
+            "damaged_offsets": sum(
+                p.log.statistics().get("damaged_offsets", 0) for p in topic.partitions
+            ),
         }
 
     def list_topics(self) -> list[dict[str, Any]]:
         return [self.describe_topic(name) for name in sorted(self.topics)]
+
+    def topic_counts(self) -> list[dict[str, Any]]:
+        """Each topic's totals as `describe_topic` has them, cheaply, by name."""
+        return topic_counts(self.topics, self.groups.values())
+
+    def group_counts(self) -> list[dict[str, Any]]:
+        """Each group's lag and in-flight as `list_groups` has them, cheaply."""
+        return group_counts(self.topics, self.groups.values())
 
     # -- publishing -----------------------------------------------------------------
 
@@ -447,7 +571,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 f"{len(messages)} messages in one publish, the limit is {self.config.publish_messages_max}"
             )
         now_ms = self.clock.now_ms()
-        groups: dict[tuple[int, int, int], list[int]] = {}
+        # partition -> runs of consecutive messages that share a batch, in
+        # request order: a partition's runs are stored one after another, so
+        # its messages lie in the order they came whatever path each takes
+        runs: dict[int, list[tuple[int, bool, list[int]]]] = {}
         size_max = self.config.message_bytes_max
         max_delay = topic.settings.max_delay_ms
         partitions = len(topic.partitions)
@@ -464,7 +591,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     f"key_bytes_max is {self.config.key_bytes_max}"
                 )
             if message.headers:
-                self._check_headers(index, message.headers)
+                self._check_headers(index, message.headers, as_broker)
             if message.partition is not None:
                 partition = topic.partition(message.partition).index
             elif key is not None:
@@ -479,11 +606,17 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     f"past the topic's max_delay of {max_delay} ms"
                 )
             # a message with a dedup id travels alone in its batch (see dedup.py)
-            alone = index if message.dedup_id is not None else -1
+            alone = message.dedup_id is not None
             lane = lane_of.get(message.priority)
             if lane is None:
                 lane = lane_of[message.priority] = self.lanes.index_of(message.priority)
-            groups.setdefault((partition, lane, alone), []).append(index)
+            partition_runs = runs.get(partition)
+            if partition_runs is None:
+                runs[partition] = [(lane, alone, [index])]
+            elif alone or partition_runs[-1][0] != lane or partition_runs[-1][1]:
+                partition_runs.append((lane, alone, [index]))
+            else:
+                partition_runs[-1][2].append(index)
         results: list[PublishResult | None] = [None] * len(messages)
 
         async def store(partition: int, lane: int, indexes: list[int]) -> None:
@@ -509,11 +642,26 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             for offset, index in enumerate(indexes, appended.base_offset):
                 results[index] = PublishResult(f"{prefix}{offset}", stored_in, offset)
 
-        await asyncio.gather(*(store(p, lane, idx) for (p, lane, _), idx in groups.items()))
+        async def store_runs(
+            partition: int, partition_runs: list[tuple[int, bool, list[int]]]
+        ) -> None:
+            for lane, _, indexes in partition_runs:
+                await store(partition, lane, indexes)
+
+        await asyncio.gather(*(store_runs(p, r) for p, r in runs.items()))
         return [result for result in results if result is not None]
 
-    def _check_headers(self, index: int, headers: dict[str, str]) -> None:
-        """A message's header count and encoded size against their limits."""
+    def _check_headers(self, index: int, headers: dict[str, str], as_broker: bool) -> None:
+        """A message's header count and encoded size against their limits;
+        headers under `logq-` are the broker's to write."""
+        if not as_broker:
+            for name in headers:
+                if name.startswith(RESERVED_HEADER_PREFIX):
+                    raise BadArgumentError(
+                        f"message {index} has the header {name[:64]!r}: headers under "
+                        f"{RESERVED_HEADER_PREFIX} are written by the broker only "
+                        "(ttl and dedup_id set the ones a publisher may ask for)"
+                    )
         config = self.config
         if len(headers) > config.header_count_max:
             raise TooBigError(
@@ -564,6 +712,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                 header_bytes_max=self.config.header_bytes_max,
                 header_count_max=self.config.header_count_max,
             )
+            if not as_broker:
+                _check_reserved_headers(batch)
             log_config = self.config.log
             dedup_id = dedup_id_of(batch, log_config.batch_bytes_max, log_config.batch_records_max)
         except LogError as error:
@@ -593,15 +743,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         table = topic.dedup
         window_ms = topic.settings.dedup_window_ms
         if not table.loaded:
-            since = now_ms - window_ms
-            for partition in topic.partitions:
-                log = partition.log
-                found = await self.run(
-                    lambda log=log, index=partition.index: scan_recent(log, index, since, window_ms)  # type: ignore[misc]
-                )
-                for key, seen in found:
-                    table.remember(key, seen)
-            table.loaded = True
+            await self._load_dedup(topic, now_ms)
         first = table.lookup(dedup_id, now_ms)
         if isinstance(first, asyncio.Future):
             first = await asyncio.shield(first)
@@ -620,6 +762,39 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         if not duplicate:
             self._stored(topic, target, batch, result.base_offset, result.next_offset)
         return BatchResult(target.index, result.base_offset, result.last_offset, duplicate)
+
+    async def _load_dedup(self, topic: Topic, now_ms: int) -> None:
+        """Rebuild a topic's dedup table from its last window, once: publishes
+        that come meanwhile wait for the one scan (each used to start its own)."""
+        table = topic.dedup
+        if table.loading is None:
+            table.loading = asyncio.ensure_future(self._scan_dedup(topic, now_ms))
+        loading = table.loading
+        try:
+            await asyncio.shield(loading)
+        except BaseException:
+            if loading.done() and table.loading is loading:
+                table.loading = None  # failed: the next publish tries again
+            raise
+
+    async def _scan_dedup(self, topic: Topic, now_ms: int) -> None:
+        table = topic.dedup
+        window_ms = topic.settings.dedup_window_ms
+        since = now_ms - window_ms
+        for partition in topic.partitions:
+            log = partition.log
+            found = await self.run(
+                lambda log=log, index=partition.index: scan_recent(log, index, since, window_ms)  # type: ignore[misc]
+            )
+            for key, seen in found:
+                table.remember(key, seen)
+        table.loaded = True
+        logger.info(
+            "dedup window of topic %r rebuilt: %d ids from the last %d ms",
+            topic.name,
+            len(table),
+            window_ms,
+        )
 
     # -- reading without a group ----------------------------------------------------------
 
@@ -741,6 +916,10 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         existing = self.groups.get(key)
         base = existing.settings if existing else self.config.group_defaults
         parsed = group_settings(settings or {}, base)
+        before = None if existing is None else existing.settings.mode
+        if parsed.mode is not before and GroupMode.SHARED in (before, parsed.mode):
+            for partition in topic.partitions:  # the index follows the shared groups
+                forget_loaded(partition)
         if existing is not None:
             existing.configure(parsed, self.clock.now_ms())
         else:
@@ -771,9 +950,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
                     "committed": state.floor,
                     "next_offset": state.next_offset,
                     "log_end": log_end,
-                    "lag": state.unsettled(
-                        min(log_end, ends[index]) if ends and index < len(ends) else log_end
-                    ),
+                    "lag": state.unsettled(lag_end(group, index, log_end)),
                     "in_flight": state.in_flight,
                     "pending_redelivery": state.pending_count,
                     "owner": owners.get(index),
@@ -840,6 +1017,34 @@ class BatchResult:
         self.base_offset = base_offset
         self.last_offset = last_offset
         self.duplicate = duplicate
+
+
+RESERVED_HEADER_PREFIX = "logq-"
+
+
+def _check_reserved_headers(batch: bytes) -> None:
+    """A producer-built batch may carry only the reserved headers its
+    producer writes for a TTL and a dedup id, in their form and with the
+    batch marked for them; nothing else under `logq-`."""
+    found = header_names_with(batch, RESERVED_HEADER_PREFIX.encode())
+    if not found:
+        return
+    attributes = read_header(batch).attributes
+    for name, value in found.items():
+        if (
+            name == HEADER_EXPIRES_AT
+            and attributes & EXPIRING
+            and value.isascii()
+            and value.isdigit()
+        ):
+            continue
+        if name == HEADER_DEDUP_ID and attributes & DEDUP:
+            continue
+        raise BadArgumentError(
+            f"a record has the header {name[:64]!r}: headers under {RESERVED_HEADER_PREFIX} are "
+            "written by the broker only (a producer writes logq-expires-at and logq-dedup-id "
+            "for a ttl and a dedup_id, in a batch marked for them)"
+        )
 
 
 def _with_dedup(headers: dict[str, str], message: OutgoingMessage) -> dict[str, str]:

@@ -52,3 +52,6 @@ class BrokerConfig:
     trace_retention_ms: int | None = 7 * 86_400_000
     trace_retention_bytes: int | None = 1 << 30
     trace_fsync_interval_ms: int = 1000
+    # The scrubber verifies sealed segments in the background at most this
+    # fast (0: off); see logq.broker.scrubber.
+    scrub_bytes_per_second: int = 4 * 1024 * 1024

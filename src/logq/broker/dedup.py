@@ -10,7 +10,8 @@ and stores nothing. Concurrent publishes of one id wait for the first.
 Memory follows the ids seen within the window. After a restart the table is
 rebuilt, on the first dedup publish to the topic, from the batches of the
 last window (found through the time index): the messages themselves are
-the durable record.
+the durable record. One rebuild runs at a time; publishes that come
+meanwhile wait for it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from logq.errors import BadBatchError
-from logq.log import PartitionLog
+from logq.log import PartitionLog, read_past_damage
 from logq.log.batch import (
     DEDUP,
     HEADER_SIZE,
@@ -70,6 +71,7 @@ class DedupTable:
         self._seen: OrderedDict[str, Seen] = OrderedDict()
         self._claims: dict[str, asyncio.Future[Seen]] = {}
         self.loaded = False
+        self.loading: asyncio.Future[None] | None = None  # the one rebuild under way
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -118,12 +120,9 @@ def scan_recent(
     offset = log.first_offset if start is None else max(start, log.first_offset)
     if start is None:
         return found
-    while offset < log.next_offset:
-        data = log.read(offset, SCAN_CHUNK_BYTES).data
-        if not data:
-            break
+    for result in read_past_damage(log, offset, SCAN_CHUNK_BYTES):
+        data = result.data
         for position, header in iter_headers(data):
-            offset = header.next_offset
             if header.attributes & DEDUP and header.max_timestamp >= since_ms:
                 blocks = decode_batch(data, position).header_blocks
                 dedup_id = decode_headers(blocks[0]).get(HEADER_DEDUP_ID) if blocks[0] else None

@@ -17,42 +17,49 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from logq.broker.clock import Clock
 from logq.broker.config import BrokerConfig
 from logq.broker.coordination import CoordinationMixin
+from logq.broker.damage import read_around_damage, without
 from logq.broker.delays import held_back
 from logq.broker.disk import DiskGuard
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
+from logq.broker.lane_index import (
+    forget_loaded,
+    forget_settled,
+    load_lanes,
+)
 from logq.broker.messages import (
     Message,
-    MessageId,
     OutgoingMessage,
     message_from_record,
 )
 from logq.broker.metrics import Metrics
+from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.storage import Storage
-from logq.broker.topic import Topic, scan_lanes
+from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, LogqError, OutOfRangeError
+from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch
 from logq.log.batch import iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
-from logq.state.events import Event, Extended, Leased, Released, Seeked, Settled
+from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
 from logq.state.journal import Journal
+from logq.state.lane_guard import LaneGuard
 from logq.state.ranges import Range, ranges_of
 
 T = TypeVar("T")
 DLQ_CONSUMER = "logq.dead-letter"
 DLQ_HOLD_MS = 60_000  # offsets being dead-lettered stay leased to nobody this long
 READ_CHUNK_BYTES = 1 << 20
-IDS_PER_CALL_MAX = 100_000
 REASON_LENGTH_MAX = 1000
 HEADER_ORIGIN_ID = "logq-origin-id"
 HEADER_GROUP = "logq-group"
@@ -63,9 +70,10 @@ HEADER_DEAD_AT = "logq-dead-lettered-at"
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Offsets [start, end) of one partition, handed out as `attempt`, with the
-    stored batches that hold them (`data` may start before `start` and end
-    after `end`: the consumer keeps only the offsets in range)."""
+    """Offsets [start, end) of one partition, handed out as `attempt` under
+    lease token `lease`, with the stored batches that hold them (`data` may
+    start before `start` and end after `end`: the consumer keeps only the
+    offsets in range)."""
 
     topic: str
     partition: int
@@ -73,6 +81,7 @@ class Delivery:
     end: int
     attempt: int
     data: bytes
+    lease: int = 0
 
 
 class DeliveryMixin(CoordinationMixin, TracingMixin):
@@ -197,14 +206,18 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         """Fill the planned ranges with their batches, hold back or settle what
         is not for now, journal it all, count what goes out."""
         deliveries = [
-            Delivery(topic.name, event.partition, start, end, _attempt(event), b"")
+            Delivery(topic.name, event.partition, start, end, _attempt(event), b"", _lease(event))
             for event in events
             for start, end in event.ranges
         ]
-        filled = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
+        results = await asyncio.gather(*(self._fill(topic, d) for d in deliveries))
+        filled = [part for parts, _ in results for part in parts]
+        damaged = [
+            (d.partition, r) for d, (_, lost) in zip(deliveries, results, strict=True) for r in lost
+        ]
         kept, expired, held = self._screen(group, topic, filled)
         consumer = events[0].consumer if isinstance(events[0], Leased) else ""
-        journal: list[Event] = [*events]
+        journal: list[Event] = [*events, *self._lose(group, topic, damaged)]
         for release in held:
             group.deliveries[release.partition].apply(release)
             journal.append(release)
@@ -287,27 +300,53 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             dropped = set(gone).union(*later.values())
             live = [o for o in range(start, end) if o not in dropped]
             kept += [
-                Delivery(delivery.topic, delivery.partition, low, high, delivery.attempt, data)
+                Delivery(
+                    delivery.topic,
+                    delivery.partition,
+                    low,
+                    high,
+                    delivery.attempt,
+                    data,
+                    delivery.lease,
+                )
                 for low, high in ranges_of(live)
             ]
         return kept, expired, held
 
+    def _shared_states(self, topic_name: str, index: int) -> list[PartitionDelivery]:
+        """The delivery state of partition `index` in each shared group of the topic."""
+        return [
+            group.deliveries[index]
+            for group in self.groups.values()
+            if group.topic == topic_name
+            and group.settings.mode is GroupMode.SHARED
+            and index < len(group.deliveries)
+        ]
+
     async def _load_lanes(self, topic: Topic) -> None:
-        """After a restart, find the high and low batches the groups have not passed yet."""
+        """Find the high and low batches the shared groups have not settled
+        (after a restart, or when a group may stand behind the index)."""
         for partition in topic.partitions:
             if partition.lanes_loaded:
                 continue
-            floors = [
-                g.deliveries[partition.index].floor
-                for g in self.groups.values()
-                if g.topic == topic.name and partition.index < len(g.deliveries)
-            ]
-            start = min(floors, default=0)
-            found = await self.run(lambda log=partition.log, at=start: scan_lanes(log, at))  # type: ignore[misc]
-            if not partition.lanes_loaded:
-                merged = {entry[0]: entry for entry in (*found, *partition.lanes)}
-                partition.lanes = sorted(merged.values())
-                partition.lanes_loaded = True
+            states = partial(self._shared_states, topic.name, partition.index)
+            await load_lanes(partition, states, self.run)
+
+    def _forget_settled_lanes(self, events: Sequence[Event]) -> None:
+        """Settled by shared groups: drop what every shared group has settled
+        from the partitions' lane indexes."""
+        for event in events:
+            if not isinstance(event, (Settled, Seeked)):
+                continue
+            group = self.groups.get(event.group)
+            topic = None if group is None else self.topics.get(group.topic)
+            if group is None or topic is None or group.settings.mode is not GroupMode.SHARED:
+                continue
+            partition = topic.partitions[event.partition]
+            if partition.lanes:
+                ranges = event.ranges if isinstance(event, Settled) else []
+                states = self._shared_states(topic.name, event.partition)
+                forget_settled(partition, ranges, states)
 
     def _plan(
         self, group: Group, topic: Topic, consumer: str, count_max: int, now_ms: int, lease_ms: int
@@ -333,9 +372,15 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if room <= 0:
                 planned = []
             elif lanes and group.settings.mode is GroupMode.SHARED:
-                share = group.settings.starvation_share
-                rank = self.lanes.rank
-                planned = state.plan_lanes(now_ms, min(budget, room), readable, lanes, rank, share)
+                planned = state.plan_lanes(
+                    now_ms,
+                    min(budget, room),
+                    readable,
+                    lanes,
+                    self.lanes.rank,
+                    group.lane_guards[index],
+                    group.settings.lane_policy(),
+                )
             else:
                 planned = state.plan(now_ms, min(budget, room), readable)
             by_attempt: defaultdict[int, list[Range]] = defaultdict(list)
@@ -347,31 +392,51 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 if group.settings.auto_ack:
                     event = Settled(group.key, index, ranges)
                 else:
+                    token = state.next_token(now_ms)
+                    deadline = now_ms + lease_ms
                     event = Leased(
-                        group.key, index, ranges, consumer, now_ms + lease_ms, attempt, now_ms
+                        group.key, index, ranges, consumer, deadline, attempt, now_ms, token
                     )
                 state.apply(event)
                 events.append(event)
         return events
 
-    async def _fill(self, topic: Topic, delivery: Delivery) -> Delivery:
-        """Attach the stored batches that hold [start, end)."""
+    async def _fill(self, topic: Topic, delivery: Delivery) -> tuple[list[Delivery], list[Range]]:
+        """The stored batches that hold [start, end), as deliveries cut around
+        ranges lost to damage on disk (returned apart)."""
         log = topic.partitions[delivery.partition].log
-        chunks: list[bytes] = []
-        offset = max(delivery.start, log.first_offset)
-        while offset < delivery.end:
-            try:
-                result = await self.run(lambda o=offset: log.read(o, READ_CHUNK_BYTES))  # type: ignore[misc]
-            except LogError as error:
-                raise OutOfRangeError(str(error)) from None
-            if not result.data:
-                break
-            chunks.append(result.data)
-            offset = result.next_offset
-        data = b"".join(chunks)
-        return Delivery(
-            delivery.topic, delivery.partition, delivery.start, delivery.end, delivery.attempt, data
+        found = await read_around_damage(
+            self.run, log, delivery.start, delivery.end, READ_CHUNK_BYTES
         )
+        parts = [
+            Delivery(
+                delivery.topic,
+                delivery.partition,
+                start,
+                end,
+                delivery.attempt,
+                data,
+                delivery.lease,
+            )
+            for start, end, data in found.parts
+        ]
+        return parts, found.damaged
+
+    def _lose(self, group: Group, topic: Topic, damaged: list[tuple[int, Range]]) -> list[Event]:
+        """Record offsets lost to damage on disk as lost (applied; the caller journals)."""
+        by_partition: defaultdict[int, list[Range]] = defaultdict(list)
+        for partition, lost in damaged:
+            by_partition[partition].append(lost)
+        events: list[Event] = []
+        for partition, ranges in sorted(by_partition.items()):
+            event = Lost(group.key, partition, ranges)
+            group.deliveries[partition].apply(event)
+            events.append(event)
+            self._trace(
+                "lost", topic, partition, ranges, group=group.name, detail="damaged on disk"
+            )
+            group.counters["lost_to_damage"] += sum(end - start for start, end in ranges)
+        return events
 
     async def receive(
         self,
@@ -398,47 +463,34 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
     # -- settling ---------------------------------------------------------------------
 
-    def _offsets_by_partition(
-        self, topic_name: str, group: Group, ids: Iterable[str]
-    ) -> dict[int, list[Range]]:
-        id_list = list(ids)
-        if not id_list:
-            raise BadArgumentError("give at least one message id")
-        if len(id_list) > IDS_PER_CALL_MAX:
-            raise BadArgumentError(
-                f"{len(id_list)} ids in one call, the limit is {IDS_PER_CALL_MAX}"
-            )
-        offsets: defaultdict[int, list[int]] = defaultdict(list)
-        for text in id_list:
-            parsed = MessageId.parse(text)
-            if parsed.topic != topic_name:
-                raise BadArgumentError(f"message {text!r} is not from topic {topic_name!r}")
-            if not 0 <= parsed.partition < len(group.deliveries):
-                raise BadArgumentError(f"message {text!r} names a partition that does not exist")
-            offsets[parsed.partition].append(parsed.offset)
-        return {partition: ranges_of(values) for partition, values in offsets.items()}
+    def _named(self, topic_name: str, group: Group, ids: Iterable[str]) -> Named:
+        return named_deliveries(topic_name, len(group.deliveries), ids)
 
     async def ack(self, topic_name: str, group_name: str, ids: Iterable[str]) -> int:
-        """Settle delivered messages; returns how many were newly settled."""
+        """Settle delivered messages (ids, or receipts `<id>@<lease>`); returns
+        how many were newly settled. Raises StaleDeliveryError after settling
+        the rest when a receipt named a delivery that is no longer current."""
         self._check_open()
         group = self.group(topic_name, group_name)
-        return await self._settle(group, self._offsets_by_partition(topic_name, group, ids))
+        return await self._settle(group, self._named(topic_name, group, ids))
 
-    async def ack_ranges(
-        self, topic_name: str, group_name: str, ranges: dict[int, list[Range]]
-    ) -> int:
-        """Settle offset ranges [start, end) per partition (the fast path)."""
+    async def ack_ranges(self, topic_name: str, group_name: str, ranges: Named) -> int:
+        """Settle offset ranges [start, end) per (partition, lease token; 0
+        for none), the fast path; stale ones as `ack`."""
         self._check_open()
         group = self.group(topic_name, group_name)
-        for partition, parts in ranges.items():
+        for (partition, token), parts in ranges.items():
             if not 0 <= partition < len(group.deliveries):
                 raise BadArgumentError(f"partition {partition} does not exist")
+            if token < 0:
+                raise BadArgumentError(f"bad lease token {token}")
             for start, end in parts:
                 if not 0 <= start <= end:
                     raise BadArgumentError(f"bad range [{start}, {end})")
         return await self._settle(group, ranges)
 
-    async def _settle(self, group: Group, by_partition: dict[int, list[Range]]) -> int:
+    async def _settle(self, group: Group, named: Named) -> int:
+        by_partition, stale = current_parts(group.deliveries, named)
         events: list[Event] = []
         settled = 0
         topic = self.topics[group.topic]
@@ -454,7 +506,14 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 settled += sum(end - start for start, end in todo)
         group.counters["acked"] += settled
         await self._commit(events)
+        if stale:
+            raise self._stale(group, stale, settled)
         return settled
+
+    def _stale(self, group: Group, stale: Stale, count: int) -> StaleDeliveryError:
+        """Count the stale deliveries a settlement named; the error to raise."""
+        group.counters["stale"] += sum(end - start for _, start, end, _ in stale)
+        return stale_error(group.topic, stale, count)
 
     def _trace_settled(
         self, group: Group, topic: Topic, partition: int, ranges: list[Range], now_ms: int
@@ -488,7 +547,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         if delay_ms is not None:
             delay_ms = parse_duration_ms(delay_ms, name="delay")
         group = self.group(topic_name, group_name)
-        released = await self._release(topic_name, group, ids, delay_ms, "nacked")
+        try:
+            released = await self._release(topic_name, group, ids, delay_ms, "nacked")
+        except StaleDeliveryError as error:
+            group.counters["nacked"] += error.count
+            raise
         group.counters["nacked"] += released
         return released
 
@@ -500,7 +563,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         events: list[Event] = []
         dead: list[tuple[int, list[Range], int]] = []
         count = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        current, stale = current_parts(group.deliveries, self._named(topic_name, group, ids))
+        for partition, ranges in current.items():
             state = group.deliveries[partition]
             for (start, end), attempt in _leased_parts(state, ranges):
                 count += end - start
@@ -529,6 +593,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 group, topic, partition, ranges, attempt, f"max_deliveries ({reason})"
             )
         topic.changed.set()
+        if stale:
+            raise self._stale(group, stale, count)
         return count
 
     async def reject(
@@ -543,7 +609,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         group = self.group(topic_name, group_name)
         topic = self.topic(topic_name)
         count = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        current, stale = current_parts(group.deliveries, self._named(topic_name, group, ids))
+        for partition, ranges in current.items():
             state = group.deliveries[partition]
             todo = _unsettled_delivered(state, ranges)
             for start, end in todo:
@@ -564,6 +631,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 await self._dead_letter(group, topic, partition, [(start, end)], attempt, reason)
                 count += end - start
         group.counters["rejected"] += count
+        if stale:
+            raise self._stale(group, stale, count)
         return count
 
     async def extend(
@@ -585,7 +654,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         deadline = self.clock.now_ms() + lease_ms
         events: list[Event] = []
         count = 0
-        for partition, ranges in self._offsets_by_partition(topic_name, group, ids).items():
+        current, stale = current_parts(group.deliveries, self._named(topic_name, group, ids))
+        for partition, ranges in current.items():
             state = group.deliveries[partition]
             leased = [part for part, _ in _leased_parts(state, ranges)]
             if leased:
@@ -594,6 +664,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 events.append(event)
                 count += sum(end - start for start, end in leased)
         await self._commit(events)
+        if stale:
+            raise self._stale(group, stale, count)
         return count
 
     async def seek(self, topic_name: str, group_name: str, target: object) -> dict[int, int]:
@@ -634,7 +706,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for index, offset in positions.items():
             event = Seeked(group.key, index, offset)
             group.deliveries[index].apply(event)
+            group.lane_guards[index] = LaneGuard()
             events.append(event)
+            if group.settings.mode is GroupMode.SHARED:
+                forget_loaded(topic.partitions[index])  # it may now stand behind the index
         await self._commit(events)
         topic.changed.set()
         return positions
@@ -755,48 +830,54 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         dlq = self.dlq_name(topic.name)
         await self.create_topic(dlq, {"partitions": 1}, exist_ok=True, internal=True)
         outgoing: list[OutgoingMessage] = []
+        damaged: list[tuple[int, Range]] = []
+        messages: list[Message] = []
         for start, end in ranges:
-            delivery = await self._fill(
+            parts, gone = await self._fill(
                 topic, Delivery(topic.name, partition, start, end, attempt, b"")
             )
-            for message in decode_delivery(delivery, self.lanes):
-                headers = dict(message.headers)
-                headers.update(
-                    {
-                        HEADER_ORIGIN_ID: message.id,
-                        HEADER_GROUP: group.name,
-                        HEADER_ATTEMPTS: str(attempt),
-                        HEADER_REASON: reason,
-                        HEADER_DEAD_AT: str(now_ms),
-                    }
+            damaged += [(partition, found) for found in gone]
+            messages += [m for part in parts for m in decode_delivery(part, self.lanes)]
+        for message in messages:
+            headers = dict(message.headers)
+            headers.update(
+                {
+                    HEADER_ORIGIN_ID: message.id,
+                    HEADER_GROUP: group.name,
+                    HEADER_ATTEMPTS: str(attempt),
+                    HEADER_REASON: reason,
+                    HEADER_DEAD_AT: str(now_ms),
+                }
+            )
+            move = f"{group.key}\0{message.id}\0{hold_until}".encode()
+            outgoing.append(
+                OutgoingMessage(
+                    message.value,
+                    message.key,
+                    headers,
+                    message.priority,
+                    0,
+                    now_ms,  # the DLQ's retention and dedup window count from here
+                    dedup_id=hashlib.sha1(move).hexdigest(),
                 )
-                move = f"{group.key}\0{message.id}\0{hold_until}".encode()
-                outgoing.append(
-                    OutgoingMessage(
-                        message.value,
-                        message.key,
-                        headers,
-                        message.priority,
-                        0,
-                        now_ms,  # the DLQ's retention and dedup window count from here
-                        dedup_id=hashlib.sha1(move).hexdigest(),
-                    )
-                )
+            )
         for index in range(0, len(outgoing), 1000):
             await self.publish(dlq, outgoing[index : index + 1000], as_broker=True)
-        settle = Settled(group.key, partition, ranges)
+        lost_events = self._lose(group, topic, damaged)
+        moved = without(ranges, [found for _, found in damaged])
+        settle = Settled(group.key, partition, moved)
         state.apply(settle)
         self._trace(
             "dead_lettered",
             topic,
             partition,
-            ranges,
+            moved,
             group=group.name,
             attempt=attempt,
             detail=f"{reason} -> {dlq}",
         )
-        await self._commit([settle])
-        group.counters["dead_lettered"] += sum(end - start for start, end in ranges)
+        await self._commit([*lost_events, settle])
+        group.counters["dead_lettered"] += sum(end - start for start, end in moved)
 
     # -- the journal ----------------------------------------------------------------------------
 
@@ -821,6 +902,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             raise LogqError(f"delivery state could not be stored: {error}") from None
         except OSError as error:  # written on the loop: a full or failing disk
             raise self.disk.storage_error(error) from None
+        self._forget_settled_lanes(events)
         for key in {event.group for event in events if not isinstance(event, Leased)}:
             group = self.groups.get(key)
             if group is not None:
@@ -835,6 +917,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
 def _attempt(event: Leased | Settled) -> int:
     return event.attempt if isinstance(event, Leased) else 1
+
+
+def _lease(event: Leased | Settled) -> int:
+    return event.token if isinstance(event, Leased) else 0  # auto-ack: nothing to settle
 
 
 def _unsettled_delivered(state: PartitionDelivery, ranges: list[Range]) -> list[Range]:
@@ -873,6 +959,7 @@ def decode_delivery(delivery: Delivery, lanes: Lanes = DEFAULT_LANES) -> list[Me
                         header.lane,
                         delivery.attempt,
                         lanes,
+                        delivery.lease,
                     )
                 )
     return messages

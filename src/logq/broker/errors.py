@@ -7,7 +7,8 @@ from logq.log import errors as log_errors
 
 _FROM_LOG: dict[type[log_errors.LogError], type[errors.LogqError]] = {
     log_errors.BatchTooLargeError: errors.TooBigError,
-    log_errors.CorruptBatchError: errors.BadBatchError,
+    log_errors.CorruptBatchError: errors.BadBatchError,  # a batch offered for append
+    log_errors.DamagedDataError: errors.CorruptError,  # stored data failed its checks
     log_errors.InvalidBatchError: errors.BadBatchError,
     log_errors.OffsetOutOfRangeError: errors.OutOfRangeError,
     log_errors.LogClosedError: errors.ShuttingDownError,

@@ -13,6 +13,7 @@ from logq.broker.lifecycle import Lifecycle
 from logq.broker.membership import Membership
 from logq.broker.settings import GroupMode, GroupSettings, TopicSettings
 from logq.state.delivery import PartitionDelivery
+from logq.state.lane_guard import LaneGuard
 
 
 class Group:
@@ -28,6 +29,8 @@ class Group:
         self.key = group_key(topic, name)
         self.settings = settings
         self.deliveries = deliveries
+        # shared groups: per partition, the starvation guard's counts (in memory only)
+        self.lane_guards = [LaneGuard() for _ in deliveries]
         self.membership = Membership(
             len(deliveries),
             settings.mode is GroupMode.ORDERED,
@@ -49,6 +52,8 @@ class Group:
                 "ttl_expired",
                 "backoff_waits",
                 "backoff_wait_ms",
+                "stale",
+                "lost_to_damage",
             ),
             0,
         )
@@ -89,6 +94,8 @@ class Group:
     def add_partitions(self, count: int, now_ms: int) -> None:
         while len(self.deliveries) < count:
             self.deliveries.append(PartitionDelivery())
+        while len(self.lane_guards) < len(self.deliveries):
+            self.lane_guards.append(LaneGuard())
         self.membership.resize(len(self.deliveries), now_ms)
 
     def configure(self, settings: GroupSettings, now_ms: int) -> None:

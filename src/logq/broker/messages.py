@@ -70,6 +70,12 @@ class Message:
     timestamp_ms: int
     priority: str
     attempt: int = 0  # 0 when read without a group
+    lease: int = 0  # the delivery's lease token (0 when read without a group)
+
+    @property
+    def receipt(self) -> str:
+        """`<id>@<lease>`: names this delivery to settle it (see docs/protocol.md)."""
+        return f"{self.id}@{self.lease}"
 
 
 @dataclass(slots=True)  # not frozen: one per published message (see OutgoingMessage)
@@ -86,6 +92,7 @@ def message_from_record(
     lane: int,
     attempt: int = 0,
     lanes: Lanes = DEFAULT_LANES,
+    lease: int = 0,
 ) -> Message:
     return Message(
         id=f"{topic}:{partition}:{record.offset}",
@@ -98,4 +105,5 @@ def message_from_record(
         timestamp_ms=record.timestamp,
         priority=lanes.name_of(lane),
         attempt=attempt,
+        lease=lease,
     )

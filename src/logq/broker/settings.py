@@ -17,6 +17,7 @@ from logq.broker.assignors import assignor
 from logq.broker.backoff import Backoff, parse_backoff
 from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
+from logq.state.lane_guard import LanePolicy
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TOPIC_NAME_LENGTH_MAX = 200
@@ -28,6 +29,8 @@ IN_FLIGHT_MAX = 1_000_000
 DLQ_SUFFIX = ".dlq"
 SESSION_MIN_MS = 100
 SESSION_MAX_MS = 3_600_000
+STARVATION_SHARE_MIN = 1e-6  # a lower lane waits behind at most a million higher messages
+STARVATION_TIMEOUT_MAX_MS = 86_400_000
 
 
 class GroupMode(StrEnum):
@@ -67,9 +70,12 @@ class GroupSettings:
     auto_ack: bool = False
     max_in_flight: int = 100_000  # unsettled deliveries per partition
     backoff: Backoff | None = None  # None: the topic's
-    # shared groups: each lower priority lane with messages waiting gets at
-    # least this share of every receive (the starvation guard)
+    # shared groups, the starvation guard (state/lane_guard.py): a lower lane
+    # with messages waiting lets round(1 / starvation_share) messages of
+    # higher lanes pass, then gets one; or gets one once it has waited
+    # starvation_timeout_ms (None: no time bound)
     starvation_share: float = 0.1
+    starvation_timeout_ms: int | None = None
     # ordered groups: how partitions are spread over members, and how long a
     # partition that moves waits for its in-flight messages before it goes
     assignor: str = "sticky"
@@ -77,6 +83,10 @@ class GroupSettings:
     session_timeout_ms: int | None = None  # None: the broker's
     # replay groups: per partition, the offset where delivery ends (None: no end)
     end_offsets: tuple[int, ...] | None = None
+
+    def lane_policy(self) -> LanePolicy:
+        interval = round(1 / max(self.starvation_share, STARVATION_SHARE_MIN))
+        return LanePolicy(interval, self.starvation_timeout_ms)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -174,6 +184,15 @@ def _session(key: str, value: object) -> int:
     return session
 
 
+def _starvation(key: str, value: object) -> int:
+    timeout = parse_duration_ms(value, name=key)
+    if not 1 <= timeout <= STARVATION_TIMEOUT_MAX_MS:
+        raise BadArgumentError(
+            f"{key} is {timeout} ms, it must be within 1 ms..{STARVATION_TIMEOUT_MAX_MS} ms"
+        )
+    return timeout
+
+
 def _end_offsets(value: object) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -232,12 +251,15 @@ def group_settings(data: Mapping[str, Any], base: GroupSettings | None = None) -
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
-                or not 0 < value <= 0.5
+                or not STARVATION_SHARE_MIN <= value <= 0.5
             ):
                 raise BadArgumentError(
-                    f"starvation_share must be a number in (0, 0.5], got {value!r}"
+                    f"starvation_share must be a number in [{STARVATION_SHARE_MIN}, 0.5], "
+                    f"got {value!r}"
                 )
             changes[key] = float(value)
+        elif key in ("starvation_timeout", "starvation_timeout_ms"):
+            changes["starvation_timeout_ms"] = None if value is None else _starvation(key, value)
         elif key == "name":
             continue
         else:

@@ -35,6 +35,9 @@ class Storage:
             return MemoryLog(config)
         return FileLog(self.directory / TOPICS_DIR / topic / str(partition), config)
 
+    def has_topic_files(self, topic: str) -> bool:
+        return self.directory is not None and (self.directory / TOPICS_DIR / topic).exists()
+
     def delete_topic(self, topic: str) -> None:
         if self.directory is not None:
             path = self.directory / TOPICS_DIR / topic

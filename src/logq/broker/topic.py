@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 from logq.broker.dedup import DedupTable
 from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
-from logq.log import AppendResult, LogConfig, PartitionLog, read_header
+from logq.log import AppendResult, LogConfig, PartitionLog, read_header, read_past_damage
 from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
 
 T = TypeVar("T")
@@ -33,7 +33,10 @@ class Runner(Protocol):
     def __call__(self, function: Callable[[], T], /) -> Awaitable[T]: ...
 
 
-LANE_BATCHES_MAX = 100_000  # past this many, later high/low batches are served in offset order
+# runs of unsettled high/low batches a partition's lane index holds
+# (lane_index.py); past this many, later ones are served in offset order
+# until it drains
+LANE_BATCHES_MAX = 100_000
 PRODUCER_BATCHES_KEPT = 5  # as Kafka: the last five batches of each producer
 PRODUCERS_PER_PARTITION_MAX = 10_000
 # After a restart, producer state is rebuilt from the batches of this many
@@ -54,11 +57,13 @@ class Partition:
     log: PartitionLog
     producers: OrderedDict[int, ProducerEntry] = field(default_factory=OrderedDict)
     producers_loaded: bool = False
-    # (start, end, lane) of batches outside the normal lane that shared
-    # groups may not have passed yet: lets them serve high before normal
-    # before low (bounded; see LANE_BATCHES_MAX)
+    # (start, end, lane) of runs of batches outside the normal lane that some
+    # shared group has not settled: lets them serve high before normal before
+    # low (see lane_index.py; bounded by LANE_BATCHES_MAX)
     lanes: list[tuple[int, int, int]] = field(default_factory=list)
     lanes_loaded: bool = False
+    lanes_generation: int = 0  # moves on each time the index must be scanned again
+    lanes_overflowed: bool = False  # lane batches were left out: scan again once it drains
     # batches waiting for the partition's appender, and whether it runs
     queued: list[tuple[bytes, asyncio.Future[AppendResult]]] = field(default_factory=list)
     appending: bool = False
@@ -184,16 +189,17 @@ class Topic:
 
     def note_lane(self, partition: Partition, batch: bytes, result: AppendResult) -> None:
         lane = (read_header(batch).attributes & LANE_MASK) >> LANE_SHIFT
-        if lane and len(partition.lanes) < LANE_BATCHES_MAX:
+        if not lane or not partition.lanes_loaded:
+            return  # not kept while no shared group reads it: the next load scans for it
+        last = partition.lanes[-1] if partition.lanes else None
+        if last is not None and last[1] > result.base_offset:
+            return  # the load's scan found it first
+        if last is not None and last[1] == result.base_offset and last[2] == lane:
+            partition.lanes[-1] = (last[0], result.next_offset, lane)  # one run of the lane
+        elif len(partition.lanes) < LANE_BATCHES_MAX:
             partition.lanes.append((result.base_offset, result.next_offset, lane))
-
-    def trim_lanes(self, floors: dict[int, int]) -> None:
-        """Forget lane entries every group has passed (`floors`: partition ->
-        lowest floor among the topic's groups)."""
-        for partition in self.partitions:
-            floor = floors.get(partition.index)
-            if floor is not None and partition.lanes and partition.lanes[0][1] <= floor:
-                partition.lanes = [entry for entry in partition.lanes if entry[1] > floor]
+        else:
+            partition.lanes_overflowed = True
 
     def _notify(self) -> None:
         self.changed.set()
@@ -210,8 +216,7 @@ def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:
     """Producer sequences and results found in the tail of the log (blocking)."""
     offset = max(log.first_offset, log.next_offset - PRODUCER_SCAN_RECORDS)
     found: dict[int, ProducerEntry] = {}
-    while offset < log.next_offset:
-        result = log.read(offset, 4 << 20)
+    for result in read_past_damage(log, offset, 4 << 20):
         for _, header in iter_headers(result.data):
             if header.producer_id == NO_PRODUCER_ID or header.base_offset < offset:
                 continue
@@ -222,20 +227,4 @@ def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:
             )
             while len(entry.results) > PRODUCER_BATCHES_KEPT:
                 entry.results.popitem(last=False)
-        offset = result.next_offset
-    return found
-
-
-def scan_lanes(log: PartitionLog, start: int) -> list[tuple[int, int, int]]:
-    """(start, end, lane) of the batches outside the normal lane from `start` on (blocking)."""
-    found: list[tuple[int, int, int]] = []
-    offset = max(start, log.first_offset)
-    while offset < log.next_offset and len(found) < LANE_BATCHES_MAX:
-        data = log.read(offset, 1 << 20).data
-        if not data:
-            break
-        for _, header in iter_headers(data):
-            offset = header.next_offset
-            if header.lane:
-                found.append((header.base_offset, header.next_offset, header.lane))
     return found

@@ -40,6 +40,7 @@ KINDS = {
     "expired": "EXPIRED",
     "dead_lettered": "DEAD-LETTERED",
     "redriven": "REDRIVEN",
+    "lost": "LOST TO DAMAGE",
     "retention_deleted": "DELETED BY RETENTION",
 }
 SETTLING = ("acked", "rejected", "dead_lettered", "expired")

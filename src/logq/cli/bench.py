@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from logq.bench.abuse_bench import AbuseBenchSettings, run_abuse_bench
 from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
 from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
@@ -264,26 +265,53 @@ def bench_delay(
 @bench.command("priority")
 @click.option("--backlog", default=200_000, show_default=True, help="Low messages waiting first.")
 @click.option("--high", default=200, show_default=True, help="High messages published meanwhile.")
-@click.option("--interval-ms", default=10.0, show_default=True, help="Between two high messages.")
+@click.option("--interval-ms", default=10.0, show_default=True, help="Between two high batches.")
+@click.option("--high-batch", default=1, show_default=True, help="High messages per publish.")
 @click.option(
     "--batch", default=100, show_default=True, help="Messages the consumer takes at a time."
+)
+@click.option(
+    "--max",
+    "receive_max",
+    type=int,
+    help="Receive this many at a time (1: a single-message worker) instead of pushes.",
 )
 @click.option("--server", help="Use this running server (host:port) instead of starting one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_priority(
-    backlog: int, high: int, interval_ms: float, batch: int, server: str | None, as_json: bool
+    backlog: int,
+    high: int,
+    interval_ms: float,
+    high_batch: int,
+    batch: int,
+    receive_max: int | None,
+    server: str | None,
+    as_json: bool,
 ) -> None:
     """A high message's wait, publish to delivery, behind a backlog of low ones."""
-    at_least_one(("--backlog", backlog), ("--high", high), ("--batch", batch))
+    at_least_one(
+        ("--backlog", backlog), ("--high", high), ("--batch", batch), ("--high-batch", high_batch)
+    )
+    if receive_max is not None:
+        at_least_one(("--max", receive_max))
     settings = PriorityBenchSettings(
-        backlog=backlog, high=high, interval_ms=max(interval_ms, 0.0), batch=batch, server=server
+        backlog=backlog,
+        high=high,
+        interval_ms=max(interval_ms, 0.0),
+        batch=batch,
+        high_batch=high_batch,
+        receive_max=receive_max,
+        server=server,
     )
     console = Console(stderr=True)
     result = run_priority_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
-    table = Table(title=f"logq bench priority: {result.low_backlog:,} low messages waiting")
+    taking = f"pushed {batch} at a time" if receive_max is None else f"receives of {receive_max}"
+    table = Table(
+        title=f"logq bench priority: {result.low_backlog:,} low messages waiting, {taking}"
+    )
     table.add_column("measure")
     table.add_column("figure", justify="right")
     table.add_row("high messages", f"{result.high_messages:,}")
@@ -291,6 +319,12 @@ def bench_priority(
     table.add_row("high wait p99", f"{result.high_wait_ms_p99:,.1f} ms")
     table.add_row("high wait max", f"{result.high_wait_ms_max:,.1f} ms")
     table.add_row("low delivered meanwhile", f"{result.low_delivered_meanwhile:,}")
+    if result.low_served_while_high_waited is not None:
+        table.add_row("low served while high waited", f"{result.low_served_while_high_waited:,}")
+        fewest = result.high_run_before_low_min
+        table.add_row(
+            "fewest high ahead of such a low", "none" if fewest is None else f"{fewest:,}"
+        )
     Console().print(table)
 
 
@@ -358,4 +392,60 @@ def bench_rebalance(
     table.add_row("partitions moved", f"{result.moved_partitions}")
     for record in result.rebalances:
         table.add_row(f"rebalance: {record['reason']}", f"{record['duration_ms']} ms")
+    Console().print(table)
+
+
+@bench.command("abuse")
+@click.option("--sockets", default=1000, show_default=True, help="Hostile anonymous sockets.")
+@click.option("--seconds", default=60.0, show_default=True, help="How long they attack.")
+@click.option(
+    "--server", help="Attack this running server (host:port, auth on) instead of starting one."
+)
+@click.option("--http", help="With --server: its HTTP listener (host:port).")
+@click.option("--token", envvar="LOGQ_TOKEN", help="With --server: signs the client in.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_abuse(
+    sockets: int,
+    seconds: float,
+    server: str | None,
+    http: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Hostile sockets (slow handshakes, slow HTTP headers, huge unfinished
+    frames) against a broker with auth on, while a signed-in client works."""
+    at_least_one(("--sockets", sockets))
+    if seconds <= 0:
+        raise click.BadParameter("must be positive", param_hint="--seconds")
+    settings = AbuseBenchSettings(
+        sockets=sockets, seconds=seconds, server=server, http=http, token=token
+    )
+    console = Console(stderr=True)
+    result = run_abuse_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"logq bench abuse: {sockets:,} hostile sockets for {seconds:g} s")
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    table.add_row("client round trips (publish, receive, ack)", f"{result.round_trips:,}")
+    table.add_row("round trip p50", f"{result.round_trip_ms_p50:,.2f} ms")
+    table.add_row("round trip p99", f"{result.round_trip_ms_p99:,.2f} ms")
+    table.add_row("round trip max", f"{result.round_trip_ms_max:,.2f} ms")
+    for name, value in (
+        ("server RSS before", result.rss_bytes_before),
+        ("server RSS peak", result.rss_bytes_peak),
+        ("server RSS after", result.rss_bytes_after),
+        ("server RSS growth (peak)", result.rss_growth_bytes),
+    ):
+        table.add_row(name, "?" if value is None else f"{value / _MB:,.1f} MB")
+    table.add_row("attacker connects", f"{result.attacker_connects:,}")
+    table.add_row("attacker bytes written", f"{result.attacker_bytes_sent / _MB:,.1f} MB")
+    table.add_row("closed: sign-in timeout", f"{result.closed_handshake_timeout:,}")
+    table.add_row("closed: idle timeout", f"{result.closed_idle_timeout:,}")
+    table.add_row("closed: HTTP header timeout", f"{result.closed_http_header_timeout:,}")
+    table.add_row("closed: HTTP body timeout", f"{result.closed_http_body_timeout:,}")
+    table.add_row("closed: over handshakeBytes", f"{result.closed_oversize:,}")
+    table.add_row("closed to make room", f"{result.closed_to_make_room:,}")
+    table.add_row("refused", f"{result.refused:,}")
     Console().print(table)

@@ -59,7 +59,12 @@ def groups_list(server: str, as_json: bool) -> None:
 @click.option("--auto-ack/--no-auto-ack", default=None, help="At-most-once: settle as handed out.")
 @click.option("--max-in-flight", type=int, help="Unsettled deliveries per partition.")
 @click.option(
-    "--starvation-share", type=float, help="Shared groups: least share of each lower lane."
+    "--starvation-share",
+    type=float,
+    help="Shared groups: a waiting lower lane gets one message per 1/share of higher ones.",
+)
+@click.option(
+    "--starvation-timeout", help="Shared groups: or once a lower lane has waited this (e.g. 2s)."
 )
 @click.option("--assignor", help="Ordered groups: how partitions spread (sticky, range).")
 @click.option("--revoke-timeout", help="Longest a moving partition waits for in-flight messages.")

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from logq.errors import BadArgumentError
-from logq.log import FsyncPolicy, InvalidConfigError
+from logq.log import DirectoryLockedError, FsyncPolicy, InvalidConfigError
 from logq.server.app import BoundAddresses, serve
 from logq.server.config import ServerConfig, build_config
 from logq.server.config_parsing import ConfigError
@@ -131,8 +131,18 @@ def serve_command(
     tune_collector()
     try:
         run_event_loop(serve(config, on_ready=announce))
+    except DirectoryLockedError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
     except OSError as error:
-        raise click.ClickException(f"cannot start: {error.strerror or error}") from None
+        raise click.ClickException(f"cannot start: {describe_os_error(error)}") from None
+
+
+def describe_os_error(error: OSError) -> str:
+    """The reason and the path it concerns ('Read-only file system: /data/topics')."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    return f"{reason}: {error.filename}"
 
 
 def tune_collector() -> None:

@@ -1,15 +1,28 @@
 """`AsyncClient`: the asyncio Python client of logq, over the native protocol.
 
-    async with AsyncClient("127.0.0.1:7070") as client:
-        await client.create_topic("orders", partitions=3)
-        await client.publish("orders", b'{"id": 1}', key="order-1")
-        async for msg in client.consume("orders", "workers"):
-            ...
-            msg.ack()
+    import asyncio
+    import logq
+
+    async def main() -> None:
+        async with logq.AsyncClient("127.0.0.1:7070") as client:
+            await client.create_topic("orders", partitions=3, exist_ok=True)
+            await client.publish_many("orders", [f"order {n}" for n in range(50)])
+            async for msg in client.consume("orders", "workers", limit=50):
+                print(msg.id, msg.value)
+                msg.ack()  # no await needed: sent within this loop turn
+
+    asyncio.run(main())
 
 It reconnects on its own: a request that meets a lost connection is sent
 again on a new one (publishes are idempotent, acks are idempotent, a lease
 taken by a lost receive expires and is delivered again).
+
+The client owns what it hands out: the producers and consumers it made,
+and the settlements of every message it received. `flush()` waits until
+the broker has confirmed all of them; `close()` (the end of `async with`)
+flushes, closes the consumers and producers, and returns only when every
+settlement and publish made before it is confirmed, or raises
+`UnconfirmedError` naming those that were not within `timeout_s`.
 """
 
 from __future__ import annotations
@@ -33,13 +46,16 @@ from logq.client.records import (
     as_map,
     message_from_reply,
 )
-from logq.client.settle import Settler
-from logq.errors import BadArgumentError
+from logq.client.settle import Settler, settled_count, unconfirmed_error
+from logq.errors import BadArgumentError, UnconfirmedError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.partitioning import partition_for_key
 from logq.protocol import Push
 
 DEFAULT_SERVER = "127.0.0.1:7070"
+# How long close() waits for the broker to confirm what was sent before it
+# gives up: a few reconnection attempts' worth (see backoff_s).
+CLOSE_TIMEOUT_S = 10.0
 Duration = str | int
 Time = str | int
 
@@ -91,7 +107,11 @@ class AsyncClient:
         self._connecting: asyncio.Lock | None = None
         self._partitions: dict[str, int] = {}
         self._producer: AsyncProducer | None = None
-        self._settlers: dict[tuple[str, str], Settler] = {}
+        self._settlers: dict[tuple[str, str], Settler] = {}  # of receive(), per group
+        # every settler with settlements out or failures to report, whoever made it
+        self.settling: set[Settler] = set()
+        self._consumers: set[AsyncConsumer] = set()  # handed out, until closed
+        self._producers: set[AsyncProducer] = set()  # handed out, until closed
         self._round_robin = -1
         self.lane_names = DEFAULT_LANES  # the server's, once connected
         self._lanes_known = False
@@ -163,15 +183,88 @@ class AsyncClient:
                     ) from error
                 await asyncio.sleep(self.backoff_s(attempt))
 
-    async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.close()
+    def release(self, component: AsyncConsumer | AsyncProducer) -> None:
+        """Forget a consumer or producer that closed (each calls this itself)."""
+        if isinstance(component, AsyncConsumer):
+            self._consumers.discard(component)
+        else:
+            self._producers.discard(component)
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until the broker has confirmed every publish queued in the
+        producers this client handed out and every settlement made so far
+        (acks included, awaited or not). Raises `UnconfirmedError` naming
+        those it refused or did not answer (within `timeout_s`, if given);
+        what is still out keeps going."""
+        try:
+            await asyncio.wait_for(self._flush_all(), timeout_s)
+        except TimeoutError:
+            left = [item for settler in self.settling for item in settler.outstanding()]
+            left += [f"publishes of producer {p.producer_id}" for p in self._producers if p.busy]
+            raise unconfirmed_error(f"flush timed out after {timeout_s} s", left) from None
+
+    async def _flush_all(self) -> None:
+        failures: list[str] = []
+        for producer in list(self._producers):
+            await producer.flush()
+        while self.settling:
+            for settler in list(self.settling):
+                try:
+                    await settler.flush()
+                except UnconfirmedError as error:
+                    failures += error.unconfirmed
+        if failures:
+            raise unconfirmed_error("flush", failures)
+
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Flush, then close, in this order: the producers handed out (their
+        queued publishes sent), the consumers (they leave their groups and
+        give back the messages they had not handed out), every settlement
+        made (confirmed by the broker), then the connection.
+
+        Waits up to `timeout_s` in all; what is not confirmed by then is
+        cancelled, and `UnconfirmedError` names it (and any settlement the
+        broker refused). The connection is closed either way."""
+        failures: list[str] = []
+        try:
+            await asyncio.wait_for(self._close_components(failures), timeout_s)
+        except TimeoutError:
+            failures.append(f"close timed out after {timeout_s} s")
+        finally:
+            for consumer in list(self._consumers):
+                await consumer.abort()
+            for producer in list(self._producers):
+                failures += await producer.abort()
+                self._producers.discard(producer)
+            for settler in list(self.settling):
+                failures += await settler.abandon()
+            self.settling.clear()
             self._producer = None
-        for settler in self._settlers.values():
-            await settler.flush()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+        if failures:
+            raise unconfirmed_error(f"closing the client of {self.host}:{self.port}", failures)
+
+    async def _close_components(self, failures: list[str]) -> None:
+        """Each in turn, whatever the one before met: a producer that fails
+        must not keep a consumer's acks from being sent."""
+        for producer in list(self._producers):
+            try:
+                await producer.close()
+            except Exception as error:
+                failures.append(f"closing producer {producer.producer_id}: {error}")
+        for consumer in list(self._consumers):
+            try:
+                await consumer.close()
+            except UnconfirmedError as error:
+                failures += error.unconfirmed
+            except Exception as error:
+                failures.append(f"closing consumer {consumer.consumer}: {error}")
+        try:
+            await self._flush_all()
+        except UnconfirmedError as error:
+            failures += error.unconfirmed
 
     # -- topics ----------------------------------------------------------------------------
 
@@ -263,14 +356,18 @@ class AsyncClient:
         batch_bytes: int = 1 << 20,
         compression: str = "none",
     ) -> AsyncProducer:
-        """A batching producer: `await producer.send(...)` returns a future per message."""
-        return AsyncProducer(
+        """A batching producer: `await producer.send(...)` returns a future per
+        message. Use it as `async with`, or close it; the client flushes and
+        closes any still open when it closes."""
+        producer = AsyncProducer(
             self,
             linger_ms=linger_ms,
             batch_records=batch_records,
             batch_bytes=batch_bytes,
             compression=compression,
         )
+        self._producers.add(producer)
+        return producer
 
     async def publish(
         self,
@@ -349,13 +446,16 @@ class AsyncClient:
         max_in_flight: int | None = None,
         backoff: Mapping[str, str | int | float] | None = None,
         starvation_share: float | None = None,
+        starvation_timeout: Duration | None = None,
         assignor: str | None = None,
         revoke_timeout: Duration | None = None,
         session_timeout: Duration | None = None,
     ) -> dict[str, Any]:
         """Create or configure a group (see create_topic for `backoff`).
-        `starvation_share`: in shared groups, the least share of each receive
-        that a lower priority lane with messages waiting gets (default 0.1).
+        `starvation_share`: in shared groups, a lower priority lane with
+        messages waiting lets round(1 / starvation_share) messages of higher
+        lanes go ahead (10 at the default 0.1), then gets one; with
+        `starvation_timeout` it also gets one once it has waited that long.
         `assignor` (`sticky` or `range`) spreads an ordered group's partitions;
         a moving partition waits up to `revoke_timeout` for its in-flight
         messages; a member not heard from for `session_timeout` leaves."""
@@ -367,6 +467,7 @@ class AsyncClient:
                 "AUTO_ACK": auto_ack,
                 "MAX_IN_FLIGHT": max_in_flight,
                 "STARVATION_SHARE": None if starvation_share is None else str(starvation_share),
+                "STARVATION_TIMEOUT": starvation_timeout,
                 "ASSIGNOR": assignor,
                 "REVOKE_TIMEOUT": revoke_timeout,
                 "SESSION_TIMEOUT": session_timeout,
@@ -440,9 +541,10 @@ class AsyncClient:
         reply = await self.call("FETCH", topic, group, consumer or self.consumer_name, *options)
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
-        for partition, start, end, attempt, data in reply:
+        for partition, start, end, attempt, data, *rest in reply:
+            lease = rest[0] if rest else 0  # servers before lease tokens send none
             found += received(
-                topic, partition, start, end, attempt, data, group, settler, self.lane_names
+                topic, partition, start, end, attempt, data, group, settler, self.lane_names, lease
             )
         return found
 
@@ -460,8 +562,9 @@ class AsyncClient:
     ) -> AsyncConsumer:
         """An async iterator of messages pushed by the broker (see AsyncConsumer);
         `limit` caps how many it leases and hands out in all. The consumer is a
-        member of the group until it is closed (or silent for `session_timeout`)."""
-        return AsyncConsumer(
+        member of the group until it is closed (or silent for `session_timeout`);
+        the client closes it, and waits for its acks, when it closes itself."""
+        handed = AsyncConsumer(
             self,
             topic,
             group,
@@ -472,19 +575,23 @@ class AsyncClient:
             limit=limit,
             session_timeout=session_timeout,
         )
+        self._consumers.add(handed)
+        return handed
 
     async def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
-        return int(await self.call("ACK", topic, group, *ids))
+        return settled_count(await self.call("ACK", topic, group, *ids))
 
     async def nack(
         self, topic: str, group: str, ids: Iterable[str], *, delay: Duration | None = None
     ) -> int:
-        return int(await self.call("NACK", topic, group, *_options({"DELAY": delay}), *ids))
+        return settled_count(
+            await self.call("NACK", topic, group, *_options({"DELAY": delay}), *ids)
+        )
 
     async def reject(
         self, topic: str, group: str, ids: Iterable[str], *, reason: str = "rejected"
     ) -> int:
-        return int(await self.call("REJECT", topic, group, "REASON", reason, *ids))
+        return settled_count(await self.call("REJECT", topic, group, "REASON", reason, *ids))
 
     async def extend(
         self,
@@ -495,7 +602,7 @@ class AsyncClient:
         visibility_timeout: Duration | None = None,
     ) -> int:
         options = _options({"VISIBILITY_TIMEOUT": visibility_timeout})
-        return int(await self.call("EXTEND", topic, group, *options, *ids))
+        return settled_count(await self.call("EXTEND", topic, group, *options, *ids))
 
     async def seek(
         self, topic: str, group: str, to: str | Mapping[str, int | str]

@@ -207,36 +207,63 @@ class AsyncConsumer:
             self._connection.send(["CREDIT", grant])
 
     async def close(self) -> None:
+        """Leave the group, give back the messages leased and not handed out,
+        and wait for the settlements made through this consumer (raises
+        `UnconfirmedError` naming any the broker did not confirm). The
+        client closes every consumer it handed out when it closes itself."""
         if self._closed:
             return
         self._closed = True
         self._arrived.set()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        try:
+            await self._stop_heartbeat()
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._connection.call("STOP"), 2)
+                self._connection.close()
+            # Leased but never handed out: give them back now rather than at lease expiry.
+            unused = [
+                receipt
+                for batch in self._buffer
+                for receipt in batch.receipts(batch.cursor, batch.stop)
+            ]
+            self._drop_buffer()
+            if unused:
+                with contextlib.suppress(Exception):
+                    await self.client.call("NACK", self.topic, self.group, *unused)
+            await self.settler.flush()
+        finally:
+            await self.abort()
+
+    async def abort(self) -> None:
+        """Stop at once, sending nothing more: the heartbeat ends and the
+        subscription's connection closes (its leases expire in time)."""
+        self._closed = True
+        self._arrived.set()
+        await self._stop_heartbeat()
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.call("STOP"), 2)
             self._connection.close()
-        # Leased but never handed out: give them back now rather than at lease expiry.
-        unused = [
-            f"{batch.topic}:{batch.partition}:{batch.base_offset + index}"
-            for batch in self._buffer
-            for index in range(batch.cursor, batch.stop)
-        ]
+        self._drop_buffer()
+        self.client.release(self)
+
+    def _drop_buffer(self) -> None:
+        """Forget the records not handed out (an iterator left suspended
+        hands out no more; their leases end by a NACK or in time)."""
         for batch in self._buffer:
-            batch.cursor = batch.stop  # an iterator left suspended hands out no more
+            self._handed += batch.cursor - batch.counted  # handed out, not counted yet
+            batch.counted = batch.cursor = batch.stop
         self._buffer.clear()
-        if unused:
-            with contextlib.suppress(Exception):
-                await self.client.call("NACK", self.topic, self.group, *unused)
-        await self.settler.flush()
+
+    async def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.wait([heartbeat])  # its end, without swallowing our own cancel
 
     async def _subscribe(self) -> None:
         if self._closed or (self._connection is not None and not self._connection.closed):
             return
-        self._buffer.clear()
+        self._drop_buffer()
         self._taken = 0
         credit = self.prefetch
         if self.limit is not None:
@@ -259,6 +286,9 @@ class AsyncConsumer:
                     raise ConnectionLostError(f"cannot subscribe: {error}") from error
                 await asyncio.sleep(self.client.backoff_s(attempt))
                 continue
+            if self._closed:  # closed while subscribing: leave nothing behind
+                connection.close()
+                return
             self._connection = connection
             if self._heartbeat is None:
                 self._heartbeat = asyncio.create_task(self._beat())
@@ -285,8 +315,9 @@ class AsyncConsumer:
         kind = frame[0]
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "delivery":
-            _, _topic, partition, start, end, attempt, data = frame
-            assert isinstance(data, bytes)
+            _, _topic, partition, start, end, attempt, data, *rest = frame
+            lease = rest[0] if rest else 0  # servers before lease tokens send none
+            assert isinstance(data, bytes) and isinstance(lease, int)
             assert isinstance(partition, int) and isinstance(start, int)
             assert isinstance(end, int) and isinstance(attempt, int)
             self._buffer.extend(
@@ -300,6 +331,7 @@ class AsyncConsumer:
                     self.group,
                     self.settler,
                     self.client.lane_names,
+                    lease,
                 )
             )
         elif kind == "error":

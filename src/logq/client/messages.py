@@ -1,8 +1,14 @@
 """Received messages that can settle themselves: `msg.ack()`, `nack()`, `reject()`, `extend()`.
 
-`AsyncMessage` methods return awaitables (await them to know the broker
-recorded the settlement; acks are sent in batches either way). `Message`
-is the same for the blocking `Client`.
+A settlement is sent whether or not anyone waits for it: an ack goes out
+with every other ack of the same event-loop turn as one `ACKR`, and a nack,
+reject or extend at once. It is durable once the broker answers (with
+`fsync: always`, after its fsync), which is when the returned future
+resolves. `AsyncMessage` methods return awaitables, `Message` (for the
+blocking `Client`) a concurrent future for `ack()` and the answer for the
+rest. The client's `flush()` waits for every settlement made so far, and
+its `close()` does before it returns, raising `UnconfirmedError` naming any
+the broker refused or did not answer.
 
 A consumer makes one message object per record, so that object is as
 small as it can be: a reference to its `DeliveredBatch` and its index
@@ -41,8 +47,8 @@ class SettlesMessages(Protocol):
 class DeliveredBatch(BatchColumns):
     """One fetched batch of a delivery, read as columns.
 
-    Holds what its messages share (topic, partition, attempt, group, the
-    settler, the priority lane), the records [start, stop) the delivery
+    Holds what its messages share (topic, partition, attempt, the lease
+    token of its delivery, group, the settler, the priority lane), the records [start, stop) the delivery
     leases, how far they have been handed out (`cursor`; the first
     `counted` of them counted for credit and limits), and the acks not yet
     sent: `marks[i]` is 1 once record i is acked, so gathering a batch's
@@ -54,6 +60,7 @@ class DeliveredBatch(BatchColumns):
         "counted",
         "cursor",
         "group",
+        "lease",
         "marks",
         "partition",
         "pending",
@@ -76,6 +83,7 @@ class DeliveredBatch(BatchColumns):
         group: str,
         settler: SettlesMessages | None,
         lanes: Lanes,
+        lease: int = 0,
     ) -> None:
         super().__init__(data, position)
         assert 0 <= start <= stop <= self.count
@@ -84,6 +92,7 @@ class DeliveredBatch(BatchColumns):
         self.base_offset = self.header.base_offset
         self.priority = lanes.name_of(self.header.lane)
         self.attempt = attempt
+        self.lease = lease
         self.group = group
         self.settler = settler
         self.start = self.cursor = self.counted = start
@@ -95,8 +104,15 @@ class DeliveredBatch(BatchColumns):
     def messages(self, start: int, stop: int) -> list[AsyncMessage]:
         return [AsyncMessage(self, index) for index in range(start, stop)]
 
-    def take_ranges(self) -> list[tuple[int, int]]:
-        """The acked offsets as half-open runs [start, end), forgotten here."""
+    def receipts(self, start: int, stop: int) -> list[str]:
+        """The receipts (`<id>@<lease>`) of records [start, stop) of this delivery."""
+        prefix = f"{self.topic}:{self.partition}:"
+        suffix = f"@{self.lease}" if self.lease else ""
+        base = self.base_offset
+        return [f"{prefix}{base + index}{suffix}" for index in range(start, stop)]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The acked offsets not yet sent, as half-open runs [start, end)."""
         marks, base = self.marks, self.base_offset
         runs: list[tuple[int, int]] = []
         start = marks.find(1)
@@ -106,6 +122,11 @@ class DeliveredBatch(BatchColumns):
                 end = len(marks)
             runs.append((base + start, base + end))
             start = marks.find(1, end)
+        return runs
+
+    def take_ranges(self) -> list[tuple[int, int]]:
+        """The acked offsets as `ranges()` gives them, forgotten here."""
+        runs = self.ranges()
         self.marks = bytearray(self.count)
         self.pending = None
         return runs
@@ -153,6 +174,10 @@ class AsyncMessage(MessageData):
         return self._batch.priority
 
     @property
+    def lease(self) -> int:
+        return self._batch.lease
+
+    @property
     def timestamp_ms(self) -> int:
         return self._batch.timestamp(self._index)
 
@@ -171,7 +196,9 @@ class AsyncMessage(MessageData):
         return settler
 
     def ack(self) -> asyncio.Future[Any]:
-        """Done with it: never deliver it to this group again."""
+        """Done with it: never deliver it to this group again. Sent at the
+        end of this loop turn with the turn's other acks, awaited or not; the
+        future resolves once the broker has it durably."""
         batch = self._batch
         pending = batch.pending
         if pending is None:  # the batch's first ack since its acks were last sent
@@ -180,15 +207,16 @@ class AsyncMessage(MessageData):
         return pending
 
     def nack(self, delay: str | int | None = None) -> Awaitable[Any]:
-        """Not now: deliver it again after `delay` (default at once)."""
+        """Not now: deliver it again after `delay` (default at once). Sent at
+        once, awaited or not; await it for the broker's answer."""
         return self._require().nack(self, delay)
 
     def reject(self, reason: str = "rejected") -> Awaitable[Any]:
-        """Never: send it to the dead-letter topic with `reason`."""
+        """Never: send it to the dead-letter topic with `reason` (sent at once)."""
         return self._require().reject(self, reason)
 
     def extend(self, visibility_timeout: str | int | None = None) -> Awaitable[Any]:
-        """Still working on it: renew the lease."""
+        """Still working on it: renew the lease (sent at once)."""
         return self._require().extend(self, visibility_timeout)
 
 
@@ -231,6 +259,10 @@ class Message(MessageData):
         return self._inner.priority
 
     @property
+    def lease(self) -> int:
+        return self._inner.lease
+
+    @property
     def timestamp_ms(self) -> int:
         return self._inner.timestamp_ms
 
@@ -253,7 +285,11 @@ class Message(MessageData):
         return self._submit(run)
 
     def ack(self) -> concurrent.futures.Future[Any]:
-        """Done with it (sent in a batch; the future settles when the broker has it)."""
+        """Done with it. Returns at once: the client's loop thread sends the
+        ack within its next turn, in one ACKR with the acks made meanwhile.
+        It is durable when the broker answers, and the future resolves then:
+        `msg.ack().result()` waits for this one, `client.flush()` for all,
+        and `client.close()` waits for all before it returns."""
         return self._do(AsyncMessage.ack)
 
     def nack(self, delay: str | int | None = None) -> Any:
@@ -279,11 +315,13 @@ def delivered(
     group: str,
     settler: SettlesMessages | None,
     lanes: Lanes,
+    lease: int = 0,
 ) -> list[DeliveredBatch]:
-    """The batches of a delivery [start, end) of fetched batches, for `group`."""
+    """The batches of a delivery [start, end) of fetched batches, for `group`,
+    handed out under lease token `lease`."""
     return [
         DeliveredBatch(
-            data, position, topic, partition, first, last, attempt, group, settler, lanes
+            data, position, topic, partition, first, last, attempt, group, settler, lanes, lease
         )
         for position, first, last in batches_in(data, start, end)
         if first < last
@@ -300,10 +338,14 @@ def received(
     group: str,
     settler: SettlesMessages | None,
     lanes: Lanes,
+    lease: int = 0,
 ) -> list[AsyncMessage]:
-    """The messages of a delivery [start, end) of fetched batches, for `group`."""
+    """The messages of a delivery [start, end) of fetched batches, for `group`,
+    handed out under lease token `lease`."""
     messages: list[AsyncMessage] = []
-    for batch in delivered(topic, partition, start, end, attempt, data, group, settler, lanes):
+    for batch in delivered(
+        topic, partition, start, end, attempt, data, group, settler, lanes, lease
+    ):
         messages += batch.messages(batch.start, batch.stop)
         batch.cursor = batch.counted = batch.stop
     return messages

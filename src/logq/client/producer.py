@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from logq.client.records import PublishResult
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError
+from logq.errors import BadArgumentError, UnconfirmedError
 from logq.log import compression
 from logq.log.batch import encode_batch
 
@@ -75,6 +75,14 @@ def as_bytes(value: bytes | str | None, what: str) -> bytes | None:
 
 
 class AsyncProducer:
+    """Batches messages per partition and lane; made by `AsyncClient.producer()`.
+
+        async with client.producer(linger_ms=5) as producer:
+            futures = [await producer.send("jobs", f"resize img-{n}") for n in range(100)]
+        # every publish is stored here: leaving the block flushed them
+
+    The client closes (flushing) any producer still open when it closes."""
+
     def __init__(
         self,
         client: AsyncClient,
@@ -208,8 +216,48 @@ class AsyncProducer:
                 self._kick()
 
     async def close(self) -> None:
-        await self.flush()
+        """Send everything queued, wait until it is stored, refuse more."""
+        try:
+            await self.flush()
+        finally:
+            self.closed = True
+            self.client.release(self)
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def busy(self) -> bool:
+        """Whether publishes are queued or out, waiting for the broker."""
+        sending = self._sending is not None and not self._sending.done()
+        return bool(self._pending or self._ready or sending)
+
+    async def abort(self) -> list[str]:
+        """Stop at once: what was not stored yet fails with `UnconfirmedError`
+        (returned in words); nothing is left running."""
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        left: list[_Pending] = [pending for *_, pending in self._ready]
+        left += self._pending.values()
+        self._ready, self._pending = [], {}
+        found: list[str] = []
+        if self._sending is not None and not self._sending.done():
+            self._sending.cancel()
+            await asyncio.wait([self._sending])
+            found.append(f"the publish request of producer {self.producer_id} in flight")
+        waiting = [f for pending in left for f in pending.futures if not f.done()]
+        _fail(waiting, UnconfirmedError(f"producer {self.producer_id} closed before sending"))
+        for future in waiting:
+            future.exception()  # reported by the close that called this
+        self.client.release(self)
+        if waiting:
+            found.append(f"{len(waiting)} publishes of producer {self.producer_id} not sent")
+        return found
 
     # -- internals -----------------------------------------------------------------------
 
@@ -267,6 +315,11 @@ class AsyncProducer:
             for _, _, pending in batches:
                 _fail(pending.futures, error)
             return
+        except asyncio.CancelledError:  # abort(): the senders learn it was not confirmed
+            unconfirmed = UnconfirmedError(f"producer {self.producer_id} closed with this out")
+            for _, _, pending in batches:
+                _fail(pending.futures, unconfirmed)
+            raise
         assert isinstance(reply, list)
         for (_, _, pending), result in zip(batches, reply, strict=True):
             partition, base = int(result[0]), int(result[1])  # a duplicate: where the first went

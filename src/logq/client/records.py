@@ -24,7 +24,8 @@ class PublishResult:
 
 
 class MessageData:
-    """A stored message; `attempt` is 0 when it was read without a group.
+    """A stored message; `attempt` is 0 when it was read without a group, and
+    so is `lease`, the token naming the delivery that settlements carry.
 
     Every field is a read-only property so that a received message (see
     AsyncMessage) can answer them from its batch, built per message on the
@@ -34,6 +35,7 @@ class MessageData:
         "_attempt",
         "_headers",
         "_key",
+        "_lease",
         "_offset",
         "_partition",
         "_priority",
@@ -53,6 +55,7 @@ class MessageData:
         priority: str = "normal",
         timestamp_ms: int = 0,
         attempt: int = 0,
+        lease: int = 0,
     ) -> None:
         self._topic = topic
         self._partition = partition
@@ -63,6 +66,7 @@ class MessageData:
         self._priority = priority
         self._timestamp_ms = timestamp_ms
         self._attempt = attempt
+        self._lease = lease
 
     @property
     def topic(self) -> str:
@@ -101,9 +105,18 @@ class MessageData:
         return self._attempt
 
     @property
+    def lease(self) -> int:
+        return self._lease
+
+    @property
     def id(self) -> str:
         """`<topic>:<partition>:<offset>`: resolves without knowing the topic."""
         return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def receipt(self) -> str:
+        """`<id>@<lease>`: settles this delivery only (the id when there is no lease)."""
+        return f"{self.id}@{self.lease}" if self.lease else self.id
 
     @property
     def timestamp(self) -> datetime:
@@ -130,6 +143,7 @@ def message_from_reply(reply: object) -> MessageData:
         priority=_text(fields.get("priority") or b"normal"),
         timestamp_ms=int(fields.get("timestamp") or 0),  # type: ignore[call-overload]
         attempt=int(fields.get("attempt") or 0),  # type: ignore[call-overload]
+        lease=int(fields.get("lease") or 0),  # type: ignore[call-overload]
     )
 
 

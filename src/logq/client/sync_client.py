@@ -4,26 +4,38 @@ It runs an `AsyncClient` on an event loop in a background thread and waits
 for each call, so there is one implementation of the wire behaviour
 (batching, reconnects, acks in ranges) for both.
 
-    with Client() as client:
+    from logq import Client
+
+    with Client() as client:                      # LOGQ_SERVER, else 127.0.0.1:7070
+        client.create_topic("orders", exist_ok=True)
         client.publish("orders", b"hello")
-        for msg in client.consume("orders", "workers"):
+        for msg in client.consume("orders", "workers", limit=1):
             print(msg.value)
-            msg.ack()
+            msg.ack()                             # confirmed before the block ends
+
+`msg.ack()` returns at once; the loop thread sends it within its next turn,
+together with the acks made meanwhile, and it is durable when the broker
+answers: `msg.ack().result()` waits for that, `client.flush()` waits for
+every settlement and publish so far, and `client.close()` (the end of the
+`with` block) waits for all of them, closing the consumers and producers
+the client handed out, or raises `UnconfirmedError` naming what was not
+confirmed. A client never closed is closed when the interpreter exits.
 """
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import concurrent.futures
+import os
 import ssl
-import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from logq.client.async_client import AsyncClient, Duration, Time
+from logq.client.async_client import CLOSE_TIMEOUT_S, AsyncClient, Duration, Time
 from logq.client.connection import Connector
 from logq.client.consumer import AsyncConsumer
+from logq.client.loop_thread import LoopThread
 from logq.client.messages import AsyncMessage, Message
 from logq.client.producer import AsyncProducer
 from logq.client.records import MessageData, PublishResult
@@ -31,28 +43,12 @@ from logq.client.records import MessageData, PublishResult
 T = TypeVar("T")
 
 
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="logq-client", daemon=True
-        )
-        self.thread.start()
-
-    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.submit(coroutine).result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        if not self.loop.is_running():
-            self.loop.close()
+async def _made(make: Callable[[], T]) -> T:
+    """Run `make` on the loop thread (what the client hands out is registered there)."""
+    return make()
 
 
-def _sync_message(runner: _LoopThread, inner: AsyncMessage) -> Message:
+def _sync_message(runner: LoopThread, inner: AsyncMessage) -> Message:
     def call(action: Callable[[], Awaitable[Any]]) -> concurrent.futures.Future[Any]:
         async def run() -> Any:
             return await action()
@@ -65,7 +61,7 @@ def _sync_message(runner: _LoopThread, inner: AsyncMessage) -> Message:
 class Producer:
     """Blocking face of `AsyncProducer`: `send` returns a concurrent future."""
 
-    def __init__(self, runner: _LoopThread, producer: AsyncProducer) -> None:
+    def __init__(self, runner: LoopThread, producer: AsyncProducer) -> None:
         self._runner = runner
         self._producer = producer
 
@@ -104,7 +100,10 @@ class Producer:
         self._runner.run(self._producer.flush())
 
     def close(self) -> None:
-        self._runner.run(self._producer.close())
+        """Send what is queued and wait until it is stored (done already if
+        the client closed first)."""
+        if not self._runner.stopped:
+            self._runner.run(self._producer.close())
 
     def __enter__(self) -> Producer:
         return self
@@ -116,7 +115,7 @@ class Producer:
 class Consumer:
     """Blocking iterator over an `AsyncConsumer`."""
 
-    def __init__(self, runner: _LoopThread, consumer: AsyncConsumer) -> None:
+    def __init__(self, runner: LoopThread, consumer: AsyncConsumer) -> None:
         self._runner = runner
         self._consumer = consumer
 
@@ -137,7 +136,10 @@ class Consumer:
         return None if inner is None else _sync_message(self._runner, inner)
 
     def close(self) -> None:
-        self._runner.run(self._consumer.close())
+        """Leave the group and wait for this consumer's acks (see
+        AsyncConsumer.close; done already if the client closed first)."""
+        if not self._runner.stopped:
+            self._runner.run(self._consumer.close())
 
     def __enter__(self) -> Consumer:
         return self
@@ -161,7 +163,7 @@ class Client:
     ) -> None:
         """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
         signing in and TLS as AsyncClient takes them."""
-        self._runner = _LoopThread()
+        self._runner = LoopThread("logq-client")
         self._async = AsyncClient(
             server,
             retries=retries,
@@ -173,6 +175,11 @@ class Client:
             tls=tls,
         )
         self.host, self.port = self._async.host, self._async.port
+        # A client never closed is closed when the interpreter exits, so its
+        # last acks are sent then too (not in a forked child: the loop
+        # thread stayed with the parent).
+        self._pid = os.getpid()
+        atexit.register(self._close_at_exit)
 
     def __enter__(self) -> Client:
         self._runner.run(self._async.connect())
@@ -181,11 +188,29 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait up to `timeout_s` until the broker has confirmed every
+        settlement and publish made through this client, closing the
+        consumers and producers it handed out, then close (see
+        `AsyncClient.close`; raises `UnconfirmedError` naming what was not
+        confirmed). Closing again does nothing."""
+        if self._runner.stopped:
+            return
+        atexit.unregister(self._close_at_exit)
         try:
-            self._runner.run(self._async.close())
+            self._runner.run(self._async.close(timeout_s))
         finally:
             self._runner.stop()
+
+    def _close_at_exit(self) -> None:
+        if os.getpid() == self._pid and self._runner.thread.is_alive():
+            self.close()
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until the broker has confirmed every settlement (`msg.ack()`
+        included) and every publish queued in a producer so far; raises
+        `UnconfirmedError` naming those it refused or did not answer."""
+        self._runner.run(self._async.flush(timeout_s))
 
     def call(self, *args: bytes | str | int) -> Any:
         """Send any native command (docs/protocol.md) and return its reply."""
@@ -209,7 +234,9 @@ class Client:
 
     # publishing
     def producer(self, **options: Any) -> Producer:
-        return Producer(self._runner, self._async.producer(**options))
+        """A batching producer (see AsyncClient.producer); `with` flushes it."""
+        made = self._runner.run(_made(lambda: self._async.producer(**options)))
+        return Producer(self._runner, made)
 
     def publish(self, topic: str, value: bytes | str | None, **options: Any) -> PublishResult:
         return self._runner.run(self._async.publish(topic, value, **options))
@@ -251,7 +278,10 @@ class Client:
         return self._runner.run(self._async.leave(topic, group, consumer))
 
     def consume(self, topic: str, group: str, **options: Any) -> Consumer:
-        return Consumer(self._runner, self._async.consume(topic, group, **options))
+        """An iterator of pushed messages (see AsyncClient.consume); closed,
+        its acks confirmed, when it is closed or the client closes."""
+        made = self._runner.run(_made(lambda: self._async.consume(topic, group, **options)))
+        return Consumer(self._runner, made)
 
     def ack(self, topic: str, group: str, ids: Iterable[str]) -> int:
         return self._runner.run(self._async.ack(topic, group, list(ids)))

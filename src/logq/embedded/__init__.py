@@ -2,22 +2,32 @@
 
     import logq
 
-    with logq.Broker() as broker:              # in memory; Broker("./data") keeps it on disk
+    import logq
+
+    with logq.Broker("./app-data") as broker:  # on disk; logq.Broker() keeps it in memory
         client = broker.client()               # the same API as logq.Client
-        client.create_topic("jobs")
+        client.create_topic("jobs", exist_ok=True)
         client.publish("jobs", b"hello")
+        for msg in client.receive("jobs", "workers", max=10):
+            print(msg.value)
+            msg.ack()                          # confirmed before the broker closes
 
 The broker runs on an event loop thread of its own; each client reaches it
 over a socket pair (no network, no port), through the same protocol code
 as a server, so an application and its tests behave as against `logq serve`.
 `async_client()` gives an `AsyncClient` for asyncio code on any loop.
+
+Closing the broker (the end of the `with` block) closes its blocking
+clients first, each waiting until the broker has confirmed every settlement
+and publish made through it, then stops the broker, whose data dir then
+holds all of them. An `async_client()` lives on its caller's loop: close it
+(`async with`) before the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +37,7 @@ from logq.broker import Broker as DomainBroker
 from logq.broker import BrokerConfig
 from logq.client import AsyncClient, Client
 from logq.client.connection import Connection
+from logq.client.loop_thread import LoopThread
 from logq.log import FsyncPolicy
 from logq.protocol import Push
 from logq.server.connections import ConnectionCounter
@@ -47,8 +58,7 @@ class Broker:
         base = config or BrokerConfig()
         path = Path(data_dir) if data_dir is not None else base.data_dir
         self.config = replace(base, data_dir=path, log=replace(base.log, fsync=FsyncPolicy(fsync)))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._broker: DomainBroker | None = None
         self._server: NativeServer | None = None
         self._clients: list[Client] = []
@@ -61,12 +71,9 @@ class Broker:
         return self._broker
 
     def start(self) -> Broker:
-        if self._loop is not None:
+        if self._runner is not None:
             return self
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="logq-embedded", daemon=True)
-        self._thread.start()
-        self._loop = loop
+        self._runner = LoopThread("logq-embedded")
 
         async def open_broker() -> None:
             self._broker = await DomainBroker.open(self.config)
@@ -74,38 +81,45 @@ class Broker:
             self._server = NativeServer(self._broker, ConnectionCounter())
 
         try:
-            asyncio.run_coroutine_threadsafe(open_broker(), loop).result()
+            self._runner.run(open_broker())
         except BaseException:
             self._stop_loop()
             raise
         return self
 
     def close(self) -> None:
+        """Close the blocking clients (each waits for its settlements and
+        publishes to be confirmed), then the broker; raises the first
+        client's `UnconfirmedError`, if any, once the broker is closed."""
+        errors: list[Exception] = []
         for client in self._clients:
-            client.close()
+            try:
+                client.close()
+            except Exception as error:
+                errors.append(error)
         self._clients.clear()
-        if self._loop is None:
-            return
+        if self._runner is not None:
 
-        async def close_broker() -> None:
-            if self._server is not None:
-                await self._server.stop_accepting()
-                await self._server.finish(timeout_s=5)
-            if self._broker is not None:
-                await self._broker.close()
+            async def close_broker() -> None:
+                if self._server is not None:
+                    await self._server.stop_accepting()
+                    await self._server.finish(timeout_s=5)
+                if self._broker is not None:
+                    await self._broker.close()
 
-        try:
-            asyncio.run_coroutine_threadsafe(close_broker(), self._loop).result()
-        finally:
-            self._stop_loop()
+            try:
+                self._runner.run(close_broker())
+            finally:
+                self._stop_loop()
+        if errors:
+            raise errors[0]
 
     def _stop_loop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._loop.close()
-        self._loop = None
+        if self._runner is not None:
+            self._runner.stop()
+        self._runner = None
+        self._broker = None
+        self._server = None
 
     def __enter__(self) -> Broker:
         return self.start()
@@ -119,7 +133,7 @@ class Broker:
         self.close()
 
     async def _connect(self, on_push: Callable[[Push], None] | None) -> Connection:
-        if self._loop is None or self._server is None:
+        if self._runner is None or self._server is None:
             raise RuntimeError("the broker is not started")
         ours, theirs = socket.socketpair()
         server = self._server
@@ -128,11 +142,12 @@ class Broker:
             loop = asyncio.get_running_loop()
             await loop.connect_accepted_socket(lambda: ServerConnection(server), sock=theirs)
 
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(accept(), self._loop))
+        await asyncio.wrap_future(self._runner.submit(accept()))
         return await Connection.open("embedded", 0, on_push=on_push, sock=ours)
 
     def client(self) -> Client:
-        """A blocking client of this broker (closed with it)."""
+        """A blocking client of this broker, closed (its settlements and
+        publishes confirmed) before the broker closes."""
         self.start()
         client = Client("embedded:0", connector=self._connect)
         self._clients.append(client)

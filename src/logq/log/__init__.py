@@ -6,9 +6,11 @@ runs its blocking parts off the event loop.
 
 from logq.log.batch import Record, decode_batch, encode_batch, read_header, validate_batch
 from logq.log.config import FsyncPolicy, LogConfig
+from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
 from logq.log.errors import (
     BatchTooLargeError,
     CorruptBatchError,
+    DamagedDataError,
     InvalidBatchError,
     InvalidConfigError,
     LogClosedError,
@@ -17,6 +19,7 @@ from logq.log.errors import (
 )
 from logq.log.file_log import FileLog
 from logq.log.memory_log import MemoryLog
+from logq.log.reading import read_past_damage
 from logq.log.storage import (
     AppendResult,
     PartitionLog,
@@ -24,11 +27,16 @@ from logq.log.storage import (
     RecoveryReport,
     RetentionResult,
 )
+from logq.log.verify import DamagedRange
 
 __all__ = [
     "AppendResult",
     "BatchTooLargeError",
     "CorruptBatchError",
+    "DamagedDataError",
+    "DamagedRange",
+    "DirectoryLock",
+    "DirectoryLockedError",
     "FileLog",
     "FsyncPolicy",
     "InvalidBatchError",
@@ -46,5 +54,6 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "read_header",
+    "read_past_damage",
     "validate_batch",
 ]

@@ -425,6 +425,34 @@ def check_record_sizes(
                 )
 
 
+def header_names_with(batch: bytes | bytearray | memoryview, prefix: bytes) -> dict[str, str]:
+    """Header names starting with `prefix` in the batch's records, each with
+    one of its values. One C-level search of the headers column: records
+    are decoded only when it finds the prefix. A malformed batch gives {}
+    here: validation refuses it."""
+    try:
+        header = read_header(batch)
+        body = _body(batch, header, size_limit=1 << 31)
+        count = header.record_count
+        last = 4 * count - 4
+        (keys,) = _LAST_ENDS.unpack_from(body, last + 8 * count)
+        (values,) = _LAST_ENDS.unpack_from(body, last + 12 * count)
+        (headers,) = _LAST_ENDS.unpack_from(body, last + 16 * count)
+        start = _data_start(count) + keys + values
+        column = bytes(body[start : start + headers])
+        if column.find(prefix) < 0:
+            return {}
+        ends = struct.unpack_from(f"<{count}I", body, 16 * count)
+    except (struct.error, InvalidBatchError, compression.CompressionError):
+        return {}
+    found: dict[str, str] = {}
+    for begin, end in zip((0, *ends[:-1]), ends, strict=True):
+        for name, value in decode_headers(column[begin:end]).items():
+            if name.encode().startswith(prefix):
+                found[name] = value
+    return found
+
+
 def _body(
     batch: bytes | bytearray | memoryview, header: BatchHeader, size_limit: int
 ) -> bytes | memoryview:

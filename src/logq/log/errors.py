@@ -29,6 +29,18 @@ class CorruptBatchError(InvalidBatchError):
     code = "CORRUPT"
 
 
+class DamagedDataError(LogError):
+    """Stored data failed its checks on read: offsets [start, end) of the
+    log are lost to damage on disk (a server fault, not the caller's)."""
+
+    code = "CORRUPT"
+
+    def __init__(self, message: str, start: int, end: int) -> None:
+        super().__init__(message)
+        self.start = start
+        self.end = end
+
+
 class BatchTooLargeError(InvalidBatchError):
     """A batch is over a configured size or record limit."""
 

@@ -15,17 +15,23 @@ one ever reads a batch that a crash could take back.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from logq.log import durable
-from logq.log.batch import decode_timestamps, validate_batch
+from logq.log.batch import HEADER_SIZE, compute_crc, decode_timestamps, validate_batch
 from logq.log.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from logq.log.config import FsyncPolicy, LogConfig
-from logq.log.errors import CorruptBatchError, LogClosedError, LogError, OffsetOutOfRangeError
+from logq.log.errors import (
+    DamagedDataError,
+    LogClosedError,
+    LogError,
+    OffsetOutOfRangeError,
+)
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.segment import (
@@ -34,6 +40,7 @@ from logq.log.segment import (
     NO_TIMESTAMP,
     TIME_INDEX_SUFFIX,
     Segment,
+    SuspectSegmentError,
     parse_segment_name,
 )
 from logq.log.storage import (
@@ -43,9 +50,16 @@ from logq.log.storage import (
     RetentionResult,
     write_each,
 )
+from logq.log.verify import DamagedRange, VerifyInterruptedError, verify_segment
 
 logger = logging.getLogger(__name__)
 
+
+# A read that meets damage verifies the segment and tries again, this many times.
+READ_VERIFY_ATTEMPTS = 3
+
+Pace = Callable[[int], None]
+SCRUB = "scrub"  # the reason a background verification gives
 
 # Bounds of the fsync latency histogram (seconds), exported as logq_fsync_seconds.
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -68,6 +82,11 @@ class FileLog:
         self._sync_lock = threading.Lock()  # one fsync leader; destructive operations
         self._checkpoint_lock = threading.Lock()
         self._closed = False
+        # Held while a segment is verified (long, so not under `_lock`); the
+        # operations that delete segments take it first.
+        self._verify_lock = threading.Lock()
+        self._stop_verifying = threading.Event()  # set by them: a verification gives way
+        self._damaged: list[DamagedRange] = []  # known damage, by start offset
         self._segments: list[Segment] = []
         self._bases: list[int] = []
         # Durable point: (offset, base of its segment, position in that segment).
@@ -86,6 +105,9 @@ class FileLog:
                 "segments_rolled",
                 "segments_deleted",
                 "corrupt_reads",
+                "damage_found",
+                "segments_verified",
+                "verified_bytes",
                 "invalid_batches",
             ),
             0,
@@ -152,11 +174,12 @@ class FileLog:
         self._bases = bases
         rebuilt = 0
         for segment, next_base in zip(self._segments, bases[1:], strict=False):
-            if not self._indexes_sane(segment):
-                logger.warning("segment %s: rebuilding its indexes", segment.log_path.name)
-                segment.rebuild_indexes()
-                rebuilt += 1
             segment.load_sealed_state(next_base)
+            if not self._indexes_sane(segment) or not segment.tail_fits(next_base):
+                # Sealed segments hold acknowledged data on both sides of any
+                # damage: they are verified and reindexed, never cut.
+                self._verify_sealed(segment, "its indexes or its end do not match it")
+                rebuilt += 1
         active = self._active
         active.open_for_append()
         if (
@@ -384,26 +407,143 @@ class FileLog:
 
     def read(self, offset: int, max_bytes: int) -> ReadResult:
         max_bytes = max(1, min(max_bytes, self.config.read_bytes_max))
+        for _ in range(READ_VERIFY_ATTEMPTS):
+            with self._lock:
+                self._check_open()
+                readable = self._readable_offset()
+                if not self.first_offset <= offset <= readable:
+                    raise OffsetOutOfRangeError(
+                        f"offset {offset} is outside [{self.first_offset}, {readable}]"
+                    )
+                self._refuse_damaged(offset)
+                if offset == readable:
+                    return ReadResult(b"", offset, offset, 0, 0, readable)
+                segment = self._segment_for(offset)
+                end_position = self._readable_position(segment)
+                try:
+                    found = segment.find_position(
+                        offset, end_position, self._resume_point(segment, offset)
+                    )
+                except SuspectSegmentError as error:
+                    found, why = None, str(error)
+                else:
+                    why = f"offset {offset} is missing from it"
+                if found is not None:
+                    position, header = found
+                    length = min(max(max_bytes, header.size), end_position - position)
+                    data = segment.pread(position, length)
+            if found is not None:
+                try:
+                    return cut_whole_batches(data, readable, source=segment.log_path.name)
+                except DamagedDataError as error:
+                    why = str(error)
+            self._stats["corrupt_reads"] += 1
+            self.verify(segment.base_offset, why)
+        raise DamagedDataError(
+            f"offset {offset} of {self.directory} fails its checks after verifying it",
+            offset,
+            offset + 1,
+        )
+
+    # -- damage --------------------------------------------------------------------
+
+    def damaged_ranges(self) -> list[DamagedRange]:
+        """The damage found so far in the stored offsets, lowest first."""
+        with self._lock:
+            return list(self._damaged)
+
+    def _refuse_damaged(self, offset: int) -> None:
+        for damaged in self._damaged:
+            if damaged.start <= offset < damaged.end:
+                raise DamagedDataError(
+                    f"{damaged.describe()}; the partition's other offsets serve",
+                    damaged.start,
+                    damaged.end,
+                )
+
+    def _resume_point(self, segment: Segment, offset: int) -> tuple[int, int]:
+        """(position, offset) of the good batch after the last damage below `offset`."""
+        point = (0, 0)
+        for damaged in self._damaged:
+            if damaged.segment == segment.log_path.name and damaged.end <= offset:
+                point = (damaged.resume_position, damaged.end)
+        return point
+
+    def verify(self, base_offset: int, why: str = "scrub", pace: Pace | None = None) -> bool:
+        """Verify the segment starting at `base_offset` whole: record the
+        damage it holds, rebuild its indexes. An active segment is rolled
+        first, so no write touches it meanwhile. False if it is gone."""
+        with self._verify_lock:
+            with self._lock:
+                if self._closed or base_offset not in self._bases:
+                    return False
+                segment = self._segment_for(base_offset)
+                if segment is self._active and not segment.is_empty:
+                    try:
+                        self._roll_locked()
+                    except OSError as error:
+                        logger.warning(
+                            "log %s: cannot seal %s to verify it: %s",
+                            self.directory,
+                            segment.log_path.name,
+                            error,
+                        )
+                if segment is self._active:
+                    return True  # empty, or could not be sealed: verified on a later read
+            if why != SCRUB:
+                logger.warning("segment %s: verifying it whole (%s)", segment.log_path, why)
+            try:
+                return self._verify_sealed(segment, why, pace)
+            except VerifyInterruptedError:
+                return False
+
+    def scrub(self, after_base: int, pace: Pace | None = None) -> int | None:
+        """Verify the first sealed segment whose base offset is above
+        `after_base` (a scrubber's cursor) and return that base; None when
+        no sealed segment lies past the cursor."""
         with self._lock:
             self._check_open()
-            readable = self._readable_offset()
-            if not self.first_offset <= offset <= readable:
-                raise OffsetOutOfRangeError(
-                    f"offset {offset} is outside [{self.first_offset}, {readable}]"
-                )
-            segment = self._segment_for(offset)
-            end_position = self._readable_position(segment)
-            found = segment.find_position(offset, end_position) if offset < readable else None
-            if found is None:
-                return ReadResult(b"", offset, offset, 0, 0, readable)
-            position, header = found
-            length = min(max(max_bytes, header.size), end_position - position)
-            data = segment.pread(position, length)
-        try:
-            return cut_whole_batches(data, readable, source=segment.log_path.name)
-        except CorruptBatchError:
-            self._stats["corrupt_reads"] += 1
-            raise
+            bases = [s.base_offset for s in self._segments[:-1] if s.base_offset > after_base]
+        if not bases:
+            return None
+        self.verify(bases[0], SCRUB, pace)
+        return bases[0]
+
+    def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
+        def paced(checked_bytes: int) -> None:
+            if self._stop_verifying.is_set():
+                raise VerifyInterruptedError(f"{segment.log_path}: verification interrupted")
+            if pace is not None:
+                pace(checked_bytes)
+
+        verification = verify_segment(
+            segment,
+            segment.next_offset,
+            end_position=segment.size,
+            index_interval_bytes=self.config.index_interval_bytes,
+            pace=paced,
+        )
+        with self._lock:
+            self._stats["segments_verified"] += 1
+            self._stats["verified_bytes"] += verification.checked_bytes
+            if segment not in self._segments and self._segments:
+                return False
+            self._record_damage(segment, verification.damaged)
+            if why != SCRUB or verification.damaged:
+                segment.replace_indexes(verification)
+                logger.warning("segment %s: indexes rebuilt from its batches", segment.log_path)
+        return True
+
+    def _record_damage(self, segment: Segment, found: list[DamagedRange]) -> None:
+        """Keep `found` as the segment's known damage, logging each new range once."""
+        name = segment.log_path.name
+        known = {(d.start, d.end) for d in self._damaged}
+        for damaged in found:
+            if (damaged.start, damaged.end) not in known:
+                self._stats["damage_found"] += 1
+                logger.error("log %s: %s", self.directory, damaged.describe())
+        kept = [d for d in self._damaged if d.segment != name]
+        self._damaged = sorted([*kept, *found], key=lambda d: d.start)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         with self._lock:
@@ -416,19 +556,30 @@ class FileLog:
                 position = segment.position_for_time(timestamp_ms)
                 while position < end_position:
                     header = segment.header_at(position)
+                    if not HEADER_SIZE <= header.size <= end_position - position:
+                        break  # damage: reads report it; the next segment may answer
                     if header.max_timestamp >= timestamp_ms:
                         data = segment.pread(position, header.size)
-                        for index, stamp in enumerate(decode_timestamps(data)):
-                            if stamp >= timestamp_ms:
-                                found = header.base_offset + index
-                                return found if found < readable else None
+                        if compute_crc(data, 0, header.size) == header.crc:
+                            for index, stamp in enumerate(decode_timestamps(data)):
+                                if stamp >= timestamp_ms:
+                                    found = header.base_offset + index
+                                    return found if found < readable else None
                     position += header.size
             return None
 
     # -- truncation and retention ------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _verifications_stopped(self) -> Iterator[None]:
+        """Hold off verification (interrupting one under way) while segments may go."""
+        self._stop_verifying.set()
+        with self._verify_lock:
+            self._stop_verifying.clear()
+            yield
+
     def truncate_to(self, offset: int) -> int:
-        with self._sync_lock, self._lock:
+        with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             if offset >= self.next_offset:
                 return self.next_offset
@@ -452,7 +603,7 @@ class FileLog:
             return segment.next_offset
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
-        with self._sync_lock, self._lock:
+        with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             doomed = self._segments[: expired_prefix(self._segments, now_ms, self.config)]
             if len(doomed) == len(self._segments):
@@ -470,6 +621,7 @@ class FileLog:
             paths.extend(segment.paths)
             self._segments.remove(segment)
             self._bases.remove(segment.base_offset)
+            self._damaged = [d for d in self._damaged if d.segment != segment.log_path.name]
         durable.remove_files(paths)
         self._stats["segments_deleted"] += len(doomed)
 
@@ -496,12 +648,14 @@ class FileLog:
             recovery_cut_bytes=self.recovery.cut_bytes,
             recovery_indexes_rebuilt=self.recovery.indexes_rebuilt,
             recovery_ms=self.recovery.duration_ms,
+            damaged_ranges=len(self._damaged),
+            damaged_offsets=sum(d.end - d.start for d in self._damaged),
         )
         return stats
 
     def close(self) -> None:
         """Flush everything, write a checkpoint at the end, release files."""
-        with self._sync_lock, self._lock:
+        with self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
                 return
             active = self._active

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from logq.log.batch import BASE_OFFSET, decode_timestamps, read_header, validate_batch
@@ -24,6 +24,7 @@ from logq.log.storage import (
     RetentionResult,
     write_each,
 )
+from logq.log.verify import DamagedRange
 
 NO_TIMESTAMP = -1
 
@@ -211,6 +212,12 @@ class MemoryLog:
             del self._bases[:count]
             deleted_bytes = sum(segment.size for segment in doomed)
             return RetentionResult(count, deleted_bytes, self.first_offset)
+
+    def damaged_ranges(self) -> list[DamagedRange]:
+        return []  # memory is never damaged behind the log's back
+
+    def scrub(self, after_base: int, pace: Callable[[int], None] | None = None) -> int | None:
+        return None  # nothing on disk to verify
 
     def statistics(self) -> dict[str, int | float]:
         stats = dict(self._stats)

@@ -25,6 +25,7 @@ from logq.log.batch import (
     read_header,
 )
 from logq.log.index import OFFSET_ENTRY, TIME_ENTRY, SparseIndex
+from logq.log.verify import Verification
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ def parse_segment_name(name: str) -> int | None:
     if len(stem) == 20 and stem.isdigit() and f".{suffix}" == LOG_SUFFIX:
         return int(stem)
     return None
+
+
+class SuspectSegmentError(Exception):
+    """What a read found on disk does not hold together (a damaged batch
+    header, an index entry that does not match its batch): the segment needs
+    verifying before anything more is read from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,16 +184,66 @@ class Segment:
     def header_at(self, position: int) -> BatchHeader:
         return read_header(self.pread(position, HEADER_SIZE))
 
-    def find_position(self, offset: int, end_position: int) -> tuple[int, BatchHeader] | None:
-        """Position and header of the batch holding `offset`, or None past the end."""
+    def find_position(
+        self, offset: int, end_position: int, resume: tuple[int, int] = (0, 0)
+    ) -> tuple[int, BatchHeader] | None:
+        """Position and header of the batch holding `offset`, or None past the end.
+
+        The walk starts at the index entry below `offset` (or at `resume`, a
+        (position, offset) of a known batch start, when that is further on).
+        Nothing read is trusted: an entry must point inside the segment at a
+        batch with the offset it claims, and each batch must follow the one
+        before; otherwise SuspectSegmentError, and nothing is skipped."""
         entry = self.offset_index.floor(0, offset - self.base_offset)
-        position = entry[1] if entry else 0
+        position, expected = 0, self.base_offset
+        if entry is not None:
+            position, expected = entry[1], self.base_offset + entry[0]
+            if position >= end_position:
+                raise SuspectSegmentError(
+                    f"index entry ({entry[0]}, {position}) points past byte {end_position}"
+                )
+        if resume[0] > position and resume[1] <= offset:
+            position, expected = resume
         while position < end_position:
-            header = self.header_at(position)
+            head = self.pread(position, HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                raise SuspectSegmentError(f"torn batch header at byte {position}")
+            header = read_header(head)
+            if header.base_offset != expected:
+                raise SuspectSegmentError(
+                    f"batch at byte {position} has offset {header.base_offset}, expected {expected}"
+                )
+            if header.batch_length < HEADER_SIZE - LENGTH_PREFIX_SIZE or (
+                position + header.size > end_position
+            ):
+                raise SuspectSegmentError(f"bad batch length at byte {position}")
             if header.last_offset >= offset:
                 return position, header
+            expected = header.next_offset
             position += header.size
         return None
+
+    def tail_fits(self, end_offset: int) -> bool:
+        """Whether the batches from the last offset-index entry on run exactly
+        to the file's end and to `end_offset` (a sealed segment's cheap check
+        on open: it finds a segment cut short, reading a few headers)."""
+        last = self.offset_index.last()
+        position, expected = (
+            (last[1], self.base_offset + last[0]) if last else (0, self.base_offset)
+        )
+        while position < self.size:
+            head = self.pread(position, HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                return False
+            header = read_header(head)
+            if (
+                header.base_offset != expected
+                or header.batch_length < HEADER_SIZE - LENGTH_PREFIX_SIZE
+            ):
+                return False
+            expected = header.next_offset
+            position += header.size
+        return position == self.size and expected == end_offset
 
     def position_for_time(self, timestamp: int) -> int:
         """A position from which scanning finds the first record at or after `timestamp`."""
@@ -194,7 +251,12 @@ class Segment:
         if entry is None:
             return 0
         found = self.offset_index.floor(0, entry[1])
-        return found[1] if found else 0
+        if found is None:
+            return 0
+        head = self.pread(found[1], HEADER_SIZE)
+        if len(head) < HEADER_SIZE or read_header(head).base_offset != self.base_offset + found[0]:
+            return 0  # the entry does not match its batch: scan the segment from its start
+        return int(found[1])
 
     # -- recovery ----------------------------------------------------------
 
@@ -304,14 +366,12 @@ class Segment:
         self.size = result.end_position
         return result
 
-    def rebuild_indexes(self) -> ScanResult:
-        """Rebuild both indexes of a sealed segment by scanning it whole."""
-        self.offset_index.open_for_append()
-        self.time_index.open_for_append()
-        self.writable = True
-        result = self.recover(0, self.base_offset, NO_TIMESTAMP)
-        self.seal()
-        return result
+    def replace_indexes(self, verification: Verification) -> None:
+        """Rebuild both indexes of a sealed segment from a verifying walk."""
+        assert not self.writable
+        self.offset_index.replace(bytes(verification.offset_entries))
+        self.time_index.replace(bytes(verification.time_entries))
+        self.max_timestamp = verification.max_timestamp
 
     def load_sealed_state(self, next_offset: int) -> None:
         """State of a sealed segment from its indexes, reading no batch data."""

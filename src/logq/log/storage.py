@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from logq.log.errors import LogError
+from logq.log.verify import DamagedRange
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,15 @@ class PartitionLog(Protocol):
         ...
 
     def statistics(self) -> dict[str, int | float]: ...
+
+    def damaged_ranges(self) -> list[DamagedRange]:
+        """Ranges of offsets found lost to damage on disk, lowest first."""
+        ...
+
+    def scrub(self, after_base: int, pace: Callable[[int], None] | None = None) -> int | None:
+        """Verify the first sealed segment past `after_base` (calling `pace`
+        with the bytes checked as it goes); its base, or None past the last."""
+        ...
 
     def close(self) -> None: ...
 

@@ -22,13 +22,15 @@ import uvicorn
 
 from logq.broker import Broker
 from logq.protocol import Limits as FrameLimits
+from logq.server.auth_throttle import SignInThrottle
 from logq.server.config import ServerConfig, is_loopback, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
 from logq.server.http_common import Limits as HttpLimits
 from logq.server.http_guard import loopback_hosts
+from logq.server.http_listener import HttpTimeouts, guarded_protocol
 from logq.server.security import Security
-from logq.server.tcp import NativeServer
+from logq.server.tcp import ListenerLimits, NativeServer
 from logq.server.tls import server_tls_context
 
 logger = logging.getLogger("logq.server")
@@ -78,16 +80,27 @@ async def serve(
     stop = stop or asyncio.Event()
     broker = await Broker.open(config.broker)
     broker.start()
-    connections = ConnectionCounter(limit=config.connections_max)
-    security = Security.from_config(config.security)
+    connections = ConnectionCounter(
+        limit=config.connections_max,
+        per_address_limit=config.connections_per_address_max,
+        unauthenticated_limit=config.unauthenticated_connections_max,
+    )
+    security = Security.from_config(
+        config.security, SignInThrottle(config.auth_failures_max, config.auth_lockout_ms_max)
+    )
     tls = server_tls_context(config.security.tls)
     native = NativeServer(
         broker,
         connections,
         security,
         tls=tls,
-        frame_limits=FrameLimits(
-            max_bulk_bytes=config.frame_bytes_max, max_buffer_bytes=config.buffer_bytes_max
+        limits=ListenerLimits(
+            frames=FrameLimits(
+                max_bulk_bytes=config.frame_bytes_max, max_buffer_bytes=config.buffer_bytes_max
+            ),
+            handshake_bytes_max=config.handshake_bytes_max,
+            handshake_timeout_ms=config.handshake_timeout_ms,
+            idle_timeout_ms=config.idle_timeout_ms,
         ),
     )
     native_socket = _bind(config.host, config.native_port)
@@ -108,6 +121,7 @@ async def serve(
                     config.http_body_bytes_max,
                     config.http_publish_body_bytes_max,
                     config.event_streams_max,
+                    config.event_streams_per_user_max,
                 ),
             ),
             log_level="warning",
@@ -115,6 +129,16 @@ async def serve(
             ssl_keyfile=str(config.security.tls.key_file) if config.security.tls else None,
             lifespan="off",
             access_log=False,
+            http=guarded_protocol(
+                connections,
+                HttpTimeouts(
+                    config.http_header_timeout_ms,
+                    config.http_body_timeout_ms,
+                    config.http_header_bytes_max,
+                ),
+                auth_enabled=security.auth_enabled,
+            ),
+            timeout_keep_alive=config.http_idle_timeout_ms / 1000,  # type: ignore[arg-type]
             timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)),
         )
     )

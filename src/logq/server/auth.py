@@ -31,6 +31,7 @@ from fnmatch import fnmatchcase
 from typing import Any, TypeVar
 
 from logq.errors import AuthRequiredError, ForbiddenError
+from logq.server.auth_throttle import SignInThrottle
 
 PERMISSIONS = ("publish", "consume", "admin")
 PBKDF2_ITERATIONS = 600_000
@@ -130,6 +131,7 @@ def _b64(data: bytes) -> str:
 @dataclass
 class Authenticator:
     config: AuthConfig
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
     _by_name: dict[str, User] = field(init=False)
     _by_token: dict[str, User] = field(init=False)
     _verified: OrderedDict[bytes, str] = field(init=False, default_factory=OrderedDict)
@@ -147,9 +149,26 @@ class Authenticator:
         username: str | None,
         secret: str,
         run: Callable[[Callable[[], bool]], Any] | None = None,
+        address: str = "local",
     ) -> Principal:
-        """The principal for a token (no username) or a username and password;
-        `run` runs the password check off the event loop."""
+        """The principal for a token (no username) or a username and password,
+        signing in from `address`; `run` runs the password check off the event
+        loop. Failures are throttled per user and per address."""
+        self.throttle.check(username, address)
+        try:
+            principal = await self._login(username, secret, run)
+        except AuthRequiredError:
+            self.throttle.failed(username, address)
+            raise
+        self.throttle.succeeded(username)
+        return principal
+
+    async def _login(
+        self,
+        username: str | None,
+        secret: str,
+        run: Callable[[Callable[[], bool]], Any] | None,
+    ) -> Principal:
         if username is None:
             user = self._by_token.get(hash_token(secret))
             if user is None:

@@ -18,8 +18,15 @@ from logq.broker import Broker, Message
 from logq.broker.delivery import Delivery
 from logq.broker.messages import OutgoingMessage
 from logq.durations import parse_duration_ms, parse_time_ms
-from logq.errors import BadArgumentError, LogqError, TooBigError, UnknownCommandError
+from logq.errors import (
+    BadArgumentError,
+    LogqError,
+    StaleDeliveryError,
+    TooBigError,
+    UnknownCommandError,
+)
 from logq.protocol import Push, SimpleString
+from logq.protocol.commands import REGISTRY
 from logq.server.auth import Principal
 from logq.server.security import Security
 from logq.server.subscription import Subscription
@@ -52,6 +59,7 @@ class Session:
     security: Security | None = None
     principal: Principal | None = None  # who signed in (everyone, with auth off)
     auth_failures: int = 0
+    address: str = "local"  # the peer's
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,11 +143,19 @@ def message_reply(message: Message) -> dict[str, Reply]:
         "priority": message.priority,
         "timestamp": message.timestamp_ms,
         "attempt": message.attempt,
+        "lease": message.lease,
     }
 
 
 def delivery_reply(delivery: Delivery) -> list[Reply]:
-    return [delivery.partition, delivery.start, delivery.end, delivery.attempt, delivery.data]
+    return [
+        delivery.partition,
+        delivery.start,
+        delivery.end,
+        delivery.attempt,
+        delivery.data,
+        delivery.lease,
+    ]
 
 
 async def gather_all(work: list[Awaitable[None]]) -> None:
@@ -155,6 +171,9 @@ HANDLERS: dict[str, Handler] = {}
 
 
 def command(name: str) -> Callable[[Handler], Handler]:
+    # a command is served only with an entry in the permission table
+    assert name in REGISTRY, f"{name} has no entry in logq.protocol.commands.REGISTRY"
+
     def register(handler: Handler) -> Handler:
         HANDLERS[name] = handler
         return handler
@@ -219,7 +238,9 @@ async def _sign_in(session: Session, username: str | None, secret: str) -> None:
     if security is None or not security.auth_enabled:
         raise BadArgumentError("authentication is off on this server: no AUTH is needed")
     try:
-        session.principal = await security.authenticator.login(username, secret)
+        session.principal = await security.authenticator.login(
+            username, secret, address=session.address
+        )
     except LogqError:
         session.auth_failures += 1
         if session.auth_failures >= AUTH_FAILURES_MAX:
@@ -471,6 +492,7 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             "AUTO_ACK": True,
             "MAX_IN_FLIGHT": True,
             "STARVATION_SHARE": True,
+            "STARVATION_TIMEOUT": True,
             "ASSIGNOR": True,
             "REVOKE_TIMEOUT": True,
             "SESSION_TIMEOUT": True,
@@ -485,7 +507,13 @@ async def _group(broker: Broker, session: Session, args: list[bytes]) -> Reply:
             continue
         if name == "MODE":
             settings["mode"] = text(value, name).lower()
-        elif name in ("VISIBILITY_TIMEOUT", "ASSIGNOR", "REVOKE_TIMEOUT", "SESSION_TIMEOUT"):
+        elif name in (
+            "VISIBILITY_TIMEOUT",
+            "ASSIGNOR",
+            "REVOKE_TIMEOUT",
+            "SESSION_TIMEOUT",
+            "STARVATION_TIMEOUT",
+        ):
             settings[name.lower()] = text(value, name)
         elif name == "AUTO_ACK":
             settings["auto_ack"] = flag(value, name)
@@ -565,24 +593,49 @@ def _ids(args: list[bytes]) -> list[str]:
     return [text(value, "message id") for value in args]
 
 
+async def _settled(settlement: Awaitable[int]) -> Reply:
+    """A settlement's count; when some deliveries it named were stale but it
+    did something to the rest, a map of the count and the stale receipts (an
+    error only when it changed nothing)."""
+    try:
+        return await settlement
+    except StaleDeliveryError as error:
+        if not error.count:
+            raise
+        return {"count": error.count, "stale": list(error.stale)}
+
+
 @command("ACK")
 async def _ack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     need(args, 3, "ACK topic group id [id ...]")
-    return await broker.ack(text(args[0], "topic"), text(args[1], "group"), _ids(args[2:]))
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.ack(topic, group, _ids(args[2:])))
 
 
 @command("ACKR")
 async def _ackr(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "ACKR topic group partition start end [partition start end ...]"
+    usage = (
+        "ACKR topic group [LEASE token] partition start end [[LEASE token] partition start end ...]"
+    )
     need(args, 5, usage)
-    if (len(args) - 2) % 3:
-        raise BadArgumentError(f"ranges come as partition start end: usage {usage}")
-    ranges: dict[int, list[tuple[int, int]]] = {}
-    for index in range(2, len(args), 3):
+    ranges: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    token = 0
+    index = 2
+    while index < len(args):
+        if args[index].upper() == b"LEASE" and index + 1 < len(args):
+            token = integer(args[index + 1], "LEASE")
+            index += 2
+            continue
+        if index + 3 > len(args):
+            raise BadArgumentError(f"ranges come as partition start end: usage {usage}")
         partition = integer(args[index], "partition")
         start, end = integer(args[index + 1], "start"), integer(args[index + 2], "end")
-        ranges.setdefault(partition, []).append((start, end))
-    return await broker.ack_ranges(text(args[0], "topic"), text(args[1], "group"), ranges)
+        ranges.setdefault((partition, token), []).append((start, end))
+        index += 3
+    if not ranges:
+        raise BadArgumentError(f"no ranges: usage {usage}")
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.ack_ranges(topic, group, ranges))
 
 
 @command("NACK")
@@ -593,7 +646,8 @@ async def _nack(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     delay = (
         parse_duration_ms(text(found["DELAY"], "DELAY"), name="DELAY") if "DELAY" in found else None
     )
-    return await broker.nack(text(args[0], "topic"), text(args[1], "group"), _ids(ids), delay)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.nack(topic, group, _ids(ids), delay))
 
 
 @command("REJECT")
@@ -602,7 +656,8 @@ async def _reject(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     need(args, 3, usage)
     found, ids = options(args[2:], {"REASON": True}, usage)
     reason = text(found["REASON"], "REASON") if "REASON" in found else "rejected"
-    return await broker.reject(text(args[0], "topic"), text(args[1], "group"), _ids(ids), reason)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.reject(topic, group, _ids(ids), reason))
 
 
 @command("EXTEND")
@@ -617,7 +672,8 @@ async def _extend(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         if "VISIBILITY_TIMEOUT" in found
         else None
     )
-    return await broker.extend(text(args[0], "topic"), text(args[1], "group"), _ids(ids), lease)
+    topic, group = text(args[0], "topic"), text(args[1], "group")
+    return await _settled(broker.extend(topic, group, _ids(ids), lease))
 
 
 @command("SEEK")
@@ -735,6 +791,8 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     connections = session.extra.get("connections")
     if connections is not None:
         statistics.update(connections.statistics())
+    if session.security is not None:
+        statistics.update(session.security.authenticator.throttle.statistics())
     return statistics
 
 

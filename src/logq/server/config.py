@@ -9,7 +9,7 @@ The YAML file has the shape people already write (see docs/operations.md):
       listeners: {native: "127.0.0.1:7070", http: "127.0.0.1:8080"}
     defaults:
       topic: {partitions: 6, retention: {hours: 168, bytes: 10737418240}}
-      delivery: {visibilityTimeout: 30s, maxRetries: 3, dlqEnabled: true}
+      delivery: {visibilityTimeout: 30s, maxDeliveries: 5, dlqEnabled: true}
 
 Every key is checked; a bad one stops the server with one message naming it.
 """
@@ -62,8 +62,27 @@ class ServerConfig:
     frame_bytes_max: int = 64 << 20
     buffer_bytes_max: int = 128 << 20
     http_body_bytes_max: int = 1 << 20
+    http_header_bytes_max: int = 64 << 10  # a request's line and headers
     http_publish_body_bytes_max: int = 64 << 20
     event_streams_max: int = 32  # open dashboard event streams
+    event_streams_per_user_max: int = 4  # of those, held by one user (or address, auth off)
+    # connections: from one address, and not signed in yet (at most half of
+    # connections_max); before signing in a connection may send this much
+    connections_per_address_max: int = 2_500  # a quarter of the default connections_max
+    unauthenticated_connections_max: int = 1_000
+    handshake_bytes_max: int = 16 << 10
+    # how long a native connection may take to sign in, and stay silent with
+    # nothing in progress; how long an HTTP request's header and body may take
+    # to arrive, and an HTTP connection wait for its next request
+    handshake_timeout_ms: int = 10_000
+    idle_timeout_ms: int = 600_000
+    http_header_timeout_ms: int = 10_000
+    http_body_timeout_ms: int = 60_000
+    http_idle_timeout_ms: int = 5_000
+    # failed sign-ins one user, or one address, may make before each further
+    # try waits (doubling, up to auth_lockout_ms_max)
+    auth_failures_max: int = 5
+    auth_lockout_ms_max: int = 60_000
 
     @property
     def http_bind_host(self) -> str:
@@ -110,7 +129,9 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     )
     broker_data = mapping("broker", data.get("broker"))
     check_keys(
-        "broker", broker_data, {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs"}
+        "broker",
+        broker_data,
+        {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs", "scrubBytesPerSecond"},
     )
     broker = config.broker
     changes: dict[str, Any] = {}
@@ -132,6 +153,10 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
     changes["log"] = log
+    if "scrubBytesPerSecond" in broker_data:
+        changes["scrub_bytes_per_second"] = _int(
+            "broker.scrubBytesPerSecond", broker_data["scrubBytesPerSecond"], 0, 1 << 40
+        )
     listeners = mapping("broker.listeners", broker_data.get("listeners"))
     check_keys("broker.listeners", listeners, {"native", "tcp", "http", "grpc"})
     server_changes: dict[str, Any] = {}
@@ -173,8 +198,10 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             "logJson",
             "allowUnauthenticatedRemote",
             "allowedHosts",
+            *TIMEOUT_KEYS,
         },
     )
+    server_changes.update(_timeouts(server))
     if "allowedHosts" in server:
         server_changes["allowed_hosts"] = _host_names(server["allowedHosts"])
     if "allowUnauthenticatedRemote" in server:
@@ -196,6 +223,28 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
         server_changes["log_json"] = bool(server["logJson"])
     server_changes["security"] = parse_security(data, config.security)
     return replace(config, broker=replace(broker, **changes), **server_changes)
+
+
+# `server:` durations ("250ms", "10s" or ms): field, least, most (ms)
+TIMEOUT_KEYS: dict[str, tuple[str, int, int]] = {
+    "handshakeTimeoutMs": ("handshake_timeout_ms", 50, 3_600_000),
+    "idleTimeoutMs": ("idle_timeout_ms", 50, 7 * 86_400_000),
+    "httpHeaderTimeoutMs": ("http_header_timeout_ms", 50, 3_600_000),
+    "httpBodyTimeoutMs": ("http_body_timeout_ms", 50, 3_600_000),
+    "httpIdleTimeoutMs": ("http_idle_timeout_ms", 50, 3_600_000),
+    "authLockoutMaxMs": ("auth_lockout_ms_max", 0, 86_400_000),
+}
+
+
+def _timeouts(server: Mapping[str, Any]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for key, (name, low, high) in TIMEOUT_KEYS.items():
+        if key in server:
+            value = _duration(f"server.{key}", server[key])
+            if not low <= value <= high:
+                raise ConfigError(f"server.{key}: {value} ms is not within {low}..{high} ms")
+            found[name] = value
+    return found
 
 
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
@@ -251,8 +300,14 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "frameBytes": ("server", "frame_bytes_max", 1 << 10, 1 << 30),
     "bufferBytes": ("server", "buffer_bytes_max", 1 << 10, 1 << 31),
     "httpBodyBytes": ("server", "http_body_bytes_max", 1 << 10, 1 << 30),
+    "httpHeaderBytes": ("server", "http_header_bytes_max", 1 << 10, 16 << 20),
     "httpPublishBodyBytes": ("server", "http_publish_body_bytes_max", 1 << 10, 1 << 31),
     "eventStreams": ("server", "event_streams_max", 1, 10_000),
+    "eventStreamsPerUser": ("server", "event_streams_per_user_max", 1, 10_000),
+    "connectionsPerAddress": ("server", "connections_per_address_max", 1, 1_000_000),
+    "unauthenticatedConnections": ("server", "unauthenticated_connections_max", 1, 1_000_000),
+    "handshakeBytes": ("server", "handshake_bytes_max", 1 << 10, 1 << 20),
+    "authFailures": ("server", "auth_failures_max", 1, 1_000),
     "batchBytes": ("log", "batch_bytes_max", 1 << 10, 256 << 20),
     "batchMessages": ("log", "batch_records_max", 1, 1_000_000),
     "publishMessages": ("broker", "publish_messages_max", 1, 1_000_000),

@@ -22,7 +22,7 @@ from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +38,7 @@ from logq.errors import (
 )
 from logq.log import LogError
 from logq.server import context, http_dashboard, http_routes_groups, http_routes_topics
+from logq.server.auth import ANONYMOUS
 from logq.server.command_metrics import CommandTimes
 from logq.server.connections import ConnectionCounter
 from logq.server.http_common import (
@@ -47,11 +48,13 @@ from logq.server.http_common import (
     error_response,
     json_response,
     object_schema,
+    read_body,
 )
 from logq.server.http_guard import BrowserGuard
+from logq.server.http_listener import SCOPE_KEY
 from logq.server.http_metrics import HttpMetrics
 from logq.server.http_openapi import openapi_document
-from logq.server.security import Security
+from logq.server.security import ROUTES, Security
 from logq.server.security_config import SecurityConfig
 
 logger = logging.getLogger("logq.server.http")
@@ -133,30 +136,11 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
             "GET",
             "/v1/events",
             http_dashboard.events,
-            "Server-sent events: a snapshot of topics, groups and connections every second"
-            " (each event's data is this object, as JSON)",
-            response={
-                "type": "object",
-                "description": "one event: its data is a snapshot, as JSON",
-                "properties": {
-                    "data": {
-                        "type": "string",
-                        "contentMediaType": "application/json",
-                        "contentSchema": object_schema(
-                            {
-                                "at_ms": {"type": "integer"},
-                                "node": {"type": "string"},
-                                "lanes": {"type": "array", "items": {"type": "string"}},
-                                "topics": {"type": "array", "items": {"type": "object"}},
-                                "groups": {"type": "array", "items": {"type": "object"}},
-                                "connections": {"type": "object"},
-                            },
-                            ("at_ms", "node", "lanes", "topics", "groups", "connections"),
-                        ),
-                    }
-                },
-                "required": ["data"],
-            },
+            "Server-sent events: a snapshot every second of the broker's totals, its"
+            " busiest topics, the part of the topic table asked for, the groups with the"
+            " most lag and the connections (each event's data is this object, as JSON)",
+            query=http_dashboard.EVENTS_QUERY,
+            response=http_dashboard.EVENTS_SCHEMA,
             media_type="text/event-stream",
         ),
     )
@@ -178,7 +162,7 @@ def create_app(
     `allowed_hosts` (when listening on loopback) are the only Host names served."""
     state = ApiState(broker, connections, limits or Limits())
     guard = security or Security.from_config(SecurityConfig())
-    metrics = HttpMetrics(broker, connections, native_times)
+    metrics = HttpMetrics(broker, connections, native_times, guard.authenticator.throttle)
     table: list[Endpoint] = []
     table.extend(_system_endpoints(metrics, table))
     table.extend(http_routes_topics.ENDPOINTS)
@@ -187,6 +171,8 @@ def create_app(
     # 405 with every method it does serve in Allow.
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for endpoint in table:
+        # a route is served only with an entry in the permission table
+        assert (endpoint.method, endpoint.path) in ROUTES, (endpoint.method, endpoint.path)
         by_path.setdefault(endpoint.path, {})[endpoint.method] = _wrap(state, endpoint, guard)
     routes = [
         Route(path, _by_method(handlers), methods=list(handlers))
@@ -218,7 +204,7 @@ def _wrap(
 
     async def handle(request: Request) -> Response:
         try:
-            await _admit(request, endpoint, security)
+            await _admit(request, endpoint, security, state)
             _check_query(request, allowed, endpoint)
             return await handler(state, request)
         except AuthRequiredError as error:
@@ -227,6 +213,10 @@ def _wrap(
             return error_response(error)
         except LogError as error:
             return error_response(from_log_error(error))
+        except ClientDisconnect:
+            # gone before its body arrived (or closed by the body timeout): nobody
+            # reads an answer, and there is nothing to report
+            return Response(status_code=400)
         except Exception:
             logger.exception("%s %s failed", endpoint.method, endpoint.path)
             return error_response(LogqError("internal error; the server log has the details"))
@@ -234,19 +224,35 @@ def _wrap(
     return handle
 
 
-async def _admit(request: Request, endpoint: Endpoint, security: Security) -> None:
-    """Sign the request in and check its permission; count it against the
-    client's quotas, and leave the publish route a way to count its messages."""
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused at `limit` before it is read whole; kept for the
+    handler, which reads it again."""
+    body = await read_body(request, limit)
+    request._body = body  # Starlette's cache: the handler's read gets these bytes
+    return body
+
+
+async def _admit(request: Request, endpoint: Endpoint, security: Security, state: ApiState) -> None:
+    """Sign the request in and check its permission (its socket then counts
+    as signed in); count it against the client's quotas, and leave the
+    publish route a way to count its messages."""
     if not security.auth_enabled and not security.quotas.enabled:
         return
+    limit = state.limits.body_bytes_max
     principal = await security.authorize_route(
         endpoint.method,
         endpoint.path,
         request.headers,
         request.path_params,
-        request.body,
+        partial(_bounded_body, request, limit),
         lambda check: asyncio.get_running_loop().run_in_executor(None, check),
+        request.client.host if request.client else "local",
     )
+    if principal is not ANONYMOUS:
+        request.state.user = principal.name  # per-user limits (event streams)
+    socket = request.scope.get(SCOPE_KEY)
+    if socket is not None and principal is not ANONYMOUS:
+        state.connections.signed_in(socket)
     if security.quotas.enabled:
         client = security.client_key(principal, request.client.host if request.client else "?")
         security.quotas.request(client)
@@ -289,7 +295,8 @@ class RequestAccounting:
             await self.app(scope, receive, send)
             return
         counter = self.connections
-        if counter.active >= counter.limit:
+        # a request on a socket of the listener was admitted with its socket
+        if SCOPE_KEY not in scope and counter.active >= counter.limit:
             counter.refused += 1
             refusal = LimitError(
                 f"{counter.active} connections and requests open, the limit is {counter.limit}"

@@ -14,7 +14,6 @@ arrives and refused as soon as it passes the limit.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from logq.broker import Broker
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, TooBigError
 from logq.server.connections import ConnectionCounter
+from logq.server.dashboard_feed import EventFeed
 
 T = TypeVar("T")
 
@@ -50,23 +50,7 @@ class Limits:
     body_bytes_max: int = BODY_BYTES_MAX
     publish_body_bytes_max: int = PUBLISH_BODY_BYTES_MAX
     event_streams_max: int = EVENT_STREAMS_MAX  # open /v1/events streams (dashboards)
-
-
-class EventFeed:
-    """What the open event streams share: one frame per interval, however
-    many dashboards watch, and how many streams are open (bounded)."""
-
-    def __init__(self) -> None:
-        self.streams = 0
-        self._frame = b""
-        self._made_at = float("-inf")
-
-    def frame(self, make: Callable[[], bytes], max_age_s: float) -> bytes:
-        now = time.monotonic()
-        if now - self._made_at >= max_age_s:
-            self._frame = make()
-            self._made_at = now
-        return self._frame
+    event_streams_per_user_max: int = 4  # of those, held by one user (address, auth off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,6 +205,9 @@ def message_json(message: Message) -> dict[str, Any]:
     data["priority"] = message.priority
     data["timestamp"] = message.timestamp_ms
     data["attempt"] = message.attempt
+    if message.lease:
+        data["lease"] = message.lease
+        data["receipt"] = message.receipt
     return data
 
 

@@ -23,8 +23,10 @@ from prometheus_client.core import (
 )
 
 from logq.broker import Broker
+from logq.server.auth_throttle import SignInThrottle
 from logq.server.command_metrics import CommandCollector, CommandTimes
 from logq.server.connections import ConnectionCounter
+from logq.server.security_metrics import AdmissionCollector
 from logq.server.storage_metrics import StorageCollector
 
 # Long polls wait up to a minute, so the buckets reach past it.
@@ -67,6 +69,8 @@ _GROUP_COUNTERS = {
     "redriven": "Dead letters handed back to the group",
     "backoff_waits": "Redeliveries that waited a retry backoff",
     "backoff_wait_ms": "Milliseconds of retry backoff waited, in all",
+    "stale": "Messages of settlements refused because the delivery named was no longer current",
+    "lost_to_damage": "Messages passed without delivery, lost to damage on disk",
 }
 
 
@@ -126,7 +130,7 @@ class BrokerCollector:
             _lifecycle(families, labels, group["lifecycle"])
         connections = self._connections
         families["active_connections"].add_metric(["native"], connections.native)
-        families["active_connections"].add_metric(["http"], connections.http)
+        families["active_connections"].add_metric(["http"], connections.http_connections)
         families["connections_limit"].add_metric([], connections.limit)
         families["connections_refused"].add_metric([], connections.refused)
         return list(families.values())
@@ -163,7 +167,7 @@ class BrokerCollector:
         )
         families["active_connections"] = GaugeMetricFamily(
             "logq_active_connections",
-            "Open native connections and HTTP requests in progress",
+            "Open connections, by listener",
             labels=["listener"],
         )
         families["connections_limit"] = GaugeMetricFamily(
@@ -183,9 +187,11 @@ class HttpMetrics:
         broker: Broker,
         connections: ConnectionCounter,
         native_times: CommandTimes | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(broker, connections))
+        self.registry.register(AdmissionCollector(connections, throttle or SignInThrottle()))
         self.registry.register(StorageCollector(broker))
         if native_times is not None:
             self.registry.register(CommandCollector(native_times))

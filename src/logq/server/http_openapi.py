@@ -91,6 +91,14 @@ COMPONENTS: dict[str, Any] = {
             "priority": {"enum": ["high", "normal", "low"]},
             "timestamp": {"type": "integer", "description": "epoch milliseconds"},
             "attempt": {"type": "integer", "description": "delivery attempt; 0 when peeked"},
+            "lease": {
+                "type": "integer",
+                "description": "lease token naming this delivery (received messages only)",
+            },
+            "receipt": {
+                "type": "string",
+                "description": "`<id>@<lease>`: settles this delivery only (received messages only)",
+            },
         },
         ("id", "topic", "partition", "offset", "headers", "priority", "timestamp", "attempt"),
     ),
@@ -131,6 +139,13 @@ COMPONENTS: dict[str, Any] = {
                 "description": "dead letters in the topic's DLQ now (not redriven, requeued or purged)",
             },
             "groups": {"type": "array", "items": {"type": "string"}},
+            "damaged": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "ranges of offsets lost to damage on disk, found so far:"
+                " partition, start, end (exclusive), reason",
+            },
+            "damaged_offsets": {"type": "integer"},
         },
     },
     "GroupSettings": object_schema(
@@ -140,6 +155,16 @@ COMPONENTS: dict[str, Any] = {
             "max_deliveries": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
             "auto_ack": {"type": "boolean"},
             "max_in_flight": {"type": "integer", "minimum": 1},
+            "starvation_share": {
+                "type": "number",
+                "minimum": 0.000001,
+                "maximum": 0.5,
+                "description": "shared groups: a lower lane with messages waiting lets round(1/starvation_share) messages of higher lanes go ahead, then gets one",
+            },
+            "starvation_timeout": {
+                "anyOf": [ref("Duration"), {"type": "null"}],
+                "description": "shared groups: a lower lane that has waited this long gets the next message (null: no time bound)",
+            },
             "backoff": {
                 "type": "object",
                 "description": "retry wait after a nack without delay or a lease expiry: initial * multiplier**(attempt-1), capped at max, minus up to jitter of it",

@@ -8,13 +8,14 @@ parsed here with the same function the native protocol uses.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from logq.errors import BadArgumentError
+from logq.errors import BadArgumentError, StaleDeliveryError
 from logq.server.http_common import (
     DURATION_SCHEMA,
     ApiState,
@@ -38,11 +39,19 @@ class ReceiveBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class IdsBody(msgspec.Struct, forbid_unknown_fields=True):
-    ids: list[str]
+    """Messages by id (their current delivery, whoever holds it) and by
+    receipt (`<id>@<lease>`: that delivery only, refused once stale)."""
+
+    ids: list[str] = []
+    receipts: list[str] = []
+
+    @property
+    def named(self) -> list[str]:
+        return [*self.ids, *self.receipts]
 
 
 class NackBody(IdsBody, forbid_unknown_fields=True):
-    delay: int | str = 0
+    delay: int | str | None = None  # not given: the group's retry backoff, as a native NACK
 
 
 class RejectBody(IdsBody, forbid_unknown_fields=True):
@@ -98,27 +107,40 @@ async def receive(state: ApiState, request: Request) -> Response:
     return json_response({"messages": [message_json(m) for m in messages]})
 
 
+async def _settled(name: str, settlement: Awaitable[int]) -> Response:
+    """`{name: count}`, with `"stale": [receipts]` when some receipts were
+    stale; a STALE error when nothing changed (docs/protocol.md)."""
+    try:
+        count = await settlement
+    except StaleDeliveryError as error:
+        if not error.count:
+            raise
+        return json_response({name: error.count, "stale": error.stale})
+    return json_response({name: count})
+
+
 async def ack(state: ApiState, request: Request) -> Response:
     body = await read_json(request, IdsBody, limit=state.limits.body_bytes_max)
-    return json_response({"acked": await state.broker.ack(*_names(request), body.ids)})
+    return await _settled("acked", state.broker.ack(*_names(request), body.named))
 
 
 async def nack(state: ApiState, request: Request) -> Response:
     body = await read_json(request, NackBody, limit=state.limits.body_bytes_max)
     delay = duration_ms(body.delay, "delay")
-    return json_response({"nacked": await state.broker.nack(*_names(request), body.ids, delay)})
+    return await _settled("nacked", state.broker.nack(*_names(request), body.named, delay))
 
 
 async def reject(state: ApiState, request: Request) -> Response:
     body = await read_json(request, RejectBody, limit=state.limits.body_bytes_max)
-    count = await state.broker.reject(*_names(request), body.ids, body.reason)
-    return json_response({"rejected": count})
+    return await _settled(
+        "rejected", state.broker.reject(*_names(request), body.named, body.reason)
+    )
 
 
 async def extend(state: ApiState, request: Request) -> Response:
     body = await read_json(request, ExtendBody, limit=state.limits.body_bytes_max)
     lease = duration_ms(body.visibility_timeout, "visibility_timeout")
-    return json_response({"extended": await state.broker.extend(*_names(request), body.ids, lease)})
+    return await _settled("extended", state.broker.extend(*_names(request), body.named, lease))
 
 
 _SEEK_FIELDS = ({"offset"}, {"offset", "partition"}, {"time"})
@@ -149,11 +171,32 @@ async def replay(state: ApiState, request: Request) -> Response:
 
 
 _GROUP_PATH = "/v1/topics/{topic}/groups/{group}"
-_IDS = {"ids": {"type": "array", "items": {"type": "string"}, "minItems": 1}}
+_IDS = {
+    "ids": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "message ids: settles the current delivery, whoever holds it",
+    },
+    "receipts": {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "receipts (`<id>@<lease>`, from receive): settles that delivery only",
+    },
+}
+_NAMED = {"anyOf": [{"required": ["ids"]}, {"required": ["receipts"]}]}
+
+
+def _named_body(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**object_schema({**_IDS, **(extra or {})}), **_NAMED}
 
 
 def _count(name: str) -> dict[str, Any]:
-    return object_schema({name: {"type": "integer"}}, (name,))
+    stale = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "receipts named that were stale (they changed nothing)",
+    }
+    return object_schema({name: {"type": "integer"}, "stale": stale}, (name,))
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -194,7 +237,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{_GROUP_PATH}/ack",
         ack,
         "Settle delivered messages",
-        body=object_schema(_IDS, ("ids",)),
+        body=_named_body(),
         body_required=True,
         response=_count("acked"),
     ),
@@ -202,8 +245,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         f"{_GROUP_PATH}/nack",
         nack,
-        "Hand messages back for redelivery after `delay`",
-        body=object_schema({**_IDS, "delay": DURATION_SCHEMA}, ("ids",)),
+        "Hand messages back for redelivery after `delay` (without it, after the group's retry backoff)",
+        body=_named_body({"delay": DURATION_SCHEMA}),
         body_required=True,
         response=_count("nacked"),
     ),
@@ -212,7 +255,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{_GROUP_PATH}/reject",
         reject,
         "Send messages straight to the dead-letter topic",
-        body=object_schema({**_IDS, "reason": {"type": "string", "maxLength": 1000}}, ("ids",)),
+        body=_named_body({"reason": {"type": "string", "maxLength": 1000}}),
         body_required=True,
         response=_count("rejected"),
     ),
@@ -221,7 +264,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{_GROUP_PATH}/extend",
         extend,
         "Renew the lease of in-flight messages from now",
-        body=object_schema({**_IDS, "visibility_timeout": DURATION_SCHEMA}, ("ids",)),
+        body=_named_body({"visibility_timeout": DURATION_SCHEMA}),
         body_required=True,
         response=_count("extended"),
     ),

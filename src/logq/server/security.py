@@ -1,8 +1,10 @@
 """Authentication, authorization and quotas, as both listeners apply them.
 
-Every native command and every REST route names the permission it needs
-(`publish`, `consume` or `admin` on a topic, and a group where there is
-one; `any`: any signed-in user). The tables below are the whole policy.
+Every native command's permission is its entry in the command registry
+(`logq.protocol.commands`); every REST route names the native command it
+performs and where that command's topic and group come from, so one table
+decides both listeners, and a name or route missing from it is refused to
+everyone.
 With authentication off everyone is `anonymous` with every permission,
 and quotas still apply per client address.
 """
@@ -17,101 +19,58 @@ from typing import Any
 
 import msgspec
 
-from logq.errors import AuthRequiredError
+from logq.errors import AuthRequiredError, ForbiddenError, UnknownCommandError
+from logq.protocol.commands import MESSAGE_ID, REGISTRY
 from logq.server.auth import ANONYMOUS, Authenticator, Principal, require
+from logq.server.auth_throttle import SignInThrottle
 from logq.server.quotas import Quotas
 from logq.server.security_config import SecurityConfig
 
-# The commands anyone may send before signing in.
-OPEN_COMMANDS = frozenset({"HELLO", "AUTH", "PING", "QUIT"})
-ID = -1  # the topic is that of the message id in the first argument
-
-_CONSUME = ("consume", 0, 1)
-# command -> (permission, index of the topic argument, index of the group argument)
-COMMANDS: dict[str, tuple[str, int | None, int | None]] = {
-    "CLIENT": ("any", None, None),
-    "COMMAND": ("any", None, None),
-    "TOPICS": ("any", None, None),
-    "GROUPS": ("any", None, None),
-    "STATS": ("any", None, None),
-    "CREDIT": ("any", None, None),
-    "STOP": ("any", None, None),
-    "DESCRIBE": ("any", 0, None),
-    "CREATE": ("admin", 0, None),
-    "ALTER": ("admin", 0, None),
-    "DROP": ("admin", 0, None),
-    "REDRIVE": ("admin", 0, None),
-    "PURGE": ("admin", 0, None),
-    "REQUEUE": ("admin", 0, None),
-    "GROUP": ("admin", 0, 1),
-    "PUB": ("publish", 0, None),
-    "PUBBATCH": ("publish", 0, None),
-    "PEEK": ("consume", 0, None),
-    "READ": ("consume", 0, None),
-    "DLQ": ("consume", 0, None),
-    "MSG": ("consume", ID, None),
-    "TRACE": ("consume", ID, None),
-    **dict.fromkeys(
-        (
-            "REPLAY",
-            "GROUPINFO",
-            "RECV",
-            "FETCH",
-            "ACK",
-            "ACKR",
-            "NACK",
-            "REJECT",
-            "EXTEND",
-            "SEEK",
-            "CONSUME",
-            "JOIN",
-            "HEARTBEAT",
-            "LEAVE",
-        ),
-        _CONSUME,
-    ),
-}
-
-# (method, route) -> (permission, topic path parameter, group path parameter);
-# "id": the topic of the message id; "body": the "name" of the JSON body.
-ROUTES: dict[tuple[str, str], tuple[str, str | None, str | None]] = {
-    ("GET", "/metrics"): ("any", None, None),
-    ("GET", "/v1/stats"): ("any", None, None),
-    ("GET", "/openapi.json"): ("any", None, None),
-    ("GET", "/"): ("any", None, None),
-    ("GET", "/v1/topics"): ("any", None, None),
-    ("GET", "/v1/groups"): ("any", None, None),
-    ("POST", "/v1/topics"): ("admin", "body", None),
-    ("GET", "/v1/topics/{topic}"): ("any", "topic", None),
-    ("PATCH", "/v1/topics/{topic}"): ("admin", "topic", None),
-    ("DELETE", "/v1/topics/{topic}"): ("admin", "topic", None),
-    ("POST", "/v1/topics/{topic}/messages"): ("publish", "topic", None),
-    ("GET", "/v1/topics/{topic}/messages"): ("consume", "topic", None),
-    ("GET", "/v1/topics/{topic}/dlq"): ("consume", "topic", None),
-    ("POST", "/v1/topics/{topic}/dlq/redrive"): ("admin", "topic", None),
-    ("DELETE", "/v1/topics/{topic}/dlq"): ("admin", "topic", None),
-    ("POST", "/v1/topics/{topic}/dlq/purge"): ("admin", "topic", None),
-    ("POST", "/v1/topics/{topic}/dlq/requeue"): ("admin", "topic", None),
-    ("GET", "/v1/events"): ("any", None, None),
-    ("GET", "/assets/{name}"): ("any", None, None),
-    ("GET", "/v1/messages/{id}"): ("consume", "id", None),
-    ("GET", "/v1/messages/{id}/trace"): ("consume", "id", None),
-    ("PUT", "/v1/topics/{topic}/groups/{group}"): ("admin", "topic", "group"),
-    ("POST", "/v1/topics/{topic}/replay"): ("consume", "topic", None),
+# (method, route) -> the native command it performs (its entry in the
+# command registry decides), where the topic comes from, where the group
+# comes from: "path:<name>" a path parameter, "id" the topic of the message
+# id in the path, "body:<field>" a field of the JSON body.
+RouteRule = tuple[str, str | None, str | None]
+_TOPIC = "path:topic"
+_GROUP = "path:group"
+ROUTES: dict[tuple[str, str], RouteRule] = {
+    ("GET", "/health"): ("PING", None, None),
+    ("GET", "/metrics"): ("STATS", None, None),
+    ("GET", "/v1/stats"): ("STATS", None, None),
+    ("GET", "/v1/events"): ("STATS", None, None),
+    ("GET", "/"): ("STATS", None, None),
+    ("GET", "/assets/{name}"): ("STATS", None, None),
+    ("GET", "/openapi.json"): ("COMMAND", None, None),
+    ("GET", "/v1/topics"): ("TOPICS", None, None),
+    ("GET", "/v1/groups"): ("GROUPS", None, None),
+    ("POST", "/v1/topics"): ("CREATE", "body:name", None),
+    ("GET", "/v1/topics/{topic}"): ("DESCRIBE", _TOPIC, None),
+    ("PATCH", "/v1/topics/{topic}"): ("ALTER", _TOPIC, None),
+    ("DELETE", "/v1/topics/{topic}"): ("DROP", _TOPIC, None),
+    ("POST", "/v1/topics/{topic}/messages"): ("PUB", _TOPIC, None),
+    ("GET", "/v1/topics/{topic}/messages"): ("PEEK", _TOPIC, None),
+    ("GET", "/v1/topics/{topic}/dlq"): ("DLQ", _TOPIC, None),
+    ("POST", "/v1/topics/{topic}/dlq/redrive"): ("REDRIVE", _TOPIC, None),
+    ("DELETE", "/v1/topics/{topic}/dlq"): ("PURGE", _TOPIC, None),
+    ("POST", "/v1/topics/{topic}/dlq/purge"): ("PURGE", _TOPIC, None),
+    ("POST", "/v1/topics/{topic}/dlq/requeue"): ("REQUEUE", _TOPIC, None),
+    ("GET", "/v1/messages/{id}"): ("MSG", "id", None),
+    ("GET", "/v1/messages/{id}/trace"): ("TRACE", "id", None),
+    ("POST", "/v1/topics/{topic}/replay"): ("REPLAY", _TOPIC, "body:group"),
     **{
-        (method, f"/v1/topics/{{topic}}/groups/{{group}}{tail}"): ("consume", "topic", "group")
-        for method, tail in (
-            ("GET", ""),
-            ("POST", "/receive"),
-            ("POST", "/ack"),
-            ("POST", "/nack"),
-            ("POST", "/reject"),
-            ("POST", "/extend"),
-            ("POST", "/seek"),
+        (method, f"/v1/topics/{{topic}}/groups/{{group}}{tail}"): (command, _TOPIC, _GROUP)
+        for method, tail, command in (
+            ("PUT", "", "GROUP"),
+            ("GET", "", "GROUPINFO"),
+            ("POST", "/receive", "RECV"),
+            ("POST", "/ack", "ACK"),
+            ("POST", "/nack", "NACK"),
+            ("POST", "/reject", "REJECT"),
+            ("POST", "/extend", "EXTEND"),
+            ("POST", "/seek", "SEEK"),
         )
     },
 }
-PUBLIC_ROUTES = frozenset({("GET", "/health")})
 
 
 def topic_of_id(message_id: str) -> str:
@@ -125,8 +84,11 @@ class Security:
     quotas: Quotas
 
     @classmethod
-    def from_config(cls, config: SecurityConfig) -> Security:
-        return cls(Authenticator(config.auth), Quotas(config.quota, config.client_quotas))
+    def from_config(
+        cls, config: SecurityConfig, throttle: SignInThrottle | None = None
+    ) -> Security:
+        authenticator = Authenticator(config.auth, throttle or SignInThrottle())
+        return cls(authenticator, Quotas(config.quota, config.client_quotas))
 
     def __post_init__(self) -> None:
         self.auth_enabled = self.authenticator.enabled  # read per request: computed once
@@ -140,21 +102,22 @@ class Security:
     # -- the native protocol ------------------------------------------------------------
 
     def authorize_command(self, principal: Principal | None, name: str, args: list[bytes]) -> None:
-        if name in OPEN_COMMANDS:
+        spec = REGISTRY.get(name)
+        if spec is None:  # not in the table: nobody may (a name no handler serves, too)
+            if principal is None:
+                require(principal, "any")
+            raise UnknownCommandError(f"unknown command {name[:64]!r}; see docs/protocol.md")
+        if spec.permission == "open":
             return
-        rule = COMMANDS.get(name)
-        if rule is None:  # unknown commands get their own error from dispatch
-            require(principal, "any")
-            return
-        permission, topic_at, group_at = rule
         topic = group = None
-        if topic_at == ID and args:
-            topic = topic_of_id(args[0].decode(errors="replace"))
-        elif topic_at is not None and topic_at < len(args):
-            topic = args[topic_at].decode(errors="replace")
-        if group_at is not None and group_at < len(args):
-            group = args[group_at].decode(errors="replace")
-        require(principal, permission, topic, group)
+        if spec.topic is not None:
+            at = 0 if spec.topic == MESSAGE_ID else spec.topic
+            topic = args[at].decode(errors="replace") if at < len(args) else ""
+            if spec.topic == MESSAGE_ID:
+                topic = topic_of_id(topic)
+        if spec.group is not None:
+            group = args[spec.group].decode(errors="replace") if spec.group < len(args) else ""
+        require(principal, spec.permission, topic, group)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -166,50 +129,61 @@ class Security:
         params: Mapping[str, Any],
         body: Callable[[], Awaitable[bytes]],
         run: Callable[[Callable[[], bool]], Awaitable[bool]],
+        address: str = "local",
     ) -> Principal:
-        if (method, route) in PUBLIC_ROUTES:
+        rule = ROUTES.get((method, route))
+        spec = REGISTRY.get(rule[0]) if rule is not None else None
+        if rule is None or spec is None:  # not in the table: nobody may
+            raise ForbiddenError(f"{method} {route} has no permission rule: refused to everyone")
+        if spec.permission == "open":
             return ANONYMOUS
-        principal = await self.http_principal(headers, run)
-        permission, topic_from, group_from = ROUTES.get((method, route), ("admin", None, None))
-        topic: str | None = None
-        if topic_from == "id":
-            topic = topic_of_id(str(params.get("id", "")))
-        elif topic_from == "body":
-            topic = await _body_name(body)
-        elif topic_from is not None:
-            topic = str(params.get(topic_from, ""))
-        group = str(params.get(group_from, "")) if group_from else None
-        require(principal, permission, topic, group)
+        principal = await self.http_principal(headers, run, address)
+        _, topic_from, group_from = rule
+        body_fields = await _body_fields(body) if "body:" in f"{topic_from}{group_from}" else {}
+        topic = None if topic_from is None else _route_value(topic_from, params, body_fields)
+        group = None if group_from is None else _route_value(group_from, params, body_fields)
+        require(principal, spec.permission, topic, group)
         return principal
 
     async def http_principal(
         self,
         headers: Mapping[str, str],
         run: Callable[[Callable[[], bool]], Awaitable[bool]],
+        address: str = "local",
     ) -> Principal:
         if not self.auth_enabled:
             return ANONYMOUS
         header = headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == "bearer" and credentials:
-            return await self.authenticator.login(None, credentials.strip(), run)
+            return await self.authenticator.login(None, credentials.strip(), run, address)
         if scheme.lower() == "basic" and credentials:
             try:
                 decoded = base64.b64decode(credentials.strip(), validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
                 raise AuthRequiredError("malformed Basic credentials") from None
             username, _, password = decoded.partition(":")
-            return await self.authenticator.login(username, password, run)
+            return await self.authenticator.login(username, password, run, address)
         raise AuthRequiredError(
             "authentication required: send Authorization: Bearer <token> or Basic credentials"
         )
 
 
-async def _body_name(body: Callable[[], Awaitable[bytes]]) -> str | None:
-    """The topic a create-topic body names (the handler validates the rest)."""
+def _route_value(source: str, params: Mapping[str, Any], body: Mapping[str, Any]) -> str:
+    """A route's topic or group, from where its rule says; "" when it is not
+    there (which no grant but `*` covers: a missing name allows nothing)."""
+    if source == "id":
+        return topic_of_id(str(params.get("id", "")))
+    where, _, name = source.partition(":")
+    value = params.get(name) if where == "path" else body.get(name)
+    return value if isinstance(value, str) else ""
+
+
+async def _body_fields(body: Callable[[], Awaitable[bytes]]) -> dict[str, Any]:
+    """The JSON body's fields, for a rule that names one (the handler
+    validates the rest, and refuses what is not an object)."""
     try:
         data = msgspec.json.decode(await body())
     except msgspec.DecodeError:
-        return None
-    name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else None
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -49,7 +49,16 @@ class StorageCollector(Collector):
             families["fsync_failures"].add_metric(
                 [name], sum(int(s.get("fsync_failures", 0)) for s in stats)
             )
-            for key in ("recovery_ms", "recovery_cut_bytes", "recovery_scanned_bytes", "segments"):
+            for key in (
+                "recovery_ms",
+                "recovery_cut_bytes",
+                "recovery_scanned_bytes",
+                "segments",
+                "damaged_ranges",
+                "damaged_offsets",
+                "damage_found",
+                "verified_bytes",
+            ):
                 value = sum(float(s.get(key, 0)) for s in stats)
                 families[key].add_metric([name], value / 1000 if key == "recovery_ms" else value)
         for group in broker.groups.values():
@@ -83,6 +92,20 @@ def _families() -> dict[str, Any]:
             "logq_recovery_scanned_bytes", "Bytes validated at the last start", labels=topic
         ),
         "segments": GaugeMetricFamily("logq_segments", "Segment files", labels=topic),
+        "damaged_ranges": GaugeMetricFamily(
+            "logq_damaged_ranges",
+            "Ranges of offsets known lost to damage on disk (each logged once with its offsets)",
+            labels=topic,
+        ),
+        "damaged_offsets": GaugeMetricFamily(
+            "logq_damaged_offsets", "Offsets known lost to damage on disk", labels=topic
+        ),
+        "damage_found": CounterMetricFamily(
+            "logq_damage_found", "Damaged ranges found since the start", labels=topic
+        ),
+        "verified_bytes": CounterMetricFamily(
+            "logq_verified_bytes", "Segment bytes verified whole (scrubber and reads)", labels=topic
+        ),
         "rebalances": CounterMetricFamily(
             "logq_rebalances", "Rebalances of the group", labels=["topic", "group"]
         ),

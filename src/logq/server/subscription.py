@@ -109,6 +109,7 @@ class Subscription:
                             delivery.end,
                             delivery.attempt,
                             delivery.data,
+                            delivery.lease,
                         ]
                     )
                 )

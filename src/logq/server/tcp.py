@@ -7,6 +7,13 @@ pipelined commands is answered with one write. Reading pauses while too
 many commands or bytes wait, and commands wait while the socket's write
 buffer is full: a slow or hostile peer costs bounded memory and nobody
 else's time.
+
+Before a connection signs in (with authentication on) it may send
+`handshake_bytes_max` bytes in all and must sign in within
+`handshake_timeout_ms`; every connection with nothing in progress is closed
+after `idle_timeout_ms` without a byte from its peer. One sweep a fraction of
+the shortest timeout apart checks every connection, so the command path only
+notes the time. Sockets are admitted by the `ConnectionCounter` first.
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ import socket
 import ssl
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import cast
 
 from logq.broker import Broker
+from logq.broker.errors import from_log_error
 from logq.errors import LogqError
+from logq.log import LogError
 from logq.log.batch import HEADER_SIZE, read_header
 from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
 from logq.server import context
@@ -36,12 +46,29 @@ logger = logging.getLogger("logq.server")
 REPLY_BUFFER_BYTES = 256 << 10  # replies held back for one write, at most
 QUEUED_COMMANDS_MAX = 1024
 FRAME_LIMITS = Limits(max_bulk_bytes=64 << 20, max_buffer_bytes=128 << 20)
+SWEEP_INTERVAL_S_MAX = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """How much a native connection may send, and for how long it may wait."""
+
+    frames: Limits = FRAME_LIMITS
+    # a handshake's worth: HELLO, AUTH with a long password, a few PINGs
+    handshake_bytes_max: int = 16 << 10
+    handshake_timeout_ms: int = 10_000
+    idle_timeout_ms: int = 600_000
+
+    @property
+    def sweep_interval_s(self) -> float:
+        shortest = min(self.handshake_timeout_ms, self.idle_timeout_ms) / 1000
+        return min(SWEEP_INTERVAL_S_MAX, shortest / 4)
 
 
 class Connection(asyncio.Protocol):
     def __init__(self, server: NativeServer) -> None:
         self.server = server
-        self.parser = Parser(server.frame_limits, inline=True)
+        self.parser = Parser(server.limits.frames, inline=True)
         self.session = Session(push=self._push, writable=self._writable)
         self.session.extra["connections"] = server.connections
         self.session.security = server.security
@@ -57,6 +84,10 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._busy = False
         self._task: asyncio.Task[None] | None = None
+        # not signed in yet (auth on): bytes it may still send before it must
+        self._anonymous = self.session.principal is None
+        self._handshake_bytes_left = server.limits.handshake_bytes_max
+        self.opened_at = self.last_heard = time.monotonic()
 
     # -- transport callbacks --------------------------------------------------------------
 
@@ -68,25 +99,32 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+        self.session.address = self.address
         counter = self.server.connections
-        if counter.active >= counter.limit or self.server.closing:
-            counter.refused += 1
-            reason = (
-                "SHUTDOWN the server is stopping"
-                if self.server.closing
-                else (f"LIMIT {counter.active} connections open, the limit is {counter.limit}")
-            )
-            transport.write(b"-" + reason.encode() + b"\r\n")
+        refusal = (
+            "SHUTDOWN the server is stopping"
+            if self.server.closing
+            else counter.admit(self, self.address, signed_in=not self._anonymous, http=False)
+        )
+        if refusal is not None:
+            transport.write(b"-" + refusal.encode() + b"\r\n")
             transport.close()
             self._closing = True
             return
-        counter.native += 1
         self.server.live.add(self)
         self._task = asyncio.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self.last_heard = time.monotonic()
+        if self._anonymous:
+            self._handshake_bytes_left -= len(data)
+            if self._handshake_bytes_left < 0:
+                limit = self.server.limits.handshake_bytes_max
+                self.server.connections.oversize += 1
+                self._fail(f"TOOBIG more than {limit} bytes sent before signing in (AUTH)")
+                return
         try:
             self.parser.feed(data)
             while (command := self.parser.next_command()) is not None:
@@ -107,9 +145,8 @@ class Connection(asyncio.Protocol):
         return None if self.server.tls is not None else True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self in self.server.live:
-            self.server.live.discard(self)
-            self.server.connections.native -= 1
+        self.server.live.discard(self)
+        self.server.connections.release(self)
         self._closing = True
         self._can_write.set()
         self._wake.set()
@@ -185,9 +222,15 @@ class Connection(asyncio.Protocol):
                 security.authorize_command(self.session.principal, name, command[1:])
             if security.quotas.enabled:
                 self._charge(security, name, command)
-            return await dispatch(self.server.broker, self.session, name, command[1:])
+            reply = await dispatch(self.server.broker, self.session, name, command[1:])
+            if self._anonymous and self.session.principal is not None:
+                self._signed_in()
+            return reply
         except LogqError as error:
             return RespError(f"{error.code} {error.message}")
+        except LogError as error:
+            mapped = from_log_error(error)
+            return RespError(f"{mapped.code} {mapped.message}")
         except Exception:
             logger.exception("command %r failed", command[0][:32])
             return RespError("ERR internal error; the server log has the details")
@@ -205,6 +248,30 @@ class Connection(asyncio.Protocol):
             batches = command[3::2]
             records = sum(read_header(b).record_count for b in batches if len(b) >= HEADER_SIZE)
             security.quotas.publish(client, records, sum(len(b) for b in batches))
+
+    def _signed_in(self) -> None:
+        self._anonymous = False
+        self.server.connections.signed_in(self)
+
+    def evict(self, reason: str) -> None:
+        """Close at once: the connection counter needs its place."""
+        self.server.live.discard(self)
+        self._fail(reason)
+
+    def timed_out(self, now: float) -> str | None:
+        """What this connection waited too long for, if it did."""
+        limits = self.server.limits
+        if self._anonymous and now - self.opened_at > limits.handshake_timeout_ms / 1000:
+            return "handshake"
+        if (
+            now - self.last_heard > limits.idle_timeout_ms / 1000
+            and not self._busy
+            and not self._commands
+            and self.session.subscription is None
+            and not self.session.members
+        ):
+            return "idle"
+        return None
 
     async def _writable(self) -> None:
         await self._can_write.wait()
@@ -224,6 +291,10 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(b"-" + text.encode(errors="replace") + b"\r\n")
             self.transport.close()
+
+    def close_with(self, text: str) -> None:
+        """Tell the peer why, and close."""
+        self._fail(text)
 
     def _closing_after_queue(self) -> None:
         self._closing = True
@@ -250,25 +321,53 @@ class NativeServer:
         security: Security | None = None,
         *,
         tls: ssl.SSLContext | None = None,
-        frame_limits: Limits = FRAME_LIMITS,
+        limits: ListenerLimits | None = None,
     ) -> None:
         self.broker = broker
         self.connections = connections
         self.security = security or Security.from_config(SecurityConfig())
         self.tls = tls
-        self.frame_limits = frame_limits
+        self.limits = limits or ListenerLimits()
         self.command_times = CommandTimes()
         self.live: set[Connection] = set()
         self.stopping: set[asyncio.Task[None]] = set()  # subscriptions of lost connections
         self.closing = False
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls)
+        self._server = await loop.create_server(
+            lambda: Connection(self),
+            sock=sock,
+            ssl=self.tls,
+            # a TLS handshake comes before the connection is admitted: bound it the same
+            ssl_handshake_timeout=self.limits.handshake_timeout_ms / 1000 if self.tls else None,
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close the connections that waited too long to sign in, or idled too long."""
+        messages = {
+            "handshake": f"TIMEOUT not signed in within {self.limits.handshake_timeout_ms} ms",
+            "idle": f"TIMEOUT nothing received for {self.limits.idle_timeout_ms} ms",
+        }
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval_s)
+            now = time.monotonic()
+            for connection in list(self.live):
+                kind = connection.timed_out(now)
+                if kind is not None:
+                    self.connections.timed_out[kind] += 1
+                    self.live.discard(connection)
+                    connection.close_with(messages[kind])
 
     async def stop_accepting(self) -> None:
         self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         if self._server is not None:
             self._server.close()
 

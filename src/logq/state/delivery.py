@@ -6,6 +6,13 @@ attempt), `pending` the ranges waiting for redelivery (attempts made, not
 before when), and `next_offset` is where never-delivered messages start.
 Memory follows in-flight work and gaps, not the number of messages.
 
+Each delivery is named by a lease token, unique within the partition's
+state for ever: settlements that carry one act only while the offsets'
+current delivery is the one named (`stale_parts`). A range handed back
+keeps the token of the delivery it came from, so the last holder's late
+ack still counts while nobody has received the message again. Attempt
+numbers cannot serve: a seek or a redrive starts them over.
+
 Mutations happen only through `apply(event)`, live and on replay alike.
 Planning a delivery reads the state and returns what to lease; the caller
 turns the plan into a `Leased` event and applies it before any await, so two
@@ -18,7 +25,17 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from logq.state.events import Event, Extended, Leased, Redriven, Released, Seeked, Settled
+from logq.state.events import (
+    Event,
+    Extended,
+    Leased,
+    Lost,
+    Redriven,
+    Released,
+    Seeked,
+    Settled,
+)
+from logq.state.lane_guard import LaneGuard, LanePolicy
 from logq.state.ranges import Range, RangeSet
 
 
@@ -30,6 +47,7 @@ class Lease:
     deadline_ms: int
     attempt: int
     leased_ms: int = 0  # when it was handed out (0: unknown, restored from a snapshot)
+    token: int = 0  # the delivery's lease token (0: none, as before tokens)
 
 
 @dataclass(slots=True)
@@ -38,6 +56,7 @@ class Pending:
     end: int
     attempt: int  # deliveries already made
     not_before_ms: int
+    token: int = 0  # lease token of the delivery it came back from (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +75,7 @@ class PartitionDelivery:
     settled: RangeSet = field(default_factory=RangeSet)
     leases: list[Lease] = field(default_factory=list)  # sorted by start, disjoint
     pending: list[Pending] = field(default_factory=list)  # sorted by start, disjoint
+    last_token: int = 0  # the highest lease token handed out
 
     # -- queries --------------------------------------------------------------
 
@@ -85,6 +105,10 @@ class PartitionDelivery:
     def is_settled(self, offset: int) -> bool:
         return offset < self.floor or offset in self.settled
 
+    def all_settled(self, start: int, end: int) -> bool:
+        """Whether every offset of [start, end) is settled."""
+        return end <= self.floor or self.settled.covers(max(start, self.floor), end)
+
     def plan(self, now_ms: int, count_max: int, log_end: int) -> list[Planned]:
         """Due redeliveries first (lowest offset first), then fresh offsets."""
         planned: list[Planned] = []
@@ -105,6 +129,35 @@ class PartitionDelivery:
             planned.append(Planned(self.next_offset, end, 1))
         return planned
 
+    def next_token(self, now_ms: int) -> int:
+        """A lease token for a new delivery: above every token handed out,
+        and at least `now_ms` x 1000, so that after a crash that lost the
+        last (not yet fsynced) leases the tokens handed out again are still
+        new (tokens stay below 2^53: exact in JSON numbers too)."""
+        return max(self.last_token + 1, now_ms * 1000)
+
+    def stale_parts(self, ranges: Sequence[Range], token: int) -> list[Range]:
+        """Unsettled parts of `ranges` whose current delivery is not the one
+        named by `token`: leased under another token, or handed back after
+        another delivery (a redriven or seeked-over offset has none)."""
+        if not ranges:
+            return []
+        lowest, highest = min(start for start, _ in ranges), max(end for _, end in ranges)
+        stale: list[Range] = []
+        spans: list[Lease] | list[Pending]
+        for spans in (self.leases, self.pending):  # each sorted and disjoint: by end too
+            index = bisect.bisect_right(spans, lowest, key=lambda item: item.end)
+            for item in spans[index:]:
+                if item.start >= highest:
+                    break
+                if item.token == token:
+                    continue
+                for start, end in ranges:
+                    low, high = max(start, item.start), min(end, item.end)
+                    if low < high:
+                        stale.extend(self.unsettled_ranges(low, high))
+        return sorted(stale)
+
     def next_due_ms(self) -> int | None:
         """Earliest time a pending range becomes deliverable."""
         return min((item.not_before_ms for item in self.pending), default=None)
@@ -123,12 +176,21 @@ class PartitionDelivery:
                 self._remove_pending(start, end)
                 self._carve_leases(start, end)
                 self._insert_lease(
-                    Lease(start, end, event.consumer, event.deadline_ms, event.attempt, event.at_ms)
+                    Lease(
+                        start,
+                        end,
+                        event.consumer,
+                        event.deadline_ms,
+                        event.attempt,
+                        event.at_ms,
+                        event.token,
+                    )
                 )
                 if start <= self.next_offset:
                     self.next_offset = max(self.next_offset, end)
+            self.last_token = max(self.last_token, event.token)
             self._advance_next()
-        elif isinstance(event, Settled):
+        elif isinstance(event, Settled | Lost):
             for start, end in event.ranges:
                 self.settled.add(start, end)
                 self._remove_pending(start, end)
@@ -137,12 +199,13 @@ class PartitionDelivery:
             self._advance_next()
         elif isinstance(event, Released):
             for start, end in event.ranges:
-                self._carve_leases(start, end)
+                carved = self._carve_leases(start, end)
                 self._remove_pending(start, end)
                 for gap_start, gap_end in self.unsettled_ranges(start, end):
-                    self._insert_pending(
-                        Pending(gap_start, gap_end, event.attempt, event.not_before_ms)
-                    )
+                    for low, high, token in _tokens_over(carved, gap_start, gap_end):
+                        self._insert_pending(
+                            Pending(low, high, event.attempt, event.not_before_ms, token)
+                        )
         elif isinstance(event, Extended):
             for start, end in event.ranges:
                 for piece in self._carve_leases(start, end):
@@ -212,56 +275,90 @@ class PartitionDelivery:
         log_end: int,
         lanes: Sequence[tuple[int, int, int]],
         rank: Mapping[int, int],
-        share: float,
+        guard: LaneGuard,
+        policy: LanePolicy,
     ) -> list[Planned]:
         """Shared groups with priority lanes: due redeliveries first, then
         fresh offsets lane by lane in `rank` order (lane index -> position,
-        0 first). `lanes` lists the (start, end, lane) of batches outside the
-        normal lane (index 0); every lane below the first with messages
-        waiting is guaranteed `share` of the budget (at least one message),
-        so none is starved."""
+        0 first), each lane in offset order. `lanes` lists the (start, end,
+        lane) of batches outside the normal lane (index 0), sorted. How many
+        each lane gets is the starvation guard's (`guard`, see lane_guard.py):
+        the highest lane first, a lower one once its bound has passed."""
         planned = self.plan(now_ms, count_max, self.next_offset)  # due redeliveries only
         budget = count_max - sum(p.end - p.start for p in planned)
         if budget <= 0 or self.next_offset >= log_end:
             return planned
-        by_lane: dict[int, list[Range]] = {}
-        for start, end, lane in lanes:
-            if end > self.next_offset and start < log_end and lane in rank and lane != 0:
-                free = self.free(max(start, self.next_offset), min(end, log_end))
-                by_lane.setdefault(lane, []).extend(free)
-        others = [r for ranges in by_lane.values() for r in ranges]
-        normal: list[Range] = []
-        wanted = budget
-        for start, end in self.free(self.next_offset, log_end):
-            for low, high in _without(start, end, others):
-                take = min(high - low, wanted)
-                normal.append((low, low + take))
-                wanted -= take
-                if wanted <= 0:
+        first = bisect.bisect_right(lanes, self.next_offset, key=lambda entry: entry[1])
+        by_lane = self._free_by_lane(lanes, first, log_end, rank, budget + 1)
+        by_lane[0] = self._free_normal(lanes, first, log_end, rank, budget + 1)
+        order = sorted(by_lane, key=lambda lane: rank.get(lane, 0))
+        waiting = [(lane, sum(end - start for start, end in by_lane[lane])) for lane in order]
+        takes = guard.allot(waiting, budget, now_ms, policy)
+        for lane, take in zip(order, takes, strict=True):
+            left = take
+            for start, end in by_lane[lane]:
+                if left <= 0:
                     break
+                count = min(end - start, left)
+                planned.append(Planned(start, start + count, 1))
+                left -= count
+        return planned
+
+    def _free_by_lane(
+        self,
+        lanes: Sequence[tuple[int, int, int]],
+        first: int,
+        log_end: int,
+        rank: Mapping[int, int],
+        wanted: int,
+    ) -> dict[int, list[Range]]:
+        """Up to `wanted` free offsets of each lane but normal, from lane entry `first` on."""
+        by_lane: dict[int, list[Range]] = {lane: [] for lane in rank if lane != 0}
+        found = dict.fromkeys(by_lane, 0)
+        hungry = len(by_lane)
+        for position in range(first, len(lanes)):
+            start, end, lane = lanes[position]
+            if start >= log_end or hungry == 0:
+                break
+            if lane not in found or found[lane] >= wanted:
+                continue
+            for low, high in self.free(max(start, self.next_offset), min(end, log_end)):
+                stop = min(high, low + wanted - found[lane])
+                by_lane[lane].append((low, stop))
+                found[lane] += stop - low
+                if found[lane] >= wanted:
+                    hungry -= 1
+                    break
+        return by_lane
+
+    def _free_normal(
+        self,
+        lanes: Sequence[tuple[int, int, int]],
+        first: int,
+        log_end: int,
+        rank: Mapping[int, int],
+        wanted: int,
+    ) -> list[Range]:
+        """Up to `wanted` free offsets of the normal lane: those in no entry of
+        another lane (a lane no longer configured counts as normal)."""
+        normal: list[Range] = []
+        index = first
+        for start, end in self.free(self.next_offset, log_end):
+            cursor = start
+            while cursor < end and wanted > 0:
+                while index < len(lanes) and (
+                    lanes[index][1] <= cursor or lanes[index][2] not in rank
+                ):
+                    index += 1
+                stop = end if index == len(lanes) else min(end, max(lanes[index][0], cursor))
+                if stop > cursor:
+                    take = min(stop - cursor, wanted)
+                    normal.append((cursor, cursor + take))
+                    wanted -= take
+                cursor = stop if index == len(lanes) else max(stop, lanes[index][1])
             if wanted <= 0:
                 break
-        by_lane[0] = normal
-        queues = [by_lane[lane] for lane in sorted(by_lane, key=lambda lane: rank.get(lane, 0))]
-        quotas = [0] * len(queues)
-        for index in range(1, len(queues)):
-            if queues[index] and any(queues[:index]):
-                quotas[index] = max(1, int(budget * share))
-        quotas[0] = max(budget - sum(quotas[1:]), 0)
-        for quota_pass in (True, False):
-            for index, queue in enumerate(queues):
-                allowed = quotas[index] if quota_pass else budget
-                while queue and budget > 0 and allowed > 0:
-                    start, end = queue[0]
-                    take = min(end - start, budget, allowed)
-                    planned.append(Planned(start, start + take, 1))
-                    budget -= take
-                    allowed -= take
-                    quotas[index] -= take
-                    queue[0] = (start + take, end)
-                    if queue[0][0] >= end:
-                        queue.pop(0)
-        return planned
+        return normal
 
     def _advance_floor(self) -> None:
         first = self.settled.first_range()
@@ -308,10 +405,28 @@ class PartitionDelivery:
                 kept.append(item)
                 continue
             if item.start < start:
-                kept.append(Pending(item.start, start, item.attempt, item.not_before_ms))
+                kept.append(replace(item, end=start))
             if item.end > end:
-                kept.append(Pending(end, item.end, item.attempt, item.not_before_ms))
+                kept.append(replace(item, start=end))
         self.pending = sorted(kept, key=lambda entry: entry.start)
+
+
+def _tokens_over(pieces: list[Lease], start: int, end: int) -> list[tuple[int, int, int]]:
+    """[start, end) split by the lease pieces (sorted) over it, each part
+    with the token of its piece (0 where none lies)."""
+    parts: list[tuple[int, int, int]] = []
+    at = start
+    for piece in pieces:
+        low, high = max(piece.start, at), min(piece.end, end)
+        if low >= high:
+            continue
+        if at < low:
+            parts.append((at, low, 0))
+        parts.append((low, high, piece.token))
+        at = high
+    if at < end:
+        parts.append((at, end, 0))
+    return parts
 
 
 def _subtract(gaps: list[Range], start: int, end: int) -> list[Range]:
@@ -325,11 +440,3 @@ def _subtract(gaps: list[Range], start: int, end: int) -> list[Range]:
         if high > end:
             kept.append((end, high))
     return kept
-
-
-def _without(start: int, end: int, taken: list[Range]) -> list[Range]:
-    gaps = [(start, end)]
-    for low, high in taken:
-        if high > start and low < end:
-            gaps = _subtract(gaps, low, high)
-    return sorted(gaps)

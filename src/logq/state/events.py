@@ -14,7 +14,9 @@ Ranges = list[tuple[int, int]]
 
 
 class Leased(msgspec.Struct, tag="L", frozen=True, array_like=True):
-    """Offsets handed to a consumer until `deadline_ms`, as delivery `attempt`."""
+    """Offsets handed to a consumer until `deadline_ms`, as delivery `attempt`,
+    under lease token `token`: the name of this delivery, which settlements
+    carry so that a late one cannot touch a later delivery of the same offsets."""
 
     group: str
     partition: int
@@ -23,10 +25,20 @@ class Leased(msgspec.Struct, tag="L", frozen=True, array_like=True):
     deadline_ms: int
     attempt: int
     at_ms: int = 0  # when (0 in journals written before it was recorded)
+    token: int = 0  # 0 in journals written before tokens, and for dead-letter holds
 
 
 class Settled(msgspec.Struct, tag="S", frozen=True, array_like=True):
     """Offsets done for this group: acked, rejected or dead-lettered."""
+
+    group: str
+    partition: int
+    ranges: Ranges
+
+
+class Lost(msgspec.Struct, tag="X", frozen=True, array_like=True):
+    """Offsets lost to damage on disk: never delivered, never acked or
+    dead-lettered; the group passes them (they count as done for its floor)."""
 
     group: str
     partition: int
@@ -69,7 +81,7 @@ class Redriven(msgspec.Struct, tag="D", frozen=True, array_like=True):
     not_before_ms: int
 
 
-Event = Leased | Settled | Released | Extended | Seeked | Redriven
+Event = Leased | Settled | Lost | Released | Extended | Seeked | Redriven
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])

@@ -1,12 +1,15 @@
 // The logq dashboard: plain JavaScript over the REST API, no build step.
 // Live numbers arrive as server-sent events (/v1/events), one snapshot a
-// second; throughput is the change of the counters between two snapshots.
+// second: the broker's totals and rates, the busiest topics' rates, and the
+// page of the topic table this page asked for; its size does not grow with
+// the topic count.
 "use strict";
 
 const HISTORY = 60; // points per chart: a minute
 const view = document.getElementById("view");
 const live = document.getElementById("live");
-const store = { snapshot: null, previous: null, rates: new Map(), page: null };
+// rates: each busy topic's last minute; total: the broker's
+const store = { snapshot: null, chartedAt: -Infinity, total: [], rates: new Map(), page: null };
 // Counts navigations. A page takes the count as its token when route()
 // calls it; after an await it draws nothing if the user has gone elsewhere.
 let navigation = 0;
@@ -117,22 +120,39 @@ function notice(text, isError = false) {
 
 // -- live snapshots ----------------------------------------------------------------
 
+// The topic table's view: the event stream is asked for it in its query
+// string, so each snapshot carries only the rows shown (a page of them,
+// filtered and sorted by the server), whatever the topic count. What equals
+// the server's default is left out of the query.
+const topicView = { filter: "", sort: "name", order: "asc", offset: 0 };
+const HISTORY_STEP_MS = 500; // a snapshot sooner than this after the last (a reconnect) adds no point
+
+function eventsUrl() {
+  const query = new URLSearchParams();
+  if (topicView.filter) query.set("filter", topicView.filter);
+  if (topicView.sort !== "name") query.set("sort", topicView.sort);
+  if (topicView.order !== "asc") query.set("order", topicView.order);
+  if (topicView.offset) query.set("offset", String(topicView.offset));
+  const text = query.toString();
+  return text ? `/v1/events?${text}` : "/v1/events";
+}
+
+function record(history, rates) {
+  history.push({ in: rates.in_per_s, out: rates.out_per_s });
+  while (history.length > HISTORY) history.shift();
+}
+
+// The broker-wide history, and one per busy topic while it stays busy.
 function onSnapshot(snapshot) {
-  const previous = store.snapshot;
-  store.previous = previous;
   store.snapshot = snapshot;
-  if (previous) {
-    const seconds = Math.max((snapshot.at_ms - previous.at_ms) / 1000, 0.001);
-    const before = new Map(previous.topics.map((topic) => [topic.name, topic]));
-    for (const topic of snapshot.topics) {
-      const last = before.get(topic.name);
-      const history = store.rates.get(topic.name) || [];
-      history.push({
-        in: last ? Math.max(topic.messages_in - last.messages_in, 0) / seconds : 0,
-        out: last ? Math.max(topic.messages_out - last.messages_out, 0) / seconds : 0,
-      });
-      while (history.length > HISTORY) history.shift();
-      store.rates.set(topic.name, history);
+  if (snapshot.at_ms - store.chartedAt >= HISTORY_STEP_MS) {
+    store.chartedAt = snapshot.at_ms;
+    record(store.total, snapshot.totals);
+    const busy = new Set(snapshot.busiest.map((topic) => topic.name));
+    for (const name of [...store.rates.keys()]) if (!busy.has(name)) store.rates.delete(name);
+    for (const topic of snapshot.busiest) {
+      if (!store.rates.has(topic.name)) store.rates.set(topic.name, []);
+      record(store.rates.get(topic.name), topic);
     }
   }
   if (store.page && store.page.live) store.page.live(snapshot);
@@ -141,9 +161,12 @@ function onSnapshot(snapshot) {
 // The browser reconnects by itself when a stream breaks, but not after an
 // error answer (429 THROTTLED, 503 at the connection limit, 401): then the
 // page tries again, waiting 1 s, doubling to 15 s, until snapshots flow.
+// A new view of the topic table opens a new stream at once.
 const RETRY_FIRST_MS = 1000;
 const RETRY_LAST_MS = 15000;
 let retryMs = RETRY_FIRST_MS;
+let source = null;
+let retryTimer = null;
 
 function liveLabel(text, on) {
   setText(live, text);
@@ -151,30 +174,39 @@ function liveLabel(text, on) {
 }
 
 function connect() {
-  const source = new EventSource("/v1/events");
-  source.onmessage = (event) => {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  if (source) source.close();
+  const opened = new EventSource(eventsUrl());
+  source = opened;
+  opened.onmessage = (event) => {
     retryMs = RETRY_FIRST_MS;
     liveLabel("live", true);
     onSnapshot(JSON.parse(event.data));
   };
-  source.onerror = () => {
-    if (source.readyState !== EventSource.CLOSED) {
+  opened.onerror = () => {
+    if (opened !== source) return;
+    if (opened.readyState !== EventSource.CLOSED) {
       liveLabel("reconnecting…", false);
       return;
     }
     liveLabel("disconnected", false);
-    source.close();
-    setTimeout(connect, retryMs);
+    opened.close();
+    retryTimer = setTimeout(connect, retryMs);
     retryMs = Math.min(retryMs * 2, RETRY_LAST_MS);
   };
 }
 
-function latestRate(name) {
-  const history = store.rates.get(name);
+function changeView(change) {
+  Object.assign(topicView, change);
+  connect();
+}
+
+function latest(history) {
   return history && history.length ? history[history.length - 1] : { in: 0, out: 0 };
 }
 
-function chart(name) {
+function chart(title, attrs, href) {
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${HISTORY - 1} 100`);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -186,22 +218,21 @@ function chart(name) {
   }
   return h(
     "figure",
-    { class: "chart", "data-chart": name },
-    h("h3", {}, h("a", { href: topicHref(name), "data-focus": `chart ${name}` }, name)),
+    { class: "chart", ...attrs },
+    h("h3", {}, href ? h("a", { href, "data-focus": `chart ${title}` }, title) : title),
     svg,
     h("figcaption", { class: "legend" }, h("span", { class: "in" }), h("span", { class: "out" }), h("span", { class: "peak" }))
   );
 }
 
-function drawChart(figure, name) {
-  const history = store.rates.get(name) || [];
+function drawChart(figure, title, history) {
   const peak = Math.max(1, ...history.map((point) => Math.max(point.in, point.out)));
   const line = (key) =>
     history
       .map((point, index) => `${HISTORY - history.length + index},${(100 - (point[key] / peak) * 95).toFixed(2)}`)
       .join(" ");
-  const current = latestRate(name);
-  figure.querySelector("svg").setAttribute("aria-label", `${name}: ${rate(current.in)} in and ${rate(current.out)} out per second`);
+  const current = latest(history);
+  figure.querySelector("svg").setAttribute("aria-label", `${title}: ${rate(current.in)} in and ${rate(current.out)} out per second`);
   figure.querySelector("polyline.in").setAttribute("points", line("in"));
   figure.querySelector("polyline.out").setAttribute("points", line("out"));
   setText(figure.querySelector(".legend .in"), `in ${rate(current.in)}/s`);
@@ -217,55 +248,107 @@ function fillRow(row, values) {
 }
 
 // The focused element in the view, by its data-focus key ("" for one
-// without), to find its equivalent after the view is drawn anew.
+// without), to find its equivalent after part of the view is drawn anew.
 function focusKey() {
   const element = document.activeElement;
   return view.contains(element) ? element.dataset.focus || "" : null;
 }
 
 function restoreFocus(key) {
-  if (key === null) return;
+  if (key === null || (document.activeElement && view.contains(document.activeElement))) return;
   const same = [...view.querySelectorAll("[data-focus]")].find((element) => element.dataset.focus === key);
   (same || view).focus({ preventScroll: true });
 }
 
+// Replaces a part of the page (rows, charts) and gives the focus back to
+// the equivalent of what had it, if the replaced part had it.
+function redraw(container, children) {
+  const focused = focusKey();
+  container.replaceChildren(...children);
+  restoreFocus(focused);
+}
+
 // -- pages -----------------------------------------------------------------------------
 
-// The overview is drawn anew only when its topics or groups change; other
-// snapshots change the numbers in place, so the keyboard focus and a screen
-// reader's place stay where they are.
+// the topic table's columns: key (as the server sorts by it), title, class
+const TOPIC_COLUMNS = [
+  ["name", "topic", "text"],
+  ["partitions", "partitions", "hide-narrow"],
+  ["messages", "messages", ""],
+  ["bytes", "bytes", "hide-narrow"],
+  ["pending", "pending", ""],
+  ["in_flight", "in flight", ""],
+  ["acked", "acked", ""],
+  ["failed", "failed", ""],
+  ["dead_lettered", "dead-lettered", ""],
+  ["in_per_s", "in/s", "hide-narrow"],
+  ["out_per_s", "out/s", "hide-narrow"],
+];
+const FILTER_DELAY_MS = 250; // typing pauses this long before the table is asked for anew
+const NAME_LENGTH_MAX = 200; // the broker's longest topic name
+
+// The overview is drawn once; after that each snapshot changes the numbers
+// in place, and only a part whose members changed (the rows of the page
+// shown, the busiest topics, the groups) is drawn anew, so the keyboard
+// focus and a screen reader's place stay where they are.
 function overview() {
-  let shape = null; // the topics and groups drawn, as JSON
-  const build = (snapshot) => {
-    const topicRows = snapshot.topics.map((topic) =>
-      h(
+  let parts = null;
+  let drawnRows = null;
+  let drawnCharts = null;
+  let drawnGroups = null;
+  let filterTimer = null;
+
+  // rows a page holds: the server's default, as the page asks for no other
+  const pageRows = () => store.snapshot.topics.limit;
+  const sortBy = (key) => {
+    const order = topicView.sort === key ? (topicView.order === "asc" ? "desc" : "asc") : key === "name" ? "asc" : "desc";
+    changeView({ sort: key, order, offset: 0 });
+    markSort();
+  };
+  const markSort = () => {
+    for (const th of parts.head.querySelectorAll("th[data-sort]")) {
+      const sorted = th.dataset.sort === topicView.sort;
+      if (sorted) th.setAttribute("aria-sort", topicView.order === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    }
+  };
+  const build = () => {
+    const filter = h("input", {
+      type: "search",
+      id: "topic-filter",
+      value: topicView.filter,
+      maxlength: String(NAME_LENGTH_MAX),
+      placeholder: "part of a name",
+      autocomplete: "off",
+      "data-focus": "filter",
+      oninput: (event) => {
+        clearTimeout(filterTimer);
+        const text = event.target.value.trim();
+        filterTimer = setTimeout(() => changeView({ filter: text, offset: 0 }), FILTER_DELAY_MS);
+      },
+    });
+    parts = {
+      head: h(
         "tr",
-        { "data-topic": topic.name },
-        h("td", {}, h("a", { href: topicHref(topic.name), "data-focus": `topic ${topic.name}` }, topic.name)),
-        h("td", { class: "hide-narrow", "data-col": "partitions" }),
-        h("td", { "data-col": "messages" }),
-        h("td", { class: "hide-narrow", "data-col": "bytes" }),
-        h("td", { "data-col": "pending" }),
-        h("td", { "data-col": "in_flight" }),
-        h("td", { "data-col": "acked" }),
-        h("td", { "data-col": "failed" }),
-        h("td", { "data-col": "dead_lettered" }, h("a", { href: `${topicHref(topic.name)}/dlq`, "data-focus": `dlq ${topic.name}` })),
-        h("td", { class: "hide-narrow", "data-col": "in_rate" }),
-        h("td", { class: "hide-narrow", "data-col": "out_rate" })
-      )
-    );
-    const groupRows = snapshot.groups.map((group) =>
-      h(
-        "tr",
-        { "data-group": group.group },
-        h("td", {}, group.group),
-        h("td", { class: "text" }, h("a", { href: topicHref(group.topic), "data-focus": `group ${group.group} of ${group.topic}` }, group.topic)),
-        h("td", { class: "text hide-narrow", "data-col": "mode" }),
-        h("td", { "data-col": "members" }),
-        h("td", { "data-col": "lag" }),
-        h("td", { "data-col": "in_flight" })
-      )
-    );
+        {},
+        TOPIC_COLUMNS.map(([key, title, cls]) =>
+          h(
+            "th",
+            { scope: "col", class: cls || null, "data-sort": key },
+            h("button", { type: "button", class: "sort", "data-focus": `sort ${key}`, onclick: () => sortBy(key) }, title)
+          )
+        )
+      ),
+      rows: h("tbody", {}),
+      count: h("p", { class: "muted count", role: "status", id: "topic-count" }),
+      previous: h("button", { type: "button", "data-focus": "previous", onclick: () => changeView({ offset: Math.max(0, topicView.offset - pageRows()) }) }, "Previous"),
+      next: h("button", { type: "button", "data-focus": "next", onclick: () => changeView({ offset: topicView.offset + pageRows() }) }, "Next"),
+      total: chart("All topics", { "data-broker-chart": "" }),
+      charts: h("div", { class: "charts" }),
+      groupsNote: h("p", { class: "muted" }),
+      groups: h("tbody", {}),
+    };
+    markSort();
     show(
       h("h1", {}, "Overview"),
       h(
@@ -284,56 +367,73 @@ function overview() {
         card("connections", "", "connections")
       ),
       h("h2", {}, "Throughput"),
-      snapshot.topics.length ? h("div", { class: "charts" }, snapshot.topics.map((topic) => chart(topic.name))) : h("p", { class: "muted" }, "No topics yet."),
+      parts.total,
+      h("h2", {}, "Busiest topics"),
+      h("p", { class: "muted" }, "The topics with the most messages in and out over about the last ten seconds."),
+      parts.charts,
       h("h2", {}, "Topics"),
-      table(
-        [
-          ["topic", "text"],
-          ["partitions", "hide-narrow"],
-          ["messages"],
-          ["bytes", "hide-narrow"],
-          ["pending"],
-          ["in flight"],
-          ["acked"],
-          ["failed"],
-          ["dead-lettered"],
-          ["in/s", "hide-narrow"],
-          ["out/s", "hide-narrow"],
-        ],
-        topicRows,
-        "Topics"
+      h(
+        "div",
+        { class: "tools", role: "search", "aria-label": "Find topics" },
+        h("label", {}, "Filter topics by name", filter),
+        parts.count,
+        h("div", { class: "pager", role: "group", "aria-label": "Pages of topics" }, parts.previous, parts.next)
       ),
+      h("div", { class: "scroll" }, h("table", { "aria-label": "Topics" }, h("thead", {}, parts.head), parts.rows)),
       h("h2", {}, "Consumer lag"),
-      table(
-        [["group", "text"], ["topic", "text"], ["mode", "text hide-narrow"], ["members"], ["lag"], ["in flight"]],
-        groupRows,
-        "Consumer groups"
+      parts.groupsNote,
+      h(
+        "div",
+        { class: "scroll" },
+        h(
+          "table",
+          { "aria-label": "Consumer groups" },
+          h("thead", {}, h("tr", {}, [["group", "text"], ["topic", "text"], ["mode", "text hide-narrow"], ["members"], ["lag"], ["in flight"]].map(([title, cls]) => h("th", { scope: "col", class: cls }, title)))),
+          parts.groups
+        )
       )
     );
   };
-  // rows and charts are in the snapshot's order: build() drew them so
-  const fill = (snapshot) => {
-    const topics = snapshot.topics;
-    const total = (key) => topics.reduce((sum, topic) => sum + topic[key], 0);
-    const rates = topics.map((topic) => latestRate(topic.name));
-    const cards = {
-      topics: number(topics.length),
-      groups: number(snapshot.groups.length),
-      messages: number(total("messages")),
-      pending: number(total("pending")),
-      in_flight: number(total("in_flight")),
-      acked: number(total("acked")),
-      failed: number(total("failed")),
-      dead_lettered: number(total("dead_lettered")),
-      in_rate: rate(rates.reduce((sum, r) => sum + r.in, 0)),
-      out_rate: rate(rates.reduce((sum, r) => sum + r.out, 0)),
-      connections: number(snapshot.connections.active_connections),
-    };
-    for (const [id, text] of Object.entries(cards)) setText(view.querySelector(`[data-stat=${id}]`), text);
-    const topicRows = view.querySelectorAll("tr[data-topic]");
-    const charts = view.querySelectorAll("[data-chart]");
-    topics.forEach((topic, index) => {
-      fillRow(topicRows[index], {
+
+  const topicRow = (topic) =>
+    h(
+      "tr",
+      { "data-topic": topic.name },
+      h("td", {}, h("a", { href: topicHref(topic.name), "data-focus": `topic ${topic.name}` }, topic.name)),
+      h("td", { class: "hide-narrow", "data-col": "partitions" }),
+      h("td", { "data-col": "messages" }),
+      h("td", { class: "hide-narrow", "data-col": "bytes" }),
+      h("td", { "data-col": "pending" }),
+      h("td", { "data-col": "in_flight" }),
+      h("td", { "data-col": "acked" }),
+      h("td", { "data-col": "failed" }),
+      h("td", { "data-col": "dead_lettered" }, h("a", { href: `${topicHref(topic.name)}/dlq`, "data-focus": `dlq ${topic.name}` })),
+      h("td", { class: "hide-narrow", "data-col": "in_rate" }),
+      h("td", { class: "hide-narrow", "data-col": "out_rate" })
+    );
+  const groupRow = (group) =>
+    h(
+      "tr",
+      { "data-group": group.group },
+      h("td", {}, group.group),
+      h("td", { class: "text" }, h("a", { href: topicHref(group.topic), "data-focus": `group ${group.group} of ${group.topic}` }, group.topic)),
+      h("td", { class: "text hide-narrow", "data-col": "mode" }),
+      h("td", { "data-col": "members" }),
+      h("td", { "data-col": "lag" }),
+      h("td", { "data-col": "in_flight" })
+    );
+  const empty = (columns, text) => h("tr", {}, h("td", { colspan: columns, class: "muted text" }, text));
+
+  const fillTopics = (table, totals) => {
+    const names = JSON.stringify(table.rows.map((topic) => topic.name));
+    if (names !== drawnRows) {
+      const none = totals.topics === 0 ? "No topics yet." : table.filter ? `No topic name holds “${table.filter}”.` : "No topics on this page.";
+      redraw(parts.rows, table.rows.length ? table.rows.map(topicRow) : [empty(TOPIC_COLUMNS.length, none)]);
+      drawnRows = names;
+    }
+    const rows = parts.rows.querySelectorAll("tr[data-topic]");
+    table.rows.forEach((topic, index) =>
+      fillRow(rows[index], {
         partitions: number(topic.partitions),
         messages: number(topic.messages),
         bytes: size(topic.bytes),
@@ -342,31 +442,81 @@ function overview() {
         acked: number(topic.acked),
         failed: number(topic.failed),
         dead_lettered: number(topic.dead_lettered),
-        in_rate: rate(rates[index].in),
-        out_rate: rate(rates[index].out),
-      });
-      drawChart(charts[index], topic.name);
-    });
-    const groupRows = view.querySelectorAll("tr[data-group]");
-    snapshot.groups.forEach((group, index) =>
-      fillRow(groupRows[index], { mode: group.mode || "", members: number(group.members), lag: number(group.lag), in_flight: number(group.in_flight) })
+        in_rate: rate(topic.in_per_s),
+        out_rate: rate(topic.out_per_s),
+      })
     );
+    const first = table.offset + 1;
+    const last = table.offset + table.rows.length;
+    const shown = table.rows.length ? `${number(first)}–${number(last)} of ` : "0 of ";
+    const count = table.filter
+      ? `${shown}${number(table.matching)} topics whose name holds “${table.filter}” (${number(totals.topics)} in all)`
+      : `${shown}${number(table.matching)} topics`;
+    setText(parts.count, count);
+    parts.previous.disabled = table.offset === 0;
+    parts.next.disabled = last >= table.matching;
   };
+
+  const fillCharts = (snapshot) => {
+    drawChart(parts.total, "All topics", store.total);
+    const names = JSON.stringify(snapshot.busiest.map((topic) => topic.name));
+    if (names !== drawnCharts) {
+      redraw(
+        parts.charts,
+        snapshot.busiest.length
+          ? snapshot.busiest.map((topic) => chart(topic.name, { "data-chart": topic.name }, topicHref(topic.name)))
+          : [h("p", { class: "muted" }, "No topics yet.")]
+      );
+      drawnCharts = names;
+    }
+    for (const figure of parts.charts.querySelectorAll("[data-chart]")) {
+      drawChart(figure, figure.dataset.chart, store.rates.get(figure.dataset.chart) || []);
+    }
+  };
+
+  const fillGroups = (snapshot) => {
+    const shape = JSON.stringify(snapshot.groups.map((group) => [group.topic, group.group]));
+    if (shape !== drawnGroups) {
+      redraw(parts.groups, snapshot.groups.length ? snapshot.groups.map(groupRow) : [empty(6, "none yet")]);
+      drawnGroups = shape;
+    }
+    const rows = parts.groups.querySelectorAll("tr[data-group]");
+    snapshot.groups.forEach((group, index) =>
+      fillRow(rows[index], { mode: group.mode || "", members: number(group.members), lag: number(group.lag), in_flight: number(group.in_flight) })
+    );
+    const all = snapshot.totals.groups;
+    setText(parts.groupsNote, all > snapshot.groups.length ? `The ${number(snapshot.groups.length)} groups with the most lag, of ${number(all)}.` : "");
+  };
+
   const render = (snapshot) => {
     if (!snapshot) {
       show(h("h1", {}, "Overview"), h("p", { class: "muted" }, "Waiting for the first snapshot…"));
       return;
     }
-    const drawn = JSON.stringify([snapshot.topics.map((topic) => topic.name), snapshot.groups.map((group) => [group.topic, group.group])]);
-    if (drawn === shape) {
-      fill(snapshot);
-      return;
+    if (!parts) build();
+    const totals = snapshot.totals;
+    const cards = {
+      topics: number(totals.topics),
+      groups: number(totals.groups),
+      messages: number(totals.messages),
+      pending: number(totals.pending),
+      in_flight: number(totals.in_flight),
+      acked: number(totals.acked),
+      failed: number(totals.failed),
+      dead_lettered: number(totals.dead_lettered),
+      in_rate: rate(totals.in_per_s),
+      out_rate: rate(totals.out_per_s),
+      connections: number(snapshot.connections.active_connections),
+    };
+    for (const [id, text] of Object.entries(cards)) setText(view.querySelector(`[data-stat=${id}]`), text);
+    fillCharts(snapshot);
+    fillTopics(snapshot.topics, totals);
+    fillGroups(snapshot);
+    // topics went away under the page shown: show the last page there is
+    const table = snapshot.topics;
+    if (table.offset === topicView.offset && table.offset > 0 && table.offset >= table.matching) {
+      changeView({ offset: Math.max(0, Math.ceil(table.matching / table.limit) - 1) * table.limit });
     }
-    const focused = focusKey();
-    build(snapshot);
-    fill(snapshot);
-    restoreFocus(focused);
-    shape = drawn;
   };
   render(store.snapshot);
   return { live: render };
@@ -460,6 +610,9 @@ async function topicPage(name) {
       card("acked", number(topic.acked), "acked"),
       card("dead-lettered", number(topic.dead_lettered), "dead_lettered"),
       card("in the DLQ now", number(topic.in_dlq), "in_dlq")
+    ),
+    (topic.damaged ?? []).map((d) =>
+      notice(`Partition ${d.partition}: offsets ${d.start}..${d.end - 1} lost to damage on disk (${d.reason})`, true)
     ),
     h("p", { class: "muted" }, `Priority lanes: ${lanes || "–"} · retention ${topic.config.retention ?? "forever"}`),
     h("h2", {}, "Partitions"),

@@ -1,0 +1,222 @@
+"""Verifying a segment whole, without cutting anything.
+
+Recovery cuts a torn tail of the active segment: nothing after it was ever
+acknowledged. Damage anywhere else (a flipped byte in a sealed segment, a
+segment shortened on disk, a bad batch below the recovery checkpoint) lies
+between acknowledged batches, so cutting there would throw away intact data.
+Verification walks every batch instead, checking its header, its offset
+continuity and its CRC32C; at a batch that fails it searches forward, byte by
+byte, for the next batch that passes every check and continues from there.
+What is lost is exactly the offsets between the last good batch and the next
+one (or the segment's end offset when none follows), each such gap reported
+as a `DamagedRange`. The walk also yields fresh index entries, so a damaged
+index can be rebuilt from the same pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from logq.log.batch import (
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    LENGTH_PREFIX_SIZE,
+    VERSION_AT,
+    BatchHeader,
+    compute_crc,
+    read_header,
+)
+from logq.log.index import OFFSET_ENTRY, TIME_ENTRY
+
+# The walk reads the segment in windows of this size; a larger batch is read whole.
+WINDOW_BYTES = 1024 * 1024
+NO_TIMESTAMP = -1
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedRange:
+    """Offsets [start, end) of a partition lost to damage on disk."""
+
+    start: int
+    end: int
+    segment: str  # file name of the segment holding the damage
+    position: int  # byte position in that file where the damage begins
+    resume_position: int  # position of the first good batch after it (file end if none)
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"offsets {self.start}..{self.end - 1} lost to damage in {self.segment}"
+            f" at byte {self.position} ({self.reason})"
+        )
+
+
+@dataclass(slots=True)
+class Verification:
+    """What a walk over a segment found."""
+
+    damaged: list[DamagedRange] = field(default_factory=list)
+    offset_entries: bytearray = field(default_factory=bytearray)
+    time_entries: bytearray = field(default_factory=bytearray)
+    batches: int = 0
+    checked_bytes: int = 0
+    end_position: int = 0
+    next_offset: int = 0
+    max_timestamp: int = NO_TIMESTAMP
+
+
+class VerifyInterruptedError(Exception):
+    """Raised by a pace callback to stop a verification part way."""
+
+
+class SegmentFile(Protocol):
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def fd(self) -> int: ...
+    @property
+    def log_path(self) -> os.PathLike[str]: ...
+
+    def pread(self, position: int, size: int) -> bytes: ...
+
+
+class _Window:
+    """A cached window of the file, so the walk reads it in large pieces."""
+
+    def __init__(self, segment: SegmentFile, file_size: int) -> None:
+        self._segment = segment
+        self._file_size = file_size
+        self._start = 0
+        self._data = b""
+
+    def get(self, position: int, size: int) -> bytes | None:
+        """`size` bytes at `position`, or None when the file is shorter."""
+        if position + size > self._file_size:
+            return None
+        offset = position - self._start
+        if offset < 0 or offset + size > len(self._data):
+            self._start = position
+            self._data = self._segment.pread(position, max(size, WINDOW_BYTES))
+            offset = 0
+            if len(self._data) < size:
+                return None
+        return self._data[offset : offset + size]
+
+
+def check_batch(
+    window: _Window, position: int, expected_offset: int | None, end_offset: int
+) -> tuple[BatchHeader | None, str]:
+    """The header of the good batch at `position`, or None and why it is not one.
+
+    `expected_offset` None accepts any base offset after nothing (a resync
+    candidate then only has to lie inside the segment's offsets)."""
+    head = window.get(position, HEADER_SIZE)
+    if head is None:
+        return None, "torn batch header"
+    header = read_header(head)
+    if header.batch_length < HEADER_SIZE - LENGTH_PREFIX_SIZE:
+        return None, f"bad batch length {header.batch_length}"
+    if header.version != FORMAT_VERSION:
+        return None, f"unknown batch version {header.version}"
+    if expected_offset is not None and header.base_offset != expected_offset:
+        return None, f"batch offset {header.base_offset}, expected {expected_offset}"
+    if header.record_count < 1 or header.last_offset_delta != header.record_count - 1:
+        return None, "bad record count"
+    if header.next_offset > end_offset:
+        return None, f"batch ends at offset {header.next_offset}, past {end_offset}"
+    body = window.get(position, header.size)
+    if body is None:
+        return None, "torn batch"
+    if compute_crc(body, 0, header.size) != header.crc:
+        return None, "CRC mismatch"
+    return header, ""
+
+
+def _resync(
+    window: _Window, position: int, after_offset: int, end_offset: int, file_size: int
+) -> tuple[int, BatchHeader] | None:
+    """The first good batch past `position` holding offsets past `after_offset`."""
+    candidate = position + 1
+    version = bytes([FORMAT_VERSION])
+    while candidate + HEADER_SIZE <= file_size:
+        span = min(WINDOW_BYTES, file_size - candidate)
+        chunk = window.get(candidate, span)
+        if chunk is None:
+            return None
+        found = chunk.find(version, VERSION_AT)
+        while found != -1:
+            start = candidate + found - VERSION_AT
+            header, _ = check_batch(window, start, None, end_offset)
+            if header is not None and after_offset < header.base_offset:
+                return start, header
+            found = chunk.find(version, found + 1)
+        candidate += max(span - VERSION_AT, 1)
+    return None
+
+
+def verify_segment(
+    segment: SegmentFile,
+    end_offset: int,
+    *,
+    end_position: int | None = None,
+    index_interval_bytes: int = 4096,
+    pace: Callable[[int], None] | None = None,
+) -> Verification:
+    """Walk `segment` up to `end_position` (default: its file size), whose
+    offsets should run from its base up to `end_offset`. `pace(bytes)` is
+    called after each window's worth of batches (a scrubber throttles there)."""
+    file_size = os.fstat(segment.fd).st_size if end_position is None else end_position
+    window = _Window(segment, file_size)
+    result = Verification(next_offset=segment.base_offset)
+    name = os.fspath(segment.log_path).rsplit("/", 1)[-1]
+    position = 0
+    since_entry = 0
+    time_entry_timestamp = NO_TIMESTAMP
+    paced = 0
+    while position < file_size and result.next_offset < end_offset:
+        header, reason = check_batch(window, position, result.next_offset, end_offset)
+        if header is None:
+            found = _resync(window, position, result.next_offset, end_offset, file_size)
+            resume, resume_offset = (file_size, end_offset)
+            if found is not None:
+                resume, resume_offset = found[0], found[1].base_offset
+            result.damaged.append(
+                DamagedRange(result.next_offset, resume_offset, name, position, resume, reason)
+            )
+            result.checked_bytes += resume - position
+            position, result.next_offset = resume, resume_offset
+            since_entry = index_interval_bytes  # an entry right after the damage
+            continue
+        relative = header.base_offset - segment.base_offset
+        if since_entry >= index_interval_bytes:
+            result.offset_entries += OFFSET_ENTRY.pack(relative, position)
+            if result.max_timestamp > time_entry_timestamp:
+                result.time_entries += TIME_ENTRY.pack(result.max_timestamp, relative)
+                time_entry_timestamp = result.max_timestamp
+            since_entry = 0
+        since_entry += header.size
+        result.max_timestamp = max(result.max_timestamp, header.max_timestamp)
+        result.batches += 1
+        result.checked_bytes += header.size
+        position += header.size
+        result.next_offset = header.next_offset
+        if pace is not None and result.checked_bytes - paced >= WINDOW_BYTES:
+            pace(result.checked_bytes - paced)
+            paced = result.checked_bytes
+    if result.next_offset < end_offset:
+        reason = "the segment ends before its last offsets (truncated)"
+        result.damaged.append(
+            DamagedRange(result.next_offset, end_offset, name, position, file_size, reason)
+        )
+        result.next_offset = end_offset
+    if result.max_timestamp > time_entry_timestamp and result.batches:
+        result.time_entries += TIME_ENTRY.pack(
+            result.max_timestamp, result.next_offset - segment.base_offset
+        )
+    result.end_position = position
+    if pace is not None and result.checked_bytes > paced:
+        pace(result.checked_bytes - paced)
+    return result
