@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from logq.client.async_client import AsyncClient
-from logq.client.messages import AsyncMessage, DeliveredBatch, Message, delivered, received
+from logq.client.messages import (
+    AsyncMessage,
+    DeliveredBatch,
+    Message,
+    ThreadAcks,
+    delivered,
+    received,
+)
 from logq.client.records import MessageData
 from logq.client.settle import Settler
 from logq.lanes import Lanes
@@ -104,6 +111,13 @@ def test_a_message_read_without_a_group_cannot_be_settled() -> None:
     for settle in (message.ack, message.nack, message.reject, message.extend):
         with pytest.raises(RuntimeError, match="without a group"):
             settle()
+    loop = asyncio.new_event_loop()
+    try:
+        blocking = Message(message, lambda action: pytest.fail("nothing is sent"), ThreadAcks(loop))
+        with pytest.raises(RuntimeError, match="without a group"):
+            blocking.ack()
+    finally:
+        loop.close()
 
 
 def test_the_blocking_message_answers_from_its_async_message() -> None:

@@ -95,7 +95,7 @@ class AsyncConsumer:
         message is handed out, so a caller leaving the loop leaves the rest."""
         new_message = object.__new__
         auto_ack = self.auto_ack
-        while (chunk := await self._next_chunk()) is not None:
+        while (chunk := await self.next_chunk()) is not None:
             batch, stop = chunk
             # The cursor is read each time: next()/next_batch() may take from this batch too.
             while (index := batch.cursor) < stop:
@@ -107,10 +107,12 @@ class AsyncConsumer:
                     message.ack()
                 yield message
 
-    async def _next_chunk(self) -> tuple[DeliveredBatch, int] | None:
+    async def next_chunk(self) -> tuple[DeliveredBatch, int] | None:
         """The batch to hand out from and where to stop (a quarter of the
         prefetch at most, so credit flows back while the caller works), after
-        counting what was handed out before; None as `next()` returns None."""
+        counting what was handed out before; None as `next()` returns None.
+        The caller hands out records [batch.cursor, stop), moving the cursor
+        before each (the blocking `Client` does so on its caller's thread)."""
         if not await self._wait_for_messages(None):
             return None
         batch = self._buffer[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ class SettlesMessages(Protocol):
     """What a message calls to settle itself (a consumer or the client)."""
 
     def ack_at(self, batch: DeliveredBatch, index: int) -> asyncio.Future[Any]: ...
+    def mark(self, batch: DeliveredBatch, marks: bytearray) -> asyncio.Future[Any]: ...
     def nack(self, message: MessageData, delay: str | int | None) -> Awaitable[Any]: ...
     def reject(self, message: MessageData, reason: str) -> Awaitable[Any]: ...
     def extend(
@@ -113,16 +115,8 @@ class DeliveredBatch(BatchColumns):
 
     def ranges(self) -> list[tuple[int, int]]:
         """The acked offsets not yet sent, as half-open runs [start, end)."""
-        marks, base = self.marks, self.base_offset
-        runs: list[tuple[int, int]] = []
-        start = marks.find(1)
-        while start >= 0:
-            end = marks.find(0, start)
-            if end < 0:
-                end = len(marks)
-            runs.append((base + start, base + end))
-            start = marks.find(1, end)
-        return runs
+        base = self.base_offset
+        return [(base + start, base + end) for start, end in marked_runs(self.marks)]
 
     def take_ranges(self) -> list[tuple[int, int]]:
         """The acked offsets as `ranges()` gives them, forgotten here."""
@@ -130,6 +124,19 @@ class DeliveredBatch(BatchColumns):
         self.marks = bytearray(self.count)
         self.pending = None
         return runs
+
+
+def marked_runs(marks: bytearray) -> list[tuple[int, int]]:
+    """The indexes marked 1 in `marks`, as half-open runs [start, end)."""
+    runs: list[tuple[int, int]] = []
+    start = marks.find(1)
+    while start >= 0:
+        end = marks.find(0, start)
+        if end < 0:
+            end = len(marks)
+        runs.append((start, end))
+        start = marks.find(1, end)
+    return runs
 
 
 class AsyncMessage(MessageData):
@@ -220,15 +227,96 @@ class AsyncMessage(MessageData):
         return self._require().extend(self, visibility_timeout)
 
 
+class ThreadAcks:
+    """Acks made on a thread other than the event loop's (the blocking
+    `Client`'s callers), handed to the loop thread in bulk.
+
+    `ack` marks the record in a bitmap this object keeps for its batch and,
+    the first time since the loop thread last took the marks, wakes the loop
+    thread (`call_soon_threadsafe`); every ack made until the loop thread
+    runs shares that wake and one concurrent future. On the loop thread the
+    marks go into the batches' own bitmaps through their settlers, the same
+    as `AsyncMessage.ack` would put them there, so they are sent within that
+    turn's ACKR; the future resolves as the settlers' futures do. A lock,
+    held for a few stores on either side, keeps a mark from falling between
+    the two threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._batch: DeliveredBatch | None = None  # the batch `_marks` is of
+        self._marks = bytearray()
+        self._waiting: list[tuple[DeliveredBatch, bytearray]] = []  # for the loop thread
+        self._future: concurrent.futures.Future[Any] | None = None
+
+    def ack(self, batch: DeliveredBatch, index: int) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            future = self._future
+            if batch is not self._batch or future is None:
+                future = self._open(batch)
+            self._marks[index] = 1
+            return future
+
+    def _open(self, batch: DeliveredBatch) -> concurrent.futures.Future[Any]:
+        """Start a bitmap for `batch` (and, first thing after a hand-over, a
+        future and the wake that hands them over); the lock is held."""
+        future = self._future
+        if future is None:
+            self._loop.call_soon_threadsafe(self._hand_over)  # raises if the client closed
+            future = self._future = concurrent.futures.Future()
+        self._batch, self._marks = batch, bytearray(batch.count)
+        self._waiting.append((batch, self._marks))
+        return future
+
+    def _hand_over(self) -> None:
+        """On the loop thread: queue the acks marked so far with their settlers."""
+        with self._lock:
+            waiting, future = self._waiting, self._future
+            self._waiting, self._future, self._batch = [], None, None
+        if future is None:
+            return
+        pending: list[asyncio.Future[Any]] = []
+        for batch, marks in waiting:
+            settler = batch.settler
+            assert settler is not None  # Message.ack refuses a message without one
+            queued = settler.mark(batch, marks)
+            if queued not in pending:
+                pending.append(queued)
+        _follow(pending, future)
+
+
+def _follow(sources: list[asyncio.Future[Any]], target: concurrent.futures.Future[Any]) -> None:
+    """Settle `target` once every one of `sources` is done: the first error,
+    else the last result (an ACKR's count)."""
+    left = len(sources)
+
+    def done(source: asyncio.Future[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if target.done():
+            return
+        if source.cancelled():
+            target.cancel()
+        elif (error := source.exception()) is not None:
+            target.set_exception(error)
+        elif left == 0:
+            target.set_result(source.result())
+
+    for source in sources:
+        source.add_done_callback(done)
+
+
 class Message(MessageData):
     """A message received through the blocking `Client`: its fields are its
-    `AsyncMessage`'s, its settlements run on the client's event loop."""
+    `AsyncMessage`'s, its settlements run on the client's event loop (its
+    acks through the client's `ThreadAcks`, without a wait)."""
 
-    __slots__ = ("_inner", "_submit")
+    __slots__ = ("_acks", "_inner", "_submit")
 
-    def __init__(self, inner: AsyncMessage, submit: Submit) -> None:
+    def __init__(self, inner: AsyncMessage, submit: Submit, acks: ThreadAcks | None = None) -> None:
         self._inner = inner
         self._submit = submit
+        self._acks = acks
 
     @property
     def topic(self) -> str:
@@ -290,7 +378,11 @@ class Message(MessageData):
         It is durable when the broker answers, and the future resolves then:
         `msg.ack().result()` waits for this one, `client.flush()` for all,
         and `client.close()` waits for all before it returns."""
-        return self._do(AsyncMessage.ack)
+        acks, inner = self._acks, self._inner
+        if acks is None:
+            return self._do(AsyncMessage.ack)
+        inner._require()  # a message read without a group cannot be settled
+        return acks.ack(inner._batch, inner._index)
 
     def nack(self, delay: str | int | None = None) -> Any:
         """Not now: deliver it again after `delay`; waits for the broker."""

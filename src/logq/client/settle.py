@@ -34,7 +34,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from logq.client.messages import AsyncMessage, DeliveredBatch
+from logq.client.messages import AsyncMessage, DeliveredBatch, marked_runs
 from logq.client.records import MessageData, as_text
 from logq.errors import StaleDeliveryError, UnconfirmedError
 
@@ -127,6 +127,18 @@ class Settler:
         """Queue the ack of record `index` of `batch`; the future (shared by
         every ack of this loop turn) settles when the broker has recorded them."""
         batch.marks[index] = 1
+        pending = batch.pending
+        if pending is None:
+            self._batches.append(batch)
+            pending = batch.pending = self._schedule()
+        return pending
+
+    def mark(self, batch: DeliveredBatch, marks: bytearray) -> asyncio.Future[Any]:
+        """Queue the acks of the records of `batch` marked 1 in `marks` (made
+        on another thread: see ThreadAcks), as `ack_at` does for one."""
+        target = batch.marks
+        for start, end in marked_runs(marks):
+            target[start:end] = b"\x01" * (end - start)
         pending = batch.pending
         if pending is None:
             self._batches.append(batch)
