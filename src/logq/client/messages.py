@@ -381,8 +381,10 @@ class Message(MessageData):
         acks, inner = self._acks, self._inner
         if acks is None:
             return self._do(AsyncMessage.ack)
-        inner._require()  # a message read without a group cannot be settled
-        return acks.ack(inner._batch, inner._index)
+        batch = inner._batch
+        if batch.settler is None:
+            inner._require()  # raises: a message read without a group cannot be settled
+        return acks.ack(batch, inner._index)
 
     def nack(self, delay: str | int | None = None) -> Any:
         """Not now: deliver it again after `delay`; waits for the broker."""
