@@ -9,8 +9,10 @@ for 100-byte messages in batches of 1000.
   one batch per partition per request (what a batching producer does under
   load); the figure counts messages acknowledged durable.
 - consume: the topic is filled first (not timed), then one consumer of an
-  ordered group takes every message by pushed deliveries (`next_batch`,
-  as Kafka consumers poll) and acks each one.
+  ordered group takes every message by pushed deliveries in the plain
+  `async for message in consumer: message.ack()` loop a user writes; with
+  `sync`, the blocking `Client`'s `for message in client.consume(...)` loop
+  instead (on a thread of its own, as a script runs it).
 - shared: the same through a shared group: `consumers` competing workers
   (tasks of this one client) pull with `receive` and ack each message.
 """
@@ -18,6 +20,7 @@ for 100-byte messages in batches of 1000.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -30,9 +33,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from logq.client import AsyncClient
+from logq.client import AsyncClient, Client
 
 READY = re.compile(rb"native (\S+):(\d+) http (\S+) ")
+STALL_S = 30.0  # no message for this long: the scenario has stalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class BrokerBenchSettings:
     consumers: int = 8
     server: str | None = None
     trace: bool = True  # the topic records message lifecycles
+    sync: bool = False  # consume: through the blocking Client
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,7 @@ class BrokerBenchResult:
     mb_per_s: float
     server: str
     trace: bool = True
+    sync: bool = False
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -168,18 +174,68 @@ async def _produce(client: AsyncClient, topic: str, settings: BrokerBenchSetting
 async def _consume(client: AsyncClient, topic: str, settings: BrokerBenchSettings) -> float:
     await _fill(client, topic, settings)
     await client.put_group(topic, "bench", mode="ordered")
+    if settings.sync:
+        return await _watch_blocking(f"{client.host}:{client.port}", topic, settings)
     started = time.perf_counter()
     seen = 0
-    async with client.consume(topic, "bench", prefetch=10 * settings.batch) as consumer:
-        while seen < settings.messages:
-            messages = await consumer.next_batch(settings.batch, 30)
-            if not messages:
-                raise RuntimeError(f"consume stalled after {seen} messages")
-            for message in messages:
+
+    async def take_all() -> None:
+        nonlocal seen
+        async with client.consume(topic, "bench", prefetch=10 * settings.batch) as consumer:
+            async for message in consumer:
                 message.ack()
-            seen += len(messages)
-        await consumer.settler.flush()
+                seen += 1
+                if seen == settings.messages:
+                    break
+            await consumer.settler.flush()
+
+    taking = asyncio.ensure_future(take_all())
+    last = -1
+    while not taking.done():  # a watch beside the loop, which has no time limit of its own
+        await asyncio.wait({taking}, timeout=STALL_S)
+        if not taking.done() and seen == last:
+            taking.cancel()
+            raise RuntimeError(f"consume stalled after {seen} messages")
+        last = seen
+    taking.result()
     return time.perf_counter() - started
+
+
+class _BlockingRun:
+    """What the blocking loop shares with the watch beside it."""
+
+    def __init__(self, server: str) -> None:
+        self.client = Client(server)
+        self.seen = 0
+
+
+async def _watch_blocking(server: str, topic: str, settings: BrokerBenchSettings) -> float:
+    """Run the blocking loop on a thread, closing its client if it stalls."""
+    run = _BlockingRun(server)
+    taking = asyncio.ensure_future(asyncio.to_thread(_consume_blocking, run, topic, settings))
+    last = -1
+    while not taking.done():
+        await asyncio.wait({taking}, timeout=STALL_S)
+        if not taking.done() and run.seen == last:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(run.client.close, 1.0)  # ends the loop
+        last = run.seen
+    return taking.result()
+
+
+def _consume_blocking(run: _BlockingRun, topic: str, settings: BrokerBenchSettings) -> float:
+    """The plain blocking loop (the README's first sample), timed until the
+    broker has confirmed every ack."""
+    with run.client as client:
+        started = time.perf_counter()
+        options = {"prefetch": 10 * settings.batch, "limit": settings.messages}
+        for message in client.consume(topic, "bench", **options):
+            message.ack()
+            run.seen += 1
+        client.flush(STALL_S)
+        if run.seen != settings.messages:
+            raise RuntimeError(f"consume stalled after {run.seen} messages")
+        return time.perf_counter() - started
 
 
 async def _shared(client: AsyncClient, topic: str, settings: BrokerBenchSettings) -> float:
@@ -239,4 +295,5 @@ def run_broker_bench(
         mb_per_s=settings.messages * settings.message_bytes / seconds / 1e6,
         server=server,
         trace=settings.trace,
+        sync=settings.sync,
     )

@@ -135,6 +135,12 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
         "--trace/--no-trace", default=True, show_default=True, help="Trace message lifecycles."
     )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    @click.option(
+        "--sync",
+        is_flag=True,
+        hidden=scenario != "consume",
+        help="Through the blocking Client's plain `for msg in client.consume(...)` loop.",
+    )
     def command(
         messages: int,
         message_bytes: int,
@@ -145,7 +151,10 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
         server: str | None,
         trace: bool,
         as_json: bool,
+        sync: bool,
     ) -> None:
+        if sync and scenario != "consume":
+            raise click.UsageError("--sync is for `logq bench consume` only")
         at_least_one(
             ("--messages", messages),
             ("--batch", batch),
@@ -162,6 +171,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
             consumers=consumers,
             server=server,
             trace=trace,
+            sync=sync,
         )
         console = Console(stderr=True)
         result = run_broker_bench(
@@ -173,6 +183,7 @@ def _broker_scenario(scenario: str, summary: str) -> click.Command:
         table = Table(
             title=f"logq bench {scenario}: {result.message_bytes} B messages, batches of {result.batch}, "
             f"{result.partitions} partitions, fsync always, tracing {'on' if trace else 'off'}"
+            + (", blocking Client" if sync else "")
         )
         table.add_column("measure")
         table.add_column("figure", justify="right")

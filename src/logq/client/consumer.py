@@ -13,6 +13,11 @@ its end by another line; the iterating loop just waits, as it would for
 messages. Only an error that trying again cannot cure (the topic or group
 is gone, access is refused) ends the loop, raised from it.
 
+Deliveries are kept as the batches they came in (`DeliveredBatch`, read
+lazily), each with a cursor over the records not yet handed out; the
+iterator hands records out straight from the batch at the head, one small
+object each, and counts them for credit a chunk at a time.
+
 The subscription makes the consumer a member of the group (in `ordered`
 groups, the owner of some partitions); a background heartbeat keeps it one
 while the caller is busy, and closing it leaves the group at once.
@@ -30,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from logq.client.connection import Connection, error_from_reply
-from logq.client.messages import AsyncMessage, received
+from logq.client.messages import AsyncMessage, DeliveredBatch, delivered
 from logq.client.records import as_map
 from logq.client.settle import Settler
 from logq.errors import ConnectionLostError, LogqError
@@ -83,7 +88,7 @@ class AsyncConsumer:
         self.visibility_timeout = visibility_timeout
         self.auto_ack = auto_ack
         self.settler = Settler(client, topic, group)
-        self._buffer: deque[AsyncMessage] = deque()
+        self._buffer: deque[DeliveredBatch] = deque()  # each with records not handed out
         self._arrived = asyncio.Event()
         self._connection: Connection | None = None
         self._taken = 0
@@ -100,8 +105,37 @@ class AsyncConsumer:
         await self.close()
 
     async def _iterate(self) -> AsyncIterator[AsyncMessage]:
-        while (message := await self.next()) is not None:
-            yield message
+        """The plain `async for message in consumer` loop: this is the hot
+        path, so a message is made here without a call to its `__init__`
+        (the same two fields it sets), and the cursor moves before each
+        message is handed out, so a caller leaving the loop leaves the rest."""
+        new_message = object.__new__
+        auto_ack = self.auto_ack
+        while (chunk := await self.next_chunk()) is not None:
+            batch, stop = chunk
+            # The cursor is read each time: next()/next_batch() may take from this batch too.
+            while (index := batch.cursor) < stop:
+                batch.cursor = index + 1
+                message = new_message(AsyncMessage)
+                message._batch = batch
+                message._index = index
+                if auto_ack:
+                    message.ack()
+                yield message
+
+    async def next_chunk(self) -> tuple[DeliveredBatch, int] | None:
+        """The batch to hand out from and where to stop (a quarter of the
+        prefetch at most, so credit flows back while the caller works), after
+        counting what was handed out before; None as `next()` returns None.
+        The caller hands out records [batch.cursor, stop), moving the cursor
+        before each (the blocking `Client` does so on its caller's thread)."""
+        if not await self._wait_for_messages(None):
+            return None
+        batch = self._buffer[0]
+        stop = min(batch.stop, batch.cursor + max(1, self.prefetch // 4))
+        if self.limit is not None:
+            stop = min(stop, batch.cursor + self.limit - self._handed)
+        return (batch, stop) if stop > batch.cursor else None
 
     async def next(self, timeout_s: float | None = None) -> AsyncMessage | None:
         """The next message, waiting up to `timeout_s` (forever if None);
@@ -116,18 +150,45 @@ class AsyncConsumer:
         for the first (as Kafka's poll): one await for many messages, for
         consumers that go fast. Empty when the time is up, or the consumer is
         closed or at its limit."""
+        if max_messages <= 0 or not await self._wait_for_messages(timeout_s):
+            return []
         if self.limit is not None:
             max_messages = min(max_messages, self.limit - self._handed)
-        if max_messages <= 0:
-            return []
+        taken: list[AsyncMessage] = []
+        buffer = self._buffer
+        while buffer and len(taken) < max_messages:
+            batch = buffer[0]
+            start = batch.cursor
+            stop = min(batch.stop, start + max_messages - len(taken))
+            taken += batch.messages(start, stop)
+            batch.cursor = stop
+            if stop >= batch.stop:
+                buffer.popleft()
+            self._count(batch)
+        if self.auto_ack:
+            for message in taken:
+                message.ack()
+        return taken
+
+    async def _wait_for_messages(self, timeout_s: float | None) -> bool:
+        """Wait until a record is there to hand out (and within the limit),
+        counting those handed out so far; False when the time is up, or the
+        consumer is closed or at its limit."""
+        buffer = self._buffer
+        while buffer and buffer[0].cursor >= buffer[0].stop:
+            self._count(buffer.popleft())
+        if buffer:
+            self._count(buffer[0])
+        if self.limit is not None and self._handed >= self.limit:
+            return False
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while not self._buffer:
+        while not buffer:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             if self._closed:
-                return []
+                return False
             if self._connection is None or self._connection.closed:
                 self._start_subscribing()
             self._arrived.clear()
@@ -135,21 +196,19 @@ class AsyncConsumer:
                 async with asyncio.timeout_at(deadline):
                     await self._arrived.wait()
             except TimeoutError:
-                return []
-        buffer = self._buffer
-        if len(buffer) <= max_messages:
-            batch = list(buffer)
-            buffer.clear()
-        else:
-            batch = [buffer.popleft() for _ in range(max_messages)]
-        self._taken += len(batch)
-        self._handed += len(batch)
-        if self._taken * 2 >= self.prefetch:
-            self._grant()
-        if self.auto_ack:
-            for message in batch:
-                message.ack()
-        return batch
+                return False
+        return True
+
+    def _count(self, batch: DeliveredBatch) -> None:
+        """Count the records of `batch` handed out since last counted, and
+        give their credit back once half the prefetch is taken."""
+        handed = batch.cursor - batch.counted
+        if handed:
+            batch.counted = batch.cursor
+            self._taken += handed
+            self._handed += handed
+            if self._taken * 2 >= self.prefetch:
+                self._grant()
 
     def ack_all(self, messages: Iterable[AsyncMessage]) -> asyncio.Future[Any]:
         """Ack a whole batch (from `next_batch`) in one step; the future
@@ -184,12 +243,15 @@ class AsyncConsumer:
                     await asyncio.wait_for(self._connection.call("STOP"), CLOSE_CALL_TIMEOUT_S)
                 self._connection.close()
             # Leased but never handed out: give them back now rather than at lease expiry.
-            unused = [message.receipt for message in self._buffer]
-            self._buffer.clear()
+            unused = [
+                receipt
+                for batch in self._buffer
+                for receipt in batch.receipts(batch.cursor, batch.stop)
+            ]
+            self._drop_buffer()
             if unused:
-                with contextlib.suppress(
-                    Exception
-                ):  # else their leases expire: bounded, best effort
+                # else their leases expire: bounded, best effort
+                with contextlib.suppress(Exception):
                     await self.client.call(
                         "NACK", self.topic, self.group, *unused, timeout_s=CLOSE_CALL_TIMEOUT_S
                     )
@@ -206,6 +268,7 @@ class AsyncConsumer:
         await self._stop_heartbeat()
         if self._connection is not None:
             self._connection.close()
+        self._drop_buffer()
         self.client.release(self)
 
     async def _stop_subscribing(self) -> None:
@@ -213,6 +276,14 @@ class AsyncConsumer:
         if subscribing is not None:
             subscribing.cancel()
             await asyncio.wait([subscribing])  # its end, without swallowing our own cancel
+
+    def _drop_buffer(self) -> None:
+        """Forget the records not handed out (an iterator left suspended
+        hands out no more; their leases end by a NACK or in time)."""
+        for batch in self._buffer:
+            self._handed += batch.cursor - batch.counted  # handed out, not counted yet
+            batch.counted = batch.cursor = batch.stop
+        self._buffer.clear()
 
     async def _stop_heartbeat(self) -> None:
         heartbeat, self._heartbeat = self._heartbeat, None
@@ -237,7 +308,7 @@ class AsyncConsumer:
     async def _subscribe_until_done(self) -> None:
         if self._closed or (self._connection is not None and not self._connection.closed):
             return
-        self._buffer.clear()
+        self._drop_buffer()
         self._taken = 0
         credit = self.prefetch
         if self.limit is not None:
@@ -333,7 +404,7 @@ class AsyncConsumer:
             assert isinstance(partition, int) and isinstance(start, int)
             assert isinstance(end, int) and isinstance(attempt, int)
             self._buffer.extend(
-                received(
+                delivered(
                     self.topic,
                     partition,
                     start,

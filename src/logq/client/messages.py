@@ -9,18 +9,27 @@ blocking `Client`) a concurrent future for `ack()` and the answer for the
 rest. The client's `flush()` waits for every settlement made so far, and
 its `close()` does before it returns, raising `UnconfirmedError` naming any
 the broker refused or did not answer.
+
+A consumer makes one message object per record, so that object is as
+small as it can be: a reference to its `DeliveredBatch` and its index
+there. The batch's columns are read once when it arrives; key, value,
+headers and timestamp are cut out of them only when asked, and the fields
+every message of a batch shares (topic, partition, attempt, group,
+priority) are the batch's. An ack marks the record in its batch's ack
+bitmap, which the settler turns into ranges.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from logq.client.records import MessageData, batches_in
 from logq.lanes import Lanes
-from logq.log.batch import DecodedBatch, decode_headers
+from logq.log.batch import BatchColumns
 
 Submit = Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]]
 
@@ -28,7 +37,8 @@ Submit = Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]
 class SettlesMessages(Protocol):
     """What a message calls to settle itself (a consumer or the client)."""
 
-    def ack(self, message: MessageData) -> asyncio.Future[Any]: ...
+    def ack_at(self, batch: DeliveredBatch, index: int) -> asyncio.Future[Any]: ...
+    def mark(self, batch: DeliveredBatch, marks: bytearray) -> asyncio.Future[Any]: ...
     def nack(self, message: MessageData, delay: str | int | None) -> Awaitable[Any]: ...
     def reject(self, message: MessageData, reason: str) -> Awaitable[Any]: ...
     def extend(
@@ -36,72 +46,172 @@ class SettlesMessages(Protocol):
     ) -> Awaitable[Any]: ...
 
 
-class AsyncMessage(MessageData):
-    """A message received by a group through `AsyncClient`.
+class DeliveredBatch(BatchColumns):
+    """One fetched batch of a delivery, read as columns.
 
-    Built per message on the consumer's hot path, so it holds only a
-    reference to its decoded batch and its index there: key, value, headers
-    and timestamp are read from the batch when asked."""
+    Holds what its messages share (topic, partition, attempt, the lease
+    token of its delivery, group, the settler, the priority lane), the records [start, stop) the delivery
+    leases, how far they have been handed out (`cursor`; the first
+    `counted` of them counted for credit and limits), and the acks not yet
+    sent: `marks[i]` is 1 once record i is acked, so gathering a batch's
+    acks into ranges costs a few C-level searches, not a sort of offsets."""
 
-    __slots__ = ("_batch", "_index", "_settler", "group")
+    __slots__ = (
+        "attempt",
+        "base_offset",
+        "counted",
+        "cursor",
+        "group",
+        "lease",
+        "marks",
+        "partition",
+        "pending",
+        "priority",
+        "settler",
+        "start",
+        "stop",
+        "topic",
+    )
 
     def __init__(
         self,
+        data: bytes,
+        position: int,
         topic: str,
         partition: int,
-        offset: int,
-        batch: DecodedBatch,
-        index: int,
-        priority: str,
+        start: int,
+        stop: int,
         attempt: int,
         group: str,
         settler: SettlesMessages | None,
+        lanes: Lanes,
         lease: int = 0,
     ) -> None:
+        super().__init__(data, position)
+        assert 0 <= start <= stop <= self.count
         self.topic = topic
         self.partition = partition
-        self.offset = offset
-        self._batch = batch
-        self._index = index
-        self.priority = priority
+        self.base_offset = self.header.base_offset
+        self.priority = lanes.name_of(self.header.lane)
         self.attempt = attempt
         self.lease = lease
         self.group = group
-        self._settler = settler
-        self._headers = None  # type: ignore[assignment]  # decoded on first use
+        self.settler = settler
+        self.start = self.cursor = self.counted = start
+        self.stop = stop
+        self.marks = bytearray(self.count)
+        # While acks marked here wait to be sent: the future they settle.
+        self.pending: asyncio.Future[Any] | None = None
+
+    def messages(self, start: int, stop: int) -> list[AsyncMessage]:
+        return [AsyncMessage(self, index) for index in range(start, stop)]
+
+    def receipts(self, start: int, stop: int) -> list[str]:
+        """The receipts (`<id>@<lease>`) of records [start, stop) of this delivery."""
+        prefix = f"{self.topic}:{self.partition}:"
+        suffix = f"@{self.lease}" if self.lease else ""
+        base = self.base_offset
+        return [f"{prefix}{base + index}{suffix}" for index in range(start, stop)]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The acked offsets not yet sent, as half-open runs [start, end)."""
+        base = self.base_offset
+        return [(base + start, base + end) for start, end in marked_runs(self.marks)]
+
+    def take_ranges(self) -> list[tuple[int, int]]:
+        """The acked offsets as `ranges()` gives them, forgotten here."""
+        runs = self.ranges()
+        self.marks = bytearray(self.count)
+        self.pending = None
+        return runs
+
+
+def marked_runs(marks: bytearray) -> list[tuple[int, int]]:
+    """The indexes marked 1 in `marks`, as half-open runs [start, end)."""
+    runs: list[tuple[int, int]] = []
+    start = marks.find(1)
+    while start >= 0:
+        end = marks.find(0, start)
+        if end < 0:
+            end = len(marks)
+        runs.append((start, end))
+        start = marks.find(1, end)
+    return runs
+
+
+class AsyncMessage(MessageData):
+    """A message received by a group through `AsyncClient`: its batch and index."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: DeliveredBatch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    @property
+    def topic(self) -> str:
+        return self._batch.topic
+
+    @property
+    def partition(self) -> int:
+        return self._batch.partition
+
+    @property
+    def offset(self) -> int:
+        return self._batch.base_offset + self._index
 
     @property
     def key(self) -> bytes | None:
-        return self._batch.keys[self._index]
+        return self._batch.key(self._index)
 
     @property
     def value(self) -> bytes | None:
-        return self._batch.values[self._index]
+        return self._batch.value(self._index)
 
     @property
     def headers(self) -> dict[str, str]:
-        if self._headers is None:
-            block = self._batch.header_blocks[self._index]
-            self._headers = decode_headers(block) if block else {}
-        return self._headers
+        try:
+            return self._headers
+        except AttributeError:  # decoded on first use, then the same dict
+            headers = self._headers = self._batch.headers(self._index)
+            return headers
+
+    @property
+    def priority(self) -> str:
+        return self._batch.priority
+
+    @property
+    def lease(self) -> int:
+        return self._batch.lease
 
     @property
     def timestamp_ms(self) -> int:
-        return self._batch.timestamps[self._index]
+        return self._batch.timestamp(self._index)
+
+    @property
+    def attempt(self) -> int:
+        return self._batch.attempt
+
+    @property
+    def group(self) -> str:
+        return self._batch.group
 
     def _require(self) -> SettlesMessages:
-        if self._settler is None:
+        settler = self._batch.settler
+        if settler is None:
             raise RuntimeError("this message was read without a group: there is nothing to settle")
-        return self._settler
+        return settler
 
     def ack(self) -> asyncio.Future[Any]:
         """Done with it: never deliver it to this group again. Sent at the
         end of this loop turn with the turn's other acks, awaited or not; the
         future resolves once the broker has it durably."""
-        settler = self._settler
-        if settler is None:
-            return self._require().ack(self)  # raises
-        return settler.ack(self)
+        batch = self._batch
+        pending = batch.pending
+        if pending is None:  # the batch's first ack since its acks were last sent
+            return self._require().ack_at(batch, self._index)
+        batch.marks[self._index] = 1  # the ack the settler sends with the batch's others
+        return pending
 
     def nack(self, delay: str | int | None = None) -> Awaitable[Any]:
         """Not now: deliver it again after `delay` (default at once). Sent at
@@ -117,28 +227,140 @@ class AsyncMessage(MessageData):
         return self._require().extend(self, visibility_timeout)
 
 
+class ThreadAcks:
+    """Acks made on a thread other than the event loop's (the blocking
+    `Client`'s callers), handed to the loop thread in bulk.
+
+    `ack` marks the record in a bitmap this object keeps for its batch and,
+    the first time since the loop thread last took the marks, wakes the loop
+    thread (`call_soon_threadsafe`); every ack made until the loop thread
+    runs shares that wake and one concurrent future. On the loop thread the
+    marks go into the batches' own bitmaps through their settlers, the same
+    as `AsyncMessage.ack` would put them there, so they are sent within that
+    turn's ACKR; the future resolves as the settlers' futures do. A lock,
+    held for a few stores on either side, keeps a mark from falling between
+    the two threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._batch: DeliveredBatch | None = None  # the batch `_marks` is of
+        self._marks = bytearray()
+        self._waiting: list[tuple[DeliveredBatch, bytearray]] = []  # for the loop thread
+        self._future: concurrent.futures.Future[Any] | None = None
+
+    def ack(self, batch: DeliveredBatch, index: int) -> concurrent.futures.Future[Any]:
+        with self._lock:
+            future = self._future
+            if batch is not self._batch or future is None:
+                future = self._open(batch)
+            self._marks[index] = 1
+            return future
+
+    def _open(self, batch: DeliveredBatch) -> concurrent.futures.Future[Any]:
+        """Start a bitmap for `batch` (and, first thing after a hand-over, a
+        future and the wake that hands them over); the lock is held."""
+        future = self._future
+        if future is None:
+            self._loop.call_soon_threadsafe(self._hand_over)  # raises if the client closed
+            future = self._future = concurrent.futures.Future()
+        self._batch, self._marks = batch, bytearray(batch.count)
+        self._waiting.append((batch, self._marks))
+        return future
+
+    def _hand_over(self) -> None:
+        """On the loop thread: queue the acks marked so far with their settlers."""
+        with self._lock:
+            waiting, future = self._waiting, self._future
+            self._waiting, self._future, self._batch = [], None, None
+        if future is None:
+            return
+        pending: list[asyncio.Future[Any]] = []
+        for batch, marks in waiting:
+            settler = batch.settler
+            assert settler is not None  # Message.ack refuses a message without one
+            queued = settler.mark(batch, marks)
+            if queued not in pending:
+                pending.append(queued)
+        _follow(pending, future)
+
+
+def _follow(sources: list[asyncio.Future[Any]], target: concurrent.futures.Future[Any]) -> None:
+    """Settle `target` once every one of `sources` is done: the first error,
+    else the last result (an ACKR's count)."""
+    left = len(sources)
+
+    def done(source: asyncio.Future[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if target.done():
+            return
+        if source.cancelled():
+            target.cancel()
+        elif (error := source.exception()) is not None:
+            target.set_exception(error)
+        elif left == 0:
+            target.set_result(source.result())
+
+    for source in sources:
+        source.add_done_callback(done)
+
+
 class Message(MessageData):
-    """A message received through the blocking `Client`."""
+    """A message received through the blocking `Client`: its fields are its
+    `AsyncMessage`'s, its settlements run on the client's event loop (its
+    acks through the client's `ThreadAcks`, without a wait)."""
 
-    __slots__ = ("_inner", "_submit", "group")
+    __slots__ = ("_acks", "_inner", "_submit")
 
-    def __init__(self, inner: AsyncMessage, submit: Submit) -> None:
-        MessageData.__init__(
-            self,
-            inner.topic,
-            inner.partition,
-            inner.offset,
-            inner.key,
-            inner.value,
-            inner.headers,
-            inner.priority,
-            inner.timestamp_ms,
-            inner.attempt,
-            inner.lease,
-        )
-        self.group = inner.group
+    def __init__(self, inner: AsyncMessage, submit: Submit, acks: ThreadAcks | None = None) -> None:
         self._inner = inner
         self._submit = submit
+        self._acks = acks
+
+    @property
+    def topic(self) -> str:
+        return self._inner.topic
+
+    @property
+    def partition(self) -> int:
+        return self._inner.partition
+
+    @property
+    def offset(self) -> int:
+        return self._inner.offset
+
+    @property
+    def key(self) -> bytes | None:
+        return self._inner.key
+
+    @property
+    def value(self) -> bytes | None:
+        return self._inner.value
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._inner.headers
+
+    @property
+    def priority(self) -> str:
+        return self._inner.priority
+
+    @property
+    def lease(self) -> int:
+        return self._inner.lease
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self._inner.timestamp_ms
+
+    @property
+    def attempt(self) -> int:
+        return self._inner.attempt
+
+    @property
+    def group(self) -> str:
+        return self._inner.group
 
     def _do(
         self, action: Callable[[AsyncMessage], Awaitable[Any]]
@@ -156,7 +378,13 @@ class Message(MessageData):
         It is durable when the broker answers, and the future resolves then:
         `msg.ack().result()` waits for this one, `client.flush()` for all,
         and `client.close()` waits for all before it returns."""
-        return self._do(AsyncMessage.ack)
+        acks, inner = self._acks, self._inner
+        if acks is None:
+            return self._do(AsyncMessage.ack)
+        batch = inner._batch
+        if batch.settler is None:
+            inner._require()  # raises: a message read without a group cannot be settled
+        return acks.ack(batch, inner._index)
 
     def nack(self, delay: str | int | None = None) -> Any:
         """Not now: deliver it again after `delay`; waits for the broker."""
@@ -169,6 +397,29 @@ class Message(MessageData):
     def extend(self, visibility_timeout: str | int | None = None) -> Any:
         """Still working on it: renew the lease; waits for the broker."""
         return self._do(lambda m: m.extend(visibility_timeout)).result()
+
+
+def delivered(
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    attempt: int,
+    data: bytes,
+    group: str,
+    settler: SettlesMessages | None,
+    lanes: Lanes,
+    lease: int = 0,
+) -> list[DeliveredBatch]:
+    """The batches of a delivery [start, end) of fetched batches, for `group`,
+    handed out under lease token `lease`."""
+    return [
+        DeliveredBatch(
+            data, position, topic, partition, first, last, attempt, group, settler, lanes, lease
+        )
+        for position, first, last in batches_in(data, start, end)
+        if first < last
+    ]
 
 
 def received(
@@ -186,13 +437,9 @@ def received(
     """The messages of a delivery [start, end) of fetched batches, for `group`,
     handed out under lease token `lease`."""
     messages: list[AsyncMessage] = []
-    for batch, first, last in batches_in(data, start, end):
-        base = batch.header.base_offset
-        lane = lanes.name_of(batch.header.lane)
-        messages += [
-            AsyncMessage(
-                topic, partition, base + index, batch, index, lane, attempt, group, settler, lease
-            )
-            for index in range(first, last)
-        ]
+    for batch in delivered(
+        topic, partition, start, end, attempt, data, group, settler, lanes, lease
+    ):
+        messages += batch.messages(batch.start, batch.stop)
+        batch.cursor = batch.counted = batch.stop
     return messages

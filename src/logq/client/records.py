@@ -2,7 +2,8 @@
 
 The client builds record batches itself (the storage format of
 docs/format.md, shared with the log) so that the server stores them with
-per-batch work only, and decodes the batches it fetches.
+per-batch work only, and decodes the batches it fetches (a received
+message reads its batch lazily: see `logq.client.messages`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from logq.log.batch import DecodedBatch, decode_batch, iter_headers
+from logq.log.batch import iter_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,22 +27,21 @@ class MessageData:
     """A stored message; `attempt` is 0 when it was read without a group, and
     so is `lease`, the token naming the delivery that settlements carry.
 
-    A plain class with slots and positional construction: consumers build
-    one per message, so this is on the client's hot path. `key`, `value`,
-    `headers` and `timestamp_ms` are properties so that a received message
-    can read them from its decoded batch only when asked (see AsyncMessage)."""
+    Every field is a read-only property so that a received message (see
+    AsyncMessage) can answer them from its batch, built per message on the
+    consumer's hot path with no per-field work; this class stores them."""
 
     __slots__ = (
+        "_attempt",
         "_headers",
         "_key",
+        "_lease",
+        "_offset",
+        "_partition",
+        "_priority",
         "_timestamp_ms",
+        "_topic",
         "_value",
-        "attempt",
-        "lease",
-        "offset",
-        "partition",
-        "priority",
-        "topic",
     )
 
     def __init__(
@@ -57,16 +57,28 @@ class MessageData:
         attempt: int = 0,
         lease: int = 0,
     ) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
+        self._topic = topic
+        self._partition = partition
+        self._offset = offset
         self._key = key
         self._value = value
         self._headers = headers if headers is not None else {}
-        self.priority = priority
+        self._priority = priority
         self._timestamp_ms = timestamp_ms
-        self.attempt = attempt
-        self.lease = lease
+        self._attempt = attempt
+        self._lease = lease
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def partition(self) -> int:
+        return self._partition
+
+    @property
+    def offset(self) -> int:
+        return self._offset
 
     @property
     def key(self) -> bytes | None:
@@ -81,8 +93,20 @@ class MessageData:
         return self._headers
 
     @property
+    def priority(self) -> str:
+        return self._priority
+
+    @property
     def timestamp_ms(self) -> int:
         return self._timestamp_ms
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def lease(self) -> int:
+        return self._lease
 
     @property
     def id(self) -> str:
@@ -160,12 +184,12 @@ def as_text(value: object) -> Any:
     return value
 
 
-def batches_in(data: bytes, start: int, end: int) -> Iterator[tuple[DecodedBatch, int, int]]:
-    """Each decoded batch in `data` holding offsets of [start, end), with the
-    record indexes [first, last) that fall in it."""
+def batches_in(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Where each batch in `data` holding offsets of [start, end) begins, with
+    the record indexes [first, last) that fall in it."""
     for position, header in iter_headers(data):
         if header.next_offset <= start or header.base_offset >= end:
             continue
         first = max(start - header.base_offset, 0)
         last = min(end - header.base_offset, header.record_count)
-        yield decode_batch(data, position), first, last
+        yield position, first, last

@@ -20,6 +20,12 @@ so a message whose lease ended and went to another consumer is not touched:
 the broker answers STALE and the settlement raises StaleDeliveryError. That
 is an answer, not a loss: the delivery belongs to another consumer now, so
 a flush or close does not report it again (its future or task does).
+
+An ack of a received message marks it in its batch's ack bitmap and, the
+first time, lists the batch here; sending turns each listed batch's marks
+into ranges (a few C-level searches per batch), grouped by the batch's
+partition and lease token, so an ack costs a byte store, not a list append
+and a share of a sort.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from logq.client.messages import AsyncMessage, DeliveredBatch, marked_runs
 from logq.client.records import MessageData, as_text
 from logq.errors import StaleDeliveryError, UnconfirmedError
 
@@ -39,6 +46,20 @@ UNCONFIRMED_NAMED_MAX = 20
 # How many failures a settler keeps between flushes (a long-lived consumer
 # whose settlements keep failing must not grow without bound); the rest are counted.
 FAILURES_KEPT_MAX = 1_000
+
+
+def merged_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Half-open runs [start, end), sorted, with touching or overlapping runs joined."""
+    if len(ranges) == 1:
+        return ranges
+    runs: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if runs and runs[-1][1] >= start:
+            if end > runs[-1][1]:
+                runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
 
 
 def offset_ranges(offsets: list[int]) -> list[tuple[int, int]]:
@@ -80,8 +101,9 @@ def settled_count(reply: Any) -> int:
     )
 
 
-# (partition, lease token) -> offsets acked in that delivery
-Acks = dict[tuple[int, int], list[int]]
+# (partition, lease token) -> the offsets acked in that delivery, as sorted
+# half-open runs [start, end)
+Acks = dict[tuple[int, int], list[tuple[int, int]]]
 
 
 class Settler:
@@ -89,7 +111,10 @@ class Settler:
         self.client = client
         self.topic = topic
         self.group = group
-        self._acks: Acks = {}  # made, not yet sent
+        # made, not yet sent: acked offsets of messages without a batch, per
+        # (partition, lease), and the batches with acks marked in their bitmaps
+        self._acks: dict[tuple[int, int], list[int]] = {}
+        self._batches: list[DeliveredBatch] = []
         self._futures: list[asyncio.Future[Any]] = []
         self._scheduled = False
         self._sender: asyncio.Task[None] | None = None  # the one ACKR loop, while it runs
@@ -98,9 +123,33 @@ class Settler:
         self._failures: list[str] = []  # refused or unanswered, until a flush reports them
         self._failures_uncounted = 0  # past FAILURES_KEPT_MAX
 
+    def ack_at(self, batch: DeliveredBatch, index: int) -> asyncio.Future[Any]:
+        """Queue the ack of record `index` of `batch`; the future (shared by
+        every ack of this loop turn) settles when the broker has recorded them."""
+        batch.marks[index] = 1
+        pending = batch.pending
+        if pending is None:
+            self._batches.append(batch)
+            pending = batch.pending = self._schedule()
+        return pending
+
+    def mark(self, batch: DeliveredBatch, marks: bytearray) -> asyncio.Future[Any]:
+        """Queue the acks of the records of `batch` marked 1 in `marks` (made
+        on another thread: see ThreadAcks), as `ack_at` does for one."""
+        target = batch.marks
+        for start, end in marked_runs(marks):
+            target[start:end] = b"\x01" * (end - start)
+        pending = batch.pending
+        if pending is None:
+            self._batches.append(batch)
+            pending = batch.pending = self._schedule()
+        return pending
+
     def ack(self, message: MessageData) -> asyncio.Future[Any]:
         """Queue the ack; the future (shared by every ack of this loop turn)
         settles when the broker has recorded them."""
+        if isinstance(message, AsyncMessage):
+            return message.ack()
         key = (message.partition, message.lease)
         offsets = self._acks.get(key)
         if offsets is None:
@@ -113,14 +162,22 @@ class Settler:
     def ack_all(self, messages: Iterable[MessageData]) -> asyncio.Future[Any]:
         """Ack many messages at once (as a Kafka consumer commits a poll): the
         same as `ack()` on each, at a fraction of the cost per message."""
-        acks = self._acks
+        pending = self._schedule()
+        batches = self._batches
+        last: DeliveredBatch | None = None
+        marks = bytearray()
         for message in messages:
-            key = (message.partition, message.lease)
-            offsets = acks.get(key)
-            if offsets is None:
-                offsets = acks[key] = []
-            offsets.append(message.offset)
-        return self._schedule()
+            if not isinstance(message, AsyncMessage):
+                self.ack(message)
+                continue
+            batch = message._batch
+            if batch is not last:
+                last, marks = batch, batch.marks
+                if batch.pending is None:
+                    batch.pending = pending
+                    batches.append(batch)
+            marks[message._index] = 1
+        return pending
 
     def _schedule(self) -> asyncio.Future[Any]:
         """The future of this loop turn's acks; the first ack of a turn
@@ -138,7 +195,7 @@ class Settler:
         self._scheduled = False
         if self._sender is not None:
             return  # the ACKR in flight sends these when its reply comes
-        if not self._acks:
+        if not (self._acks or self._batches or self._futures):
             self._check_idle()
             return
         self._sender = asyncio.get_running_loop().create_task(self._ack_ranges())
@@ -148,10 +205,15 @@ class Settler:
         next, so a busy consumer sends (and the broker fsyncs) one per round trip."""
         futures: list[asyncio.Future[Any]] = []
         try:
-            while self._acks:
-                acks, futures = self._acks, self._futures
-                self._acks, self._futures = {}, []
+            while self._acks or self._batches or self._futures:
+                acks, futures = self._take(), self._futures
+                self._futures = []
                 self._scheduled = False  # the next ack needs a future of its own
+                if not acks:  # acks of nothing (an empty ack_all): nothing to send
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(0)
+                    continue
                 self._acks_out = acks
                 try:
                     settled = settled_count(await self.client.call(*self._ackr(acks)))
@@ -173,23 +235,46 @@ class Settler:
             self._sender = None
             self._check_idle()
 
+    def _gather(self, take: bool) -> Acks:
+        """The acks made and not sent, as runs per (partition, lease); with
+        `take`, forgotten here (their batches' bitmaps cleared)."""
+        found: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for batch in self._batches:
+            runs = batch.take_ranges() if take else batch.ranges()
+            if runs:
+                key = (batch.partition, batch.lease)
+                known = found.get(key)
+                if known is None:
+                    found[key] = runs
+                else:
+                    known += runs
+        for key, offsets in self._acks.items():
+            found.setdefault(key, []).extend(offset_ranges(offsets))
+        if take:
+            self._acks, self._batches = {}, []
+        return {key: merged_ranges(runs) for key, runs in found.items()}
+
+    def _take(self) -> Acks:
+        """The acks made and not sent, forgotten here: the next ACKR's."""
+        return self._gather(take=True)
+
     def _ackr(self, acks: Acks) -> list[bytes | str | int]:
         """ACKR with the ranges grouped by lease token (`LEASE t` before each group)."""
         args: list[bytes | str | int] = ["ACKR", self.topic, self.group]
         lease = 0
-        for (partition, token), offsets in sorted(acks.items(), key=lambda item: item[0][1]):
+        for (partition, token), runs in sorted(acks.items(), key=lambda item: item[0][1]):
             if token != lease:
                 args += ["LEASE", token]
                 lease = token
-            for start, end in offset_ranges(offsets):
+            for start, end in runs:
                 args += [partition, start, end]
         return args
 
     def _describe_acks(self, acks: Acks) -> str:
         ranges = ", ".join(
             f"{partition}:{start}" + (f"-{end - 1}" if end - start > 1 else "")
-            for (partition, _), offsets in sorted(acks.items())
-            for start, end in offset_ranges(offsets)
+            for (partition, _), runs in sorted(acks.items())
+            for start, end in runs
         )
         return f"ack of {self.topic}/{self.group} partition:offsets {ranges}"
 
@@ -220,11 +305,12 @@ class Settler:
     @property
     def busy(self) -> bool:
         """Whether any settlement is waiting to be sent or for its answer."""
-        return bool(self._acks or self._sender is not None or self._requests)
+        return bool(self._acks or self._batches or self._sender is not None or self._requests)
 
     def outstanding(self) -> list[str]:
         """What is made or sent and not answered yet, in words."""
-        found = [self._describe_acks(acks) for acks in (self._acks_out, self._acks) if acks]
+        queued = self._gather(take=False)
+        found = [self._describe_acks(acks) for acks in (self._acks_out, queued) if acks]
         return found + list(self._requests.values())
 
     async def flush(self) -> None:
@@ -272,7 +358,7 @@ class Settler:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        queued, self._acks = self._acks, {}
+        queued = self._take()
         futures, self._futures = self._futures, []
         _fail(futures, UnconfirmedError(f"{self._describe_acks(queued)}: abandoned"))
         failures = self._take_failures()

@@ -44,7 +44,7 @@ from logq.client.async_client import (
 from logq.client.connection import Connector
 from logq.client.consumer import AsyncConsumer
 from logq.client.loop_thread import LoopThread
-from logq.client.messages import AsyncMessage, Message
+from logq.client.messages import AsyncMessage, Message, Submit, ThreadAcks
 from logq.client.producer import AsyncProducer
 from logq.client.records import MessageData, PublishResult
 
@@ -56,14 +56,16 @@ async def _made(make: Callable[[], T]) -> T:
     return make()
 
 
-def _sync_message(runner: LoopThread, inner: AsyncMessage) -> Message:
+def _submitter(runner: LoopThread) -> Submit:
+    """How a `Message` runs a settlement on the loop thread."""
+
     def call(action: Callable[[], Awaitable[Any]]) -> concurrent.futures.Future[Any]:
         async def run() -> Any:
             return await action()
 
         return runner.submit(run())
 
-    return Message(inner, call)
+    return call
 
 
 class Producer:
@@ -132,25 +134,43 @@ class Producer:
 class Consumer:
     """Blocking iterator over an `AsyncConsumer`."""
 
-    def __init__(self, runner: LoopThread, consumer: AsyncConsumer) -> None:
+    def __init__(
+        self, runner: LoopThread, consumer: AsyncConsumer, submit: Submit, acks: ThreadAcks
+    ) -> None:
         self._runner = runner
         self._consumer = consumer
+        self._submit = submit
+        self._acks = acks
 
     def __iter__(self) -> Iterator[Message]:
-        while True:
-            message = self.next()
-            if message is None:
-                return
-            yield message
+        """The plain `for msg in consumer` loop: one wait on the loop thread
+        per chunk of a delivered batch (`AsyncConsumer.next_chunk`), whose
+        records are handed out here, on the caller's thread, the cursor
+        moved before each as the async iterator does; `msg.ack()` marks them
+        for the loop thread without waiting (see ThreadAcks)."""
+        runner, consumer = self._runner, self._consumer
+        submit, acks, auto_ack = self._submit, self._acks, consumer.auto_ack
+        new = object.__new__
+        while not runner.stopped and (chunk := runner.run(consumer.next_chunk())) is not None:
+            batch, stop = chunk
+            while (index := batch.cursor) < stop:
+                batch.cursor = index + 1
+                inner = new(AsyncMessage)
+                inner._batch, inner._index = batch, index
+                message = new(Message)
+                message._inner, message._submit, message._acks = inner, submit, acks
+                if auto_ack:
+                    message.ack()
+                yield message
 
     def next_batch(self, max_messages: int = 1000, timeout_s: float | None = None) -> list[Message]:
         """Up to `max_messages` that have arrived, waiting up to `timeout_s` for the first."""
         batch = self._runner.run(self._consumer.next_batch(max_messages, timeout_s))
-        return [_sync_message(self._runner, inner) for inner in batch]
+        return [Message(inner, self._submit, self._acks) for inner in batch]
 
     def next(self, timeout_s: float | None = None) -> Message | None:
         inner = self._runner.run(self._consumer.next(timeout_s))
-        return None if inner is None else _sync_message(self._runner, inner)
+        return None if inner is None else Message(inner, self._submit, self._acks)
 
     def close(self) -> None:
         """Leave the group and wait for this consumer's acks (see
@@ -193,6 +213,8 @@ class Client:
             tls=tls,
         )
         self._runner = LoopThread("logq-client")  # after the checks of the address and settings
+        self._submit = _submitter(self._runner)
+        self._acks = ThreadAcks(self._runner.loop)
         self.host, self.port = self._async.host, self._async.port
         # A client never closed is closed when the interpreter exits, so its
         # last acks are sent then too (not in a forked child: the loop
@@ -277,7 +299,7 @@ class Client:
 
     def receive(self, topic: str, group: str, **options: Any) -> list[Message]:
         received = self._runner.run(self._async.receive(topic, group, **options))
-        return [_sync_message(self._runner, inner) for inner in received]
+        return [Message(inner, self._submit, self._acks) for inner in received]
 
     def replay(self, topic: str, group: str, **options: Any) -> dict[str, Any]:
         """See AsyncClient.replay."""
@@ -300,7 +322,7 @@ class Client:
         """An iterator of pushed messages (see AsyncClient.consume); closed,
         its acks confirmed, when it is closed or the client closes."""
         made = self._runner.run(_made(lambda: self._async.consume(topic, group, **options)))
-        return Consumer(self._runner, made)
+        return Consumer(self._runner, made, self._submit, self._acks)
 
     def ack(
         self, topic: str, group: str, ids: Iterable[str], *, timeout_s: float | None = None
