@@ -85,3 +85,33 @@ def test_limits_come_from_the_hello_reply_and_bad_values_are_ignored() -> None:
 def test_a_header_that_is_not_text_is_refused() -> None:
     with pytest.raises(BadArgumentError, match="must be str"):
         MessageLimits().check(None, b"v", {"n": 1})  # type: ignore[dict-item]
+
+
+@given(
+    pairs=st.lists(st.tuples(BYTES, BYTES), min_size=1, max_size=20),
+    keyless=st.booleans(),
+    limit=st.integers(1, 300),
+)
+def test_a_ready_made_batch_is_checked_as_each_of_its_messages(
+    pairs: list[tuple[bytes | None, bytes | None]], keyless: bool, limit: int
+) -> None:
+    """The bulk check (C-level passes) refuses and counts as `check` on each does."""
+    keys = None if keyless else [key for key, _ in pairs]
+    values = [value for _, value in pairs]
+    limits = MessageLimits(message_bytes_max=limit, key_bytes_max=limit // 2 + 1)
+    one_by_one: int | str = 0
+    for index, (key, value) in enumerate(zip(keys or [None] * len(values), values, strict=True)):
+        try:
+            assert isinstance(one_by_one, int)
+            one_by_one += limits.check(key, value, None)
+        except TooBigError:
+            one_by_one = f"message {index}"
+            break
+    try:
+        together: int | str = limits.check_batch(keys, values)
+    except TooBigError as error:
+        together = error.message
+    if isinstance(one_by_one, int):
+        assert together == one_by_one
+    else:
+        assert isinstance(together, str)

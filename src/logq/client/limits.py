@@ -10,7 +10,8 @@ defaults (docs/operations.md), and its own checks still apply.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from logq.errors import BadArgumentError, TooBigError
@@ -74,3 +75,35 @@ class MessageLimits:
                     f"the limit header_bytes_max is {self.header_bytes_max}"
                 )
         return size + header_size
+
+    def check_batch(
+        self, keys: Sequence[bytes | None] | None, values: Sequence[bytes | None]
+    ) -> int:
+        """`check` for a ready-made batch without headers (the bulk path): the
+        sizes are read with C-level passes, not a call per message; raises
+        TooBigError naming the first message over a limit; else the bytes of
+        keys and values in all."""
+        value_sizes = (
+            list(map(len, values))  # type: ignore[arg-type]  # None is not in them
+            if None not in values
+            else [0 if value is None else len(value) for value in values]
+        )
+        if keys is None or keys.count(None) == len(keys):
+            sizes, key_total = value_sizes, 0
+        else:
+            key_sizes = [0 if key is None else len(key) for key in keys]
+            biggest_key = max(key_sizes)
+            if biggest_key > self.key_bytes_max:
+                raise TooBigError(
+                    f"message {key_sizes.index(biggest_key)} has a key of {biggest_key} bytes, "
+                    f"the limit key_bytes_max is {self.key_bytes_max}"
+                )
+            sizes = list(map(operator.add, key_sizes, value_sizes))
+            key_total = sum(key_sizes)
+        biggest = max(sizes)
+        if biggest > self.message_bytes_max:
+            raise TooBigError(
+                f"message {sizes.index(biggest)} (key and value) is {biggest} bytes, "
+                f"the limit message_bytes_max is {self.message_bytes_max}"
+            )
+        return key_total + sum(value_sizes)

@@ -254,11 +254,7 @@ class AsyncProducer:
         keys = keys if keys is not None else [None] * len(values)
         if len(keys) != len(values):
             raise BadArgumentError(f"{len(keys)} keys for {len(values)} values")
-        limits = self.client.limits
-        size = sum(
-            limits.check(k, v, None) + RECORD_OVERHEAD_BYTES
-            for k, v in zip(keys, values, strict=True)
-        )
+        size = self.client.limits.check_batch(keys, values) + RECORD_OVERHEAD_BYTES * len(values)
         now = int(time.time() * 1000)
         due = _due_ms(delay, deliver_at, now)
         await self._reserve(size)
