@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from logq.errors import DiskFullError, StorageError
 from logq.errors import TimeoutError as DeliveryTimeoutError
 from logq.log import FsyncPolicy, LogConfig, durable
 from tests.broker.fake import run
-from tests.harness import server_thread
+from tests.harness import server_thread, start_process, stop_process
 
 MIB = 1 << 20
 
@@ -246,3 +247,46 @@ def test_a_failed_fsync_cuts_the_unacknowledged_batch(
         assert await _stored(broker) == [b"one", b"two"]
 
     run(after_restart, _config(tmp_path / "data"))
+
+
+def _fill_to_the_brim(directory: Path) -> None:
+    """Another program takes every free byte of the disk."""
+    fd = os.open(directory / "hog", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (64 << 10, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    assert shutil.disk_usage(directory).free == 0
+
+
+def test_a_disk_filled_by_another_program_stops_neither_a_stop_nor_a_start(
+    small_disk: Path,
+) -> None:
+    """SIGTERM on a 100%-full disk closes every partition and exits 0; the
+    broker then starts on that full disk and serves reads and what was stored."""
+    data = small_disk / "data"
+    config = small_disk.parent / "config.yaml"
+    config.write_text("limits: {diskFreeMinBytes: 0}\n")
+    running = start_process(data, "--config", str(config))
+    try:
+        with Client(running.native) as client:
+            client.create_topic("t", partitions=3)
+            ids = [client.publish("t", f"m{n}".encode()).id for n in range(30)]
+        _fill_to_the_brim(small_disk)
+    finally:
+        code = stop_process(running)
+    output = b"".join(running.output).decode(errors="replace")
+    assert code == 0, output
+    assert "Traceback" not in output
+    restarted = start_process(data, "--config", str(config))
+    try:
+        with Client(restarted.native) as client:
+            peeked = [m.id for p in range(3) for m in client.peek("t", partition=p, limit=100)]
+            assert sorted(peeked) == sorted(ids)
+    finally:
+        stop_process(restarted)

@@ -31,6 +31,13 @@ def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
     durable.write_atomic(directory / CHECKPOINT_NAME, json.dumps(payload).encode())
 
 
+def drop_checkpoint(directory: Path) -> None:
+    """Remove the checkpoint (and a temporary one a failed write left): the
+    next recovery then scans the whole active segment."""
+    path = directory / CHECKPOINT_NAME
+    durable.remove_files([path, path.with_name(path.name + durable.TEMP_SUFFIX)])
+
+
 def read_checkpoint(directory: Path) -> Checkpoint | None:
     try:
         payload = json.loads((directory / CHECKPOINT_NAME).read_bytes())

@@ -11,6 +11,7 @@ has the directory; the lock itself, not the text, decides.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -56,8 +57,9 @@ class DirectoryLock:
             raise
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         holder = f"pid {os.getpid()} on {socket.gethostname()} since {started}\n"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode()[:HOLDER_BYTES_MAX], 0)
+        with contextlib.suppress(OSError):  # a full disk: the lock holds without the line
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode()[:HOLDER_BYTES_MAX], 0)
         return cls(path, fd)
 
     @property

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from logq.log import durable
 from logq.log.batch import HEADER_SIZE, compute_crc, decode_timestamps, validate_batch
-from logq.log.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.errors import (
     DamagedDataError,
@@ -202,7 +202,7 @@ class FileLog:
         active.sync()
         active.sync_indexes()
         self._durable = (active.next_offset, active.base_offset, active.size)
-        self._write_checkpoint()
+        self._write_checkpoint_or_drop()
         report = RecoveryReport(
             segments=len(self._segments),
             scanned_bytes=result.end_position - start_position,
@@ -387,6 +387,24 @@ class FileLog:
         self._store_checkpoint(
             Checkpoint(active.base_offset, self._durable[2], self._durable[0], active.max_timestamp)
         )
+
+    def _write_checkpoint_or_drop(self) -> None:
+        """At open and close a checkpoint only shortens the next recovery, so a
+        disk too full to write one (another program filled it) stops neither:
+        the old checkpoint is removed instead (it may name a point this
+        recovery just cut) and the next open scans the active segment whole."""
+        try:
+            self._write_checkpoint()
+        except OSError as error:
+            logger.warning(
+                "log %s: no recovery checkpoint written (%s); the next start scans"
+                " the active segment",
+                self.directory,
+                error.strerror or error,
+            )
+            with self._checkpoint_lock:
+                drop_checkpoint(self.directory)
+                self._checkpoint = None
 
     def _store_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self._checkpoint_lock:
@@ -662,7 +680,7 @@ class FileLog:
             active.sync()
             active.sync_indexes()
             self._durable = (active.next_offset, active.base_offset, active.size)
-            self._write_checkpoint()
+            self._write_checkpoint_or_drop()
             self._closed = True
             for segment in self._segments:
                 segment.close()
