@@ -200,6 +200,29 @@ async def test_topic_create_list_describe_patch_delete(api: Api) -> None:
 # -- publish and peek --------------------------------------------------------------------
 
 
+async def test_the_topic_list_pages_and_filters(api: Api) -> None:
+    for name in ("b-orders", "a-orders", "mail", "c-orders"):
+        await api.topic(name)
+    everything = await api.ok("GET", "/v1/topics")
+    assert [t["name"] for t in everything["topics"]] == ["a-orders", "b-orders", "c-orders", "mail"]
+    assert "matching" not in everything  # unpaged, as before
+    first = await api.ok("GET", "/v1/topics", params={"filter": "ORDERS", "limit": 2})
+    assert [t["name"] for t in first["topics"]] == ["a-orders", "b-orders"]
+    assert (first["matching"], first["next_offset"]) == (3, 2)
+    rest = await api.ok("GET", "/v1/topics", params={"filter": "orders", "offset": 2})
+    assert [t["name"] for t in rest["topics"]] == ["c-orders"]
+    assert rest["next_offset"] is None
+    assert rest["topics"][0] == await api.ok("GET", "/v1/topics/c-orders")
+    for bad in (
+        {"limit": 0},
+        {"limit": 1001},
+        {"offset": -1},
+        {"limit": "x"},
+        {"filter": "f" * 256},
+    ):
+        await api.fails(400, "BADARG", "GET", "/v1/topics", params=bad)
+
+
 async def test_publish_one_and_a_batch_values_come_back_the_way_they_went_in(api: Api) -> None:
     await api.topic("events", partitions=1)
     raw = bytes(range(256))  # not UTF-8, not JSON

@@ -54,8 +54,41 @@ async def create_topic(state: ApiState, request: Request) -> Response:
     return json_response(state.broker.describe_topic(name), status=201)
 
 
+# A page of the topic list: a broker of thousands of topics answers the whole
+# list (megabytes) only when asked for it without paging.
+TOPICS_PAGE_MAX = 1_000
+TOPICS_FILTER_LENGTH_MAX = 255  # a topic name's longest
+
+
 async def list_topics(state: ApiState, request: Request) -> Response:
-    return json_response({"topics": state.broker.list_topics()})
+    """Every topic (as before), or with `filter`, `offset` or `limit` one page
+    of them by name, with how many match and where the next page starts."""
+    query = request.query_params
+    if not any(name in query for name in ("filter", "offset", "limit")):
+        return json_response({"topics": state.broker.list_topics()})
+    text = query.get("filter", "")
+    if len(text) > TOPICS_FILTER_LENGTH_MAX:
+        raise BadArgumentError(
+            f"filter is {len(text)} characters, the limit is {TOPICS_FILTER_LENGTH_MAX}"
+        )
+    offset = query_int(request, "offset") or 0
+    limit = query_int(request, "limit")
+    limit = TOPICS_PAGE_MAX if limit is None else limit
+    if offset < 0:
+        raise BadArgumentError(f"offset must be 0 or more, got {offset}")
+    if not 1 <= limit <= TOPICS_PAGE_MAX:
+        raise BadArgumentError(f"limit must be 1..{TOPICS_PAGE_MAX}, got {limit}")
+    needle = text.lower()
+    matching = sorted(name for name in state.broker.topics if needle in name.lower())
+    page = matching[offset : offset + limit]
+    end = offset + len(page)
+    return json_response(
+        {
+            "topics": [state.broker.describe_topic(name) for name in page],
+            "matching": len(matching),
+            "next_offset": end if end < len(matching) else None,
+        }
+    )
 
 
 async def describe_topic(state: ApiState, request: Request) -> Response:
@@ -215,8 +248,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/v1/topics",
         list_topics,
-        "List topics with their counts",
-        response=object_schema({"topics": {"type": "array", "items": _TOPIC}}),
+        "List topics with their counts: all, or a page by name",
+        query=(
+            QueryParameter(
+                "filter",
+                {"type": "string", "maxLength": 255},
+                "topics whose name holds this (any case)",
+            ),
+            QueryParameter("offset", INTEGER_SCHEMA, "topics to skip, by name"),
+            QueryParameter("limit", INTEGER_SCHEMA, f"topics in the page, 1..{TOPICS_PAGE_MAX}"),
+        ),
+        response=object_schema(
+            {
+                "topics": {"type": "array", "items": _TOPIC},
+                "matching": {
+                    "type": "integer",
+                    "description": "topics the filter matches (paged only)",
+                },
+                "next_offset": {
+                    "type": ["integer", "null"],
+                    "description": "where the next page starts; null on the last (paged only)",
+                },
+            }
+        ),
     ),
     Endpoint(
         "GET",
