@@ -18,6 +18,7 @@ import pytest
 import logq
 from logq.broker import Broker, BrokerConfig
 from logq.log import DirectoryLockedError
+from tests.fault.mounts import tmpfs
 from tests.harness import start_process
 
 FREE_PORTS = ("--port", "0", "--http-port", "0")
@@ -89,20 +90,8 @@ def test_a_second_serve_refuses_and_the_first_keeps_its_messages(tmp_path: Path)
 @pytest.fixture
 def read_only_directory(tmp_path: Path) -> Iterator[Path]:
     """A read-only tmpfs: root ignores permission bits, not a read-only mount."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_start_up_errors_name_the_path(read_only_directory: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from logq.errors import DiskFullError, StorageError
 from logq.errors import TimeoutError as DeliveryTimeoutError
 from logq.log import FsyncPolicy, LogConfig, durable
 from tests.broker.fake import run
+from tests.fault.mounts import tmpfs
 from tests.harness import server_thread, start_process, stop_process
 
 MIB = 1 << 20
@@ -36,20 +36,8 @@ MIB = 1 << 20
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 # DISKFULL is retriable: the client tries again until the publish's delivery
