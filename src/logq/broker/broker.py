@@ -49,7 +49,7 @@ from logq.broker.settings import (
     topic_settings,
 )
 from logq.broker.storage import Storage
-from logq.broker.topic import Partition, Topic
+from logq.broker.topic import Partition, Topic, parse_partition_log_id
 from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
@@ -81,6 +81,7 @@ from logq.log.batch import (
     iter_headers,
     read_header,
 )
+from logq.log.writer import Writer
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.journal import Journal
@@ -107,6 +108,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self._executor = ThreadPoolExecutor(
             max_workers=config.storage_threads, thread_name_prefix="logq-storage"
         )
+        self.writer = Writer(self.storage.open_commit_journal(), inline=self.storage.in_memory)
         self._journal = Journal(
             self.storage.state_directory,
             replace(config.log, retention_ms=None),
@@ -170,6 +172,8 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         for name, data in metadata.get("topics", {}).items():
             settings = topic_settings(data, self.config.topic_defaults)
             self.topics[name] = await self._open_topic(name, settings)
+        await self.run(self._replay_commit_journal)
+        self.writer.start(asyncio.get_running_loop())
         states = self._journal.recovered_groups()
         for key, data in metadata.get("groups", {}).items():
             topic_name, _, name = key.partition("/")
@@ -199,6 +203,29 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             replayed,
         )
 
+    def _replay_commit_journal(self) -> None:
+        """Give every partition log back what the commit journal holds and its
+        file lost (blocking: before the writer starts)."""
+        journal = self.writer.journal
+        if journal is None:
+            return
+        report = journal.replay(self._log_named)
+        if report.damaged or report.gaps:
+            logger.error(
+                "commit journal: damaged records at %s; logs missing data: %s",
+                ", ".join(report.damaged) or "none",
+                "; ".join(report.gaps) or "none",
+            )
+
+    def _log_named(self, log_id: str) -> PartitionLog | None:
+        named = parse_partition_log_id(log_id)
+        if named is None:
+            return None
+        topic = self.topics.get(named[0])
+        if topic is None or named[1] >= len(topic.partitions):
+            return None
+        return topic.partitions[named[1]].log
+
     async def _open_topic(self, name: str, settings: TopicSettings) -> Topic:
         base = replace(
             self.config.log,
@@ -212,7 +239,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         except BaseException:
             await self._close_logs(logs)  # none left holding descriptors
             raise
-        return Topic(name, settings, logs, self.run)
+        return Topic(name, settings, logs, self.run, self.writer, self.disk.storage_error)
 
     async def _close_logs(self, logs: Sequence[PartitionLog]) -> None:
         for log in logs:
@@ -346,6 +373,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        await self.writer.close()  # every write handed over is answered first
         for topic in self.topics.values():
             for partition in topic.partitions:
                 await self.run(partition.log.close)
@@ -465,7 +493,7 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         base = topic.log_config(self.config.log)
         for index in range(len(topic.partitions), parsed.partitions):
             log = await self.run(lambda i=index: self.storage.open_log(name, i, base))  # type: ignore[misc]
-            topic.partitions.append(type(topic.partitions[0])(index, log))
+            topic.add_partition(log)
         topic.settings = parsed
         for partition in topic.partitions:
             log = partition.log
@@ -486,6 +514,9 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
         self.metrics.forget(name)
         self._dlq_locks.pop(name, None)
         await self._save_metadata()
+        # the commit journal must hold no copy of these logs when their files
+        # go: a topic made again under this name would be given them back
+        await self.writer.flush()
         for partition in topic.partitions:
             await self.run(partition.log.close)
         await self.run(lambda: self.storage.delete_topic(name))

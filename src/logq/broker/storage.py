@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from logq.log import FileLog, LogConfig, MemoryLog, PartitionLog, durable
+from logq.log.commit_journal import CommitJournal
 
 TOPICS_DIR = "topics"
 STATE_DIR = "state"
 TRACE_DIR = "trace"
+COMMIT_DIR = "commit"
 METADATA_NAME = "metadata.json"
 
 
@@ -44,6 +46,12 @@ class Storage:
             if path.exists():
                 shutil.rmtree(path)
                 durable.sync_directory(path.parent)
+
+    def open_commit_journal(self) -> CommitJournal | None:
+        """The broker-wide commit journal (log/commit_journal.py); none in memory."""
+        if self.directory is None:
+            return None
+        return CommitJournal(self.directory / COMMIT_DIR)
 
     @property
     def state_directory(self) -> Path | None:

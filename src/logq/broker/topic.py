@@ -1,8 +1,8 @@
 """A topic at run time: its settings, its partition logs, and producer state.
 
-Appends and reads run off the event loop in the broker's thread pool (the
-file log blocks on fsync); concurrent appends to one partition share an
-fsync inside the log (group commit). The idempotent producer check keeps,
+Appends go to the broker's one writer (log/writer.py), which commits the
+writes of every partition that arrive together with one fsync; reads run
+off the event loop in the broker's thread pool. The idempotent producer check keeps,
 per partition and producer, the results of its last few batches: a retried
 batch returns the first result (awaiting it if the first is still being
 written) and is never stored twice.
@@ -15,7 +15,6 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Protocol, TypeVar
 
 from logq.broker.dedup import DedupTable
@@ -23,6 +22,7 @@ from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
 from logq.log import AppendResult, LogConfig, PartitionLog, read_header, read_past_damage
 from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
+from logq.log.writer import Writer
 
 T = TypeVar("T")
 
@@ -42,6 +42,7 @@ PRODUCERS_PER_PARTITION_MAX = 10_000
 # After a restart, producer state is rebuilt from the batches of this many
 # records at the tail of the partition, the first time a producer writes.
 PRODUCER_SCAN_RECORDS = 100_000
+TOPICS_LOG_PREFIX = "topics/"
 
 
 @dataclass(slots=True)
@@ -64,9 +65,7 @@ class Partition:
     lanes_loaded: bool = False
     lanes_generation: int = 0  # moves on each time the index must be scanned again
     lanes_overflowed: bool = False  # lane batches were left out: scan again once it drains
-    # batches waiting for the partition's appender, and whether it runs
-    queued: list[tuple[bytes, asyncio.Future[AppendResult]]] = field(default_factory=list)
-    appending: bool = False
+    log_id: bytes = b""  # names the log in the commit journal (log/writer.py)
 
 
 class Topic:
@@ -76,15 +75,26 @@ class Topic:
         settings: TopicSettings,
         logs: list[PartitionLog],
         run: Runner,
+        writer: Writer,
+        storage_error: Callable[[OSError], Exception],
     ) -> None:
         self.name = name
         self.settings = settings
-        self.partitions = [Partition(index, log) for index, log in enumerate(logs)]
+        self.partitions: list[Partition] = []
+        for log in logs:
+            self.add_partition(log)
         self._run = run
+        self._writer = writer
+        self._storage_error = storage_error
         self._round_robin = itertools.count()
         self.changed = asyncio.Event()  # set on every append; waiters clear it
         self.dedup = DedupTable()
-        self._appenders: set[asyncio.Task[None]] = set()  # owned until done
+
+    def add_partition(self, log: PartitionLog) -> Partition:
+        index = len(self.partitions)
+        partition = Partition(index, log, log_id=partition_log_id(self.name, index))
+        self.partitions.append(partition)
+        return partition
 
     def next_round_robin(self) -> int:
         return next(self._round_robin) % len(self.partitions)
@@ -147,45 +157,14 @@ class Topic:
         return result, False
 
     async def _store(self, partition: Partition, batch: bytes) -> AppendResult:
-        """Append through the partition's appender: the batches that arrive
-        while one storage job runs go together in the next one (one job,
-        one fsync), however many connections sent them; order is arrival."""
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        partition.queued.append((batch, future))
-        if not partition.appending:
-            partition.appending = True
-            appender = asyncio.create_task(self._append_queued(partition))
-            self._appenders.add(appender)
-            appender.add_done_callback(self._appenders.discard)
-        return await future
-
-    async def _append_queued(self, partition: Partition) -> None:
+        """Hand the batch to the broker's writer: batches of every partition
+        that arrive together share one commit (one fsync); order is arrival."""
         try:
-            while partition.queued:
-                taken, partition.queued = partition.queued, []
-                batches = [batch for batch, _ in taken]
-                try:
-                    results = await self._run(partial(partition.log.append_many, batches))
-                except Exception as error:  # fsync failed: none of them is acknowledged
-                    for _, future in taken:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                except BaseException:  # cancelled (shutdown): no caller waits forever
-                    for _, future in taken + partition.queued:
-                        future.cancel()
-                    partition.queued = []
-                    raise
-                for (_, future), result in zip(taken, results, strict=True):
-                    if future.done():  # its caller went away; the batch is stored
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-                self._notify()
-        finally:
-            partition.appending = False
+            result = await self._writer.write(partition.log, partition.log_id, batch)
+        except OSError as error:  # a full or failing disk: a catalogue error
+            raise self._storage_error(error) from error
+        self._notify()
+        return result
 
     def note_lane(self, partition: Partition, batch: bytes, result: AppendResult) -> None:
         lane = (read_header(batch).attributes & LANE_MASK) >> LANE_SHIFT
@@ -210,6 +189,19 @@ class Topic:
             retention_ms=self.settings.retention_ms,
             retention_bytes=self.settings.retention_bytes,
         )
+
+
+def partition_log_id(topic: str, partition: int) -> bytes:
+    """How the commit journal names a partition's log."""
+    return f"{TOPICS_LOG_PREFIX}{topic}/{partition}".encode()
+
+
+def parse_partition_log_id(log_id: str) -> tuple[str, int] | None:
+    """(topic, partition) of a partition log id, None for other logs."""
+    if not log_id.startswith(TOPICS_LOG_PREFIX):
+        return None
+    topic, _, partition = log_id[len(TOPICS_LOG_PREFIX) :].rpartition("/")
+    return (topic, int(partition)) if topic and partition.isdigit() else None
 
 
 def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:

@@ -23,11 +23,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from logq.log import durable
-from logq.log.batch import HEADER_SIZE, compute_crc, decode_timestamps, validate_batch
+from logq.log.batch import (
+    HEADER_SIZE,
+    compute_crc,
+    decode_timestamps,
+    read_header,
+    validate_batch,
+)
 from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.errors import (
     DamagedDataError,
+    InvalidBatchError,
     LogClosedError,
     LogError,
     OffsetOutOfRangeError,
@@ -91,6 +98,9 @@ class FileLog:
         self._bases: list[int] = []
         # Durable point: (offset, base of its segment, position in that segment).
         self._durable = (0, 0, 0)
+        # Offset up to which this log's own files were fsynced (the durable
+        # point may be ahead of it: held by the commit journal, see writer.py).
+        self._synced_offset = 0
         self._checkpoint: Checkpoint | None = None
         self._last_flush = clock()
         self._stats: dict[str, int | float] = dict.fromkeys(
@@ -202,6 +212,7 @@ class FileLog:
         active.sync()
         active.sync_indexes()
         self._durable = (active.next_offset, active.base_offset, active.size)
+        self._synced_offset = active.next_offset
         self._write_checkpoint_or_drop()
         report = RecoveryReport(
             segments=len(self._segments),
@@ -276,6 +287,46 @@ class FileLog:
             self._stats["appended_records"] += header.record_count
         return AppendResult(base, base + header.record_count - 1)
 
+    def write_copy(self, batch: bytes) -> AppendResult:
+        """Write a batch that already carries its offsets (a copy this log
+        lost, given back by the commit journal): it must start at the end."""
+        header = validate_batch(
+            batch,
+            size_bytes_max=max(self.config.batch_bytes_max, len(batch)),
+            records_max=max(self.config.batch_records_max, read_header(batch).record_count),
+        )
+        with self._lock:
+            self._check_open()
+            active = self._active
+            if header.base_offset != active.next_offset:
+                raise InvalidBatchError(
+                    f"batch starts at offset {header.base_offset}, the log ends at"
+                    f" {active.next_offset}"
+                )
+            if should_roll(active, header, self.config):
+                active = self._roll_locked()
+            active.append(batch, header, header.base_offset)
+        return AppendResult(header.base_offset, header.last_offset)
+
+    @property
+    def needs_commit(self) -> bool:
+        """Writes become durable by a commit (fsync: always), not by themselves."""
+        return self.config.fsync is FsyncPolicy.ALWAYS
+
+    def write_point(self) -> tuple[int, int, int]:
+        """Where the writes so far end: give it to `mark_durable` once a
+        commit journal holds them durably."""
+        with self._lock:
+            active = self._active
+            return (active.next_offset, active.base_offset, active.size)
+
+    def mark_durable(self, point: tuple[int, int, int]) -> None:
+        """Readers may see up to `point` (from `write_point`): it is durable
+        in the commit journal, though this file is fsynced later."""
+        with self._lock:
+            if point[0] > self._durable[0] and point[0] <= self._active.next_offset:
+                self._durable = point
+
     def append(self, batch: bytes) -> AppendResult:
         result = self.write(batch)
         self._durable_or_discard(result.next_offset)
@@ -325,6 +376,7 @@ class FileLog:
         self._bases.append(new.base_offset)
         if self._durable[0] <= new.base_offset:
             self._durable = (new.base_offset, new.base_offset, 0)
+        self._synced_offset = max(self._synced_offset, new.base_offset)  # sealing fsynced it
         self._stats["segments_rolled"] += 1
         self._write_checkpoint()
         return new
@@ -339,10 +391,10 @@ class FileLog:
 
     def sync(self, up_to_offset: int | None = None) -> None:
         target = self.next_offset if up_to_offset is None else up_to_offset
-        if self._durable[0] >= target:
+        if self._synced_offset >= target:
             return
         with self._sync_lock:
-            if self._durable[0] >= target:
+            if self._synced_offset >= target:
                 return  # another leader's fsync covered us
             with self._lock:
                 self._check_open()
@@ -358,6 +410,7 @@ class FileLog:
             with self._lock:
                 if point[0] > self._durable[0]:
                     self._durable = point
+                self._synced_offset = max(self._synced_offset, point[0])
             self._last_flush = self._clock()
             self._maybe_checkpoint(segment, point, max_timestamp)
 
@@ -616,6 +669,7 @@ class FileLog:
             segment.truncate_to_position(position, header.base_offset)
             segment.sync()
             self._durable = (segment.next_offset, segment.base_offset, segment.size)
+            self._synced_offset = segment.next_offset
             self._checkpoint = None
             self._write_checkpoint()
             return segment.next_offset
@@ -680,6 +734,7 @@ class FileLog:
             active.sync()
             active.sync_indexes()
             self._durable = (active.next_offset, active.base_offset, active.size)
+            self._synced_offset = active.next_offset
             self._write_checkpoint_or_drop()
             self._closed = True
             for segment in self._segments:

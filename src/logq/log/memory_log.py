@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from logq.log.batch import BASE_OFFSET, decode_timestamps, read_header, validate_batch
 from logq.log.config import LogConfig
-from logq.log.errors import LogClosedError, LogError, OffsetOutOfRangeError
+from logq.log.errors import InvalidBatchError, LogClosedError, LogError, OffsetOutOfRangeError
 from logq.log.policy import expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.storage import (
@@ -109,6 +109,20 @@ class MemoryLog:
             self._stats["appended_bytes"] += header.size
             self._stats["appended_records"] += header.record_count
         return AppendResult(base, base + header.record_count - 1)
+
+    def write_copy(self, batch: bytes) -> AppendResult:
+        """Memory loses nothing it was given: there is never a copy to take back."""
+        raise InvalidBatchError("a memory log takes no copies back")
+
+    @property
+    def needs_commit(self) -> bool:
+        return False  # durable as much as it will ever be once written
+
+    def write_point(self) -> tuple[int, int, int]:
+        return (self.next_offset, 0, 0)
+
+    def mark_durable(self, point: tuple[int, int, int]) -> None:
+        """Memory writes are as durable as they get when written."""
 
     def append(self, batch: bytes) -> AppendResult:
         return self.write(batch)

@@ -105,6 +105,25 @@ class PartitionLog(Protocol):
         that refused it (the others are stored). An fsync failure raises."""
         ...
 
+    def write_copy(self, batch: bytes) -> AppendResult:
+        """Write a batch that already carries its offsets, at the log's end."""
+        ...
+
+    @property
+    def needs_commit(self) -> bool:
+        """True when a write waits for a commit (the commit journal's fsync)
+        to be durable; False when it is as durable as it gets once written
+        (memory) or its policy makes it durable later (interval, never)."""
+        ...
+
+    def write_point(self) -> tuple[int, int, int]:
+        """Where the writes so far end, for `mark_durable`."""
+        ...
+
+    def mark_durable(self, point: tuple[int, int, int]) -> None:
+        """Readers may see up to `point`: a commit made it durable."""
+        ...
+
     def sync(self, up_to_offset: int | None = None) -> None:
         """Return once every offset below `up_to_offset` (default: all written)
         is durable. Concurrent callers share one fsync (group commit)."""

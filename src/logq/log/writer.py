@@ -1,0 +1,323 @@
+"""One writer for every log: writes arrive from the event loop, leave as groups.
+
+The loop hands each write (a log, its id, a batch) to the writer and gets a
+future; it never hops to a thread itself. The writer's thread takes
+everything that arrived while it was busy as one commit group: it writes
+each batch to its log's file, puts a copy of the small ones in the commit
+journal (commit_journal.py) and fsyncs that once for the whole group; a log
+that took a large batch fsyncs its own file instead (copying megabytes costs
+more than an fsync). It then answers the whole group with one call into the
+loop. Logs that need no commit (memory; `fsync: interval|never`) are just
+written, the interval policy flushed when due.
+
+Every few MiB of journal, or seconds, the writer flushes: it starts a new
+journal file, fsyncs the files of the logs written since the last flush,
+and removes the journal files they made redundant. So the journal stays
+small and a restart replays at most that much.
+
+Order: writes to one log are stored in the order they were handed over.
+Failure: a write that fails (a refused batch, a full disk) fails alone; a
+failed journal write or fsync fails every write of the group that waited
+on it and cuts their logs back to what was durable before, so nothing
+answered with an error is ever stored or comes back at a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from logq.log.batch import BASE_OFFSET
+from logq.log.commit_journal import CommitJournal
+from logq.log.errors import LogClosedError, LogError
+from logq.log.storage import AppendResult, PartitionLog
+
+logger = logging.getLogger(__name__)
+
+# A batch at least this large is made durable by an fsync of its own log's
+# file rather than copied into the commit journal.
+LARGE_BATCH_BYTES = 64 * 1024
+# The commit journal is flushed (logs fsynced, old journal files removed)
+# after this many bytes or seconds, whichever comes first.
+FLUSH_BYTES = 16 * 1024 * 1024
+FLUSH_INTERVAL_S = 2.0
+
+Outcome = AppendResult | BaseException
+
+
+@dataclass(slots=True)
+class _Write:
+    log: PartitionLog
+    log_id: bytes
+    batch: bytes
+    future: asyncio.Future[AppendResult]
+    outcome: Outcome | None = None
+
+
+class Writer:
+    """The broker's single writer (see the module doc)."""
+
+    def __init__(
+        self,
+        journal: CommitJournal | None,
+        *,
+        large_batch_bytes: int = LARGE_BATCH_BYTES,
+        flush_bytes: int = FLUSH_BYTES,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        inline: bool = False,
+    ) -> None:
+        """`inline`: no thread; each write runs in the caller (for logs in
+        memory, where a write never blocks)."""
+        self._journal = journal
+        self._inline = inline
+        self._large = large_batch_bytes
+        self._flush_bytes = flush_bytes
+        self._flush_interval_s = flush_interval_s
+        self._clock = clock
+        self._condition = threading.Condition()
+        self._queue: list[_Write] = []
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._stopping = False
+        self._flush_on_stop = True
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dirty: dict[int, PartitionLog] = {}  # logs with journal copies since the flush
+        self._last_flush = clock()
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("groups", "writes", "journal_fsyncs", "log_fsyncs", "flushes", "failed_groups"), 0
+        )
+
+    @property
+    def journal(self) -> CommitJournal | None:
+        return self._journal
+
+    # -- the loop's side ------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        if self._inline:
+            return
+        self._thread = threading.Thread(target=self._run, name="logq-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, log: PartitionLog, log_id: bytes, batch: bytes) -> asyncio.Future[AppendResult]:
+        """Store `batch` in `log`; the future resolves once it is durable as
+        the log's policy asks (from the event loop only)."""
+        assert self._loop is not None, "the writer was not started"
+        future: asyncio.Future[AppendResult] = self._loop.create_future()
+        item = _Write(log, log_id, batch, future)
+        if self._inline:
+            if self._stopping:
+                raise LogClosedError("the writer is closed")
+            self._commit([item])
+            _resolve([item])
+            return future
+        with self._condition:
+            if self._stopping:
+                raise LogClosedError("the writer is closed")
+            self._queue.append(item)
+            if len(self._queue) == 1:
+                self._condition.notify()
+        return future
+
+    async def flush(self) -> None:
+        """Return once every log written so far is durable in its own file and
+        the journal holds no copy of it (before a log is deleted)."""
+        assert self._loop is not None
+        if self._journal is None or self._inline:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._condition:
+            self._flush_waiters.append(future)
+            self._condition.notify()
+        await future
+
+    async def close(self, *, flush: bool = True) -> None:
+        """Finish every write handed over, flush (unless not `flush`: then the
+        journal is left for the next open to replay, as after a crash), and
+        stop the thread."""
+        thread = self._thread
+        with self._condition:
+            self._stopping = True
+            self._flush_on_stop = flush
+            self._condition.notify()
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+        self._thread = None
+
+    # -- the thread's side -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not (self._queue or self._flush_waiters or self._stopping):
+                    timeout = self._flush_timeout()
+                    if not self._condition.wait(timeout) and self._flush_timeout() == 0:
+                        break
+                group, self._queue = self._queue, []
+                waiters, self._flush_waiters = self._flush_waiters, []
+                stopping = self._stopping and not group
+            if group:
+                self._commit(group)
+                self._answer(group)
+            if waiters or (stopping and self._flush_on_stop) or self._flush_due():
+                self._flush()
+                for waiter in waiters:
+                    self._call_soon(_set_none, waiter)
+            if stopping:
+                return
+
+    def _flush_timeout(self) -> float | None:
+        if not self._dirty:
+            return None
+        return max(0.0, self._last_flush + self._flush_interval_s - self._clock())
+
+    def _flush_due(self) -> bool:
+        journal = self._journal
+        if journal is None or not self._dirty:
+            return False
+        return (
+            journal.bytes_since_rotation >= self._flush_bytes
+            or self._clock() - self._last_flush >= self._flush_interval_s
+        )
+
+    def _commit(self, group: list[_Write]) -> None:
+        """Write a group, make it durable, note each write's outcome."""
+        self.stats["groups"] += 1
+        self.stats["writes"] += len(group)
+        direct = {id(item.log) for item in group if len(item.batch) >= self._large}
+        journaled: dict[int, tuple[PartitionLog, list[_Write]]] = {}
+        synced: dict[int, tuple[PartitionLog, list[_Write]]] = {}
+        entries: list[tuple[bytes, bytes]] = []
+        for item in group:
+            log = item.log
+            try:
+                result = log.write(item.batch)
+            except (LogError, OSError) as error:
+                item.outcome = error
+                continue
+            item.outcome = result
+            if log.needs_commit and self._journal is not None:
+                if id(log) in direct:
+                    synced.setdefault(id(log), (log, []))[1].append(item)
+                else:
+                    journaled.setdefault(id(log), (log, []))[1].append(item)
+                    entries.append((item.log_id, _stamped(item.batch, result.base_offset)))
+            elif log.needs_commit:
+                synced.setdefault(id(log), (log, []))[1].append(item)
+            else:  # memory, or a policy that makes it durable later (interval: when due)
+                self._quietly(log.flush_if_due)
+        if entries:
+            self._commit_journal(entries, journaled)
+        for log, items in synced.values():
+            try:
+                log.sync()
+                self.stats["log_fsyncs"] += 1
+            except (LogError, OSError) as error:
+                self._fail(log, items, error)
+
+    def _commit_journal(
+        self,
+        entries: list[tuple[bytes, bytes]],
+        journaled: dict[int, tuple[PartitionLog, list[_Write]]],
+    ) -> None:
+        journal = self._journal
+        assert journal is not None
+        points = {key: log.write_point() for key, (log, _) in journaled.items()}
+        try:
+            journal.append(entries)
+            journal.sync()
+            self.stats["journal_fsyncs"] += 1
+        except OSError as error:
+            self.stats["failed_groups"] += 1
+            for log, items in journaled.values():
+                self._fail(log, items, error)
+            return
+        for key, (log, _) in journaled.items():
+            log.mark_durable(points[key])
+            self._dirty[key] = log
+
+    def _fail(self, log: PartitionLog, items: list[_Write], error: BaseException) -> None:
+        """Nothing of `items` is acknowledged: cut `log` back to its durable end."""
+        for item in items:
+            item.outcome = error
+        try:
+            log.truncate_to(log.durable_offset)
+        except (LogError, OSError) as cut_error:
+            logger.error(  # noqa: TRY400 (the error says it all; no traceback)
+                "log %r: could not cut back a failed write: %s", items[0].log_id, cut_error
+            )
+
+    def _flush(self) -> None:
+        """Fsync every log the journal holds copies for, then drop those copies."""
+        journal = self._journal
+        self._last_flush = self._clock()
+        if journal is None or not self._dirty:
+            return
+        try:
+            sequence = journal.rotate()
+        except OSError as error:
+            logger.warning("commit journal: could not start a new file: %s", error)
+            return
+        dirty, self._dirty = self._dirty, {}
+        kept = False
+        for key, log in dirty.items():
+            try:
+                log.sync()
+            except LogClosedError:
+                continue  # closed (deleted, or the broker closes it): its close synced it
+            except (LogError, OSError) as error:
+                logger.warning("commit journal: a log could not be flushed: %s", error)
+                self._dirty[key] = log
+                kept = True
+        if not kept:
+            try:
+                journal.remove_before(sequence)
+            except OSError as error:
+                logger.warning("commit journal: old files not removed: %s", error)
+        self.stats["flushes"] += 1
+
+    def _answer(self, group: list[_Write]) -> None:
+        self._call_soon(_resolve, group)
+
+    def _call_soon(self, callback: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(callback, *args)
+
+    @staticmethod
+    def _quietly(function: Callable[[], None]) -> None:
+        try:
+            function()
+        except (LogError, OSError) as error:
+            logger.warning("interval flush failed: %s", error)
+
+
+def _stamped(batch: bytes, base_offset: int) -> bytes:
+    """The batch as its log stored it: its base offset written in."""
+    return BASE_OFFSET.pack(base_offset) + batch[8:]
+
+
+def _resolve(group: list[_Write]) -> None:
+    for item in group:
+        future = item.future
+        if future.done():
+            continue  # its caller went away; the write stands
+        outcome = item.outcome
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        elif outcome is not None:
+            future.set_result(outcome)
+
+
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
