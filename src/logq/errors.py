@@ -110,9 +110,7 @@ class NotExpiredError(LogqError):
     code = "NOTEXPIRED"
     http_status = 409
 
-    def __init__(
-        self, message: str, not_expired: list[str] | None = None, count: int = 0
-    ) -> None:
+    def __init__(self, message: str, not_expired: list[str] | None = None, count: int = 0) -> None:
         super().__init__(message)
         if not_expired is None:
             not_expired = [word for word in message.rpartition(": ")[2].split() if ":" in word]

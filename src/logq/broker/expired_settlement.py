@@ -86,11 +86,15 @@ class ExpiredSettlementMixin(DeliveryMixin):
     ) -> list[Range]:
         """The offsets of [start, end) that have expired by the broker's
         clock, read from their stored batches (parts lost to damage are not)."""
-        parts, _ = await self._fill(topic, Delivery(topic.name, partition, start, end, attempt, b""))
+        parts, _ = await self._fill(
+            topic, Delivery(topic.name, partition, start, end, attempt, b"")
+        )
         now_ms = self.clock.now_ms()
         offsets: list[int] = []
         for part in parts:
-            offsets += expired_offsets(part.data, part.start, part.end, topic.settings.ttl_ms, now_ms)
+            offsets += expired_offsets(
+                part.data, part.start, part.end, topic.settings.ttl_ms, now_ms
+            )
         return ranges_of(offsets)
 
     async def _settle_expired(
@@ -134,7 +138,9 @@ def _not_expired(topic_name: str, fresh: list[tuple[int, Range]], count: int) ->
         total += end - start
         for offset in range(start, min(end, start + NOT_EXPIRED_LISTED_MAX - len(ids))):
             ids.append(f"{topic_name}:{partition}:{offset}")
-    shown = " ".join(ids[:NOT_EXPIRED_SHOWN_MAX]) + (" ..." if total > NOT_EXPIRED_SHOWN_MAX else "")
+    shown = " ".join(ids[:NOT_EXPIRED_SHOWN_MAX]) + (
+        " ..." if total > NOT_EXPIRED_SHOWN_MAX else ""
+    )
     return NotExpiredError(
         f"{total} of the messages named have not expired by the broker's clock; they"
         f" changed nothing and stay leased: {shown}",

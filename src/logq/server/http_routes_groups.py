@@ -21,8 +21,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from logq.errors import BadArgumentError, NotExpiredError, StaleDeliveryError
 from logq.broker.messages import Message
+from logq.errors import BadArgumentError, NotExpiredError, StaleDeliveryError
 from logq.server.http_common import (
     DURATION_SCHEMA,
     ApiState,
