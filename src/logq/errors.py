@@ -101,6 +101,23 @@ class StaleDeliveryError(LogqError):
         self.count = count
 
 
+class NotExpiredError(LogqError):
+    """A release of messages as expired (`EXPIRED`) named messages that have
+    not expired by the broker's clock: those changed nothing and stay leased
+    where they were. `not_expired` lists their receipts, `count` what the
+    same request released of the rest (0 when the error came as the reply)."""
+
+    code = "NOTEXPIRED"
+    http_status = 409
+
+    def __init__(self, message: str, not_expired: list[str] | None = None, count: int = 0) -> None:
+        super().__init__(message)
+        if not_expired is None:
+            not_expired = [word for word in message.rpartition(": ")[2].split() if ":" in word]
+        self.not_expired = not_expired
+        self.count = count
+
+
 class LimitError(LogqError):
     """A bounded resource (connections, in-flight messages) is full."""
 
@@ -219,6 +236,7 @@ _ALL: list[type[LogqError]] = [
     OutOfRangeError,
     NotMemberError,
     StaleDeliveryError,
+    NotExpiredError,
     LimitError,
     StorageError,
     AuthRequiredError,

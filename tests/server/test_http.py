@@ -56,6 +56,7 @@ DESIGN_ROUTES = {
     ("POST", "/v1/topics/{topic}/groups/{group}/nack"),
     ("POST", "/v1/topics/{topic}/groups/{group}/reject"),
     ("POST", "/v1/topics/{topic}/groups/{group}/extend"),
+    ("POST", "/v1/topics/{topic}/groups/{group}/expired"),
     ("POST", "/v1/topics/{topic}/groups/{group}/seek"),
     ("GET", "/v1/groups"),
     ("POST", "/v1/topics/{topic}/replay"),
@@ -937,3 +938,42 @@ def test_json_logs_carry_the_request_or_connection_id(tmp_path: Path) -> None:
     assert by_message["topic 'audit' created with 6 partitions"]["request_id"] == "ticket-42"
     native = by_message["topic 'native-made' created with 6 partitions"]
     assert native["request_id"].startswith("c-") and native["level"] == "info"
+
+
+async def test_receive_leaves_out_what_expired_before_the_response_was_built(api: Api) -> None:
+    """Leased fresh, expired by the time the response is built (the broker's
+    receive is wrapped to move the clock on once it has leased): released
+    as expired, counted and traced, and not in the response."""
+    await api.topic("t", ttl="10s")
+    await api.publish("t", {"value": "old"})
+    api.clock.advance(5_000)
+    await api.publish("t", {"value": "new"})
+    leased = api.broker.receive
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        found = await leased(*args, **kwargs)
+        api.clock.advance(5_001)  # "old" is past its 10 s now
+        return found
+
+    api.broker.receive = slow  # type: ignore[method-assign]
+    messages = await api.receive("t", "g")
+    api.broker.receive = leased  # type: ignore[method-assign]
+    assert [m["value"] for m in messages] == ["new"]
+    assert messages[0]["expires_at"] == messages[0]["timestamp"] + 10_001
+    group = await api.ok("GET", "/v1/topics/t/groups/g")
+    assert group["counts"]["ttl_expired"] == 1
+    assert group["lag"] == 1
+    trace = await api.ok("GET", "/v1/messages/t:0:0/trace")
+    assert [e["event"] for e in trace["events"]][-2:] == ["DELIVERED", "EXPIRED"]
+
+
+async def test_expired_route_releases_only_what_has_expired(api: Api) -> None:
+    await api.topic("t")
+    await api.publish("t", {"messages": [{"value": "a", "ttl": "1s"}, {"value": "b"}]})
+    first, second = await api.receive("t", "g")
+    body = {"receipts": [first["receipt"], second["receipt"]]}
+    await api.fails(409, "NOTEXPIRED", "POST", "/v1/topics/t/groups/g/expired", json=body)
+    api.clock.advance(1_000)
+    answer = await api.ok("POST", "/v1/topics/t/groups/g/expired", json=body)
+    assert answer == {"expired": 1, "not_expired": ["t:0:1"]}
+    assert (await api.ok("GET", "/v1/topics/t/groups/g"))["counts"]["ttl_expired"] == 1

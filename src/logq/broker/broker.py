@@ -24,9 +24,9 @@ from logq.broker.config import BrokerConfig
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
 from logq.broker.delays import check_delay
-from logq.broker.delivery import DeliveryMixin
 from logq.broker.disk import DiskGuard
 from logq.broker.errors import from_log_error
+from logq.broker.expired_settlement import ExpiredSettlementMixin
 from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.group import Group, group_key
 from logq.broker.lane_index import forget_loaded
@@ -93,7 +93,7 @@ READ_CHUNK_BYTES = 1 << 20
 PEEK_LIMIT_MAX = 10_000
 
 
-class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
+class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     """A running broker. Build it with `await Broker.open(config)`."""
 
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:

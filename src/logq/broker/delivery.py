@@ -26,7 +26,7 @@ from logq.broker.coordination import CoordinationMixin
 from logq.broker.damage import read_around_damage, without
 from logq.broker.delays import held_back
 from logq.broker.disk import DiskGuard
-from logq.broker.expiry import expired_offsets
+from logq.broker.expiry import expired_offsets, expires_at_ms
 from logq.broker.group import Group
 from logq.broker.lane_index import (
     forget_loaded,
@@ -49,7 +49,7 @@ from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import FsyncPolicy, LogError, decode_batch
-from logq.log.batch import iter_headers
+from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
 from logq.state.journal import Journal
@@ -73,7 +73,9 @@ class Delivery:
     """Offsets [start, end) of one partition, handed out as `attempt` under
     lease token `lease`, with the stored batches that hold them (`data` may
     start before `start` and end after `end`: the consumer keeps only the
-    offsets in range)."""
+    offsets in range). `ttl_ms` is the topic's TTL when it was handed out (0
+    for none): with each record's timestamp and `logq-expires-at` header it
+    tells the consumer when the record expires."""
 
     topic: str
     partition: int
@@ -82,6 +84,7 @@ class Delivery:
     attempt: int
     data: bytes
     lease: int = 0
+    ttl_ms: int = 0
 
 
 class DeliveryMixin(CoordinationMixin, TracingMixin):
@@ -205,8 +208,18 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     ) -> list[Delivery]:
         """Fill the planned ranges with their batches, hold back or settle what
         is not for now, journal it all, count what goes out."""
+        ttl_ms = topic.settings.ttl_ms or 0
         deliveries = [
-            Delivery(topic.name, event.partition, start, end, _attempt(event), b"", _lease(event))
+            Delivery(
+                topic.name,
+                event.partition,
+                start,
+                end,
+                _attempt(event),
+                b"",
+                _lease(event),
+                ttl_ms,
+            )
             for event in events
             for start, end in event.ranges
         ]
@@ -308,6 +321,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     delivery.attempt,
                     data,
                     delivery.lease,
+                    delivery.ttl_ms,
                 )
                 for low, high in ranges_of(live)
             ]
@@ -417,6 +431,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 delivery.attempt,
                 data,
                 delivery.lease,
+                delivery.ttl_ms,
             )
             for start, end, data in found.parts
         ]
@@ -944,13 +959,20 @@ def _leased_parts(state: PartitionDelivery, ranges: list[Range]) -> list[tuple[R
 
 
 def decode_delivery(delivery: Delivery, lanes: Lanes = DEFAULT_LANES) -> list[Message]:
-    """The messages of a delivery: records of its batches within [start, end)."""
+    """The messages of a delivery: records of its batches within [start, end),
+    each with when it expires."""
     messages: list[Message] = []
+    ttl_ms = delivery.ttl_ms
     for position, header in iter_headers(delivery.data):
         if header.next_offset <= delivery.start or header.base_offset >= delivery.end:
             continue
+        marked = bool(header.attributes & EXPIRING)
         for record in decode_batch(delivery.data, position).records():
             if delivery.start <= record.offset < delivery.end:
+                if marked:
+                    expires = expires_at_ms(record.timestamp, record.headers, ttl_ms)
+                else:
+                    expires = record.timestamp + ttl_ms + 1 if ttl_ms else None
                 messages.append(
                     message_from_record(
                         delivery.topic,
@@ -960,6 +982,7 @@ def decode_delivery(delivery: Delivery, lanes: Lanes = DEFAULT_LANES) -> list[Me
                         delivery.attempt,
                         lanes,
                         delivery.lease,
+                        expires,
                     )
                 )
     return messages

@@ -6,6 +6,10 @@ whichever comes first. The check is per batch: a batch whose newest record
 is still fresh under the topic TTL, and that is not marked as holding
 per-message expiries (attribute bit 6), costs one comparison. Only batches
 that straddle the line, or are marked, are read record by record.
+
+A message counts as expired once `now_ms > timestamp + ttl` or `now_ms >=
+logq-expires-at`: `expires_at_ms` gives the first such instant, the one
+deliveries report so a client can hold back what expired in its buffer.
 """
 
 from __future__ import annotations
@@ -46,4 +50,15 @@ def expired_offsets(
                 expires = decode_headers(blocks[index]).get(HEADER_EXPIRES_AT, "")
                 if expires.isdecimal() and int(expires) <= now_ms:
                     found.append(offset)
+    return found
+
+
+def expires_at_ms(timestamp_ms: int, headers: dict[str, str], ttl_ms: int | None) -> int | None:
+    """The first instant (epoch ms) at which a message counts as expired
+    (`expired_offsets` finds it from then on); None when it never expires."""
+    found = None if not ttl_ms else timestamp_ms + ttl_ms + 1
+    expires = headers.get(HEADER_EXPIRES_AT, "")
+    if expires.isdecimal():
+        own = int(expires)
+        found = own if found is None else min(found, own)
     return found

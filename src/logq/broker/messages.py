@@ -71,6 +71,7 @@ class Message:
     priority: str
     attempt: int = 0  # 0 when read without a group
     lease: int = 0  # the delivery's lease token (0 when read without a group)
+    expires_at_ms: int | None = None  # delivered: when it expires (None: never)
 
     @property
     def receipt(self) -> str:
@@ -93,6 +94,7 @@ def message_from_record(
     attempt: int = 0,
     lanes: Lanes = DEFAULT_LANES,
     lease: int = 0,
+    expires_at_ms: int | None = None,
 ) -> Message:
     return Message(
         id=f"{topic}:{partition}:{record.offset}",
@@ -106,4 +108,5 @@ def message_from_record(
         priority=lanes.name_of(lane),
         attempt=attempt,
         lease=lease,
+        expires_at_ms=expires_at_ms,
     )

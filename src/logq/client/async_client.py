@@ -39,6 +39,7 @@ import asyncio
 import os
 import random
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,9 +109,13 @@ class AsyncClient:
         username: str | None = None,
         password: str | None = None,
         tls: ssl.SSLContext | bool | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
         `connector` replaces the TCP connection (an embedded broker uses it).
+        `clock` gives the time in epoch ms by which a received message's TTL
+        is checked before it is handed out (default the system's; an
+        embedded broker passes its own).
 
         Signing in: a `token` (default LOGQ_TOKEN), or `username` and
         `password` (LOGQ_USERNAME, LOGQ_PASSWORD). TLS: an SSLContext, or True
@@ -135,6 +140,7 @@ class AsyncClient:
         self.delivery_timeout_s = delivery_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.limits = MessageLimits()  # the server's, once connected
+        self.now_ms: Callable[[], int] = clock or _system_now_ms
         self._connector = connector
         self.credentials = credentials_from(token, username, password, os.environ)
         self.tls = tls_context(tls, os.environ)
@@ -627,10 +633,23 @@ class AsyncClient:
         )
         settler = self.settler(topic, group)
         found: list[AsyncMessage] = []
+        now_ms = self.now_ms()
         for partition, start, end, attempt, data, *rest in reply:
             lease = rest[0] if rest else 0  # servers before lease tokens send none
+            ttl_ms = rest[1] if len(rest) > 1 else 0  # the topic's TTL (0: none)
             found += received(
-                topic, partition, start, end, attempt, data, group, settler, self.lane_names, lease
+                topic,
+                partition,
+                start,
+                end,
+                attempt,
+                data,
+                group,
+                settler,
+                self.lane_names,
+                lease,
+                ttl_ms,
+                now_ms,
             )
         return found
 
@@ -786,6 +805,10 @@ class AsyncClient:
 
     async def ping(self, *, timeout_s: float | None = None) -> bool:
         return str(await self.call("PING", timeout_s=timeout_s)) == "PONG"
+
+
+def _system_now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _name(args: tuple[bytes | str | int, ...]) -> str:

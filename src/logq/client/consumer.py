@@ -111,10 +111,19 @@ class AsyncConsumer:
         message is handed out, so a caller leaving the loop leaves the rest."""
         new_message = object.__new__
         auto_ack = self.auto_ack
+        now_ms = self.client.now_ms
         while (chunk := await self.next_chunk()) is not None:
             batch, stop = chunk
             # The cursor is read each time: next()/next_batch() may take from this batch too.
             while (index := batch.cursor) < stop:
+                expires_ms = batch.expires_ms  # None: nothing in this batch expires
+                if (
+                    expires_ms is not None
+                    and (now := now_ms()) >= expires_ms
+                    and (skipped := batch.skip_expired(stop, now))
+                ):
+                    self.settler.expire(batch, index, index + skipped)
+                    continue  # released as expired, never handed out
                 batch.cursor = index + 1
                 message = new_message(AsyncMessage)
                 message._batch = batch
@@ -156,11 +165,15 @@ class AsyncConsumer:
             max_messages = min(max_messages, self.limit - self._handed)
         taken: list[AsyncMessage] = []
         buffer = self._buffer
+        now_ms = self.client.now_ms()
         while buffer and len(taken) < max_messages:
             batch = buffer[0]
             start = batch.cursor
             stop = min(batch.stop, start + max_messages - len(taken))
-            taken += batch.messages(start, stop)
+            if batch.expires_ms is None or now_ms < batch.expires_ms:
+                taken += batch.messages(start, stop)
+            else:  # the expired ones are released, never handed out
+                taken += [AsyncMessage(batch, i) for i in batch.fresh(start, stop, now_ms)]
             batch.cursor = stop
             if stop >= batch.stop:
                 buffer.popleft()
@@ -400,6 +413,8 @@ class AsyncConsumer:
         if kind == "delivery":
             _, _topic, partition, start, end, attempt, data, *rest = frame
             lease = rest[0] if rest else 0  # servers before lease tokens send none
+            ttl_ms = rest[1] if len(rest) > 1 else 0  # the topic's TTL (0: none)
+            assert isinstance(ttl_ms, int)
             assert isinstance(data, bytes) and isinstance(lease, int)
             assert isinstance(partition, int) and isinstance(start, int)
             assert isinstance(end, int) and isinstance(attempt, int)
@@ -415,6 +430,7 @@ class AsyncConsumer:
                     self.settler,
                     self.client.lane_names,
                     lease,
+                    ttl_ms,
                 )
             )
         elif kind == "error":

@@ -17,6 +17,16 @@ headers and timestamp are cut out of them only when asked, and the fields
 every message of a batch shares (topic, partition, attempt, group,
 priority) are the batch's. An ack marks the record in its batch's ack
 bitmap, which the settler turns into ranges.
+
+A message is never handed out once it has expired (docs/protocol.md, TTL).
+Each batch knows the earliest instant any of its leased records expires
+(`expires_ms`: its oldest timestamp plus the topic's TTL, which the
+delivery carries, or the earliest `logq-expires-at` header of a batch
+marked as holding them; None when nothing in it expires), so the check
+where a record is handed out costs one attribute test for a batch without
+expiries and one clock reading for the others. Only past that instant are
+records looked at one by one; those that expired are skipped and released
+to the broker as expired (`Settler.expire`), a run of them in one request.
 """
 
 from __future__ import annotations
@@ -29,9 +39,10 @@ from typing import Any, Protocol
 
 from logq.client.records import MessageData, batches_in
 from logq.lanes import Lanes
-from logq.log.batch import BatchColumns
+from logq.log.batch import EXPIRING, BatchColumns
 
 Submit = Callable[[Callable[[], Awaitable[Any]]], concurrent.futures.Future[Any]]
+HEADER_EXPIRES_AT = "logq-expires-at"  # a record's own expiry, epoch ms (docs/format.md)
 
 
 class SettlesMessages(Protocol):
@@ -44,6 +55,7 @@ class SettlesMessages(Protocol):
     def extend(
         self, message: MessageData, visibility_timeout: str | int | None
     ) -> Awaitable[Any]: ...
+    def expire(self, batch: DeliveredBatch, start: int, stop: int) -> None: ...
 
 
 class DeliveredBatch(BatchColumns):
@@ -57,10 +69,12 @@ class DeliveredBatch(BatchColumns):
     acks into ranges costs a few C-level searches, not a sort of offsets."""
 
     __slots__ = (
+        "_own_expiries",
         "attempt",
         "base_offset",
         "counted",
         "cursor",
+        "expires_ms",
         "group",
         "lease",
         "marks",
@@ -71,6 +85,7 @@ class DeliveredBatch(BatchColumns):
         "start",
         "stop",
         "topic",
+        "ttl_ms",
     )
 
     def __init__(
@@ -86,6 +101,7 @@ class DeliveredBatch(BatchColumns):
         settler: SettlesMessages | None,
         lanes: Lanes,
         lease: int = 0,
+        ttl_ms: int = 0,
     ) -> None:
         super().__init__(data, position)
         assert 0 <= start <= stop <= self.count
@@ -102,6 +118,64 @@ class DeliveredBatch(BatchColumns):
         self.marks = bytearray(self.count)
         # While acks marked here wait to be sent: the future they settle.
         self.pending: asyncio.Future[Any] | None = None
+        self.ttl_ms = ttl_ms
+        self._own_expiries: list[int | None] | None = None
+        self.expires_ms = self._first_expiry()
+
+    def _first_expiry(self) -> int | None:
+        """The earliest instant a record of [start, stop) counts as expired."""
+        found = self.header.first_timestamp + self.ttl_ms + 1 if self.ttl_ms else None
+        if self.header.attributes & EXPIRING:
+            own = [e for e in self._own()[self.start : self.stop] if e is not None]
+            if own:
+                found = min(own) if found is None else min(found, *own)
+        return found
+
+    def _own(self) -> list[int | None]:
+        """Each record's own `logq-expires-at` (a marked batch's only), read once."""
+        if self._own_expiries is None:
+            found: list[int | None] = []
+            for index in range(self.count):
+                text = self.headers(index).get(HEADER_EXPIRES_AT, "")
+                found.append(int(text) if text.isdecimal() else None)
+            self._own_expiries = found
+        return self._own_expiries
+
+    def expired(self, index: int, now_ms: int) -> bool:
+        """Whether record `index` has expired at `now_ms` (as the broker judges it)."""
+        if self.ttl_ms and now_ms > self.timestamp(index) + self.ttl_ms:
+            return True
+        if self.header.attributes & EXPIRING:
+            own = self._own()[index]
+            return own is not None and now_ms >= own
+        return False
+
+    def skip_expired(self, stop: int, now_ms: int) -> int:
+        """Move the cursor past the expired records it stands on (up to
+        `stop`); how many (the caller has the settler release them, on the
+        loop's thread). Called only once `now_ms` has reached `expires_ms`."""
+        first = index = self.cursor
+        while index < stop and self.expired(index, now_ms):
+            index += 1
+        self.cursor = index
+        return index - first
+
+    def fresh(self, start: int, stop: int, now_ms: int) -> list[int]:
+        """The indexes of [start, stop) not expired at `now_ms`; the expired
+        ones go to the settler to release (one request per run of them)."""
+        if self.expires_ms is None or now_ms < self.expires_ms:
+            return list(range(start, stop))
+        kept: list[int] = []
+        run = start
+        for index in range(start, stop):
+            if not self.expired(index, now_ms):
+                if run < index and self.settler is not None:
+                    self.settler.expire(self, run, index)
+                kept.append(index)
+                run = index + 1
+        if run < stop and self.settler is not None:
+            self.settler.expire(self, run, stop)
+        return kept
 
     def messages(self, start: int, stop: int) -> list[AsyncMessage]:
         return [AsyncMessage(self, index) for index in range(start, stop)]
@@ -410,12 +484,24 @@ def delivered(
     settler: SettlesMessages | None,
     lanes: Lanes,
     lease: int = 0,
+    ttl_ms: int = 0,
 ) -> list[DeliveredBatch]:
     """The batches of a delivery [start, end) of fetched batches, for `group`,
-    handed out under lease token `lease`."""
+    handed out under lease token `lease`, of a topic whose TTL is `ttl_ms`."""
     return [
         DeliveredBatch(
-            data, position, topic, partition, first, last, attempt, group, settler, lanes, lease
+            data,
+            position,
+            topic,
+            partition,
+            first,
+            last,
+            attempt,
+            group,
+            settler,
+            lanes,
+            lease,
+            ttl_ms,
         )
         for position, first, last in batches_in(data, start, end)
         if first < last
@@ -433,13 +519,21 @@ def received(
     settler: SettlesMessages | None,
     lanes: Lanes,
     lease: int = 0,
+    ttl_ms: int = 0,
+    now_ms: int = 0,
 ) -> list[AsyncMessage]:
     """The messages of a delivery [start, end) of fetched batches, for `group`,
-    handed out under lease token `lease`."""
+    handed out under lease token `lease`, less those expired at `now_ms`
+    (released to the broker as expired)."""
     messages: list[AsyncMessage] = []
     for batch in delivered(
-        topic, partition, start, end, attempt, data, group, settler, lanes, lease
+        topic, partition, start, end, attempt, data, group, settler, lanes, lease, ttl_ms
     ):
-        messages += batch.messages(batch.start, batch.stop)
+        if batch.expires_ms is None or now_ms < batch.expires_ms:
+            messages += batch.messages(batch.start, batch.stop)
+        else:
+            messages += [
+                AsyncMessage(batch, i) for i in batch.fresh(batch.start, batch.stop, now_ms)
+            ]
         batch.cursor = batch.counted = batch.stop
     return messages

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -186,7 +185,7 @@ class AsyncProducer:
             partition = await self.client.partition_for(topic, key_bytes)
         if dedup_id is not None:
             headers = {**(headers or {}), HEADER_DEDUP_ID: dedup_id}
-        now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        now_ms = timestamp_ms if timestamp_ms is not None else self.client.now_ms()
         due = _due_ms(delay, deliver_at, now_ms)
         if ttl is not None:
             expires = now_ms + duration_ms(ttl, "ttl")
@@ -255,7 +254,7 @@ class AsyncProducer:
         if len(keys) != len(values):
             raise BadArgumentError(f"{len(keys)} keys for {len(values)} values")
         size = self.client.limits.check_batch(keys, values) + RECORD_OVERHEAD_BYTES * len(values)
-        now = int(time.time() * 1000)
+        now = self.client.now_ms()
         due = _due_ms(delay, deliver_at, now)
         await self._reserve(size)
         loop = asyncio.get_running_loop()

@@ -21,6 +21,14 @@ the broker answers STALE and the settlement raises StaleDeliveryError. That
 is an answer, not a loss: the delivery belongs to another consumer now, so
 a flush or close does not report it again (its future or task does).
 
+Messages that expired in a consumer's buffer are never handed out: their
+runs are gathered per loop turn, as acks are, and released to the broker in
+one `EXPIRED` request of ranges per lease token, which counts, traces and
+(as the topic says) dead-letters them. One the broker finds not expired by
+its own clock (clocks apart) stays leased: its lease ends in time and the
+broker's own screen finds it expired then. Either answer is the broker's,
+so neither is reported as unconfirmed.
+
 An ack of a received message marks it in its batch's ack bitmap and, the
 first time, lists the batch here; sending turns each listed batch's marks
 into ranges (a few C-level searches per batch), grouped by the batch's
@@ -36,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from logq.client.messages import AsyncMessage, DeliveredBatch, marked_runs
 from logq.client.records import MessageData, as_text
-from logq.errors import StaleDeliveryError, UnconfirmedError
+from logq.errors import NotExpiredError, StaleDeliveryError, UnconfirmedError
 
 if TYPE_CHECKING:
     from logq.client.async_client import AsyncClient
@@ -91,8 +99,16 @@ def settled_count(reply: Any) -> int:
     fields = as_text(reply)
     if isinstance(fields, list):  # RESP2: a flat array of names and values
         fields = dict(zip(fields[::2], fields[1::2], strict=True))
-    stale = [str(receipt) for receipt in fields["stale"]]
     count = int(fields["count"])
+    if "not_expired" in fields:
+        fresh = [str(name) for name in fields["not_expired"]]
+        raise NotExpiredError(
+            f"{len(fresh)} messages named have not expired by the broker's clock (the"
+            f" others, {count}, were released): {' '.join(fresh[:10])}",
+            fresh,
+            count,
+        )
+    stale = [str(receipt) for receipt in fields["stale"]]
     raise StaleDeliveryError(
         f"{len(stale)} deliveries named are no longer current (the others, {count},"
         f" were settled): {' '.join(stale[:10])}",
@@ -122,6 +138,8 @@ class Settler:
         self._requests: dict[asyncio.Task[Any], str] = {}  # nack/reject/extend out
         self._failures: list[str] = []  # refused or unanswered, until a flush reports them
         self._failures_uncounted = 0  # past FAILURES_KEPT_MAX
+        # expired in a buffer, not yet released: offset runs per (partition, lease)
+        self._expired: Acks = {}
 
     def ack_at(self, batch: DeliveredBatch, index: int) -> asyncio.Future[Any]:
         """Queue the ack of record `index` of `batch`; the future (shared by
@@ -292,9 +310,33 @@ class Settler:
             return
         if task.cancelled():
             self._note_failure(f"{what} (cancelled)")
-        elif (error := task.exception()) is not None and not isinstance(error, StaleDeliveryError):
+        elif (error := task.exception()) is not None and not isinstance(
+            error, (StaleDeliveryError, NotExpiredError)
+        ):
             self._note_failure(f"{what} ({error})")
         self._check_idle()
+
+    def expire(self, batch: DeliveredBatch, start: int, stop: int) -> None:
+        """Queue the release of records [start, stop) of `batch`, which
+        expired before they were handed out; sent with this loop turn's
+        others as one EXPIRED."""
+        base = batch.base_offset
+        runs = self._expired.setdefault((batch.partition, batch.lease), [])
+        runs.append((base + start, base + stop))
+        if len(self._expired) == 1 and len(runs) == 1:  # the turn's first: send at its end
+            self.client.settling.add(self)
+            asyncio.get_running_loop().call_soon(self._send_expired)
+
+    def _send_expired(self) -> None:
+        expired, self._expired = self._expired, {}
+        if not expired:
+            self._check_idle()
+            return
+        runs = {key: merged_ranges(parts) for key, parts in expired.items()}
+        args = self._ackr(runs)
+        args[0] = "EXPIRED"
+        what = self._describe_acks(runs).replace("ack of", "expired release of", 1)
+        self._request(what, args)
 
     def _check_idle(self) -> None:
         """Leave the client's list of settlers to flush once nothing is out
@@ -305,7 +347,13 @@ class Settler:
     @property
     def busy(self) -> bool:
         """Whether any settlement is waiting to be sent or for its answer."""
-        return bool(self._acks or self._batches or self._sender is not None or self._requests)
+        return bool(
+            self._acks
+            or self._batches
+            or self._sender is not None
+            or self._requests
+            or self._expired
+        )
 
     def outstanding(self) -> list[str]:
         """What is made or sent and not answered yet, in words."""
@@ -319,6 +367,7 @@ class Settler:
         (each reported once, by the first flush after it failed)."""
         while True:
             self._send_acks()
+            self._send_expired()
             waiting: list[asyncio.Task[Any]] = list(self._requests)
             if self._sender is not None:
                 waiting.append(self._sender)
@@ -359,6 +408,7 @@ class Settler:
         if tasks:
             await asyncio.wait(tasks)
         queued = self._take()
+        self._expired = {}  # their leases end in time: the broker's screen finds them then
         futures, self._futures = self._futures, []
         _fail(futures, UnconfirmedError(f"{self._describe_acks(queued)}: abandoned"))
         failures = self._take_failures()

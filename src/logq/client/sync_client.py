@@ -151,9 +151,19 @@ class Consumer:
         runner, consumer = self._runner, self._consumer
         submit, acks, auto_ack = self._submit, self._acks, consumer.auto_ack
         new = object.__new__
+        now_ms, expire = consumer.client.now_ms, consumer.settler.expire
         while not runner.stopped and (chunk := runner.run(consumer.next_chunk())) is not None:
             batch, stop = chunk
             while (index := batch.cursor) < stop:
+                expires_ms = batch.expires_ms  # None: nothing in this batch expires
+                if (
+                    expires_ms is not None
+                    and (now := now_ms()) >= expires_ms
+                    and (skipped := batch.skip_expired(stop, now))
+                ):
+                    # released as expired by the loop thread, never handed out
+                    runner.loop.call_soon_threadsafe(expire, batch, index, index + skipped)
+                    continue
                 batch.cursor = index + 1
                 inner = new(AsyncMessage)
                 inner._batch, inner._index = batch, index
@@ -198,9 +208,11 @@ class Client:
         username: str | None = None,
         password: str | None = None,
         tls: ssl.SSLContext | bool | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         """`server` is "host:port" (default LOGQ_SERVER, else 127.0.0.1:7070);
-        signing in, TLS and timeouts as AsyncClient takes them."""
+        signing in, TLS, timeouts and the clock of TTL checks as AsyncClient
+        takes them."""
         self._async = AsyncClient(
             server,
             request_timeout_s=request_timeout_s,
@@ -211,6 +223,7 @@ class Client:
             username=username,
             password=password,
             tls=tls,
+            clock=clock,
         )
         self._runner = LoopThread("logq-client")  # after the checks of the address and settings
         self._submit = _submitter(self._runner)

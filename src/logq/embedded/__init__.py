@@ -35,6 +35,7 @@ from types import TracebackType
 
 from logq.broker import Broker as DomainBroker
 from logq.broker import BrokerConfig
+from logq.broker.clock import Clock, SystemClock
 from logq.client import AsyncClient, Client
 from logq.client.connection import Connection
 from logq.client.loop_thread import LoopThread
@@ -54,8 +55,12 @@ class Broker:
         *,
         fsync: str = "always",
         config: BrokerConfig | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` (default the system's) is the broker's, and its clients'
+        for TTL checks: a test passes a `FakeClock` to move time by hand."""
         base = config or BrokerConfig()
+        self.clock = clock or SystemClock()
         path = Path(data_dir) if data_dir is not None else base.data_dir
         self.config = replace(base, data_dir=path, log=replace(base.log, fsync=FsyncPolicy(fsync)))
         self._runner: LoopThread | None = None
@@ -76,7 +81,7 @@ class Broker:
         self._runner = LoopThread("logq-embedded")
 
         async def open_broker() -> None:
-            self._broker = await DomainBroker.open(self.config)
+            self._broker = await DomainBroker.open(self.config, clock=self.clock)
             self._broker.start()
             self._server = NativeServer(self._broker, ConnectionCounter())
 
@@ -149,14 +154,14 @@ class Broker:
         """A blocking client of this broker, closed (its settlements and
         publishes confirmed) before the broker closes."""
         self.start()
-        client = Client("embedded:0", connector=self._connect)
+        client = Client("embedded:0", connector=self._connect, clock=self.clock.now_ms)
         self._clients.append(client)
         return client
 
     def async_client(self) -> AsyncClient:
         """An asyncio client of this broker, for use on the caller's loop."""
         self.start()
-        return AsyncClient("embedded:0", connector=self._connect)
+        return AsyncClient("embedded:0", connector=self._connect, clock=self.clock.now_ms)
 
 
 __all__ = ["Broker"]

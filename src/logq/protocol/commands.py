@@ -61,5 +61,5 @@ REGISTRY: Final[dict[str, CommandSpec]] = _specs(
     *_consume_in_group("REPLAY", "GROUPINFO", "RECV", "FETCH", "SEEK", "CONSUME"),
     *_consume_in_group("JOIN", "HEARTBEAT", "LEAVE"),
     # settling what was delivered
-    *_consume_in_group("ACK", "ACKR", "NACK", "REJECT", "EXTEND"),
+    *_consume_in_group("ACK", "ACKR", "NACK", "REJECT", "EXTEND", "EXPIRED"),
 )

@@ -21,6 +21,7 @@ from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import (
     BadArgumentError,
     LogqError,
+    NotExpiredError,
     StaleDeliveryError,
     TooBigError,
     UnknownCommandError,
@@ -144,6 +145,7 @@ def message_reply(message: Message) -> dict[str, Reply]:
         "timestamp": message.timestamp_ms,
         "attempt": message.attempt,
         "lease": message.lease,
+        **({} if message.expires_at_ms is None else {"expires_at": message.expires_at_ms}),
     }
 
 
@@ -155,6 +157,7 @@ def delivery_reply(delivery: Delivery) -> list[Reply]:
         delivery.attempt,
         delivery.data,
         delivery.lease,
+        delivery.ttl_ms,
     ]
 
 
@@ -621,6 +624,10 @@ async def _settled(settlement: Awaitable[int]) -> Reply:
         if not error.count:
             raise
         return {"count": error.count, "stale": list(error.stale)}
+    except NotExpiredError as error:
+        if not error.count:
+            raise
+        return {"count": error.count, "not_expired": list(error.not_expired)}
 
 
 @command("ACK")
@@ -635,6 +642,24 @@ async def _ackr(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     usage = (
         "ACKR topic group [LEASE token] partition start end [[LEASE token] partition start end ...]"
     )
+    topic, group, ranges = _range_arguments(args, usage)
+    return await _settled(broker.ack_ranges(topic, group, ranges))
+
+
+@command("EXPIRED")
+async def _expired(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    usage = (
+        "EXPIRED topic group [LEASE token] partition start end"
+        " [[LEASE token] partition start end ...]"
+    )
+    topic, group, ranges = _range_arguments(args, usage)
+    return await _settled(broker.release_expired_ranges(topic, group, ranges))
+
+
+def _range_arguments(
+    args: list[bytes], usage: str
+) -> tuple[str, str, dict[tuple[int, int], list[tuple[int, int]]]]:
+    """topic, group and the ranges per (partition, lease token) of ACKR and EXPIRED."""
     need(args, 5, usage)
     ranges: dict[tuple[int, int], list[tuple[int, int]]] = {}
     token = 0
@@ -652,8 +677,7 @@ async def _ackr(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         index += 3
     if not ranges:
         raise BadArgumentError(f"no ranges: usage {usage}")
-    topic, group = text(args[0], "topic"), text(args[1], "group")
-    return await _settled(broker.ack_ranges(topic, group, ranges))
+    return text(args[0], "topic"), text(args[1], "group"), ranges
 
 
 @command("NACK")

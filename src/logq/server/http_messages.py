@@ -208,6 +208,8 @@ def message_json(message: Message) -> dict[str, Any]:
     if message.lease:
         data["lease"] = message.lease
         data["receipt"] = message.receipt
+    if message.expires_at_ms is not None:
+        data["expires_at"] = message.expires_at_ms
     return data
 
 

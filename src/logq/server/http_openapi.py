@@ -99,6 +99,10 @@ COMPONENTS: dict[str, Any] = {
                 "type": "string",
                 "description": "`<id>@<lease>`: settles this delivery only (received messages only)",
             },
+            "expires_at": {
+                "type": "integer",
+                "description": "epoch ms from which it counts as expired (received messages with a TTL only)",
+            },
         },
         ("id", "topic", "partition", "offset", "headers", "priority", "timestamp", "attempt"),
     ),

@@ -1,5 +1,10 @@
 """REST routes for groups: configure, describe, receive (with long poll), ack,
-nack, reject, extend, seek, and the list of all groups (DESIGN.md section 3).
+nack, reject, extend, expired, seek, and the list of all groups (DESIGN.md section 3).
+
+A receive answers only messages that have not expired when its response is
+built: one that expired between its lease and then (a long poll's wait for
+more, a slow disk) is released as expired (`Broker.release_expired`) and
+left out, as the client library does with what expires in its buffer.
 
 Request bodies decode into msgspec Structs that refuse unknown fields, so a
 misspelt option is an error rather than silently ignored; durations are
@@ -8,6 +13,7 @@ parsed here with the same function the native protocol uses.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -15,7 +21,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from logq.errors import BadArgumentError, StaleDeliveryError
+from logq.broker.messages import Message
+from logq.errors import BadArgumentError, NotExpiredError, StaleDeliveryError
 from logq.server.http_common import (
     DURATION_SCHEMA,
     ApiState,
@@ -104,18 +111,33 @@ async def receive(state: ApiState, request: Request) -> Response:
         wait_ms=duration_ms(body.wait, "wait") or 0,
         visibility_timeout_ms=duration_ms(body.visibility_timeout, "visibility_timeout"),
     )
+    while expired := _expired(messages, state.broker.clock.now_ms()):
+        with contextlib.suppress(StaleDeliveryError, NotExpiredError):
+            await state.broker.release_expired(topic, group, [m.receipt for m in expired])
+        gone = {m.id for m in expired}
+        messages = [m for m in messages if m.id not in gone]
+    # no await from the last check to here: what goes out has not expired
     return json_response({"messages": [message_json(m) for m in messages]})
+
+
+def _expired(messages: list[Message], now_ms: int) -> list[Message]:
+    return [m for m in messages if m.expires_at_ms is not None and m.expires_at_ms <= now_ms]
 
 
 async def _settled(name: str, settlement: Awaitable[int]) -> Response:
     """`{name: count}`, with `"stale": [receipts]` when some receipts were
-    stale; a STALE error when nothing changed (docs/protocol.md)."""
+    stale (`"not_expired": [ids]` for messages an expired release named that
+    have not expired); that error when nothing changed (docs/protocol.md)."""
     try:
         count = await settlement
     except StaleDeliveryError as error:
         if not error.count:
             raise
         return json_response({name: error.count, "stale": error.stale})
+    except NotExpiredError as error:
+        if not error.count:
+            raise
+        return json_response({name: error.count, "not_expired": error.not_expired})
     return json_response({name: count})
 
 
@@ -141,6 +163,11 @@ async def extend(state: ApiState, request: Request) -> Response:
     body = await read_json(request, ExtendBody, limit=state.limits.body_bytes_max)
     lease = duration_ms(body.visibility_timeout, "visibility_timeout")
     return await _settled("extended", state.broker.extend(*_names(request), body.named, lease))
+
+
+async def expired(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, IdsBody, limit=state.limits.body_bytes_max)
+    return await _settled("expired", state.broker.release_expired(*_names(request), body.named))
 
 
 _SEEK_FIELDS = ({"offset"}, {"offset", "partition"}, {"time"})
@@ -267,6 +294,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=_named_body({"visibility_timeout": DURATION_SCHEMA}),
         body_required=True,
         response=_count("extended"),
+    ),
+    Endpoint(
+        "POST",
+        f"{_GROUP_PATH}/expired",
+        expired,
+        "Release delivered messages that have expired (by the broker's clock) as expired:"
+        " counted, traced and dead-lettered as the broker does with those it finds before leasing",
+        body=_named_body(),
+        body_required=True,
+        response=_count("expired"),
     ),
     Endpoint(
         "POST",

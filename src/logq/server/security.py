@@ -67,6 +67,7 @@ ROUTES: dict[tuple[str, str], RouteRule] = {
             ("POST", "/nack", "NACK"),
             ("POST", "/reject", "REJECT"),
             ("POST", "/extend", "EXTEND"),
+            ("POST", "/expired", "EXPIRED"),
             ("POST", "/seek", "SEEK"),
         )
     },

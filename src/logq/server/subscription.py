@@ -110,6 +110,7 @@ class Subscription:
                             delivery.attempt,
                             delivery.data,
                             delivery.lease,
+                            delivery.ttl_ms,
                         ]
                     )
                 )

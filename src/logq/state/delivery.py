@@ -81,8 +81,11 @@ class PartitionDelivery:
 
     @property
     def in_flight(self) -> int:
-        return sum(lease.end - lease.start for lease in self.leases) - sum(
-            self._settled_within(lease.start, lease.end) for lease in self.leases
+        # offsets below the floor are settled though `settled` no longer holds them
+        return sum(
+            end - start
+            for lease in self.leases
+            for start, end in self.unsettled_ranges(lease.start, lease.end)
         )
 
     @property
