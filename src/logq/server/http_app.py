@@ -41,6 +41,7 @@ from logq.server import context, http_dashboard, http_routes_groups, http_routes
 from logq.server.auth import ANONYMOUS
 from logq.server.command_metrics import CommandTimes
 from logq.server.connections import ConnectionCounter
+from logq.server.descriptors import DescriptorWatch
 from logq.server.http_common import (
     ApiState,
     Endpoint,
@@ -155,14 +156,24 @@ def create_app(
     native_times: CommandTimes | None = None,
     allowed_hosts: frozenset[str] | None = None,
     proxy_hosts: frozenset[str] = frozenset(),
+    descriptors: DescriptorWatch | None = None,
+    metrics_aggregate: bool = False,
 ) -> Starlette:
     """The REST API over `broker`, counting its requests in `connections`;
     `security` signs requests in, checks their permissions and quotas;
     `/metrics` shows the native listener's command latency from `native_times`;
-    `allowed_hosts` (when listening on loopback) are the only Host names served."""
+    `allowed_hosts` (when listening on loopback) are the only Host names served;
+    `descriptors` and `metrics_aggregate`: see HttpMetrics."""
     state = ApiState(broker, connections, limits or Limits())
     guard = security or Security.from_config(SecurityConfig())
-    metrics = HttpMetrics(broker, connections, native_times, guard.authenticator.throttle)
+    metrics = HttpMetrics(
+        broker,
+        connections,
+        native_times,
+        guard.authenticator.throttle,
+        descriptors=descriptors,
+        aggregate=metrics_aggregate,
+    )
     table: list[Endpoint] = []
     table.extend(_system_endpoints(metrics, table))
     table.extend(http_routes_topics.ENDPOINTS)

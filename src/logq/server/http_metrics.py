@@ -21,11 +21,14 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.registry import Collector
 
 from logq.broker import Broker
 from logq.server.auth_throttle import SignInThrottle
+from logq.server.capacity_metrics import Aggregated, CapacityCollector
 from logq.server.command_metrics import CommandCollector, CommandTimes
 from logq.server.connections import ConnectionCounter
+from logq.server.descriptors import DescriptorWatch
 from logq.server.security_metrics import AdmissionCollector
 from logq.server.storage_metrics import StorageCollector
 
@@ -103,7 +106,7 @@ def _lifecycle(families: dict[str, Any], labels: list[str], figures: dict[str, A
         reasons.add_metric([*labels, reason], count)
 
 
-class BrokerCollector:
+class BrokerCollector(Collector):
     """Reads the broker and the connection counter at scrape time."""
 
     def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
@@ -188,11 +191,21 @@ class HttpMetrics:
         connections: ConnectionCounter,
         native_times: CommandTimes | None = None,
         throttle: SignInThrottle | None = None,
+        *,
+        descriptors: DescriptorWatch | None = None,
+        aggregate: bool = False,
     ) -> None:
+        """`aggregate`: the per-topic and per-group families summed over
+        topics and groups (see capacity_metrics)."""
         self.registry = CollectorRegistry()
-        self.registry.register(BrokerCollector(broker, connections))
+        per_topic: list[Collector] = [
+            BrokerCollector(broker, connections),
+            StorageCollector(broker),
+        ]
+        for collector in per_topic:
+            self.registry.register(Aggregated(collector) if aggregate else collector)
         self.registry.register(AdmissionCollector(connections, throttle or SignInThrottle()))
-        self.registry.register(StorageCollector(broker))
+        self.registry.register(CapacityCollector(broker, descriptors or DescriptorWatch(None)))
         if native_times is not None:
             self.registry.register(CommandCollector(native_times))
         self._latency = Histogram(
