@@ -20,7 +20,7 @@ def test_a_create_past_the_cap_is_refused_and_makes_nothing() -> None:
     async def test(broker: Broker, clock: FakeClock) -> None:
         await broker.create_topic("a", {"partitions": 6})
         await broker.create_topic("b", {"partitions": 3})
-        with pytest.raises(CapacityError, match="holds 9, the limit limits.partitions is 10"):
+        with pytest.raises(CapacityError, match=r"holds 9, the limit limits\.partitions is 10"):
             await broker.create_topic("c", {"partitions": 2})
         assert sorted(broker.topics) == ["a", "b"]
         assert broker.partitions_held == 9
@@ -60,7 +60,7 @@ def test_a_dead_letter_topic_past_the_cap_waits_and_loses_nothing() -> None:
         await broker.create_topic("filler", {"partitions": 1})
         await broker.publish("t", [OutgoingMessage(b"poison")])
         taken = await broker.receive("t", "g", "c", max_messages=10)
-        with pytest.raises(CapacityError, match="topic 't.dlq' needs 1 more partitions"):
+        with pytest.raises(CapacityError, match=r"topic 't\.dlq' needs 1 more partitions"):
             await broker.reject("t", "g", [m.id for m in taken], "bad")
         assert "t.dlq" not in broker.topics
         # the message is held for its move, not delivered, not lost

@@ -46,7 +46,7 @@ def test_the_derived_partition_cap_refuses_a_create_and_makes_nothing(tmp_path: 
             assert grow.json()["error"]["code"] == "CAPACITY"
             assert len(http.get("/v1/topics/t0").json()["partitions"]) == 6
             with logq.Client(running.native) as client:
-                with pytest.raises(CapacityError, match="limits.partitions"):
+                with pytest.raises(CapacityError, match=r"limits\.partitions"):
                     client.create_topic("over", partitions=6)
                 client.publish("t0", b"still serving")
             metrics = http.get("/metrics").text
