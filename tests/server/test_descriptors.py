@@ -23,8 +23,8 @@ def test_the_cap_keeps_room_for_connections_and_the_brokers_own_files() -> None:
         used = cap * DESCRIPTORS_PER_PARTITION + BROKER_DESCRIPTORS + room
         assert used <= limit < used + DESCRIPTORS_PER_PARTITION
     assert derive_partitions_max(64, 10).partitions_max == 0  # nothing left: no partition
-    cap = derive_partitions_max(20_000, 10_000)
-    assert "descriptor limit 20000" in cap.how and "5000 for connections" in cap.how
+    derived = derive_partitions_max(20_000, 10_000)
+    assert "descriptor limit 20000" in derived.how and "5000 for connections" in derived.how
 
 
 def test_a_set_cap_wins_and_memory_or_no_limit_has_none() -> None:

@@ -127,6 +127,9 @@ class DescriptorWatch:
         elif self.warned and found < self.limit * REARM_SHARE:
             self.warned = False
             logger.info(
-                "%d descriptors open, back under %d%% of the limit %d", found, 75, self.limit
+                "%d descriptors open, back under %d%% of the limit %d",
+                found,
+                round(100 * REARM_SHARE),
+                self.limit,
             )
         return found
