@@ -1024,10 +1024,16 @@ class Broker(DeliveryMixin, DeadLetterMixin, ReplayMixin):
 
     # -- statistics -------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Pending messages per partition of every topic, or of the topics
+        `names` (a page); the broker's totals."""
         queues: dict[str, int] = {}
-        for topic in self.topics.values():
-            groups = [g for g in self.groups.values() if g.topic == topic.name]
+        by_topic: dict[str, list[Group]] = {}
+        for group in self.groups.values():
+            by_topic.setdefault(group.topic, []).append(group)
+        chosen = self.topics.values() if names is None else [self.topics[n] for n in names]
+        for topic in chosen:
+            groups = by_topic.get(topic.name, [])
             for partition in topic.partitions:
                 end = partition.log.next_offset
                 if groups:

@@ -67,7 +67,13 @@ async def health(state: ApiState, request: Request) -> Response:
 
 
 async def stats(state: ApiState, request: Request) -> Response:
-    return json_response({**state.broker.stats(), **state.connections.statistics()})
+    """Everything (as before), or with `filter`, `offset` or `limit` the
+    queues of one page of topics, as GET /v1/topics pages them."""
+    page = http_routes_topics.topic_page(request, state.broker)
+    if page is None:
+        return json_response({**state.broker.stats(), **state.connections.statistics()})
+    found = state.broker.stats(page.names)
+    return json_response({**found, **state.connections.statistics(), **page.fields()})
 
 
 def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
@@ -100,11 +106,14 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
             "GET",
             "/v1/stats",
             stats,
-            "Pending messages per topic partition, connections and totals",
+            "Pending messages per topic partition (all, or of a page of topics by name),"
+            " connections and totals",
+            query=http_routes_topics.PAGE_QUERY,
             response=object_schema(
                 {
                     "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "active_connections": {"type": "integer"},
+                    **http_routes_topics.PAGE_PROPERTIES,
                 },
                 ("queues", "active_connections"),
                 closed=False,

@@ -121,16 +121,20 @@ class BrokerCollector(Collector):
         for topic, counters in sorted(self._broker.metrics.topics().items()):
             for name in _TOPIC_COUNTERS:
                 families[name].add_metric([topic], counters[name])
-        for described in self._broker.list_topics():
-            families["stored_messages"].add_metric([described["name"]], described["messages"])
-            families["stored_bytes"].add_metric([described["name"]], described["bytes"])
-        for group in self._broker.list_groups():
-            labels = [group["topic"], group["group"]]
-            families["pending"].add_metric(labels, group["lag"])
-            families["in_flight"].add_metric(labels, group["in_flight"])
+        # the dashboard's cheap counts, not each topic's and group's full
+        # description: a scrape of thousands of them holds the event loop
+        for counted in self._broker.topic_counts():
+            families["stored_messages"].add_metric([counted["name"]], counted["messages"])
+            families["stored_bytes"].add_metric([counted["name"]], counted["bytes"])
+        groups = {(g.topic, g.name): g for g in self._broker.groups.values()}
+        for counted in self._broker.group_counts():
+            labels = [counted["topic"], counted["group"]]
+            group = groups[counted["topic"], counted["group"]]
+            families["pending"].add_metric(labels, counted["lag"])
+            families["in_flight"].add_metric(labels, counted["in_flight"])
             for name in _GROUP_COUNTERS:
-                families[name].add_metric(labels, group["counts"].get(name, 0))
-            _lifecycle(families, labels, group["lifecycle"])
+                families[name].add_metric(labels, group.counters.get(name, 0))
+            _lifecycle(families, labels, group.lifecycle.as_dict())
         connections = self._connections
         families["active_connections"].add_metric(["native"], connections.native)
         families["active_connections"].add_metric(["http"], connections.http_connections)
