@@ -244,6 +244,8 @@ async def serve(
         await stop.wait()
     finally:
         watch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch_task
         connections.closing = True
         await native.stop_accepting()
         http.should_exit = True
