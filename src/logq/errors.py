@@ -126,6 +126,16 @@ class LimitError(LogqError):
     retriable = True
 
 
+class CapacityError(LogqError):
+    """The broker holds as much as it is configured to (`limits.partitions`):
+    nothing was created. Not retriable: it stays so until something is
+    deleted or the limit is raised (HTTP 409, a conflict with the broker's
+    state, as a full broker is not the request's fault nor a passing one)."""
+
+    code = "CAPACITY"
+    http_status = 409
+
+
 class StorageError(LogqError):
     code = "STORAGE"
     http_status = 503
@@ -238,6 +248,7 @@ _ALL: list[type[LogqError]] = [
     StaleDeliveryError,
     NotExpiredError,
     LimitError,
+    CapacityError,
     StorageError,
     AuthRequiredError,
     ForbiddenError,

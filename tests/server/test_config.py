@@ -100,6 +100,9 @@ def test_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
         ("limits: {messageBytes: 0}", "limits.messageBytes"),
         ("limits: {diskFree: 1}", "limits.diskFree"),
         ("server: {allowUnauthenticatedRemote: 'yes'}", "server.allowUnauthenticatedRemote"),
+        ("limits: {partitions: 0}", "limits.partitions"),
+        ("metrics: {aggregate: sometimes}", "metrics.aggregate"),
+        ("metrics: {aggregated: true}", "metrics.aggregated"),
     ],
 )
 def test_a_bad_value_is_one_message_naming_the_key(tmp_path: Path, text: str, names: str) -> None:
@@ -138,6 +141,25 @@ def test_trace_and_group_sessions_are_set_in_the_file(tmp_path: Path) -> None:
     assert config.broker.trace_retention_ms == 2 * 86_400_000
     assert config.broker.trace_retention_bytes == 1 << 20
     assert config.broker.session_timeout_ms == 10_000
+
+
+def test_the_partition_cap_and_aggregated_metrics_come_from_file_or_environment(
+    tmp_path: Path,
+) -> None:
+    default = build_config(config_file=None, environ={})
+    assert default.broker.partitions_max is None  # derived at start
+    assert default.metrics_aggregate is False
+    path = write(tmp_path, "limits: {partitions: 30000}\nmetrics: {aggregate: true}")
+    config = build_config(config_file=path, environ={})
+    assert (config.broker.partitions_max, config.metrics_aggregate) == (30_000, True)
+    environ = {"LOGQ_LIMITS_PARTITIONS": "500", "LOGQ_METRICS_AGGREGATE": "false"}
+    config = build_config(config_file=path, environ=environ)
+    assert (config.broker.partitions_max, config.metrics_aggregate) == (500, False)
+    for bad in ("0", "many", "-3"):
+        with pytest.raises(ConfigError, match="LOGQ_LIMITS_PARTITIONS"):
+            build_config(config_file=None, environ={"LOGQ_LIMITS_PARTITIONS": bad})
+    with pytest.raises(ConfigError, match="LOGQ_METRICS_AGGREGATE"):
+        build_config(config_file=None, environ={"LOGQ_METRICS_AGGREGATE": "yes"})
 
 
 def test_limits_are_named_in_the_file(tmp_path: Path) -> None:

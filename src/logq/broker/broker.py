@@ -56,6 +56,7 @@ from logq.durations import parse_duration_ms
 from logq.errors import (
     AlreadyExistsError,
     BadArgumentError,
+    CapacityError,
     GroupNotFoundError,
     LogqError,
     MessageNotFoundError,
@@ -146,6 +147,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._made_dead_letter_topics: set[str] = set()
         self._dlq_locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
         self._directory_lock: DirectoryLock | None = None  # taken by open(), given back by close()
+        # partitions of every topic, and those of creates under way (limits.partitions)
+        self.partitions_held = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -193,6 +196,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             if group is not None and event.partition < len(group.deliveries):
                 group.deliveries[event.partition].apply(event)
                 replayed += 1
+        self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
+        limit = self.config.partitions_max
+        if limit is not None and self.partitions_held > limit:
+            logger.warning(
+                "%d partitions are more than limits.partitions (%d): creates are refused"
+                " until topics are deleted or the limit is raised",
+                self.partitions_held,
+                limit,
+            )
         self._note_dead_letter_topics()
         await self.finish_dead_letter_moves()
         await self.run(self.disk.measure)
@@ -456,7 +468,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             )
         self._check_partitions(parsed.partitions)
         self._check_dlq(name, parsed.dlq_topic(name))
-        topic = await self._make_topic(name, parsed)
+        self._hold_partitions(parsed.partitions, f"topic {name!r}")
+        try:
+            topic = await self._make_topic(name, parsed)
+        except BaseException:
+            self.partitions_held -= parsed.partitions
+            raise
         logger.info("topic %r created with %d partitions", name, parsed.partitions)
         return topic
 
@@ -478,6 +495,18 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 f"{partitions} partitions, the limit partitions_per_topic_max is {limit}"
             )
 
+    def _hold_partitions(self, count: int, what: str) -> None:
+        """Count `count` more partitions against limits.partitions, or refuse
+        with CAPACITY before anything is made."""
+        limit = self.config.partitions_max
+        if count > 0 and limit is not None and self.partitions_held + count > limit:
+            raise CapacityError(
+                f"{what} needs {count} more partitions and the broker holds "
+                f"{self.partitions_held}, the limit limits.partitions is {limit}: "
+                "delete topics or raise the limit"
+            )
+        self.partitions_held += count
+
     async def update_topic(self, name: str, changes: dict[str, Any]) -> Topic:
         self._check_open()
         topic = self.topic(name)
@@ -491,9 +520,14 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 f"asked for {parsed.partitions}"
             )
         base = topic.log_config(self.config.log)
-        for index in range(len(topic.partitions), parsed.partitions):
-            log = await self.run(lambda i=index: self.storage.open_log(name, i, base))  # type: ignore[misc]
-            topic.add_partition(log)
+        before = len(topic.partitions)
+        self._hold_partitions(parsed.partitions - before, f"topic {name!r}")
+        try:
+            for index in range(before, parsed.partitions):
+                log = await self.run(lambda i=index: self.storage.open_log(name, i, base))  # type: ignore[misc]
+                topic.add_partition(log)
+        finally:  # those that did not open are not held
+            self.partitions_held -= parsed.partitions - len(topic.partitions)
         topic.settings = parsed
         for partition in topic.partitions:
             log = partition.log
@@ -509,6 +543,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._check_open()
         topic = self.topic(name)
         del self.topics[name]
+        self.partitions_held -= len(topic.partitions)
         for key in [key for key, group in self.groups.items() if group.topic == name]:
             del self.groups[key]
         self.metrics.forget(name)
@@ -1020,10 +1055,16 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
 
     # -- statistics -------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Pending messages per partition of every topic, or of the topics
+        `names` (a page); the broker's totals."""
         queues: dict[str, int] = {}
-        for topic in self.topics.values():
-            groups = [g for g in self.groups.values() if g.topic == topic.name]
+        by_topic: dict[str, list[Group]] = {}
+        for group in self.groups.values():
+            by_topic.setdefault(group.topic, []).append(group)
+        chosen = self.topics.values() if names is None else [self.topics[n] for n in names]
+        for topic in chosen:
+            groups = by_topic.get(topic.name, [])
             for partition in topic.partitions:
                 end = partition.log.next_offset
                 if groups:

@@ -42,6 +42,10 @@ class BrokerConfig:
     header_bytes_max: int = 64 * 1024  # all of one message's headers, encoded
     topic_name_length_max: int = 200
     partitions_per_topic_max: int = 1024
+    # Partitions of all topics together (dead-letter topics included); None:
+    # no cap. `logq serve` derives one from the descriptor limit when the
+    # config names none (see logq.server.descriptors).
+    partitions_max: int | None = None
     auto_create_topics: bool = False
     # Publishes are refused (DISKFULL) while the data disk has less free
     # space than this, so acks and the journal keep room; measured this often.

@@ -16,15 +16,22 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import uvicorn
 
-from logq.broker import Broker
+from logq.broker import Broker, BrokerConfig
 from logq.protocol import Limits as FrameLimits
+from logq.server.accept import Acceptor
 from logq.server.auth_throttle import SignInThrottle
 from logq.server.config import ServerConfig, is_loopback, remote_hosts
 from logq.server.connections import ConnectionCounter
+from logq.server.descriptors import (
+    DescriptorWatch,
+    derive_partitions_max,
+    descriptor_limit,
+    partition_cap,
+)
 from logq.server.http_app import create_app
 from logq.server.http_common import Limits as HttpLimits
 from logq.server.http_guard import loopback_hosts
@@ -34,6 +41,7 @@ from logq.server.tcp import ListenerLimits, NativeServer
 from logq.server.tls import server_tls_context
 
 logger = logging.getLogger("logq.server")
+DESCRIPTOR_CHECK_S = 5.0  # how often open descriptors are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +63,67 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _QuietUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: this module owns the signals."""
+    """uvicorn without its own signal handling (this module owns the
+    signals), accepting through an `Acceptor` (it rides out running out of
+    descriptors) on the one socket it is given."""
+
+    descriptors: DescriptorWatch | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        assert sockets is not None and len(sockets) == 1, "serve() binds one HTTP socket"
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        acceptor = Acceptor(
+            "http", sockets[0], create_protocol, ssl=config.ssl, descriptors=self.descriptors
+        )
+        acceptor.start()
+        self.servers = [acceptor]  # type: ignore[list-item]  # closes and waits as uvicorn asks
+        self.started = True
+
+
+def _capped(config: ServerConfig, descriptors_max: int | None) -> BrokerConfig:
+    """The broker's config with the partition cap it runs with, logged."""
+    broker = config.broker
+    cap = partition_cap(
+        broker.partitions_max, broker.data_dir is None, config.connections_max, descriptors_max
+    )
+    if cap is None:
+        logger.info(
+            "no partition cap: %s",
+            "in memory, partitions hold no descriptors"
+            if broker.data_dir is None
+            else "no descriptor limit",
+        )
+        return broker
+    logger.info("partition cap %d (%s)", cap.partitions_max, cap.how)
+    if broker.partitions_max is not None and descriptors_max is not None:
+        fits = derive_partitions_max(descriptors_max, config.connections_max)
+        if broker.partitions_max > fits.partitions_max and broker.data_dir is not None:
+            logger.warning(
+                "limits.partitions %d is more than the descriptor limit leaves room for (%d, %s)",
+                broker.partitions_max,
+                fits.partitions_max,
+                fits.how,
+            )
+    return replace(broker, partitions_max=cap.partitions_max)
+
+
+async def _watch_descriptors(descriptors: DescriptorWatch) -> None:
+    """Count the open descriptors now and then: the warning comes from here
+    when no one scrapes /metrics."""
+    while True:
+        descriptors.check()
+        await asyncio.sleep(DESCRIPTOR_CHECK_S)
 
 
 async def serve(
@@ -78,7 +142,8 @@ async def serve(
             host,
         )
     stop = stop or asyncio.Event()
-    broker = await Broker.open(config.broker)
+    descriptors = DescriptorWatch(descriptor_limit())
+    broker = await Broker.open(_capped(config, descriptors.limit))
     broker.start()
     connections = ConnectionCounter(
         limit=config.connections_max,
@@ -102,6 +167,7 @@ async def serve(
             handshake_timeout_ms=config.handshake_timeout_ms,
             idle_timeout_ms=config.idle_timeout_ms,
         ),
+        descriptors=descriptors,
     )
     native_socket = _bind(config.host, config.native_port)
     http_socket = _bind(config.http_bind_host, config.http_port)
@@ -123,6 +189,8 @@ async def serve(
                     config.event_streams_max,
                     config.event_streams_per_user_max,
                 ),
+                descriptors=descriptors,
+                metrics_aggregate=config.metrics_aggregate,
             ),
             log_level="warning",
             ssl_certfile=str(config.security.tls.cert_file) if config.security.tls else None,
@@ -142,7 +210,9 @@ async def serve(
             timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)),
         )
     )
+    http.descriptors = descriptors
     http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    watch_task = asyncio.create_task(_watch_descriptors(descriptors))
     bound = BoundAddresses(
         native_host=config.host,
         native_port=native_socket.getsockname()[1],
@@ -173,6 +243,9 @@ async def serve(
             on_ready(bound)
         await stop.wait()
     finally:
+        watch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch_task
         connections.closing = True
         await native.stop_accepting()
         http.should_exit = True

@@ -83,6 +83,9 @@ class ServerConfig:
     # try waits (doubling, up to auth_lockout_ms_max)
     auth_failures_max: int = 5
     auth_lockout_ms_max: int = 60_000
+    # /metrics sums the per-topic and per-group families over topics and
+    # groups (labels dropped): its size no longer grows with them
+    metrics_aggregate: bool = False
 
     @property
     def http_bind_host(self) -> str:
@@ -125,7 +128,18 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     check_keys(
         "config",
         data,
-        {"broker", "defaults", "server", "trace", "groups", "limits", "auth", "quotas", "tls"},
+        {
+            "broker",
+            "defaults",
+            "server",
+            "trace",
+            "groups",
+            "limits",
+            "auth",
+            "quotas",
+            "tls",
+            "metrics",
+        },
     )
     broker_data = mapping("broker", data.get("broker"))
     check_keys(
@@ -222,6 +236,10 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     if "logJson" in server:
         server_changes["log_json"] = bool(server["logJson"])
     server_changes["security"] = parse_security(data, config.security)
+    metrics = mapping("metrics", data.get("metrics"))
+    check_keys("metrics", metrics, {"aggregate"})
+    if "aggregate" in metrics:
+        server_changes["metrics_aggregate"] = _bool("metrics.aggregate", metrics["aggregate"])
     return replace(config, broker=replace(broker, **changes), **server_changes)
 
 
@@ -289,6 +307,9 @@ def _trace_and_groups(data: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
+# the most `limits.partitions` may say: past what any descriptor limit allows today
+PARTITIONS_MAX_HIGHEST = 10_000_000
+
 # `limits:` keys: (where the value goes, its field, low, high)
 LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "messageBytes": ("broker", "message_bytes_max", 1, 256 << 20),
@@ -297,6 +318,7 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "headerBytes": ("broker", "header_bytes_max", 2, 256 << 20),
     "topicNameLength": ("broker", "topic_name_length_max", 1, 200),
     "partitionsPerTopic": ("broker", "partitions_per_topic_max", 1, 1024),
+    "partitions": ("broker", "partitions_max", 1, PARTITIONS_MAX_HIGHEST),
     "frameBytes": ("server", "frame_bytes_max", 1 << 10, 1 << 30),
     "bufferBytes": ("server", "buffer_bytes_max", 1 << 10, 1 << 31),
     "httpBodyBytes": ("server", "http_body_bytes_max", 1 << 10, 1 << 30),
@@ -341,6 +363,14 @@ def _duration(key: str, value: object) -> int:
         return parse_duration_ms(value, name=key)
     except BadArgumentError as error:
         raise ConfigError(str(error)) from None
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
 
 
 def _int(key: str, value: object, low: int, high: int) -> int:
@@ -420,7 +450,16 @@ def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> Serve
         changes["native_port"] = _port("LOGQ_PORT", environ["LOGQ_PORT"])
     if "LOGQ_HTTP_PORT" in environ:
         changes["http_port"] = _port("LOGQ_HTTP_PORT", environ["LOGQ_HTTP_PORT"])
+    if "LOGQ_METRICS_AGGREGATE" in environ:
+        changes["metrics_aggregate"] = _bool(
+            "LOGQ_METRICS_AGGREGATE", environ["LOGQ_METRICS_AGGREGATE"]
+        )
     config = replace(config, **changes)
+    if "LOGQ_LIMITS_PARTITIONS" in environ:
+        text = environ["LOGQ_LIMITS_PARTITIONS"]
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else text
+        partitions = _int("LOGQ_LIMITS_PARTITIONS", value, 1, PARTITIONS_MAX_HIGHEST)
+        config = replace(config, broker=replace(config.broker, partitions_max=partitions))
     if "LOGQ_DATA_DIR" in environ:
         config = replace(
             config, broker=replace(config.broker, data_dir=Path(environ["LOGQ_DATA_DIR"]))

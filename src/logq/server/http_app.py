@@ -41,6 +41,7 @@ from logq.server import context, http_dashboard, http_routes_groups, http_routes
 from logq.server.auth import ANONYMOUS
 from logq.server.command_metrics import CommandTimes
 from logq.server.connections import ConnectionCounter
+from logq.server.descriptors import DescriptorWatch
 from logq.server.http_common import (
     ApiState,
     Endpoint,
@@ -66,7 +67,13 @@ async def health(state: ApiState, request: Request) -> Response:
 
 
 async def stats(state: ApiState, request: Request) -> Response:
-    return json_response({**state.broker.stats(), **state.connections.statistics()})
+    """Everything (as before), or with `filter`, `offset` or `limit` the
+    queues of one page of topics, as GET /v1/topics pages them."""
+    page = http_routes_topics.topic_page(request, state.broker)
+    if page is None:
+        return json_response({**state.broker.stats(), **state.connections.statistics()})
+    found = state.broker.stats(page.names)
+    return json_response({**found, **state.connections.statistics(), **page.fields()})
 
 
 def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
@@ -99,11 +106,14 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
             "GET",
             "/v1/stats",
             stats,
-            "Pending messages per topic partition, connections and totals",
+            "Pending messages per topic partition (all, or of a page of topics by name),"
+            " connections and totals",
+            query=http_routes_topics.PAGE_QUERY,
             response=object_schema(
                 {
                     "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "active_connections": {"type": "integer"},
+                    **http_routes_topics.PAGE_PROPERTIES,
                 },
                 ("queues", "active_connections"),
                 closed=False,
@@ -155,14 +165,24 @@ def create_app(
     native_times: CommandTimes | None = None,
     allowed_hosts: frozenset[str] | None = None,
     proxy_hosts: frozenset[str] = frozenset(),
+    descriptors: DescriptorWatch | None = None,
+    metrics_aggregate: bool = False,
 ) -> Starlette:
     """The REST API over `broker`, counting its requests in `connections`;
     `security` signs requests in, checks their permissions and quotas;
     `/metrics` shows the native listener's command latency from `native_times`;
-    `allowed_hosts` (when listening on loopback) are the only Host names served."""
+    `allowed_hosts` (when listening on loopback) are the only Host names served;
+    `descriptors` and `metrics_aggregate`: see HttpMetrics."""
     state = ApiState(broker, connections, limits or Limits())
     guard = security or Security.from_config(SecurityConfig())
-    metrics = HttpMetrics(broker, connections, native_times, guard.authenticator.throttle)
+    metrics = HttpMetrics(
+        broker,
+        connections,
+        native_times,
+        guard.authenticator.throttle,
+        descriptors=descriptors,
+        aggregate=metrics_aggregate,
+    )
     table: list[Endpoint] = []
     table.extend(_system_endpoints(metrics, table))
     table.extend(http_routes_topics.ENDPOINTS)

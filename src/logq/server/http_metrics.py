@@ -21,11 +21,14 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.registry import Collector
 
 from logq.broker import Broker
 from logq.server.auth_throttle import SignInThrottle
+from logq.server.capacity_metrics import Aggregated, CapacityCollector
 from logq.server.command_metrics import CommandCollector, CommandTimes
 from logq.server.connections import ConnectionCounter
+from logq.server.descriptors import DescriptorWatch
 from logq.server.security_metrics import AdmissionCollector
 from logq.server.storage_metrics import StorageCollector
 
@@ -103,7 +106,7 @@ def _lifecycle(families: dict[str, Any], labels: list[str], figures: dict[str, A
         reasons.add_metric([*labels, reason], count)
 
 
-class BrokerCollector:
+class BrokerCollector(Collector):
     """Reads the broker and the connection counter at scrape time."""
 
     def __init__(self, broker: Broker, connections: ConnectionCounter) -> None:
@@ -118,16 +121,20 @@ class BrokerCollector:
         for topic, counters in sorted(self._broker.metrics.topics().items()):
             for name in _TOPIC_COUNTERS:
                 families[name].add_metric([topic], counters[name])
-        for described in self._broker.list_topics():
-            families["stored_messages"].add_metric([described["name"]], described["messages"])
-            families["stored_bytes"].add_metric([described["name"]], described["bytes"])
-        for group in self._broker.list_groups():
-            labels = [group["topic"], group["group"]]
-            families["pending"].add_metric(labels, group["lag"])
-            families["in_flight"].add_metric(labels, group["in_flight"])
+        # the dashboard's cheap counts, not each topic's and group's full
+        # description: a scrape of thousands of them holds the event loop
+        for counted in self._broker.topic_counts():
+            families["stored_messages"].add_metric([counted["name"]], counted["messages"])
+            families["stored_bytes"].add_metric([counted["name"]], counted["bytes"])
+        groups = {(g.topic, g.name): g for g in self._broker.groups.values()}
+        for counted in self._broker.group_counts():
+            labels = [counted["topic"], counted["group"]]
+            group = groups[counted["topic"], counted["group"]]
+            families["pending"].add_metric(labels, counted["lag"])
+            families["in_flight"].add_metric(labels, counted["in_flight"])
             for name in _GROUP_COUNTERS:
-                families[name].add_metric(labels, group["counts"].get(name, 0))
-            _lifecycle(families, labels, group["lifecycle"])
+                families[name].add_metric(labels, group.counters.get(name, 0))
+            _lifecycle(families, labels, group.lifecycle.as_dict())
         connections = self._connections
         families["active_connections"].add_metric(["native"], connections.native)
         families["active_connections"].add_metric(["http"], connections.http_connections)
@@ -188,11 +195,21 @@ class HttpMetrics:
         connections: ConnectionCounter,
         native_times: CommandTimes | None = None,
         throttle: SignInThrottle | None = None,
+        *,
+        descriptors: DescriptorWatch | None = None,
+        aggregate: bool = False,
     ) -> None:
+        """`aggregate`: the per-topic and per-group families summed over
+        topics and groups (see capacity_metrics)."""
         self.registry = CollectorRegistry()
-        self.registry.register(BrokerCollector(broker, connections))
+        per_topic: list[Collector] = [
+            BrokerCollector(broker, connections),
+            StorageCollector(broker),
+        ]
+        for collector in per_topic:
+            self.registry.register(Aggregated(collector) if aggregate else collector)
         self.registry.register(AdmissionCollector(connections, throttle or SignInThrottle()))
-        self.registry.register(StorageCollector(broker))
+        self.registry.register(CapacityCollector(broker, descriptors or DescriptorWatch(None)))
         if native_times is not None:
             self.registry.register(CommandCollector(native_times))
         self._latency = Histogram(

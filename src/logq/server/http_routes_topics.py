@@ -9,6 +9,7 @@ both front ends answer the same input with the same error code.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -60,12 +61,25 @@ TOPICS_PAGE_MAX = 1_000
 TOPICS_FILTER_LENGTH_MAX = 255  # a topic name's longest
 
 
-async def list_topics(state: ApiState, request: Request) -> Response:
-    """Every topic (as before), or with `filter`, `offset` or `limit` one page
-    of them by name, with how many match and where the next page starts."""
+@dataclass(frozen=True, slots=True)
+class TopicPage:
+    """A page of topic names, by name: those whose name holds the filter
+    (any case), `limit` of them from `offset`."""
+
+    names: list[str]
+    matching: int  # topics the filter matches
+    next_offset: int | None  # where the next page starts; None on the last
+
+    def fields(self) -> dict[str, Any]:
+        return {"matching": self.matching, "next_offset": self.next_offset}
+
+
+def topic_page(request: Request, broker: Broker) -> TopicPage | None:
+    """The page `filter`, `offset` and `limit` ask for, or None when the
+    query names none of them (the answer is then unpaged, as it always was)."""
     query = request.query_params
     if not any(name in query for name in ("filter", "offset", "limit")):
-        return json_response({"topics": state.broker.list_topics()})
+        return None
     text = query.get("filter", "")
     if len(text) > TOPICS_FILTER_LENGTH_MAX:
         raise BadArgumentError(
@@ -79,15 +93,42 @@ async def list_topics(state: ApiState, request: Request) -> Response:
     if not 1 <= limit <= TOPICS_PAGE_MAX:
         raise BadArgumentError(f"limit must be 1..{TOPICS_PAGE_MAX}, got {limit}")
     needle = text.lower()
-    matching = sorted(name for name in state.broker.topics if needle in name.lower())
-    page = matching[offset : offset + limit]
-    end = offset + len(page)
+    matching = sorted(name for name in broker.topics if needle in name.lower())
+    names = matching[offset : offset + limit]
+    end = offset + len(names)
+    return TopicPage(names, len(matching), end if end < len(matching) else None)
+
+
+# the query parameters of a paged answer (GET /v1/topics, GET /v1/stats)
+PAGE_QUERY = (
+    QueryParameter(
+        "filter",
+        {"type": "string", "maxLength": TOPICS_FILTER_LENGTH_MAX},
+        "topics whose name holds this (any case)",
+    ),
+    QueryParameter("offset", INTEGER_SCHEMA, "topics to skip, by name"),
+    QueryParameter("limit", INTEGER_SCHEMA, f"topics in the page, 1..{TOPICS_PAGE_MAX}"),
+)
+PAGE_PROPERTIES = {
+    "matching": {
+        "type": "integer",
+        "description": "topics the filter matches (paged only)",
+    },
+    "next_offset": {
+        "type": ["integer", "null"],
+        "description": "where the next page starts; null on the last (paged only)",
+    },
+}
+
+
+async def list_topics(state: ApiState, request: Request) -> Response:
+    """Every topic (as before), or with `filter`, `offset` or `limit` one page
+    of them by name, with how many match and where the next page starts."""
+    page = topic_page(request, state.broker)
+    if page is None:
+        return json_response({"topics": state.broker.list_topics()})
     return json_response(
-        {
-            "topics": [state.broker.describe_topic(name) for name in page],
-            "matching": len(matching),
-            "next_offset": end if end < len(matching) else None,
-        }
+        {"topics": [state.broker.describe_topic(name) for name in page.names], **page.fields()}
     )
 
 
@@ -249,28 +290,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/v1/topics",
         list_topics,
         "List topics with their counts: all, or a page by name",
-        query=(
-            QueryParameter(
-                "filter",
-                {"type": "string", "maxLength": 255},
-                "topics whose name holds this (any case)",
-            ),
-            QueryParameter("offset", INTEGER_SCHEMA, "topics to skip, by name"),
-            QueryParameter("limit", INTEGER_SCHEMA, f"topics in the page, 1..{TOPICS_PAGE_MAX}"),
-        ),
-        response=object_schema(
-            {
-                "topics": {"type": "array", "items": _TOPIC},
-                "matching": {
-                    "type": "integer",
-                    "description": "topics the filter matches (paged only)",
-                },
-                "next_offset": {
-                    "type": ["integer", "null"],
-                    "description": "where the next page starts; null on the last (paged only)",
-                },
-            }
-        ),
+        query=PAGE_QUERY,
+        response=object_schema({"topics": {"type": "array", "items": _TOPIC}, **PAGE_PROPERTIES}),
     ),
     Endpoint(
         "GET",

@@ -35,9 +35,11 @@ from logq.log import LogError
 from logq.log.batch import HEADER_SIZE, read_header
 from logq.protocol import Limits, Parser, ProtocolError, Push, RespError, encode_into
 from logq.server import context
+from logq.server.accept import Acceptor
 from logq.server.command_metrics import CommandTimes
 from logq.server.commands import Session, dispatch
 from logq.server.connections import ConnectionCounter
+from logq.server.descriptors import DescriptorWatch
 from logq.server.security import Security
 from logq.server.security_config import SecurityConfig
 
@@ -322,9 +324,11 @@ class NativeServer:
         *,
         tls: ssl.SSLContext | None = None,
         limits: ListenerLimits | None = None,
+        descriptors: DescriptorWatch | None = None,
     ) -> None:
         self.broker = broker
         self.connections = connections
+        self.descriptors = descriptors
         self.security = security or Security.from_config(SecurityConfig())
         self.tls = tls
         self.limits = limits or ListenerLimits()
@@ -332,18 +336,20 @@ class NativeServer:
         self.live: set[Connection] = set()
         self.stopping: set[asyncio.Task[None]] = set()  # subscriptions of lost connections
         self.closing = False
-        self._server: asyncio.Server | None = None
+        self._server: Acceptor | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self._server = Acceptor(
+            "native",
+            sock,
             lambda: Connection(self),
-            sock=sock,
             ssl=self.tls,
             # a TLS handshake comes before the connection is admitted: bound it the same
             ssl_handshake_timeout=self.limits.handshake_timeout_ms / 1000 if self.tls else None,
+            descriptors=self.descriptors,
         )
+        self._server.start()
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:
