@@ -41,7 +41,13 @@ from logq.log import durable
 from logq.log.batch import FORMAT_VERSION, HEADER_SIZE, LENGTH_PREFIX_SIZE, BatchHeader, read_header
 from logq.log.checkpoint import drop_checkpoint
 from logq.log.errors import InvalidEpochError, OffsetOutOfRangeError, StaleEpochError
-from logq.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, segment_name
+from logq.log.segment import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    parse_segment_name,
+    segment_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +194,8 @@ def finish_fresh_start(directory: Path, offset: int) -> None:
     doomed = [
         path
         for path in directory.iterdir()
-        if path.name.endswith((LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX))
+        if path.suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX)
+        and parse_segment_name(f"{path.stem}{LOG_SUFFIX}") is not None
     ]
     durable.remove_files(doomed)
     drop_checkpoint(directory)

@@ -628,10 +628,10 @@ class FileLog:
                 segment.open_for_append()
             segment.truncate_to_position(position, header.base_offset)
             segment.sync()
+            self._epochs.truncate_from_end(segment.next_offset)
             self._durable = (segment.next_offset, segment.base_offset, segment.size)
             self._checkpoint = None
             self._write_checkpoint()
-            self._epochs.truncate_from_end(segment.next_offset)
             return segment.next_offset
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
@@ -765,6 +765,7 @@ class FileLog:
             active.sync_indexes()
             self._durable = (active.next_offset, active.base_offset, active.size)
             self._write_checkpoint_or_drop()
+            self._epochs.write(required=False)
             self._closed = True
             for segment in self._segments:
                 segment.close()
