@@ -22,9 +22,10 @@ import pytest
 from crc32c import crc32c
 
 from logq.log import DamagedDataError, FileLog, LogConfig, encode_batch
-from logq.log.batch import iter_headers
+from logq.log.batch import BatchHeader, iter_headers
 from logq.log.checkpoint import CHECKPOINT_NAME
 from tests.log.appender import CONFIG
+from tests.log.epoch_appender import CONFIG as EPOCH_CONFIG
 
 APPENDER = Path(__file__).with_name("appender.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,3 +229,69 @@ def test_damaged_indexes_and_checkpoint_are_rebuilt(tmp_path: Path, damage: str)
             assert log.recovery.indexes_rebuilt >= 1
     finally:
         log.close()
+
+
+EPOCH_APPENDER = Path(__file__).with_name("epoch_appender.py")
+
+
+def _run_epoch_child(directory: Path, seed: int, reports: int) -> tuple[int, int]:
+    """Start the epoch appender, read `reports` reports, SIGKILL it; the last
+    (next offset, leader epoch) it reported."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    child = subprocess.Popen(
+        [sys.executable, str(EPOCH_APPENDER), str(directory), str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None
+    last = (-1, -1)
+    try:
+        for _ in range(reports):
+            line = child.stdout.readline()
+            if not line:
+                break
+            end, epoch = (int(part) for part in line.split())
+            last = (end, epoch)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert last != (-1, -1), child.stderr.read() if child.stderr else b""
+    return last
+
+
+@pytest.mark.slow
+def test_sigkill_while_epochs_change_keeps_the_epoch_cache_true(tmp_path: Path) -> None:
+    """After each crash the epoch cache answers as its batches' headers say:
+    the epoch file never misses an epoch a stored batch has."""
+    rng = random.Random(20261207)
+    for cycle in range(15):
+        durable_end, durable_epoch = _run_epoch_child(tmp_path, cycle, rng.randint(1, 80))
+        log = FileLog(tmp_path, EPOCH_CONFIG)
+        try:
+            assert log.next_offset >= durable_end
+            assert log.leader_epoch >= durable_epoch
+            headers = _all_headers(log)
+            epochs = [h.leader_epoch for h in headers]
+            assert epochs == sorted(epochs)
+            for epoch in range(-1, log.leader_epoch + 2):
+                below = [h for h in headers if h.leader_epoch <= epoch]
+                if not below:
+                    assert log.end_offset_for_epoch(epoch) == (-1, -1)
+                    continue
+                found = below[-1].leader_epoch
+                after = [h.base_offset for h in headers if h.leader_epoch > found]
+                expected = (found, min(after, default=log.next_offset))
+                assert log.end_offset_for_epoch(epoch) == expected, (cycle, epoch)
+        finally:
+            log.close()
+
+
+def _all_headers(log: FileLog) -> list[BatchHeader]:
+    found: list[BatchHeader] = []
+    offset = log.first_offset
+    while offset < log.next_offset:
+        result = log.read(offset, 1 << 20)
+        found.extend(header for _, header in iter_headers(result.data))
+        offset = result.next_offset
+    return found

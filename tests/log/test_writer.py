@@ -251,3 +251,26 @@ def test_a_deleted_log_is_not_given_back_to_a_new_one_of_the_same_name(
     fresh = FileLog(tmp_path / "p", CONFIG)
     report = CommitJournal(tmp_path / "commit").replay(lambda name: fresh)
     assert report.entries == 0 and fresh.next_offset == 0
+
+
+def test_a_batch_given_back_keeps_the_epoch_it_was_written_in(tmp_path: Path) -> None:
+    async def write() -> None:
+        log = FileLog(tmp_path / "p", CONFIG)
+        log.set_leader_epoch(3)
+        writer = Writer(
+            new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600
+        )
+        writer.start(asyncio.get_running_loop())
+        for n in range(4):
+            await writer.write(log, b"p", batch(str(n).encode()))
+        await writer.close(flush=False)
+        cut_to_synced(log)
+
+    asyncio.run(write())
+    log = FileLog(tmp_path / "p", CONFIG)
+    assert log.next_offset == 0
+    report = CommitJournal(tmp_path / "commit").replay(lambda name: log)
+    assert report.rewritten == 4
+    assert log.end_offset_for_epoch(3) == (3, 4)
+    data = log.read(0, 1 << 20).data
+    assert [header.leader_epoch for _, header in iter_headers(data)] == [3, 3, 3, 3]

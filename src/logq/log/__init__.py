@@ -13,9 +13,11 @@ from logq.log.errors import (
     DamagedDataError,
     InvalidBatchError,
     InvalidConfigError,
+    InvalidEpochError,
     LogClosedError,
     LogError,
     OffsetOutOfRangeError,
+    StaleEpochError,
 )
 from logq.log.file_log import FileLog
 from logq.log.memory_log import MemoryLog
@@ -41,6 +43,7 @@ __all__ = [
     "FsyncPolicy",
     "InvalidBatchError",
     "InvalidConfigError",
+    "InvalidEpochError",
     "LogClosedError",
     "LogConfig",
     "LogError",
@@ -51,6 +54,7 @@ __all__ = [
     "Record",
     "RecoveryReport",
     "RetentionResult",
+    "StaleEpochError",
     "decode_batch",
     "encode_batch",
     "read_header",

@@ -42,6 +42,9 @@ HEADER_SIZE = HEADER.size  # 61
 assert HEADER_SIZE == 61
 
 BASE_OFFSET = struct.Struct("<q")
+# base_offset, batch_length, leader_epoch: the first 16 bytes, outside the CRC
+STAMPED_HEAD = struct.Struct("<qii")
+STAMPED_HEAD_SIZE = STAMPED_HEAD.size  # 16
 # Byte positions of header fields, for the few places that patch or peek.
 BATCH_LENGTH_AT = 8
 LEADER_EPOCH_AT = 12
@@ -648,6 +651,13 @@ def decode_timestamps(batch: bytes | bytearray | memoryview, position: int = 0) 
     count = header.record_count
     deltas = struct.unpack_from(f"<{count}I", body, 4 * count)
     return [header.first_timestamp + delta for delta in deltas]
+
+
+def stamped_head(header: BatchHeader, base_offset: int, leader_epoch: int) -> bytes:
+    """The first 16 bytes of a batch as the log stores it: the base offset it
+    was given and the leader epoch it was appended in (the CRC covers
+    neither), its length kept; the rest of the batch follows as it came."""
+    return STAMPED_HEAD.pack(base_offset, header.batch_length, leader_epoch)
 
 
 def with_base_offset(batch: bytes, base_offset: int) -> bytes:

@@ -63,3 +63,17 @@ class InvalidConfigError(LogError, ValueError):
     """A storage setting is out of its allowed range."""
 
     code = "BADCONFIG"
+
+
+class StaleEpochError(LogError):
+    """A leader epoch below the log's own was offered: a new epoch lower than
+    the current one, or replica batches from an epoch the log has moved past
+    (the sender is a deposed leader)."""
+
+    code = "FENCED"
+
+
+class InvalidEpochError(LogError, ValueError):
+    """A leader epoch outside 0 .. 2**31 - 1, or an offset no log can start at."""
+
+    code = "BADARG"

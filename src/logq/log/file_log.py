@@ -27,11 +27,16 @@ from logq.log.batch import (
     HEADER_SIZE,
     compute_crc,
     decode_timestamps,
-    read_header,
     validate_batch,
 )
 from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
 from logq.log.config import FsyncPolicy, LogConfig
+from logq.log.epochs import (
+    LeaderEpochs,
+    check_start_offset,
+    finish_fresh_start,
+    read_epoch_file,
+)
 from logq.log.errors import (
     DamagedDataError,
     InvalidBatchError,
@@ -41,6 +46,7 @@ from logq.log.errors import (
 )
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
+from logq.log.replica import check_replica_data
 from logq.log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -123,6 +129,7 @@ class FileLog:
             0,
         )
         self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
+        self._epochs: LeaderEpochs
         self.recovery = self._open()
 
     # -- properties ----------------------------------------------------------
@@ -169,6 +176,9 @@ class FileLog:
     def _open(self) -> RecoveryReport:
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
+        stored_epochs = read_epoch_file(self.directory)
+        if stored_epochs is not None and stored_epochs.start_at >= 0:
+            finish_fresh_start(self.directory, stored_epochs.start_at)
         bases = self._tidy_directory()
         checkpoint = read_checkpoint(self.directory)
         if not bases:
@@ -214,6 +224,7 @@ class FileLog:
         self._durable = (active.next_offset, active.base_offset, active.size)
         self._synced_offset = active.next_offset
         self._write_checkpoint_or_drop()
+        self._epochs = LeaderEpochs.recovered(self.directory, stored_epochs, self._segments)
         report = RecoveryReport(
             segments=len(self._segments),
             scanned_bytes=result.end_position - start_position,
@@ -281,32 +292,17 @@ class FileLog:
             if should_roll(active, header, self.config):
                 active = self._roll_locked()
             base = active.next_offset
-            active.append(batch, header, base)
+            active.append(batch, header, base, self._epochs.stamp(base))
             self._stats["appended_batches"] += 1
             self._stats["appended_bytes"] += header.size
             self._stats["appended_records"] += header.record_count
         return AppendResult(base, base + header.record_count - 1)
 
     def write_copy(self, batch: bytes) -> AppendResult:
-        """Write a batch that already carries its offsets (a copy this log
-        lost, given back by the commit journal): it must start at the end."""
-        header = validate_batch(
-            batch,
-            size_bytes_max=max(self.config.batch_bytes_max, len(batch)),
-            records_max=max(self.config.batch_records_max, read_header(batch).record_count),
-        )
-        with self._lock:
-            self._check_open()
-            active = self._active
-            if header.base_offset != active.next_offset:
-                raise InvalidBatchError(
-                    f"batch starts at offset {header.base_offset}, the log ends at"
-                    f" {active.next_offset}"
-                )
-            if should_roll(active, header, self.config):
-                active = self._roll_locked()
-            active.append(batch, header, header.base_offset)
-        return AppendResult(header.base_offset, header.last_offset)
+        """Write a batch that already carries its offsets and epoch (a copy
+        this log lost, given back by the commit journal) at the log's end,
+        checked as a replica's data is; durable with the next `sync`."""
+        return self._write_replica(batch)
 
     @property
     def needs_commit(self) -> bool:
@@ -668,6 +664,7 @@ class FileLog:
                 segment.open_for_append()
             segment.truncate_to_position(position, header.base_offset)
             segment.sync()
+            self._epochs.truncate_from_end(segment.next_offset)
             self._durable = (segment.next_offset, segment.base_offset, segment.size)
             self._synced_offset = segment.next_offset
             self._checkpoint = None
@@ -682,6 +679,7 @@ class FileLog:
                 self._roll_locked()  # the whole log expired: keep an empty active segment
             deleted_bytes = sum(segment.size for segment in doomed)
             self._delete_segments(doomed)
+            self._epochs.truncate_from_start(self.first_offset)
             return RetentionResult(len(doomed), deleted_bytes, self.first_offset)
 
     def _delete_segments(self, doomed: list[Segment]) -> None:
@@ -696,6 +694,79 @@ class FileLog:
             self._damaged = [d for d in self._damaged if d.segment != segment.log_path.name]
         durable.remove_files(paths)
         self._stats["segments_deleted"] += len(doomed)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Remove every segment and start empty at `offset`. The epoch file
+        marks it first, so a crash part way is finished on the next open; a
+        failure part way closes the log (reopening finishes it)."""
+        check_start_offset(offset)
+        with self._verifications_stopped(), self._sync_lock, self._lock:
+            self._check_open()
+            self._epochs.begin_fresh_start(offset)
+            try:
+                self._delete_segments(list(self._segments))
+                segment = Segment(self.directory, offset, self.config.index_interval_bytes)
+                self._segments, self._bases = [segment], [offset]
+                segment.open_for_append()
+                durable.sync_directory(self.directory)
+            except OSError:
+                self._closed = True
+                for segment in self._segments:
+                    segment.close()
+                raise
+            self._durable = (offset, offset, 0)
+            self._synced_offset = offset
+            self._damaged = []
+            self._checkpoint = None
+            self._write_checkpoint_or_drop()
+            self._epochs.end_fresh_start()
+
+    # -- leader epochs and replicas -----------------------------------------------------
+
+    @property
+    def leader_epoch(self) -> int:
+        return self._epochs.leader_epoch
+
+    def set_leader_epoch(self, epoch: int) -> None:
+        with self._lock:
+            self._check_open()
+            self._epochs.set_leader_epoch(epoch)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        with self._lock:
+            self._check_open()
+            return self._epochs.end_offset_for(epoch, self.next_offset)
+
+    def append_replica(self, data: bytes) -> AppendResult:
+        result = self._write_replica(data)
+        self._durable_or_discard(result.next_offset)
+        return result
+
+    def _write_replica(self, data: bytes) -> AppendResult:
+        batches = check_replica_data(data)
+        start = batches[0][1].base_offset
+        try:
+            with self._lock:
+                self._check_open()
+                if start != self.next_offset:
+                    raise InvalidBatchError(
+                        f"replica data starts at offset {start}, the log ends at {self.next_offset}"
+                    )
+                self._epochs.note_replica([header for _, header in batches])
+                view = memoryview(data)
+                for position, header in batches:
+                    active = self._active
+                    if should_roll(active, header, self.config):
+                        active = self._roll_locked()
+                    batch = view[position : position + header.size]
+                    active.append(batch, header, header.base_offset, header.leader_epoch)
+                    self._stats["appended_batches"] += 1
+                    self._stats["appended_bytes"] += header.size
+                    self._stats["appended_records"] += header.record_count
+        except OSError:
+            self.truncate_to(start)  # all or nothing: no batch of them stays
+            raise
+        return AppendResult(start, batches[-1][1].last_offset)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -736,6 +807,7 @@ class FileLog:
             self._durable = (active.next_offset, active.base_offset, active.size)
             self._synced_offset = active.next_offset
             self._write_checkpoint_or_drop()
+            self._epochs.write(required=False)
             self._closed = True
             for segment in self._segments:
                 segment.close()

@@ -12,11 +12,20 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from logq.log.batch import BASE_OFFSET, decode_timestamps, read_header, validate_batch
+from logq.log.batch import (
+    STAMPED_HEAD_SIZE,
+    BatchHeader,
+    decode_timestamps,
+    read_header,
+    stamped_head,
+    validate_batch,
+)
 from logq.log.config import LogConfig
+from logq.log.epochs import LeaderEpochs, check_start_offset
 from logq.log.errors import InvalidBatchError, LogClosedError, LogError, OffsetOutOfRangeError
 from logq.log.policy import expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
+from logq.log.replica import check_replica_data
 from logq.log.storage import (
     AppendResult,
     ReadResult,
@@ -52,6 +61,7 @@ class MemoryLog:
         self._segments = [MemorySegment(base_offset)]
         self._bases = [base_offset]
         self._closed = False
+        self._epochs = LeaderEpochs(None)
         self.recovery = RecoveryReport(segments=1)
         self._stats: dict[str, int | float] = dict.fromkeys(
             ("appended_batches", "appended_bytes", "appended_records", "invalid_batches"), 0
@@ -97,17 +107,8 @@ class MemoryLog:
             if should_roll(active, header, self.config):
                 active = self._roll_locked()
             base = active.next_offset
-            stored = BASE_OFFSET.pack(base) + bytes(batch[8:])
-            if active.next_offset == active.base_offset:
-                active.first_timestamp = header.first_timestamp
-            active.batches.append(stored)
-            active.batch_bases.append(base)
-            active.next_offset = base + header.record_count
-            active.size += header.size
-            active.max_timestamp = max(active.max_timestamp, header.max_timestamp)
-            self._stats["appended_batches"] += 1
-            self._stats["appended_bytes"] += header.size
-            self._stats["appended_records"] += header.record_count
+            head = stamped_head(header, base, self._epochs.stamp(base))
+            self._store(active, head + bytes(batch[STAMPED_HEAD_SIZE:]), header, base)
         return AppendResult(base, base + header.record_count - 1)
 
     def write_copy(self, batch: bytes) -> AppendResult:
@@ -123,6 +124,59 @@ class MemoryLog:
 
     def mark_durable(self, point: tuple[int, int, int]) -> None:
         """Memory writes are as durable as they get when written."""
+
+    def _store(self, active: MemorySegment, stored: bytes, header: BatchHeader, base: int) -> None:
+        if active.next_offset == active.base_offset:
+            active.first_timestamp = header.first_timestamp
+        active.batches.append(stored)
+        active.batch_bases.append(base)
+        active.next_offset = base + header.record_count
+        active.size += header.size
+        active.max_timestamp = max(active.max_timestamp, header.max_timestamp)
+        self._stats["appended_batches"] += 1
+        self._stats["appended_bytes"] += header.size
+        self._stats["appended_records"] += header.record_count
+
+    def append_replica(self, data: bytes) -> AppendResult:
+        batches = check_replica_data(data)
+        start = batches[0][1].base_offset
+        with self._lock:
+            self._check_open()
+            if start != self.next_offset:
+                raise InvalidBatchError(
+                    f"replica data starts at offset {start}, the log ends at {self.next_offset}"
+                )
+            self._epochs.note_replica([header for _, header in batches])
+            for position, header in batches:
+                active = self._segments[-1]
+                if should_roll(active, header, self.config):
+                    active = self._roll_locked()
+                stored = bytes(data[position : position + header.size])
+                self._store(active, stored, header, header.base_offset)
+        return AppendResult(start, batches[-1][1].last_offset)
+
+    @property
+    def leader_epoch(self) -> int:
+        return self._epochs.leader_epoch
+
+    def set_leader_epoch(self, epoch: int) -> None:
+        with self._lock:
+            self._check_open()
+            self._epochs.set_leader_epoch(epoch)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        with self._lock:
+            self._check_open()
+            return self._epochs.end_offset_for(epoch, self.next_offset)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        check_start_offset(offset)
+        with self._lock:
+            self._check_open()
+            self._epochs.begin_fresh_start(offset)
+            self._segments = [MemorySegment(offset)]
+            self._bases = [offset]
+            self._epochs.end_fresh_start()
 
     def append(self, batch: bytes) -> AppendResult:
         return self.write(batch)
@@ -213,6 +267,7 @@ class MemoryLog:
                 segment.next_offset = header.next_offset
                 segment.size += header.size
                 segment.max_timestamp = max(segment.max_timestamp, header.max_timestamp)
+            self._epochs.truncate_from_end(segment.next_offset)
             return segment.next_offset
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
@@ -225,6 +280,7 @@ class MemoryLog:
             del self._segments[:count]
             del self._bases[:count]
             deleted_bytes = sum(segment.size for segment in doomed)
+            self._epochs.truncate_from_start(self.first_offset)
             return RetentionResult(count, deleted_bytes, self.first_offset)
 
     def damaged_ranges(self) -> list[DamagedRange]:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from logq.log import durable
 from logq.log.batch import (
-    BASE_OFFSET,
     FORMAT_VERSION,
     HEADER_SIZE,
     LENGTH_PREFIX_SIZE,
+    STAMPED_HEAD_SIZE,
     BatchHeader,
     compute_crc,
     read_header,
+    stamped_head,
 )
 from logq.log.index import OFFSET_ENTRY, TIME_ENTRY, SparseIndex
 from logq.log.verify import Verification
@@ -126,12 +127,18 @@ class Segment:
 
     # -- writing -----------------------------------------------------------
 
-    def append(self, batch: bytes | memoryview, header: BatchHeader, base_offset: int) -> int:
-        """Write `batch` at the end with `base_offset` patched in; return its position."""
+    def append(
+        self, batch: bytes | memoryview, header: BatchHeader, base_offset: int, leader_epoch: int
+    ) -> int:
+        """Write `batch` at the end with `base_offset` and `leader_epoch`
+        patched in; return its position."""
         assert self.writable
         assert base_offset == self.next_offset
         position = self.size
-        parts: list[bytes | memoryview] = [BASE_OFFSET.pack(base_offset), memoryview(batch)[8:]]
+        parts: list[bytes | memoryview] = [
+            stamped_head(header, base_offset, leader_epoch),
+            memoryview(batch)[STAMPED_HEAD_SIZE:],
+        ]
         written = os.pwritev(self.fd, parts, position)
         if written != header.size:
             # A short write means the device is full: leave no torn bytes behind.

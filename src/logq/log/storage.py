@@ -155,6 +155,52 @@ class PartitionLog(Protocol):
         this on a timer so quiet logs are flushed too."""
         ...
 
+    @property
+    def leader_epoch(self) -> int:
+        """The epoch stamped on every batch appended now (0 on a new log);
+        kept across restarts, never lowered."""
+        ...
+
+    def set_leader_epoch(self, epoch: int) -> None:
+        """Make `epoch` (0 .. 2**31 - 1) the log's leader epoch; the same
+        epoch again changes nothing, a lower one raises StaleEpochError
+        (FENCED), one out of range InvalidEpochError (BADARG)."""
+        ...
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """Kafka's OffsetsForLeaderEpoch: (the largest epoch of a stored batch
+        that is <= `epoch`, the offset where the next epoch after it begins,
+        or the log end when it is the latest).
+
+        A follower whose last batch has epoch E asks its leader for E and
+        truncates to the offset given (to its own end offset for the epoch
+        answered, when that is lower). Edge cases:
+        - `epoch` below the first epoch the log holds, or a log with no epoch
+          (nothing appended since it was new or truncated fully): (-1, -1).
+        - `epoch` above the latest stored epoch (a follower ahead, or the log's
+          leader epoch set with no batch in it yet): (latest epoch, log end).
+        - an epoch with no batches of its own between two others: the epoch
+          below it and the start of the one above.
+        - retention moves the first epoch's start up to the log start; after
+          truncation the log end bounds the last epoch.
+        """
+        ...
+
+    def append_replica(self, data: bytes) -> AppendResult:
+        """Store one or more whole batches as a leader stored them, byte for
+        byte, offsets and epochs kept: the first must start at the log end,
+        each follow the one before, no epoch go below the log's last one.
+        Headers and CRC32C are checked, bodies are not decompressed; any
+        failure stores none of them (BADBATCH, CORRUPT, FENCED). Rolls,
+        indexes and honours the fsync policy as `append` does; the log's
+        leader epoch rises to the last batch's when that is higher."""
+        ...
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Remove every batch and start empty at `offset` (first, next and
+        durable offsets all `offset`), epoch cache cleared, leader epoch kept."""
+        ...
+
     def statistics(self) -> dict[str, int | float]: ...
 
     def damaged_ranges(self) -> list[DamagedRange]:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from logq.log.batch import BASE_OFFSET
+from logq.log.batch import LENGTH_PREFIX_SIZE, STAMPED_HEAD, STAMPED_HEAD_SIZE
 from logq.log.commit_journal import CommitJournal
 from logq.log.errors import LogClosedError, LogError
 from logq.log.storage import AppendResult, PartitionLog
@@ -208,7 +208,8 @@ class Writer:
                     synced.setdefault(id(log), (log, []))[1].append(item)
                 else:
                     journaled.setdefault(id(log), (log, []))[1].append(item)
-                    entries.append((item.log_id, _stamped(item.batch, result.base_offset)))
+                    stored = _stored(item.batch, result.base_offset, log.leader_epoch)
+                    entries.append((item.log_id, stored))
             elif log.needs_commit:
                 synced.setdefault(id(log), (log, []))[1].append(item)
             else:  # memory, or a policy that makes it durable later (interval: when due)
@@ -301,9 +302,13 @@ class Writer:
             logger.warning("interval flush failed: %s", error)
 
 
-def _stamped(batch: bytes, base_offset: int) -> bytes:
-    """The batch as its log stored it: its base offset written in."""
-    return BASE_OFFSET.pack(base_offset) + batch[8:]
+def _stored(batch: bytes, base_offset: int, leader_epoch: int) -> bytes:
+    """The batch as its log stored it: its base offset and epoch written in
+    (the writer is the log's only writer, so its epoch is the one stamped)."""
+    return (
+        STAMPED_HEAD.pack(base_offset, len(batch) - LENGTH_PREFIX_SIZE, leader_epoch)
+        + batch[STAMPED_HEAD_SIZE:]
+    )
 
 
 def _resolve(group: list[_Write]) -> None:
