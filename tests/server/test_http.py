@@ -818,10 +818,15 @@ def test_metrics_of_the_storage_side(tmp_path: Path) -> None:
         'logq_rebalances_total{group="g",topic="jobs"} 1.0',
         "logq_disk_free_bytes ",
         "logq_disk_full 0.0",
+        "logq_commit_failed_groups_total 0.0",
+        "logq_commit_journal_bytes ",
     ):
         assert needle in text, needle
-    fsyncs = re.search(r'logq_fsync_seconds_count\{topic="jobs"\} (\S+)', text)
+    # the publish was made durable by the writer's commit journal, in one group
+    fsyncs = re.search(r'logq_commit_fsyncs_total\{kind="journal"\} (\S+)', text)
     assert fsyncs is not None and float(fsyncs.group(1)) >= 1
+    writes = re.search(r"logq_commit_writes_total (\S+)", text)
+    assert writes is not None and float(writes.group(1)) >= 1
 
 
 def test_other_web_pages_cannot_change_anything(tmp_path: Path) -> None:

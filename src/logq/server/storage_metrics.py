@@ -1,6 +1,6 @@
-"""Prometheus families of the storage side, read at scrape time: fsync
-latency (a histogram per topic, and the delivery journal's), fsync
-failures, what recovery found on start, segments, rebalances per group,
+"""Prometheus families of the storage side, read at scrape time: the
+writer's commit groups, fsync latency (a histogram per topic, and the
+delivery journal's), fsync failures, what recovery found on start, segments, rebalances per group,
 and the data disk's free space."""
 
 from __future__ import annotations
@@ -66,6 +66,16 @@ class StorageCollector(Collector):
                 families["rebalances"].add_metric(
                     [group.topic, group.name], group.membership.generation
                 )
+        writer = broker.writer.stats
+        families["commit_groups"].add_metric([], writer["groups"])
+        families["commit_writes"].add_metric([], writer["writes"])
+        families["commit_fsyncs"].add_metric(["journal"], writer["journal_fsyncs"])
+        families["commit_fsyncs"].add_metric(["log"], writer["log_fsyncs"])
+        families["commit_flushes"].add_metric([], writer["flushes"])
+        families["commit_failed"].add_metric([], writer["failed_groups"])
+        journal = broker.writer.journal
+        if journal is not None:
+            families["commit_journal_bytes"].add_metric([], journal.size_bytes)
         disk = broker.disk
         if disk.free_bytes is not None:
             families["disk_free"].add_metric([], disk.free_bytes)
@@ -76,6 +86,26 @@ class StorageCollector(Collector):
 def _families() -> dict[str, Any]:
     topic = ["topic"]
     return {
+        "commit_groups": CounterMetricFamily(
+            "logq_commit_groups", "Commit groups the writer made durable (one fsync each at most)"
+        ),
+        "commit_writes": CounterMetricFamily(
+            "logq_commit_writes", "Writes handed to the writer (each a batch of one log)"
+        ),
+        "commit_fsyncs": CounterMetricFamily(
+            "logq_commit_fsyncs",
+            "Fsyncs of the commit journal (journal) and of logs that took a large batch (log)",
+            labels=["kind"],
+        ),
+        "commit_flushes": CounterMetricFamily(
+            "logq_commit_flushes", "Flushes: logs fsynced and their journal copies removed"
+        ),
+        "commit_failed": CounterMetricFamily(
+            "logq_commit_failed_groups", "Commit groups whose journal write or fsync failed"
+        ),
+        "commit_journal_bytes": GaugeMetricFamily(
+            "logq_commit_journal_bytes", "Size of the active commit journal file"
+        ),
         "fsync": HistogramMetricFamily(
             "logq_fsync_seconds", "fdatasync latency per topic (and ~journal)", labels=topic
         ),
