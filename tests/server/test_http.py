@@ -825,7 +825,7 @@ def test_metrics_of_the_storage_side(tmp_path: Path) -> None:
     # the publish was made durable by the writer's commit journal, in one group
     fsyncs = re.search(r'logq_commit_fsyncs_total\{kind="journal"\} (\S+)', text)
     assert fsyncs is not None and float(fsyncs.group(1)) >= 1
-    writes = re.search(r"logq_commit_writes_total (\S+)", text)
+    writes = re.search(r"^logq_commit_writes_total (\S+)", text, re.MULTILINE)
     assert writes is not None and float(writes.group(1)) >= 1
 
 
