@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 from logq.broker.clock import Clock, SystemClock
+from logq.broker.commit import Commits
 from logq.broker.config import BrokerConfig
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
@@ -109,7 +110,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._executor = ThreadPoolExecutor(
             max_workers=config.storage_threads, thread_name_prefix="logq-storage"
         )
-        self.writer = Writer(self.storage.open_commit_journal(), inline=self.storage.in_memory)
+        self.writer = Commits(
+            Writer(self.storage.open_commit_journal(), inline=self.storage.in_memory)
+        )
         self._journal = Journal(
             self.storage.state_directory,
             replace(config.log, retention_ms=None),
