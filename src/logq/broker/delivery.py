@@ -10,10 +10,8 @@ per-batch work, the consumer decodes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -162,7 +160,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             )
         if group.settings.mode is GroupMode.SHARED:
             await self._load_lanes(topic)
-        give_up = time.monotonic() + wait_ms / 1000
+        give_up = self.clock.monotonic() + wait_ms / 1000
         while True:
             events = await self._wait_for_plan(
                 group, topic, consumer, max_messages, lease_ms, give_up
@@ -170,7 +168,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if not events:
                 return []
             filled = await self._deliver(group, topic, events)
-            if filled or time.monotonic() >= give_up:
+            if filled or self.clock.monotonic() >= give_up:
                 return filled
             # all it found was not for now (held back or expired): wait on
 
@@ -183,7 +181,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         lease_ms: int,
         give_up: float,
     ) -> list[Leased | Settled]:
-        """Plan a delivery, waiting until `give_up` (monotonic) for something to plan."""
+        """Plan a delivery, waiting until `give_up` (the broker clock's
+        monotonic time) for something to plan."""
         while True:
             topic.changed.clear()
             now_ms = self.clock.now_ms()
@@ -191,17 +190,17 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             events = self._plan(group, topic, consumer, max_messages, now_ms, lease_ms)
             if events:
                 return events
-            remaining = give_up - time.monotonic()
-            if remaining <= 0:
+            now = self.clock.monotonic()
+            if give_up <= now:
                 return []
+            wake = give_up
             due = min(
                 (d for s in group.deliveries if (d := s.next_due_ms()) is not None),
                 default=None,
             )
             if due is not None:
-                remaining = min(remaining, max(due - now_ms, 1) / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(topic.changed.wait(), timeout=remaining)
+                wake = min(wake, now + max(due - now_ms, 1) / 1000)
+            await _changed_or_until(topic.changed, self.clock, wake)
 
     async def _deliver(
         self, group: Group, topic: Topic, events: list[Leased | Settled]
@@ -923,11 +922,32 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if group is not None:
                 self.hand_over(group)
         if self._journal.wants_snapshot:
-            self._journal.start_generation()
-            snapshot = self._journal.take_snapshot(
-                {key: dict(enumerate(group.deliveries)) for key, group in self.groups.items()}
-            )
-            await self.run(lambda: self._journal.write_snapshot(snapshot))
+            await self.snapshot_delivery_state()
+
+    async def snapshot_delivery_state(self) -> None:
+        """Write a snapshot of every group's delivery state now (done on its
+        own once the journal has grown past `snapshot_bytes`); the journal
+        generations it replaces go. Nothing to do in memory mode."""
+        if self.storage.in_memory:
+            return
+        self._journal.start_generation()
+        snapshot = self._journal.take_snapshot(
+            {key: dict(enumerate(group.deliveries)) for key, group in self.groups.items()}
+        )
+        await self.run(lambda: self._journal.write_snapshot(snapshot))
+
+
+async def _changed_or_until(changed: asyncio.Event, clock: Clock, deadline: float) -> None:
+    """Wait until `changed` is set or `clock` reaches `deadline`, whichever is first."""
+    waiters = (
+        asyncio.ensure_future(changed.wait()),
+        asyncio.ensure_future(clock.sleep_until(deadline)),
+    )
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _attempt(event: Leased | Settled) -> int:

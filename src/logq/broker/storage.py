@@ -7,7 +7,6 @@ paths itself, so a PostgreSQL or replicated backend can slot in here later.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,7 @@ class Storage:
         if self.directory is not None:
             path = self.directory / TOPICS_DIR / topic
             if path.exists():
-                shutil.rmtree(path)
-                durable.sync_directory(path.parent)
+                durable.remove_directories([path])
 
     def open_commit_journal(self) -> CommitJournal | None:
         """The broker-wide commit journal (log/commit_journal.py); none in memory."""

@@ -3,13 +3,16 @@
 Small metadata files (checkpoints, later topic metadata) are replaced
 atomically: write a temporary file, fsync it, rename it over the old one,
 fsync the directory so the rename itself survives power loss. Segment data
-is made durable with `sync_data`; new or removed files with `sync_directory`.
+is made durable with `sync_data`; new or removed files with `sync_directory`;
+whole directories go with `remove_directories`.
 Nobody else in logq renames or fsyncs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
@@ -59,3 +62,16 @@ def remove_files(paths: list[Path]) -> None:
         directories.add(path.parent)
     for directory in directories:
         sync_directory(directory)
+
+
+def remove_directories(paths: list[Path]) -> None:
+    """Remove directory trees (missing ones are fine) and make the removal
+    durable: without the fsync of each parent, a power loss may bring a
+    removed directory back."""
+    parents: set[Path] = set()
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
+        parents.add(path.parent)
+    for parent in parents:
+        sync_directory(parent)

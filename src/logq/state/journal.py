@@ -10,7 +10,7 @@ crash between the switch and the snapshot loses nothing.
 
 from __future__ import annotations
 
-import shutil
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from logq.state.delivery import Lease, PartitionDelivery, Pending
 from logq.state.events import Event, decode_events, encode_events
 from logq.state.ranges import RangeSet
 
+logger = logging.getLogger(__name__)
 SNAPSHOT_NAME = "snapshot.json"
 JOURNAL_PREFIX = "journal-"
 
@@ -103,8 +104,7 @@ class Journal:
                 self._snapshot = msgspec.json.decode(raw, type=Snapshot)
                 self.generation = self._snapshot.generation
             generations = self._generations()
-            for old in [g for g in generations if g < self.generation]:
-                shutil.rmtree(self._journal_dir(old), ignore_errors=True)
+            self._remove_generations([g for g in generations if g < self.generation])
             newest = max([g for g in generations if g >= self.generation], default=self.generation)
             self._replay_generations = [g for g in generations if self.generation <= g < newest]
             self.generation = newest
@@ -196,10 +196,19 @@ class Journal:
         the generations it replaces."""
         assert self.directory is not None
         durable.write_atomic(self.directory / SNAPSHOT_NAME, msgspec.json.encode(snapshot))
-        replaced = [g for g in self._replay_generations if g < snapshot.generation]
-        for old in replaced:
-            shutil.rmtree(self._journal_dir(old), ignore_errors=True)
+        self._remove_generations([g for g in self._replay_generations if g < snapshot.generation])
         self._replay_generations = [g for g in self._replay_generations if g >= snapshot.generation]
+
+    def _remove_generations(self, generations: list[int]) -> None:
+        """Remove generations a durable snapshot replaces, durably. A failure
+        is only logged: the snapshot names its generation, so the next open
+        removes what is left and never replays it."""
+        if not generations:
+            return
+        try:
+            durable.remove_directories([self._journal_dir(g) for g in generations])
+        except OSError as error:
+            logger.warning("removing replaced journal generations failed: %s", error)
 
     def close(self) -> None:
         self._log.close()
