@@ -47,7 +47,6 @@ from logq.log.epochs import (
     finish_fresh_start,
     read_epoch_file,
 )
-from logq.log.file_cache import FileCache
 from logq.log.errors import (
     DamagedDataError,
     InvalidBatchError,
@@ -55,6 +54,7 @@ from logq.log.errors import (
     LogError,
     OffsetOutOfRangeError,
 )
+from logq.log.file_cache import FileCache
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.replica import check_replica_data
@@ -236,9 +236,7 @@ class FileLog:
             bases = [start]
             self._segments = [segment]
         else:
-            self._segments = [
-                self._segment(base) for base in bases
-            ]
+            self._segments = [self._segment(base) for base in bases]
         self._bases = bases
         rebuilt = 0
         for segment, next_base in zip(self._segments, bases[1:], strict=False):
