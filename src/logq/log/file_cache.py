@@ -136,6 +136,14 @@ class FileCache:
                 self._idle.pop(file, None)
                 self._close_locked(file)
 
+    def close_idle(self) -> int:
+        """Close every descriptor no operation holds (they reopen on use); how many."""
+        with self._lock:
+            count = len(self._idle)
+            while self._idle:
+                self._evict_locked()
+            return count
+
     # -- under the lock ----------------------------------------------------------
 
     def _open_locked(self, path: Path) -> int:
