@@ -109,6 +109,7 @@ class FileLog:
         self._open_lock = threading.Lock()  # the first use opens the log, once
         self._opened = False
         self._recovery: RecoveryReport | None = None
+        self._unmade = False  # seen not to exist yet: empty, at offset 0
         self._lock = threading.Lock()  # segment list and the active segment
         self._sync_lock = threading.Lock()  # one fsync leader; destructive operations
         self._checkpoint_lock = threading.Lock()
@@ -168,6 +169,15 @@ class FileLog:
             self._recovery = self._open()
             self._opened = True
 
+    def _known_empty(self) -> bool:
+        """Whether the log, not opened, has no directory yet: a new log, empty
+        at offset 0, whose offsets need no open (nor the files it makes)."""
+        if self._opened:
+            return False
+        if not self._unmade:
+            self._unmade = not self.directory.exists()
+        return self._unmade
+
     @property
     def recovery(self) -> RecoveryReport:
         self.ensure_open()
@@ -180,21 +190,29 @@ class FileLog:
 
     @property
     def first_offset(self) -> int:
+        if self._known_empty():
+            return 0
         self.ensure_open()
         return self._segments[0].base_offset
 
     @property
     def next_offset(self) -> int:
+        if self._known_empty():
+            return 0
         self.ensure_open()
         return self._active.next_offset
 
     @property
     def durable_offset(self) -> int:
+        if self._known_empty():
+            return 0
         self.ensure_open()
         return self._durable[0]
 
     @property
     def size_bytes(self) -> int:
+        if self._known_empty():
+            return 0
         self.ensure_open()
         return sum(segment.size for segment in self._segments)
 
