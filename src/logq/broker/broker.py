@@ -83,6 +83,7 @@ from logq.log.batch import (
     iter_headers,
     read_header,
 )
+from logq.log.file_cache import OPEN_FILES_DEFAULT, FileCache
 from logq.log.writer import Writer
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
@@ -92,6 +93,9 @@ from logq.state.trace import TraceLog, TraceRecord
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_CHUNK_BYTES = 1 << 20
+# Logs closed per hop to a storage thread at shutdown (most were never
+# opened, or are clean, and close for free: the hop would be the cost).
+CLOSE_LOGS_PER_HOP = 1000
 PEEK_LIMIT_MAX = 10_000
 
 
@@ -101,7 +105,10 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        self.storage = Storage(config.data_dir)
+        self.storage = Storage(
+            config.data_dir,
+            FileCache(config.open_files_max or OPEN_FILES_DEFAULT),
+        )
         self.topics: dict[str, Topic] = {}
         self.groups: dict[str, Group] = {}
         self.metrics = Metrics()
@@ -248,9 +255,13 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             retention_bytes=settings.retention_bytes,
         )
         logs: list[PartitionLog] = []
-        try:
+
+        def open_logs() -> None:  # one hop to the storage threads for the topic
             for p in range(settings.partitions):
-                logs.append(await self.run(lambda p=p: self.storage.open_log(name, p, base)))  # type: ignore[misc]
+                logs.append(self.storage.open_log(name, p, base))
+
+        try:
+            await self.run(open_logs)
         except BaseException:
             await self._close_logs(logs)  # none left holding descriptors
             raise
@@ -389,9 +400,10 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.writer.close()  # every write handed over is answered first
-        for topic in self.topics.values():
-            for partition in topic.partitions:
-                await self.run(partition.log.close)
+        logs = [p.log for topic in self.topics.values() for p in topic.partitions]
+        for start in range(0, len(logs), CLOSE_LOGS_PER_HOP):
+            chunk = logs[start : start + CLOSE_LOGS_PER_HOP]
+            await self.run(lambda chunk=chunk: [log.close() for log in chunk])  # type: ignore[misc]
         await self.run(self._journal.close)
         self._flush_trace()
         await self.run(self.trace_log.close)

@@ -7,12 +7,13 @@ paths itself, so a PostgreSQL or replicated backend can slot in here later.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from logq.log import FileLog, LogConfig, MemoryLog, PartitionLog, durable
 from logq.log.commit_journal import CommitJournal
+from logq.log.file_cache import FileCache
 
 TOPICS_DIR = "topics"
 STATE_DIR = "state"
@@ -26,6 +27,8 @@ class Storage:
     """A data directory, or None for everything in memory."""
 
     directory: Path | None
+    # the descriptors every partition log of the broker shares
+    files: FileCache = field(default_factory=FileCache)
 
     @property
     def in_memory(self) -> bool:
@@ -34,7 +37,9 @@ class Storage:
     def open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         if self.directory is None:
             return MemoryLog(config)
-        return FileLog(self.directory / TOPICS_DIR / topic / str(partition), config)
+        return FileLog(
+            self.directory / TOPICS_DIR / topic / str(partition), config, files=self.files
+        )
 
     def has_topic_files(self, topic: str) -> bool:
         return self.directory is not None and (self.directory / TOPICS_DIR / topic).exists()
