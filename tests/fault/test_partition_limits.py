@@ -2,12 +2,11 @@
 from the descriptor limit refuses the create that would pass it (CAPACITY,
 nothing made); with the cap set past what descriptors allow, a create that
 fails part way leaves nothing behind (no directory, no open descriptor, no
-metadata entry) and the broker goes on serving; a leftover directory of a
+metadata record) and the broker goes on serving; a leftover directory of a
 create that a crash cut short does not come back as the new topic's data."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 import logq
 from logq.errors import CapacityError
+from logq.log import FileBackend
 from logq.server.config import ServerConfig
 from logq.server.descriptors import derive_partitions_max
 from tests.harness import start_process, stop_process
@@ -56,7 +56,8 @@ def test_the_derived_partition_cap_refuses_a_create_and_makes_nothing(tmp_path: 
         stop_process(running)
     log = b"".join(running.output).decode()
     assert f"partition cap {cap} (derived from the descriptor limit {OPEN_FILES_MAX}" in log
-    assert "over" not in json.loads((tmp_path / "metadata.json").read_bytes())["topics"]
+    assert FileBackend(tmp_path).get("topic/over") is None
+    assert FileBackend(tmp_path).get("topic/t0") is not None
 
 
 def test_a_create_that_runs_out_of_descriptors_leaves_nothing(tmp_path: Path) -> None:
@@ -86,8 +87,8 @@ def test_a_create_that_runs_out_of_descriptors_leaves_nothing(tmp_path: Path) ->
                 client.publish("small", b"still serving")
     finally:
         stop_process(running)
-    metadata = json.loads((tmp_path / "metadata.json").read_bytes())
-    assert name not in metadata["topics"]
+    assert FileBackend(tmp_path).get(f"topic/{name}") is None
+    assert FileBackend(tmp_path).list("topic/") == sorted(f"topic/{t}" for t in [*created, "small"])
 
 
 def test_leftover_files_of_an_unfinished_create_are_not_the_new_topics(tmp_path: Path) -> None:
@@ -95,12 +96,13 @@ def test_leftover_files_of_an_unfinished_create_are_not_the_new_topics(tmp_path:
         client = broker.client()
         client.create_topic("t", partitions=1)
         client.publish("t", b"old")
-    # as if a create crashed after its files and before the metadata: the
-    # topic's directory is there, the metadata does not name it
-    metadata_path = tmp_path / "metadata.json"
-    metadata = json.loads(metadata_path.read_bytes())
-    del metadata["topics"]["t"]
-    metadata_path.write_text(json.dumps(metadata))
+    # as if a create crashed after its files and before its record: the
+    # topic's directory is there, no record names it
+    backend = FileBackend(tmp_path)
+    found = backend.get("topic/t")
+    assert found is not None
+    backend.delete("topic/t", found[0])
+    assert (tmp_path / "topics" / "t" / "0").is_dir()
     with logq.Broker(tmp_path) as broker:
         client = broker.client()
         client.create_topic("t", partitions=1)

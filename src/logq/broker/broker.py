@@ -38,6 +38,7 @@ from logq.broker.messages import (
     PublishResult,
     message_from_record,
 )
+from logq.broker.metadata import MetadataRecords, group_record_key, topic_record_key
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.scrubber import Scrubber
@@ -49,7 +50,6 @@ from logq.broker.settings import (
     group_settings,
     topic_settings,
 )
-from logq.broker.metadata import MetadataRecords, group_record_key, topic_record_key
 from logq.broker.topic import Partition, Topic, parse_partition_log_id
 from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
@@ -69,11 +69,11 @@ from logq.lanes import Lanes
 from logq.log import (
     DirectoryLock,
     FileBackend,
-    MemoryBackend,
-    StorageBackend,
     FsyncPolicy,
     LogError,
+    MemoryBackend,
     PartitionLog,
+    StorageBackend,
     decode_batch,
     encode_batch,
 )
@@ -116,7 +116,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._executor = ThreadPoolExecutor(
             max_workers=config.storage_threads, thread_name_prefix="logq-storage"
         )
-        self.writer = Writer(self.backend.open_commit_journal(), inline=not self.backend.calls_block)
+        self.writer = Writer(
+            self.backend.open_commit_journal(), inline=not self.backend.calls_block
+        )
         self._journal = Journal(
             self.backend.state_directory,
             replace(config.log, retention_ms=None),

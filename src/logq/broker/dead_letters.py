@@ -15,8 +15,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from logq.broker.delivery import HEADER_DEAD_AT
 from logq.broker.dead_letter_names import DeadLetterNames
+from logq.broker.delivery import HEADER_DEAD_AT
 from logq.broker.group import Group, group_key
 from logq.broker.messages import Message, MessageId, OutgoingMessage
 from logq.broker.tracing import TracingMixin

@@ -229,8 +229,6 @@ class MetadataRecords:
                         del self._versions[key]
                     return
                 value = encode_record(document)
-                self._versions[key] = await self._run(
-                    lambda: self.backend.put(key, value, version)
-                )
+                self._versions[key] = await self._run(lambda: self.backend.put(key, value, version))
             except LogError as error:
                 raise from_log_error(error) from None
