@@ -350,7 +350,7 @@ def test_a_slot_file_has_the_documented_bytes(tmp_path: Path) -> None:
     backend.put("topic/orders", b'{"x":1}', None)
     data = _slots(tmp_path, "topic", "orders")[0].read_bytes()
     magic, form, reserved, key_length, version, value_length, crc = struct.unpack_from(
-        ">4sBBHQII", data
+        "<4sBBHQII", data
     )
     assert (magic, form, reserved, key_length, version, value_length) == (
         b"LQMR",

@@ -66,7 +66,6 @@ class Recovered:
     dead_letter_topics: set[str] = field(default_factory=set)
     groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)  # record keys
-    migrated: bool = False
 
 
 class MetadataRecords:
@@ -89,7 +88,6 @@ class MetadataRecords:
         legacy = self.backend.legacy_metadata()
         if legacy is not None:
             self._split_legacy(legacy)
-            recovered.migrated = True
         for key in self.backend.list(TOPIC_PREFIX):
             document = self._get(key, recovered)
             if document is None:

@@ -13,7 +13,7 @@ fixed header, the key and the value, checked as a whole by CRC32C:
     value length     4  bytes of the value that follows the key
     crc32c           4  of the 20 bytes above, then the key, then the value
 
-all big-endian. A slot verifies when its magic, format version and lengths
+all little-endian. A slot verifies when its magic, format version and lengths
 are right, the file holds exactly header + key + value, the key is the one
 asked for (a slot copied under another name is not that key's) and the CRC
 matches. See docs/format.md.
@@ -35,7 +35,7 @@ from logq.log.errors import InvalidKeyError
 
 MAGIC = b"LQMR"
 FORMAT_VERSION = 1
-HEADER = struct.Struct(">4sBBHQII")
+HEADER = struct.Struct("<4sBBHQII")
 HEADER_SIZE = HEADER.size  # 24
 CHECKED_HEADER_SIZE = HEADER_SIZE - 4  # the CRC covers the header up to itself
 VALUE_BYTES_MAX = 1 << 20  # a topic's or group's settings take about 1 KiB
@@ -65,7 +65,7 @@ def encode_slot(key: str, version: int, value: bytes) -> bytes:
     assert len(key_bytes) <= KEY_BYTES_MAX and len(value) <= VALUE_BYTES_MAX
     head = HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(key_bytes), version, len(value), 0)
     crc = crc32c(value, crc32c(key_bytes, crc32c(head[:CHECKED_HEADER_SIZE])))
-    slot = head[:CHECKED_HEADER_SIZE] + struct.pack(">I", crc) + key_bytes + value
+    slot = head[:CHECKED_HEADER_SIZE] + struct.pack("<I", crc) + key_bytes + value
     assert decode_slot(key, slot) == Slot(version, value)
     return slot
 
