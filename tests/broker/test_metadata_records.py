@@ -17,6 +17,7 @@ from logq.broker.settings import GroupMode
 from logq.errors import BadArgumentError, CorruptError, StorageError
 from logq.log import FileBackend, encode_batch
 from logq.log.metadata_slots import escape_segment
+from logq.server.storage_metrics import StorageCollector
 from tests.broker.fake import run
 
 # written by the broker before per-key records (the whole-metadata document)
@@ -161,6 +162,9 @@ def test_a_damaged_record_leaves_out_its_topic_and_serves_the_rest(
             await broker.put_group("payments", "audit")
         assert "payments/audit" not in broker.groups
         assert (tmp_path / "topics" / "orders" / "1").is_dir()
+        families = {f.name: f for f in StorageCollector(broker).collect()}
+        assert families["logq_metadata_records_damaged"].samples[0].value == 2
+        assert families["logq_metadata_slots_damaged"].samples[0].value == 3
 
     run(damaged, config)
     logged = " ".join(r.getMessage() for r in caplog.records)
