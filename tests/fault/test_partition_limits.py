@@ -8,7 +8,6 @@ a create that a crash cut short does not come back as the new topic's data."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 import logq
 from logq.client import AsyncClient
 from logq.errors import CapacityError
+from logq.log import FileBackend
 from logq.server.config import ServerConfig
 from logq.server.descriptors import derive_open_files_max
 from tests.harness import start_process, stop_process
@@ -126,7 +126,7 @@ def test_a_set_partition_cap_refuses_a_create_and_makes_nothing(tmp_path: Path) 
         stop_process(running)
     log = b"".join(running.output).decode()
     assert f"partition cap {CAP} (set by limits.partitions)" in log
-    assert "over" not in json.loads((tmp_path / "metadata.json").read_bytes())["topics"]
+    assert FileBackend(tmp_path).get("topic/over") is None
 
 
 def test_leftover_files_of_an_unfinished_create_are_not_the_new_topics(tmp_path: Path) -> None:
@@ -134,12 +134,13 @@ def test_leftover_files_of_an_unfinished_create_are_not_the_new_topics(tmp_path:
         client = broker.client()
         client.create_topic("t", partitions=1)
         client.publish("t", b"old")
-    # as if a create crashed after its files and before the metadata: the
-    # topic's directory is there, the metadata does not name it
-    metadata_path = tmp_path / "metadata.json"
-    metadata = json.loads(metadata_path.read_bytes())
-    del metadata["topics"]["t"]
-    metadata_path.write_text(json.dumps(metadata))
+    # as if a create crashed after its files and before its record: the
+    # topic's directory is there, no record names it
+    backend = FileBackend(tmp_path)
+    found = backend.get("topic/t")
+    assert found is not None
+    backend.delete("topic/t", found[0])
+    assert (tmp_path / "topics" / "t" / "0").is_dir()
     with logq.Broker(tmp_path) as broker:
         client = broker.client()
         client.create_topic("t", partitions=1)

@@ -39,14 +39,13 @@ from logq.broker.messages import (
 from logq.broker.metrics import Metrics
 from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
-from logq.broker.storage import Storage
 from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
-from logq.log import FsyncPolicy, LogError, decode_batch
+from logq.log import FsyncPolicy, LogError, StorageBackend, decode_batch
 from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
@@ -97,7 +96,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     _random: random.Random
     scheduler: TimingWheel[str]
     lanes: Lanes
-    storage: Storage
+    backend: StorageBackend
     disk: DiskGuard
 
     if TYPE_CHECKING:
@@ -910,7 +909,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         self._flush_trace()
         try:
             offset = self._journal.write(list(events))
-            if durable and not self.storage.in_memory:
+            if durable and self.backend.persistent:
                 await self.run(lambda: self._journal.sync(offset))
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
@@ -928,7 +927,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         """Write a snapshot of every group's delivery state now (done on its
         own once the journal has grown past `snapshot_bytes`); the journal
         generations it replaces go. Nothing to do in memory mode."""
-        if self.storage.in_memory:
+        if not self.backend.persistent:
             return
         self._journal.start_generation()
         snapshot = self._journal.take_snapshot(

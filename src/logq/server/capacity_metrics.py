@@ -47,8 +47,9 @@ class CapacityCollector(Collector):
         limit = self._broker.config.partitions_max
         if limit is not None:
             families["partitions_max"].add_metric([], limit)
-        if not self._broker.storage.in_memory:
-            files = self._broker.storage.files.statistics()
+        files_cache = getattr(self._broker.backend, "files", None)
+        if files_cache is not None:
+            files = files_cache.statistics()
             families["log_open_files"].add_metric([], files["open_files"])
             families["log_open_files_max"].add_metric([], files["open_files_max"])
             families["log_file_evictions"].add_metric([], files["evictions"])
