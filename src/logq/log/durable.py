@@ -3,7 +3,8 @@
 Small metadata files (checkpoints, later topic metadata) are replaced
 atomically: write a temporary file, fsync it, rename it over the old one,
 fsync the directory so the rename itself survives power loss. Segment data
-is made durable with `sync_data`; new or removed files with `sync_directory`.
+is made durable with `sync_data`; new or removed files with `sync_directory`;
+new directories with `make_directory`.
 Nobody else in logq renames or fsyncs.
 """
 
@@ -27,6 +28,29 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_directory(path: Path) -> None:
+    """Create `path` and its missing parents so that the directory survives
+    power loss: a new directory's name lives in its parent, which is fsynced
+    (an fsync of the directory itself, or of files in it, does not make its
+    own name durable). The parent is fsynced even when `path` exists: a
+    process that made it may have died before doing so."""
+    path = Path(path)
+    missing: list[Path] = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+        sync_directory(directory.parent)
+    if not missing:
+        sync_directory(path.parent)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -175,7 +175,7 @@ class FileLog:
 
     def _open(self) -> RecoveryReport:
         started = time.perf_counter()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        durable.make_directory(self.directory)
         stored_epochs = read_epoch_file(self.directory)
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
