@@ -306,17 +306,24 @@ class DiskRecorder:
 
     # -- what a power cut leaves ------------------------------------------------------------
 
-    def materialise(self, cut: int, rng: random.Random, target: Path) -> None:
+    def materialise(
+        self, cut: int, rng: random.Random, target: Path, *, journal_point: int | None = None
+    ) -> None:
         """Write into `target` (an empty or missing directory) what the disk
-        may hold after a power cut once `ops[:cut]` had happened."""
+        may hold after a power cut once `ops[:cut]` had happened. Name
+        changes before `journal_point` are kept even where no directory fsync
+        followed them (rule 2; random when None, 0 keeps only fsynced ones)."""
         assert 0 <= cut <= len(self.ops)
         ops = self.ops
-        journal_point = 0 if rng.random() < 0.5 else rng.randint(0, cut)
+        if journal_point is None:
+            journal_point = 0 if rng.random() < 0.5 else rng.randint(0, cut)
         target.mkdir(parents=True, exist_ok=True)
         contents: dict[int, bytes] = {}
         self._place(ROOT, target, cut, journal_point, rng, contents, ops)
 
-    def _entries(self, directory: int, cut: int, journal_point: int, ops: list[Op]) -> dict[str, int]:
+    def _entries(
+        self, directory: int, cut: int, journal_point: int, ops: list[Op]
+    ) -> dict[str, int]:
         inode = self._inodes[directory]
         synced = _last_before(inode.syncs, cut)
         entries: dict[str, int] = {}

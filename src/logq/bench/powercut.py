@@ -46,8 +46,8 @@ from logq.bench.powercut_workload import (
 )
 from logq.broker import Broker, FakeClock
 from logq.broker.dead_letters import HEADER_GROUP, HEADER_ORIGIN_ID
-from logq.errors import LogqError
 from logq.broker.messages import Message
+from logq.errors import LogqError
 
 READ_PAGE = 1_000
 DRAIN_PAGE = 500
@@ -120,7 +120,7 @@ def record(seed: int, rounds: int, directory: Path) -> Recording:
         with recorder.recording():
             broker = await Broker.open(broker_config(root), clock=clock)
             # rotate the commit journal often, so cuts fall in its flushes
-            broker.writer._flush_bytes = COMMIT_FLUSH_BYTES  # noqa: SLF001
+            broker.writer._flush_bytes = COMMIT_FLUSH_BYTES
             workload = Workload(broker, clock, recorder, seed)
             try:
                 await workload.setup()
@@ -156,7 +156,10 @@ class _Cut:
 
     def deleted(self, topic: str, generation: int) -> bool:
         return any(
-            s.kind == "delete" and s.topic == topic and s.generation == generation and self.done(s.done)
+            s.kind == "delete"
+            and s.topic == topic
+            and s.generation == generation
+            and self.done(s.done)
             for s in self.recording.run.steps
         )
 
@@ -213,10 +216,14 @@ def _matches(view: _Cut, message: Message, where: str) -> Published | None:
         or published.key != message.key
         or any(message.headers.get(k) != v for k, v in published.headers.items())
     ):
-        view.fail("torn_reads", f"{where}: {message.id} holds {message.value!r:.60} (no such publish)")
+        view.fail(
+            "torn_reads", f"{where}: {message.id} holds {message.value!r:.60} (no such publish)"
+        )
         return None
     if view.deleted(published.topic, published.generation):
-        view.fail("torn_reads", f"{where}: {message.id} of a topic deleted before the cut came back")
+        view.fail(
+            "torn_reads", f"{where}: {message.id} of a topic deleted before the cut came back"
+        )
         return None
     return published
 
@@ -280,12 +287,17 @@ def _settled(view: _Cut, topic: str, group: str) -> list[Settlement]:
     return [
         s
         for s in view.recording.run.settlements
-        if s.topic == topic and s.group == group and s.generation == generation and view.done(s.done)
+        if s.topic == topic
+        and s.group == group
+        and s.generation == generation
+        and view.done(s.done)
     ]
 
 
 def _check_due(view: _Cut, topic: str, group: str, delivered: list[Message]) -> None:
-    due = {(s.partition, s.offset): s.due_ms for s in _settled(view, topic, group) if s.kind == "nack"}
+    due = {
+        (s.partition, s.offset): s.due_ms for s in _settled(view, topic, group) if s.kind == "nack"
+    }
     for message in delivered:
         published = _matches(view, message, f"{topic}/{group}")
         if published is None:
@@ -299,14 +311,18 @@ def _check_due(view: _Cut, topic: str, group: str, delivered: list[Message]) -> 
             )
 
 
-def _check_settled(
-    view: _Cut, topic: str, group: str, delivered: Counter[tuple[int, int]]
-) -> None:
+def _check_settled(view: _Cut, topic: str, group: str, delivered: Counter[tuple[int, int]]) -> None:
     for (partition, offset), count in delivered.items():
         if count > 1:
-            view.fail("served_twice", f"{topic}:{partition}:{offset} delivered {count} times to {group}")
+            view.fail(
+                "served_twice", f"{topic}:{partition}:{offset} delivered {count} times to {group}"
+            )
     for s in _settled(view, topic, group):
-        if s.kind in ("ack", "reject") and (s.partition, s.offset) in delivered and not _redriven(view, s):
+        if (
+            s.kind in ("ack", "reject")
+            and (s.partition, s.offset) in delivered
+            and not _redriven(view, s)
+        ):
             counter = "lost_acks" if s.kind == "ack" else "lost_dead_letters"
             view.fail(
                 counter,
@@ -319,7 +335,10 @@ def _redriven(view: _Cut, settlement: Settlement) -> bool:
     if settlement.kind != "reject":
         return False
     return any(
-        s.kind == "redrive" and s.topic == settlement.topic and s.start >= settlement.done and s.start < view.cut
+        s.kind == "redrive"
+        and s.topic == settlement.topic
+        and s.start >= settlement.done
+        and s.start < view.cut
         for s in view.recording.run.steps
     )
 
@@ -345,7 +364,9 @@ async def _check_dead_letters(broker: Broker, view: _Cut, topic: str) -> None:
             )
 
 
-def check_cut(recording: Recording, cut: int, rng: random.Random, scratch: Path, report: PowercutReport) -> None:
+def check_cut(
+    recording: Recording, cut: int, rng: random.Random, scratch: Path, report: PowercutReport
+) -> None:
     """Materialise one power cut after op `cut` and check the broker that opens on it."""
     target = scratch / "cut"
     if target.exists():
@@ -358,7 +379,7 @@ def check_cut(recording: Recording, cut: int, rng: random.Random, scratch: Path,
         started = time.perf_counter()
         try:
             broker = await Broker.open(broker_config(target), clock=FakeClock(view.now_ms))
-        except Exception as error:  # noqa: BLE001 (any failure to open is the finding)
+        except Exception as error:
             view.fail("failed_open", f"{type(error).__name__}: {error}")
             return
         report.recovery_ms_max = max(report.recovery_ms_max, (time.perf_counter() - started) * 1000)
@@ -377,7 +398,9 @@ def run_powercut(
     started = time.perf_counter()
     logq_logger = logging.getLogger("logq")
     level = logq_logger.level
-    with tempfile.TemporaryDirectory(prefix="logq-powercut-", dir=settings.directory) as scratch_name:
+    with tempfile.TemporaryDirectory(
+        prefix="logq-powercut-", dir=settings.directory
+    ) as scratch_name:
         scratch = Path(scratch_name)
         for number in range(settings.runs):
             seed = settings.seed + number
@@ -387,13 +410,17 @@ def run_powercut(
             run = recording.run
             report.acknowledged += len(run.published) + len(run.settlements) + len(run.steps)
             if progress is not None:
-                progress(f"run {number + 1}: seed {seed}, {recording.recorder.count:,} operations recorded")
+                progress(
+                    f"run {number + 1}: seed {seed}, {recording.recorder.count:,} operations recorded"
+                )
             cuts = settings.cuts // settings.runs + (number < settings.cuts % settings.runs)
             rng = random.Random(seed)
             logq_logger.setLevel(logging.CRITICAL)  # recoveries report what they cut: expected here
             try:
                 for done in range(cuts):
-                    check_cut(recording, rng.randint(0, recording.recorder.count), rng, scratch, report)
+                    check_cut(
+                        recording, rng.randint(0, recording.recorder.count), rng, scratch, report
+                    )
                     if progress is not None and (done + 1) % 500 == 0:
                         progress(f"run {number + 1}: {done + 1:,} cuts, {report.failed} failures")
             finally:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from logq.bench.crash_disk import DiskRecorder
 from logq.broker import Broker, BrokerConfig, FakeClock
-from logq.errors import LogqError
 from logq.broker.messages import Message, OutgoingMessage
+from logq.errors import LogqError
 from logq.log import FsyncPolicy, LogConfig
 
 PRIORITIES = ("high", "normal", "low")
@@ -47,11 +48,9 @@ def group_name(group: str, generation: int) -> str:
     return group if generation == 0 else f"{group}-{generation}"
 
 
-def broker_config(data_dir: object) -> BrokerConfig:
-    from pathlib import Path
-
+def broker_config(data_dir: Path) -> BrokerConfig:
     return BrokerConfig(
-        data_dir=Path(str(data_dir)),
+        data_dir=data_dir,
         log=LogConfig(
             fsync=FsyncPolicy.ALWAYS,
             segment_bytes=SEGMENT_BYTES,
@@ -142,7 +141,9 @@ class Workload:
         for name, partitions, groups in TOPICS:
             await self._create(name, partitions, groups)
 
-    async def _create(self, name: str, partitions: int, groups: tuple[tuple[str, str], ...]) -> None:
+    async def _create(
+        self, name: str, partitions: int, groups: tuple[tuple[str, str], ...]
+    ) -> None:
         start = self.recorder.count
         await self.broker.create_topic(name, {"partitions": partitions})
         for group, mode in groups:
@@ -151,7 +152,9 @@ class Workload:
                 group_name(group, self.generation[name]),
                 {"mode": mode, "visibility_timeout": LEASE_MS, "max_deliveries": MAX_DELIVERIES},
             )
-        self.run.steps.append(Step("create", name, self.generation[name], start, self.recorder.count))
+        self.run.steps.append(
+            Step("create", name, self.generation[name], start, self.recorder.count)
+        )
 
     async def rounds(self, count: int) -> None:
         for number in range(count):
@@ -276,12 +279,16 @@ class Workload:
         topic = self.rng.choice(("orders", "events"))
         start = self.recorder.count
         await self.broker.redrive(topic)
-        self.run.steps.append(Step("redrive", topic, self.generation[topic], start, self.recorder.count))
+        self.run.steps.append(
+            Step("redrive", topic, self.generation[topic], start, self.recorder.count)
+        )
 
     async def delete_and_recreate(self, name: str) -> None:
         start = self.recorder.count
         await self.broker.delete_topic(name)
-        self.run.steps.append(Step("delete", name, self.generation[name], start, self.recorder.count))
+        self.run.steps.append(
+            Step("delete", name, self.generation[name], start, self.recorder.count)
+        )
         self.generation[name] += 1
         for topic, partitions, groups in TOPICS:
             if topic == name:
