@@ -83,8 +83,8 @@ def test_power_cuts_keep_every_acknowledgement(tmp_path: Path) -> None:
     # memory-backed scratch where there is one: the recorded run's fsyncs cost nothing there
     shm = Path("/dev/shm")
     scratch = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path
-    report = run_powercut(PowercutSettings(cuts=200, seed=11, rounds=100, directory=scratch))
-    assert report.cuts == 200
+    report = run_powercut(PowercutSettings(cuts=250, seed=11, rounds=100, directory=scratch))
+    assert report.cuts == 250
     assert report.acknowledged > 300  # the workload did acknowledge things to lose
     assert report.failed == 0, "\n".join(report.failures)
 

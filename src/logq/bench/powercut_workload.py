@@ -200,7 +200,7 @@ class Workload:
                 messages[0].dedup_id = f"d{self.sequence}"
                 self.dedup_sent.append((topic, messages[0]))
         else:
-            messages = [self._message(topic) for _ in range(self.rng.randint(2, 60))]
+            messages = [self._message(topic) for _ in range(self.rng.randint(2, 25))]
         start = self.recorder.count
         results = await self.broker.publish(topic, messages)
         done = self.recorder.count
