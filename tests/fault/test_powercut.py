@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,10 @@ from logq.bench.crash_disk import DiskRecorder
 from logq.bench.powercut import PowercutSettings, run_powercut
 from logq.broker import Broker, BrokerConfig, FakeClock
 from logq.broker.messages import OutgoingMessage
-from logq.log import FileLog, FsyncPolicy, LogConfig, encode_batch
+from logq.log import FileLog, FsyncPolicy, LogConfig, decode_batch, encode_batch
+from logq.log.batch import iter_headers
+from logq.log.commit_journal import CommitJournal
+from logq.log.writer import Writer
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -77,6 +81,60 @@ def test_a_new_partition_directory_survives_a_power_cut(tmp_path: Path) -> None:
         reopened = FileLog(cut / "topics" / "t" / "0", LogConfig(fsync=FsyncPolicy.ALWAYS))
         assert reopened.next_offset == 1
         reopened.close()
+
+
+def _values(log: FileLog) -> list[bytes]:
+    found: list[bytes] = []
+    offset = log.first_offset
+    while offset < log.next_offset:
+        result = log.read(offset, 1 << 20)
+        for position, _ in iter_headers(result.data):
+            found.extend(v or b"" for v in decode_batch(result.data, position).values)
+        offset = result.next_offset
+    return found
+
+
+def test_a_roll_keeps_the_journaled_tail_of_the_segment_it_seals(tmp_path: Path) -> None:
+    """Small batches are durable in the commit journal, not yet in their
+    segment; a roll must make them durable in the segment before the new
+    segment's name is: once it is, recovery takes the old segment as sealed
+    and the journal's copies of its tail as already held."""
+    root = tmp_path / "disk"
+    root.mkdir()
+    recorder = DiskRecorder(root)
+    config = LogConfig(fsync=FsyncPolicy.ALWAYS, segment_bytes=4096)
+    acknowledged: list[tuple[int, bytes]] = []
+
+    async def write() -> None:
+        journal = CommitJournal(root / "commit")
+        journal.replay(lambda name: None)
+        writer = Writer(journal)
+        writer.start(asyncio.get_running_loop())
+        log = FileLog(root / "p", config)
+        for number in range(40):
+            value = b"%04d" % number + b"x" * 400
+            await writer.write(log, b"p", encode_batch([value], timestamp_ms=1_000))
+            acknowledged.append((recorder.count, value))
+        await writer.close(flush=False)
+        log.close()
+        journal.close()
+
+    with recorder.recording():
+        asyncio.run(write())
+    rng = random.Random(3)
+    for cut in range(recorder.count + 1):
+        target = tmp_path / "cut"
+        if target.exists():
+            shutil.rmtree(target)
+        recorder.materialise(cut, rng, target)
+        log = FileLog(target / "p", config)
+        journal = CommitJournal(target / "commit")
+        journal.replay(lambda name, log=log: log if name == "p" else None)  # type: ignore[misc]
+        stored = _values(log)
+        kept = [value for done, value in acknowledged if done <= cut]
+        assert stored[: len(kept)] == kept, f"cut after op {cut}"
+        log.close()
+        journal.close()
 
 
 def test_power_cuts_keep_every_acknowledgement(tmp_path: Path) -> None:

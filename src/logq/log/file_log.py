@@ -356,6 +356,11 @@ class FileLog:
 
     def _roll_locked(self) -> Segment:
         old = self._active
+        # The old segment's data is made durable before the new segment's
+        # name is: once that name survives a power cut, recovery takes the
+        # old segment as sealed, and the commit journal's copies of its tail
+        # as held by it (they end below the new segment's base offset).
+        old.sync()
         # The new segment first: if its files cannot be made (a full disk),
         # the old one stays active and writable, and nothing changed.
         new = Segment(self.directory, old.next_offset, self.config.index_interval_bytes)
