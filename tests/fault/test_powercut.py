@@ -176,3 +176,29 @@ def test_a_topic_made_again_starts_its_groups_afresh(tmp_path: Path) -> None:
             await broker.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a message rejected, redriven and rejected again is in neither the DLQ nor its group",
+)
+def test_a_message_rejected_again_after_a_redrive_stays_in_the_dlq(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(BrokerConfig(data_dir=tmp_path / "data"), clock=clock)
+        try:
+            await broker.create_topic("t", {"partitions": 1})
+            await broker.put_group("t", "g", {"mode": "shared"})
+            await broker.publish("t", [OutgoingMessage(value=b"x")])
+            (message,) = await broker.receive("t", "g", "c", max_messages=1)
+            await broker.reject("t", "g", [message.receipt], reason="first")
+            assert await broker.redrive("t") == 1
+            (message,) = await broker.receive("t", "g", "c", max_messages=1)
+            await broker.reject("t", "g", [message.receipt], reason="second")
+            clock.advance(120_000)
+            await broker.tick()
+            assert len(await broker.dlq_messages("t")) == 1
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
