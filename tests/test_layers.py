@@ -40,6 +40,9 @@ EXCEPTIONS: dict[str, set[str]] = {
     "logq.client.messages": {"log"},
     # the fuzz targets drive the RESP codec and the native commands directly
     "logq.bench.fuzz_targets": {"protocol", "broker", "server"},
+    # the power-cut bench opens embedded brokers on the disks a cut leaves
+    "logq.bench.powercut": {"broker"},
+    "logq.bench.powercut_workload": {"broker"},
 }
 
 

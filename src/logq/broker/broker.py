@@ -126,7 +126,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             max_workers=config.storage_threads, thread_name_prefix="logq-storage"
         )
         self.writer = Commits(
-            Writer(self.backend.open_commit_journal(), inline=not self.backend.calls_block)
+            Writer(
+                self.backend.open_commit_journal(),
+                inline=not self.backend.calls_block,
+                flush_bytes=config.commit_flush_bytes,
+            )
         )
         self._journal = Journal(
             self.backend.state_directory,

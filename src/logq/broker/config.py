@@ -23,6 +23,10 @@ class BrokerConfig:
     # Threads for blocking storage work (fsync, reads): appends from many
     # producers run concurrently so they share fsyncs.
     storage_threads: int = 8
+    # Commit journal bytes after which the partition files are fsynced and
+    # the journal's older files removed (log/writer.py): bounds the replay
+    # at a start.
+    commit_flush_bytes: int = 16 * 1024 * 1024
     # Journal bytes after which delivery state is snapshotted.
     snapshot_bytes: int = 64 * 1024 * 1024
     # A member that has not asked for messages this long leaves its group.

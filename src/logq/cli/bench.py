@@ -18,6 +18,7 @@ from logq.cli.bench_chaos import bench_chaos
 from logq.cli.bench_compare import bench_compare
 from logq.cli.bench_fuzz import bench_fuzz
 from logq.cli.bench_partitions import bench_partitions
+from logq.cli.bench_powercut import bench_powercut
 from logq.cli.common import at_least_one
 from logq.log.config import FsyncPolicy
 
@@ -33,6 +34,7 @@ bench.add_command(bench_compare)
 bench.add_command(bench_chaos)
 bench.add_command(bench_fuzz)
 bench.add_command(bench_partitions)
+bench.add_command(bench_powercut)
 
 
 @bench.command("log")

@@ -147,7 +147,7 @@ class CommitJournal:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        durable.make_directory(self.directory)
         self._sequences = sorted(
             int(path.name[: -len(SUFFIX)])
             for path in self.directory.iterdir()

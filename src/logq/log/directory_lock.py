@@ -18,6 +18,7 @@ import socket
 import time
 from pathlib import Path
 
+from logq.log import durable
 from logq.log.errors import LogError
 
 LOCK_NAME = "lock"
@@ -40,7 +41,7 @@ class DirectoryLock:
     @classmethod
     def acquire(cls, directory: Path) -> DirectoryLock:
         """Take the directory, or raise `DirectoryLockedError` naming the holder."""
-        directory.mkdir(parents=True, exist_ok=True)
+        durable.make_directory(directory)
         path = directory / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -81,7 +81,7 @@ class FileBackend:
         self._damaged: set[str] = set()  # keys reported damaged
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
-        durable.make_directories(directory)
+        durable.make_directory(directory)
 
     @property
     def calls_block(self) -> bool:
@@ -227,7 +227,7 @@ class FileBackend:
             if path.exists():
                 durable.overwrite_in_place(path, data)
             else:
-                durable.make_directories(path.parent)
+                durable.make_directory(path.parent)
                 durable.write_atomic(path, data)
             self._reported.discard(path)
             self._current[key] = ((version or 0) + 1, target)

@@ -241,7 +241,7 @@ class FileLog:
 
     def _open(self) -> RecoveryReport:
         started = time.perf_counter()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        durable.make_directory(self.directory)
         stored_epochs = read_epoch_file(self.directory)
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
@@ -430,6 +430,11 @@ class FileLog:
 
     def _roll_locked(self) -> Segment:
         old = self._active
+        # The old segment's data is made durable before the new segment's
+        # name is: once that name survives a power cut, recovery takes the
+        # old segment as sealed, and the commit journal's copies of its tail
+        # as held by it (they end below the new segment's base offset).
+        old.sync()
         # The new segment first: if its files cannot be made (a full disk),
         # the old one stays active and writable, and nothing changed.
         new = self._segment(old.next_offset)

@@ -97,7 +97,7 @@ class Journal:
         self._snapshot: Snapshot | None = None
         self._replay_generations: list[int] = []
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
+            durable.make_directory(directory)
             snapshot_path = directory / SNAPSHOT_NAME
             raw = snapshot_path.read_bytes() if snapshot_path.exists() else None
             if raw is not None:
