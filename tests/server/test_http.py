@@ -546,6 +546,11 @@ async def test_get_message_by_id(api: Api) -> None:
     replay = await api.ok("POST", "/v1/topics/t/replay", json={"group": "again"})
     assert replay["group"] == "again" and replay["lag"] == 1
     await api.fails(409, "EXISTS", "POST", "/v1/topics/t/replay", json={"group": "again"})
+    # null is not a time or a mode: refused as the schema says, nothing made
+    for bad in ({"to_time": None}, {"from_time": None}, {"mode": None}, {"mode": "keyed"}):
+        body = {"group": "nulls", **bad}
+        await api.fails(400, "BADARG", "POST", "/v1/topics/t/replay", json=body)
+    await api.fails(404, "NOGROUP", "GET", "/v1/topics/t/groups/nulls")
     trace = await api.ok("GET", f"/v1/messages/{sent['id']}/trace")
     assert [event["event"] for event in trace["events"]] == ["PUBLISHED"]
     await api.fails(404, "NOMESSAGE", "GET", "/v1/messages/t:0:99/trace")

@@ -15,6 +15,12 @@ from typing import Any
 from logq import __version__
 from logq.server.http_common import Endpoint, object_schema, ref
 
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or null (an optional field that may be sent as null)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 _PATH_DESCRIPTIONS = {
     "topic": "topic name",
@@ -50,27 +56,30 @@ COMPONENTS: dict[str, Any] = {
     ),
     "OutgoingMessage": object_schema(
         {
-            "key": {"type": "string", "description": "text key (UTF-8)"},
-            "key_b64": {"type": "string", "contentEncoding": "base64"},
+            # every field but value and headers may be null: as if left out
+            "key": _or_null({"type": "string", "description": "text key (UTF-8)"}),
+            "key_b64": _or_null({"type": "string", "contentEncoding": "base64"}),
             "value": {"description": "any JSON value: stored as JSON, comes back as JSON"},
-            "value_b64": {
-                "type": "string",
-                "contentEncoding": "base64",
-                "description": "bytes: come back as value_b64",
-            },
+            "value_b64": _or_null(
+                {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "description": "bytes: come back as value_b64",
+                }
+            ),
             "headers": _STRING_MAP,
-            "priority": {"enum": ["high", "normal", "low"]},
-            "partition": {"type": "integer", "minimum": 0},
-            "delay": {**ref("Duration"), "description": "deliverable this long after publish"},
-            "deliver_at": {**ref("Time"), "description": "deliverable from this time"},
-            "ttl": {
-                **ref("Duration"),
-                "description": "the message expires this long after publish",
-            },
-            "dedup_id": {
-                "type": "string",
-                "description": "stored once within the topic's dedup window",
-            },
+            "priority": _or_null({"enum": ["high", "normal", "low"]}),
+            "partition": _or_null({"type": "integer", "minimum": 0}),
+            "delay": _or_null(
+                {**ref("Duration"), "description": "deliverable this long after publish"}
+            ),
+            "deliver_at": _or_null({**ref("Time"), "description": "deliverable from this time"}),
+            "ttl": _or_null(
+                {**ref("Duration"), "description": "the message expires this long after publish"}
+            ),
+            "dedup_id": _or_null(
+                {"type": "string", "description": "stored once within the topic's dedup window"}
+            ),
         }
     ),
     "PublishResult": object_schema(

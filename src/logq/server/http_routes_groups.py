@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -74,11 +74,14 @@ class SeekBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ReplayBody(msgspec.Struct, forbid_unknown_fields=True):
+    """As the route's schema says: a field is given with its type, or left
+    out (null is refused: BADARG, nothing made)."""
+
     group: str
-    from_time: int | str | None = None
-    to_time: int | str | None = None
+    from_time: int | str | msgspec.UnsetType = msgspec.UNSET
+    to_time: int | str | msgspec.UnsetType = msgspec.UNSET
     dlq: bool = False
-    mode: str | None = None
+    mode: Literal["ordered", "shared"] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _names(request: Request) -> tuple[str, str]:
@@ -189,10 +192,10 @@ async def replay(state: ApiState, request: Request) -> Response:
     described = await state.broker.replay(
         request.path_params["topic"],
         body.group,
-        from_time=body.from_time,
-        to_time=body.to_time,
+        from_time=None if body.from_time is msgspec.UNSET else body.from_time,
+        to_time=None if body.to_time is msgspec.UNSET else body.to_time,
         dlq=body.dlq,
-        settings=None if body.mode is None else {"mode": body.mode},
+        settings=None if body.mode is msgspec.UNSET else {"mode": body.mode},
     )
     return json_response(described, status=201)
 
