@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 import time
 from collections import defaultdict
@@ -41,6 +42,7 @@ from logq.broker.messages import (
 from logq.broker.metrics import Metrics
 from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
+from logq.broker.state_writer import StateWriter
 from logq.broker.storage import Storage
 from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
@@ -48,14 +50,14 @@ from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
-from logq.log import FsyncPolicy, LogError, decode_batch
+from logq.log import AppendResult, FsyncPolicy, LogError, decode_batch
 from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
-from logq.state.journal import Journal
 from logq.state.lane_guard import LaneGuard
 from logq.state.ranges import Range, ranges_of
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DLQ_CONSUMER = "logq.dead-letter"
 DLQ_HOLD_MS = 60_000  # offsets being dead-lettered stay leased to nobody this long
@@ -95,7 +97,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     topics: dict[str, Topic]
     groups: dict[str, Group]
     metrics: Metrics
-    _journal: Journal
+    state_writer: StateWriter
     _random: random.Random
     scheduler: TimingWheel[str]
     lanes: Lanes
@@ -898,8 +900,9 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
     async def _commit(self, events: Sequence[Event], *, durable: bool = True) -> None:
         """Make applied events durable before the caller answers (unless not
-        `durable`: then the next durable commit or timer tick syncs them);
-        wake-ups for what they made deliverable later go on the timing wheel."""
+        `durable`: then they are written now and made durable by the next
+        commit group); wake-ups for what they made deliverable later go on
+        the timing wheel."""
         if not events:
             return
         now_ms = self.clock.now_ms()
@@ -910,24 +913,30 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     self.scheduler.add(event.not_before_ms, group.topic)
         self._flush_trace()
         try:
-            offset = self._journal.write(list(events))
-            if durable and not self.storage.in_memory:
-                await self.run(lambda: self._journal.sync(offset))
+            futures = self.state_writer.submit(events)
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
-        except OSError as error:  # written on the loop: a full or failing disk
-            raise self.disk.storage_error(error) from None
+        if durable:
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, OSError):  # a full or failing disk
+                    raise self.disk.storage_error(outcome) from None
+                if isinstance(outcome, BaseException):
+                    raise LogqError(f"delivery state could not be stored: {outcome}") from None
+        else:
+            for future in futures:
+                future.add_done_callback(_note_unwaited)
         self._forget_settled_lanes(events)
         for key in {event.group for event in events if not isinstance(event, Leased)}:
             group = self.groups.get(key)
             if group is not None:
                 self.hand_over(group)
-        if self._journal.wants_snapshot:
-            self._journal.start_generation()
-            snapshot = self._journal.take_snapshot(
-                {key: dict(enumerate(group.deliveries)) for key, group in self.groups.items()}
-            )
-            await self.run(lambda: self._journal.write_snapshot(snapshot))
+
+
+def _note_unwaited(future: asyncio.Future[AppendResult]) -> None:
+    """A state write nobody waits for: its failure is logged, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("delivery state not stored: %s", future.exception())
 
 
 def _attempt(event: Leased | Settled) -> int:

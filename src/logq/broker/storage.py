@@ -37,6 +37,12 @@ class Storage:
             return MemoryLog(config)
         return FileLog(self.directory / TOPICS_DIR / topic / str(partition), config)
 
+    def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
+        """The state log beside a partition's data log (state/partition_state.py)."""
+        if self.directory is None:
+            return MemoryLog(config)
+        return FileLog(self.directory / TOPICS_DIR / topic / f"{partition}.state", config)
+
     def has_topic_files(self, topic: str) -> bool:
         return self.directory is not None and (self.directory / TOPICS_DIR / topic).exists()
 
