@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from logq.broker.commit import Commits
 from logq.log import FileLog, LogConfig, MemoryLog, decode_batch, encode_batch
 from logq.log.batch import iter_headers
 from logq.log.commit_journal import SUFFIX, CommitJournal
@@ -57,7 +58,7 @@ def cut_to_synced(log: FileLog) -> None:
     os.truncate(active.log_path, position)
 
 
-async def write_all(writer: Writer, logs: dict[str, FileLog], rounds: int) -> list[object]:
+async def write_all(writer: Commits, logs: dict[str, FileLog], rounds: int) -> list[object]:
     futures = [
         writer.write(log, name.encode(), batch(f"{name}-{n}".encode()))
         for n in range(rounds)
@@ -69,7 +70,7 @@ async def write_all(writer: Writer, logs: dict[str, FileLog], rounds: int) -> li
 def test_writes_to_many_logs_share_one_journal_fsync(tmp_path: Path) -> None:
     async def main() -> None:
         logs = open_logs(tmp_path, 6)
-        writer = Writer(new_journal(tmp_path / "commit"))
+        writer = Commits(Writer(new_journal(tmp_path / "commit")))
         writer.start(asyncio.get_running_loop())
         outcomes = await write_all(writer, logs, 50)
         assert all(not isinstance(o, BaseException) for o in outcomes)
@@ -93,7 +94,7 @@ def test_a_batch_acknowledged_through_the_journal_survives_a_lost_file_tail(
     async def write() -> None:
         logs = open_logs(tmp_path, 3)
         journal = new_journal(tmp_path / "commit")
-        writer = Writer(journal, flush_bytes=1 << 40, flush_interval_s=3600)
+        writer = Commits(Writer(journal, flush_bytes=1 << 40, flush_interval_s=3600))
         writer.start(asyncio.get_running_loop())
         outcomes = await write_all(writer, logs, 20)
         assert all(not isinstance(o, BaseException) for o in outcomes)
@@ -122,8 +123,8 @@ def test_a_batch_acknowledged_through_the_journal_survives_a_lost_file_tail(
 def test_replay_skips_what_the_files_hold_and_cuts_a_torn_journal_tail(tmp_path: Path) -> None:
     async def write() -> None:
         logs = open_logs(tmp_path, 2)
-        writer = Writer(
-            new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600
+        writer = Commits(
+            Writer(new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600)
         )
         writer.start(asyncio.get_running_loop())
         await write_all(writer, logs, 10)
@@ -146,7 +147,9 @@ def test_replay_skips_what_the_files_hold_and_cuts_a_torn_journal_tail(tmp_path:
 def test_a_flush_makes_files_durable_and_removes_the_journal_files(tmp_path: Path) -> None:
     async def main() -> None:
         logs = open_logs(tmp_path, 2)
-        writer = Writer(new_journal(tmp_path / "commit"), flush_bytes=1, flush_interval_s=3600)
+        writer = Commits(
+            Writer(new_journal(tmp_path / "commit"), flush_bytes=1, flush_interval_s=3600)
+        )
         writer.start(asyncio.get_running_loop())
         await write_all(writer, logs, 5)
         await writer.flush()
@@ -163,7 +166,7 @@ def test_writes_to_one_log_keep_their_order_and_a_refused_one_fails_alone(
 ) -> None:
     async def main() -> None:
         log = FileLog(tmp_path / "p", LogConfig(batch_bytes_max=4096))
-        writer = Writer(new_journal(tmp_path / "commit"))
+        writer = Commits(Writer(new_journal(tmp_path / "commit")))
         writer.start(asyncio.get_running_loop())
         futures = []
         for n in range(30):
@@ -181,7 +184,7 @@ def test_writes_to_one_log_keep_their_order_and_a_refused_one_fails_alone(
 def test_large_batches_fsync_their_own_log(tmp_path: Path) -> None:
     async def main() -> None:
         log = FileLog(tmp_path / "p", CONFIG)
-        writer = Writer(new_journal(tmp_path / "commit"), large_batch_bytes=1024)
+        writer = Commits(Writer(new_journal(tmp_path / "commit"), large_batch_bytes=1024))
         writer.start(asyncio.get_running_loop())
         await writer.write(log, b"p", batch(b"y" * 2000))
         assert writer.stats["log_fsyncs"] == 1 and writer.stats["journal_fsyncs"] == 0
@@ -195,7 +198,7 @@ def test_large_batches_fsync_their_own_log(tmp_path: Path) -> None:
 def test_memory_logs_are_written_inline(tmp_path: Path) -> None:
     async def main() -> None:
         log = MemoryLog(CONFIG)
-        writer = Writer(None, inline=True)
+        writer = Commits(Writer(None, inline=True))
         writer.start(asyncio.get_running_loop())
         future = writer.write(log, b"p", batch(b"m"))
         assert future.done() and future.result().base_offset == 0
@@ -212,7 +215,7 @@ def test_a_failed_journal_fsync_fails_the_group_and_stores_none_of_it(tmp_path: 
     async def main() -> None:
         logs = open_logs(tmp_path, 2)
         journal = new_journal(tmp_path / "commit")
-        writer = Writer(journal)
+        writer = Commits(Writer(journal))
         writer.start(asyncio.get_running_loop())
         await write_all(writer, logs, 3)
         # the disk fails: the journal's descriptor now refuses writes
@@ -235,8 +238,8 @@ def test_a_deleted_log_is_not_given_back_to_a_new_one_of_the_same_name(
 ) -> None:
     async def main() -> None:
         log = FileLog(tmp_path / "p", CONFIG)
-        writer = Writer(
-            new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600
+        writer = Commits(
+            Writer(new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600)
         )
         writer.start(asyncio.get_running_loop())
         for n in range(rounds):
@@ -257,8 +260,8 @@ def test_a_batch_given_back_keeps_the_epoch_it_was_written_in(tmp_path: Path) ->
     async def write() -> None:
         log = FileLog(tmp_path / "p", CONFIG)
         log.set_leader_epoch(3)
-        writer = Writer(
-            new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600
+        writer = Commits(
+            Writer(new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600)
         )
         writer.start(asyncio.get_running_loop())
         for n in range(4):

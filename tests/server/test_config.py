@@ -147,7 +147,7 @@ def test_the_partition_cap_and_aggregated_metrics_come_from_file_or_environment(
     tmp_path: Path,
 ) -> None:
     default = build_config(config_file=None, environ={})
-    assert default.broker.partitions_max is None  # derived at start
+    assert default.broker.partitions_max is None  # no cap
     assert default.metrics_aggregate is False
     path = write(tmp_path, "limits: {partitions: 30000}\nmetrics: {aggregate: true}")
     config = build_config(config_file=path, environ={})
@@ -160,6 +160,14 @@ def test_the_partition_cap_and_aggregated_metrics_come_from_file_or_environment(
             build_config(config_file=None, environ={"LOGQ_LIMITS_PARTITIONS": bad})
     with pytest.raises(ConfigError, match="LOGQ_METRICS_AGGREGATE"):
         build_config(config_file=None, environ={"LOGQ_METRICS_AGGREGATE": "yes"})
+
+
+def test_the_descriptor_cache_size_comes_from_the_file(tmp_path: Path) -> None:
+    assert build_config(config_file=None, environ={}).broker.open_files_max is None
+    config = build_config(config_file=write(tmp_path, "limits: {openFiles: 300}"), environ={})
+    assert config.broker.open_files_max == 300
+    with pytest.raises(ConfigError, match="openFiles"):
+        build_config(config_file=write(tmp_path, "limits: {openFiles: 1}"), environ={})
 
 
 def test_limits_are_named_in_the_file(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The partition cap derived from the descriptor limit, and the warning
-when open descriptors pass 80% of it: once per crossing, not per check."""
+"""The descriptor cache's size derived from the descriptor limit, and the
+warning when open descriptors pass 80% of it: once per crossing, not per
+check."""
 
 from __future__ import annotations
 
@@ -7,33 +8,29 @@ import logging
 
 import pytest
 
+from logq.log.file_cache import OPEN_FILES_DEFAULT, OPEN_FILES_MIN
 from logq.server.descriptors import (
     BROKER_DESCRIPTORS,
-    DESCRIPTORS_PER_PARTITION,
     DescriptorWatch,
-    derive_partitions_max,
-    partition_cap,
+    derive_open_files_max,
+    open_files_cap,
 )
 
 
-def test_the_cap_keeps_room_for_connections_and_the_brokers_own_files() -> None:
+def test_the_cache_keeps_room_for_connections_and_the_brokers_own_files() -> None:
     for limit, connections in ((20_000, 10_000), (1_024, 10_000), (65_536, 100), (100, 10)):
-        cap = derive_partitions_max(limit, connections).partitions_max
+        cached = derive_open_files_max(limit, connections).open_files_max
         room = min(connections, limit // 4)
-        used = cap * DESCRIPTORS_PER_PARTITION + BROKER_DESCRIPTORS + room
-        assert used <= limit < used + DESCRIPTORS_PER_PARTITION
-    assert derive_partitions_max(64, 10).partitions_max == 0  # nothing left: no partition
-    derived = derive_partitions_max(20_000, 10_000)
+        assert cached + BROKER_DESCRIPTORS + room == limit
+    assert derive_open_files_max(64, 10).open_files_max == OPEN_FILES_MIN  # never less
+    derived = derive_open_files_max(20_000, 10_000)
     assert "descriptor limit 20000" in derived.how and "5000 for connections" in derived.how
 
 
-def test_a_set_cap_wins_and_memory_or_no_limit_has_none() -> None:
-    assert partition_cap(7, False, 100, 1_000) is not None
-    assert partition_cap(7, True, 100, None).partitions_max == 7  # type: ignore[union-attr]
-    assert partition_cap(None, True, 100, 1_000) is None
-    assert partition_cap(None, False, 100, None) is None
-    derived = partition_cap(None, False, 100, 1_000)
-    assert derived == derive_partitions_max(1_000, 100)
+def test_a_set_size_wins_and_no_limit_has_the_default() -> None:
+    assert open_files_cap(7, 100, 1_000).open_files_max == 7
+    assert open_files_cap(None, 100, None).open_files_max == OPEN_FILES_DEFAULT
+    assert open_files_cap(None, 100, 1_000) == derive_open_files_max(1_000, 100)
 
 
 def test_the_warning_comes_once_per_crossing(caplog: pytest.LogCaptureFixture) -> None:

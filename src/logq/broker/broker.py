@@ -20,7 +20,9 @@ from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
 from logq.broker.clock import Clock, SystemClock
+from logq.broker.commit import Commits
 from logq.broker.config import BrokerConfig
+from logq.broker.dead_letter_names import DeadLetterNames
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
 from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
 from logq.broker.delays import check_delay
@@ -37,6 +39,7 @@ from logq.broker.messages import (
     PublishResult,
     message_from_record,
 )
+from logq.broker.metadata import MetadataRecords, group_record_key, topic_record_key
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.scrubber import Scrubber
@@ -49,7 +52,6 @@ from logq.broker.settings import (
     topic_settings,
 )
 from logq.broker.state_writer import StateWriter
-from logq.broker.storage import Storage
 from logq.broker.topic import Partition, Topic, parse_partition_log_id, restore_producers
 from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
@@ -68,10 +70,13 @@ from logq.errors import (
 from logq.lanes import Lanes
 from logq.log import (
     DirectoryLock,
+    FileBackend,
     FsyncPolicy,
     LogConfig,
     LogError,
+    MemoryBackend,
     PartitionLog,
+    StorageBackend,
     decode_batch,
     encode_batch,
 )
@@ -84,6 +89,7 @@ from logq.log.batch import (
     iter_headers,
     read_header,
 )
+from logq.log.file_cache import OPEN_FILES_DEFAULT, FileCache
 from logq.log.writer import Writer
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
@@ -93,6 +99,9 @@ from logq.state.trace import TraceLog, TraceRecord
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_CHUNK_BYTES = 1 << 20
+# Logs closed per hop to a storage thread at shutdown (most were never
+# opened, or are clean, and close for free: the hop would be the cost).
+CLOSE_LOGS_PER_HOP = 1000
 PEEK_LIMIT_MAX = 10_000
 
 
@@ -102,7 +111,14 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     def __init__(self, config: BrokerConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        self.storage = Storage(config.data_dir)
+        self.backend: StorageBackend = (
+            MemoryBackend()
+            if config.data_dir is None
+            else FileBackend(
+                config.data_dir, FileCache(config.open_files_max or OPEN_FILES_DEFAULT)
+            )
+        )
+        self.records = MetadataRecords(self.backend, self.run)
         self.topics: dict[str, Topic] = {}
         self.groups: dict[str, Group] = {}
         self.metrics = Metrics()
@@ -111,7 +127,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._executor = ThreadPoolExecutor(
             max_workers=config.storage_threads, thread_name_prefix="logq-storage"
         )
-        self.writer = Writer(self.storage.open_commit_journal(), inline=self.storage.in_memory)
+        self.writer = Commits(
+            Writer(self.backend.open_commit_journal(), inline=not self.backend.calls_block)
+        )
         # a state log beside each partition: kept short by snapshots, not by time
         self._state_config = replace(
             config.log,
@@ -122,7 +140,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         )
         self.state_writer = StateWriter(self.writer, self.topics, self.groups, clock.now_ms)
         self.trace_log = TraceLog(
-            self.storage.trace_directory,
+            self.backend.trace_directory,
             replace(
                 config.log,
                 fsync=FsyncPolicy.INTERVAL,
@@ -142,15 +160,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         # messages come due (receives also compute their own deadline)
         self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
         self._closed = False
-        self._metadata_lock = asyncio.Lock()
-        self._metadata_changes = 0  # counted by each change to the settings
-        self._metadata_saved = 0  # the changes the last finished write covered
         # Names that are some topic's dead-letter topic: only the broker
         # writes there, so a letter's origin headers can be trusted.
-        self._dead_letter_topics: frozenset[str] = frozenset()
-        # Dead-letter topics the broker made: they stay closed to clients
-        # after their origin topic is deleted (kept in the metadata).
-        self._made_dead_letter_topics: set[str] = set()
+        self._dead_letter_topics = DeadLetterNames()
         self._dlq_locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
         self._directory_lock: DirectoryLock | None = None  # taken by open(), given back by close()
         # partitions of every topic, and those of creates under way (limits.partitions)
@@ -176,14 +188,18 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         return broker
 
     async def _recover(self) -> None:
-        metadata = await self.run(self.storage.load_metadata)
-        self._made_dead_letter_topics = set(metadata.get("dead_letter_topics", []))
-        for name, data in metadata.get("topics", {}).items():
-            settings = topic_settings(data, self.config.topic_defaults)
+        recovered = await self.run(self.records.load)
+        self._dead_letter_topics = DeadLetterNames(recovered.dead_letter_topics)
+        for name, data in recovered.topics.items():
+            try:
+                settings = topic_settings(data, self.config.topic_defaults)
+            except LogqError as error:
+                self.records.note_unreadable(topic_record_key(name), str(error))
+                continue
             self.topics[name] = await self._open_topic(name, settings)
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
-        replayed = await self._recover_states(metadata.get("groups", {}))
+        replayed = await self._recover_states(recovered.groups)
         self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
         limit = self.config.partitions_max
         if limit is not None and self.partitions_held > limit:
@@ -193,9 +209,21 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 self.partitions_held,
                 limit,
             )
-        self._note_dead_letter_topics()
+        self._dead_letter_topics.made &= set(self.topics)
+        marked: set[str] = set()
+        for name in self.topics:
+            marked |= self._dead_letter_topics.note(name, self.topics)
+        for name in marked:  # some topic's DLQ, not yet marked in its record
+            await self.records.sync(topic_record_key(name), self._topic_document(name))
         await self.finish_dead_letter_moves()
         await self.run(self.disk.measure)
+        if self.records.damaged:
+            logger.error(
+                "%d damaged metadata records: the broker serves without their topics and "
+                "groups (%s); see docs/operations.md, damaged metadata records",
+                len(self.records.damaged),
+                ", ".join(sorted(self.records.damaged)),
+            )
         logger.info(
             "broker ready: %d topics, %d groups, %d journal events replayed",
             len(self.topics),
@@ -227,7 +255,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             return None
         return topic.state_of(index).log if is_state else topic.partitions[index].log
 
-    async def _recover_states(self, groups: dict[str, Any]) -> int:
+    async def _recover_states(self, groups: dict[tuple[str, str], Any]) -> int:
         """Every group's delivery state, partition by partition, from the state
         logs (or, once, from the state of an earlier release); returns the
         events replayed after the snapshots."""
@@ -236,7 +264,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             for name, topic in self.topics.items()
             for partition in topic.partitions
         }
-        legacy_directory = self.storage.state_directory
+        legacy_directory = self.backend.state_directory
         legacy = (
             LegacyState(legacy_directory, self._state_config)
             if legacy_directory is not None and LegacyState.present(legacy_directory)
@@ -248,10 +276,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 restore_producers(
                     self.topics[name].partitions[index], found.producers, found.data_offset
                 )
-        for key, data in groups.items():
-            topic_name, _, name = key.partition("/")
+        for (topic_name, name), data in groups.items():
             topic = self.topics.get(topic_name)
             if topic is None:
+                continue
+            key = group_key(topic_name, name)
+            try:
+                parsed = group_settings(data, self.config.group_defaults)
+            except LogqError as error:
+                self.records.note_unreadable(group_record_key(topic_name, name), str(error))
                 continue
             deliveries: list[PartitionDelivery] = []
             for index in range(len(topic.partitions)):
@@ -261,9 +294,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                     else recovered[(topic_name, index)].groups.get(key)
                 )
                 deliveries.append(state or PartitionDelivery())
-            self.groups[key] = Group(
-                topic_name, name, group_settings(data, self.config.group_defaults), deliveries
-            )
+            self.groups[key] = Group(topic_name, name, parsed, deliveries)
         events = (
             legacy.events()
             if legacy is not None
@@ -298,9 +329,13 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             retention_bytes=settings.retention_bytes,
         )
         logs: list[tuple[PartitionLog, PartitionLog]] = []
-        try:
+
+        def open_logs() -> None:  # one hop to the storage threads for the topic
             for p in range(settings.partitions):
-                logs.append(await self._open_partition(name, p, base))
+                logs.append(self._open_partition_now(name, p, base))
+
+        try:
+            await self.run(open_logs)
         except BaseException:
             await self._close_logs([log for pair in logs for log in pair])  # none left open
             raise
@@ -314,17 +349,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self.config.snapshot_bytes,
         )
 
-    async def _open_partition(
+    def _open_partition_now(
         self, name: str, index: int, config: LogConfig
     ) -> tuple[PartitionLog, PartitionLog]:
-        """A partition's data log and state log, both or neither."""
-        log = await self.run(lambda: self.storage.open_log(name, index, config))
+        """A partition's data log and state log, both or neither (blocking)."""
+        log = self.backend.open_log(name, index, config)
         try:
-            state_log = await self.run(
-                lambda: self.storage.open_state_log(name, index, self._state_config)
-            )
+            state_log = self.backend.open_state_log(name, index, self._state_config)
         except BaseException:
-            await self._close_logs([log])
+            log.close()
             raise
         return log, state_log
 
@@ -339,13 +372,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         """A new topic in full, or nothing of it: a create that fails part way
         (out of descriptors, a full disk) leaves no files behind, and files
         left by a create that a crash cut short are cleared first (they never
-        held an acknowledged message: a topic takes messages once it is in
-        the metadata)."""
-        if await self.run(lambda: self.storage.has_topic_files(name)):
+        held an acknowledged message: a topic takes messages once its
+        record is stored). A name whose record is damaged is refused before
+        anything is touched: its files are that topic's data."""
+        self.records.check_usable(topic_record_key(name))
+        if await self.run(lambda: self.backend.has_topic_files(name)):
             logger.warning(
-                "clearing leftover files of topic %r, which the metadata does not name", name
+                "clearing leftover files of topic %r, which no metadata record names", name
             )
-            await self.run(lambda: self.storage.delete_topic(name))
+            await self.run(lambda: self.backend.delete_topic(name))
         try:
             topic = await self._open_topic(name, settings)
         except BaseException:
@@ -353,7 +388,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             raise
         self.topics[name] = topic
         try:
-            await self._save_metadata()
+            await self._save_topic(name)
         except BaseException:
             del self.topics[name]
             await self._close_logs(_partition_logs(topic))
@@ -363,8 +398,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
 
     async def _remove_topic_files(self, name: str) -> None:
         try:
-            await self.run(lambda: self.storage.delete_topic(name))
-        except (LogqError, OSError) as error:
+            await self.run(lambda: self.backend.delete_topic(name))
+        except (LogqError, LogError, OSError) as error:
             logger.warning("removing the files of topic %r failed: %s", name, error)
 
     def start(self) -> None:
@@ -372,7 +407,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         rate = self.config.scrub_bytes_per_second
-        if self._scrubber is None and not self.storage.in_memory and rate > 0:
+        if self._scrubber is None and self.backend.persistent and rate > 0:
             self._scrubber = Scrubber(self._topic_logs, rate)
             self._scrubber.start()
 
@@ -405,7 +440,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 topic.changed.set()
         self.expire_sessions()
         self._flush_trace()
-        if not self.storage.in_memory:
+        if self.backend.persistent:
             await self.run(self._flush_due)
             if self.disk.full or now_ms - self._disk_checked_ms >= self.config.disk_check_ms:
                 self._disk_checked_ms = now_ms
@@ -460,16 +495,19 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 await self._ticker
         await self.state_writer.close()
         await self.writer.close()  # every write handed over is answered first
-        for topic in self.topics.values():
-            for log in _partition_logs(topic):
-                await self.run(log.close)
+        logs = [log for topic in self.topics.values() for log in _partition_logs(topic)]
+        for start in range(0, len(logs), CLOSE_LOGS_PER_HOP):
+            chunk = logs[start : start + CLOSE_LOGS_PER_HOP]
+            await self.run(lambda chunk=chunk: [log.close() for log in chunk])  # type: ignore[misc]
         self._flush_trace()
         await self.run(self.trace_log.close)
+        await self.run(self.backend.close)
         self._executor.shutdown(wait=True)
 
     async def run(self, function: Callable[[], T]) -> T:
-        """Run blocking storage work off the event loop (inline in memory mode)."""
-        if self.storage.in_memory:
+        """Run blocking storage work off the event loop (inline when the
+        backend's calls never block)."""
+        if not self.backend.calls_block:
             return function()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, function)
@@ -488,28 +526,38 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
 
     # -- metadata -------------------------------------------------------------------
 
-    async def _save_metadata(self) -> None:
-        """Write every topic's and group's settings, durably, after a change.
-        Changes made meanwhile share one write (a group commit): a caller
-        returns once a write begun after its change has finished, so a
-        thousand topics made at once cost a few writes of all the topics,
-        not a thousand."""
-        self._note_dead_letter_topics()
-        if self.storage.in_memory:
-            return  # nothing is kept: building the document would be all the cost
-        self._metadata_changes += 1
-        change = self._metadata_changes
-        async with self._metadata_lock:
-            if self._metadata_saved >= change:
-                return  # a write begun after this change covered it
-            covered = self._metadata_changes
-            metadata = {
-                "dead_letter_topics": sorted(self._made_dead_letter_topics),
-                "topics": {name: topic.settings.as_dict() for name, topic in self.topics.items()},
-                "groups": {key: group.settings.as_dict() for key, group in self.groups.items()},
+    async def _save_topic(self, name: str) -> None:
+        """Write topic `name`'s record (deleted when the topic is gone), and
+        the record of each topic that became a dead-letter topic by this
+        change; returns once they are durable. Nothing else is written:
+        concurrent changes of other topics write side by side."""
+        marked = self._dead_letter_topics.note(name, self.topics) - {name}
+        await asyncio.gather(
+            *(self.records.sync(topic_record_key(n), self._topic_document(n)) for n in marked),
+            self.records.sync(topic_record_key(name), self._topic_document(name)),
+        )
+
+    def _topic_document(self, name: str) -> Callable[[], dict[str, Any] | None]:
+        def document() -> dict[str, Any] | None:
+            topic = self.topics.get(name)
+            if topic is None:
+                return None
+            return {
+                "settings": topic.settings.as_dict(),
+                "dead_letter_topic": name in self._dead_letter_topics.made,
             }
-            await self.run(lambda: self.storage.save_metadata(metadata))
-            self._metadata_saved = covered
+
+        return document
+
+    async def _save_group(self, topic_name: str, name: str) -> None:
+        """Write one group's record (deleted when the group is gone), durably."""
+        key = group_key(topic_name, name)
+
+        def document() -> dict[str, Any] | None:
+            group = self.groups.get(key)
+            return None if group is None else group.settings.as_dict()
+
+        await self.records.sync(group_record_key(topic_name, name), document)
 
     # -- topics ---------------------------------------------------------------------
 
@@ -598,18 +646,17 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._hold_partitions(parsed.partitions - before, f"topic {name!r}")
         try:
             for index in range(before, parsed.partitions):
-                topic.add_partition(*await self._open_partition(name, index, base))
+                pair = await self.run(lambda i=index: self._open_partition_now(name, i, base))  # type: ignore[misc]
+                topic.add_partition(*pair)
         finally:  # those that did not open are not held
             self.partitions_held -= parsed.partitions - len(topic.partitions)
         topic.settings = parsed
         for partition in topic.partitions:
-            log = partition.log
-            if hasattr(log, "config"):
-                log.config = topic.log_config(self.config.log)
+            self.backend.set_retention(partition.log, parsed.retention_ms, parsed.retention_bytes)
         for group in self.groups.values():
             if group.topic == name:
                 group.add_partitions(parsed.partitions, self.clock.now_ms())
-        await self._save_metadata()
+        await self._save_topic(name)
         return topic
 
     async def delete_topic(self, name: str) -> None:
@@ -617,17 +664,21 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         topic = self.topic(name)
         del self.topics[name]
         self.partitions_held -= len(topic.partitions)
-        for key in [key for key, group in self.groups.items() if group.topic == name]:
-            del self.groups[key]
+        groups = [group for group in self.groups.values() if group.topic == name]
+        for group in groups:
+            del self.groups[group.key]
         self.metrics.forget(name)
         self._dlq_locks.pop(name, None)
-        await self._save_metadata()
+        # the topic record goes first: a crash before its group records go
+        # leaves them without a topic, and the next start deletes them
+        await self._save_topic(name)
+        await asyncio.gather(*(self._save_group(name, group.name) for group in groups))
         # the commit journal must hold no copy of these logs when their files
         # go: a topic made again under this name would be given them back
         await self.writer.flush()
         for log in _partition_logs(topic):
             await self.run(log.close)
-        await self.run(lambda: self.storage.delete_topic(name))
+        await self.run(lambda: self.backend.delete_topic(name))
         logger.info("topic %r deleted", name)
 
     def describe_topic(self, name: str) -> dict[str, Any]:
@@ -823,15 +874,6 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         if name not in self.topics and self.config.auto_create_topics:
             return await self.create_topic(name, exist_ok=True)
         return self.topic(name)
-
-    def _note_dead_letter_topics(self) -> None:
-        names = ((name, topic.settings.dlq_topic(name)) for name, topic in self.topics.items())
-        named = {dlq for name, dlq in names if dlq != name}
-        # an existing topic that is some topic's DLQ was made as one (data
-        # from before the broker kept the list included)
-        self._made_dead_letter_topics &= set(self.topics)
-        self._made_dead_letter_topics |= named & set(self.topics)
-        self._dead_letter_topics = frozenset(named | self._made_dead_letter_topics)
 
     async def publish_batch(
         self, topic_name: str, partition: int, batch: bytes, *, as_broker: bool = False
@@ -1052,6 +1094,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         topic = self.topic(topic_name)
         check_group_name(name)
         key = group_key(topic_name, name)
+        self.records.check_usable(group_record_key(topic_name, name))
         existing = self.groups.get(key)
         base = existing.settings if existing else self.config.group_defaults
         parsed = group_settings(settings or {}, base)
@@ -1064,7 +1107,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         else:
             deliveries = [PartitionDelivery() for _ in topic.partitions]
             self.groups[key] = Group(topic_name, name, parsed, deliveries)
-        await self._save_metadata()
+        try:
+            await self._save_group(topic_name, name)
+        except BaseException:
+            if existing is None:  # a group whose record was not stored is not made
+                self.groups.pop(key, None)
+            raise
         return self.groups[key]
 
     async def group_for_receive(self, topic_name: str, name: str) -> Group:

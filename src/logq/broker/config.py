@@ -46,6 +46,10 @@ class BrokerConfig:
     # no cap. `logq serve` derives one from the descriptor limit when the
     # config names none (see logq.server.descriptors).
     partitions_max: int | None = None
+    # Descriptors the partition logs keep open at most, together (an LRU
+    # cache: idle partitions hold none; see logq.log.file_cache). None: the
+    # cache's default; `logq serve` derives one from the descriptor limit.
+    open_files_max: int | None = None
     auto_create_topics: bool = False
     # Publishes are refused (DISKFULL) while the data disk has less free
     # space than this, so acks and the journal keep room; measured this often.

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from logq.broker.dead_letter_names import DeadLetterNames
 from logq.broker.delivery import HEADER_DEAD_AT
 from logq.broker.group import Group, group_key
 from logq.broker.messages import Message, MessageId, OutgoingMessage
@@ -45,14 +46,14 @@ class DeadLetterMixin(TracingMixin):
     topics: dict[str, Topic]
     groups: dict[str, Group]
     _dlq_locks: dict[str, asyncio.Lock]
-    _dead_letter_topics: frozenset[str]
+    _dead_letter_topics: DeadLetterNames
 
     if TYPE_CHECKING:
 
         def dlq_name(self, topic_name: str) -> str: ...
         def topic(self, name: str) -> Topic: ...
         def _check_open(self) -> None: ...
-        async def _save_metadata(self) -> None: ...
+        async def _save_group(self, topic_name: str, name: str) -> None: ...
         async def _commit(self, events: Sequence[Event]) -> None: ...
         async def get_message(self, message_id: str) -> Message: ...
         async def publish(
@@ -81,7 +82,7 @@ class DeadLetterMixin(TracingMixin):
                 [PartitionDelivery() for _ in topic.partitions],
             )
             self.groups[key] = group
-            await self._save_metadata()
+            await self._save_group(dlq_topic, DLQ_GROUP)
         while len(group.deliveries) < len(self.topic(dlq_topic).partitions):
             group.deliveries.append(PartitionDelivery())
         return group

@@ -10,11 +10,9 @@ per-batch work, the consumer decodes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,14 +41,13 @@ from logq.broker.metrics import Metrics
 from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.state_writer import StateWriter
-from logq.broker.storage import Storage
 from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
-from logq.log import AppendResult, FsyncPolicy, LogError, decode_batch
+from logq.log import AppendResult, FsyncPolicy, LogError, StorageBackend, decode_batch
 from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
@@ -101,7 +98,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     _random: random.Random
     scheduler: TimingWheel[str]
     lanes: Lanes
-    storage: Storage
+    backend: StorageBackend
     disk: DiskGuard
 
     if TYPE_CHECKING:
@@ -164,7 +161,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             )
         if group.settings.mode is GroupMode.SHARED:
             await self._load_lanes(topic)
-        give_up = time.monotonic() + wait_ms / 1000
+        give_up = self.clock.monotonic() + wait_ms / 1000
         while True:
             events = await self._wait_for_plan(
                 group, topic, consumer, max_messages, lease_ms, give_up
@@ -172,7 +169,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if not events:
                 return []
             filled = await self._deliver(group, topic, events)
-            if filled or time.monotonic() >= give_up:
+            if filled or self.clock.monotonic() >= give_up:
                 return filled
             # all it found was not for now (held back or expired): wait on
 
@@ -185,7 +182,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         lease_ms: int,
         give_up: float,
     ) -> list[Leased | Settled]:
-        """Plan a delivery, waiting until `give_up` (monotonic) for something to plan."""
+        """Plan a delivery, waiting until `give_up` (the broker clock's
+        monotonic time) for something to plan."""
         while True:
             topic.changed.clear()
             now_ms = self.clock.now_ms()
@@ -193,17 +191,17 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             events = self._plan(group, topic, consumer, max_messages, now_ms, lease_ms)
             if events:
                 return events
-            remaining = give_up - time.monotonic()
-            if remaining <= 0:
+            now = self.clock.monotonic()
+            if give_up <= now:
                 return []
+            wake = give_up
             due = min(
                 (d for s in group.deliveries if (d := s.next_due_ms()) is not None),
                 default=None,
             )
             if due is not None:
-                remaining = min(remaining, max(due - now_ms, 1) / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(topic.changed.wait(), timeout=remaining)
+                wake = min(wake, now + max(due - now_ms, 1) / 1000)
+            await _changed_or_until(topic.changed, self.clock, wake)
 
     async def _deliver(
         self, group: Group, topic: Topic, events: list[Leased | Settled]
@@ -932,11 +930,36 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if group is not None:
                 self.hand_over(group)
 
+    async def snapshot_delivery_state(self) -> None:
+        """Write a snapshot of every partition's delivery state now (each is
+        also taken on its own once its state log has grown past
+        `snapshot_bytes`); the state segments before each go."""
+        await asyncio.gather(
+            *(
+                self.state_writer.snapshot(topic, partition)
+                for topic in list(self.topics.values())
+                for partition in topic.partitions
+            )
+        )
+
 
 def _note_unwaited(future: asyncio.Future[AppendResult]) -> None:
     """A state write nobody waits for: its failure is logged, not lost."""
     if not future.cancelled() and future.exception() is not None:
         logger.warning("delivery state not stored: %s", future.exception())
+
+
+async def _changed_or_until(changed: asyncio.Event, clock: Clock, deadline: float) -> None:
+    """Wait until `changed` is set or `clock` reaches `deadline`, whichever is first."""
+    waiters = (
+        asyncio.ensure_future(changed.wait()),
+        asyncio.ensure_future(clock.sleep_until(deadline)),
+    )
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _attempt(event: Leased | Settled) -> int:

@@ -13,6 +13,9 @@ _FROM_LOG: dict[type[log_errors.LogError], type[errors.LogqError]] = {
     log_errors.OffsetOutOfRangeError: errors.OutOfRangeError,
     log_errors.LogClosedError: errors.ShuttingDownError,
     log_errors.InvalidConfigError: errors.BadArgumentError,
+    log_errors.MetadataDamagedError: errors.CorruptError,  # a record failed its checks
+    log_errors.MetadataTooLargeError: errors.TooBigError,
+    log_errors.InvalidKeyError: errors.BadArgumentError,
 }
 
 

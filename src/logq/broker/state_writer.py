@@ -18,10 +18,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from logq.broker.commit import Commits
 from logq.broker.group import Group
 from logq.broker.topic import Partition, Topic, producer_snapshot
 from logq.log import AppendResult, LogError
-from logq.log.writer import Writer
 from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 class StateWriter:
     def __init__(
         self,
-        writer: Writer,
+        writer: Commits,
         topics: dict[str, Topic],
         groups: dict[str, Group],
         now_ms: Callable[[], int],

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
+from logq.broker.commit import Commits
 from logq.broker.dedup import DedupTable
 from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
 from logq.log import AppendResult, LogConfig, PartitionLog, read_header, read_past_damage
 from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
-from logq.log.writer import Writer
 from logq.state.partition_state import PartitionState, ProducerSnapshot
 
 T = TypeVar("T")
@@ -85,7 +85,7 @@ class Topic:
         settings: TopicSettings,
         logs: list[tuple[PartitionLog, PartitionLog]],
         run: Runner,
-        writer: Writer,
+        writer: Commits,
         storage_error: Callable[[OSError], Exception],
         snapshot_bytes: int,
     ) -> None:

@@ -17,6 +17,7 @@ from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_ben
 from logq.cli.bench_chaos import bench_chaos
 from logq.cli.bench_compare import bench_compare
 from logq.cli.bench_fuzz import bench_fuzz
+from logq.cli.bench_partitions import bench_partitions
 from logq.cli.common import at_least_one
 from logq.log.config import FsyncPolicy
 
@@ -31,6 +32,7 @@ def bench() -> None:
 bench.add_command(bench_compare)
 bench.add_command(bench_chaos)
 bench.add_command(bench_fuzz)
+bench.add_command(bench_partitions)
 
 
 @bench.command("log")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from logq.errors import BadArgumentError
+from logq.errors import BadArgumentError, StorageError
 from logq.log import DirectoryLockedError, FsyncPolicy, InvalidConfigError
 from logq.server.app import BoundAddresses, serve
 from logq.server.config import ServerConfig, build_config
@@ -131,7 +131,7 @@ def serve_command(
     tune_collector()
     try:
         run_event_loop(serve(config, on_ready=announce))
-    except DirectoryLockedError as error:
+    except (DirectoryLockedError, StorageError) as error:
         raise click.ClickException(f"cannot start: {error}") from None
     except OSError as error:
         raise click.ClickException(f"cannot start: {describe_os_error(error)}") from None

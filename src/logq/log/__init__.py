@@ -4,6 +4,7 @@ Plain synchronous code with no dependency on the rest of logq; the broker
 runs its blocking parts off the event loop.
 """
 
+from logq.log.backend import StorageBackend
 from logq.log.batch import Record, decode_batch, encode_batch, read_header, validate_batch
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.directory_lock import DirectoryLock, DirectoryLockedError
@@ -16,10 +17,14 @@ from logq.log.errors import (
     InvalidEpochError,
     LogClosedError,
     LogError,
+    MetadataConflictError,
+    MetadataDamagedError,
     OffsetOutOfRangeError,
     StaleEpochError,
 )
+from logq.log.file_backend import FileBackend
 from logq.log.file_log import FileLog
+from logq.log.memory_backend import MemoryBackend
 from logq.log.memory_log import MemoryLog
 from logq.log.reading import read_past_damage
 from logq.log.storage import (
@@ -39,6 +44,7 @@ __all__ = [
     "DamagedRange",
     "DirectoryLock",
     "DirectoryLockedError",
+    "FileBackend",
     "FileLog",
     "FsyncPolicy",
     "InvalidBatchError",
@@ -47,7 +53,10 @@ __all__ = [
     "LogClosedError",
     "LogConfig",
     "LogError",
+    "MemoryBackend",
     "MemoryLog",
+    "MetadataConflictError",
+    "MetadataDamagedError",
     "OffsetOutOfRangeError",
     "PartitionLog",
     "ReadResult",
@@ -55,6 +64,7 @@ __all__ = [
     "RecoveryReport",
     "RetentionResult",
     "StaleEpochError",
+    "StorageBackend",
     "decode_batch",
     "encode_batch",
     "read_header",

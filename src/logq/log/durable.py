@@ -1,15 +1,20 @@
 """The one place that makes files durable.
 
-Small metadata files (checkpoints, later topic metadata) are replaced
-atomically: write a temporary file, fsync it, rename it over the old one,
-fsync the directory so the rename itself survives power loss. Segment data
-is made durable with `sync_data`; new or removed files with `sync_directory`.
-Nobody else in logq renames or fsyncs.
+Small metadata files (checkpoints) are replaced atomically: write a
+temporary file, fsync it, rename it over the old one, fsync the directory so
+the rename itself survives power loss. A metadata record's slot file is
+created that way once and afterwards overwritten in place
+(`overwrite_in_place`: its checksum tells a torn overwrite, and the record's
+other slot holds the previous value). Segment data is made durable with
+`sync_data`; new or removed files with `sync_directory`, removed trees with
+`remove_directories`. Nobody else in logq renames or fsyncs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
@@ -59,3 +64,54 @@ def remove_files(paths: list[Path]) -> None:
         directories.add(path.parent)
     for directory in directories:
         sync_directory(directory)
+
+
+def remove_directories(paths: list[Path]) -> None:
+    """Remove directory trees (missing ones are fine) and make the removal
+    durable: without the fsync of each parent, a power loss may bring a
+    removed directory back."""
+    parents: set[Path] = set()
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
+        parents.add(path.parent)
+    for parent in parents:
+        sync_directory(parent)
+
+
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Replace the content of the existing file `path` with `data`, durably
+    (fdatasync: the length is part of the data it covers). A crash may leave
+    any mix of old and new bytes: only for files whose content carries its
+    own checksum and has a second copy elsewhere."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        position = 0
+        while position < len(data):
+            position += os.pwrite(fd, view[position:], position)
+        os.ftruncate(fd, len(data))
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory and all it holds (a missing one is fine), durably:
+    once its entry is gone from its parent, so is everything under it."""
+    if path.exists():
+        remove_directories([path])
+
+
+def make_directories(path: Path) -> None:
+    """Create `path` and any missing parents, each creation made durable."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        # another thread may make it meanwhile: sync its entry all the same,
+        # so that it is durable when this call returns
+        directory.mkdir(exist_ok=True)
+        sync_directory(directory.parent)

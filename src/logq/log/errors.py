@@ -77,3 +77,35 @@ class InvalidEpochError(LogError, ValueError):
     """A leader epoch outside 0 .. 2**31 - 1, or an offset no log can start at."""
 
     code = "BADARG"
+
+
+class MetadataConflictError(LogError):
+    """A metadata put or delete named a version that is not the record's
+    current one (or "must not exist" for a record that does): someone else
+    changed it first; read it again and decide."""
+
+    code = "CONFLICT"
+
+
+class MetadataDamagedError(LogError):
+    """A metadata record failed its checks in every copy kept of it: its
+    value is unknown. It is never overwritten silently: see
+    docs/operations.md for the way back."""
+
+    code = "CORRUPT"
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidKeyError(LogError, ValueError):
+    """A metadata key or a topic name the storage cannot name a file by."""
+
+    code = "BADARG"
+
+
+class MetadataTooLargeError(LogError):
+    """A metadata record's value is over the size a record may have."""
+
+    code = "TOOBIG"

@@ -10,6 +10,16 @@ it seals), and a recovery checkpoint names a durable point inside it, so a
 restart scans at most `checkpoint_interval_bytes` of batches, whatever the
 size of the log. Readers see only durable data under `fsync: always`, so no
 one ever reads a batch that a crash could take back.
+
+A log is opened lazily: the constructor touches no file, and the first
+operation that needs the log's state (a write, a read, an offset) opens and
+recovers it. So a broker with tens of thousands of partitions starts without
+visiting them, and closing a log that was never used costs nothing. Opening
+is also cheap when the checkpoint names the end of the active segment (the
+log was closed cleanly, or nothing was written after its last checkpoint):
+nothing is scanned, fsynced or rewritten then. Segment and index files hold
+no descriptor of their own: they are opened through the broker's descriptor
+cache (file_cache.py) when an operation needs them.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from logq.log.errors import (
     LogError,
     OffsetOutOfRangeError,
 )
+from logq.log.file_cache import FileCache
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.replica import check_replica_data
@@ -87,10 +98,18 @@ class FileLog:
         config: LogConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        files: FileCache | None = None,
     ) -> None:
+        """`files`: the descriptor cache shared by a broker's logs (a log of
+        its own otherwise). Nothing is read until the log is first used."""
         self.directory = Path(directory)
         self.config = config or LogConfig()
         self._clock = clock
+        self._files = files if files is not None else FileCache()
+        self._open_lock = threading.Lock()  # the first use opens the log, once
+        self._opened = False
+        self._recovery: RecoveryReport | None = None
+        self._unmade = False  # seen not to exist yet: empty, at offset 0
         self._lock = threading.Lock()  # segment list and the active segment
         self._sync_lock = threading.Lock()  # one fsync leader; destructive operations
         self._checkpoint_lock = threading.Lock()
@@ -130,9 +149,40 @@ class FileLog:
         )
         self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
         self._epochs: LeaderEpochs
-        self.recovery = self._open()
 
     # -- properties ----------------------------------------------------------
+
+    @property
+    def opened(self) -> bool:
+        """Whether the log was opened (recovered) since it was made."""
+        return self._opened
+
+    def ensure_open(self) -> None:
+        """Open and recover the log now, if no use did it yet. An open that
+        fails leaves the log unopened: the next use tries again."""
+        if self._opened:
+            return
+        with self._open_lock:
+            if self._opened:
+                return
+            self._check_open()
+            self._recovery = self._open()
+            self._opened = True
+
+    def _known_empty(self) -> bool:
+        """Whether the log, not opened, has no directory yet: a new log, empty
+        at offset 0, whose offsets need no open (nor the files it makes)."""
+        if self._opened:
+            return False
+        if not self._unmade:
+            self._unmade = not self.directory.exists()
+        return self._unmade
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        self.ensure_open()
+        assert self._recovery is not None
+        return self._recovery
 
     @property
     def _active(self) -> Segment:
@@ -140,22 +190,35 @@ class FileLog:
 
     @property
     def first_offset(self) -> int:
+        if self._known_empty():
+            return 0
+        self.ensure_open()
         return self._segments[0].base_offset
 
     @property
     def next_offset(self) -> int:
+        if self._known_empty():
+            return 0
+        self.ensure_open()
         return self._active.next_offset
 
     @property
     def durable_offset(self) -> int:
+        if self._known_empty():
+            return 0
+        self.ensure_open()
         return self._durable[0]
 
     @property
     def size_bytes(self) -> int:
+        if self._known_empty():
+            return 0
+        self.ensure_open()
         return sum(segment.size for segment in self._segments)
 
     @property
     def segment_count(self) -> int:
+        self.ensure_open()
         return len(self._segments)
 
     def _readable_offset(self) -> int:
@@ -173,6 +236,9 @@ class FileLog:
 
     # -- opening and recovery --------------------------------------------------
 
+    def _segment(self, base_offset: int) -> Segment:
+        return Segment(self.directory, base_offset, self.config.index_interval_bytes, self._files)
+
     def _open(self) -> RecoveryReport:
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -183,14 +249,12 @@ class FileLog:
         checkpoint = read_checkpoint(self.directory)
         if not bases:
             start = checkpoint.next_offset if checkpoint else 0
-            segment = Segment(self.directory, start, self.config.index_interval_bytes)
+            segment = self._segment(start)
             durable.sync_directory(self.directory)
             bases = [start]
             self._segments = [segment]
         else:
-            self._segments = [
-                Segment(self.directory, base, self.config.index_interval_bytes) for base in bases
-            ]
+            self._segments = [self._segment(base) for base in bases]
         self._bases = bases
         rebuilt = 0
         for segment, next_base in zip(self._segments, bases[1:], strict=False):
@@ -202,6 +266,7 @@ class FileLog:
                 rebuilt += 1
         active = self._active
         active.open_for_append()
+        clean = False
         if (
             checkpoint is not None
             and checkpoint.segment == active.base_offset
@@ -212,6 +277,9 @@ class FileLog:
             result = active.recover(
                 checkpoint.position, checkpoint.next_offset, checkpoint.max_timestamp
             )
+            # Nothing after the checkpoint, and everything before it (indexes
+            # too) was fsynced when it was written: no fsync, no new checkpoint.
+            clean = result.batches == 0 and result.cut_bytes == 0
         else:
             if not self._indexes_sane(active):
                 rebuilt += 1
@@ -219,8 +287,11 @@ class FileLog:
             active.offset_index.truncate_entries(0)
             active.time_index.truncate_entries(0)
             result = active.recover(0, active.base_offset, NO_TIMESTAMP)
-        active.sync()
-        active.sync_indexes()
+        if clean:
+            self._checkpoint = checkpoint
+        else:
+            active.sync()
+            active.sync_indexes()
         self._durable = (active.next_offset, active.base_offset, active.size)
         self._synced_offset = active.next_offset
         self._write_checkpoint_or_drop()
@@ -277,6 +348,7 @@ class FileLog:
     # -- appending ---------------------------------------------------------------
 
     def write(self, batch: bytes) -> AppendResult:
+        self.ensure_open()
         try:
             header = validate_batch(
                 batch,
@@ -312,6 +384,7 @@ class FileLog:
     def write_point(self) -> tuple[int, int, int]:
         """Where the writes so far end: give it to `mark_durable` once a
         commit journal holds them durably."""
+        self.ensure_open()
         with self._lock:
             active = self._active
             return (active.next_offset, active.base_offset, active.size)
@@ -319,6 +392,7 @@ class FileLog:
     def mark_durable(self, point: tuple[int, int, int]) -> None:
         """Readers may see up to `point` (from `write_point`): it is durable
         in the commit journal, though this file is fsynced later."""
+        self.ensure_open()
         with self._lock:
             if point[0] > self._durable[0] and point[0] <= self._active.next_offset:
                 self._durable = point
@@ -358,7 +432,7 @@ class FileLog:
         old = self._active
         # The new segment first: if its files cannot be made (a full disk),
         # the old one stays active and writable, and nothing changed.
-        new = Segment(self.directory, old.next_offset, self.config.index_interval_bytes)
+        new = self._segment(old.next_offset)
         try:
             new.open_for_append()
             durable.sync_directory(self.directory)
@@ -378,6 +452,7 @@ class FileLog:
         return new
 
     def roll(self) -> None:
+        self.ensure_open()
         with self._lock:
             self._check_open()
             if not self._active.is_empty:
@@ -386,6 +461,7 @@ class FileLog:
     # -- durability ----------------------------------------------------------------
 
     def sync(self, up_to_offset: int | None = None) -> None:
+        self.ensure_open()
         target = self.next_offset if up_to_offset is None else up_to_offset
         if self._synced_offset >= target:
             return
@@ -411,7 +487,7 @@ class FileLog:
             self._maybe_checkpoint(segment, point, max_timestamp)
 
     def flush_if_due(self) -> None:
-        if self.config.fsync is not FsyncPolicy.INTERVAL:
+        if self.config.fsync is not FsyncPolicy.INTERVAL or not self._opened:
             return
         if (self._clock() - self._last_flush) * 1000 >= self.config.fsync_interval_ms:
             self.sync()
@@ -428,6 +504,16 @@ class FileLog:
             return
         segment.sync_indexes()  # entries below the checkpoint must survive a crash
         self._store_checkpoint(Checkpoint(point[1], point[2], point[0], max_timestamp))
+
+    def _checkpoint_at_end(self) -> bool:
+        """Whether the last checkpoint names the end of the active segment
+        (so everything, indexes included, is durable already)."""
+        last, active = self._checkpoint, self._active
+        return (
+            last is not None
+            and (last.segment, last.position) == (active.base_offset, active.size)
+            and self._synced_offset >= active.next_offset
+        )
 
     def _write_checkpoint(self) -> None:
         active = self._active
@@ -473,6 +559,7 @@ class FileLog:
         return self._segments[bisect.bisect_right(self._bases, offset) - 1]
 
     def read(self, offset: int, max_bytes: int) -> ReadResult:
+        self.ensure_open()
         max_bytes = max(1, min(max_bytes, self.config.read_bytes_max))
         for _ in range(READ_VERIFY_ATTEMPTS):
             with self._lock:
@@ -516,6 +603,7 @@ class FileLog:
 
     def damaged_ranges(self) -> list[DamagedRange]:
         """The damage found so far in the stored offsets, lowest first."""
+        self.ensure_open()
         with self._lock:
             return list(self._damaged)
 
@@ -540,6 +628,7 @@ class FileLog:
         """Verify the segment starting at `base_offset` whole: record the
         damage it holds, rebuild its indexes. An active segment is rolled
         first, so no write touches it meanwhile. False if it is gone."""
+        self.ensure_open()
         with self._verify_lock:
             with self._lock:
                 if self._closed or base_offset not in self._bases:
@@ -568,6 +657,7 @@ class FileLog:
         """Verify the first sealed segment whose base offset is above
         `after_base` (a scrubber's cursor) and return that base; None when
         no sealed segment lies past the cursor."""
+        self.ensure_open()
         with self._lock:
             self._check_open()
             bases = [s.base_offset for s in self._segments[:-1] if s.base_offset > after_base]
@@ -613,6 +703,7 @@ class FileLog:
         self._damaged = sorted([*kept, *found], key=lambda d: d.start)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
+        self.ensure_open()
         with self._lock:
             self._check_open()
             readable = self._readable_offset()
@@ -646,6 +737,7 @@ class FileLog:
             yield
 
     def truncate_to(self, offset: int) -> int:
+        self.ensure_open()
         with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             if offset >= self.next_offset:
@@ -672,6 +764,7 @@ class FileLog:
             return segment.next_offset
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
+        self.ensure_open()
         with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             doomed = self._segments[: expired_prefix(self._segments, now_ms, self.config)]
@@ -711,13 +804,14 @@ class FileLog:
         """Remove every segment and start empty at `offset`. The epoch file
         marks it first, so a crash part way is finished on the next open; a
         failure part way closes the log (reopening finishes it)."""
+        self.ensure_open()
         check_start_offset(offset)
         with self._verifications_stopped(), self._sync_lock, self._lock:
             self._check_open()
             self._epochs.begin_fresh_start(offset)
             try:
                 self._delete_segments(list(self._segments))
-                segment = Segment(self.directory, offset, self.config.index_interval_bytes)
+                segment = self._segment(offset)
                 self._segments, self._bases = [segment], [offset]
                 segment.open_for_append()
                 durable.sync_directory(self.directory)
@@ -737,14 +831,17 @@ class FileLog:
 
     @property
     def leader_epoch(self) -> int:
+        self.ensure_open()
         return self._epochs.leader_epoch
 
     def set_leader_epoch(self, epoch: int) -> None:
+        self.ensure_open()
         with self._lock:
             self._check_open()
             self._epochs.set_leader_epoch(epoch)
 
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        self.ensure_open()
         with self._lock:
             self._check_open()
             return self._epochs.end_offset_for(epoch, self.next_offset)
@@ -755,6 +852,7 @@ class FileLog:
         return result
 
     def _write_replica(self, data: bytes) -> AppendResult:
+        self.ensure_open()
         batches = check_replica_data(data)
         start = batches[0][1].base_offset
         try:
@@ -792,7 +890,12 @@ class FileLog:
         return list(self._fsync_buckets)
 
     def statistics(self) -> dict[str, int | float]:
-        stats = dict(self._stats)
+        """Counters, and the log's figures once it is opened (a log not
+        opened yet is not opened for them: only its zero counters)."""
+        stats: dict[str, int | float] = dict(self._stats)
+        stats["opened"] = int(self._opened)
+        if not self._opened:
+            return stats
         stats.update(
             segments=len(self._segments),
             size_bytes=self.size_bytes,
@@ -809,13 +912,19 @@ class FileLog:
         return stats
 
     def close(self) -> None:
-        """Flush everything, write a checkpoint at the end, release files."""
-        with self._verifications_stopped(), self._sync_lock, self._lock:
+        """Flush everything, write a checkpoint at the end, release files.
+        A log never opened has nothing to flush; one whose checkpoint names
+        its end (nothing written since) is not fsynced again."""
+        with self._open_lock, self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
                 return
+            if not self._opened:
+                self._closed = True
+                return
             active = self._active
-            active.sync()
-            active.sync_indexes()
+            if not self._checkpoint_at_end():
+                active.sync()
+                active.sync_indexes()
             self._durable = (active.next_offset, active.base_offset, active.size)
             self._synced_offset = active.next_offset
             self._write_checkpoint_or_drop()

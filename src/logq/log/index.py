@@ -8,6 +8,8 @@ Indexes are hints: the log is the truth, and recovery truncates or rebuilds
 an index that does not agree with its segment. The active segment keeps its
 entries in a bytearray; a sealed segment's index is loaded on first use and
 can be dropped again, so memory follows what readers touch, not the log size.
+Only the active segment's index is written, through a descriptor of the
+broker's cache (file_cache.py): it holds none while it is idle.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import struct
 from pathlib import Path
 
 from logq.log import durable
+from logq.log.file_cache import CachedFile, FileCache
 
 OFFSET_ENTRY = struct.Struct("<II")  # relative offset, byte position in the segment
 TIME_ENTRY = struct.Struct("<qI")  # max timestamp so far, relative offset of that batch
@@ -25,11 +28,12 @@ TIME_ENTRY = struct.Struct("<qI")  # max timestamp so far, relative offset of th
 class SparseIndex:
     """A sorted file of fixed-size entries with binary search on any field."""
 
-    def __init__(self, path: Path, entry: struct.Struct) -> None:
+    def __init__(self, path: Path, entry: struct.Struct, files: FileCache) -> None:
         self.path = path
         self.entry = entry
+        self._files = files
         self._entries: bytearray | None = None  # loaded lazily
-        self._fd: int | None = None  # open only while the segment is active
+        self._file: CachedFile | None = None  # only while the segment is active
 
     # -- loading -----------------------------------------------------------
 
@@ -45,29 +49,33 @@ class SparseIndex:
 
     def open_for_append(self) -> None:
         entries = self._load()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.ftruncate(self._fd, len(entries))
+        file = self._files.file(self.path)
+        with file.pinned() as fd:
+            os.ftruncate(fd, len(entries))
+        self._file = file
 
     def seal(self) -> None:
         """Flush and close the writable file; entries stay readable."""
-        if self._fd is not None:
-            durable.sync_data(self._fd)
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            with self._file.pinned() as fd:
+                durable.sync_data(fd)
+            self._file.close()
+            self._file = None
 
     def sync(self) -> None:
-        if self._fd is not None:
-            durable.sync_data(self._fd)
+        if self._file is not None:
+            with self._file.pinned() as fd:
+                durable.sync_data(fd)
 
     def unload(self) -> None:
         """Forget the loaded entries of a sealed index (reloaded on next use)."""
-        if self._fd is None:
+        if self._file is None:
             self._entries = None
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         self._entries = None
 
     # -- reading -----------------------------------------------------------
@@ -135,25 +143,28 @@ class SparseIndex:
     # -- writing -----------------------------------------------------------
 
     def append(self, *values: int) -> None:
-        assert self._fd is not None, "append to a sealed index"
+        assert self._file is not None, "append to a sealed index"
         packed = self.entry.pack(*values)
         entries = self._load()
-        os.pwrite(self._fd, packed, len(entries))
+        with self._file.pinned() as fd:
+            os.pwrite(fd, packed, len(entries))
         entries += packed
 
     def truncate_entries(self, count: int) -> None:
         """Keep only the first `count` entries."""
         entries = self._load()
         del entries[count * self.entry.size :]
-        if self._fd is not None:
-            os.ftruncate(self._fd, len(entries))
+        if self._file is not None:
+            with self._file.pinned() as fd:
+                os.ftruncate(fd, len(entries))
 
     def replace(self, entries: bytes) -> None:
         """Rewrite the whole index (after a rebuild)."""
         assert len(entries) % self.entry.size == 0
         self._entries = bytearray(entries)
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, entries, 0)
+        if self._file is not None:
+            with self._file.pinned() as fd:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, entries, 0)
         else:
             durable.write_atomic(self.path, entries)

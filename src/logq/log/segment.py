@@ -25,6 +25,7 @@ from logq.log.batch import (
     read_header,
     stamped_head,
 )
+from logq.log.file_cache import FileCache
 from logq.log.index import OFFSET_ENTRY, TIME_ENTRY, SparseIndex
 from logq.log.verify import Verification
 
@@ -69,15 +70,22 @@ class ScanResult:
 class Segment:
     """A segment file and its two indexes."""
 
-    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, base_offset: int, index_interval_bytes: int, files: FileCache
+    ) -> None:
         self.base_offset = base_offset
         name = segment_name(base_offset)
         self.log_path = directory / f"{name}{LOG_SUFFIX}"
-        self.offset_index = SparseIndex(directory / f"{name}{INDEX_SUFFIX}", OFFSET_ENTRY)
-        self.time_index = SparseIndex(directory / f"{name}{TIME_INDEX_SUFFIX}", TIME_ENTRY)
+        self.offset_index = SparseIndex(directory / f"{name}{INDEX_SUFFIX}", OFFSET_ENTRY, files)
+        self.time_index = SparseIndex(directory / f"{name}{TIME_INDEX_SUFFIX}", TIME_ENTRY, files)
         self.index_interval_bytes = index_interval_bytes
-        self.fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.size = os.fstat(self.fd).st_size
+        # opened on demand through the broker's descriptor cache (file_cache.py)
+        self.file = files.file(self.log_path)
+        try:
+            self.size = self.log_path.stat().st_size
+        except FileNotFoundError:
+            with self.file.pinned() as fd:  # a new segment: made now
+                self.size = os.fstat(fd).st_size
         self.next_offset = base_offset
         self.first_timestamp = NO_TIMESTAMP  # of the first batch, for rolling by age
         self.max_timestamp = NO_TIMESTAMP
@@ -108,18 +116,20 @@ class Segment:
         if self.max_timestamp > self._time_entry_timestamp and not self.is_empty:
             self.time_index.append(self.max_timestamp, self.next_offset - self.base_offset)
             self._time_entry_timestamp = self.max_timestamp
-        durable.sync_data(self.fd)
+        with self.file.pinned() as fd:
+            durable.sync_data(fd)
         self.offset_index.seal()
         self.time_index.seal()
         self.writable = False
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.file.close()
         self.offset_index.close()
         self.time_index.close()
 
     def sync(self) -> None:
-        durable.sync_data(self.fd)
+        with self.file.pinned() as fd:
+            durable.sync_data(fd)
 
     def sync_indexes(self) -> None:
         self.offset_index.sync()
@@ -139,11 +149,12 @@ class Segment:
             stamped_head(header, base_offset, leader_epoch),
             memoryview(batch)[STAMPED_HEAD_SIZE:],
         ]
-        written = os.pwritev(self.fd, parts, position)
-        if written != header.size:
-            # A short write means the device is full: leave no torn bytes behind.
-            os.ftruncate(self.fd, position)
-            raise OSError(errno.ENOSPC, f"short write: {written} of {header.size} bytes")
+        with self.file.pinned() as fd:
+            written = os.pwritev(fd, parts, position)
+            if written != header.size:
+                # A short write means the device is full: leave no torn bytes behind.
+                os.ftruncate(fd, position)
+                raise OSError(errno.ENOSPC, f"short write: {written} of {header.size} bytes")
         self._account(position, header, base_offset)
         return position
 
@@ -167,7 +178,8 @@ class Segment:
     def truncate_to_position(self, position: int, next_offset: int) -> None:
         """Cut the file at `position` (a batch boundary) and rebuild state."""
         assert self.writable
-        durable.truncate_durably(self.fd, position)
+        with self.file.pinned() as fd:
+            durable.truncate_durably(fd, position)
         relative = next_offset - self.base_offset
         self.offset_index.truncate_entries(self.offset_index.count_at_most(1, position - 1))
         self.time_index.truncate_entries(self.time_index.count_at_most(1, relative - 1))
@@ -179,14 +191,20 @@ class Segment:
 
     def pread(self, position: int, size: int) -> bytes:
         chunks = []
-        while size > 0:
-            chunk = os.pread(self.fd, size, position)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            position += len(chunk)
-            size -= len(chunk)
+        with self.file.pinned() as fd:
+            while size > 0:
+                chunk = os.pread(fd, size, position)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                position += len(chunk)
+                size -= len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def file_size(self) -> int:
+        """The file's size on disk (the bytes written, good or not)."""
+        with self.file.pinned() as fd:
+            return os.fstat(fd).st_size
 
     def header_at(self, position: int) -> BatchHeader:
         return read_header(self.pread(position, HEADER_SIZE))
@@ -274,7 +292,7 @@ class Segment:
         position = start_position
         batches = 0
         reason: str | None = None
-        file_size = os.fstat(self.fd).st_size
+        file_size = self.file_size()
         while position < file_size:
             chunk = self.pread(position, min(SCAN_CHUNK_BYTES, file_size - position))
             cursor = 0
@@ -369,7 +387,8 @@ class Segment:
                 result.end_position,
                 result.cut_reason or "trailing bytes",
             )
-            durable.truncate_durably(self.fd, result.end_position)
+            with self.file.pinned() as fd:
+                durable.truncate_durably(fd, result.end_position)
         self.size = result.end_position
         return result
 

@@ -76,11 +76,11 @@ class SegmentFile(Protocol):
     @property
     def base_offset(self) -> int: ...
     @property
-    def fd(self) -> int: ...
-    @property
     def log_path(self) -> os.PathLike[str]: ...
 
     def pread(self, position: int, size: int) -> bytes: ...
+
+    def file_size(self) -> int: ...
 
 
 class _Window:
@@ -168,7 +168,7 @@ def verify_segment(
     """Walk `segment` up to `end_position` (default: its file size), whose
     offsets should run from its base up to `end_offset`. `pace(bytes)` is
     called after each window's worth of batches (a scrubber throttles there)."""
-    file_size = os.fstat(segment.fd).st_size if end_position is None else end_position
+    file_size = segment.file_size() if end_position is None else end_position
     window = _Window(segment, file_size)
     result = Verification(next_offset=segment.base_offset)
     name = os.fspath(segment.log_path).rsplit("/", 1)[-1]

@@ -1,13 +1,13 @@
 """One writer for every log: writes arrive from the event loop, leave as groups.
 
-The loop hands each write (a log, its id, a batch) to the writer and gets a
-future; it never hops to a thread itself. The writer's thread takes
+The owner (the broker's event loop) hands each write (a log, its id, a
+batch, a callback) to the writer; it never hops to a thread itself. The writer's thread takes
 everything that arrived while it was busy as one commit group: it writes
 each batch to its log's file, puts a copy of the small ones in the commit
 journal (commit_journal.py) and fsyncs that once for the whole group; a log
 that took a large batch fsyncs its own file instead (copying megabytes costs
-more than an fsync). It then answers the whole group with one call into the
-loop. Logs that need no commit (memory; `fsync: interval|never`) are just
+more than an fsync). It then answers the whole group with one call handed back to
+the owner's thread (`hand_back`), which runs every write's callback. Logs that need no commit (memory; `fsync: interval|never`) are just
 written, the interval policy flushed when due.
 
 Every few MiB of journal, or seconds, the writer flushes: it starts a new
@@ -24,7 +24,6 @@ answered with an error is ever stored or comes back at a restart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -48,6 +47,8 @@ FLUSH_BYTES = 16 * 1024 * 1024
 FLUSH_INTERVAL_S = 2.0
 
 Outcome = AppendResult | BaseException
+Done = Callable[[Outcome], None]
+HandBack = Callable[[Callable[[], None]], None]
 
 
 @dataclass(slots=True)
@@ -55,7 +56,7 @@ class _Write:
     log: PartitionLog
     log_id: bytes
     batch: bytes
-    future: asyncio.Future[AppendResult]
+    done: Done
     outcome: Outcome | None = None
 
 
@@ -82,11 +83,11 @@ class Writer:
         self._clock = clock
         self._condition = threading.Condition()
         self._queue: list[_Write] = []
-        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._flush_waiters: list[Callable[[], None]] = []
         self._stopping = False
         self._flush_on_stop = True
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hand_back: HandBack | None = None
         self._dirty: dict[int, PartitionLog] = {}  # logs with journal copies since the flush
         self._last_flush = clock()
         self.stats: dict[str, int] = dict.fromkeys(
@@ -99,56 +100,54 @@ class Writer:
 
     # -- the loop's side ------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def start(self, hand_back: HandBack) -> None:
+        """Start the thread; `hand_back(call)` must run `call` on the owner's
+        thread (for asyncio: `loop.call_soon_threadsafe`)."""
+        self._hand_back = hand_back
         if self._inline:
             return
         self._thread = threading.Thread(target=self._run, name="logq-writer", daemon=True)
         self._thread.start()
 
-    def write(self, log: PartitionLog, log_id: bytes, batch: bytes) -> asyncio.Future[AppendResult]:
-        """Store `batch` in `log`; the future resolves once it is durable as
-        the log's policy asks (from the event loop only)."""
-        assert self._loop is not None, "the writer was not started"
-        future: asyncio.Future[AppendResult] = self._loop.create_future()
-        item = _Write(log, log_id, batch, future)
+    def write(self, log: PartitionLog, log_id: bytes, batch: bytes, done: Done) -> None:
+        """Store `batch` in `log`; `done(outcome)` runs on the owner's thread
+        once it is durable as the log's policy asks, or has failed."""
+        assert self._hand_back is not None, "the writer was not started"
+        item = _Write(log, log_id, batch, done)
         if self._inline:
             if self._stopping:
                 raise LogClosedError("the writer is closed")
             self._commit([item])
             _resolve([item])
-            return future
+            return
         with self._condition:
             if self._stopping:
                 raise LogClosedError("the writer is closed")
             self._queue.append(item)
             if len(self._queue) == 1:
                 self._condition.notify()
-        return future
 
-    async def flush(self) -> None:
-        """Return once every log written so far is durable in its own file and
-        the journal holds no copy of it (before a log is deleted)."""
-        assert self._loop is not None
+    def flush(self, done: Callable[[], None]) -> None:
+        """`done()` runs once every log written so far is durable in its own
+        file and the journal holds no copy of it (before a log is deleted)."""
         if self._journal is None or self._inline:
+            done()
             return
-        future: asyncio.Future[None] = self._loop.create_future()
         with self._condition:
-            self._flush_waiters.append(future)
+            self._flush_waiters.append(done)
             self._condition.notify()
-        await future
 
-    async def close(self, *, flush: bool = True) -> None:
+    def close(self, *, flush: bool = True) -> None:
         """Finish every write handed over, flush (unless not `flush`: then the
         journal is left for the next open to replay, as after a crash), and
-        stop the thread."""
+        stop the thread (blocking)."""
         thread = self._thread
         with self._condition:
             self._stopping = True
             self._flush_on_stop = flush
             self._condition.notify()
         if thread is not None:
-            await asyncio.to_thread(thread.join)
+            thread.join()
         self._thread = None
 
     # -- the thread's side -------------------------------------------------------------
@@ -169,7 +168,7 @@ class Writer:
             if waiters or (stopping and self._flush_on_stop) or self._flush_due():
                 self._flush()
                 for waiter in waiters:
-                    self._call_soon(_set_none, waiter)
+                    self._call_soon(waiter)
             if stopping:
                 return
 
@@ -285,14 +284,14 @@ class Writer:
         self.stats["flushes"] += 1
 
     def _answer(self, group: list[_Write]) -> None:
-        self._call_soon(_resolve, group)
+        self._call_soon(lambda: _resolve(group))
 
-    def _call_soon(self, callback: Callable[..., None], *args: object) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
+    def _call_soon(self, call: Callable[[], None]) -> None:
+        hand_back = self._hand_back
+        if hand_back is None:
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(callback, *args)
+        with contextlib.suppress(RuntimeError):  # the owner's loop closed: nobody waits
+            hand_back(call)
 
     @staticmethod
     def _quietly(function: Callable[[], None]) -> None:
@@ -313,16 +312,6 @@ def _stored(batch: bytes, base_offset: int, leader_epoch: int) -> bytes:
 
 def _resolve(group: list[_Write]) -> None:
     for item in group:
-        future = item.future
-        if future.done():
-            continue  # its caller went away; the write stands
         outcome = item.outcome
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        elif outcome is not None:
-            future.set_result(outcome)
-
-
-def _set_none(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        if outcome is not None:
+            item.done(outcome)

@@ -28,9 +28,9 @@ from logq.server.config import ServerConfig, is_loopback, remote_hosts
 from logq.server.connections import ConnectionCounter
 from logq.server.descriptors import (
     DescriptorWatch,
-    derive_partitions_max,
+    derive_open_files_max,
     descriptor_limit,
-    partition_cap,
+    open_files_cap,
 )
 from logq.server.http_app import create_app
 from logq.server.http_common import Limits as HttpLimits
@@ -92,30 +92,27 @@ class _QuietUvicorn(uvicorn.Server):
 
 
 def _capped(config: ServerConfig, descriptors_max: int | None) -> BrokerConfig:
-    """The broker's config with the partition cap it runs with, logged."""
+    """The broker's config with the partition cap and the descriptor cache
+    it runs with, logged."""
     broker = config.broker
-    cap = partition_cap(
-        broker.partitions_max, broker.data_dir is None, config.connections_max, descriptors_max
-    )
-    if cap is None:
-        logger.info(
-            "no partition cap: %s",
-            "in memory, partitions hold no descriptors"
-            if broker.data_dir is None
-            else "no descriptor limit",
-        )
+    if broker.partitions_max is None:
+        logger.info("no partition cap: idle partitions hold no descriptors")
+    else:
+        logger.info("partition cap %d (set by limits.partitions)", broker.partitions_max)
+    if broker.data_dir is None:
         return broker
-    logger.info("partition cap %d (%s)", cap.partitions_max, cap.how)
-    if broker.partitions_max is not None and descriptors_max is not None:
-        fits = derive_partitions_max(descriptors_max, config.connections_max)
-        if broker.partitions_max > fits.partitions_max and broker.data_dir is not None:
+    cap = open_files_cap(broker.open_files_max, config.connections_max, descriptors_max)
+    logger.info("partition logs keep at most %d files open (%s)", cap.open_files_max, cap.how)
+    if broker.open_files_max is not None and descriptors_max is not None:
+        fits = derive_open_files_max(descriptors_max, config.connections_max)
+        if broker.open_files_max > fits.open_files_max:
             logger.warning(
-                "limits.partitions %d is more than the descriptor limit leaves room for (%d, %s)",
-                broker.partitions_max,
-                fits.partitions_max,
+                "limits.openFiles %d is more than the descriptor limit leaves room for (%d, %s)",
+                broker.open_files_max,
+                fits.open_files_max,
                 fits.how,
             )
-    return replace(broker, partitions_max=cap.partitions_max)
+    return replace(broker, open_files_max=cap.open_files_max)
 
 
 async def _watch_descriptors(descriptors: DescriptorWatch) -> None:

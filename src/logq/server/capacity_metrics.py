@@ -1,8 +1,9 @@
 """Prometheus families of what a broker can hold, and the switch that keeps
 /metrics small whatever it holds.
 
-`CapacityCollector`: open descriptors and their limit, the partitions held
-and their cap, and the times each listener ran out of descriptors.
+`CapacityCollector`: open descriptors and their limit, the partition logs'
+descriptor cache (open, its size, evictions), the partitions held and
+their cap, and the times each listener ran out of descriptors.
 
 `Aggregated` wraps a collector and sums its samples over the `topic` and
 `group` labels (dropped): counters, gauges and each histogram bucket alike,
@@ -46,6 +47,12 @@ class CapacityCollector(Collector):
         limit = self._broker.config.partitions_max
         if limit is not None:
             families["partitions_max"].add_metric([], limit)
+        files_cache = getattr(self._broker.backend, "files", None)
+        if files_cache is not None:
+            files = files_cache.statistics()
+            families["log_open_files"].add_metric([], files["open_files"])
+            families["log_open_files_max"].add_metric([], files["open_files_max"])
+            families["log_file_evictions"].add_metric([], files["evictions"])
         for listener, count in sorted(descriptors.accept_paused.items()):
             families["accept_paused"].add_metric([listener], count)
         return list(families.values())
@@ -62,6 +69,17 @@ def _families() -> dict[str, Any]:
         ),
         "partitions_max": GaugeMetricFamily(
             "logq_partitions_max", "The partition cap (limits.partitions, or derived)"
+        ),
+        "log_open_files": GaugeMetricFamily(
+            "logq_log_open_files", "Descriptors the partition logs' cache holds open"
+        ),
+        "log_open_files_max": GaugeMetricFamily(
+            "logq_log_open_files_max",
+            "The partition logs' descriptor cache size (limits.openFiles)",
+        ),
+        "log_file_evictions": CounterMetricFamily(
+            "logq_log_file_evictions",
+            "Descriptors the cache closed to open another (their files reopen on use)",
         ),
         "accept_paused": CounterMetricFamily(
             "logq_accept_paused",

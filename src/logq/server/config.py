@@ -32,6 +32,7 @@ from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError
 from logq.lanes import Lanes
 from logq.log import FsyncPolicy, LogConfig
+from logq.log.file_cache import OPEN_FILES_MIN
 from logq.server.config_parsing import ConfigError, check_keys, mapping
 from logq.server.security_config import SecurityConfig, parse_security, tls_files
 
@@ -319,6 +320,7 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "topicNameLength": ("broker", "topic_name_length_max", 1, 200),
     "partitionsPerTopic": ("broker", "partitions_per_topic_max", 1, 1024),
     "partitions": ("broker", "partitions_max", 1, PARTITIONS_MAX_HIGHEST),
+    "openFiles": ("broker", "open_files_max", OPEN_FILES_MIN, 10_000_000),
     "frameBytes": ("server", "frame_bytes_max", 1 << 10, 1 << 30),
     "bufferBytes": ("server", "buffer_bytes_max", 1 << 10, 1 << 31),
     "httpBodyBytes": ("server", "http_body_bytes_max", 1 << 10, 1 << 30),

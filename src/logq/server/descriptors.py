@@ -1,16 +1,20 @@
-"""File descriptors: the process's limit, how many are open, the partition
-cap that follows from the limit, and a warning before they run out.
+"""File descriptors: the process's limit, how many are open, the size of
+the partition logs' descriptor cache that follows from the limit, and a
+warning before they run out.
 
-Every open partition holds descriptors (its active segment's log, offset
-index and time index), every connection one, and the broker some of its
-own (the delivery journal, the trace log, the listeners, the directory
-lock, the interpreter's). A broker out of descriptors can neither open a
-file nor accept a connection, so `limits.partitions`, unless the config
-sets it, is derived at start from the descriptor limit: what is left once
-the broker's own files and room for connections are kept aside, divided by
-what a partition costs. The cost is one constant and the derivation one
-function (`derive_partitions_max`), so a cheaper partition changes them
-alone.
+Every connection holds a descriptor, and the broker some of its own (the
+delivery journal, the trace log, the listeners, the directory lock, the
+interpreter's). A partition holds none of its own: its segment and index
+files are opened through the broker's descriptor cache
+(logq.log.file_cache) when an operation needs them, and the cache keeps
+at most `limits.openFiles` of them open, closing the least recently used
+(a partition being written uses 3 while it stays in the cache: its active
+segment's log, offset index and time index; a read of a sealed segment 1).
+So the partition count is no longer bounded by the descriptor limit, and
+`limits.partitions` is a cap only when the config sets one. What the limit
+bounds is the cache: unless the config sets `limits.openFiles`, it gets
+what is left once the broker's own files and room for connections are
+kept aside (`derive_open_files_max`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,10 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from logq.log.file_cache import OPEN_FILES_DEFAULT, OPEN_FILES_MIN
+
 logger = logging.getLogger("logq.server")
 
-# Descriptors one open partition holds: its active segment's log, offset
-# index and time index.
-DESCRIPTORS_PER_PARTITION = 3
 # Descriptors of the broker itself: the journal's and the trace log's
 # segments and indexes, the listeners, the directory lock, the interpreter
 # and its libraries, the storage threads' short-lived opens, with room.
@@ -56,36 +59,34 @@ def open_descriptors() -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionCap:
-    partitions_max: int
+class OpenFilesCap:
+    open_files_max: int
     how: str  # how it was found, for the start-up log
 
 
-def derive_partitions_max(descriptors_max: int, connections_max: int) -> PartitionCap:
-    """The partitions a broker with `descriptors_max` descriptors holds while
-    keeping room for its own files and its connections."""
+def derive_open_files_max(descriptors_max: int, connections_max: int) -> OpenFilesCap:
+    """The descriptors the partition logs may keep open in a broker with
+    `descriptors_max` descriptors, keeping room for its own files and its
+    connections (never fewer than the cache's least)."""
     connections_room = min(connections_max, int(descriptors_max * CONNECTION_SHARE))
     left = descriptors_max - BROKER_DESCRIPTORS - connections_room
-    partitions = max(left // DESCRIPTORS_PER_PARTITION, 0)
-    return PartitionCap(
-        partitions,
+    return OpenFilesCap(
+        max(left, OPEN_FILES_MIN),
         f"derived from the descriptor limit {descriptors_max}: less {BROKER_DESCRIPTORS} for the"
-        f" broker's own files and {connections_room} for connections, at"
-        f" {DESCRIPTORS_PER_PARTITION} per partition",
+        f" broker's own files and {connections_room} for connections",
     )
 
 
-def partition_cap(
-    configured: int | None, in_memory: bool, connections_max: int, descriptors_max: int | None
-) -> PartitionCap | None:
-    """The cap a server runs with: the configured one, else one derived from
-    the descriptor limit; none in memory (partitions hold no descriptors) or
-    without a limit."""
+def open_files_cap(
+    configured: int | None, connections_max: int, descriptors_max: int | None
+) -> OpenFilesCap:
+    """The descriptor cache a server runs with: the configured size, else one
+    derived from the descriptor limit, else (no limit) the cache's default."""
     if configured is not None:
-        return PartitionCap(configured, "set by limits.partitions")
-    if in_memory or descriptors_max is None:
-        return None
-    return derive_partitions_max(descriptors_max, connections_max)
+        return OpenFilesCap(configured, "set by limits.openFiles")
+    if descriptors_max is None:
+        return OpenFilesCap(OPEN_FILES_DEFAULT, "the default: no descriptor limit")
+    return derive_open_files_max(descriptors_max, connections_max)
 
 
 class DescriptorWatch:

@@ -1,7 +1,8 @@
 """Prometheus families of the storage side, read at scrape time: the
 writer's commit groups, fsync latency (a histogram per topic, and the
-delivery journal's), fsync failures, what recovery found on start, segments, rebalances per group,
-and the data disk's free space."""
+delivery journal's), fsync failures, what recovery found on start,
+segments, rebalances per group, the data disk's free space, and the
+metadata records' writes and damage."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ class StorageCollector(Collector):
         if disk.free_bytes is not None:
             families["disk_free"].add_metric([], disk.free_bytes)
         families["disk_full"].add_metric([], int(disk.full))
+        metadata = broker.backend.metadata_statistics()
+        families["metadata_slots_damaged"].add_metric([], metadata["slots_damaged"])
+        families["metadata_records_damaged"].add_metric([], len(broker.records.damaged))
+        families["metadata_writes"].add_metric([], metadata["puts"] + metadata["deletes"])
+        families["metadata_written_bytes"].add_metric([], metadata["bytes_written"])
         return list(families.values())
 
 
@@ -144,5 +150,19 @@ def _families() -> dict[str, Any]:
         ),
         "disk_full": GaugeMetricFamily(
             "logq_disk_full", "1 while publishes are refused for want of disk space"
+        ),
+        "metadata_slots_damaged": CounterMetricFamily(
+            "logq_metadata_slots_damaged",
+            "Metadata record slots found not to verify (each logged once; the other slot used)",
+        ),
+        "metadata_records_damaged": GaugeMetricFamily(
+            "logq_metadata_records_damaged",
+            "Metadata records damaged in both slots: their topics or groups are left out",
+        ),
+        "metadata_writes": CounterMetricFamily(
+            "logq_metadata_writes", "Metadata record puts and deletes since the start"
+        ),
+        "metadata_written_bytes": CounterMetricFamily(
+            "logq_metadata_written_bytes", "Bytes of metadata record slots written since the start"
         ),
     }

@@ -93,7 +93,12 @@ class PartitionDelivery:
         return sum(item.end - item.start for item in self.pending)
 
     def _settled_within(self, start: int, end: int) -> int:
-        return (end - start) - sum(b - a for a, b in self.settled.missing(start, end))
+        """Settled offsets of [start, end): those below the floor, and the
+        ranges acked above it (`settled` keeps nothing below the floor)."""
+        if end <= self.floor:
+            return end - start
+        low = max(start, self.floor)
+        return (end - start) - sum(b - a for a, b in self.settled.missing(low, end))
 
     def unsettled(self, log_end: int) -> int:
         """Messages of [floor, log_end) not yet settled (the group's backlog)."""
