@@ -38,7 +38,14 @@ from logq.broker.messages import (
     message_from_record,
 )
 from logq.broker.metrics import Metrics
-from logq.broker.receipts import Named, Stale, current_parts, named_deliveries, stale_error
+from logq.broker.receipts import (
+    Named,
+    Stale,
+    check_named,
+    current_parts,
+    named_deliveries,
+    stale_error,
+)
 from logq.broker.settings import GroupMode, check_consumer_name
 from logq.broker.state_writer import StateWriter
 from logq.broker.topic import Topic
@@ -494,14 +501,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for none), the fast path; stale ones as `ack`."""
         self._check_open()
         group = self.group(topic_name, group_name)
-        for (partition, token), parts in ranges.items():
-            if not 0 <= partition < len(group.deliveries):
-                raise BadArgumentError(f"partition {partition} does not exist")
-            if token < 0:
-                raise BadArgumentError(f"bad lease token {token}")
-            for start, end in parts:
-                if not 0 <= start <= end:
-                    raise BadArgumentError(f"bad range [{start}, {end})")
+        check_named(ranges, len(group.deliveries))
         return await self._settle(group, ranges)
 
     async def _settle(self, group: Group, named: Named) -> int:

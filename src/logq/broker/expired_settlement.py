@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from logq.broker.delivery import Delivery, DeliveryMixin, _leased_parts
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
-from logq.broker.receipts import Named, current_parts
+from logq.broker.receipts import Named, check_named, current_parts
 from logq.broker.topic import Topic
-from logq.errors import BadArgumentError, NotExpiredError
+from logq.errors import NotExpiredError
 from logq.state.events import Event, Settled
 from logq.state.ranges import Range, RangeSet, ranges_of
 
@@ -49,14 +49,7 @@ class ExpiredSettlementMixin(DeliveryMixin):
         lease token; 0 for none), as `ack_ranges` takes them."""
         self._check_open()
         group = self.group(topic_name, group_name)
-        for (partition, token), parts in ranges.items():
-            if not 0 <= partition < len(group.deliveries):
-                raise BadArgumentError(f"partition {partition} does not exist")
-            if token < 0:
-                raise BadArgumentError(f"bad lease token {token}")
-            for start, end in parts:
-                if not 0 <= start <= end:
-                    raise BadArgumentError(f"bad range [{start}, {end})")
+        check_named(ranges, len(group.deliveries))
         return await self._release_expired(group, ranges)
 
     async def _release_expired(self, group: Group, named: Named) -> int:

@@ -59,6 +59,19 @@ def named_deliveries(topic_name: str, partitions: int, ids: Iterable[str]) -> Na
     return {key: ranges_of(values) for key, values in offsets.items()}
 
 
+def check_named(ranges: Named, partitions: int) -> None:
+    """Refuse offset ranges naming a partition the group lacks, a negative
+    lease token or a backwards range (BADARG; nothing is settled)."""
+    for (partition, token), parts in ranges.items():
+        if not 0 <= partition < partitions:
+            raise BadArgumentError(f"partition {partition} does not exist")
+        if token < 0:
+            raise BadArgumentError(f"bad lease token {token}")
+        for start, end in parts:
+            if not 0 <= start <= end:
+                raise BadArgumentError(f"bad range [{start}, {end})")
+
+
 def current_parts(
     deliveries: Sequence[PartitionDelivery], named: Named
 ) -> tuple[dict[int, list[Range]], Stale]:
