@@ -371,7 +371,9 @@ async def _build(directory: Path) -> dict[str, Any]:
             "traces": {i: (await broker.trace(i))["events"] for i in facts.pop("traced")},
             **facts,
         }
-        journal = broker.journal_log
+        # run by release 1 (the release this fixture stands for), whose
+        # broker kept one journal; later releases read it only to migrate it
+        journal = getattr(broker, "journal_log")  # noqa: B009
         manifest["journal_records_after_snapshot"] = journal.next_offset - journal.first_offset
         assert manifest["journal_records_after_snapshot"] > 0
     finally:

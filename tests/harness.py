@@ -138,8 +138,12 @@ def start_process(
                 process=process,
                 output=output,
             )
+    code = process.poll()
     process.kill()
-    raise RuntimeError("logq serve did not start:\n" + b"".join(output).decode(errors="replace"))
+    how = "timed out after 30 s" if code is None else f"exited with {code}"
+    raise RuntimeError(
+        f"logq serve did not start ({how}):\n" + b"".join(output).decode(errors="replace")
+    )
 
 
 def _drain(process: subprocess.Popen[bytes], output: list[bytes]) -> None:

@@ -17,7 +17,8 @@ from logq.broker import Broker, BrokerConfig, FakeClock, Message, OutgoingMessag
 from logq.broker.receipts import parse_receipt
 from logq.errors import BadArgumentError, StaleDeliveryError
 from logq.state.events import Leased, decode_events
-from logq.state.journal import Snapshot, restore_partition
+from logq.state.legacy_journal import Snapshot
+from logq.state.snapshots import restore_partition
 from tests.broker.fake import run
 
 LEASE_MS = 10_000

@@ -11,8 +11,6 @@ import random
 import shutil
 from pathlib import Path
 
-import pytest
-
 from logq.bench.crash_disk import DiskRecorder
 from logq.bench.powercut import PowercutSettings, run_powercut
 from logq.broker import Broker, BrokerConfig, FakeClock
@@ -148,11 +146,6 @@ def test_power_cuts_keep_every_acknowledgement(tmp_path: Path) -> None:
     assert report.failed == 0, "\n".join(report.failures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a group made again under its name inherits the deleted topic's journaled"
-    " delivery state at the next restart (not journaled: the group's end)",
-)
 def test_a_topic_made_again_starts_its_groups_afresh(tmp_path: Path) -> None:
     data = tmp_path / "data"
 
@@ -179,10 +172,6 @@ def test_a_topic_made_again_starts_its_groups_afresh(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a message rejected, redriven and rejected again is in neither the DLQ nor its group",
-)
 def test_a_message_rejected_again_after_a_redrive_stays_in_the_dlq(tmp_path: Path) -> None:
     async def main() -> None:
         clock = FakeClock()

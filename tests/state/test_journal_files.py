@@ -1,7 +1,8 @@
-"""Journal generations that a snapshot replaces are removed durably: the
-state directory is fsynced after they are gone, so a power loss cannot
-bring a removed generation back (fault injection on `durable`'s directory
-sync records when each fsync of the directory happened)."""
+"""Delivery state files that go, go durably: the segments of a state log
+that a snapshot replaced, and the `state/` directory of an earlier release
+once migrated, are removed and their directory fsynced afterwards, so a
+power loss cannot bring them back (fault injection on `durable`'s directory
+sync records when each fsync of a directory happened)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from logq.log import LogConfig, durable
+from logq.log import FileLog, LogConfig, durable
 from logq.state.delivery import PartitionDelivery
 from logq.state.events import Leased
-from logq.state.journal import Journal
+from logq.state.legacy_journal import LegacyState
+from logq.state.partition_state import PartitionState
 
 
 def _watch_syncs(monkeypatch: pytest.MonkeyPatch, watched: Path) -> list[tuple[Path, bool]]:
@@ -28,46 +30,29 @@ def _watch_syncs(monkeypatch: pytest.MonkeyPatch, watched: Path) -> list[tuple[P
     return seen
 
 
-def _journal_with_events(directory: Path) -> Journal:
-    journal = Journal(directory, LogConfig(), snapshot_bytes=1 << 20)
-    journal.sync(journal.write([Leased("t/g", 0, [(0, 5)], "c", 10_000, 1, 0, 7)]))
-    return journal
-
-
-def test_a_snapshot_removes_the_generations_it_replaces_durably(
+def test_state_segments_a_snapshot_replaces_are_removed_durably(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = tmp_path / "state"
-    journal = _journal_with_events(state)
-    replaced = state / "journal-0000000000"
-    assert replaced.is_dir()
-    journal.start_generation()
-    snapshot = journal.take_snapshot({"t/g": {0: PartitionDelivery(floor=5, next_offset=5)}})
-    syncs = _watch_syncs(monkeypatch, replaced)
-    journal.write_snapshot(snapshot)
-    journal.close()
-    assert not replaced.exists()
-    assert (state, False) in syncs, f"the state directory was not fsynced after: {syncs}"
+    log = FileLog(tmp_path / "0.state", LogConfig(segment_bytes=4096))
+    state = PartitionState(log, b"t/0.state", snapshot_bytes=4096)
+    for n in range(200):
+        log.append(state.events_batch([Leased("t/g", 0, [(n, n + 1)], "c", 10_000, 1, 0, 7)], 0))
+    first = sorted((tmp_path / "0.state").glob("*.log"))[0]
+    snapshot = log.append(state.snapshot_batch({"t/g": PartitionDelivery()}, 0, [], 0))
+    syncs = _watch_syncs(monkeypatch, first)
+    state.snapshot_stored(snapshot.base_offset)
+    assert not first.exists() and log.first_offset > 0
+    assert (tmp_path / "0.state", False) in syncs, f"not fsynced after: {syncs}"
+    log.close()
 
 
-def test_opening_removes_generations_older_than_the_snapshot_durably(
+def test_the_state_of_an_earlier_release_is_removed_durably(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A crash between the snapshot and the removal leaves an old generation:
-    the next open removes it, durably, and does not replay it."""
-    state = tmp_path / "state"
-    journal = _journal_with_events(state)
-    journal.start_generation()
-    journal.write_snapshot(journal.take_snapshot({}))
-    journal.close()
-    left = state / "journal-0000000000"
-    left.mkdir()  # as a crash before the removal would leave it
-    (left / "00000000000000000000.log").write_bytes(b"")
-    syncs = _watch_syncs(monkeypatch, left)
-    reopened = Journal(state, LogConfig(), snapshot_bytes=1 << 20)
-    try:
-        assert list(reopened.events()) == []
-    finally:
-        reopened.close()
-    assert not left.exists()
-    assert (state, False) in syncs, f"the state directory was not fsynced after: {syncs}"
+    old = tmp_path / "state"
+    (old / "journal-0000000000").mkdir(parents=True)
+    legacy = LegacyState(old, LogConfig())
+    syncs = _watch_syncs(monkeypatch, old)
+    legacy.remove()
+    assert not old.exists()
+    assert (tmp_path, False) in syncs, f"the data directory was not fsynced after: {syncs}"

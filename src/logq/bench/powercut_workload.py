@@ -41,11 +41,9 @@ SNAPSHOT_BYTES = 12 * 1024
 
 
 def group_name(group: str, generation: int) -> str:
-    """The groups of a topic made again take new names: a group made again
-    under its old name inherits the old one's journaled delivery state at
-    the next restart (docs/operations.md, "Power-cut bench"), a defect of its
-    own that would hide what this workload looks for."""
-    return group if generation == 0 else f"{group}-{generation}"
+    """A topic made again gets its groups under their old names: they must
+    start afresh (their state went with the topic's state logs)."""
+    return group
 
 
 def broker_config(data_dir: Path) -> BrokerConfig:

@@ -51,7 +51,8 @@ from logq.broker.settings import (
     group_settings,
     topic_settings,
 )
-from logq.broker.topic import Partition, Topic, parse_partition_log_id
+from logq.broker.state_writer import StateWriter
+from logq.broker.topic import Partition, Topic, parse_partition_log_id, restore_producers
 from logq.broker.topic_counts import group_counts, lag_end, topic_counts
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms
@@ -71,6 +72,7 @@ from logq.log import (
     DirectoryLock,
     FileBackend,
     FsyncPolicy,
+    LogConfig,
     LogError,
     MemoryBackend,
     PartitionLog,
@@ -91,7 +93,7 @@ from logq.log.file_cache import OPEN_FILES_DEFAULT, FileCache
 from logq.log.writer import Writer
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
-from logq.state.journal import Journal
+from logq.state.legacy_journal import LegacyState
 from logq.state.trace import TraceLog, TraceRecord
 
 logger = logging.getLogger(__name__)
@@ -132,11 +134,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 flush_bytes=config.commit_flush_bytes,
             )
         )
-        self._journal = Journal(
-            self.backend.state_directory,
-            replace(config.log, retention_ms=None),
-            config.snapshot_bytes,
+        # a state log beside each partition: kept short by snapshots, not by time
+        self._state_config = replace(
+            config.log,
+            retention_ms=None,
+            retention_bytes=None,
+            segment_bytes=max(4096, min(config.log.segment_bytes, config.snapshot_bytes)),
+            batch_bytes_max=256 << 20,  # a snapshot is one batch
         )
+        self.state_writer = StateWriter(self.writer, self.topics, self.groups, clock.now_ms)
         self.trace_log = TraceLog(
             self.backend.trace_directory,
             replace(
@@ -197,26 +203,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self.topics[name] = await self._open_topic(name, settings)
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
-        states = self._journal.recovered_groups()
-        for (topic_name, name), data in recovered.groups.items():
-            topic = self.topics.get(topic_name)
-            if topic is None:
-                continue
-            key = group_key(topic_name, name)
-            try:
-                parsed = group_settings(data, self.config.group_defaults)
-            except LogqError as error:
-                self.records.note_unreadable(group_record_key(topic_name, name), str(error))
-                continue
-            state = states.get(key, {})
-            deliveries = [state.get(p, PartitionDelivery()) for p in range(len(topic.partitions))]
-            self.groups[key] = Group(topic_name, name, parsed, deliveries)
-        replayed = 0
-        for event in self._journal.events():
-            group = self.groups.get(event.group)
-            if group is not None and event.partition < len(group.deliveries):
-                group.deliveries[event.partition].apply(event)
-                replayed += 1
+        replayed = await self._recover_states(recovered.groups)
         self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
         limit = self.config.partitions_max
         if limit is not None and self.partitions_held > limit:
@@ -266,10 +253,78 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         named = parse_partition_log_id(log_id)
         if named is None:
             return None
-        topic = self.topics.get(named[0])
-        if topic is None or named[1] >= len(topic.partitions):
+        topic_name, index, is_state = named
+        topic = self.topics.get(topic_name)
+        if topic is None or index >= len(topic.partitions):
             return None
-        return topic.partitions[named[1]].log
+        return topic.state_of(index).log if is_state else topic.partitions[index].log
+
+    async def _recover_states(self, groups: dict[tuple[str, str], Any]) -> int:
+        """Every group's delivery state, partition by partition, from the state
+        logs (or, once, from the state of an earlier release); returns the
+        events replayed after the snapshots."""
+        recovered = {
+            (name, partition.index): await self.run(topic.state_of(partition.index).recover)
+            for name, topic in self.topics.items()
+            for partition in topic.partitions
+        }
+        legacy_directory = self.backend.state_directory
+        legacy = (
+            LegacyState(legacy_directory, self._state_config)
+            if legacy_directory is not None and LegacyState.present(legacy_directory)
+            else None
+        )
+        legacy_groups = legacy.groups() if legacy is not None else {}
+        for (name, index), found in recovered.items():
+            if found.snapshot_offset is not None:
+                restore_producers(
+                    self.topics[name].partitions[index], found.producers, found.data_offset
+                )
+        for (topic_name, name), data in groups.items():
+            topic = self.topics.get(topic_name)
+            if topic is None:
+                continue
+            key = group_key(topic_name, name)
+            try:
+                parsed = group_settings(data, self.config.group_defaults)
+            except LogqError as error:
+                self.records.note_unreadable(group_record_key(topic_name, name), str(error))
+                continue
+            deliveries: list[PartitionDelivery] = []
+            for index in range(len(topic.partitions)):
+                state = (
+                    legacy_groups.get(key, {}).get(index)
+                    if legacy is not None
+                    else recovered[(topic_name, index)].groups.get(key)
+                )
+                deliveries.append(state or PartitionDelivery())
+            self.groups[key] = Group(topic_name, name, parsed, deliveries)
+        events = (
+            legacy.events()
+            if legacy is not None
+            else (event for found in recovered.values() for event in found.events)
+        )
+        replayed = 0
+        for event in events:
+            group = self.groups.get(event.group)
+            if group is not None and event.partition < len(group.deliveries):
+                group.deliveries[event.partition].apply(event)
+                replayed += 1
+        if legacy is not None:
+            await self._migrate_legacy_state(legacy)
+        return replayed
+
+    async def _migrate_legacy_state(self, legacy: LegacyState) -> None:
+        """Store the state read from an earlier release's `state/` as a snapshot
+        in every partition's state log, durably, then remove `state/`."""
+        snapshots = [
+            self.state_writer.snapshot(topic, partition)
+            for topic in self.topics.values()
+            for partition in topic.partitions
+        ]
+        await asyncio.gather(*snapshots)
+        await self.run(legacy.remove)
+        logger.info("delivery state of an earlier release moved into per-partition state logs")
 
     async def _open_topic(self, name: str, settings: TopicSettings) -> Topic:
         base = replace(
@@ -277,18 +332,38 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             retention_ms=settings.retention_ms,
             retention_bytes=settings.retention_bytes,
         )
-        logs: list[PartitionLog] = []
+        logs: list[tuple[PartitionLog, PartitionLog]] = []
 
         def open_logs() -> None:  # one hop to the storage threads for the topic
             for p in range(settings.partitions):
-                logs.append(self.backend.open_log(name, p, base))
+                logs.append(self._open_partition_now(name, p, base))
 
         try:
             await self.run(open_logs)
         except BaseException:
-            await self._close_logs(logs)  # none left holding descriptors
+            await self._close_logs([log for pair in logs for log in pair])  # none left open
             raise
-        return Topic(name, settings, logs, self.run, self.writer, self.disk.storage_error)
+        return Topic(
+            name,
+            settings,
+            logs,
+            self.run,
+            self.writer,
+            self.disk.storage_error,
+            self.config.snapshot_bytes,
+        )
+
+    def _open_partition_now(
+        self, name: str, index: int, config: LogConfig
+    ) -> tuple[PartitionLog, PartitionLog]:
+        """A partition's data log and state log, both or neither (blocking)."""
+        log = self.backend.open_log(name, index, config)
+        try:
+            state_log = self.backend.open_state_log(name, index, self._state_config)
+        except BaseException:
+            log.close()
+            raise
+        return log, state_log
 
     async def _close_logs(self, logs: Sequence[PartitionLog]) -> None:
         for log in logs:
@@ -320,7 +395,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             await self._save_topic(name)
         except BaseException:
             del self.topics[name]
-            await self._close_logs([partition.log for partition in topic.partitions])
+            await self._close_logs(_partition_logs(topic))
             await self._remove_topic_files(name)
             raise
         return topic
@@ -371,8 +446,6 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._flush_trace()
         if self.backend.persistent:
             await self.run(self._flush_due)
-            if self._journal.unsynced:
-                await self.run(self._journal.sync_all)  # what was journaled without waiting
             if self.disk.full or now_ms - self._disk_checked_ms >= self.config.disk_check_ms:
                 self._disk_checked_ms = now_ms
                 await self.run(self.disk.measure)
@@ -424,12 +497,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        await self.state_writer.close()
         await self.writer.close()  # every write handed over is answered first
-        logs = [p.log for topic in self.topics.values() for p in topic.partitions]
+        logs = [log for topic in self.topics.values() for log in _partition_logs(topic)]
         for start in range(0, len(logs), CLOSE_LOGS_PER_HOP):
             chunk = logs[start : start + CLOSE_LOGS_PER_HOP]
             await self.run(lambda chunk=chunk: [log.close() for log in chunk])  # type: ignore[misc]
-        await self.run(self._journal.close)
         self._flush_trace()
         await self.run(self.trace_log.close)
         await self.run(self.backend.close)
@@ -445,10 +518,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         except OSError as error:  # a full or failing disk: a catalogue error
             raise self.disk.storage_error(error) from error
 
-    @property
-    def journal_log(self) -> PartitionLog:
-        """The delivery journal's log, for its storage statistics."""
-        return self._journal.log
+    def state_logs(self) -> list[PartitionLog]:
+        """Every partition's state log, for their storage statistics."""
+        return [
+            topic.state_of(p.index).log for topic in self.topics.values() for p in topic.partitions
+        ]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -576,8 +650,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._hold_partitions(parsed.partitions - before, f"topic {name!r}")
         try:
             for index in range(before, parsed.partitions):
-                log = await self.run(lambda i=index: self.backend.open_log(name, i, base))  # type: ignore[misc]
-                topic.add_partition(log)
+                pair = await self.run(lambda i=index: self._open_partition_now(name, i, base))  # type: ignore[misc]
+                topic.add_partition(*pair)
         finally:  # those that did not open are not held
             self.partitions_held -= parsed.partitions - len(topic.partitions)
         topic.settings = parsed
@@ -606,8 +680,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         # the commit journal must hold no copy of these logs when their files
         # go: a topic made again under this name would be given them back
         await self.writer.flush()
-        for partition in topic.partitions:
-            await self.run(partition.log.close)
+        for log in _partition_logs(topic):
+            await self.run(log.close)
         await self.run(lambda: self.backend.delete_topic(name))
         logger.info("topic %r deleted", name)
 
@@ -1143,6 +1217,11 @@ class BatchResult:
 
 
 RESERVED_HEADER_PREFIX = "logq-"
+
+
+def _partition_logs(topic: Topic) -> list[PartitionLog]:
+    """A topic's data logs and state logs."""
+    return [log for p in topic.partitions for log in (p.log, topic.state_of(p.index).log)]
 
 
 def _check_reserved_headers(batch: bytes) -> None:

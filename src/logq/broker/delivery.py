@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -46,20 +47,21 @@ from logq.broker.receipts import (
     stale_error,
 )
 from logq.broker.settings import GroupMode, check_consumer_name
+from logq.broker.state_writer import StateWriter
 from logq.broker.topic import Topic
 from logq.broker.tracing import TracingMixin
 from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
-from logq.log import FsyncPolicy, LogError, StorageBackend, decode_batch
+from logq.log import AppendResult, FsyncPolicy, LogError, StorageBackend, decode_batch
 from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
-from logq.state.journal import Journal
 from logq.state.lane_guard import LaneGuard
 from logq.state.ranges import Range, ranges_of
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DLQ_CONSUMER = "logq.dead-letter"
 DLQ_HOLD_MS = 60_000  # offsets being dead-lettered stay leased to nobody this long
@@ -99,7 +101,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     topics: dict[str, Topic]
     groups: dict[str, Group]
     metrics: Metrics
-    _journal: Journal
+    state_writer: StateWriter
     _random: random.Random
     scheduler: TimingWheel[str]
     lanes: Lanes
@@ -740,7 +742,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 continue
             events: list[Event] = []
             dead: list[tuple[int, list[Range], int]] = []
-            unfinished: list[tuple[int, list[Range], int, int]] = []
+            unfinished: list[tuple[int, list[Range], int, int, int]] = []
             for partition, state in enumerate(group.deliveries):
                 for lease in state.expired(now_ms):
                     parts = state.unsettled_ranges(lease.start, lease.end)
@@ -750,7 +752,9 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     expired_total += count
                     if lease.consumer == DLQ_CONSUMER:
                         # a dead-letter move that did not finish (a crash): finish it
-                        unfinished.append((partition, parts, lease.attempt, lease.deadline_ms))
+                        unfinished.append(
+                            (partition, parts, lease.attempt, lease.deadline_ms, lease.token)
+                        )
                         continue
                     group.counters["expired"] += count
                     if lease.attempt >= group.max_deliveries(topic.settings):
@@ -776,9 +780,16 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 await self._dead_letter(
                     group, topic, partition, parts, attempt, "max_deliveries (lease expired)"
                 )
-            for partition, parts, attempt, hold_until in unfinished:
+            for partition, parts, attempt, hold_until, token in unfinished:
                 await self._dead_letter(
-                    group, topic, partition, parts, attempt, "dead-letter move resumed", hold_until
+                    group,
+                    topic,
+                    partition,
+                    parts,
+                    attempt,
+                    "dead-letter move resumed",
+                    hold_until,
+                    token,
                 )
             if events or dead or unfinished:
                 topic.changed.set()
@@ -805,6 +816,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                             lease.attempt,
                             "dead-letter move resumed",
                             lease.deadline_ms,
+                            lease.token,
                         )
                         moved += sum(end - start for start, end in parts)
         return moved
@@ -827,17 +839,27 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         attempt: int,
         reason: str,
         hold_until: int | None = None,
+        hold_token: int = 0,
     ) -> None:
         """Copy messages to the dead-letter topic with their origin, then settle
-        them. The offsets are first held (journaled) for the move; if a crash
-        interrupts it, the hold expires after recovery and the move runs again
-        with the same `hold_until`, and the dead-letter topic's dedup ids
-        (from the group, the message and the hold) store each copy once."""
+        them. The offsets are first held (journaled, under a lease token of
+        their own) for the move; if a crash interrupts it, the hold expires
+        after recovery and the move runs again with the same `hold_until` and
+        token, and the dead-letter topic's dedup ids (from the group, the
+        message and the hold) store each copy once. Each move has its own
+        hold, so a message dead-lettered again after a redrive is a new copy."""
         state = group.deliveries[partition]
         now_ms = self.clock.now_ms()
         if hold_until is None:
             hold_until = now_ms + DLQ_HOLD_MS
-        hold = Leased(group.key, partition, ranges, DLQ_CONSUMER, hold_until, attempt)
+            hold_token = state.next_token(now_ms)
+            hold = Leased(
+                group.key, partition, ranges, DLQ_CONSUMER, hold_until, attempt, now_ms, hold_token
+            )
+        else:
+            hold = Leased(
+                group.key, partition, ranges, DLQ_CONSUMER, hold_until, attempt, token=hold_token
+            )
         state.apply(hold)
         await self._commit([hold])
         dlq = self.dlq_name(topic.name)
@@ -862,7 +884,10 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     HEADER_DEAD_AT: str(now_ms),
                 }
             )
-            move = f"{group.key}\0{message.id}\0{hold_until}".encode()
+            # holds journaled by earlier releases have no token: their moves keep
+            # the ids they began with
+            token = f"\0{hold_token}" if hold_token else ""
+            move = f"{group.key}\0{message.id}\0{hold_until}{token}".encode()
             outgoing.append(
                 OutgoingMessage(
                     message.value,
@@ -896,8 +921,9 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
     async def _commit(self, events: Sequence[Event], *, durable: bool = True) -> None:
         """Make applied events durable before the caller answers (unless not
-        `durable`: then the next durable commit or timer tick syncs them);
-        wake-ups for what they made deliverable later go on the timing wheel."""
+        `durable`: then they are written now and made durable by the next
+        commit group); wake-ups for what they made deliverable later go on
+        the timing wheel."""
         if not events:
             return
         now_ms = self.clock.now_ms()
@@ -908,32 +934,42 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     self.scheduler.add(event.not_before_ms, group.topic)
         self._flush_trace()
         try:
-            offset = self._journal.write(list(events))
-            if durable and self.backend.persistent:
-                await self.run(lambda: self._journal.sync(offset))
+            futures = self.state_writer.submit(events)
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
-        except OSError as error:  # written on the loop: a full or failing disk
-            raise self.disk.storage_error(error) from None
+        if durable:
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, OSError):  # a full or failing disk
+                    raise self.disk.storage_error(outcome) from None
+                if isinstance(outcome, BaseException):
+                    raise LogqError(f"delivery state could not be stored: {outcome}") from None
+        else:
+            for future in futures:
+                future.add_done_callback(_note_unwaited)
         self._forget_settled_lanes(events)
         for key in {event.group for event in events if not isinstance(event, Leased)}:
             group = self.groups.get(key)
             if group is not None:
                 self.hand_over(group)
-        if self._journal.wants_snapshot:
-            await self.snapshot_delivery_state()
 
     async def snapshot_delivery_state(self) -> None:
-        """Write a snapshot of every group's delivery state now (done on its
-        own once the journal has grown past `snapshot_bytes`); the journal
-        generations it replaces go. Nothing to do in memory mode."""
-        if not self.backend.persistent:
-            return
-        self._journal.start_generation()
-        snapshot = self._journal.take_snapshot(
-            {key: dict(enumerate(group.deliveries)) for key, group in self.groups.items()}
+        """Write a snapshot of every partition's delivery state now (each is
+        also taken on its own once its state log has grown past
+        `snapshot_bytes`); the state segments before each go."""
+        await asyncio.gather(
+            *(
+                self.state_writer.snapshot(topic, partition)
+                for topic in list(self.topics.values())
+                for partition in topic.partitions
+            )
         )
-        await self.run(lambda: self._journal.write_snapshot(snapshot))
+
+
+def _note_unwaited(future: asyncio.Future[AppendResult]) -> None:
+    """A state write nobody waits for: its failure is logged, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("delivery state not stored: %s", future.exception())
 
 
 async def _changed_or_until(changed: asyncio.Event, clock: Clock, deadline: float) -> None:

@@ -23,6 +23,7 @@ from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
 from logq.log import AppendResult, LogConfig, PartitionLog, read_header, read_past_damage
 from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
+from logq.state.partition_state import PartitionState, ProducerSnapshot
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ PRODUCERS_PER_PARTITION_MAX = 10_000
 # records at the tail of the partition, the first time a producer writes.
 PRODUCER_SCAN_RECORDS = 100_000
 TOPICS_LOG_PREFIX = "topics/"
+STATE_LOG_SUFFIX = ".state"
 
 
 @dataclass(slots=True)
@@ -66,6 +68,14 @@ class Partition:
     lanes_generation: int = 0  # moves on each time the index must be scanned again
     lanes_overflowed: bool = False  # lane batches were left out: scan again once it drains
     log_id: bytes = b""  # names the log in the commit journal (log/writer.py)
+    # every group's delivery state of this partition, durable (state/partition_state.py)
+    state: PartitionState | None = None
+    # the end of the appends answered so far: every batch below it is known
+    # to the producer table (so a snapshot of the table is good up to it)
+    resolved_end: int = 0
+    # where the producer table's scan of the log starts: the data offset of
+    # the last state snapshot; None: the log's last PRODUCER_SCAN_RECORDS
+    producers_scan_from: int | None = None
 
 
 class Topic:
@@ -73,16 +83,18 @@ class Topic:
         self,
         name: str,
         settings: TopicSettings,
-        logs: list[PartitionLog],
+        logs: list[tuple[PartitionLog, PartitionLog]],
         run: Runner,
         writer: Commits,
         storage_error: Callable[[OSError], Exception],
+        snapshot_bytes: int,
     ) -> None:
         self.name = name
         self.settings = settings
+        self.snapshot_bytes = snapshot_bytes
         self.partitions: list[Partition] = []
-        for log in logs:
-            self.add_partition(log)
+        for log, state_log in logs:
+            self.add_partition(log, state_log)
         self._run = run
         self._writer = writer
         self._storage_error = storage_error
@@ -90,11 +102,23 @@ class Topic:
         self.changed = asyncio.Event()  # set on every append; waiters clear it
         self.dedup = DedupTable()
 
-    def add_partition(self, log: PartitionLog) -> Partition:
+    def add_partition(self, log: PartitionLog, state_log: PartitionLog) -> Partition:
         index = len(self.partitions)
-        partition = Partition(index, log, log_id=partition_log_id(self.name, index))
+        state_id = partition_log_id(self.name, index, state=True)
+        partition = Partition(
+            index,
+            log,
+            log_id=partition_log_id(self.name, index),
+            state=PartitionState(state_log, state_id, self.snapshot_bytes),
+            resolved_end=log.next_offset,
+        )
         self.partitions.append(partition)
         return partition
+
+    def state_of(self, index: int) -> PartitionState:
+        state = self.partitions[index].state
+        assert state is not None
+        return state
 
     def next_round_robin(self) -> int:
         return next(self._round_robin) % len(self.partitions)
@@ -116,12 +140,7 @@ class Topic:
             result = await self._store(partition, batch)
             self.note_lane(partition, batch, result)
             return result, False
-        if not partition.producers_loaded:
-            found = await self._run(lambda: _scan_producers(partition.log))
-            if not partition.producers_loaded:
-                for producer_id, scanned in found.items():
-                    partition.producers.setdefault(producer_id, scanned)
-                partition.producers_loaded = True
+        await self.load_producers(partition)
         entry = partition.producers.get(header.producer_id)
         if entry is None:
             entry = partition.producers[header.producer_id] = ProducerEntry()
@@ -156,6 +175,26 @@ class Topic:
         self.note_lane(partition, batch, result)
         return result, False
 
+    async def load_producers(self, partition: Partition) -> None:
+        """Complete the producer table: what the last state snapshot held, then
+        the batches the log took after it (once after a start)."""
+        if partition.producers_loaded:
+            return
+        start = partition.producers_scan_from
+        found = await self._run(lambda: _scan_producers(partition.log, start))
+        if partition.producers_loaded:
+            return
+        for producer_id, scanned in found.items():
+            entry = partition.producers.get(producer_id)
+            if entry is None:
+                partition.producers[producer_id] = scanned
+                continue
+            entry.last_sequence = max(entry.last_sequence, scanned.last_sequence)
+            entry.results.update(scanned.results)
+            while len(entry.results) > PRODUCER_BATCHES_KEPT:
+                entry.results.popitem(last=False)
+        partition.producers_loaded = True
+
     async def _store(self, partition: Partition, batch: bytes) -> AppendResult:
         """Hand the batch to the broker's writer: batches of every partition
         that arrive together share one commit (one fsync); order is arrival."""
@@ -163,6 +202,7 @@ class Topic:
             result = await self._writer.write(partition.log, partition.log_id, batch)
         except OSError as error:  # a full or failing disk: a catalogue error
             raise self._storage_error(error) from error
+        partition.resolved_end = max(partition.resolved_end, result.next_offset)
         self._notify()
         return result
 
@@ -191,22 +231,66 @@ class Topic:
         )
 
 
-def partition_log_id(topic: str, partition: int) -> bytes:
-    """How the commit journal names a partition's log."""
-    return f"{TOPICS_LOG_PREFIX}{topic}/{partition}".encode()
+def partition_log_id(topic: str, partition: int, *, state: bool = False) -> bytes:
+    """How the commit journal names a partition's data log (or its state log)."""
+    suffix = STATE_LOG_SUFFIX if state else ""
+    return f"{TOPICS_LOG_PREFIX}{topic}/{partition}{suffix}".encode()
 
 
-def parse_partition_log_id(log_id: str) -> tuple[str, int] | None:
-    """(topic, partition) of a partition log id, None for other logs."""
+def parse_partition_log_id(log_id: str) -> tuple[str, int, bool] | None:
+    """(topic, partition, is the state log) of a partition log id, None for others."""
     if not log_id.startswith(TOPICS_LOG_PREFIX):
         return None
     topic, _, partition = log_id[len(TOPICS_LOG_PREFIX) :].rpartition("/")
-    return (topic, int(partition)) if topic and partition.isdigit() else None
+    state = partition.endswith(STATE_LOG_SUFFIX)
+    if state:
+        partition = partition[: -len(STATE_LOG_SUFFIX)]
+    return (topic, int(partition), state) if topic and partition.isdigit() else None
 
 
-def _scan_producers(log: PartitionLog) -> dict[int, ProducerEntry]:
-    """Producer sequences and results found in the tail of the log (blocking)."""
-    offset = max(log.first_offset, log.next_offset - PRODUCER_SCAN_RECORDS)
+def producer_snapshot(partition: Partition) -> tuple[int, list[ProducerSnapshot]]:
+    """The producer table as a state snapshot keeps it (load it first): good
+    up to the returned data offset, below which every append was answered."""
+    assert partition.producers_loaded
+    kept: list[ProducerSnapshot] = []
+    for producer_id, entry in partition.producers.items():
+        batches = {seq: (r.base_offset, r.last_offset) for seq, r in entry.results.items()}
+        for seq, future in entry.batches.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                batches[seq] = (future.result().base_offset, future.result().last_offset)
+        if not batches:
+            continue
+        ordered = sorted(batches.items())[-PRODUCER_BATCHES_KEPT:]
+        last_seq, (base, last) = ordered[-1]
+        kept.append(
+            ProducerSnapshot(
+                producer_id,
+                last_seq + last - base,
+                [(seq, b, e) for seq, (b, e) in ordered],
+            )
+        )
+    return partition.resolved_end, kept
+
+
+def restore_producers(
+    partition: Partition, producers: list[ProducerSnapshot], data_offset: int
+) -> None:
+    """Start the producer table from a state snapshot (its scan starts at `data_offset`)."""
+    for kept in producers:
+        entry = ProducerEntry(last_sequence=kept.last_sequence)
+        for seq, base, last in kept.batches:
+            entry.results[seq] = AppendResult(base, last)
+        partition.producers[kept.producer_id] = entry
+    partition.producers_scan_from = data_offset
+
+
+def _scan_producers(log: PartitionLog, start: int | None) -> dict[int, ProducerEntry]:
+    """Producer sequences and results found in the log from `start` (None:
+    its last PRODUCER_SCAN_RECORDS records) on (blocking)."""
+    if start is None:
+        offset = max(log.first_offset, log.next_offset - PRODUCER_SCAN_RECORDS)
+    else:
+        offset = max(log.first_offset, start)
     found: dict[int, ProducerEntry] = {}
     for result in read_past_damage(log, offset, 4 << 20):
         for _, header in iter_headers(result.data):

@@ -780,6 +780,18 @@ class FileLog:
             self._epochs.truncate_from_start(self.first_offset)
             return RetentionResult(len(doomed), deleted_bytes, self.first_offset)
 
+    def delete_before(self, offset: int) -> RetentionResult:
+        """Delete the sealed segments that lie wholly below `offset` (what a
+        state log no longer needs once a snapshot at `offset` is durable)."""
+        with self._verifications_stopped(), self._sync_lock, self._lock:
+            self._check_open()
+            count = bisect.bisect_right(self._bases[1:], offset)
+            doomed = self._segments[:count]
+            deleted_bytes = sum(segment.size for segment in doomed)
+            self._delete_segments(doomed)
+            self._epochs.truncate_from_start(self.first_offset)
+            return RetentionResult(len(doomed), deleted_bytes, self.first_offset)
+
     def _delete_segments(self, doomed: list[Segment]) -> None:
         if not doomed:
             return

@@ -283,6 +283,16 @@ class MemoryLog:
             self._epochs.truncate_from_start(self.first_offset)
             return RetentionResult(count, deleted_bytes, self.first_offset)
 
+    def delete_before(self, offset: int) -> RetentionResult:
+        with self._lock:
+            self._check_open()
+            count = bisect.bisect_right(self._bases[1:], offset)
+            doomed = self._segments[:count]
+            del self._segments[:count]
+            del self._bases[:count]
+            self._epochs.truncate_from_start(self.first_offset)
+            return RetentionResult(count, sum(s.size for s in doomed), self.first_offset)
+
     def damaged_ranges(self) -> list[DamagedRange]:
         return []  # memory is never damaged behind the log's back
 

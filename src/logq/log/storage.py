@@ -146,6 +146,10 @@ class PartitionLog(Protocol):
         """Seal the active segment and start a new one (no-op when empty)."""
         ...
 
+    def delete_before(self, offset: int) -> RetentionResult:
+        """Delete the sealed segments that lie wholly below `offset`."""
+        ...
+
     def apply_retention(self, now_ms: int) -> RetentionResult:
         """Delete whole old segments past the time or size retention."""
         ...

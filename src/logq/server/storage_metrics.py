@@ -33,7 +33,7 @@ class StorageCollector(Collector):
             (name, [p.log for p in topic.partitions])
             for name, topic in sorted(broker.topics.items())
         ]
-        logs.append((JOURNAL, [broker.journal_log]))
+        logs.append((JOURNAL, broker.state_logs()))
         for name, members in logs:
             histograms = [
                 log.fsync_histogram() for log in members if hasattr(log, "fsync_histogram")

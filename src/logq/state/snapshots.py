@@ -1,0 +1,53 @@
+"""A group's delivery state of one partition, as snapshots store it."""
+
+from __future__ import annotations
+
+import msgspec
+
+from logq.state.delivery import Lease, PartitionDelivery, Pending
+from logq.state.ranges import RangeSet
+
+
+class PartitionSnapshot(msgspec.Struct, array_like=True):
+    floor: int
+    next_offset: int
+    settled: list[tuple[int, int]]
+    leases: list[tuple[int, int, str, int, int]]
+    pending: list[tuple[int, int, int, int]]
+    # lease tokens, one per lease and per pending range (absent in snapshots
+    # written before tokens: those read as 0, no token)
+    lease_tokens: list[int] = []
+    pending_tokens: list[int] = []
+
+
+def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
+    return PartitionSnapshot(
+        state.floor,
+        state.next_offset,
+        list(state.settled),
+        [(x.start, x.end, x.consumer, x.deadline_ms, x.attempt) for x in state.leases],
+        [(x.start, x.end, x.attempt, x.not_before_ms) for x in state.pending],
+        [x.token for x in state.leases],
+        [x.token for x in state.pending],
+    )
+
+
+def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
+    lease_tokens = snapshot.lease_tokens or [0] * len(snapshot.leases)
+    pending_tokens = snapshot.pending_tokens or [0] * len(snapshot.pending)
+    leases = [  # leased_ms is not kept
+        Lease(*lease, token=token)
+        for lease, token in zip(snapshot.leases, lease_tokens, strict=True)
+    ]
+    pending = [
+        Pending(*item, token=token)
+        for item, token in zip(snapshot.pending, pending_tokens, strict=True)
+    ]
+    return PartitionDelivery(
+        floor=snapshot.floor,
+        next_offset=snapshot.next_offset,
+        settled=RangeSet(snapshot.settled),
+        leases=leases,
+        pending=pending,
+        last_token=max([0, *lease_tokens, *pending_tokens]),
+    )
