@@ -16,10 +16,10 @@ from logq.bench.powercut import PowercutSettings, run_powercut
 from logq.broker import Broker, BrokerConfig, FakeClock
 from logq.broker.commit import Commits
 from logq.broker.messages import OutgoingMessage
-from logq.log import FileLog, FsyncPolicy, LogConfig, decode_batch, encode_batch
-from logq.log.batch import iter_headers
+from logq.log import FileLog, FsyncPolicy, LogConfig, encode_batch
 from logq.log.commit_journal import CommitJournal
 from logq.log.writer import Writer
+from tests.log.test_writer import values
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -82,17 +82,6 @@ def test_a_new_partition_directory_survives_a_power_cut(tmp_path: Path) -> None:
         reopened.close()
 
 
-def _values(log: FileLog) -> list[bytes]:
-    found: list[bytes] = []
-    offset = log.first_offset
-    while offset < log.next_offset:
-        result = log.read(offset, 1 << 20)
-        for position, _ in iter_headers(result.data):
-            found.extend(v or b"" for v in decode_batch(result.data, position).values)
-        offset = result.next_offset
-    return found
-
-
 def test_a_roll_keeps_the_journaled_tail_of_the_segment_it_seals(tmp_path: Path) -> None:
     """Small batches are durable in the commit journal, not yet in their
     segment; a roll must make them durable in the segment before the new
@@ -129,7 +118,7 @@ def test_a_roll_keeps_the_journaled_tail_of_the_segment_it_seals(tmp_path: Path)
         log = FileLog(target / "p", config)
         journal = CommitJournal(target / "commit")
         journal.replay(lambda name, log=log: log if name == "p" else None)  # type: ignore[misc]
-        stored = _values(log)
+        stored = values(log)
         kept = [value for done, value in acknowledged if done <= cut]
         assert stored[: len(kept)] == kept, f"cut after op {cut}"
         log.close()
