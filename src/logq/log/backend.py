@@ -121,6 +121,11 @@ class StorageBackend(Protocol):
         found damaged, puts, bytes written."""
         ...
 
+    def file_statistics(self) -> dict[str, int] | None:
+        """The shared descriptor cache of the logs' files (`open_files`,
+        `open_files_max`, `evictions`), None when logs hold no files."""
+        ...
+
     def close(self) -> None:
         """Give back what the backend holds; the logs are closed by their owner."""
         ...

@@ -284,6 +284,9 @@ class FileBackend:
         path = self.directory / LEGACY_METADATA_NAME
         durable.remove_files([path, path.with_name(path.name + durable.TEMP_SUFFIX)])
 
+    def file_statistics(self) -> dict[str, int] | None:
+        return self.files.statistics()
+
     def metadata_statistics(self) -> dict[str, int]:
         with self._stats_lock:
             counts = dict(self._stats)

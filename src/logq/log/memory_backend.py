@@ -122,6 +122,9 @@ class MemoryBackend:
     def retire_legacy_metadata(self) -> None:
         """Memory never held a legacy document."""
 
+    def file_statistics(self) -> dict[str, int] | None:
+        return None  # memory logs hold no files
+
     def metadata_statistics(self) -> dict[str, int]:
         with self._lock:
             return {

@@ -47,9 +47,8 @@ class CapacityCollector(Collector):
         limit = self._broker.config.partitions_max
         if limit is not None:
             families["partitions_max"].add_metric([], limit)
-        files_cache = getattr(self._broker.backend, "files", None)
-        if files_cache is not None:
-            files = files_cache.statistics()
+        files = self._broker.backend.file_statistics()
+        if files is not None:
             families["log_open_files"].add_metric([], files["open_files"])
             families["log_open_files_max"].add_metric([], files["open_files_max"])
             families["log_file_evictions"].add_metric([], files["evictions"])
