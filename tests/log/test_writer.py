@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from logq.broker.commit import Commits
 from logq.log import FileLog, LogConfig, MemoryLog, decode_batch, encode_batch
 from logq.log.batch import iter_headers
-from logq.log.commit_journal import SUFFIX, CommitJournal
+from logq.log.commit_journal import SUFFIX, CommitJournal, ReplayReport
 from logq.log.errors import BatchTooLargeError
 from logq.log.writer import Writer
 
@@ -159,6 +160,59 @@ def test_a_flush_makes_files_durable_and_removes_the_journal_files(tmp_path: Pat
         await writer.close()
 
     asyncio.run(main())
+
+
+class SlowToSync(FileLog):
+    """A log whose file fsync waits until the test lets it go on."""
+
+    def __init__(self, directory: Path, config: LogConfig) -> None:
+        super().__init__(directory, config)
+        self.syncing = threading.Event()
+        self.go_on = threading.Event()
+
+    def sync(self, up_to_offset: int | None = None) -> None:
+        self.syncing.set()
+        self.go_on.wait(30)
+        super().sync(up_to_offset)
+
+
+def test_commit_groups_do_not_wait_behind_a_flush(tmp_path: Path) -> None:
+    async def main() -> None:
+        slow = SlowToSync(tmp_path / "slow", CONFIG)
+        other = FileLog(tmp_path / "other", CONFIG)
+        writer = Commits(
+            Writer(new_journal(tmp_path / "commit"), flush_bytes=1 << 40, flush_interval_s=3600)
+        )
+        writer.start(asyncio.get_running_loop())
+        await writer.write(slow, b"slow", batch(b"a"))
+        flushed = asyncio.ensure_future(writer.flush())
+        assert await asyncio.to_thread(slow.syncing.wait, 30)
+        # the flush is fsyncing `slow`'s file: new writes are committed meanwhile
+        result = await asyncio.wait_for(writer.write(other, b"other", batch(b"b")), 30)
+        assert not isinstance(result, BaseException)
+        assert other.durable_offset == 1
+        assert not flushed.done()
+        slow.go_on.set()
+        await asyncio.wait_for(flushed, 30)
+        assert slow._synced_offset == 1
+        # the journal file that held `slow`'s copy is gone; the one holding `other`'s stays
+        assert len(list((tmp_path / "commit").glob(f"*{SUFFIX}"))) == 1
+        await writer.close(flush=False)
+        slow.close()
+        other.close()
+        again = {"other": FileLog(tmp_path / "other", CONFIG)}
+        assert new_journal_report(tmp_path / "commit", again).entries == 1
+
+    asyncio.run(main())
+
+
+def new_journal_report(directory: Path, logs: dict[str, FileLog]) -> ReplayReport:
+    journal = CommitJournal(directory)
+    report = journal.replay(logs.get)
+    journal.close()
+    for log in logs.values():
+        log.close()
+    return report
 
 
 def test_writes_to_one_log_keep_their_order_and_a_refused_one_fails_alone(

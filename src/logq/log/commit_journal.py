@@ -30,6 +30,7 @@ import errno
 import logging
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ def _records(path: Path) -> Iterator[tuple[int, bytes | None]]:
 
 
 class CommitJournal:
-    """The journal files of one data directory (blocking calls: the writer's thread)."""
+    """The journal files of one data directory (blocking calls: the writer's
+    thread; `remove_before` may run on the flusher's thread meanwhile)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -156,6 +158,7 @@ class CommitJournal:
         for path in self.directory.iterdir():
             if path.name.endswith(durable.TEMP_SUFFIX):
                 path.unlink()
+        self._sequences_lock = threading.Lock()  # the writer adds files, the flusher drops them
         self._fd = -1
         self._ready = False  # replayed: ready for appends
         self._position = 0
@@ -262,7 +265,8 @@ class CommitJournal:
             os.close(self._fd)
         self._fd = fd
         self._position = self._synced = FILE_HEADER.size
-        self._sequences.append(sequence)
+        with self._sequences_lock:
+            self._sequences.append(sequence)
         self.bytes_since_rotation = 0
 
     def append(self, entries: Sequence[tuple[bytes, bytes | memoryview]]) -> None:
@@ -310,15 +314,18 @@ class CommitJournal:
         self.sync()
         self._start_file()
         self.stats["rotations"] += 1
-        return self._sequences[-1]
+        with self._sequences_lock:
+            return self._sequences[-1]
 
     def remove_before(self, sequence: int) -> None:
         """Remove the journal files older than `sequence` (their logs were fsynced)."""
-        old = [s for s in self._sequences if s < sequence]
+        with self._sequences_lock:
+            old = [s for s in self._sequences if s < sequence]
         if not old:
             return
         durable.remove_files([self.directory / _file_name(s) for s in old])
-        self._sequences = [s for s in self._sequences if s >= sequence]
+        with self._sequences_lock:
+            self._sequences = [s for s in self._sequences if s not in old]
 
     @property
     def size_bytes(self) -> int:

@@ -11,9 +11,13 @@ the owner's thread (`hand_back`), which runs every write's callback. Logs that n
 written, the interval policy flushed when due.
 
 Every few MiB of journal, or seconds, the writer flushes: it starts a new
-journal file, fsyncs the files of the logs written since the last flush,
-and removes the journal files they made redundant. So the journal stays
-small and a restart replays at most that much.
+journal file and hands the logs written since the last flush to its flusher
+thread, which fsyncs their files and then removes the journal files they
+made redundant. So the journal stays small and a restart replays at most
+that much, and commit groups never wait behind a flush's fsyncs (a log's
+file is fsynced while the writer goes on appending to it: the new journal
+file holds the copies of whatever the fsync may miss). One flush runs at a
+time; a flush asked for while one runs waits for it.
 
 Order: writes to one log are stored in the order they were handed over.
 Failure: a write that fails (a refused batch, a full disk) fails alone; a
@@ -89,6 +93,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._hand_back: HandBack | None = None
         self._dirty: dict[int, PartitionLog] = {}  # logs with journal copies since the flush
+        self._dirty_lock = threading.Lock()  # the flusher gives back the logs it failed
+        self._flushing: threading.Thread | None = None  # the flush in flight
         self._last_flush = clock()
         self.stats: dict[str, int] = dict.fromkeys(
             ("groups", "writes", "journal_fsyncs", "log_fsyncs", "flushes", "failed_groups"), 0
@@ -165,12 +171,15 @@ class Writer:
             if group:
                 self._commit(group)
                 self._answer(group)
-            if waiters or (stopping and self._flush_on_stop) or self._flush_due():
-                self._flush()
+            if stopping:
+                self._wait_for_flush()
+                if self._flush_on_stop:
+                    self._flush()
                 for waiter in waiters:
                     self._call_soon(waiter)
-            if stopping:
                 return
+            if waiters or self._flush_due():
+                self._start_flush(waiters)
 
     def _flush_timeout(self) -> float | None:
         if not self._dirty:
@@ -239,9 +248,10 @@ class Writer:
             for log, items in journaled.values():
                 self._fail(log, items, error)
             return
-        for key, (log, _) in journaled.items():
-            log.mark_durable(points[key])
-            self._dirty[key] = log
+        with self._dirty_lock:
+            for key, (log, _) in journaled.items():
+                log.mark_durable(points[key])
+                self._dirty[key] = log
 
     def _fail(self, log: PartitionLog, items: list[_Write], error: BaseException) -> None:
         """Nothing of `items` is acknowledged: cut `log` back to its durable end."""
@@ -254,19 +264,62 @@ class Writer:
                 "log %r: could not cut back a failed write: %s", items[0].log_id, cut_error
             )
 
-    def _flush(self) -> None:
-        """Fsync every log the journal holds copies for, then drop those copies."""
-        journal = self._journal
+    def _start_flush(self, waiters: list[Callable[[], None]]) -> None:
+        """Start a new journal file, and fsync the logs the older files hold
+        copies for on the flusher thread, then drop those files; `waiters`
+        are called once that is done."""
+        self._wait_for_flush()
         self._last_flush = self._clock()
-        if journal is None or not self._dirty:
+        sequence = self._rotate()
+        if sequence is None:
+            for waiter in waiters:
+                self._call_soon(waiter)
             return
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
+        thread = threading.Thread(
+            target=self._flush_logs,
+            args=(dirty, sequence, waiters),
+            name="logq-flusher",
+            daemon=True,
+        )
+        self._flushing = thread
+        thread.start()
+
+    def _wait_for_flush(self) -> None:
+        thread, self._flushing = self._flushing, None
+        if thread is not None:
+            thread.join()
+
+    def _flush(self) -> None:
+        """Flush on the writer's own thread (the last one, at close)."""
+        self._last_flush = self._clock()
+        sequence = self._rotate()
+        if sequence is not None:
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, {}
+            self._flush_logs(dirty, sequence, [])
+
+    def _rotate(self) -> int | None:
+        """A new journal file for the groups to come; None: nothing to flush,
+        or no file could be started (the next flush tries again)."""
+        journal = self._journal
+        if journal is None or not self._dirty:
+            return None
         try:
-            sequence = journal.rotate()
+            return journal.rotate()
         except OSError as error:
             logger.warning("commit journal: could not start a new file: %s", error)
-            return
-        dirty, self._dirty = self._dirty, {}
-        kept = False
+            return None
+
+    def _flush_logs(
+        self, dirty: dict[int, PartitionLog], sequence: int, waiters: list[Callable[[], None]]
+    ) -> None:
+        """Fsync `dirty`, then remove the journal files before `sequence`
+        (unless a log could not be fsynced: it stays for the next flush)."""
+        journal = self._journal
+        assert journal is not None
+        failed: dict[int, PartitionLog] = {}
         for key, log in dirty.items():
             try:
                 log.sync()
@@ -274,14 +327,19 @@ class Writer:
                 continue  # closed (deleted, or the broker closes it): its close synced it
             except (LogError, OSError) as error:
                 logger.warning("commit journal: a log could not be flushed: %s", error)
-                self._dirty[key] = log
-                kept = True
-        if not kept:
+                failed[key] = log
+        if failed:
+            with self._dirty_lock:
+                for key, log in failed.items():
+                    self._dirty.setdefault(key, log)
+        else:
             try:
                 journal.remove_before(sequence)
             except OSError as error:
                 logger.warning("commit journal: old files not removed: %s", error)
         self.stats["flushes"] += 1
+        for waiter in waiters:
+            self._call_soon(waiter)
 
     def _answer(self, group: list[_Write]) -> None:
         self._call_soon(lambda: _resolve(group))
