@@ -17,10 +17,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "src" / "logq"
 # package -> logq packages it may import ("root" is logq/__init__ and top-level modules)
 ALLOWED: dict[str, set[str]] = {
     "log": {"log"},
+    "archive": {"archive", "log"},
     "protocol": {"protocol"},
     "state": {"state", "log"},
-    "broker": {"broker", "state", "log", "root"},
-    "server": {"server", "broker", "state", "log", "protocol", "root"},
+    "broker": {"broker", "state", "log", "archive", "root"},
+    "server": {"server", "broker", "state", "log", "archive", "protocol", "root"},
     "client": {"client", "protocol", "root"},
     "bench": {"bench", "client", "log", "root"},
     "cli": {"cli", "client", "bench", "log", "server", "root"},
