@@ -42,6 +42,7 @@ from logq.log.batch import (
     VERSION_AT,
     BatchHeader,
     compute_crc,
+    iter_headers,
 )
 from logq.log.config import KIB, MIB
 
@@ -379,6 +380,30 @@ def test_segments_roll_by_size(make_log: MakeLog) -> None:
         if index + 1 < len(segments):  # it rolled because the next batch did not fit
             assert total + segments[index + 1][0].size > CONFIG.segment_bytes
     assert log.size_bytes == sum(len(batch) for batch in batches)
+
+
+def test_sealed_segments_are_listed_and_read_back_as_stored(make_log: MakeLog) -> None:
+    log = make_log(CONFIG)
+    batches = [simple_batch(2, value_size=300) for _ in range(14)]
+    fill(log, batches)
+    sealed = log.sealed_segments()
+    assert len(sealed) == log.segment_count - 1 >= 2
+    assert sealed[0].base_offset == log.first_offset
+    for before, after in itertools.pairwise(sealed):
+        assert before.next_offset == after.base_offset
+    offset = log.first_offset
+    for segment in sealed:
+        data = log.read_sealed(segment.base_offset)
+        assert len(data) == segment.size_bytes
+        headers = [header for _, header in iter_headers(data)]
+        assert headers[0].base_offset == offset
+        assert headers[-1].next_offset == segment.next_offset
+        assert segment.max_timestamp == max(header.max_timestamp for header in headers)
+        offset = segment.next_offset
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read_sealed(log.next_offset - 1)  # the active segment is not sealed
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read_sealed(sealed[0].base_offset + 1)
 
 
 def test_a_batch_larger_than_a_segment_gets_a_segment_of_its_own(make_log: MakeLog) -> None:

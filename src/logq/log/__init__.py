@@ -33,6 +33,7 @@ from logq.log.storage import (
     ReadResult,
     RecoveryReport,
     RetentionResult,
+    SealedSegment,
 )
 from logq.log.verify import DamagedRange
 
@@ -63,6 +64,7 @@ __all__ = [
     "Record",
     "RecoveryReport",
     "RetentionResult",
+    "SealedSegment",
     "StaleEpochError",
     "StorageBackend",
     "decode_batch",

@@ -72,6 +72,7 @@ from logq.log.storage import (
     ReadResult,
     RecoveryReport,
     RetentionResult,
+    SealedSegment,
     write_each,
 )
 from logq.log.verify import DamagedRange, VerifyInterruptedError, verify_segment
@@ -791,6 +792,25 @@ class FileLog:
             self._delete_segments(doomed)
             self._epochs.truncate_from_start(self.first_offset)
             return RetentionResult(len(doomed), deleted_bytes, self.first_offset)
+
+    def sealed_segments(self) -> list[SealedSegment]:
+        self.ensure_open()
+        with self._lock:
+            return [
+                SealedSegment(s.base_offset, s.next_offset, s.size, s.max_timestamp)
+                for s in self._segments[:-1]
+            ]
+
+    def read_sealed(self, base_offset: int) -> bytes:
+        self.ensure_open()
+        with self._lock:
+            self._check_open()
+            at = bisect.bisect_left(self._bases, base_offset)
+            if at >= len(self._segments) - 1 or self._bases[at] != base_offset:
+                raise OffsetOutOfRangeError(f"no sealed segment starts at offset {base_offset}")
+            segment = self._segments[at]
+            size = segment.size
+        return segment.pread(0, size)
 
     def _delete_segments(self, doomed: list[Segment]) -> None:
         if not doomed:

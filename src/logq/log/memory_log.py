@@ -31,6 +31,7 @@ from logq.log.storage import (
     ReadResult,
     RecoveryReport,
     RetentionResult,
+    SealedSegment,
     write_each,
 )
 from logq.log.verify import DamagedRange
@@ -292,6 +293,21 @@ class MemoryLog:
             del self._bases[:count]
             self._epochs.truncate_from_start(self.first_offset)
             return RetentionResult(count, sum(s.size for s in doomed), self.first_offset)
+
+    def sealed_segments(self) -> list[SealedSegment]:
+        with self._lock:
+            return [
+                SealedSegment(s.base_offset, s.next_offset, s.size, s.max_timestamp)
+                for s in self._segments[:-1]
+            ]
+
+    def read_sealed(self, base_offset: int) -> bytes:
+        with self._lock:
+            self._check_open()
+            for segment in self._segments[:-1]:
+                if segment.base_offset == base_offset:
+                    return b"".join(segment.batches)
+        raise OffsetOutOfRangeError(f"no sealed segment starts at offset {base_offset}")
 
     def damaged_ranges(self) -> list[DamagedRange]:
         return []  # memory is never damaged behind the log's back

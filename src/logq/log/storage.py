@@ -44,6 +44,16 @@ class ReadResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedSegment:
+    """A segment that takes no more appends: what an archive copies."""
+
+    base_offset: int
+    next_offset: int
+    size_bytes: int
+    max_timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
 class RetentionResult:
     deleted_segments: int
     deleted_bytes: int
@@ -152,6 +162,16 @@ class PartitionLog(Protocol):
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
         """Delete whole old segments past the time or size retention."""
+        ...
+
+    def sealed_segments(self) -> list[SealedSegment]:
+        """Every segment but the active one, oldest first."""
+        ...
+
+    def read_sealed(self, base_offset: int) -> bytes:
+        """The stored bytes of the sealed segment starting at `base_offset`
+        (its batches as stored, offsets and epochs in); OffsetOutOfRangeError
+        if no sealed segment starts there (retention deleted it)."""
         ...
 
     def flush_if_due(self) -> None:
