@@ -62,10 +62,20 @@ class ManifestState(msgspec.Struct, array_like=True):
     segments: list[ArchivedSegment] = []
     start_offset: int = 0
     retiring: list[tuple[str, int]] = []  # (key, retired at ms): deleted after the grace
+    version: int = 0  # records applied: names the manifest's copy in the store
 
 
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
+_state_decoder = msgspec.msgpack.Decoder(ManifestState)
+
+
+def encode_state(state: ManifestState) -> bytes:
+    return _record_encoder.encode(state)
+
+
+def decode_state(raw: bytes | memoryview) -> ManifestState:
+    return _state_decoder.decode(raw)
 
 
 def encode_record(record: Record) -> bytes:
@@ -83,16 +93,21 @@ class Manifest:
     segments: list[ArchivedSegment] = field(default_factory=list)
     start_offset: int = 0
     retiring: dict[str, int] = field(default_factory=dict)
+    version: int = 0
     _bases: list[int] = field(default_factory=list)
 
     @classmethod
     def restored(cls, state: ManifestState) -> Manifest:
-        manifest = cls(list(state.segments), state.start_offset, dict(state.retiring))
+        manifest = cls(
+            list(state.segments), state.start_offset, dict(state.retiring), state.version
+        )
         manifest._bases = [segment.base_offset for segment in manifest.segments]
         return manifest
 
     def state(self) -> ManifestState:
-        return ManifestState(list(self.segments), self.start_offset, list(self.retiring.items()))
+        return ManifestState(
+            list(self.segments), self.start_offset, list(self.retiring.items()), self.version
+        )
 
     # -- what it holds ------------------------------------------------------------------
 
@@ -154,13 +169,15 @@ class Manifest:
         return None
 
     def apply(self, record: Record) -> None:
+        refused = self.check(record)
+        if refused is not None:
+            raise ValueError(f"manifest: {refused}")
+        self.version += 1
         if isinstance(record, Copied):
             segment = record.segment
             end = self.archived_end
             if end is not None and segment.base_offset < end:
                 return  # the range is held: the first record wins
-            if self.check(record) is not None:
-                raise ValueError(f"manifest: {self.check(record)}")
             self.segments.append(segment)
             self._bases.append(segment.base_offset)
         elif isinstance(record, StartMoved):

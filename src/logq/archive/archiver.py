@@ -1,0 +1,374 @@
+"""The archive of a broker: what each archived partition holds, and the work
+that keeps it (uploads, retention, deletion, reconciliation) and reads it.
+
+The broker attaches each partition of a topic with `archive: true` at open,
+with the manifest its state log recovered (the snapshot's copy, then the
+records after it). Every change of a manifest is a record the broker writes
+to that partition's state log (`write_record`) before the manifest takes
+it, so a restart, or a broker that takes the partition over, finds the
+same manifest. After a change, a copy of the manifest (with the groups'
+committed positions the broker gives) is put in the store under its version
+number, for a broker that lost its disk (`restore`).
+
+`tick` runs the periodic work of one partition: upload what is due, move
+the horizons (retention.py), delete local segments that are archived and
+past local retention, and delete the objects of retired segments once their
+grace is over. `reconcile` removes what no manifest references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logq.archive.errors import ArchiveError, ObjectExistsError
+from logq.archive.manifest import (
+    ArchivedSegment,
+    Copied,
+    Manifest,
+    ManifestState,
+    Purged,
+    Record,
+    Retired,
+    StartMoved,
+    decode_record,
+    decode_state,
+    encode_record,
+    encode_state,
+)
+from logq.archive.names import manifest_key, parse_manifest_key, topic_prefix
+from logq.archive.reader import ArchiveReader, ChunkCache
+from logq.archive.reconcile import ReconcileReport, reconcile
+from logq.archive.retention import Horizons, plan
+from logq.archive.store import ArchiveStore
+from logq.archive.uploader import Uploader, UploadStatus
+from logq.log import PartitionLog
+
+logger = logging.getLogger(__name__)
+
+# (topic, partition, record bytes): append to the partition's state log, durably
+WriteRecord = Callable[[str, int, bytes], Awaitable[None]]
+# (topic, partition): every group's committed position there, for the store's copy
+Committed = Callable[[str, int], dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiverSettings:
+    cache_bytes: int = 1 << 30
+    chunk_bytes: int = 4 << 20
+    upload_concurrency: int = 4
+    upload_bytes_per_s: int = 0  # 0: no bound
+    remote_reads_max: int = 8
+    purge_grace_ms: int = 5 * 60_000
+    orphan_age_ms: int = 60 * 60_000
+
+
+@dataclass(slots=True)
+class ArchivedPartition:
+    """One partition as the archive keeps it."""
+
+    topic_name: str
+    index: int
+    log: PartitionLog
+    manifest: Manifest
+    readable: Callable[[], int]
+    archiver: Archiver
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def readable_end(self) -> int:
+        return self.readable()
+
+    async def record_archived(self, record: Copied) -> None:
+        await self.archiver.record(self, record)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    archived_segments: int
+    archived_bytes: int
+    archived_from: int | None
+    archived_to: int | None
+    start_offset: int
+    local_from: int
+    local_to: int
+    upload_lag_bytes: int
+    retiring: int
+    last_error: str | None
+
+
+class Archiver:
+    """See the module doc."""
+
+    def __init__(
+        self,
+        store: ArchiveStore,
+        cache_directory: Path,
+        settings: ArchiverSettings,
+        *,
+        write_record: WriteRecord,
+        committed: Committed,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._write_record = write_record
+        self._committed = committed
+        self._now_ms = now_ms
+        self.uploader = Uploader(
+            store,
+            concurrency=settings.upload_concurrency,
+            bytes_per_s=settings.upload_bytes_per_s,
+        )
+        self.reader = ArchiveReader(
+            store,
+            ChunkCache(cache_directory, settings.cache_bytes),
+            chunk_bytes=settings.chunk_bytes,
+            requests_max=settings.remote_reads_max,
+        )
+        self.partitions: dict[tuple[str, int], ArchivedPartition] = {}
+        self.errors = 0
+
+    # -- partitions -----------------------------------------------------------------------
+
+    def attach(
+        self,
+        topic: str,
+        index: int,
+        log: PartitionLog,
+        readable_end: Callable[[], int],
+        snapshot: bytes | None,
+        records: Sequence[bytes],
+    ) -> ArchivedPartition:
+        """Take a partition in, with its manifest as its state log recovered it."""
+        manifest = Manifest.restored(decode_state(snapshot)) if snapshot else Manifest()
+        for raw in records:
+            manifest.apply(decode_record(raw))
+        partition = ArchivedPartition(topic, index, log, manifest, readable_end, self)
+        self.partitions[(topic, index)] = partition
+        return partition
+
+    def detach_topic(self, topic: str) -> None:
+        for key in [key for key in self.partitions if key[0] == topic]:
+            del self.partitions[key]
+
+    def get(self, topic: str, index: int) -> ArchivedPartition | None:
+        return self.partitions.get((topic, index))
+
+    def snapshot(self, topic: str, index: int) -> bytes | None:
+        """The manifest as a state snapshot carries it (None: not archived)."""
+        partition = self.partitions.get((topic, index))
+        return encode_state(partition.manifest.state()) if partition is not None else None
+
+    def holds(self, key: str) -> bool:
+        return any(partition.manifest.holds(key) for partition in self.partitions.values())
+
+    # -- records ----------------------------------------------------------------------------
+
+    async def record(self, partition: ArchivedPartition, record: Record) -> None:
+        """Make `record` durable in the partition's state log, then apply it,
+        then put the manifest's copy in the store (best effort)."""
+        refused = partition.manifest.check(record)
+        if refused is not None:
+            raise ArchiveError(f"{partition.topic_name}:{partition.index}: {refused}")
+        await self._write_record(partition.topic_name, partition.index, encode_record(record))
+        partition.manifest.apply(record)
+        try:
+            await self._put_copy(partition)
+        except ArchiveError as error:
+            logger.warning("archive: the manifest copy was not written: %s", error)
+
+    async def _put_copy(self, partition: ArchivedPartition) -> None:
+        manifest = partition.manifest
+        document = {
+            "version": manifest.version,
+            "topic": partition.topic_name,
+            "partition": partition.index,
+            "start_offset": manifest.start_offset,
+            "segments": [
+                {
+                    "key": s.key,
+                    "base_offset": s.base_offset,
+                    "next_offset": s.next_offset,
+                    "size": s.size,
+                    "first_timestamp": s.first_timestamp,
+                    "max_timestamp": s.max_timestamp,
+                }
+                for s in manifest.segments
+            ],
+            "committed": self._committed(partition.topic_name, partition.index),
+        }
+        key = manifest_key(partition.topic_name, partition.index, manifest.version)
+        with contextlib.suppress(ObjectExistsError):  # copied already (a repeat after a restart)
+            await self.store.put_new(key, json.dumps(document).encode())
+
+    # -- periodic work ----------------------------------------------------------------------
+
+    async def tick(self, partition: ArchivedPartition, horizons: Horizons) -> None:
+        """Upload what is due, then move the horizons (see the module doc)."""
+        async with partition.lock:
+            await self.uploader.upload_due(partition)
+            try:
+                await self._apply_horizons(partition, horizons)
+                await self._purge(partition)
+            except (ArchiveError, OSError) as error:
+                self.errors += 1
+                logger.warning("archive: %s:%d: %s", partition.topic_name, partition.index, error)
+
+    async def _apply_horizons(self, partition: ArchivedPartition, horizons: Horizons) -> None:
+        log = partition.log
+        manifest = partition.manifest
+        sealed = await asyncio.to_thread(log.sealed_segments)
+        local_bytes = log.size_bytes - sum(segment.size_bytes for segment in sealed)
+        now = self._now_ms()
+        where = plan(
+            manifest.segments,
+            sealed,
+            log.first_offset,
+            local_bytes,
+            manifest.start_offset,
+            now,
+            horizons,
+        )
+        if where.start_offset > manifest.start_offset:
+            await self.record(partition, StartMoved(where.start_offset))
+        first = manifest.first_offset
+        if first is not None and where.retire_before > first:
+            await self.record(partition, Retired(where.retire_before, now))
+        if where.local_delete_before > log.first_offset:
+            await asyncio.to_thread(log.delete_before, where.local_delete_before)
+
+    async def _purge(self, partition: ArchivedPartition) -> None:
+        due = partition.manifest.due_for_purge(self._now_ms(), self.settings.purge_grace_ms)
+        if not due:
+            return
+        for key in due:
+            await self.store.delete(key)
+        await self.record(partition, Purged(due))
+
+    async def reconcile(self) -> ReconcileReport:
+        return await reconcile(
+            self.store,
+            "topics",
+            self.holds,
+            now_ms=self._now_ms(),
+            min_age_ms=self.settings.orphan_age_ms,
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def start_offset(self, topic: str, index: int, local_first: int) -> int:
+        """Where the topic's readers start: the archive's start when it holds
+        data below the local disk's."""
+        partition = self.partitions.get((topic, index))
+        if partition is None or partition.manifest.first_offset is None:
+            return local_first
+        return min(
+            local_first, max(partition.manifest.start_offset, partition.manifest.first_offset)
+        )
+
+    async def read(
+        self, topic: str, index: int, offset: int, max_bytes: int, *, include_deleted: bool = False
+    ) -> bytes | None:
+        """Whole batches from the one holding `offset`, from the archive (None:
+        the archive does not hold it, or not for this reader)."""
+        partition = self.partitions.get((topic, index))
+        if partition is None:
+            return None
+        segment = partition.manifest.segment_for(offset, include_deleted=include_deleted)
+        if segment is None:
+            return None
+        return await self.reader.read(segment, offset, max_bytes)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def delete_topic(self, topic: str) -> int:
+        """Delete every object of a deleted topic; returns how many."""
+        self.detach_topic(topic)
+        keys = [info.key async for info in self.store.list(topic_prefix(topic))]
+        for key in keys:
+            await self.store.delete(key)
+        return len(keys)
+
+    async def archived_topics(self) -> dict[str, dict[int, int]]:
+        """Topics with a manifest copy in the store: partition -> newest version."""
+        found: dict[str, dict[int, int]] = {}
+        async for info in self.store.list("topics"):
+            parsed = parse_manifest_key(info.key)
+            if parsed is not None:
+                topic, partition, version = parsed
+                versions = found.setdefault(topic, {})
+                versions[partition] = max(version, versions.get(partition, 0))
+        return found
+
+    async def manifest_copy(self, topic: str, partition: int, version: int) -> dict[str, object]:
+        raw = await self.store.get(manifest_key(topic, partition, version))
+        document = json.loads(raw)
+        if not isinstance(document, dict):
+            raise ArchiveError(f"the manifest copy of {topic}:{partition} is not an object")
+        return document
+
+    def status(self, topic: str | None = None) -> list[PartitionStatus]:
+        found: list[PartitionStatus] = []
+        for (name, index), partition in sorted(self.partitions.items()):
+            if topic is not None and name != topic:
+                continue
+            manifest = partition.manifest
+            upload: UploadStatus = self.uploader.status(name, index)
+            end = manifest.archived_end
+            lag = sum(
+                s.size_bytes
+                for s in partition.log.sealed_segments()
+                if end is None or s.base_offset >= end
+            )
+            found.append(
+                PartitionStatus(
+                    topic=name,
+                    partition=index,
+                    archived_segments=len(manifest.segments),
+                    archived_bytes=sum(s.size for s in manifest.segments),
+                    archived_from=manifest.first_offset,
+                    archived_to=end,
+                    start_offset=self.start_offset(name, index, partition.log.first_offset),
+                    local_from=partition.log.first_offset,
+                    local_to=partition.log.next_offset,
+                    upload_lag_bytes=lag,
+                    retiring=len(manifest.retiring),
+                    last_error=upload.last_error,
+                )
+            )
+        return found
+
+    async def close(self) -> None:
+        await self.reader.close()
+
+
+def restored_state(document: dict[str, object]) -> ManifestState:
+    """A manifest from its copy in the store (what `logq archive restore` starts from)."""
+    segments = document.get("segments")
+    if not isinstance(segments, list):
+        raise ArchiveError("a manifest copy without its segments")
+    start = document.get("start_offset", 0)
+    version = document.get("version", 0)
+    return ManifestState(
+        [
+            ArchivedSegment(
+                str(s["key"]),
+                int(s["base_offset"]),
+                int(s["next_offset"]),
+                int(s["size"]),
+                int(s["first_timestamp"]),
+                int(s["max_timestamp"]),
+            )
+            for s in segments
+        ],
+        int(start) if isinstance(start, int) else 0,
+        [],
+        int(version) if isinstance(version, int) else 0,
+    )
