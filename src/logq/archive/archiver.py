@@ -86,6 +86,23 @@ class ArchivedPartition:
     async def record_archived(self, record: Copied) -> None:
         await self.archiver.record(self, record)
 
+    # what the partition's TieredLog asks of the archive (tiered_log.RemoteReads)
+
+    def start_offset(self, local_first: int) -> int:
+        return self.archiver.start_offset(self.topic_name, self.index, local_first)
+
+    async def read(self, offset: int, max_bytes: int) -> bytes | None:
+        return await self.archiver.read(self.topic_name, self.index, offset, max_bytes)
+
+    async def offset_for_time(self, timestamp_ms: int) -> int | None:
+        offset = self.manifest.offset_for_time(timestamp_ms)
+        segment = self.manifest.segment_for(offset) if offset is not None else None
+        if offset is None or segment is None:
+            return offset
+        footer = await self.archiver.reader.footer(segment)
+        narrowed = footer.offset_for_time(timestamp_ms)
+        return max(offset, narrowed) if narrowed is not None else offset
+
 
 @dataclass(frozen=True, slots=True)
 class PartitionStatus:
