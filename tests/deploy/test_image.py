@@ -6,6 +6,7 @@ and keeps every acknowledged publish."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,8 +14,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import trustme
 
 from logq.client import Client
+from logq.errors import AuthRequiredError
+from logq.server.auth import new_token
 from tests.deploy.containers import Container, broker_container
 
 LOGQ = str(Path(sys.executable).parent / "logq")
@@ -59,7 +64,8 @@ def test_the_image_is_configured_as_documented(image: str, podman: dict[str, str
 def test_publish_consume_and_metrics_through_the_published_ports(
     image: str, podman: dict[str, str]
 ) -> None:
-    with broker_container(image, podman) as container:
+    # read-only root, as the Helm chart runs it: only the volume and /tmp written
+    with broker_container(image, podman, "--read-only", "--tmpfs", "/tmp") as container:
         print(f"\nhealthy {container.wait_healthy():.1f} s after podman run")
         assert "listening on 0.0.0.0" in container.logs()
         _cli(container, "topics", "create", "jobs", "--partitions", "2")
@@ -144,3 +150,49 @@ def test_podman_stop_with_a_publisher_running_loses_nothing_acknowledged(
         missing = set(acknowledged) - stored
         print(f"\n{len(acknowledged)} acknowledged before the stop, {len(stored)} stored after")
         assert not missing, f"{len(missing)} acknowledged publishes lost"
+
+
+def test_tokens_and_tls_from_a_mounted_config(
+    image: str, podman: dict[str, str], tmp_path: Path
+) -> None:
+    """What README and docs/operations.md say to do past a laptop: a config
+    with users and TLS mounted read-only, remote exposure without auth
+    turned off; the image's HEALTHCHECK then speaks HTTPS."""
+    token, stored = new_token()
+    authority = trustme.CA()
+    authority.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    (tmp_path / "logq.yaml").write_text(
+        f'auth:\n  users:\n    ci: {{token: "{stored}", roles: [admin]}}\n'
+        "tls: {certFile: /etc/logq/server.pem, keyFile: /etc/logq/server.pem}\n"
+    )
+    for path in tmp_path.iterdir():
+        path.chmod(0o644)  # readable by the image's user
+    tmp_path.chmod(0o755)
+    tls = ssl.create_default_context()
+    authority.configure_trust(tls)
+    extra = [
+        "--volume", f"{tmp_path}:/etc/logq:ro",
+        "--env", "LOGQ_ALLOW_UNAUTHENTICATED_REMOTE=false",
+        "--env", "LOGQ_HEALTH_SCHEME=https",
+    ]  # fmt: skip
+    with broker_container(
+        image,
+        podman,
+        *extra,
+        command=("serve", "--config", "/etc/logq/logq.yaml"),
+        scheme="https",
+    ) as container:
+        container.wait_healthy()
+        assert "tls, auth" in container.logs()
+        with pytest.raises(AuthRequiredError), Client(container.native, tls=tls) as anonymous:
+            anonymous.create_topic("secret", partitions=1)
+        with Client(container.native, token=token, tls=tls) as client:
+            client.create_topic("secret", partitions=1)
+            client.publish("secret", b"over tls")
+        answer = httpx.get(f"{container.http}/v1/topics", verify=tls, timeout=5)
+        assert answer.status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        answer = httpx.get(f"{container.http}/v1/topics", verify=tls, headers=headers, timeout=5)
+        assert answer.status_code == 200 and "secret" in answer.text
