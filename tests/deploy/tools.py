@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LOGQ_TEST_CACHE", "/var/cache/logq-test"))
 BASE_IMAGE = "localhost/logq-test-base:bookworm"
 IMAGE = "localhost/logq:test"
+BUILD_STAGE_IMAGE = "localhost/logq-build:test"
 # Debian packages: podman with runc (crun refuses these hosts' hybrid
 # cgroups), its networking, mmdebstrap for the base image, podman-compose,
 # and promtool (prometheus)
@@ -184,12 +185,18 @@ def build_image(environ: dict[str, str], context: Path) -> Build:
     command = [
         "podman", "build", "--format", "docker", "--network", "none",
         "--build-arg", f"BASE={base}", "--build-arg", "PIP_ARGS=--no-index",
-        "--file", str(ROOT / "deploy" / "container" / "Containerfile"),
-        "--tag", IMAGE, str(context),
+        "--file", str(ROOT / "deploy" / "container" / "Containerfile"), str(context),
     ]  # fmt: skip
     started = time.monotonic()
-    run(command, env=environ)
-    return Build(IMAGE, time.monotonic() - started)
+    # The build stage tagged too, so that what an earlier build left is
+    # untagged and goes (the layers of this one stay cached for the next).
+    run([*command, "--target", "build", "--tag", BUILD_STAGE_IMAGE], env=environ)
+    run([*command, "--tag", IMAGE], env=environ)
+    seconds = time.monotonic() - started
+    for title in ("logq", "logq-build"):
+        label = f"label=org.opencontainers.image.title={title}"
+        run(["podman", "image", "prune", "--force", "--filter", label], env=environ)
+    return Build(IMAGE, seconds)
 
 
 def helm() -> Path:
