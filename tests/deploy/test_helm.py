@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import pytest
 import trustme
 import yaml
 
+from logq.bench.chaos import free_port
+from logq.client import Client
+from logq.errors import LogqError
 from logq.server.auth import new_token
 from logq.server.config import build_config
 from tests.deploy import tools
@@ -233,3 +237,64 @@ def test_bad_values_are_refused_with_a_reason(
     done = _helm(helm, "template", RELEASE, str(CHART), "--values", str(_values(tmp_path, values)))
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
+
+
+def test_the_charts_pod_runs_the_image(
+    helm: Path, tmp_path: Path, image: str, podman: dict[str, str]
+) -> None:
+    """No Kubernetes here, but podman plays Pods: the StatefulSet's pod
+    template, as the first broker's pod (its volume claim, its name), runs
+    the image with the chart's security context, ConfigMap and env."""
+    repository, tag = image.rsplit(":", 1)
+    values = {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}
+    documents = _render(helm, _values(tmp_path, values))
+    statefulset = _one(documents, "StatefulSet")
+    name = f"{statefulset['metadata']['name']}-0"
+    template = statefulset["spec"]["template"]
+    spec = dict(template["spec"])
+    spec["volumes"] = [
+        *spec["volumes"],
+        {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}"}},
+    ]
+    (container,) = spec["containers"]
+    native_port, http_port = free_port(), free_port()
+    published = {"native": native_port, "http": http_port}
+    container["ports"] = [
+        {**port, "hostIP": "127.0.0.1", "hostPort": published[port["name"]]}
+        for port in container["ports"]
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": template["metadata"]["labels"]},
+        "spec": spec,
+    }
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(yaml.safe_dump_all([_one(documents, "ConfigMap"), pod]))
+    configmap_volume = _one(documents, "ConfigMap")["metadata"]["name"]
+    try:
+        tools.run(["podman", "kube", "play", str(manifest)], env=podman)
+        inspected = tools.run(["podman", "inspect", f"{name}-logq"], env=podman).stdout
+        (found,) = yaml.safe_load(inspected)
+        assert found["HostConfig"]["ReadonlyRootfs"] is True
+        assert found["Config"]["User"] == "10001:10001"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(f"127.0.0.1:{native_port}", connect_timeout_s=1) as client:
+                    hello = client.call("HELLO", 3)
+                    client.create_topic("jobs", partitions=1)
+                    client.publish("jobs", b"from the pod")
+                    (message,) = client.receive("jobs", "g", max=1, wait="2s")
+                    message.ack().result(5)
+                break
+            except (OSError, LogqError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert hello[b"node"] == name.encode()  # the broker's id is its pod's name
+        assert message.value == b"from the pod"
+    finally:
+        tools.run(["podman", "kube", "down", str(manifest)], env=podman, check=False)
+        for volume in (f"data-{name}", configmap_volume):
+            tools.run(["podman", "volume", "rm", "--force", volume], env=podman, check=False)
