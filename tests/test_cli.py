@@ -168,3 +168,21 @@ def test_delay_bench_with_distinct_times() -> None:
         subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
     )
     assert figures["messages"] == 200 and figures["early"] == 0
+
+
+def test_the_command_needs_only_the_runtime_dependencies() -> None:
+    # A plain `pip install logq` (a container image) has none of the extras:
+    # the command must still load, each benchmark importing its own extras.
+    extras = ["httpx", "asyncpg", "redis", "nats", "aio_pika", "matplotlib", "atheris"]
+    code = (
+        "import sys\n"
+        f"for name in {extras!r}: sys.modules[name] = None\n"
+        "from logq.cli.main import main\n"
+        "sys.argv = ['logq', 'serve', '--help']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--allow-unauthenticated-remote" in result.stdout

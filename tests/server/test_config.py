@@ -222,3 +222,30 @@ def test_the_documented_example_file_loads_to_the_defaults(tmp_path: Path) -> No
     # the file names the HTTP listener's host; by default it is the native one's
     assert loaded.http_bind_host == defaults.http_bind_host
     assert replace(loaded, http_host=defaults.http_host) == defaults
+
+
+def test_node_id_and_remote_exposure_come_from_the_environment(tmp_path: Path) -> None:
+    # What a container image or a StatefulSet sets: the broker's name from the
+    # pod's, and listening on every interface as the image's documented default.
+    environ = {"LOGQ_NODE_ID": "logq-2", "LOGQ_HOST": "0.0.0.0"}
+    with pytest.raises(ConfigError, match="--allow-unauthenticated-remote"):
+        build_config(config_file=None, environ=environ)
+    config = build_config(
+        config_file=None, environ={**environ, "LOGQ_ALLOW_UNAUTHENTICATED_REMOTE": "true"}
+    )
+    assert config.broker.node_id == "logq-2"
+    assert config.allow_unauthenticated_remote
+    path = write(tmp_path, "server: {allowUnauthenticatedRemote: true}")
+    closed = {**environ, "LOGQ_ALLOW_UNAUTHENTICATED_REMOTE": "false"}
+    with pytest.raises(ConfigError, match="--allow-unauthenticated-remote"):
+        build_config(config_file=path, environ=closed)
+    assert build_config(config_file=path, environ=closed, allow_unauthenticated_remote=True).host
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LOGQ_ALLOW_UNAUTHENTICATED_REMOTE", "yes"), ("LOGQ_NODE_ID", ""), ("LOGQ_NODE_ID", "a b")],
+)
+def test_a_bad_node_id_or_exposure_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        build_config(config_file=None, environ={name: value})

@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from logq.bench.broker_bench import rss_bytes
 from logq.bench.chaos import free_port
 from logq.client import AsyncClient
@@ -114,6 +112,8 @@ class Server:
         return time.perf_counter() - started
 
     async def _wait_ready(self, probe: bool) -> None:
+        import httpx  # noqa: PLC0415  (a bench extra: the command loads without it)
+
         deadline = time.monotonic() + READY_TIMEOUT_S
         async with httpx.AsyncClient(base_url=self.http, timeout=5) as http:
             while True:
@@ -199,6 +199,8 @@ async def _publish(address: str, names: list[str]) -> tuple[float, float]:
 
 
 def _scrape(http: str) -> tuple[int, float]:
+    import httpx  # noqa: PLC0415
+
     with httpx.Client(base_url=http, timeout=120) as client:
         client.get("/metrics")  # the first scrape may open what the later ones reuse
         started = time.perf_counter()

@@ -90,7 +90,8 @@ def _setup_logging(as_json: bool) -> None:
 @click.option(
     "--allow-unauthenticated-remote",
     is_flag=True,
-    help="Listen beyond loopback although authentication is off (prints a warning).",
+    help="Listen beyond loopback although authentication is off (prints a warning) "
+    "[LOGQ_ALLOW_UNAUTHENTICATED_REMOTE=true].",
 )
 def serve_command(
     data_dir: Path | None,

@@ -444,6 +444,10 @@ def _topic_defaults(defaults: Mapping[str, Any], base: TopicSettings) -> TopicSe
     return replace(base, **changes)
 
 
+# a broker's name from the environment: a pod's name (a DNS label) fits
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,253}")
+
+
 def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> ServerConfig:
     changes: dict[str, Any] = {}
     if "LOGQ_HOST" in environ:
@@ -452,6 +456,10 @@ def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> Serve
         changes["native_port"] = _port("LOGQ_PORT", environ["LOGQ_PORT"])
     if "LOGQ_HTTP_PORT" in environ:
         changes["http_port"] = _port("LOGQ_HTTP_PORT", environ["LOGQ_HTTP_PORT"])
+    if "LOGQ_ALLOW_UNAUTHENTICATED_REMOTE" in environ:
+        changes["allow_unauthenticated_remote"] = _bool(
+            "LOGQ_ALLOW_UNAUTHENTICATED_REMOTE", environ["LOGQ_ALLOW_UNAUTHENTICATED_REMOTE"]
+        )
     if "LOGQ_METRICS_AGGREGATE" in environ:
         changes["metrics_aggregate"] = _bool(
             "LOGQ_METRICS_AGGREGATE", environ["LOGQ_METRICS_AGGREGATE"]
@@ -462,6 +470,13 @@ def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> Serve
         value = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else text
         partitions = _int("LOGQ_LIMITS_PARTITIONS", value, 1, PARTITIONS_MAX_HIGHEST)
         config = replace(config, broker=replace(config.broker, partitions_max=partitions))
+    if "LOGQ_NODE_ID" in environ:
+        node_id = environ["LOGQ_NODE_ID"]
+        if not _NODE_ID.fullmatch(node_id):
+            raise ConfigError(
+                f"LOGQ_NODE_ID: expected 1..253 letters, digits, '.', '_' or '-', got {node_id!r}"
+            )
+        config = replace(config, broker=replace(config.broker, node_id=node_id))
     if "LOGQ_DATA_DIR" in environ:
         config = replace(
             config, broker=replace(config.broker, data_dir=Path(environ["LOGQ_DATA_DIR"]))
