@@ -305,6 +305,10 @@ _TOPIC_OPTIONS = {
     "MAX_DELAY": True,
     "DEDUP_WINDOW": True,
     "TRACE": True,
+    "ARCHIVE": True,
+    "LOCAL_RETENTION": True,
+    "LOCAL_RETENTION_BYTES": True,
+    "ARCHIVE_RETENTION": True,
     **_BACKOFF_OPTIONS,
 }
 
@@ -341,8 +345,10 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     backoff_settings(found, settings)
     for name, value in found.items():
-        if name in ("PARTITIONS", "RETENTION_BYTES", "MAX_DELIVERIES"):
+        if name in ("PARTITIONS", "RETENTION_BYTES", "MAX_DELIVERIES", "LOCAL_RETENTION_BYTES"):
             settings[name.lower()] = integer(value, name)
+        elif name in ("LOCAL_RETENTION", "ARCHIVE_RETENTION"):
+            settings[name.lower()] = text(value, name)
         elif name == "RETENTION":
             settings["retention_ms"] = text(value, name)
         elif name == "VISIBILITY_TIMEOUT":
@@ -355,7 +361,7 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
             settings["max_delay"] = text(value, name)
         elif name == "DEDUP_WINDOW":
             settings["dedup_window"] = text(value, name)
-        elif name in ("TTL_DEAD_LETTER", "TRACE"):
+        elif name in ("TTL_DEAD_LETTER", "TRACE", "ARCHIVE"):
             settings[name.lower()] = flag(value, name)
     return settings
 

@@ -248,6 +248,19 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
         **ref("Duration"),
         "description": "a dedup_id seen within this is not stored again (5m)",
     },
+    "archive": {
+        "type": "boolean",
+        "description": "copy closed segments to the broker's archive (needs `--archive`)",
+    },
+    "local_retention": {
+        "anyOf": [ref("Duration"), {"type": "null"}],
+        "description": "archived data kept on the broker's disk this long (null: as retention)",
+    },
+    "local_retention_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "archive_retention": {
+        "anyOf": [ref("Duration"), {"type": "null"}],
+        "description": "data past retention kept in the archive for audit reads (include_deleted)",
+    },
 }
 _TOPIC = ref("Topic")
 _PEEK_QUERY = (
