@@ -46,8 +46,11 @@ def horizons(**given: int | None) -> Horizons:
 def archiver_for(partition: Partition, tmp_path: Path, now: list[int]) -> Archiver:
     store = open_store(ArchiveLocation(f"file://{tmp_path / 'store'}"))
 
-    async def write_record(topic: str, index: int, record: bytes) -> None:
-        partition.records.append(record)
+    def write_record(topic: str, index: int, record: bytes) -> asyncio.Future[None]:
+        partition.records.append(record)  # handed over now, as the broker's writer takes it
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     archiver = Archiver(
         store,

@@ -51,8 +51,9 @@ from logq.log import PartitionLog
 
 logger = logging.getLogger(__name__)
 
-# (topic, partition, record bytes): append to the partition's state log, durably
-WriteRecord = Callable[[str, int, bytes], Awaitable[None]]
+# (topic, partition, record bytes): hand the record to the partition's state
+# log now; the awaitable resolves once it is durable
+WriteRecord = Callable[[str, int, bytes], Awaitable[object]]
 # (topic, partition): every group's committed position there, for the store's copy
 Committed = Callable[[str, int], dict[str, int]]
 
@@ -189,13 +190,21 @@ class Archiver:
     # -- records ----------------------------------------------------------------------------
 
     async def record(self, partition: ArchivedPartition, record: Record) -> None:
-        """Make `record` durable in the partition's state log, then apply it,
+        """Hand `record` to the partition's state log and apply it in the same
+        turn (so a state snapshot taken later includes it, one taken earlier
+        does not), wait until it is durable (undoing it if it cannot be),
         then put the manifest's copy in the store (best effort)."""
         refused = partition.manifest.check(record)
         if refused is not None:
             raise ArchiveError(f"{partition.topic_name}:{partition.index}: {refused}")
-        await self._write_record(partition.topic_name, partition.index, encode_record(record))
+        before = partition.manifest.state()
+        durable = self._write_record(partition.topic_name, partition.index, encode_record(record))
         partition.manifest.apply(record)
+        try:
+            await durable
+        except BaseException:
+            partition.manifest = Manifest.restored(before)
+            raise
         try:
             await self._put_copy(partition)
         except ArchiveError as error:
