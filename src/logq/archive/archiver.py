@@ -95,9 +95,15 @@ class ArchivedPartition:
     async def read(self, offset: int, max_bytes: int) -> bytes | None:
         return await self.archiver.read(self.topic_name, self.index, offset, max_bytes)
 
-    async def offset_for_time(self, timestamp_ms: int) -> int | None:
-        offset = self.manifest.offset_for_time(timestamp_ms)
-        segment = self.manifest.segment_for(offset) if offset is not None else None
+    async def offset_for_time(
+        self, timestamp_ms: int, *, include_deleted: bool = False
+    ) -> int | None:
+        offset = self.manifest.offset_for_time(timestamp_ms, include_deleted=include_deleted)
+        segment = (
+            self.manifest.segment_for(offset, include_deleted=include_deleted)
+            if offset is not None
+            else None
+        )
         if offset is None or segment is None:
             return offset
         footer = await self.archiver.reader.footer(segment)
@@ -298,6 +304,13 @@ class Archiver:
         return min(
             local_first, max(partition.manifest.start_offset, partition.manifest.first_offset)
         )
+
+    def audit_start(self, topic: str, index: int, local_first: int) -> int:
+        """Where audit reads (`include_deleted`) start: the first offset any
+        archived object holds, or the local disk's start."""
+        partition = self.partitions.get((topic, index))
+        first = partition.manifest.first_offset if partition is not None else None
+        return local_first if first is None else min(first, local_first)
 
     async def read(
         self, topic: str, index: int, offset: int, max_bytes: int, *, include_deleted: bool = False

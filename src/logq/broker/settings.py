@@ -171,7 +171,9 @@ def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -
         elif key in ("ttl_dead_letter", "trace", "archive"):
             changes[key] = _bool(key, value)
         elif key in ("local_retention", "local_retention_ms"):
-            changes["local_retention_ms"] = None if value is None else _positive_duration(key, value)
+            changes["local_retention_ms"] = (
+                None if value is None else _positive_duration(key, value)
+            )
         elif key == "local_retention_bytes":
             changes[key] = None if value is None else _int(key, value, 0, 2**62)
         elif key in ("archive_retention", "archive_retention_ms"):

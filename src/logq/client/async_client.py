@@ -756,8 +756,10 @@ class AsyncClient:
         from_time: Time | None = None,
         to_time: Time | None = None,
         limit: int = 100,
+        include_deleted: bool = False,
     ) -> list[MessageData]:
-        """Read without a group, changing nothing."""
+        """Read without a group, changing nothing; `include_deleted` reaches
+        below the topic's start into what its archive keeps for audit."""
         options = _options(
             {
                 "PARTITION": partition,
@@ -765,6 +767,7 @@ class AsyncClient:
                 "FROM": from_time,
                 "TO": to_time,
                 "LIMIT": limit,
+                "INCLUDE_DELETED": 1 if include_deleted else None,
             }
         )
         return [message_from_reply(item) for item in await self.call("PEEK", topic, *options)]
@@ -801,6 +804,13 @@ class AsyncClient:
         reply = as_map(await self.call("STATS"))
         if "queues" in reply:
             reply["queues"] = {str(k): v for k, v in as_map(reply["queues"]).items()}
+        return reply
+
+    async def archive_status(self, topic: str | None = None) -> dict[str, Any]:
+        """The broker's archive (None when it has none) and, per archived
+        partition, the archived and local ranges, upload lag and last error."""
+        reply = as_map(await self.call("ARCHIVE", *([topic] if topic else [])))
+        reply["partitions"] = [as_map(item) for item in reply.get("partitions") or []]
         return reply
 
     async def ping(self, *, timeout_s: float | None = None) -> bool:

@@ -752,11 +752,18 @@ async def _seek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 
 @command("PEEK")
 async def _peek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "PEEK topic [PARTITION p] [OFFSET n] [FROM t] [TO t] [LIMIT n]"
+    usage = "PEEK topic [PARTITION p] [OFFSET n] [FROM t] [TO t] [LIMIT n] [INCLUDE_DELETED 0|1]"
     need(args, 1, usage)
     found = only_options(
         args[1:],
-        {"PARTITION": True, "OFFSET": True, "FROM": True, "TO": True, "LIMIT": True},
+        {
+            "PARTITION": True,
+            "OFFSET": True,
+            "FROM": True,
+            "TO": True,
+            "LIMIT": True,
+            "INCLUDE_DELETED": True,
+        },
         usage,
     )
 
@@ -775,6 +782,11 @@ async def _peek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         from_time_ms=get_time("FROM"),
         to_time_ms=get_time("TO"),
         limit=get_int("LIMIT") or 100,
+        include_deleted=(
+            flag(found["INCLUDE_DELETED"], "INCLUDE_DELETED")
+            if "INCLUDE_DELETED" in found
+            else False
+        ),
     )
     return [message_reply(message) for message in messages]
 
@@ -842,6 +854,14 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     if session.security is not None:
         statistics.update(session.security.authenticator.throttle.statistics())
     return statistics
+
+
+@command("ARCHIVE")
+async def _archive(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    """ARCHIVE [topic]: the archive's status (see docs/operations.md, tiered storage)."""
+    if len(args) > 1:
+        raise BadArgumentError("usage: ARCHIVE [topic]")
+    return broker.archive_status(text(args[0], "topic") if args else None)
 
 
 # -- pushed deliveries ----------------------------------------------------------------------

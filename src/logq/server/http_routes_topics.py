@@ -19,6 +19,7 @@ from starlette.responses import Response
 from logq.broker import Broker
 from logq.errors import BadArgumentError
 from logq.server.http_common import (
+    FLAG_SCHEMA,
     INTEGER_SCHEMA,
     TIME_SCHEMA,
     ApiState,
@@ -29,6 +30,7 @@ from logq.server.http_common import (
     json_response,
     messages_schema,
     object_schema,
+    query_flag,
     query_int,
     query_time,
     read_body,
@@ -168,6 +170,7 @@ async def peek(state: ApiState, request: Request) -> Response:
         from_time_ms=query_time(request, "from_time"),
         to_time_ms=query_time(request, "to_time"),
         limit=PEEK_LIMIT_DEFAULT if limit is None else limit,
+        include_deleted=query_flag(request, "include_deleted"),
     )
     return json_response({"messages": [message_json(m) for m in messages]})
 
@@ -269,6 +272,11 @@ _PEEK_QUERY = (
     QueryParameter("from_time", TIME_SCHEMA, "messages at or after this time"),
     QueryParameter("to_time", TIME_SCHEMA, "messages before this time"),
     QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),
+    QueryParameter(
+        "include_deleted",
+        FLAG_SCHEMA,
+        "reach below the topic's start into what its archive keeps for audit",
+    ),
 )
 _LIMIT_QUERY = (
     QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),
