@@ -360,11 +360,17 @@ class AsyncClient:
         max_delay: Duration | None = None,
         dedup_window: Duration | None = None,
         trace: bool | None = None,
+        archive: bool | None = None,
+        local_retention: Duration | None = None,
+        local_retention_bytes: int | None = None,
+        archive_retention: Duration | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
         "max": "5m", "jitter": 0.2}, the wait before a redelivery. `trace`:
-        record every message's lifecycle (on by default)."""
+        record every message's lifecycle (on by default). `archive`: copy
+        closed segments to the broker's archive, keeping `local_retention`
+        on its disk and what passed `retention` until `archive_retention`."""
         options = _options(
             {
                 "PARTITIONS": partitions,
@@ -378,6 +384,10 @@ class AsyncClient:
                 "MAX_DELAY": max_delay,
                 "DEDUP_WINDOW": dedup_window,
                 "TRACE": trace,
+                "ARCHIVE": archive,
+                "LOCAL_RETENTION": local_retention,
+                "LOCAL_RETENTION_BYTES": local_retention_bytes,
+                "ARCHIVE_RETENTION": archive_retention,
             }
         ) + _backoff_options(backoff)
         try:

@@ -148,7 +148,16 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     check_keys(
         "broker",
         broker_data,
-        {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs", "scrubBytesPerSecond"},
+        {
+            "nodeId",
+            "dataDir",
+            "listeners",
+            "fsync",
+            "fsyncIntervalMs",
+            "scrubBytesPerSecond",
+            "segmentBytes",
+            "segmentMs",
+        },
     )
     broker = config.broker
     changes: dict[str, Any] = {}
@@ -169,6 +178,15 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             log,
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
+    if "segmentBytes" in broker_data:
+        log = replace(
+            log,
+            segment_bytes=_int(
+                "broker.segmentBytes", broker_data["segmentBytes"], 16 << 10, 1 << 34
+            ),
+        )
+    if "segmentMs" in broker_data:
+        log = replace(log, segment_ms=_duration("broker.segmentMs", broker_data["segmentMs"]))
     changes["log"] = log
     if "scrubBytesPerSecond" in broker_data:
         changes["scrub_bytes_per_second"] = _int(
