@@ -55,6 +55,15 @@ def test_a_server_archives_to_s3_and_reads_back_after_a_restart(
                 time.sleep(0.1)
             assert status["archive"] == "s3://served/logq"
             assert part["archived_from"] == 0 and part["start_offset"] == 0
+            with urllib.request.urlopen(f"{running.http}/metrics", timeout=10) as answer:
+                metrics = answer.read().decode()
+            uploaded = next(
+                line
+                for line in metrics.splitlines()
+                if line.startswith("logq_archive_uploaded_bytes_total ")
+            )
+            assert float(uploaded.split()[1]) > 0
+            assert 'logq_archive_upload_lag_bytes{topic="orders"} 0.0' in metrics
     finally:
         stop_process(running)
     running = start_process(data, "--config", str(config), env=env)

@@ -123,6 +123,7 @@ class PartitionStatus:
     local_from: int
     local_to: int
     upload_lag_bytes: int
+    upload_lag_ms: int  # age of the newest message in the oldest segment not yet archived
     retiring: int
     last_error: str | None
 
@@ -158,6 +159,7 @@ class Archiver:
         )
         self.partitions: dict[tuple[str, int], ArchivedPartition] = {}
         self.errors = 0
+        self.orphans_removed = 0
 
     # -- partitions -----------------------------------------------------------------------
 
@@ -285,13 +287,15 @@ class Archiver:
         await self.record(partition, Purged(due))
 
     async def reconcile(self) -> ReconcileReport:
-        return await reconcile(
+        report = await reconcile(
             self.store,
             "topics",
             self.holds,
             now_ms=self._now_ms(),
             min_age_ms=self.settings.orphan_age_ms,
         )
+        self.orphans_removed += len(report.removed)
+        return report
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -361,11 +365,11 @@ class Archiver:
             manifest = partition.manifest
             upload: UploadStatus = self.uploader.status(name, index)
             end = manifest.archived_end
-            lag = sum(
-                s.size_bytes
-                for s in partition.log.sealed_segments()
-                if end is None or s.base_offset >= end
-            )
+            waiting = [
+                s for s in partition.log.sealed_segments() if end is None or s.base_offset >= end
+            ]
+            lag = sum(s.size_bytes for s in waiting)
+            lag_ms = max(0, self._now_ms() - waiting[0].max_timestamp) if waiting else 0
             found.append(
                 PartitionStatus(
                     topic=name,
@@ -378,6 +382,7 @@ class Archiver:
                     local_from=partition.log.first_offset,
                     local_to=partition.log.next_offset,
                     upload_lag_bytes=lag,
+                    upload_lag_ms=lag_ms,
                     retiring=len(manifest.retiring),
                     last_error=upload.last_error,
                 )
