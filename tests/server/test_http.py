@@ -42,6 +42,7 @@ DESIGN_ROUTES = {
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/v1/stats"),
+    ("GET", "/v1/archive"),
     ("POST", "/v1/topics"),
     ("GET", "/v1/topics"),
     ("GET", "/v1/topics/{topic}"),
@@ -651,7 +652,15 @@ async def test_openapi_lists_every_route_with_its_parameters_and_bodies(api: Api
         assert declared == {part[1:-1] for part in path.split("/") if part.startswith("{")}
         assert operation["summary"] and operation["responses"]
     peek = {p["name"] for p in paths["/v1/topics/{topic}/messages"]["get"]["parameters"]}
-    assert peek == {"topic", "partition", "offset", "from_time", "to_time", "limit"}
+    assert peek == {
+        "topic",
+        "partition",
+        "offset",
+        "from_time",
+        "to_time",
+        "limit",
+        "include_deleted",
+    }
     for method, path in (
         ("post", "/v1/topics"),
         ("patch", "/v1/topics/{topic}"),

@@ -95,9 +95,15 @@ class ArchivedPartition:
     async def read(self, offset: int, max_bytes: int) -> bytes | None:
         return await self.archiver.read(self.topic_name, self.index, offset, max_bytes)
 
-    async def offset_for_time(self, timestamp_ms: int) -> int | None:
-        offset = self.manifest.offset_for_time(timestamp_ms)
-        segment = self.manifest.segment_for(offset) if offset is not None else None
+    async def offset_for_time(
+        self, timestamp_ms: int, *, include_deleted: bool = False
+    ) -> int | None:
+        offset = self.manifest.offset_for_time(timestamp_ms, include_deleted=include_deleted)
+        segment = (
+            self.manifest.segment_for(offset, include_deleted=include_deleted)
+            if offset is not None
+            else None
+        )
         if offset is None or segment is None:
             return offset
         footer = await self.archiver.reader.footer(segment)
@@ -117,6 +123,7 @@ class PartitionStatus:
     local_from: int
     local_to: int
     upload_lag_bytes: int
+    upload_lag_ms: int  # age of the newest message in the oldest segment not yet archived
     retiring: int
     last_error: str | None
 
@@ -152,6 +159,7 @@ class Archiver:
         )
         self.partitions: dict[tuple[str, int], ArchivedPartition] = {}
         self.errors = 0
+        self.orphans_removed = 0
 
     # -- partitions -----------------------------------------------------------------------
 
@@ -279,13 +287,15 @@ class Archiver:
         await self.record(partition, Purged(due))
 
     async def reconcile(self) -> ReconcileReport:
-        return await reconcile(
+        report = await reconcile(
             self.store,
             "topics",
             self.holds,
             now_ms=self._now_ms(),
             min_age_ms=self.settings.orphan_age_ms,
         )
+        self.orphans_removed += len(report.removed)
+        return report
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -298,6 +308,13 @@ class Archiver:
         return min(
             local_first, max(partition.manifest.start_offset, partition.manifest.first_offset)
         )
+
+    def audit_start(self, topic: str, index: int, local_first: int) -> int:
+        """Where audit reads (`include_deleted`) start: the first offset any
+        archived object holds, or the local disk's start."""
+        partition = self.partitions.get((topic, index))
+        first = partition.manifest.first_offset if partition is not None else None
+        return local_first if first is None else min(first, local_first)
 
     async def read(
         self, topic: str, index: int, offset: int, max_bytes: int, *, include_deleted: bool = False
@@ -348,11 +365,11 @@ class Archiver:
             manifest = partition.manifest
             upload: UploadStatus = self.uploader.status(name, index)
             end = manifest.archived_end
-            lag = sum(
-                s.size_bytes
-                for s in partition.log.sealed_segments()
-                if end is None or s.base_offset >= end
-            )
+            waiting = [
+                s for s in partition.log.sealed_segments() if end is None or s.base_offset >= end
+            ]
+            lag = sum(s.size_bytes for s in waiting)
+            lag_ms = max(0, self._now_ms() - waiting[0].max_timestamp) if waiting else 0
             found.append(
                 PartitionStatus(
                     topic=name,
@@ -365,6 +382,7 @@ class Archiver:
                     local_from=partition.log.first_offset,
                     local_to=partition.log.next_offset,
                     upload_lag_bytes=lag,
+                    upload_lag_ms=lag_ms,
                     retiring=len(manifest.retiring),
                     last_error=upload.last_error,
                 )

@@ -184,6 +184,10 @@ class TieredLog:
     def statistics(self) -> dict[str, int | float]:
         return self.local.statistics()
 
+    def fsync_histogram(self) -> list[int]:
+        histogram = getattr(self.local, "fsync_histogram", None)
+        return list(histogram()) if histogram is not None else []
+
     def damaged_ranges(self) -> list[DamagedRange]:
         return self.local.damaged_ranges()
 

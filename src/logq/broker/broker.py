@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any, TypeVar
 
+from logq.archive.tiered_log import TieredLog
+from logq.broker.archiving import BrokerArchive
 from logq.broker.clock import Clock, SystemClock
 from logq.broker.commit import Commits
 from logq.broker.config import BrokerConfig
@@ -142,7 +144,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             segment_bytes=max(4096, min(config.log.segment_bytes, config.snapshot_bytes)),
             batch_bytes_max=256 << 20,  # a snapshot is one batch
         )
-        self.state_writer = StateWriter(self.writer, self.topics, self.groups, clock.now_ms)
+        self.state_writer = StateWriter(
+            self.writer, self.topics, self.groups, clock.now_ms, self._archive_snapshot
+        )
         self.trace_log = TraceLog(
             self.backend.trace_directory,
             replace(
@@ -171,6 +175,18 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         self._directory_lock: DirectoryLock | None = None  # taken by open(), given back by close()
         # partitions of every topic, and those of creates under way (limits.partitions)
         self.partitions_held = 0
+        self.archive: BrokerArchive | None = (
+            BrokerArchive(
+                config.archive,
+                config.data_dir,
+                write_record=self._write_archive_record,
+                committed=self._committed_positions,
+                settings_of=lambda name: t.settings if (t := self.topics.get(name)) else None,
+                now_ms=clock.now_ms,
+            )
+            if config.archive is not None
+            else None
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -280,6 +296,10 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 restore_producers(
                     self.topics[name].partitions[index], found.producers, found.data_offset
                 )
+            if self.topics[name].settings.archive:
+                self._archive_partition(
+                    name, self.topics[name].partitions[index], found.archive, found.archive_records
+                )
         for (topic_name, name), data in groups.items():
             topic = self.topics.get(topic_name)
             if topic is None:
@@ -327,10 +347,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         logger.info("delivery state of an earlier release moved into per-partition state logs")
 
     async def _open_topic(self, name: str, settings: TopicSettings) -> Topic:
+        archived = settings.archive  # the archive keeps its horizons (archive/retention.py)
         base = replace(
             self.config.log,
-            retention_ms=settings.retention_ms,
-            retention_bytes=settings.retention_bytes,
+            retention_ms=None if archived else settings.retention_ms,
+            retention_bytes=None if archived else settings.retention_bytes,
         )
         logs: list[tuple[PartitionLog, PartitionLog]] = []
 
@@ -390,6 +411,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         except BaseException:
             await self._remove_topic_files(name)
             raise
+        if settings.archive:
+            for partition in topic.partitions:
+                self._archive_partition(name, partition, b"", [])
         self.topics[name] = topic
         try:
             await self._save_topic(name)
@@ -410,6 +434,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         """Start the background timer (lease expiry, sessions, retention)."""
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        if self.archive is not None:
+            self.archive.start()
         rate = self.config.scrub_bytes_per_second
         if self._scrubber is None and self.backend.persistent and rate > 0:
             self._scrubber = Scrubber(self._topic_logs, rate)
@@ -497,6 +523,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.archive is not None:
+            await self.archive.close()
         await self.state_writer.close()
         await self.writer.close()  # every write handed over is answered first
         logs = [log for topic in self.topics.values() for log in _partition_logs(topic)]
@@ -593,6 +621,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 f"topic_name_length_max is {self.config.topic_name_length_max}"
             )
         self._check_partitions(parsed.partitions)
+        self._check_archive(parsed)
         self._check_dlq(name, parsed.dlq_topic(name))
         self._hold_partitions(parsed.partitions, f"topic {name!r}")
         try:
@@ -613,6 +642,45 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 f"dlq {dlq!r} is a topic in use, not a dead-letter topic: name a new one"
                 " (the broker makes it) or another topic's DLQ"
             )
+
+    def _check_archive(self, settings: TopicSettings, before: TopicSettings | None = None) -> None:
+        if settings.archive and self.archive is None:
+            raise BadArgumentError(
+                "archive: this broker has no archive (start it with --archive URL)"
+            )
+        if before is not None and before.archive and not settings.archive:
+            raise BadArgumentError(
+                "archive cannot be turned off for a topic (delete the topic to remove"
+                " its archived data)"
+            )
+
+    def _archive_partition(
+        self, name: str, partition: Partition, snapshot: bytes, records: list[bytes]
+    ) -> None:
+        """Put the partition's log over the archive, with its manifest."""
+        assert self.archive is not None
+        local = partition.log
+        partition.log = self.archive.wrap(
+            name, partition.index, local, lambda: local.durable_offset, snapshot, records
+        )
+
+    def _write_archive_record(self, name: str, index: int, record: bytes) -> Awaitable[object]:
+        """Hand a manifest record to the partition's state log (now)."""
+        topic = self.topic(name)
+        state = topic.state_of(index)
+        batch = state.archive_batch(record, self.clock.now_ms())
+        return self.writer.write(state.log, state.log_id, batch)
+
+    def _archive_snapshot(self, name: str, index: int) -> bytes:
+        return self.archive.snapshot(name, index) if self.archive is not None else b""
+
+    def _committed_positions(self, name: str, index: int) -> dict[str, int]:
+        """Each group's position in a partition (below it, all settled)."""
+        return {
+            group.name: group.deliveries[index].floor
+            for group in self.groups.values()
+            if group.topic == name and index < len(group.deliveries)
+        }
 
     def _check_partitions(self, partitions: int) -> None:
         limit = self.config.partitions_per_topic_max
@@ -638,6 +706,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         topic = self.topic(name)
         parsed = topic_settings(changes, topic.settings)
         self._check_partitions(parsed.partitions)
+        self._check_archive(parsed, topic.settings)
         if parsed.dlq_topic(name) != topic.settings.dlq_topic(name):
             self._check_dlq(name, parsed.dlq_topic(name))
         if parsed.partitions < len(topic.partitions):
@@ -654,9 +723,20 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 topic.add_partition(*pair)
         finally:  # those that did not open are not held
             self.partitions_held -= parsed.partitions - len(topic.partitions)
+        newly_archived = parsed.archive and not topic.settings.archive
         topic.settings = parsed
         for partition in topic.partitions:
-            self.backend.set_retention(partition.log, parsed.retention_ms, parsed.retention_bytes)
+            if parsed.archive:  # the archive keeps its horizons
+                local = (
+                    partition.log.local if isinstance(partition.log, TieredLog) else partition.log
+                )
+                self.backend.set_retention(local, None, None)
+                if newly_archived or not isinstance(partition.log, TieredLog):
+                    self._archive_partition(name, partition, b"", [])
+            else:
+                self.backend.set_retention(
+                    partition.log, parsed.retention_ms, parsed.retention_bytes
+                )
         for group in self.groups.values():
             if group.topic == name:
                 group.add_partitions(parsed.partitions, self.clock.now_ms())
@@ -683,6 +763,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         for log in _partition_logs(topic):
             await self.run(log.close)
         await self.run(lambda: self.backend.delete_topic(name))
+        if self.archive is not None and topic.settings.archive:
+            await self.archive.delete_topic(name)
         logger.info("topic %r deleted", name)
 
     def describe_topic(self, name: str) -> dict[str, Any]:
@@ -1001,9 +1083,14 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         from_time_ms: int | None = None,
         to_time_ms: int | None = None,
         limit: int = 100,
+        include_deleted: bool = False,
     ) -> list[Message]:
-        """Peek or replay: by offset or time window [from, to), changing nothing."""
+        """Peek or replay: by offset or time window [from, to), changing nothing;
+        `include_deleted` reaches below the topic's start into what its archive
+        keeps for audit (archive_retention)."""
         topic = self.topic(topic_name)
+        archiver = self.archive.archiver if self.archive is not None else None
+        audit = include_deleted and archiver is not None and topic.settings.archive
         if (
             isinstance(limit, bool)
             or not isinstance(limit, int)
@@ -1018,16 +1105,21 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         found: list[Message] = []
         for index in indexes:
             log = topic.partitions[index].log
+            floor = log.first_offset
+            if audit and archiver is not None:
+                floor = archiver.audit_start(topic_name, index, floor)
             start = offset
             if start is None and from_time_ms is not None:
-                start = await self.run(lambda log=log: log.offset_for_time(from_time_ms))  # type: ignore[misc]
+                start = await self._offset_for_time(topic_name, index, from_time_ms, audit)
                 if start is None:
                     continue
             if start is None:
-                start = log.first_offset
-            start = max(start, log.first_offset)
+                start = floor
+            start = max(start, floor)
             found.extend(
-                await self._collect(topic_name, index, start, limit, from_time_ms, to_time_ms)
+                await self._collect(
+                    topic_name, index, start, limit, from_time_ms, to_time_ms, audit=audit
+                )
             )
         found.sort(
             key=lambda m: (m.timestamp_ms, m.partition, m.offset) if partition is None else m.offset
@@ -1042,12 +1134,20 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         limit: int,
         from_time_ms: int | None,
         to_time_ms: int | None,
+        *,
+        audit: bool = False,
     ) -> list[Message]:
         log = self.topic(topic_name).partitions[partition].log
         messages: list[Message] = []
         offset = start
         while len(messages) < limit and offset < log.next_offset:
-            data = await self.read_raw(topic_name, partition, offset, READ_CHUNK_BYTES)
+            data: bytes | None = None
+            if audit and self.archive is not None and offset < log.first_offset:
+                data = await self.archive.archiver.read(
+                    topic_name, partition, offset, READ_CHUNK_BYTES, include_deleted=True
+                )
+            if data is None:
+                data = await self.read_raw(topic_name, partition, offset, READ_CHUNK_BYTES)
             if not data:
                 break
             for position, header in iter_headers(data):
@@ -1067,6 +1167,18 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 if len(messages) >= limit:
                     break
         return messages[:limit]
+
+    async def _offset_for_time(
+        self, topic_name: str, index: int, timestamp_ms: int, audit: bool
+    ) -> int | None:
+        log = self.topic(topic_name).partitions[index].log
+        if audit and self.archive is not None:
+            archived = self.archive.archiver.get(topic_name, index)
+            if archived is not None:
+                found = await archived.offset_for_time(timestamp_ms, include_deleted=True)
+                if found is not None and found < log.first_offset:
+                    return found
+        return await self.run(lambda: log.offset_for_time(timestamp_ms))
 
     async def get_message(self, message_id: str) -> Message:
         parsed = MessageId.parse(message_id)
@@ -1174,6 +1286,25 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         ]
 
     # -- dead letters ---------------------------------------------------------------------
+
+    def archive_status(self, topic_name: str | None = None) -> dict[str, Any]:
+        """The archive and, per archived partition: what it holds, what the
+        local disk holds, the upload lag and the last error."""
+        if topic_name is not None:
+            self.topic(topic_name)
+        if self.archive is None:
+            return {"archive": None, "partitions": []}
+        return {
+            "archive": self.archive.description,
+            "partitions": [asdict(s) for s in self.archive.status(topic_name)],
+            "uploaded_segments": self.archive.archiver.uploader.stats.segments,
+            "uploaded_bytes": self.archive.archiver.uploader.stats.bytes,
+            "upload_failures": self.archive.archiver.uploader.stats.failures,
+            "remote_reads": self.archive.archiver.reader.stats.requests,
+            "remote_read_bytes": self.archive.archiver.reader.stats.bytes_read,
+            "cache_hits": self.archive.archiver.reader.stats.hits,
+            "cache_misses": self.archive.archiver.reader.stats.misses,
+        }
 
     def dlq_name(self, topic_name: str) -> str:
         return self.topic(topic_name).settings.dlq_topic(topic_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from logq.broker.archiving import ArchiveConfig
 from logq.broker.settings import GroupSettings, TopicSettings
 from logq.lanes import DEFAULT_ORDER
 from logq.log import LogConfig
@@ -14,6 +15,8 @@ from logq.log import LogConfig
 class BrokerConfig:
     # None keeps everything in memory (embedded use, tests).
     data_dir: Path | None = None
+    # tiered storage: where closed segments of topics with `archive: true` go
+    archive: ArchiveConfig | None = None
     node_id: str = "node-1"
     # priority lanes, highest first; must include "normal" (see logq.lanes)
     lanes: tuple[str, ...] = DEFAULT_ORDER

@@ -52,6 +52,14 @@ class TopicSettings:
     max_delay_ms: int = 7 * 86_400_000  # delayed messages may be due at most this far ahead
     dedup_window_ms: int = 5 * 60_000  # a dedup id seen within this is not stored again
     trace: bool = True  # record each message's lifecycle (see broker/tracing.py)
+    # tiered storage (logq/archive): closed segments copied to the broker's
+    # archive; the local disk keeps `local_retention` of them (None: as
+    # `retention`), the archive keeps what passed `retention` for audit reads
+    # until `archive_retention` (None: as `retention`)
+    archive: bool = False
+    local_retention_ms: int | None = None
+    local_retention_bytes: int | None = None
+    archive_retention_ms: int | None = None
 
     def dlq_topic(self, topic: str) -> str:
         return self.dlq or f"{topic}{DLQ_SUFFIX}"
@@ -160,13 +168,46 @@ def topic_settings(data: Mapping[str, Any], base: TopicSettings | None = None) -
             changes["dedup_window_ms"] = _positive_duration(key, value)
         elif key in ("max_delay", "max_delay_ms"):
             changes["max_delay_ms"] = _positive_duration(key, value)
-        elif key in ("ttl_dead_letter", "trace"):
+        elif key in ("ttl_dead_letter", "trace", "archive"):
             changes[key] = _bool(key, value)
+        elif key in ("local_retention", "local_retention_ms"):
+            changes["local_retention_ms"] = (
+                None if value is None else _positive_duration(key, value)
+            )
+        elif key == "local_retention_bytes":
+            changes[key] = None if value is None else _int(key, value, 0, 2**62)
+        elif key in ("archive_retention", "archive_retention_ms"):
+            changes["archive_retention_ms"] = (
+                None if value is None else _positive_duration(key, value)
+            )
         elif key == "name":
             continue
         else:
             raise BadArgumentError(f"unknown topic setting {key!r}")
-    return replace(result, **changes)
+    return _check_horizons(replace(result, **changes))
+
+
+def _check_horizons(settings: TopicSettings) -> TopicSettings:
+    """local_retention <= retention <= archive_retention (None: unbounded)."""
+
+    def at_most(low: int | None, high: int | None) -> bool:
+        return high is None or (low is not None and low <= high)
+
+    if not at_most(settings.local_retention_ms, settings.retention_ms) and (
+        settings.local_retention_ms is not None
+    ):
+        raise BadArgumentError(
+            f"local_retention ({settings.local_retention_ms} ms) must not exceed"
+            f" retention ({settings.retention_ms} ms)"
+        )
+    if settings.archive_retention_ms is not None and not at_most(
+        settings.retention_ms, settings.archive_retention_ms
+    ):
+        raise BadArgumentError(
+            f"archive_retention ({settings.archive_retention_ms} ms) must be at least"
+            f" retention ({settings.retention_ms} ms)"
+        )
+    return settings
 
 
 def _bool(key: str, value: object) -> bool:

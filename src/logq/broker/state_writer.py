@@ -35,7 +35,9 @@ class StateWriter:
         topics: dict[str, Topic],
         groups: dict[str, Group],
         now_ms: Callable[[], int],
+        archive_snapshot: Callable[[str, int], bytes] | None = None,
     ) -> None:
+        self._archive_snapshot = archive_snapshot
         self._writer = writer
         self._topics = topics
         self._groups = groups
@@ -86,7 +88,12 @@ class StateWriter:
                 if group.topic == topic.name and partition.index < len(group.deliveries)
             }
             data_offset, producers = producer_snapshot(partition)
-            batch = state.snapshot_batch(groups, data_offset, producers, self._now_ms())
+            archive = (
+                self._archive_snapshot(topic.name, partition.index)
+                if self._archive_snapshot is not None and topic.settings.archive
+                else b""
+            )
+            batch = state.snapshot_batch(groups, data_offset, producers, self._now_ms(), archive)
             result = await self._writer.write(state.log, state.log_id, batch)
             await asyncio.to_thread(state.snapshot_stored, result.base_offset)
         except (LogError, OSError) as error:

@@ -19,7 +19,17 @@ PAGE = 500
 @click.option("--group", help="Consume as this group (messages are leased and acked).")
 @click.option("--from-offset", type=int, help="Without a group: start at this offset.")
 @click.option("--from-time", help="Without a group: start at this time (RFC 3339 or epoch ms).")
+@click.option(
+    "--from-snapshot",
+    help="Without a group: the same as --from-time (the point in time to replay from).",
+)
 @click.option("--to-time", help="Without a group: stop before this time.")
+@click.option(
+    "--include-deleted",
+    is_flag=True,
+    help="Without a group: reach past the topic's retention into what its archive keeps"
+    " for audit (archive_retention).",
+)
 @click.option("--partition", type=int, help="Without a group: read only this partition.")
 @click.option("--max", "max_messages", type=int, help="Stop after this many messages.")
 @click.option("--follow", is_flag=True, help="Keep waiting for new messages.")
@@ -31,7 +41,9 @@ def consume(
     group: str | None,
     from_offset: int | None,
     from_time: str | None,
+    from_snapshot: str | None,
     to_time: str | None,
+    include_deleted: bool,
     partition: int | None,
     max_messages: int | None,
     follow: bool,
@@ -40,9 +52,14 @@ def consume(
     as_json: bool,
 ) -> None:
     """Print messages of TOPIC, one per line."""
-    if group is not None and (from_offset is not None or from_time or to_time):
+    if from_snapshot is not None:
+        if from_time is not None:
+            raise click.UsageError("--from-snapshot and --from-time say the same: give one")
+        from_time = from_snapshot
+    if group is not None and (from_offset is not None or from_time or to_time or include_deleted):
         raise click.UsageError(
-            "--from-offset, --from-time and --to-time read without a group; use seek for a group"
+            "--from-offset, --from-time, --from-snapshot, --to-time and --include-deleted read"
+            " without a group (changing no group's state); use seek for a group"
         )
     with connect(server) as client:
         if group is None:
@@ -56,6 +73,7 @@ def consume(
                 max_messages,
                 follow,
                 as_json,
+                include_deleted=include_deleted,
             )
         else:
             _consume(client, topic, group, max_messages, follow, no_ack, as_json)
@@ -92,6 +110,8 @@ def _replay(
     max_messages: int | None,
     follow: bool,
     as_json: bool,
+    *,
+    include_deleted: bool = False,
 ) -> None:
     partitions = (
         [partition]
@@ -115,6 +135,7 @@ def _replay(
                 from_time=from_time if position is None else None,
                 to_time=to_time,
                 limit=remaining,
+                include_deleted=include_deleted,
             )
             for message in messages:
                 print_message(message, as_json)

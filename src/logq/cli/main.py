@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from logq import __version__
+from logq.cli.archive import archive
 from logq.cli.auth import auth
 from logq.cli.bench import bench
 from logq.cli.consume import consume
@@ -21,7 +22,19 @@ def cli() -> None:
     """logq: a durable message broker with a replayable log and per-message acks."""
 
 
-for command in (serve_command, topics, produce, consume, groups, dlq, trace, stats, bench, auth):
+for command in (
+    serve_command,
+    topics,
+    produce,
+    consume,
+    groups,
+    dlq,
+    trace,
+    stats,
+    archive,
+    bench,
+    auth,
+):
     cli.add_command(command)
 
 

@@ -93,6 +93,12 @@ def _setup_logging(as_json: bool) -> None:
     help="Listen beyond loopback although authentication is off (prints a warning) "
     "[LOGQ_ALLOW_UNAUTHENTICATED_REMOTE=true].",
 )
+@click.option(
+    "--archive",
+    metavar="URL",
+    help="Archive closed segments of topics with archive: true here: s3://bucket/prefix"
+    " or file:///directory [LOGQ_ARCHIVE].",
+)
 def serve_command(
     data_dir: Path | None,
     memory: bool,
@@ -105,6 +111,7 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     allow_unauthenticated_remote: bool,
+    archive: str | None,
 ) -> None:
     """Run the broker: native protocol and HTTP API (REST, metrics)."""
     try:
@@ -120,6 +127,7 @@ def serve_command(
             allow_unauthenticated_remote=allow_unauthenticated_remote,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            archive=archive,
         )
     except (ConfigError, BadArgumentError, InvalidConfigError) as error:
         raise click.ClickException(f"bad configuration: {error}") from None

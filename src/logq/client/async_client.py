@@ -360,11 +360,17 @@ class AsyncClient:
         max_delay: Duration | None = None,
         dedup_window: Duration | None = None,
         trace: bool | None = None,
+        archive: bool | None = None,
+        local_retention: Duration | None = None,
+        local_retention_bytes: int | None = None,
+        archive_retention: Duration | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a topic. `backoff`: {"initial": "1s", "multiplier": 2,
         "max": "5m", "jitter": 0.2}, the wait before a redelivery. `trace`:
-        record every message's lifecycle (on by default)."""
+        record every message's lifecycle (on by default). `archive`: copy
+        closed segments to the broker's archive, keeping `local_retention`
+        on its disk and what passed `retention` until `archive_retention`."""
         options = _options(
             {
                 "PARTITIONS": partitions,
@@ -378,6 +384,10 @@ class AsyncClient:
                 "MAX_DELAY": max_delay,
                 "DEDUP_WINDOW": dedup_window,
                 "TRACE": trace,
+                "ARCHIVE": archive,
+                "LOCAL_RETENTION": local_retention,
+                "LOCAL_RETENTION_BYTES": local_retention_bytes,
+                "ARCHIVE_RETENTION": archive_retention,
             }
         ) + _backoff_options(backoff)
         try:
@@ -756,8 +766,10 @@ class AsyncClient:
         from_time: Time | None = None,
         to_time: Time | None = None,
         limit: int = 100,
+        include_deleted: bool = False,
     ) -> list[MessageData]:
-        """Read without a group, changing nothing."""
+        """Read without a group, changing nothing; `include_deleted` reaches
+        below the topic's start into what its archive keeps for audit."""
         options = _options(
             {
                 "PARTITION": partition,
@@ -765,6 +777,7 @@ class AsyncClient:
                 "FROM": from_time,
                 "TO": to_time,
                 "LIMIT": limit,
+                "INCLUDE_DELETED": 1 if include_deleted else None,
             }
         )
         return [message_from_reply(item) for item in await self.call("PEEK", topic, *options)]
@@ -801,6 +814,13 @@ class AsyncClient:
         reply = as_map(await self.call("STATS"))
         if "queues" in reply:
             reply["queues"] = {str(k): v for k, v in as_map(reply["queues"]).items()}
+        return reply
+
+    async def archive_status(self, topic: str | None = None) -> dict[str, Any]:
+        """The broker's archive (None when it has none) and, per archived
+        partition, the archived and local ranges, upload lag and last error."""
+        reply = as_map(await self.call("ARCHIVE", *([topic] if topic else [])))
+        reply["partitions"] = [as_map(item) for item in reply.get("partitions") or []]
         return reply
 
     async def ping(self, *, timeout_s: float | None = None) -> bool:

@@ -393,6 +393,7 @@ class Client:
         from_time: Time | None = None,
         to_time: Time | None = None,
         limit: int = 100,
+        include_deleted: bool = False,
     ) -> list[MessageData]:
         return self._runner.run(
             self._async.peek(
@@ -402,8 +403,12 @@ class Client:
                 from_time=from_time,
                 to_time=to_time,
                 limit=limit,
+                include_deleted=include_deleted,
             )
         )
+
+    def archive_status(self, topic: str | None = None) -> dict[str, Any]:
+        return self._runner.run(self._async.archive_status(topic))
 
     def get_message(self, message_id: str) -> MessageData:
         return self._runner.run(self._async.get_message(message_id))

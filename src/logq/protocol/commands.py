@@ -47,7 +47,16 @@ REGISTRY: Final[dict[str, CommandSpec]] = _specs(
     *(CommandSpec(name, "open") for name in ("HELLO", "AUTH", "PING", "QUIT")),
     *(
         CommandSpec(name, "any")
-        for name in ("CLIENT", "COMMAND", "TOPICS", "GROUPS", "STATS", "CREDIT", "STOP")
+        for name in (
+            "CLIENT",
+            "COMMAND",
+            "TOPICS",
+            "GROUPS",
+            "STATS",
+            "CREDIT",
+            "STOP",
+            "ARCHIVE",
+        )
     ),
     CommandSpec("DESCRIBE", "any", 0),
     *(CommandSpec(name, "admin", 0) for name in ("CREATE", "ALTER", "DROP")),

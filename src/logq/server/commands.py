@@ -305,6 +305,10 @@ _TOPIC_OPTIONS = {
     "MAX_DELAY": True,
     "DEDUP_WINDOW": True,
     "TRACE": True,
+    "ARCHIVE": True,
+    "LOCAL_RETENTION": True,
+    "LOCAL_RETENTION_BYTES": True,
+    "ARCHIVE_RETENTION": True,
     **_BACKOFF_OPTIONS,
 }
 
@@ -341,8 +345,10 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     backoff_settings(found, settings)
     for name, value in found.items():
-        if name in ("PARTITIONS", "RETENTION_BYTES", "MAX_DELIVERIES"):
+        if name in ("PARTITIONS", "RETENTION_BYTES", "MAX_DELIVERIES", "LOCAL_RETENTION_BYTES"):
             settings[name.lower()] = integer(value, name)
+        elif name in ("LOCAL_RETENTION", "ARCHIVE_RETENTION"):
+            settings[name.lower()] = text(value, name)
         elif name == "RETENTION":
             settings["retention_ms"] = text(value, name)
         elif name == "VISIBILITY_TIMEOUT":
@@ -355,7 +361,7 @@ def _topic_settings(found: dict[str, Any]) -> dict[str, Any]:
             settings["max_delay"] = text(value, name)
         elif name == "DEDUP_WINDOW":
             settings["dedup_window"] = text(value, name)
-        elif name in ("TTL_DEAD_LETTER", "TRACE"):
+        elif name in ("TTL_DEAD_LETTER", "TRACE", "ARCHIVE"):
             settings[name.lower()] = flag(value, name)
     return settings
 
@@ -746,11 +752,18 @@ async def _seek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
 
 @command("PEEK")
 async def _peek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    usage = "PEEK topic [PARTITION p] [OFFSET n] [FROM t] [TO t] [LIMIT n]"
+    usage = "PEEK topic [PARTITION p] [OFFSET n] [FROM t] [TO t] [LIMIT n] [INCLUDE_DELETED 0|1]"
     need(args, 1, usage)
     found = only_options(
         args[1:],
-        {"PARTITION": True, "OFFSET": True, "FROM": True, "TO": True, "LIMIT": True},
+        {
+            "PARTITION": True,
+            "OFFSET": True,
+            "FROM": True,
+            "TO": True,
+            "LIMIT": True,
+            "INCLUDE_DELETED": True,
+        },
         usage,
     )
 
@@ -769,6 +782,11 @@ async def _peek(broker: Broker, session: Session, args: list[bytes]) -> Reply:
         from_time_ms=get_time("FROM"),
         to_time_ms=get_time("TO"),
         limit=get_int("LIMIT") or 100,
+        include_deleted=(
+            flag(found["INCLUDE_DELETED"], "INCLUDE_DELETED")
+            if "INCLUDE_DELETED" in found
+            else False
+        ),
     )
     return [message_reply(message) for message in messages]
 
@@ -836,6 +854,14 @@ async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
     if session.security is not None:
         statistics.update(session.security.authenticator.throttle.statistics())
     return statistics
+
+
+@command("ARCHIVE")
+async def _archive(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    """ARCHIVE [topic]: the archive's status (see docs/operations.md, tiered storage)."""
+    if len(args) > 1:
+        raise BadArgumentError("usage: ARCHIVE [topic]")
+    return broker.archive_status(text(args[0], "topic") if args else None)
 
 
 # -- pushed deliveries ----------------------------------------------------------------------

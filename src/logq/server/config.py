@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from logq.broker import BrokerConfig, TopicSettings
+from logq.broker.archiving import ArchiveConfig
 from logq.broker.backoff import parse_backoff
 from logq.broker.settings import GroupSettings
 from logq.durations import parse_duration_ms
@@ -140,13 +141,23 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             "quotas",
             "tls",
             "metrics",
+            "archive",
         },
     )
     broker_data = mapping("broker", data.get("broker"))
     check_keys(
         "broker",
         broker_data,
-        {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs", "scrubBytesPerSecond"},
+        {
+            "nodeId",
+            "dataDir",
+            "listeners",
+            "fsync",
+            "fsyncIntervalMs",
+            "scrubBytesPerSecond",
+            "segmentBytes",
+            "segmentMs",
+        },
     )
     broker = config.broker
     changes: dict[str, Any] = {}
@@ -167,6 +178,15 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             log,
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
+    if "segmentBytes" in broker_data:
+        log = replace(
+            log,
+            segment_bytes=_int(
+                "broker.segmentBytes", broker_data["segmentBytes"], 16 << 10, 1 << 34
+            ),
+        )
+    if "segmentMs" in broker_data:
+        log = replace(log, segment_ms=_duration("broker.segmentMs", broker_data["segmentMs"]))
     changes["log"] = log
     if "scrubBytesPerSecond" in broker_data:
         changes["scrub_bytes_per_second"] = _int(
@@ -203,6 +223,8 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     changes.update(limit_changes)
     changes["log"] = replace(changes["log"], **log_changes)
     server_changes.update(server_limit_changes)
+    if data.get("archive") is not None:
+        changes["archive"] = _archive(mapping("archive", data.get("archive")), broker.archive)
     server = mapping("server", data.get("server"))
     check_keys(
         "server",
@@ -242,6 +264,76 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     if "aggregate" in metrics:
         server_changes["metrics_aggregate"] = _bool("metrics.aggregate", metrics["aggregate"])
     return replace(config, broker=replace(broker, **changes), **server_changes)
+
+
+# `archive:` keys that are byte counts or counts: field, least, most
+ARCHIVE_NUMBERS: dict[str, tuple[str, int, int]] = {
+    "cacheBytes": ("cache_bytes", 1 << 20, 1 << 50),
+    "chunkBytes": ("chunk_bytes", 64 << 10, 1 << 30),
+    "uploadConcurrency": ("upload_concurrency", 1, 256),
+    "uploadBytesPerSecond": ("upload_bytes_per_s", 0, 1 << 40),
+    "remoteReadsMax": ("remote_reads_max", 1, 1024),
+}
+# `archive:` durations: field, least, most (ms)
+ARCHIVE_DURATIONS: dict[str, tuple[str, int, int]] = {
+    "purgeGrace": ("purge_grace_ms", 0, 30 * 86_400_000),
+    "orphanAge": ("orphan_age_ms", 60_000, 30 * 86_400_000),
+}
+
+
+def _archive(data: Mapping[str, Any], base: ArchiveConfig | None) -> ArchiveConfig:
+    """`archive: {url: s3://bucket/prefix, endpoint: ..., region: ...,
+    cacheBytes: ..., uploadConcurrency: ..., ...}` (docs/operations.md)."""
+    check_keys(
+        "archive",
+        data,
+        {
+            "url",
+            "endpoint",
+            "region",
+            "cacheDir",
+            "tickMs",
+            "reconcileIntervalMs",
+            *ARCHIVE_NUMBERS,
+            *ARCHIVE_DURATIONS,
+        },
+    )
+    url = data.get("url", base.url if base is not None else None)
+    if not isinstance(url, str) or not url:
+        raise ConfigError("archive.url: expected s3://bucket/prefix or file:///directory")
+    archive = base or ArchiveConfig(url)
+    settings = archive.settings
+    for key, (name, low, high) in ARCHIVE_NUMBERS.items():
+        if key in data:
+            settings = replace(settings, **{name: _int(f"archive.{key}", data[key], low, high)})
+    for key, (name, low, high) in ARCHIVE_DURATIONS.items():
+        if key in data:
+            value = _duration(f"archive.{key}", data[key])
+            if not low <= value <= high:
+                raise ConfigError(f"archive.{key}: {value} ms is outside {low}..{high} ms")
+            settings = replace(settings, **{name: value})
+    changes: dict[str, Any] = {"url": url, "settings": settings}
+    for key in ("endpoint", "region"):
+        if key in data:
+            changes[key] = None if data[key] is None else str(data[key])
+    if "cacheDir" in data:
+        changes["cache_directory"] = Path(str(data["cacheDir"]))
+    if "tickMs" in data:
+        changes["tick_ms"] = _duration("archive.tickMs", data["tickMs"])
+    if "reconcileIntervalMs" in data:
+        changes["reconcile_interval_ms"] = _duration(
+            "archive.reconcileIntervalMs", data["reconcileIntervalMs"]
+        )
+    result = replace(archive, **changes)
+    _check_archive_url(result.url)
+    return result
+
+
+def _check_archive_url(url: str) -> None:
+    if not url.startswith(("s3://", "file://", "memory://")):
+        raise ConfigError(
+            f"archive url {url!r}: expected s3://bucket/prefix, file:///directory or memory://"
+        )
 
 
 # `server:` durations ("250ms", "10s" or ms): field, least, most (ms)
@@ -477,6 +569,12 @@ def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> Serve
                 f"LOGQ_NODE_ID: expected 1..253 letters, digits, '.', '_' or '-', got {node_id!r}"
             )
         config = replace(config, broker=replace(config.broker, node_id=node_id))
+    if environ.get("LOGQ_ARCHIVE"):
+        url = environ["LOGQ_ARCHIVE"]
+        _check_archive_url(url)
+        base = config.broker.archive
+        archive = replace(base, url=url) if base is not None else ArchiveConfig(url)
+        config = replace(config, broker=replace(config.broker, archive=archive))
     if "LOGQ_DATA_DIR" in environ:
         config = replace(
             config, broker=replace(config.broker, data_dir=Path(environ["LOGQ_DATA_DIR"]))
@@ -497,6 +595,7 @@ def build_config(
     allow_unauthenticated_remote: bool = False,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    archive: str | None = None,
 ) -> ServerConfig:
     """Defaults < file < environment < flags; refuses to listen beyond this
     machine with authentication off unless that was asked for."""
@@ -519,6 +618,19 @@ def build_config(
         broker = replace(broker, data_dir=None)
     if fsync is not None:
         broker = replace(broker, log=replace(broker.log, fsync=FsyncPolicy(fsync)))
+    if archive is not None:
+        _check_archive_url(archive)
+        base = broker.archive
+        broker = replace(
+            broker,
+            archive=replace(base, url=archive) if base is not None else ArchiveConfig(archive),
+        )
+    if (
+        broker.archive is not None
+        and broker.data_dir is None
+        and broker.archive.cache_directory is None
+    ):
+        raise ConfigError("an archive needs a data directory (not --memory) for its read cache")
     if allow_unauthenticated_remote:
         config = replace(config, allow_unauthenticated_remote=True)
     if tls_cert is not None or tls_key is not None:

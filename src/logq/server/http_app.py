@@ -46,6 +46,7 @@ from logq.server.http_common import (
     ApiState,
     Endpoint,
     Limits,
+    QueryParameter,
     error_response,
     json_response,
     object_schema,
@@ -74,6 +75,11 @@ async def stats(state: ApiState, request: Request) -> Response:
         return json_response({**state.broker.stats(), **state.connections.statistics()})
     found = state.broker.stats(page.names)
     return json_response({**found, **state.connections.statistics(), **page.fields()})
+
+
+async def archive_status(state: ApiState, request: Request) -> Response:
+    topic = request.query_params.get("topic")
+    return json_response(state.broker.archive_status(topic or None))
 
 
 def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
@@ -116,6 +122,22 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
                     **http_routes_topics.PAGE_PROPERTIES,
                 },
                 ("queues", "active_connections"),
+                closed=False,
+            ),
+        ),
+        Endpoint(
+            "GET",
+            "/v1/archive",
+            archive_status,
+            "The archive (tiered storage) and, per archived partition, the archived and"
+            " local ranges, the upload lag and the last error",
+            query=(QueryParameter("topic", {"type": "string"}, "one topic's partitions"),),
+            response=object_schema(
+                {
+                    "archive": {"type": ["string", "null"]},
+                    "partitions": {"type": "array", "items": {"type": "object"}},
+                },
+                ("archive", "partitions"),
                 closed=False,
             ),
         ),

@@ -180,6 +180,15 @@ def query_int(request: Request, name: str) -> int | None:
     return int(value)
 
 
+def query_flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value not in ("true", "false", "1", "0"):
+        raise BadArgumentError(f"{name} must be true or false, got {value[:40]!r}")
+    return value in ("true", "1")
+
+
 def query_time(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     return None if value is None else parse_time_ms(value, name=name)
@@ -193,6 +202,7 @@ def duration_ms(value: int | str | None, name: str) -> int | None:
 
 DURATION_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/Duration"}
 TIME_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/Time"}
+FLAG_SCHEMA: dict[str, Any] = {"type": "string", "enum": ["true", "false", "1", "0"]}
 INTEGER_SCHEMA: dict[str, Any] = {"type": "integer"}
 
 

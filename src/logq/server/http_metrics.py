@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from logq.broker import Broker
+from logq.server.archive_metrics import ArchiveCollector
 from logq.server.auth_throttle import SignInThrottle
 from logq.server.capacity_metrics import Aggregated, CapacityCollector
 from logq.server.command_metrics import CommandCollector, CommandTimes
@@ -205,6 +206,7 @@ class HttpMetrics:
         per_topic: list[Collector] = [
             BrokerCollector(broker, connections),
             StorageCollector(broker),
+            ArchiveCollector(broker),
         ]
         for collector in per_topic:
             self.registry.register(Aggregated(collector) if aggregate else collector)

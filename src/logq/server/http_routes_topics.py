@@ -19,6 +19,7 @@ from starlette.responses import Response
 from logq.broker import Broker
 from logq.errors import BadArgumentError
 from logq.server.http_common import (
+    FLAG_SCHEMA,
     INTEGER_SCHEMA,
     TIME_SCHEMA,
     ApiState,
@@ -29,6 +30,7 @@ from logq.server.http_common import (
     json_response,
     messages_schema,
     object_schema,
+    query_flag,
     query_int,
     query_time,
     read_body,
@@ -168,6 +170,7 @@ async def peek(state: ApiState, request: Request) -> Response:
         from_time_ms=query_time(request, "from_time"),
         to_time_ms=query_time(request, "to_time"),
         limit=PEEK_LIMIT_DEFAULT if limit is None else limit,
+        include_deleted=query_flag(request, "include_deleted"),
     )
     return json_response({"messages": [message_json(m) for m in messages]})
 
@@ -248,6 +251,19 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
         **ref("Duration"),
         "description": "a dedup_id seen within this is not stored again (5m)",
     },
+    "archive": {
+        "type": "boolean",
+        "description": "copy closed segments to the broker's archive (needs `--archive`)",
+    },
+    "local_retention": {
+        "anyOf": [ref("Duration"), {"type": "null"}],
+        "description": "archived data kept on the broker's disk this long (null: as retention)",
+    },
+    "local_retention_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "archive_retention": {
+        "anyOf": [ref("Duration"), {"type": "null"}],
+        "description": "data past retention kept in the archive for audit reads (include_deleted)",
+    },
 }
 _TOPIC = ref("Topic")
 _PEEK_QUERY = (
@@ -256,6 +272,11 @@ _PEEK_QUERY = (
     QueryParameter("from_time", TIME_SCHEMA, "messages at or after this time"),
     QueryParameter("to_time", TIME_SCHEMA, "messages before this time"),
     QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),
+    QueryParameter(
+        "include_deleted",
+        FLAG_SCHEMA,
+        "reach below the topic's start into what its archive keeps for audit",
+    ),
 )
 _LIMIT_QUERY = (
     QueryParameter("limit", INTEGER_SCHEMA, f"most messages (default {PEEK_LIMIT_DEFAULT})"),

@@ -37,6 +37,7 @@ ROUTES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/health"): ("PING", None, None),
     ("GET", "/metrics"): ("STATS", None, None),
     ("GET", "/v1/stats"): ("STATS", None, None),
+    ("GET", "/v1/archive"): ("ARCHIVE", None, None),
     ("GET", "/v1/events"): ("STATS", None, None),
     ("GET", "/"): ("STATS", None, None),
     ("GET", "/assets/{name}"): ("STATS", None, None),

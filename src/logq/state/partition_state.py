@@ -9,8 +9,10 @@ once a snapshot is durable, the segments wholly before it are deleted, so
 old state goes by retention and recovery reads one snapshot plus the tail.
 
 Each batch of a state log holds one record, whose key says what it is:
-`e`, a msgpack list of events (state/events.py), or `s`, a snapshot
-(`StateSnapshot`, msgpack). A snapshot replaces whatever state came before
+`e`, a msgpack list of events (state/events.py), `s`, a snapshot
+(`StateSnapshot`, msgpack), or `a`, a change of the partition's archive
+manifest (logq/archive/manifest.py; opaque here, as is the manifest a
+snapshot carries). A snapshot replaces whatever state came before
 it, so events before it in the log (in the segment it shares) are read and
 dropped on recovery; a snapshot that a crash cut short fails its batch's
 CRC and was never there.
@@ -30,6 +32,7 @@ from logq.state.snapshots import PartitionSnapshot, restore_partition, snapshot_
 
 EVENTS_KEY = b"e"
 SNAPSHOT_KEY = b"s"
+ARCHIVE_KEY = b"a"
 SNAPSHOT_VERSION = 1
 READ_CHUNK_BYTES = 4 << 20
 
@@ -51,6 +54,9 @@ class StateSnapshot(msgspec.Struct, array_like=True):
     # state after it is read from the data log's batches
     data_offset: int = 0
     producers: list[ProducerSnapshot] = []
+    # the archive manifest (logq/archive/manifest.py ManifestState), encoded;
+    # empty when the partition is not archived
+    archive: bytes = b""
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -66,6 +72,8 @@ class Recovered(msgspec.Struct):
     producers: list[ProducerSnapshot]
     snapshot_offset: int | None  # where the last snapshot lies, None when none
     tail_bytes: int  # bytes of events after it
+    archive: bytes = b""  # the last snapshot's archive manifest
+    archive_records: list[bytes] = []  # the manifest's records after it
 
 
 class PartitionState:
@@ -83,7 +91,7 @@ class PartitionState:
 
     def recover(self) -> Recovered:
         """Read the log whole (blocking): the last snapshot, then the events after it."""
-        found = Recovered({}, [], 0, [], None, 0)
+        found = Recovered({}, [], 0, [], None, 0, b"", [])
         for base_offset, key, value, size in _records(self.log):
             if key == SNAPSHOT_KEY:
                 snapshot = _snapshot_decoder.decode(value)
@@ -94,7 +102,12 @@ class PartitionState:
                     list(snapshot.producers),
                     base_offset,
                     0,
+                    snapshot.archive,
+                    [],
                 )
+            elif key == ARCHIVE_KEY:
+                found.archive_records.append(value)
+                found.tail_bytes += size
             else:
                 found.events.extend(decode_events(value))
                 found.tail_bytes += size
@@ -109,6 +122,11 @@ class PartitionState:
         self.bytes_since_snapshot += len(batch)
         return batch
 
+    def archive_batch(self, record: bytes, now_ms: int) -> bytes:
+        batch = encode_batch([record], keys=[ARCHIVE_KEY], timestamp_ms=now_ms)
+        self.bytes_since_snapshot += len(batch)
+        return batch
+
     @property
     def wants_snapshot(self) -> bool:
         return not self.snapshotting and self.bytes_since_snapshot >= self.snapshot_bytes
@@ -119,6 +137,7 @@ class PartitionState:
         data_offset: int,
         producers: list[ProducerSnapshot],
         now_ms: int,
+        archive: bytes = b"",
     ) -> bytes:
         """The state as it is now, as one batch (write it before any later event)."""
         snapshot = StateSnapshot(
@@ -126,6 +145,7 @@ class PartitionState:
             {group: snapshot_partition(state) for group, state in groups.items()},
             data_offset,
             producers,
+            archive,
         )
         self.bytes_since_snapshot = 0
         return encode_batch(
