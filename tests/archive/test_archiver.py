@@ -57,7 +57,7 @@ def archiver_for(partition: Partition, tmp_path: Path, now: list[int]) -> Archiv
         tmp_path / "cache",
         ArchiverSettings(purge_grace_ms=HOUR),
         write_record=write_record,
-        committed=lambda topic, index: {"audit": 7},
+        describe=lambda topic, index: {"groups": {"audit": {"committed": 7}}},
         now_ms=lambda: now[0],
     )
     archiver.attach("t", 0, partition.log, lambda: partition.log.next_offset, None, [])
@@ -91,7 +91,7 @@ def test_uploads_are_recorded_and_recovered_from_the_state_log(tmp_path: Path) -
         versions = await archiver.archived_topics()
         assert versions == {"t": {0: part.manifest.version}}
         document = await archiver.manifest_copy("t", 0, part.manifest.version)
-        assert document["committed"] == {"audit": 7}
+        assert document["groups"] == {"audit": {"committed": 7}}
         assert restored_state(document).segments == part.manifest.segments
         await archiver.close()
         await again.close()

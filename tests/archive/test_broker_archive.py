@@ -6,6 +6,7 @@ deleted topic's objects gone."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ import pytest
 from logq.archive.archiver import ArchiverSettings
 from logq.archive.tiered_log import TieredLog
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker.archive_restore import archived_topics, restore_topic
 from logq.broker.archiving import ArchiveConfig
-from logq.errors import BadArgumentError
+from logq.errors import AlreadyExistsError, BadArgumentError
 from logq.log.config import LogConfig
 
 HOUR = 3_600_000
@@ -151,6 +153,51 @@ def test_a_deleted_topic_leaves_nothing_in_the_archive(tmp_path: Path) -> None:
         assert list((tmp_path / "archive" / "topics" / "gone").rglob("*.seg"))
         await broker.delete_topic("gone")
         assert not list((tmp_path / "archive").rglob("*.seg"))
+        await broker.close()
+
+    asyncio.run(main())
+
+
+def test_a_broker_that_lost_its_disk_restores_a_topic_from_the_archive(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(config(tmp_path), clock=clock)
+        await broker.create_topic("orders", {"partitions": 2, "archive": True, "ttl": "9h"})
+        values = await publish(broker, "orders", 1500, clock)
+        await broker.put_group("orders", "billing", {"mode": "ordered"})
+        taken = await broker.receive("orders", "billing", "c1", max_messages=300)
+        await broker.ack("orders", "billing", [m.id for m in taken])
+        assert broker.archive is not None
+        await broker.archive.tick()
+        archived_to = {s.partition: s.archived_to or 0 for s in broker.archive.status("orders")}
+        await broker.close()
+        shutil.rmtree(tmp_path / "data")  # the disk is lost; the store is not
+
+        broker = await Broker.open(config(tmp_path), clock=clock)
+        assert await archived_topics(broker) == {"orders": [0, 1]}
+        restored = await restore_topic(broker, "orders")
+        assert [p["archived_to"] for p in restored["partitions"]] == [
+            archived_to[0],
+            archived_to[1],
+        ]
+        topic = broker.topic("orders")
+        assert topic.settings.ttl_ms == 9 * HOUR and len(topic.partitions) == 2
+        for index in (0, 1):
+            found = await broker.read_messages("orders", index, offset=0, limit=10_000)
+            assert [m.offset for m in found] == list(range(archived_to[index]))
+            stored = set(values)
+            assert all(m.value in stored for m in found)
+        # the group is back at its committed positions
+        described = broker.describe_group("orders", "billing")
+        committed = {p["partition"]: p["committed"] for p in described["partitions"]}
+        assert sum(committed.values()) == 300
+        with pytest.raises(AlreadyExistsError):
+            await restore_topic(broker, "orders")
+        await broker.close()
+        # and a restart keeps what was restored
+        broker = await Broker.open(config(tmp_path), clock=clock)
+        found = await broker.read_messages("orders", 0, offset=0, limit=10_000)
+        assert len(found) == archived_to[0]
         await broker.close()
 
     asyncio.run(main())

@@ -43,6 +43,8 @@ DESIGN_ROUTES = {
     ("GET", "/metrics"),
     ("GET", "/v1/stats"),
     ("GET", "/v1/archive"),
+    ("GET", "/v1/archive/topics"),
+    ("POST", "/v1/archive/restore"),
     ("POST", "/v1/topics"),
     ("GET", "/v1/topics"),
     ("GET", "/v1/topics/{topic}"),

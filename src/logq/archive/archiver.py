@@ -54,8 +54,10 @@ logger = logging.getLogger(__name__)
 # (topic, partition, record bytes): hand the record to the partition's state
 # log now; the awaitable resolves once it is durable
 WriteRecord = Callable[[str, int, bytes], Awaitable[object]]
-# (topic, partition): every group's committed position there, for the store's copy
-Committed = Callable[[str, int], dict[str, int]]
+# (topic, partition): what the store's copy of a manifest carries besides it,
+# for a broker that restores the topic: `settings` (the topic's), `groups`
+# (each group's settings and committed position in the partition)
+Describe = Callable[[str, int], dict[str, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +140,13 @@ class Archiver:
         settings: ArchiverSettings,
         *,
         write_record: WriteRecord,
-        committed: Committed,
+        describe: Describe,
         now_ms: Callable[[], int],
     ) -> None:
         self.store = store
         self.settings = settings
         self._write_record = write_record
-        self._committed = committed
+        self._describe = describe
         self._now_ms = now_ms
         self.uploader = Uploader(
             store,
@@ -236,7 +238,7 @@ class Archiver:
                 }
                 for s in manifest.segments
             ],
-            "committed": self._committed(partition.topic_name, partition.index),
+            **self._describe(partition.topic_name, partition.index),
         }
         key = manifest_key(partition.topic_name, partition.index, manifest.version)
         with contextlib.suppress(ObjectExistsError):  # copied already (a repeat after a restart)

@@ -63,7 +63,7 @@ class BrokerArchive:
         data_dir: Path | None,
         *,
         write_record: Callable[[str, int, bytes], Awaitable[object]],
-        committed: Callable[[str, int], dict[str, int]],
+        describe: Callable[[str, int], dict[str, object]],
         settings_of: Callable[[str], TopicSettings | None],
         now_ms: Callable[[], int],
     ) -> None:
@@ -78,7 +78,7 @@ class BrokerArchive:
             directory,
             config.settings,
             write_record=write_record,
-            committed=committed,
+            describe=describe,
             now_ms=now_ms,
         )
         self._settings_of = settings_of

@@ -180,7 +180,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 config.archive,
                 config.data_dir,
                 write_record=self._write_archive_record,
-                committed=self._committed_positions,
+                describe=self._archived_partition_document,
                 settings_of=lambda name: t.settings if (t := self.topics.get(name)) else None,
                 now_ms=clock.now_ms,
             )
@@ -674,12 +674,24 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     def _archive_snapshot(self, name: str, index: int) -> bytes:
         return self.archive.snapshot(name, index) if self.archive is not None else b""
 
-    def _committed_positions(self, name: str, index: int) -> dict[str, int]:
-        """Each group's position in a partition (below it, all settled)."""
+    def _archived_partition_document(self, name: str, index: int) -> dict[str, object]:
+        """What the store's copy of a manifest carries for a restore: the
+        topic's settings, and each group's settings and position in the
+        partition (below it, everything settled)."""
+        topic = self.topics.get(name)
         return {
-            group.name: group.deliveries[index].floor
-            for group in self.groups.values()
-            if group.topic == name and index < len(group.deliveries)
+            "partitions": len(topic.partitions) if topic is not None else 0,
+            "settings": topic.settings.as_dict() if topic is not None else {},
+            "groups": {
+                group.name: {
+                    "settings": group.settings.as_dict(),
+                    "committed": group.deliveries[index].floor,
+                }
+                for group in self.groups.values()
+                if group.topic == name
+                and index < len(group.deliveries)
+                and not group.name.startswith("~")
+            },
         }
 
     def _check_partitions(self, partitions: int) -> None:

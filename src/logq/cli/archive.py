@@ -49,3 +49,40 @@ def status(topic: str | None, server: str, as_json: bool) -> None:
             str(row["last_error"] or ""),
         )
     console.print(table)
+
+
+@archive.command("list")
+@server_option
+@json_option
+def list_archived(server: str, as_json: bool) -> None:
+    """The topics the archive holds (what `restore` can bring back)."""
+    with connect(server) as client:
+        found = client.archived_topics()
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print("The archive holds no topic.")
+    for topic, partitions in found.items():
+        console.print(f"{topic}  partitions {len(partitions)}", highlight=False, markup=False)
+
+
+@archive.command("restore")
+@click.argument("topic")
+@server_option
+@json_option
+def restore(topic: str, server: str, as_json: bool) -> None:
+    """Make TOPIC again from the archive: its data up to the last archived
+    segment, its groups at their committed positions."""
+    with connect(server) as client:
+        found = client.restore_topic(topic)
+    if as_json:
+        print_json(found)
+        return
+    for part in found["partitions"]:
+        console.print(
+            f"{topic}:{part['partition']} restored, offsets"
+            f" {part['archived_from']}-{part['archived_to']}",
+            highlight=False,
+            markup=False,
+        )

@@ -823,6 +823,19 @@ class AsyncClient:
         reply["partitions"] = [as_map(item) for item in reply.get("partitions") or []]
         return reply
 
+    async def archived_topics(self) -> dict[str, list[int]]:
+        """The topics the broker's archive holds, with their partitions."""
+        reply = as_map(await self.call("ARCHIVED"))
+        return {str(topic): [int(p) for p in parts] for topic, parts in reply.items()}
+
+    async def restore_topic(self, topic: str) -> dict[str, Any]:
+        """Make `topic` again from the archive (a broker that lost its disk):
+        its data up to the last archived segment, its groups at their
+        committed positions."""
+        reply = as_map(await self.call("RESTORE", topic))
+        reply["partitions"] = [as_map(item) for item in reply.get("partitions") or []]
+        return reply
+
     async def ping(self, *, timeout_s: float | None = None) -> bool:
         return str(await self.call("PING", timeout_s=timeout_s)) == "PONG"
 

@@ -410,6 +410,12 @@ class Client:
     def archive_status(self, topic: str | None = None) -> dict[str, Any]:
         return self._runner.run(self._async.archive_status(topic))
 
+    def archived_topics(self) -> dict[str, list[int]]:
+        return self._runner.run(self._async.archived_topics())
+
+    def restore_topic(self, topic: str) -> dict[str, Any]:
+        return self._runner.run(self._async.restore_topic(topic))
+
     def get_message(self, message_id: str) -> MessageData:
         return self._runner.run(self._async.get_message(message_id))
 

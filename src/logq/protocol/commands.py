@@ -56,10 +56,11 @@ REGISTRY: Final[dict[str, CommandSpec]] = _specs(
             "CREDIT",
             "STOP",
             "ARCHIVE",
+            "ARCHIVED",
         )
     ),
     CommandSpec("DESCRIBE", "any", 0),
-    *(CommandSpec(name, "admin", 0) for name in ("CREATE", "ALTER", "DROP")),
+    *(CommandSpec(name, "admin", 0) for name in ("CREATE", "ALTER", "DROP", "RESTORE")),
     *(CommandSpec(name, "admin", 0) for name in ("REDRIVE", "PURGE", "REQUEUE")),
     CommandSpec("GROUP", "admin", 0, 1),
     CommandSpec("PUB", "publish", 0),

@@ -15,6 +15,7 @@ from typing import Any
 
 from logq import __version__
 from logq.broker import Broker, Message
+from logq.broker.archive_restore import archived_topics, restore_topic
 from logq.broker.delivery import Delivery
 from logq.broker.messages import OutgoingMessage
 from logq.durations import parse_duration_ms, parse_time_ms
@@ -862,6 +863,21 @@ async def _archive(broker: Broker, session: Session, args: list[bytes]) -> Reply
     if len(args) > 1:
         raise BadArgumentError("usage: ARCHIVE [topic]")
     return broker.archive_status(text(args[0], "topic") if args else None)
+
+
+@command("ARCHIVED")
+async def _archived(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    """ARCHIVED: the topics the archive holds, with their partitions."""
+    if args:
+        raise BadArgumentError("usage: ARCHIVED")
+    return dict(await archived_topics(broker))
+
+
+@command("RESTORE")
+async def _restore(broker: Broker, session: Session, args: list[bytes]) -> Reply:
+    """RESTORE topic: make the topic again from the archive."""
+    need(args, 1, "RESTORE topic")
+    return await restore_topic(broker, text(args[0], "topic"))
 
 
 # -- pushed deliveries ----------------------------------------------------------------------

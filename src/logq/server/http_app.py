@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logq.broker import Broker
+from logq.broker.archive_restore import archived_topics, restore_topic
 from logq.broker.errors import from_log_error
 from logq.errors import (
     AuthRequiredError,
@@ -51,6 +53,7 @@ from logq.server.http_common import (
     json_response,
     object_schema,
     read_body,
+    read_json,
 )
 from logq.server.http_guard import BrowserGuard
 from logq.server.http_listener import SCOPE_KEY
@@ -80,6 +83,18 @@ async def stats(state: ApiState, request: Request) -> Response:
 async def archive_status(state: ApiState, request: Request) -> Response:
     topic = request.query_params.get("topic")
     return json_response(state.broker.archive_status(topic or None))
+
+
+async def archived(state: ApiState, request: Request) -> Response:
+    return json_response({"topics": await archived_topics(state.broker)})
+
+
+async def restore(state: ApiState, request: Request) -> Response:
+    body = await read_json(request, dict[str, Any], limit=state.limits.body_bytes_max)
+    topic = body.get("topic")
+    if not isinstance(topic, str):
+        raise BadArgumentError('the body names the topic to restore: {"topic": "name"}')
+    return json_response(await restore_topic(state.broker, topic))
 
 
 def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[Endpoint, ...]:
@@ -140,6 +155,26 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
                 ("archive", "partitions"),
                 closed=False,
             ),
+        ),
+        Endpoint(
+            "GET",
+            "/v1/archive/topics",
+            archived,
+            "The topics the archive holds, with their partitions (what a restore can bring back)",
+            response=object_schema(
+                {"topics": {"type": "object", "additionalProperties": {"type": "array"}}},
+                ("topics",),
+            ),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/archive/restore",
+            restore,
+            "Make a topic again from the archive: its data up to the last archived segment,"
+            " its groups at their committed positions",
+            body=object_schema({"topic": {"type": "string"}}, ("topic",)),
+            body_required=True,
+            response={"type": "object"},
         ),
         Endpoint(
             "GET",

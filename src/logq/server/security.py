@@ -38,6 +38,8 @@ ROUTES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/metrics"): ("STATS", None, None),
     ("GET", "/v1/stats"): ("STATS", None, None),
     ("GET", "/v1/archive"): ("ARCHIVE", None, None),
+    ("GET", "/v1/archive/topics"): ("ARCHIVED", None, None),
+    ("POST", "/v1/archive/restore"): ("RESTORE", "body:topic", None),
     ("GET", "/v1/events"): ("STATS", None, None),
     ("GET", "/"): ("STATS", None, None),
     ("GET", "/assets/{name}"): ("STATS", None, None),
