@@ -6,13 +6,15 @@ requeue and purge from the DLQ page; no console error anywhere.
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 from typing import Literal
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from logq.client import Client
-from tests.harness import Running
+from tests.harness import Running, start_process, stop_process
 
 
 def hold(page: Page, url: str) -> list[Route]:
@@ -286,3 +288,42 @@ def test_dlq_headers_and_the_confirm_question_are_announced(page: Page, broker: 
             "Drop every dead letter (1) for good?"
         )
         page.get_by_role("button", name="Cancel").click()
+
+
+def test_an_archived_topic_shows_its_archived_and_local_ranges(
+    browser: Browser, tmp_path: Path
+) -> None:
+    config = tmp_path / "logq.yaml"
+    config.write_text(
+        "broker: {segmentBytes: 65536}\n"
+        f"archive: {{url: 'file://{tmp_path / 'archive'}', tickMs: 100}}\n"
+    )
+    running = start_process(tmp_path / "data", "--config", str(config))
+    try:
+        with Client(running.native) as client:
+            client.create_topic(
+                "ledger", partitions=1, archive=True, local_retention_bytes=64 * 1024
+            )
+            with client.producer() as producer:
+                for n in range(2000):
+                    producer.send("ledger", f"entry {n:05d} ".encode() * 20)
+            deadline = time.monotonic() + 60
+            while True:
+                part = client.archive_status("ledger")["partitions"][0]
+                if part["local_from"] > 0 and part["upload_lag_bytes"] == 0:
+                    break
+                assert time.monotonic() < deadline, part
+                time.sleep(0.1)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{running.http}/#/topics/ledger")
+        partitions = page.get_by_role("table", name="Partitions")
+        expect(partitions.locator("th", has_text="archived")).to_be_visible()
+        row = partitions.locator("tbody tr").first
+        expect(row.locator("td").nth(7)).to_have_text(re.compile("^0\u2013[\\d,]+$"))
+        expect(row.locator("td").nth(8)).to_have_text(f"{part['local_from']:,}")
+        expect(page.get_by_text("retention 7d")).to_be_visible()
+        context.close()
+    finally:
+        stop_process(running)

@@ -43,6 +43,14 @@ function h(tag, attrs = {}, ...children) {
 
 const number = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
 const rate = (n) => (n >= 100 ? number(Math.round(n)) : n.toFixed(1));
+// a span of time as people say it: "7d", "12h", "30m", "45s", "250ms"
+function span(ms) {
+  if (ms === null || ms === undefined) return "forever";
+  for (const [unit, size] of [["d", 86400000], ["h", 3600000], ["m", 60000], ["s", 1000]]) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
 const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").replace("Z", "") : "–");
 const topicHref = (name) => `#/topics/${encodeURIComponent(name)}`;
 const messageHref = (id) => `#/messages/${encodeURIComponent(id)}`;
@@ -531,8 +539,20 @@ async function topicPage(name) {
   );
   if (superseded(token)) return null;
   const lanes = store.snapshot ? store.snapshot.lanes.join(" › ") : "";
+  // an archived topic: what the archive holds, and where the broker's disk starts
+  const archived = topic.config.archive;
+  const range = (from, to) => (from === null || from === undefined ? "–" : `${number(from)}–${number(to - 1)}`);
   const partitions = table(
-    [["partition", "text"], ["first offset"], ["last offset"], ["messages"], ["bytes", "hide-narrow"], ["pending"], ["in flight"]],
+    [
+      ["partition", "text"],
+      ["first offset"],
+      ["last offset"],
+      ["messages"],
+      ["bytes", "hide-narrow"],
+      ["pending"],
+      ["in flight"],
+      ...(archived ? [["archived", "text"], ["on disk from"]] : []),
+    ],
     topic.partitions.map((p) =>
       h(
         "tr",
@@ -543,7 +563,10 @@ async function topicPage(name) {
         h("td", {}, number(p.messages)),
         h("td", { class: "hide-narrow" }, size(p.bytes)),
         h("td", {}, number(p.pending)),
-        h("td", {}, number(p.in_flight))
+        h("td", {}, number(p.in_flight)),
+        ...(archived
+          ? [h("td", { class: "text" }, range(p.archived_from, p.archived_to)), h("td", {}, number(p.local_first_offset))]
+          : [])
       )
     ),
     "Partitions"
@@ -614,7 +637,12 @@ async function topicPage(name) {
     (topic.damaged ?? []).map((d) =>
       notice(`Partition ${d.partition}: offsets ${d.start}..${d.end - 1} lost to damage on disk (${d.reason})`, true)
     ),
-    h("p", { class: "muted" }, `Priority lanes: ${lanes || "–"} · retention ${topic.config.retention ?? "forever"}`),
+    h(
+      "p",
+      { class: "muted" },
+      `Priority lanes: ${lanes || "–"} · retention ${span(topic.config.retention_ms)}` +
+        (archived ? " · archived (older data read from the archive; bytes are the broker's disk)" : "")
+    ),
     h("h2", {}, "Partitions"),
     partitions,
     h("h2", {}, "Groups"),
