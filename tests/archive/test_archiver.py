@@ -186,3 +186,23 @@ def test_a_deleted_topic_leaves_no_object(tmp_path: Path) -> None:
         partition.log.close()
 
     asyncio.run(main())
+
+
+def test_a_quiet_partition_has_its_last_data_archived_too(tmp_path: Path) -> None:
+    async def main() -> None:
+        partition = Partition(tmp_path / "log")
+        partition.fill(45, timestamp_ms=0)  # a few sealed segments and a part-filled one
+        now = [10 * 60_000]
+        archiver = archiver_for(partition, tmp_path, now)
+        part = archiver.get("t", 0)
+        assert part is not None
+        await archiver.tick(part, horizons())
+        assert part.manifest.archived_end is not None
+        assert part.manifest.archived_end < partition.log.next_offset  # not old enough yet
+        now[0] = 2 * HOUR
+        await archiver.tick(part, horizons())
+        assert part.manifest.archived_end == partition.log.next_offset
+        await archiver.close()
+        partition.log.close()
+
+    asyncio.run(main())

@@ -47,7 +47,7 @@ from logq.archive.reconcile import ReconcileReport, reconcile
 from logq.archive.retention import Horizons, plan
 from logq.archive.store import ArchiveStore
 from logq.archive.uploader import Uploader, UploadStatus
-from logq.log import PartitionLog
+from logq.log import LogError, PartitionLog, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class ArchiverSettings:
     remote_reads_max: int = 8
     purge_grace_ms: int = 5 * 60_000
     orphan_age_ms: int = 60 * 60_000
+    # the active segment of a quiet partition is sealed (and so archived)
+    # once its first message is this old, though it never filled up
+    quiet_roll_ms: int = 60 * 60_000
 
 
 @dataclass(slots=True)
@@ -249,6 +252,10 @@ class Archiver:
     async def tick(self, partition: ArchivedPartition, horizons: Horizons) -> None:
         """Upload what is due, then move the horizons (see the module doc)."""
         async with partition.lock:
+            try:
+                await asyncio.to_thread(self._roll_if_quiet, partition.log)
+            except (LogError, OSError) as error:
+                logger.warning("archive: %s:%d: %s", partition.topic_name, partition.index, error)
             await self.uploader.upload_due(partition)
             try:
                 await self._apply_horizons(partition, horizons)
@@ -256,6 +263,20 @@ class Archiver:
             except (ArchiveError, OSError) as error:
                 self.errors += 1
                 logger.warning("archive: %s:%d: %s", partition.topic_name, partition.index, error)
+
+    def _roll_if_quiet(self, log: PartitionLog) -> None:
+        """Seal the active segment once its first message is older than
+        `quiet_roll_ms` (blocking): a partition that stopped taking messages
+        gets its last data archived too."""
+        sealed = log.sealed_segments()
+        active_base = sealed[-1].next_offset if sealed else log.first_offset
+        if log.next_offset <= active_base:
+            return  # empty
+        first = log.read(active_base, 1).data
+        if not first:
+            return
+        if read_header(first).first_timestamp < self._now_ms() - self.settings.quiet_roll_ms:
+            log.roll()
 
     async def _apply_horizons(self, partition: ArchivedPartition, horizons: Horizons) -> None:
         log = partition.log

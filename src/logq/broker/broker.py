@@ -796,7 +796,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             }
             if isinstance(log, TieredLog):  # the archive holds what lies below the disk
                 stats["local_first_offset"] = log.local.first_offset
-                archived = self.archive.archiver.get(name, partition.index) if self.archive else None
+                archived = (
+                    self.archive.archiver.get(name, partition.index) if self.archive else None
+                )
                 stats["archived_from"] = archived.manifest.first_offset if archived else None
                 stats["archived_to"] = archived.manifest.archived_end if archived else None
             stats["pending"] = sum(

@@ -278,6 +278,7 @@ ARCHIVE_NUMBERS: dict[str, tuple[str, int, int]] = {
 ARCHIVE_DURATIONS: dict[str, tuple[str, int, int]] = {
     "purgeGrace": ("purge_grace_ms", 0, 30 * 86_400_000),
     "orphanAge": ("orphan_age_ms", 60_000, 30 * 86_400_000),
+    "quietRoll": ("quiet_roll_ms", 1_000, 30 * 86_400_000),
 }
 
 
