@@ -233,3 +233,26 @@ def test_a_message_dead_lettered_again_after_a_snapshot_and_a_restart_is_a_new_l
             await broker.close()
 
     asyncio.run(main())
+
+
+def test_a_rejected_message_carries_its_own_deliveries_as_attempts() -> None:
+    """Rejected together, adjacent messages delivered a different number of
+    times (leased under two deliveries, or waiting after a nack) each
+    carry the deliveries made to them, not those of the first one."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "g", {"mode": "shared"})
+        await broker.publish("t", [OutgoingMessage(b"m") for _ in range(3)])
+        assert [m.offset for m in await broker.receive("t", "g", "c", max_messages=1)] == [0]
+        assert await broker.nack("t", "g", ["t:0:0"], delay_ms=0) == 1
+        again = await broker.receive("t", "g", "c", max_messages=3)
+        assert sorted((m.offset, m.attempt) for m in again) == [(0, 2), (1, 1), (2, 1)]
+        assert await broker.nack("t", "g", ["t:0:2"], delay_ms=60_000) == 1
+        assert await broker.reject("t", "g", ["t:0:0", "t:0:1", "t:0:2"], "poison") == 3
+        letters = await broker.dlq_messages("t", 100)
+        assert sorted(
+            (m.headers["logq-origin-id"], m.headers["logq-attempts"]) for m in letters
+        ) == [("t:0:0", "2"), ("t:0:1", "1"), ("t:0:2", "1")]
+
+    run(test)

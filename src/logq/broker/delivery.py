@@ -628,11 +628,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for partition, ranges in current.items():
             state = group.deliveries[partition]
             todo = _unsettled_delivered(state, ranges)
-            for start, end in todo:
+            parts = [part for low, high in todo for part in state.attempts_made(low, high)]
+            for start, end, attempt in parts:  # each with the deliveries made to it
                 lease = state.lease_of(start)
                 if lease is not None and lease.consumer == DLQ_CONSUMER:
                     continue  # already on its way to the DLQ (a retried reject, say)
-                attempt = lease.attempt if lease else 0
                 self._trace(
                     "rejected",
                     topic,

@@ -289,6 +289,25 @@ class PartitionDelivery:
             gaps = _subtract(gaps, item.start, item.end)
         return gaps
 
+    def attempts_made(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """[start, end) split by the leases and pending ranges over it, each
+        part with the deliveries made to it (the lease's attempt, or the
+        pending range's; 0 where neither lies)."""
+        parts: list[tuple[int, int, int]] = []
+        at = start
+        spans: list[Lease | Pending] = [*self.leases, *self.pending]  # disjoint
+        for item in sorted(spans, key=lambda span: span.start):
+            low, high = max(item.start, at), min(item.end, end)
+            if low >= high:
+                continue
+            if at < low:
+                parts.append((at, low, 0))
+            parts.append((low, high, item.attempt))
+            at = high
+        if at < end:
+            parts.append((at, end, 0))
+        return parts
+
     def handed_out(self, start: int, end: int) -> list[Range]:
         """Parts of [start, end) handed out since the group last moved: below
         `next_offset`, or leased, pending or settled ahead of it (by a lane)."""
