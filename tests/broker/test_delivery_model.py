@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -455,11 +454,4 @@ DeliveryMachine.TestCase.settings = settings(
     deadline=None,  # fsyncs: step times vary, results do not
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# Two disagreements found by this model are open (a drain receive of the
-# ordered group after seeks, redrives and a restart misses a deliverable
-# message; a reject of two messages of the ordered group after a restart
-# lists one dead letter): until they are settled, a failure here is expected
-# and reported rather than failing the run.
-test_delivery_state_machine = pytest.mark.xfail(
-    reason="open disagreements between the broker and the model (see above)", strict=False
-)(DeliveryMachine.TestCase)
+test_delivery_state_machine = DeliveryMachine.TestCase
