@@ -174,3 +174,85 @@ def test_a_dlq_stays_closed_after_its_topic_goes_and_across_a_restart(tmp_path: 
             await broker.close()
 
     asyncio.run(main())
+
+
+def test_a_redrive_hands_back_letters_below_a_seek_with_those_above_it() -> None:
+    """Letters of adjacent offsets travel as one range: the part the group
+    has not handed out since a seek (at or past its position) has nothing
+    to hand back, the part below its position goes back all the same."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "o", {"mode": "ordered"})
+        await broker.publish("t", [OutgoingMessage(b"m") for _ in range(6)])
+        assert len(await broker.receive("t", "o", "c", max_messages=6)) == 6
+        assert await broker.reject("t", "o", ["t:0:3", "t:0:4"], "poison") == 2
+        assert await broker.seek("t", "o", {"partition": 0, "offset": 4}) == {0: 4}
+        assert await broker.redrive("t") == 2
+        again = await broker.receive("t", "o", "c", max_messages=6)
+        # 3 goes back (attempts start over); 4 was not delivered since the seek: once
+        assert [(m.offset, m.attempt) for m in again] == [(3, 1), (4, 1), (5, 1)]
+        assert broker.describe_group("t", "o")["in_flight"] == 3
+
+    run(test)
+
+
+def test_a_message_dead_lettered_again_after_a_snapshot_and_a_restart_is_a_new_letter(
+    tmp_path: Path,
+) -> None:
+    """Each dead-letter move is named by a lease token of its own (the DLQ's
+    dedup id is made of it): a snapshot keeps the highest token handed out,
+    so after a restart the moves of the same messages are new letters, not
+    duplicates of the first ones, even when the clock has not moved."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        config = BrokerConfig(data_dir=tmp_path)
+        broker = await Broker.open(config, clock=clock)
+        try:
+            await broker.create_topic("t", {"partitions": 1})
+            await broker.put_group("t", "o", {"mode": "ordered"})
+            await broker.publish("t", [OutgoingMessage(b"m") for _ in range(3)])
+            assert len(await broker.receive("t", "o", "c", max_messages=3)) == 3
+            assert await broker.reject("t", "o", ["t:0:0", "t:0:1"], "poison") == 2
+            assert await broker.redrive("t") == 2
+            assert await broker.ack("t", "o", ["t:0:2"]) == 1
+            await broker.snapshot_delivery_state()  # no lease left: tokens only in the snapshot
+        finally:
+            await broker.close()
+        broker = await Broker.open(config, clock=clock)
+        try:
+            again = await broker.receive("t", "o", "c", max_messages=3)
+            assert [(m.offset, m.attempt) for m in again] == [(0, 1), (1, 1)]
+            assert await broker.reject("t", "o", ["t:0:0", "t:0:1"], "poison again") == 2
+            letters = await broker.dlq_messages("t", 100)
+            assert sorted(
+                (m.headers["logq-origin-id"], m.headers["logq-reason"]) for m in letters
+            ) == [("t:0:0", "poison again"), ("t:0:1", "poison again")]
+        finally:
+            await broker.close()
+
+    asyncio.run(main())
+
+
+def test_a_rejected_message_carries_its_own_deliveries_as_attempts() -> None:
+    """Rejected together, adjacent messages delivered a different number of
+    times (leased under two deliveries, or waiting after a nack) each
+    carry the deliveries made to them, not those of the first one."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "g", {"mode": "shared"})
+        await broker.publish("t", [OutgoingMessage(b"m") for _ in range(3)])
+        assert [m.offset for m in await broker.receive("t", "g", "c", max_messages=1)] == [0]
+        assert await broker.nack("t", "g", ["t:0:0"], delay_ms=0) == 1
+        again = await broker.receive("t", "g", "c", max_messages=3)
+        assert sorted((m.offset, m.attempt) for m in again) == [(0, 2), (1, 1), (2, 1)]
+        assert await broker.nack("t", "g", ["t:0:2"], delay_ms=60_000) == 1
+        assert await broker.reject("t", "g", ["t:0:0", "t:0:1", "t:0:2"], "poison") == 3
+        letters = await broker.dlq_messages("t", 100)
+        assert sorted(
+            (m.headers["logq-origin-id"], m.headers["logq-attempts"]) for m in letters
+        ) == [("t:0:0", "2"), ("t:0:1", "1"), ("t:0:2", "1")]
+
+    run(test)

@@ -12,7 +12,9 @@ which attempts) must agree with it.
 
 What the model cannot know it bounds instead of guessing: a message whose
 TTL has passed is settled by the broker only when a receive meets it, so
-the backlog may hold it or not.
+the backlog may hold it or not; a delayed message that a receive met
+before its time is held back until its time rounded up to the broker's
+step (DUE_STEP_MS), so within that step it may go out or not.
 
 LOGQ_MODEL_EXAMPLES raises the number of examples for a long run.
 """
@@ -27,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker.delays import DUE_STEP_MS
 
 TOPIC = "t"
 DLQ = "t.dlq"
@@ -84,14 +86,24 @@ class Model:
         expires = self.messages[message_id].expires_ms
         return expires is not None and self.now_ms >= expires
 
-    def deliverable(self, group: str) -> dict[str, int]:
-        """What a receive may hand out now, with the attempt it would be."""
+    def due_ms(self, message_id: str, entry: Entry, *, surely: bool) -> int:
+        """When a message becomes deliverable to a group: a delayed one not
+        handed out may have been held back, until its time rounded up to the
+        step (`surely`), or not, until its time."""
+        due = self.messages[message_id].due_ms
+        if surely and entry.state == READY and self.messages[message_id].delayed:
+            return -(-due // DUE_STEP_MS) * DUE_STEP_MS
+        return due
+
+    def deliverable(self, group: str, *, surely: bool = True) -> dict[str, int]:
+        """What a receive hands out now (`surely`) or may hand out, with the
+        attempt it would be."""
         found: dict[str, int] = {}
         for message_id, entry in self.groups[group].items():
-            stored = self.messages[message_id]
             if entry.state not in (READY, PENDING) or self.expired(message_id):
                 continue
-            if stored.due_ms > self.now_ms or entry.until_ms > self.now_ms:
+            due = self.due_ms(message_id, entry, surely=surely)
+            if due > self.now_ms or entry.until_ms > self.now_ms:
                 continue
             found[message_id] = entry.attempt + 1
         return found
@@ -218,22 +230,25 @@ class DeliveryMachine(RuleBasedStateMachine):
             consumer = "c1"  # one owner of every partition: no rebalancing to model
         model = self.model
         deliverable = model.deliverable(group)
+        possible = model.deliverable(group, surely=False)
         got = self.run(self.broker.receive(TOPIC, group, consumer, max_messages=count))
         returned = {m.id: m.attempt for m in got}
         assert len(returned) == len(got), f"a message delivered twice in one receive: {got}"
         assert len(got) <= count
-        unexpected = {i: a for i, a in returned.items() if deliverable.get(i) != a}
-        assert not unexpected, f"delivered {unexpected}, deliverable were {deliverable}"
+        unexpected = {i: a for i, a in returned.items() if possible.get(i) != a}
+        assert not unexpected, f"delivered {unexpected}, deliverable were {possible}"
         if not model.may_waste(group):
             # nothing the broker plans can turn out not for now: it fills the receive
-            assert len(returned) == min(count, len(deliverable)), (returned, deliverable)
+            least, most = min(count, len(deliverable)), min(count, len(possible))
+            assert least <= len(returned) <= most, (returned, deliverable, possible)
         if count == DRAIN:
-            assert returned == deliverable
+            missed = {i: a for i, a in deliverable.items() if returned.get(i) != a}
+            assert not missed, f"not delivered {missed}, delivered {returned}"
             for message_id, entry in model.groups[group].items():
                 # the broker met every expired message it could hand out: settled
                 if entry.state in (READY, PENDING) and model.expired(message_id):
-                    stored = model.messages[message_id]
-                    if stored.due_ms <= model.now_ms and entry.until_ms <= model.now_ms:
+                    due = model.due_ms(message_id, entry, surely=True)
+                    if due <= model.now_ms and entry.until_ms <= model.now_ms:
                         model.groups[group][message_id] = Entry(SETTLED, entry.attempt, 0, True)
         for message_id, attempt in returned.items():
             model.groups[group][message_id] = Entry(LEASED, attempt, model.now_ms + LEASE_MS, True)
@@ -282,7 +297,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert rejected == len(expected), (ids, expected, rejected)
         for message_id in expected:
             entry = model.groups[group][message_id]
-            model.dead(group, message_id, entry.attempt if entry.state == LEASED else 0, "bad")
+            # the deliveries made: a nacked one waiting for redelivery counts its own
+            attempts = entry.attempt if entry.state in (LEASED, PENDING) else 0
+            model.dead(group, message_id, attempts, "bad")
 
     @rule(
         group=st.sampled_from(GROUPS),
@@ -437,11 +454,4 @@ DeliveryMachine.TestCase.settings = settings(
     deadline=None,  # fsyncs: step times vary, results do not
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# Two disagreements found by this model are open (a drain receive of the
-# ordered group after seeks, redrives and a restart misses a deliverable
-# message; a reject of two messages of the ordered group after a restart
-# lists one dead letter): until they are settled, a failure here is expected
-# and reported rather than failing the run.
-test_delivery_state_machine = pytest.mark.xfail(
-    reason="open disagreements between the broker and the model (see above)", strict=False
-)(DeliveryMachine.TestCase)
+test_delivery_state_machine = DeliveryMachine.TestCase

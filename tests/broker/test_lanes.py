@@ -144,3 +144,45 @@ def test_clients_learn_the_lanes_from_the_server() -> None:
         assert [(m.value, m.priority) for m in received] == [(b"now", "urgent"), (b"later", "bulk")]
         with pytest.raises(BadArgumentError):
             client.publish("t", b"x", priority="high")
+
+
+def test_what_a_shared_group_settled_ahead_of_its_position_never_goes_out_again() -> None:
+    """A high message is handed out and acked before the normal ones below
+    it; once every shared group has settled it, the lane index forgets it,
+    and planning in offset order must still pass over it."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "s", {"mode": "shared"})
+        await broker.publish("t", [OutgoingMessage(b"n0"), OutgoingMessage(b"h1", priority="high")])
+        await broker.publish("t", [OutgoingMessage(b"n2")])
+        first = await broker.receive("t", "s", "c", max_messages=1)
+        assert [m.offset for m in first] == [1]
+        assert await broker.ack("t", "s", ["t:0:1"]) == 1
+        rest = await broker.receive("t", "s", "c", max_messages=10)
+        assert [m.offset for m in rest] == [0, 2]
+        assert broker.describe_group("t", "s")["in_flight"] == 2
+
+    run(test)
+
+
+def test_a_message_nacked_ahead_of_the_groups_position_can_be_acked() -> None:
+    """A high message handed out ahead of normal ones below it, then nacked,
+    waits for redelivery: an ack settles it as it settles any message
+    waiting below the group's position."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "s", {"mode": "shared"})
+        await broker.publish("t", [OutgoingMessage(b"n0"), OutgoingMessage(b"n1")])
+        await broker.publish("t", [OutgoingMessage(b"h2", priority="high")])
+        taken = await broker.receive("t", "s", "c", max_messages=1)
+        assert [m.offset for m in taken] == [2]
+        assert await broker.nack("t", "s", ["t:0:2"], delay_ms=5_000) == 1
+        assert await broker.ack("t", "s", ["t:0:2"]) == 1
+        clock.advance(5_000)
+        rest = await broker.receive("t", "s", "c", max_messages=10)
+        assert [m.offset for m in rest] == [0, 1]
+        assert broker.describe_group("t", "s")["lag"] == 2
+
+    run(test)

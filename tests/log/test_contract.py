@@ -156,10 +156,11 @@ def check_read_result(result: ReadResult) -> None:
 def read_all(
     log: PartitionLog, start: int | None = None, max_bytes: int = BIG_READ
 ) -> list[Record]:
-    """Every record from `start` (default: the log start) to the end, by looping reads."""
+    """Every record from `start` (default: the log start) to the readable
+    end, by looping reads."""
     offset = log.first_offset if start is None else start
     records: list[Record] = []
-    while offset < log.next_offset:
+    while offset < log.readable_offset:
         result = log.read(offset, max_bytes)
         check_read_result(result)
         assert result.first_offset <= offset < result.next_offset
@@ -352,6 +353,24 @@ def test_reading_at_the_end_returns_empty_data(log: PartitionLog) -> None:
     log.roll()  # the end is now the base of an empty active segment
     result = log.read(3, BIG_READ)
     assert (result.data, result.log_end_offset) == (b"", 3)
+
+
+def test_reads_stop_at_the_readable_end(log: PartitionLog) -> None:
+    """A batch written but not yet made durable by a commit (where the log
+    needs one) lies past the readable end: reads stop before it until the
+    commit marks it durable; a log that needs no commit reads it at once."""
+    log.append(batch_of(MIXED))
+    assert log.readable_offset == log.durable_offset == log.next_offset == len(MIXED)
+    log.write(batch_of(MIXED[:2]))
+    assert log.next_offset == len(MIXED) + 2
+    if log.needs_commit:
+        assert log.readable_offset == len(MIXED)
+        result = log.read(len(MIXED), BIG_READ)
+        assert (result.data, result.log_end_offset) == (b"", len(MIXED))
+        assert read_all(log) == expected(MIXED, 0)
+        log.mark_durable(log.write_point())
+    assert log.readable_offset == log.next_offset
+    assert read_all(log) == expected(MIXED, 0) + expected(MIXED[:2], len(MIXED))
 
 
 def test_reads_outside_the_log_raise(log: PartitionLog) -> None:

@@ -111,6 +111,10 @@ class TieredLog:
         return self.local.durable_offset
 
     @property
+    def readable_offset(self) -> int:
+        return self.local.readable_offset
+
+    @property
     def size_bytes(self) -> int:
         return self.local.size_bytes
 

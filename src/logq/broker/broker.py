@@ -661,7 +661,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         assert self.archive is not None
         local = partition.log
         partition.log = self.archive.wrap(
-            name, partition.index, local, lambda: local.durable_offset, snapshot, records
+            name, partition.index, local, lambda: local.readable_offset, snapshot, records
         )
 
     def _write_archive_record(self, name: str, index: int, record: bytes) -> Awaitable[object]:
@@ -785,12 +785,13 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         partitions = []
         for partition in topic.partitions:
             log = partition.log
+            readable = partition.readable_end()
             stats: dict[str, Any] = {
                 "partition": partition.index,
                 "first_offset": log.first_offset,
-                "last_offset": log.next_offset - 1,
-                "next_offset": log.next_offset,
-                "messages": log.next_offset - log.first_offset,
+                "last_offset": readable - 1,
+                "next_offset": readable,
+                "messages": partition.readable_messages(),
                 "bytes": log.size_bytes,
                 "segments": log.segment_count,
             }
@@ -802,7 +803,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 stats["archived_from"] = archived.manifest.first_offset if archived else None
                 stats["archived_to"] = archived.manifest.archived_end if archived else None
             stats["pending"] = sum(
-                g.deliveries[partition.index].unsettled(log.next_offset) for g in groups
+                g.deliveries[partition.index].unsettled(readable) for g in groups
             )
             stats["in_flight"] = sum(g.deliveries[partition.index].in_flight for g in groups)
             partitions.append(stats)
@@ -1085,8 +1086,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     # -- reading without a group ----------------------------------------------------------
 
     async def read_raw(self, topic_name: str, partition: int, offset: int, max_bytes: int) -> bytes:
-        """Stored batches from `offset` on, as they lie (whole batches)."""
-        log = self.topic(topic_name).partition(partition).log
+        """Stored batches from `offset` on, as they lie (whole batches), up
+        to the partition's readable end."""
+        stored = self.topic(topic_name).partition(partition)
+        log = stored.log
+        if stored.readable_end() <= offset <= log.next_offset:
+            return b""  # nothing readable there yet: as at the end, the reader comes back
         try:
             result = await self.run(lambda: log.read(offset, max_bytes))
         except LogError as error:
@@ -1156,10 +1161,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         *,
         audit: bool = False,
     ) -> list[Message]:
-        log = self.topic(topic_name).partitions[partition].log
+        end = self.topic(topic_name).partitions[partition].readable_end()
         messages: list[Message] = []
         offset = start
-        while len(messages) < limit and offset < log.next_offset:
+        log = self.topic(topic_name).partitions[partition].log
+        while len(messages) < limit and offset < end:
             data: bytes | None = None
             if audit and self.archive is not None and offset < log.first_offset:
                 data = await self.archive.archiver.read(
@@ -1204,8 +1210,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         topic = self.topics.get(parsed.topic)
         if topic is None or not 0 <= parsed.partition < len(topic.partitions):
             raise MessageNotFoundError(f"no message {message_id!r}")
-        log = topic.partitions[parsed.partition].log
-        if not log.first_offset <= parsed.offset < log.next_offset:
+        stored = topic.partitions[parsed.partition]
+        if not stored.log.first_offset <= parsed.offset < stored.readable_end():
             raise MessageNotFoundError(f"no message {message_id!r} (not stored or past retention)")
         found = await self._collect(parsed.topic, parsed.partition, parsed.offset, 1, None, None)
         if not found or found[0].offset != parsed.offset:
@@ -1265,7 +1271,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         ends = group.settings.end_offsets
         partitions = []
         for index, state in enumerate(group.deliveries):
-            log_end = topic.partitions[index].log.next_offset
+            log_end = topic.partitions[index].readable_end()
             partitions.append(
                 {
                     "partition": index,
@@ -1341,11 +1347,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         for topic in chosen:
             groups = by_topic.get(topic.name, [])
             for partition in topic.partitions:
-                end = partition.log.next_offset
+                end = partition.readable_end()
                 if groups:
                     pending = sum(g.deliveries[partition.index].unsettled(end) for g in groups)
                 else:
-                    pending = end - partition.log.first_offset
+                    pending = partition.readable_messages()
                 queues[f"{topic.name}-{partition.index}"] = pending
         return {
             "queues": queues,

@@ -96,15 +96,13 @@ class DeadLetterMixin(TracingMixin):
         group = self.groups.get(group_key(dlq.name, DLQ_GROUP))
         size = 0
         for partition in dlq.partitions:
-            log = partition.log
             if group is None or partition.index >= len(group.deliveries):
-                size += log.next_offset - log.first_offset
+                size += partition.readable_messages()
                 continue
             state = group.deliveries[partition.index]
-            start = max(state.floor, log.first_offset)
-            size += sum(
-                end - begin for begin, end in state.unsettled_ranges(start, log.next_offset)
-            )
+            start = max(state.floor, partition.log.first_offset)
+            readable = partition.readable_end()
+            size += sum(end - begin for begin, end in state.unsettled_ranges(start, readable))
         return size
 
     async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
@@ -117,9 +115,9 @@ class DeadLetterMixin(TracingMixin):
         group = await self._dlq_group(name)
         found: list[Message] = []
         for partition, state in enumerate(group.deliveries):
-            log = self.topic(name).partitions[partition].log
-            offset = max(state.floor, log.first_offset)
-            while len(found) < limit and offset < log.next_offset:
+            stored = self.topic(name).partitions[partition]
+            offset, end = max(state.floor, stored.log.first_offset), stored.readable_end()
+            while len(found) < limit and offset < end:
                 page = await self.read_messages(name, partition, offset=offset, limit=DLQ_PAGE)
                 if not page:
                     break
@@ -218,11 +216,11 @@ class DeadLetterMixin(TracingMixin):
         events: list[Event] = []
         purged = 0
         for partition, state in enumerate(group.deliveries):
-            log = self.topic(name).partitions[partition].log
-            gaps = state.unsettled_ranges(state.floor, log.next_offset)
+            stored = self.topic(name).partitions[partition]
+            gaps = state.unsettled_ranges(state.floor, stored.readable_end())
             if gaps:
                 # letters retention already removed are settled too, not counted
-                first = log.first_offset
+                first = stored.log.first_offset
                 purged += sum(stop - max(start, first) for start, stop in gaps if stop > first)
                 events.append(Settled(group.key, partition, gaps))
         for event in events:
@@ -278,8 +276,8 @@ class DeadLetterMixin(TracingMixin):
             yield name, group, await self._letters(topic_name, name, ids, orphans=orphans)
             return
         for partition, state in enumerate(group.deliveries):
-            log = self.topic(name).partitions[partition].log
-            offset, end = max(state.floor, log.first_offset), log.next_offset
+            stored = self.topic(name).partitions[partition]
+            offset, end = max(state.floor, stored.log.first_offset), stored.readable_end()
             while offset < end:  # letters arriving meanwhile wait for the next call
                 page = await self.read_messages(name, partition, offset=offset, limit=DLQ_PAGE)
                 if not page:

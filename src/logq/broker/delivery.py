@@ -54,7 +54,7 @@ from logq.broker.wheel import TimingWheel
 from logq.durations import parse_duration_ms, parse_time_ms
 from logq.errors import BadArgumentError, LogqError, StaleDeliveryError
 from logq.lanes import DEFAULT_LANES, Lanes
-from logq.log import AppendResult, FsyncPolicy, LogError, StorageBackend, decode_batch
+from logq.log import AppendResult, LogError, StorageBackend, decode_batch
 from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
 from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
@@ -379,13 +379,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if budget <= 0:
                 break
             state = group.deliveries[index]
-            log = topic.partitions[index].log
             room = group.settings.max_in_flight - state.in_flight
-            readable = (
-                log.durable_offset
-                if self.config.log.fsync is FsyncPolicy.ALWAYS
-                else log.next_offset
-            )
+            readable = topic.partitions[index].readable_end()
             ends = group.settings.end_offsets
             if ends is not None and index < len(ends):
                 readable = min(readable, ends[index])  # a replay stops at its window's end
@@ -628,11 +623,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for partition, ranges in current.items():
             state = group.deliveries[partition]
             todo = _unsettled_delivered(state, ranges)
-            for start, end in todo:
+            parts = [part for low, high in todo for part in state.attempts_made(low, high)]
+            for start, end, attempt in parts:  # each with the deliveries made to it
                 lease = state.lease_of(start)
                 if lease is not None and lease.consumer == DLQ_CONSUMER:
                     continue  # already on its way to the DLQ (a retried reject, say)
-                attempt = lease.attempt if lease else 0
                 self._trace(
                     "rejected",
                     topic,
@@ -693,7 +688,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         if target == "earliest":
             positions = {p.index: p.log.first_offset for p in topic.partitions}
         elif target == "latest":
-            positions = {p.index: p.log.next_offset for p in topic.partitions}
+            positions = {p.index: p.readable_end() for p in topic.partitions}
         elif isinstance(target, dict) and "offset" in target:
             offset = target["offset"]
             if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -706,13 +701,13 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 else topic.partitions
             )
             for partition in chosen:
-                log = partition.log
-                positions[partition.index] = min(max(offset, log.first_offset), log.next_offset)
+                end = partition.readable_end()
+                positions[partition.index] = min(max(offset, partition.log.first_offset), end)
         elif isinstance(target, dict) and "time" in target:
             when = parse_time_ms(target["time"], name="seek time")
             for partition in topic.partitions:
                 found = await self.run(lambda log=partition.log: log.offset_for_time(when))  # type: ignore[misc]
-                positions[partition.index] = partition.log.next_offset if found is None else found
+                positions[partition.index] = partition.readable_end() if found is None else found
         else:
             raise BadArgumentError(
                 'seek "to" must be "earliest", "latest", {"offset": n, "partition": p} or {"time": T}'

@@ -95,7 +95,7 @@ async def load_lanes(
     settled = settled_by_all(copies)  # a snapshot: the scan runs off the loop
     room = topic_module.LANE_BATCHES_MAX + 1
     found: list[LaneEntry] = []
-    while offset < partition.log.next_offset and len(found) < room:
+    while offset < partition.readable_end() and len(found) < room:
         # until it has caught up with appends made meanwhile (they note
         # their lane batches only once the index is loaded)
         more, reached = await run(

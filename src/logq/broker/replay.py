@@ -69,7 +69,7 @@ class ReplayMixin:
             found = None
             if end is not None:
                 found = await self.run(lambda log=log: log.offset_for_time(end))  # type: ignore[misc]
-            ends.append(log.next_offset if found is None else found)
+            ends.append(partition.readable_end() if found is None else found)
         await self.put_group(name, group_name, {**(settings or {}), "end_offsets": ends})
         await self.seek(name, group_name, "earliest" if start is None else {"time": start})
         return self.describe_group(name, group_name)

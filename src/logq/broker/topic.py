@@ -77,6 +77,19 @@ class Partition:
     # the last state snapshot; None: the log's last PRODUCER_SCAN_RECORDS
     producers_scan_from: int | None = None
 
+    def readable_end(self) -> int:
+        """The partition's readable end: every reader (groups planning
+        deliveries, peek, replay, raw reads, message lookups, counts and
+        stats) stops here, so none sees a message appended but not yet
+        durable. The log's durable end today (its written end under a
+        policy that trades durability away); the high watermark once
+        replicas exist."""
+        return self.log.readable_offset
+
+    def readable_messages(self) -> int:
+        """Messages a reader can see: from the log's start to the readable end."""
+        return max(0, self.readable_end() - self.log.first_offset)
+
 
 class Topic:
     def __init__(

@@ -30,12 +30,12 @@ def topic_counts(topics: Mapping[str, Topic], groups: Iterable[Group]) -> list[d
         its_groups = by_topic.get(name, [])
         messages = size = pending = in_flight = 0
         for partition in topic.partitions:
-            log = partition.log
-            messages += log.next_offset - log.first_offset
-            size += log.size_bytes
+            readable = partition.readable_end()
+            messages += partition.readable_messages()
+            size += partition.log.size_bytes
             for group in its_groups:
                 delivery = group.deliveries[partition.index]
-                pending += delivery.unsettled(log.next_offset)
+                pending += delivery.unsettled(readable)
                 in_flight += delivery.in_flight
         counted.append(
             {
@@ -54,7 +54,7 @@ def topic_counts(topics: Mapping[str, Topic], groups: Iterable[Group]) -> list[d
 
 
 def lag_end(group: Group, partition: int, log_end: int) -> int:
-    """Where a group's lag on a partition ends: the log's end, or the end
+    """Where a group's lag on a partition ends: the readable end, or the end
     offset the group was made with (a replay of a window) if that is sooner."""
     ends = group.settings.end_offsets
     return min(log_end, ends[partition]) if ends and partition < len(ends) else log_end
@@ -70,7 +70,7 @@ def group_counts(topics: Mapping[str, Topic], groups: Iterable[Group]) -> list[d
         partitions = topics[group.topic].partitions
         lag = in_flight = 0
         for index, delivery in enumerate(group.deliveries):
-            lag += delivery.unsettled(lag_end(group, index, partitions[index].log.next_offset))
+            lag += delivery.unsettled(lag_end(group, index, partitions[index].readable_end()))
             in_flight += delivery.in_flight
         counted.append(
             {

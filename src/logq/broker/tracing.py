@@ -104,7 +104,7 @@ class TracingMixin:
         if topic is None or not 0 <= parsed.partition < len(topic.partitions):
             raise MessageNotFoundError(f"no message {message_id!r}")
         log = topic.partitions[parsed.partition].log
-        if parsed.offset >= log.next_offset:
+        if parsed.offset >= topic.partitions[parsed.partition].readable_end():
             raise MessageNotFoundError(f"no message {message_id!r}")
         self._flush_trace()
         published = await self.run(lambda: _published(log, parsed.offset))

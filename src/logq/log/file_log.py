@@ -222,6 +222,13 @@ class FileLog:
         self.ensure_open()
         return len(self._segments)
 
+    @property
+    def readable_offset(self) -> int:
+        if self._known_empty():
+            return 0
+        self.ensure_open()
+        return self._readable_offset()
+
     def _readable_offset(self) -> int:
         if self.config.fsync is FsyncPolicy.ALWAYS:
             return self._durable[0]

@@ -81,6 +81,10 @@ class MemoryLog:
         return self.next_offset
 
     @property
+    def readable_offset(self) -> int:
+        return self.next_offset  # written is durable as it gets
+
+    @property
     def size_bytes(self) -> int:
         return sum(segment.size for segment in self._segments)
 

@@ -92,6 +92,13 @@ class PartitionLog(Protocol):
         ...
 
     @property
+    def readable_offset(self) -> int:
+        """Readers see the offsets below this and reads stop here: the
+        durable end under `fsync: always`, the written end under a policy
+        that trades durability away (`interval`, `never`) and in memory."""
+        ...
+
+    @property
     def size_bytes(self) -> int: ...
 
     @property

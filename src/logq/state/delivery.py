@@ -133,9 +133,33 @@ class PartitionDelivery:
                 if budget <= 0:
                     break
         if budget > 0 and self.next_offset < log_end:
-            end = min(log_end, self.next_offset + budget)
-            planned.append(Planned(self.next_offset, end, 1))
+            planned += [Planned(start, end, 1) for start, end in self._fresh(log_end, budget)]
         return planned
+
+    def _fresh(self, log_end: int, count_max: int) -> list[Range]:
+        """Up to `count_max` offsets from `next_offset` on never handed out,
+        in offset order: what lanes took ahead of it (leased, pending or
+        settled there) is passed over."""
+        start = self.next_offset
+        if not self._ahead():
+            return [(start, min(log_end, start + count_max))]
+        fresh: list[Range] = []
+        for low, high in self.free(start, log_end):
+            take = min(high - low, count_max)
+            fresh.append((low, low + take))
+            count_max -= take
+            if count_max <= 0:
+                break
+        return fresh
+
+    def _ahead(self) -> bool:
+        """Whether anything lies at or past `next_offset` (taken ahead by a lane)."""
+        last = self.settled.last_range()
+        return (
+            (last is not None and last[1] > self.next_offset)
+            or any(lease.end > self.next_offset for lease in self.leases[-1:])
+            or any(item.end > self.next_offset for item in self.pending[-1:])
+        )
 
     def next_token(self, now_ms: int) -> int:
         """A lease token for a new delivery: above every token handed out,
@@ -220,9 +244,8 @@ class PartitionDelivery:
                     piece.deadline_ms = event.deadline_ms
                     self._insert_lease(piece)
         elif isinstance(event, Redriven):
-            for start, end in event.ranges:
-                if end > self.next_offset and not self.settled.covers(start, end):
-                    continue  # never delivered: nothing to hand back
+            # what was never handed out since the group last moved has nothing to hand back
+            for start, end in [part for r in event.ranges for part in self.handed_out(*r)]:
                 if start < self.floor:
                     # lower the floor: what lay below it stays settled, as ranges
                     self.settled.add(start, self.floor)
@@ -266,12 +289,44 @@ class PartitionDelivery:
             gaps = _subtract(gaps, item.start, item.end)
         return gaps
 
+    def attempts_made(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """[start, end) split by the leases and pending ranges over it, each
+        part with the deliveries made to it (the lease's attempt, or the
+        pending range's; 0 where neither lies)."""
+        parts: list[tuple[int, int, int]] = []
+        at = start
+        spans: list[Lease | Pending] = [*self.leases, *self.pending]  # disjoint
+        for item in sorted(spans, key=lambda span: span.start):
+            low, high = max(item.start, at), min(item.end, end)
+            if low >= high:
+                continue
+            if at < low:
+                parts.append((at, low, 0))
+            parts.append((low, high, item.attempt))
+            at = high
+        if at < end:
+            parts.append((at, end, 0))
+        return parts
+
+    def handed_out(self, start: int, end: int) -> list[Range]:
+        """Parts of [start, end) handed out since the group last moved: below
+        `next_offset`, or leased, pending or settled ahead of it (by a lane)."""
+        parts = [(start, min(end, self.next_offset))] if start < self.next_offset else []
+        low = max(start, self.next_offset)
+        if low < end:
+            taken = [(low, end)]
+            for gap_start, gap_end in self.free(low, end):
+                taken = _subtract(taken, gap_start, gap_end)
+            parts += taken
+        return parts
+
     def delivered_unsettled(self, start: int, end: int) -> list[Range]:
         """Unsettled parts of [start, end) that were handed out: below
-        `next_offset`, or leased ahead of it by a lane."""
+        `next_offset`, or leased or pending ahead of it by a lane."""
         parts = self.unsettled_ranges(start, min(end, self.next_offset))
-        for lease in self.leases:
-            low, high = max(lease.start, start, self.next_offset), min(lease.end, end)
+        spans: list[Lease | Pending] = [*self.leases, *self.pending]
+        for item in spans:
+            low, high = max(item.start, start, self.next_offset), min(item.end, end)
             if low < high:
                 parts.extend(self.settled.missing(low, high))
         return sorted(parts)

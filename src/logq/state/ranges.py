@@ -110,6 +110,9 @@ class RangeSet:
     def first_range(self) -> Range | None:
         return (self._starts[0], self._ends[0]) if self._starts else None
 
+    def last_range(self) -> Range | None:
+        return (self._starts[-1], self._ends[-1]) if self._starts else None
+
     def drop_below(self, floor: int) -> None:
         """Forget everything below `floor`."""
         self.remove(-(2**63), floor)

@@ -18,6 +18,10 @@ class PartitionSnapshot(msgspec.Struct, array_like=True):
     # written before tokens: those read as 0, no token)
     lease_tokens: list[int] = []
     pending_tokens: list[int] = []
+    # the highest lease token ever handed out (0 in snapshots written before
+    # it was kept): tokens of settled deliveries are never handed out again,
+    # so a dead-letter move after a restart is not taken for an earlier one
+    last_token: int = 0
 
 
 def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
@@ -29,6 +33,7 @@ def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
         [(x.start, x.end, x.attempt, x.not_before_ms) for x in state.pending],
         [x.token for x in state.leases],
         [x.token for x in state.pending],
+        state.last_token,
     )
 
 
@@ -49,5 +54,5 @@ def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
         settled=RangeSet(snapshot.settled),
         leases=leases,
         pending=pending,
-        last_token=max([0, *lease_tokens, *pending_tokens]),
+        last_token=max([snapshot.last_token, *lease_tokens, *pending_tokens]),
     )
