@@ -18,6 +18,8 @@ class PartitionSnapshot(msgspec.Struct, array_like=True):
     # written before tokens: those read as 0, no token)
     lease_tokens: list[int] = []
     pending_tokens: list[int] = []
+    # the last redrive applied per dead-letter partition (PartitionDelivery.redrives)
+    redrives: dict[str, int] = {}
 
 
 def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
@@ -29,6 +31,7 @@ def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
         [(x.start, x.end, x.attempt, x.not_before_ms) for x in state.pending],
         [x.token for x in state.leases],
         [x.token for x in state.pending],
+        dict(state.redrives),
     )
 
 
@@ -50,4 +53,5 @@ def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
         leases=leases,
         pending=pending,
         last_token=max([0, *lease_tokens, *pending_tokens]),
+        redrives=dict(snapshot.redrives),
     )
