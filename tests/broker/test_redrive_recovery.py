@@ -152,6 +152,34 @@ def test_a_crash_before_the_hand_back_finishes_the_redrive_at_restart(
     run(_back_once, _config(tmp_path))
 
 
+def test_a_hold_of_several_ranges_hands_each_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letters 0 and 2 of one DLQ partition, redriven together, are held as two
+    ranges under one token: recovery hands both back, to one origin partition."""
+
+    async def before(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "g", {"visibility_timeout": "30s"})
+        await broker.publish("t", [OutgoingMessage(v) for v in (b"a", b"b", b"c")])
+        taken = await broker.receive("t", "g", "c1", max_messages=3)
+        assert await broker.reject("t", "g", [m.id for m in taken], reason="bad") == 3
+        letters = await broker.dlq_messages("t")
+        chosen = [m.id for m in letters if m.value in (b"a", b"c")]
+        _crash_at(broker, monkeypatch, lambda event: isinstance(event, Redriven))
+        with pytest.raises(CrashError):
+            await broker.redrive("t", chosen)
+
+    run(before, _config(tmp_path))
+
+    async def after(broker: Broker, clock: FakeClock) -> None:
+        assert [m.value for m in await broker.dlq_messages("t")] == [b"b"]
+        back = await broker.receive("t", "g", "c1", max_messages=10)
+        assert sorted(m.value for m in back) == [b"a", b"c"]
+
+    run(after, _config(tmp_path))
+
+
 def test_the_fault_hook_stops_a_redrive_at_each_step(tmp_path: Path) -> None:
     """The named points a `logq serve` under LOGQ_FAULT_CRASH dies at."""
     for point in ("redrive.held", "redrive.handed_back"):

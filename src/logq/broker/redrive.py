@@ -94,16 +94,18 @@ class RedriveMixin(TracingMixin):
         first (the caller holds the DLQ's lock)."""
         finished = 0
         for partition, state in enumerate(dlq_group.deliveries):
-            holds = sorted(
-                (lease for lease in state.leases if lease.consumer == REDRIVE_CONSUMER),
-                key=lambda lease: lease.token,
-            )
-            for hold in holds:
-                ranges = state.unsettled_ranges(hold.start, hold.end)
-                if not ranges:
+            held: dict[int, list[Range]] = {}  # token -> its ranges (a hold of several)
+            for lease in state.leases:
+                if lease.consumer == REDRIVE_CONSUMER:
+                    held.setdefault(lease.token, []).extend(
+                        state.unsettled_ranges(lease.start, lease.end)
+                    )
+            for token, found in sorted(held.items()):
+                if not found:
                     continue
+                ranges = sorted(found)
                 letters = await self._letters_within(dlq_group.topic, partition, ranges)
-                finished += await self._hand_back(dlq_group, partition, letters, ranges, hold.token)
+                finished += await self._hand_back(dlq_group, partition, letters, ranges, token)
         return finished
 
     async def _letters_within(
