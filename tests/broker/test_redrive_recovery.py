@@ -175,7 +175,7 @@ def test_a_hold_of_several_ranges_hands_each_back(
     async def after(broker: Broker, clock: FakeClock) -> None:
         assert [m.value for m in await broker.dlq_messages("t")] == [b"b"]
         back = await broker.receive("t", "g", "c1", max_messages=10)
-        assert sorted(m.value for m in back) == [b"a", b"c"]
+        assert sorted(m.value or b"" for m in back) == [b"a", b"c"]
 
     run(after, _config(tmp_path))
 
