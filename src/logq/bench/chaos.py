@@ -84,6 +84,7 @@ class ChaosSettings:
     # dedup mode
     dedup: bool = False
     resend_every: int = 5  # every n-th batch is sent again, whole, on purpose
+    send_timeout_s: float = 1.0  # a send fails after this (a kill): sent again, same id
     # delays mode
     delays: bool = False
     due_every: int = 5  # every n-th message is due...
@@ -231,7 +232,7 @@ class Chaos:
     async def _produce(self, address: str, index: int) -> None:
         settings = self.settings
         async with _client(address) as client:
-            producer = client.producer(linger_ms=2)
+            producer = self._producer(client)
             sequence = batches = 0
             while self.state.producing:
                 while len(self.state.acknowledged) - len(self.state.delivered) > (
@@ -252,14 +253,25 @@ class Chaos:
                         break
                     attempts += 1
                     self.report.dedup_retries += len(failed)
-                    producer = await _fresh(client, producer)
+                    producer = await self._fresh(client, producer)
                     failed = await self._send(producer, failed, again=True)
                 batches += 1
                 if settings.dedup and batches % settings.resend_every == 0:
-                    producer = await _fresh(client, producer)
+                    producer = await self._fresh(client, producer)
                     self.report.dedup_resent += len(batch)
                     await self._send(producer, batch, again=True)
-            await _fresh(client, producer)
+            await self._fresh(client, producer)
+
+    def _producer(self, client: AsyncClient) -> AsyncProducer:
+        if self.settings.dedup:  # sends fail within an outage, to be sent again
+            return client.producer(linger_ms=2, delivery_timeout_s=self.settings.send_timeout_s)
+        return client.producer(linger_ms=2)
+
+    async def _fresh(self, client: AsyncClient, producer: AsyncProducer) -> AsyncProducer:
+        """Close `producer` (what it still holds fails or lands) and make a new one."""
+        with contextlib.suppress(*_CLIENT_ERRORS):
+            await producer.close()
+        return self._producer(client)
 
     async def _send(
         self, producer: AsyncProducer, batch: list[_Outgoing], *, again: bool = False
@@ -440,13 +452,6 @@ class Chaos:
 def _expired(found: Fields, now_ms: int) -> bool:
     """Past its TTL for sure (the publish came before the producer read the clock)."""
     return bool(found.ttl_ms) and now_ms > found.sent_ms + found.ttl_ms
-
-
-async def _fresh(client: AsyncClient, producer: AsyncProducer) -> AsyncProducer:
-    """Close `producer` (what it still holds fails or lands) and make a new one."""
-    with contextlib.suppress(*_CLIENT_ERRORS):
-        await producer.close()
-    return client.producer(linger_ms=2)
 
 
 def run_chaos(
