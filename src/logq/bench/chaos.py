@@ -81,6 +81,7 @@ class ChaosSettings:
     redrive_every_s: tuple[float, float] = (0.1, 0.6)  # between two redrive calls
     crash_chance: float = 0.1  # of the server killing itself at each step of a redrive
     crash_delay_ms: int = 300  # most time it runs on before (clients act meanwhile)
+    crash_points: str = ""  # LOGQ_FAULT_CRASH as given (empty: both steps at crash_chance)
     # dedup mode
     dedup: bool = False
     resend_every: int = 5  # every n-th batch is sent again, whole, on purpose
@@ -132,7 +133,8 @@ class Chaos:
             return {}
         chance = self.settings.crash_chance
         return {
-            "LOGQ_FAULT_CRASH": f"redrive.held={chance},redrive.handed_back={chance}",
+            "LOGQ_FAULT_CRASH": self.settings.crash_points
+            or f"redrive.held={chance},redrive.handed_back={chance}",
             "LOGQ_FAULT_CRASH_DELAY_MS": str(self.settings.crash_delay_ms),
         }
 
@@ -176,7 +178,12 @@ class Chaos:
                     f"{len(self.state.acknowledged)} publishes acknowledged"
                 )
             self.state.producing = False
-            await asyncio.gather(*workers)
+            finishing = asyncio.gather(*workers)
+            while not (await asyncio.wait({finishing}, timeout=0.2))[0]:
+                if server.process is not None and server.process.poll() is not None:
+                    self.report.fault_kills += 1  # inside a redrive the workers still await
+                    await loop.run_in_executor(None, server.start)
+            await finishing
             await loop.run_in_executor(None, server.stop)
             await loop.run_in_executor(None, server.start)  # a clean restart before the check
             async with _client(server.address) as admin:
