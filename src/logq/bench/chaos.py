@@ -53,7 +53,6 @@ from logq.errors import LogqError, TopicNotFoundError
 
 PAGE = 1000
 CALL_TIMEOUT_S = 60.0  # a client call rides through any restart (backoff to 1 s)
-RESEND_ATTEMPTS_MAX = 30  # dedup: sends of one message before the producer gives up
 HEADER_EXPIRES_AT = "logq-expires-at"
 _CLIENT_ERRORS = (LogqError, ConnectionLostError, OSError, TimeoutError)
 
@@ -86,6 +85,7 @@ class ChaosSettings:
     dedup: bool = False
     resend_every: int = 5  # every n-th batch is sent again, whole, on purpose
     send_timeout_s: float = 1.0  # a send fails after this (a kill): sent again, same id
+    resend_for_s: float = 300.0  # a message is sent again until acknowledged, this long
     # delays mode
     delays: bool = False
     due_every: int = 5  # every n-th message is due...
@@ -121,6 +121,7 @@ class Chaos:
         self.progress = progress
         self.random = random.Random(settings.seed)
         self.state = ChaosState()
+        self.send_error = ""  # the last send that failed, for the report's examples
         self.report = ChaosReport(
             mode=",".join(
                 name for name in ("redrive", "dedup", "delays") if getattr(settings, name)
@@ -253,10 +254,14 @@ class Chaos:
                     sequence += 1
                     batch.append(self._message(index, sequence))
                 failed = await self._send(producer, batch)
-                attempts = 1
+                attempts, first_failed = 1, time.monotonic()
                 while failed and settings.dedup:  # again, as a producer the app started anew
-                    if attempts >= RESEND_ATTEMPTS_MAX:
+                    if time.monotonic() - first_failed > settings.resend_for_s:
                         self.report.dedup_unacknowledged += len(failed)
+                        self.report.example(
+                            f"{len(failed)} sent {attempts} times, none acknowledged;"
+                            f" the last error: {self.send_error}"
+                        )
                         break
                     attempts += 1
                     self.report.dedup_retries += len(failed)
@@ -300,9 +305,10 @@ class Chaos:
         for message, future in sent:
             try:
                 result = await future
-            except _CLIENT_ERRORS:
+            except _CLIENT_ERRORS as error:
                 if not again:
                     self.report.publishes_failed += 1
+                self.send_error = f"{type(error).__name__}: {error}"
                 failed.append(message)
                 continue
             place = (result.partition, result.offset)

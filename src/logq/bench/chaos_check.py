@@ -27,7 +27,7 @@ saw with what the broker stored:
   left the DLQ and that never came back;
 - `dedup_answer_differs`: a publish sent again with its dedup id answered
   with another place than the first; `dedup_unacknowledged`: messages no
-  retry got acknowledged.
+  retry got acknowledged (within `resend_for_s`).
 
 Each of these must be 0.
 """
