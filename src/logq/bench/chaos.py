@@ -84,7 +84,7 @@ class ChaosSettings:
     # dedup mode
     dedup: bool = False
     resend_every: int = 5  # every n-th batch is sent again, whole, on purpose
-    send_timeout_s: float = 1.0  # a send fails after this (a kill): sent again, same id
+    send_timeout_s: float = 3.0  # a send fails after this (a kill): sent again, same id
     resend_for_s: float = 300.0  # a message is sent again until acknowledged, this long
     # delays mode
     delays: bool = False
