@@ -7,56 +7,56 @@ a consumer of a shared group receives them, acks them, and rejects the
 marked ones into the DLQ. A driver SIGKILLs the server at a random moment,
 then restarts it on the same directory and ports, for `cycles` rounds. The
 clients ride through on their own reconnects and retries. Then the server
-restarts once more, the consumer drains what is left, and the checker reads
-everything back:
+restarts once more, the consumer drains what is left, and the checker
+(chaos_check.py) reads everything back. Three modes add to the run:
 
-- `lost`: acknowledged publishes that are not stored where they were
-  acknowledged;
-- `duplicates`: messages stored more than once (the idempotent producer's
-  retries after a crash must not store twice);
-- `out_of_order`: one producer's messages to one partition not in the order
-  it sent them;
-- `redelivered_after_ack`: deliveries of a message after its ack was
-  confirmed;
-- `never_delivered`: stored messages the group never received;
-- `unsettled`: messages the group still holds once drained;
-- `delivered_early`: delayed messages delivered before their due time;
-- `dlq_missing`, `dlq_duplicates`, `dlq_unexpected`: the dead letters are
-  exactly the rejected messages, each once.
-
-Each of these must be 0.
+- `redrive`: a redriver hands rejected messages' letters back to the group
+  while the run goes on, and the server kills itself (LOGQ_FAULT_CRASH)
+  between the steps of some redrives, on top of the driver's kills; the
+  consumer rejects a marked message the first time it sees it and acks it
+  when it comes back;
+- `dedup`: every message carries a dedup id; a batch's messages go to
+  distinct keys; what a kill failed is sent again through a fresh producer
+  (a new producer id: only the dedup id can tell) until acknowledged, and
+  every few batches a whole acknowledged batch is sent again on purpose;
+- `delays`: a share of the messages are due at times of their own, a few
+  seconds ahead, and a share carry a TTL of their own; the topic
+  dead-letters what expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from logq.client import AsyncClient, MessageData
+from logq.bench.chaos_check import (
+    GROUP,
+    TOPIC,
+    ChaosReport,
+    ChaosState,
+    Fields,
+    check,
+    fields_of,
+    value_of,
+)
+from logq.bench.chaos_server import ServerProcess, free_port
+from logq.client import AsyncClient, AsyncProducer, MessageData, PublishResult
 from logq.client.connection import ConnectionLostError
 from logq.errors import LogqError, TopicNotFoundError
 
-TOPIC = "chaos"
-GROUP = "workers"
-READY = re.compile(r"logq ready: native ")
 PAGE = 1000
 CALL_TIMEOUT_S = 60.0  # a client call rides through any restart (backoff to 1 s)
+HEADER_EXPIRES_AT = "logq-expires-at"
 _CLIENT_ERRORS = (LogqError, ConnectionLostError, OSError, TimeoutError)
+
+__all__ = ["ChaosReport", "ChaosSettings", "ServerProcess", "free_port", "run_chaos"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,137 +75,33 @@ class ChaosSettings:
     stall_s: float = 20.0  # the final drain gives up after this long without progress
     seed: int | None = None
     data_dir: Path | None = None
+    # redrive mode
+    redrive: bool = False
+    redrive_every_s: tuple[float, float] = (0.1, 0.6)  # between two redrive calls
+    crash_chance: float = 0.1  # of the server killing itself at each step of a redrive
+    crash_delay_ms: int = 300  # most time it runs on before (clients act meanwhile)
+    crash_points: str = ""  # LOGQ_FAULT_CRASH as given (empty: both steps at crash_chance)
+    # dedup mode
+    dedup: bool = False
+    resend_every: int = 5  # every n-th batch is sent again, whole, on purpose
+    send_timeout_s: float = 3.0  # a send fails after this (a kill): sent again, same id
+    resend_for_s: float = 300.0  # a message is sent again until acknowledged, this long
+    # delays mode
+    delays: bool = False
+    due_every: int = 5  # every n-th message is due...
+    due_s: tuple[float, float] = (1.0, 4.0)  # ...this far ahead, each at its own time
+    ttl_every: int = 7  # every n-th message (not due later) expires...
+    ttl_ms: tuple[int, int] = (300, 2500)  # ...this long after its publish
 
 
-@dataclass(slots=True)
-class ChaosReport:
-    cycles: int = 0
-    seconds: float = 0.0
-    publishes_acknowledged: int = 0
-    publishes_failed: int = 0  # not acknowledged: may or may not be stored
-    stored: int = 0
-    deliveries: int = 0
-    redeliveries: int = 0  # deliveries after the first (leases lost to a kill, then expired)
-    acks_confirmed: int = 0
-    rejects_confirmed: int = 0
-    delayed: int = 0
-    dead_letters: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    out_of_order: int = 0
-    redelivered_after_ack: int = 0
-    never_delivered: int = 0
-    unsettled: int = 0
-    delivered_early: int = 0
-    dlq_missing: int = 0
-    dlq_duplicates: int = 0
-    dlq_unexpected: int = 0
-    examples: list[str] = field(default_factory=list)
-
-    VIOLATIONS = (
-        "lost",
-        "duplicates",
-        "out_of_order",
-        "redelivered_after_ack",
-        "never_delivered",
-        "unsettled",
-        "delivered_early",
-        "dlq_missing",
-        "dlq_duplicates",
-        "dlq_unexpected",
-    )
-
-    @property
-    def ok(self) -> bool:
-        return all(getattr(self, name) == 0 for name in self.VIOLATIONS)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
-
-
-def free_port() -> int:
-    """A free port below Linux's ephemeral range (32768 up), so that the
-    servers and clients other programs start meanwhile cannot take it
-    while the server is down between a kill and its restart."""
-    for _ in range(1000):
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000..32000")
-
-
-class ServerProcess:
-    """`logq serve` on fixed ports and a data directory, killed and restarted at will."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.native_port = free_port()
-        self.http_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.native_port}"
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        with self.log_path.open("ab") as log:
-            start = log.tell()
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "logq",
-                    "serve",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--port",
-                    str(self.native_port),
-                    "--http-port",
-                    str(self.http_port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ),
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self.log_path.open("rb") as log:
-                log.seek(start)
-                if READY.search(log.read().decode(errors="replace")):
-                    return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        tail = self.log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"logq serve did not start; {self.log_path} ends with:\n{tail}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(30)
-
-    def pause(self, seconds: float) -> None:
-        """SIGSTOP for `seconds`, then SIGCONT: a broker that hangs, connections open."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        try:
-            time.sleep(seconds)
-        finally:
-            self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    value: bytes
+    key: str | None
+    partition: int | None
+    due_ms: int
+    ttl_ms: int
+    dedup_id: str | None
 
 
 @contextlib.asynccontextmanager
@@ -219,56 +115,63 @@ async def _client(address: str) -> AsyncIterator[AsyncClient]:
         await client.close()
 
 
-def _value(producer: int, sequence: int, due_ms: int, reject: bool) -> bytes:
-    return f"{producer}:{sequence}:{due_ms}:{'r' if reject else 'a'}".encode()
-
-
-def _fields(value: bytes) -> tuple[int, int, int, bool]:
-    producer, sequence, due, kind = value.decode().split(":")
-    return int(producer), int(sequence), int(due), kind == "r"
-
-
-@dataclass(slots=True)
-class _State:
-    acknowledged: dict[bytes, tuple[int, int]] = field(default_factory=dict)
-    acked: dict[bytes, int] = field(default_factory=dict)  # value -> delivery count at confirm
-    rejected: set[bytes] = field(default_factory=set)
-    delivered: Counter[bytes] = field(default_factory=Counter)
-    producing: bool = True
-    consuming: bool = True
-
-
 class Chaos:
     def __init__(self, settings: ChaosSettings, progress: Callable[[str], None]) -> None:
         self.settings = settings
         self.progress = progress
         self.random = random.Random(settings.seed)
-        self.state = _State()
-        self.report = ChaosReport()
+        self.state = ChaosState()
+        self.send_error = ""  # the last send that failed, for the report's examples
+        self.report = ChaosReport(
+            mode=",".join(
+                name for name in ("redrive", "dedup", "delays") if getattr(settings, name)
+            )
+            or "base"
+        )
+
+    def _environment(self) -> dict[str, str]:
+        if not self.settings.redrive:
+            return {}
+        chance = self.settings.crash_chance
+        return {
+            "LOGQ_FAULT_CRASH": self.settings.crash_points
+            or f"redrive.held={chance},redrive.handed_back={chance}",
+            "LOGQ_FAULT_CRASH_DELAY_MS": str(self.settings.crash_delay_ms),
+        }
 
     async def run(self) -> ChaosReport:
         settings = self.settings
         directory = settings.data_dir or Path(tempfile.mkdtemp(prefix="logq-chaos-"))
         directory.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess(directory / "data", directory / "server.log")
+        server = ServerProcess(directory / "data", directory / "server.log", self._environment())
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         failed, progress = True, self.progress
         try:
             await loop.run_in_executor(None, server.start)
             async with _client(server.address) as admin:
-                await admin.create_topic(TOPIC, partitions=settings.partitions)
+                await admin.create_topic(
+                    TOPIC,
+                    partitions=settings.partitions,
+                    ttl_dead_letter=True if settings.delays else None,
+                    dedup_window="1d" if settings.dedup else None,
+                )
                 await admin.put_group(
                     TOPIC, GROUP, mode="shared", visibility_timeout=settings.visibility_timeout_ms
                 )
-            producers = [
+            workers = [
                 asyncio.create_task(self._produce(server.address, index))
                 for index in range(settings.producers)
             ]
+            if settings.redrive:
+                workers.append(asyncio.create_task(self._redrive(server.address)))
             consumer = asyncio.create_task(self._consume(server.address))
             for cycle in range(settings.cycles):
-                await asyncio.sleep(self.random.uniform(*settings.up_s))
-                await loop.run_in_executor(None, server.kill)
+                up_s = self.random.uniform(*settings.up_s)
+                if await loop.run_in_executor(None, server.wait_exit, up_s):
+                    self.report.fault_kills += 1  # it killed itself inside a redrive
+                else:
+                    await loop.run_in_executor(None, server.kill)
                 await loop.run_in_executor(None, server.start)
                 self.report.cycles = cycle + 1
                 self.progress(
@@ -276,7 +179,12 @@ class Chaos:
                     f"{len(self.state.acknowledged)} publishes acknowledged"
                 )
             self.state.producing = False
-            await asyncio.gather(*producers)
+            finishing = asyncio.gather(*workers)
+            while not (await asyncio.wait({finishing}, timeout=0.2))[0]:
+                if server.process is not None and server.process.poll() is not None:
+                    self.report.fault_kills += 1  # inside a redrive the workers still await
+                    await loop.run_in_executor(None, server.start)
+            await finishing
             await loop.run_in_executor(None, server.stop)
             await loop.run_in_executor(None, server.start)  # a clean restart before the check
             async with _client(server.address) as admin:
@@ -284,7 +192,20 @@ class Chaos:
                 await self._drain(admin, stored)
                 self.state.consuming = False
                 await consumer
-                await self._check(admin, stored)
+                letters = await self._all_dead_letters(admin)
+                listed = await admin.dlq(TOPIC, limit=10_000) if letters else []
+                pending = await self._pending(admin)
+                check(
+                    self.report,
+                    self.state,
+                    stored,
+                    letters,
+                    listed,
+                    pending,
+                    keys=settings.batch if settings.dedup else None,
+                    redrive=settings.redrive,
+                )
+            self.report.fault_kills += server.died_starting
             failed = not self.report.ok
         finally:
             server.stop()
@@ -295,11 +216,32 @@ class Chaos:
         self.report.seconds = round(time.monotonic() - started, 2)
         return self.report
 
+    # -- producers ------------------------------------------------------------------
+
+    def _message(self, producer: int, sequence: int) -> _Outgoing:
+        settings = self.settings
+        now_ms = int(time.time() * 1000)
+        due_ms = ttl_ms = 0
+        reject = sequence % settings.reject_every == 0
+        if settings.delays:
+            if sequence % settings.due_every == 1:
+                due_ms = now_ms + int(self.random.uniform(*settings.due_s) * 1000)
+            elif sequence % settings.ttl_every == 3 and not reject:
+                ttl_ms = self.random.randint(*settings.ttl_ms)
+        elif sequence % settings.delayed_every == 0:
+            due_ms = now_ms + settings.delay_ms
+        kind = "r" if reject else "t" if ttl_ms else "a"
+        value = value_of(Fields(producer, sequence, due_ms, kind, ttl_ms, now_ms))
+        if settings.dedup:  # one key per slot of a batch: one message of a key in flight
+            key = f"k{(sequence - 1) % settings.batch}"
+            return _Outgoing(value, key, None, due_ms, ttl_ms, f"{producer}:{sequence}")
+        return _Outgoing(value, None, sequence % settings.partitions, due_ms, ttl_ms, None)
+
     async def _produce(self, address: str, index: int) -> None:
         settings = self.settings
         async with _client(address) as client:
-            producer = client.producer(linger_ms=2)
-            sequence = 0
+            producer = self._producer(client)
+            sequence = batches = 0
             while self.state.producing:
                 while len(self.state.acknowledged) - len(self.state.delivered) > (
                     settings.backlog_max
@@ -307,72 +249,163 @@ class Chaos:
                     await asyncio.sleep(0.01)
                     if not self.state.producing:
                         return
-                sent: list[tuple[bytes, asyncio.Future[Any]]] = []
+                batch = []
                 for _ in range(settings.batch):
                     sequence += 1
-                    delayed = sequence % settings.delayed_every == 0
-                    due = int(time.time() * 1000) + settings.delay_ms if delayed else 0
-                    value = _value(index, sequence, due, sequence % settings.reject_every == 0)
-                    future = await producer.send(
-                        TOPIC,
-                        value,
-                        partition=sequence % settings.partitions,
-                        delay=settings.delay_ms if delayed else None,
-                    )
-                    sent.append((value, future))
-                for value, future in sent:
-                    try:
-                        result = await future
-                    except _CLIENT_ERRORS:
-                        self.report.publishes_failed += 1
-                    else:
-                        self.state.acknowledged[value] = (result.partition, result.offset)
+                    batch.append(self._message(index, sequence))
+                failed = await self._send(producer, batch)
+                attempts, first_failed = 1, time.monotonic()
+                while failed and settings.dedup:  # again, as a producer the app started anew
+                    if time.monotonic() - first_failed > settings.resend_for_s:
+                        self.report.dedup_unacknowledged += len(failed)
+                        self.report.example(
+                            f"{len(failed)} sent {attempts} times, none acknowledged;"
+                            f" the last error: {self.send_error}"
+                        )
+                        break
+                    attempts += 1
+                    self.report.dedup_retries += len(failed)
+                    producer = await self._fresh(client, producer)
+                    failed = await self._send(producer, failed, again=True)
+                batches += 1
+                if settings.dedup and batches % settings.resend_every == 0:
+                    producer = await self._fresh(client, producer)
+                    self.report.dedup_resent += len(batch)
+                    await self._send(producer, batch, again=True)
+            await self._fresh(client, producer)
+
+    def _producer(self, client: AsyncClient) -> AsyncProducer:
+        if self.settings.dedup:  # sends fail within an outage, to be sent again
+            return client.producer(linger_ms=2, delivery_timeout_s=self.settings.send_timeout_s)
+        return client.producer(linger_ms=2)
+
+    async def _fresh(self, client: AsyncClient, producer: AsyncProducer) -> AsyncProducer:
+        """Close `producer` (what it still holds fails or lands) and make a new one."""
+        with contextlib.suppress(*_CLIENT_ERRORS):
+            await producer.close()
+        return self._producer(client)
+
+    async def _send(
+        self, producer: AsyncProducer, batch: list[_Outgoing], *, again: bool = False
+    ) -> list[_Outgoing]:
+        """Send `batch` and await it; the messages that failed."""
+        sent: list[tuple[_Outgoing, asyncio.Future[PublishResult]]] = []
+        for message in batch:
+            future = await producer.send(
+                TOPIC,
+                message.value,
+                key=message.key,
+                partition=message.partition,
+                deliver_at=message.due_ms or None,
+                ttl=message.ttl_ms or None,
+                dedup_id=message.dedup_id,
+            )
+            sent.append((message, future))
+        failed: list[_Outgoing] = []
+        for message, future in sent:
+            try:
+                result = await future
+            except _CLIENT_ERRORS as error:
+                if not again:
+                    self.report.publishes_failed += 1
+                self.send_error = f"{type(error).__name__}: {error}"
+                failed.append(message)
+                continue
+            place = (result.partition, result.offset)
+            first = self.state.acknowledged.setdefault(message.value, place)
+            if first != place:
+                self.report.dedup_answer_differs += 1
+                self.report.example(f"acknowledged at {first}, then at {place}: {message.value!r}")
+        return failed
+
+    # -- the consumer and the redriver ----------------------------------------------
 
     async def _consume(self, address: str) -> None:
         state = self.state
         async with _client(address) as client:
             while state.consuming:
+                asked_ms = int(time.time() * 1000)
                 try:
                     messages = await client.receive(TOPIC, GROUP, max=200, wait="200ms")
                 except _CLIENT_ERRORS:
                     await asyncio.sleep(0.05)
                     continue
                 now_ms = int(time.time() * 1000)
-                accept: list[str] = []
-                accepted: list[bytes] = []
+                accepted: dict[str, bytes] = {}
                 for message in messages:
                     value = message.value or b""
-                    self.report.deliveries += 1
-                    if value in state.acked:
-                        self.report.redelivered_after_ack += 1
-                        self._example(f"redelivered after its ack: {value!r}")
-                    if state.delivered[value]:
-                        self.report.redeliveries += 1
-                    state.delivered[value] += 1
-                    _, _, due, reject = _fields(value)
-                    if due and now_ms < due:
-                        self.report.delivered_early += 1
-                        self._example(f"delivered {due - now_ms} ms early: {value!r}")
-                    if reject:
-                        try:
-                            if await client.reject(TOPIC, GROUP, [message.id], reason="chaos"):
-                                state.rejected.add(value)
-                        except _CLIENT_ERRORS:
-                            pass  # redelivered after its lease, then rejected again
+                    found = fields_of(value)
+                    first = self._delivered(message, found, asked_ms, now_ms)
+                    # receipts (id@lease): a settlement the client sends again after
+                    # a kill must not act on a later delivery (a redriven one, say)
+                    if found.kind == "r" and (first or not self.settings.redrive):
+                        await self._reject(client, message.receipt, value)
                     else:
-                        accept.append(message.id)
-                        accepted.append(value)
-                if not accept:
+                        accepted[message.receipt] = value
+                if not accepted:
                     continue
                 # "work" on them a little, so kills also land between a delivery and its ack
                 await asyncio.sleep(self.random.uniform(0, self.settings.work_s))
+                state.ack_attempted.update(accepted.values())
                 try:
-                    settled = await client.ack(TOPIC, GROUP, accept)
+                    settled = await client.ack(TOPIC, GROUP, list(accepted))
                 except _CLIENT_ERRORS:
                     continue
-                if settled == len(accept):  # every one of them confirmed
-                    for value in accepted:
+                if settled == len(accepted):  # every one of them confirmed
+                    for value in accepted.values():
                         state.acked[value] = state.delivered[value]
+
+    def _delivered(self, message: MessageData, found: Fields, asked_ms: int, now_ms: int) -> bool:
+        """Note one delivery; whether it is the first the consumer saw."""
+        report, state = self.report, self.state
+        value = message.value or b""
+        report.deliveries += 1
+        if value in state.acked:
+            report.redelivered_after_ack += 1
+            report.example(f"redelivered after its ack: {value!r}")
+        first = not state.delivered[value]
+        if not first:
+            report.redeliveries += 1
+        state.delivered[value] += 1
+        if found.due_ms and now_ms < found.due_ms:
+            report.delivered_early += 1
+            report.example(f"delivered {found.due_ms - now_ms} ms early: {value!r}")
+        expires = message.headers.get(HEADER_EXPIRES_AT, "")
+        if found.ttl_ms and (not expires.isdecimal() or asked_ms >= int(expires)):
+            # asked for after it expired: the broker handed it out after that
+            report.delivered_after_expiry += 1
+            report.example(f"delivered after it expired at {expires or '?'}: {value!r}")
+        return first
+
+    async def _reject(self, client: AsyncClient, message_id: str, value: bytes) -> None:
+        self.state.reject_calls[value] += 1
+        try:
+            if await client.reject(TOPIC, GROUP, [message_id], reason="chaos"):
+                self.state.rejected.add(value)
+        except _CLIENT_ERRORS:
+            pass  # redelivered after its lease unless it moved, then seen again
+
+    async def _redrive(self, address: str) -> None:
+        """Hand a random share of the rejected messages' letters back, again
+        and again, while the producers run."""
+        async with _client(address) as client:
+            while self.state.producing:
+                await asyncio.sleep(self.random.uniform(*self.settings.redrive_every_s))
+                try:
+                    letters = await client.dlq(TOPIC, limit=PAGE)
+                    ids = [
+                        letter.id
+                        for letter in letters
+                        if fields_of(letter.value or b"").kind == "r" and self.random.random() < 0.7
+                    ]
+                    if not ids:
+                        continue
+                    self.report.redrive_calls += 1
+                    self.report.redriven_confirmed += await client.redrive(TOPIC, ids)
+                except _CLIENT_ERRORS:
+                    self.report.redrive_calls_failed += 1
+
+    # -- reading back -----------------------------------------------------------------
 
     async def _read_all(self, client: AsyncClient) -> dict[bytes, list[tuple[int, int]]]:
         """Every stored message: value -> where it is (more than one place is a duplicate)."""
@@ -391,11 +424,14 @@ class Chaos:
     async def _drain(self, client: AsyncClient, stored: dict[bytes, list[tuple[int, int]]]) -> None:
         """Let the consumer settle everything stored (leases held at a kill
         come back after the visibility timeout, delayed ones when due), while
-        it makes progress."""
+        it makes progress. A message past its TTL need not come."""
         state = self.state
         progress, seen = time.monotonic(), -1
         while time.monotonic() - progress < self.settings.stall_s:
-            delivered = all(state.delivered[value] for value in stored)
+            now_ms = int(time.time() * 1000)
+            delivered = all(
+                state.delivered[value] or _expired(fields_of(value), now_ms) for value in stored
+            )
             if delivered and await self._pending(client) == 0:
                 return
             if self.report.deliveries != seen:
@@ -407,47 +443,11 @@ class Chaos:
         described = await client.describe_group(TOPIC, GROUP)
         return int(described["lag"])
 
-    async def _check(self, client: AsyncClient, stored: dict[bytes, list[tuple[int, int]]]) -> None:
-        report, state = self.report, self.state
-        report.publishes_acknowledged = len(state.acknowledged)
-        report.stored = sum(len(places) for places in stored.values())
-        report.acks_confirmed = len(state.acked)
-        report.rejects_confirmed = len(state.rejected)
-        report.delayed = sum(1 for value in stored if _fields(value)[2])
-        for value, place in state.acknowledged.items():
-            if place not in stored.get(value, []):
-                report.lost += 1
-                self._example(f"acknowledged at {place}, not stored there: {value!r}")
-        for value, places in stored.items():
-            if len(places) > 1:
-                report.duplicates += len(places) - 1
-                self._example(f"stored {len(places)} times at {places}: {value!r}")
-            if not state.delivered[value]:
-                report.never_delivered += 1
-                self._example(f"never delivered: {value!r}")
-        last: dict[tuple[int, int], tuple[int, int]] = {}  # (producer, partition) -> (seq, offset)
-        for value, places in sorted(stored.items(), key=lambda item: _fields(item[0])[:2]):
-            producer, sequence, _, _ = _fields(value)
-            partition, offset = places[0]
-            before = last.get((producer, partition))
-            if before is not None and before[1] > offset:
-                report.out_of_order += 1
-                self._example(f"{value!r} at offset {offset} after sequence {before[0]}")
-            last[(producer, partition)] = (sequence, offset)
-        report.unsettled = await self._pending(client)
-        letters = await self._all_dead_letters(client)
-        report.dead_letters = len(letters)
-        found = Counter(letter.value or b"" for letter in letters)
-        expected = {value for value in stored if _fields(value)[3]}
-        report.dlq_missing = len(expected - set(found))
-        report.dlq_unexpected = len(set(found) - expected)
-        report.dlq_duplicates = sum(count - 1 for count in found.values() if count > 1)
-
     @staticmethod
     async def _all_dead_letters(client: AsyncClient) -> list[MessageData]:
-        """Every letter stored in the DLQ (nothing here redrives or purges),
-        read from its one partition a page at a time: a long run has more
-        than one listing returns."""
+        """Every letter stored in the DLQ (redriven ones too), read from its
+        one partition a page at a time: a long run has more than one listing
+        returns."""
         letters: list[MessageData] = []
         try:
             while page := await client.peek(
@@ -461,9 +461,10 @@ class Chaos:
             pass  # nothing was ever dead-lettered
         return letters
 
-    def _example(self, text: str) -> None:
-        if len(self.report.examples) < 20:
-            self.report.examples.append(text)
+
+def _expired(found: Fields, now_ms: int) -> bool:
+    """Past its TTL for sure (the publish came before the producer read the clock)."""
+    return bool(found.ttl_ms) and now_ms > found.sent_ms + found.ttl_ms
 
 
 def run_chaos(

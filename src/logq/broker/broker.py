@@ -236,6 +236,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         for name in marked:  # some topic's DLQ, not yet marked in its record
             await self.records.sync(topic_record_key(name), self._topic_document(name))
         await self.finish_dead_letter_moves()
+        await self.finish_redrives()
         await self.run(self.disk.measure)
         if self.records.damaged:
             logger.error(

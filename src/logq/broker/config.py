@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,3 +71,8 @@ class BrokerConfig:
     # The scrubber verifies sealed segments in the background at most this
     # fast (0: off); see logq.broker.scrubber.
     scrub_bytes_per_second: int = 4 * 1024 * 1024
+    # Fault injection, for tests of recovery only: awaited at named points
+    # between the durable steps of multi-step operations (broker/redrive.py
+    # names them); it may kill the process there. `logq serve` sets one only
+    # when LOGQ_FAULT_CRASH asks for it (logq.server.faults). None: no faults.
+    fault_hook: Callable[[str], Awaitable[None]] | None = None

@@ -5,24 +5,25 @@ A dead-letter topic is an ordinary topic (consumable, replayable). What
 (a name no user can give): a dead letter is listed until that group
 settles it, which redrive and purge do. Redrive hands each message back
 to the group that dead-lettered it (attempts start over), and settles its
-dead letter, in one journal write: the other groups of the origin topic,
-which already handled it, never see it again.
+dead letter, in steps that recovery finishes (redrive.py): the other
+groups of the origin topic, which already handled it, never see it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from logq.broker.dead_letter_names import DeadLetterNames
-from logq.broker.delivery import HEADER_DEAD_AT
+from logq.broker.delivery import HEADER_GROUP, HEADER_ORIGIN_ID
 from logq.broker.group import Group, group_key
 from logq.broker.messages import Message, MessageId, OutgoingMessage
-from logq.broker.tracing import TracingMixin
+from logq.broker.redrive import DLQ_GROUP, RedriveMixin, origin_of, origin_topic_of
 from logq.errors import BadArgumentError, MessageNotFoundError
 from logq.state.delivery import PartitionDelivery
-from logq.state.events import Event, Redriven, Settled
+from logq.state.events import Event, Settled
 from logq.state.ranges import ranges_of
 
 if TYPE_CHECKING:
@@ -30,15 +31,12 @@ if TYPE_CHECKING:
     from logq.broker.config import BrokerConfig
     from logq.broker.topic import Topic
 
-DLQ_GROUP = "~dlq"
-HEADER_ORIGIN_ID = "logq-origin-id"
-HEADER_GROUP = "logq-group"
 DLQ_PAGE = 1000
 IDS_PER_CALL_MAX = 100_000
 DLQ_LIST_MAX = 10_000  # letters one listing returns, as a peek (all of them are in memory)
 
 
-class DeadLetterMixin(TracingMixin):
+class DeadLetterMixin(RedriveMixin):
     """The dead-letter half of the Broker (see broker.py for the rest)."""
 
     config: BrokerConfig
@@ -126,10 +124,17 @@ class DeadLetterMixin(TracingMixin):
         found.sort(key=lambda m: (m.timestamp_ms, m.partition, m.offset))
         return found[:limit]
 
-    def _dlq_lock(self, topic_name: str) -> asyncio.Lock:
+    @contextlib.asynccontextmanager
+    async def _dlq_lock(self, topic_name: str) -> AsyncIterator[None]:
         """Redrive, purge and requeue of one DLQ run one at a time: each reads
-        which letters are still in it, then settles them."""
-        return self._dlq_locks.setdefault(self.dlq_name(topic_name), asyncio.Lock())
+        which letters are still in it, then settles them. Each first finishes
+        the redrives its DLQ left unfinished (a failed write), oldest first."""
+        name = self.dlq_name(topic_name)
+        async with self._dlq_locks.setdefault(name, asyncio.Lock()):
+            group = self.groups.get(group_key(name, DLQ_GROUP))
+            if group is not None and name in self.topics:
+                await self._finish_redrives(group)
+            yield
 
     async def redrive(self, topic_name: str, ids: list[str] | None = None) -> int:
         """Hand dead letters back to the groups that dead-lettered them
@@ -158,45 +163,14 @@ class DeadLetterMixin(TracingMixin):
         return redriven
 
     async def _redrive_letters(self, name: str, dlq_group: Group, letters: list[Message]) -> int:
-        now_ms = self.clock.now_ms()
-        handed_back: dict[tuple[str, int], list[int]] = {}
-        settled: dict[int, list[int]] = {}
+        by_partition: dict[int, dict[int, Message]] = {}
         for letter in letters:
-            if dlq_group.deliveries[letter.partition].is_settled(letter.offset):
-                continue  # already redriven or purged
-            origin = _origin(letter)
-            group = self.groups.get(group_key(origin.topic, letter.headers.get(HEADER_GROUP, "")))
-            settled.setdefault(letter.partition, []).append(letter.offset)
-            if group is None or origin.partition >= len(group.deliveries):
-                continue  # the group or topic is gone: the letter just leaves the DLQ
-            handed_back.setdefault((group.key, origin.partition), []).append(origin.offset)
-            dead_at = letter.headers.get(HEADER_DEAD_AT, "")
-            if dead_at.isdecimal():
-                group.lifecycle.redriven(now_ms - int(dead_at))
-        events: list[Event] = [
-            Redriven(key, partition, ranges_of(offsets), now_ms)
-            for (key, partition), offsets in handed_back.items()
-        ]
-        events += [
-            Settled(dlq_group.key, partition, ranges_of(offsets))
-            for partition, offsets in settled.items()
-        ]
-        for event in events:
-            group = self.groups[event.group]
-            group.deliveries[event.partition].apply(event)
-            if isinstance(event, Redriven):
-                self._trace(
-                    "redriven",
-                    self.topics[group.topic],
-                    event.partition,
-                    event.ranges,
-                    group=group.name,
-                    detail=f"from {name}",
-                )
-        await self._commit(events)
-        for (key, _), offsets in handed_back.items():
-            self.groups[key].counters["redriven"] += len(offsets)
-        return sum(len(offsets) for offsets in handed_back.values())
+            if not dlq_group.deliveries[letter.partition].is_settled(letter.offset):
+                by_partition.setdefault(letter.partition, {})[letter.offset] = letter
+        redriven = 0
+        for partition, chosen in by_partition.items():
+            redriven += await self._redrive_held(dlq_group, partition, list(chosen.values()))
+        return redriven
 
     async def _purge(self, topic_name: str, ids: list[str] | None) -> int:
         self._check_open()
@@ -251,7 +225,7 @@ class DeadLetterMixin(TracingMixin):
                 letter.key,
                 {k: v for k, v in letter.headers.items() if not k.startswith("logq-")},
                 letter.priority,
-                _origin(letter).partition,
+                origin_of(letter).partition,
                 dedup_id=f"requeue:{letter.id}",
             )
             for letter in letters
@@ -288,7 +262,7 @@ class DeadLetterMixin(TracingMixin):
                     for m in page
                     if m.offset < end
                     and not state.is_settled(m.offset)
-                    and _origin_topic(m) == topic_name
+                    and origin_topic_of(m) == topic_name
                 ]
                 if letters:
                     yield name, group, letters
@@ -307,7 +281,7 @@ class DeadLetterMixin(TracingMixin):
                     f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
                 )
             letter = await self.get_message(text)
-            origin = _origin_topic(letter)
+            origin = origin_topic_of(letter)
             if origin is None and not orphans:
                 raise MessageNotFoundError(f"{text} carries no {HEADER_ORIGIN_ID} header")
             if origin is not None and origin != topic_name:
@@ -333,26 +307,8 @@ class DeadLetterMixin(TracingMixin):
         return sum(len(set(offsets)) for offsets in settled.values())
 
 
-def _origin(letter: Message) -> MessageId:
-    text = letter.headers.get(HEADER_ORIGIN_ID)
-    if text is None:
-        raise MessageNotFoundError(f"{letter.id} carries no {HEADER_ORIGIN_ID} header")
-    return MessageId.parse(text)
-
-
-def _origin_topic(letter: Message) -> str | None:
-    """The topic a letter came from; None for a letter with no (valid) origin."""
-    text = letter.headers.get(HEADER_ORIGIN_ID)
-    if text is None:
-        return None
-    try:
-        return MessageId.parse(text).topic
-    except BadArgumentError:
-        return None
-
-
 def internal_group(name: str) -> bool:
     return name.startswith("~")
 
 
-__all__ = ["DLQ_GROUP", "DeadLetterMixin", "internal_group"]
+__all__ = ["DLQ_GROUP", "HEADER_GROUP", "HEADER_ORIGIN_ID", "DeadLetterMixin", "internal_group"]

@@ -64,6 +64,7 @@ from logq.state.ranges import Range, ranges_of
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DLQ_CONSUMER = "logq.dead-letter"
+REDRIVE_CONSUMER = "logq.redrive"  # holds of letters being redriven (redrive.py)
 DLQ_HOLD_MS = 60_000  # offsets being dead-lettered stay leased to nobody this long
 READ_CHUNK_BYTES = 1 << 20
 REASON_LENGTH_MAX = 1000
@@ -741,8 +742,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             for partition, state in enumerate(group.deliveries):
                 for lease in state.expired(now_ms):
                     parts = state.unsettled_ranges(lease.start, lease.end)
-                    if not parts:
-                        continue
+                    if not parts or lease.consumer == REDRIVE_CONSUMER:
+                        continue  # a redrive's hold: DLQ operations and recovery finish it
                     count = sum(end - start for start, end in parts)
                     expired_total += count
                     if lease.consumer == DLQ_CONSUMER:

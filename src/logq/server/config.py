@@ -35,6 +35,7 @@ from logq.lanes import Lanes
 from logq.log import FsyncPolicy, LogConfig
 from logq.log.file_cache import OPEN_FILES_MIN
 from logq.server.config_parsing import ConfigError, check_keys, mapping
+from logq.server.faults import crash_hook
 from logq.server.security_config import SecurityConfig, parse_security, tls_files
 
 DEFAULT_HOST = "127.0.0.1"
@@ -580,6 +581,9 @@ def apply_environment(config: ServerConfig, environ: Mapping[str, str]) -> Serve
         config = replace(
             config, broker=replace(config.broker, data_dir=Path(environ["LOGQ_DATA_DIR"]))
         )
+    hook = crash_hook(environ)
+    if hook is not None:
+        config = replace(config, broker=replace(config.broker, fault_hook=hook))
     return config
 
 

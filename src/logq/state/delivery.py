@@ -76,6 +76,9 @@ class PartitionDelivery:
     leases: list[Lease] = field(default_factory=list)  # sorted by start, disjoint
     pending: list[Pending] = field(default_factory=list)  # sorted by start, disjoint
     last_token: int = 0  # the highest lease token handed out
+    # per dead-letter partition (`Redriven.source`), the token of the last
+    # redrive applied from it: one entry per DLQ partition that ever redrove here
+    redrives: dict[str, int] = field(default_factory=dict)
 
     # -- queries --------------------------------------------------------------
 
@@ -168,6 +171,11 @@ class PartitionDelivery:
         new (tokens stay below 2^53: exact in JSON numbers too)."""
         return max(self.last_token + 1, now_ms * 1000)
 
+    def takes_redrive(self, source: str, token: int) -> bool:
+        """Whether a redrive from `source` under `token` is not applied yet
+        (one without a token, from an old journal, always is new)."""
+        return not token or token > self.redrives.get(source, 0)
+
     def stale_parts(self, ranges: Sequence[Range], token: int) -> list[Range]:
         """Unsettled parts of `ranges` whose current delivery is not the one
         named by `token`: leased under another token, or handed back after
@@ -244,6 +252,10 @@ class PartitionDelivery:
                     piece.deadline_ms = event.deadline_ms
                     self._insert_lease(piece)
         elif isinstance(event, Redriven):
+            if not self.takes_redrive(event.source, event.token):
+                return  # applied already (a redrive finished again after a crash)
+            if event.token:
+                self.redrives[event.source] = event.token
             # what was never handed out since the group last moved has nothing to hand back
             for start, end in [part for r in event.ranges for part in self.handed_out(*r)]:
                 if start < self.floor:

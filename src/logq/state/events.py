@@ -73,12 +73,20 @@ class Seeked(msgspec.Struct, tag="K", frozen=True, array_like=True):
 
 class Redriven(msgspec.Struct, tag="D", frozen=True, array_like=True):
     """Settled offsets handed back (DLQ redrive): deliverable again from
-    `not_before_ms` as if never delivered (attempts start over)."""
+    `not_before_ms` as if never delivered (attempts start over).
+
+    `source` names the dead-letter partition the letters lie in
+    (`<dlq topic>:<partition>`) and `token` the lease token of the redrive's
+    hold there: a group's partition applies a redrive from one source once
+    (tokens of one source only grow), so a redrive finished again after a
+    crash hands nothing back twice. Empty and 0 in journals written before."""
 
     group: str
     partition: int
     ranges: Ranges
     not_before_ms: int
+    source: str = ""
+    token: int = 0
 
 
 Event = Leased | Settled | Lost | Released | Extended | Seeked | Redriven

@@ -22,6 +22,8 @@ class PartitionSnapshot(msgspec.Struct, array_like=True):
     # it was kept): tokens of settled deliveries are never handed out again,
     # so a dead-letter move after a restart is not taken for an earlier one
     last_token: int = 0
+    # the last redrive applied per dead-letter partition (PartitionDelivery.redrives)
+    redrives: dict[str, int] = {}
 
 
 def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
@@ -34,6 +36,7 @@ def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
         [x.token for x in state.leases],
         [x.token for x in state.pending],
         state.last_token,
+        dict(state.redrives),
     )
 
 
@@ -55,4 +58,5 @@ def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
         leases=leases,
         pending=pending,
         last_token=max([snapshot.last_token, *lease_tokens, *pending_tokens]),
+        redrives=dict(snapshot.redrives),
     )
