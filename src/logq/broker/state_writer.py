@@ -4,8 +4,9 @@ Each event names a group and a partition; the events of one call go, one
 batch per partition, to those partitions' state logs through the broker's
 writer, so a settlement that spans partitions is one commit group (one
 fsync). A partition whose state log has grown past its snapshot size gets a
-snapshot of every group's state for it, after which its older state
-segments are deleted (state/partition_state.py).
+snapshot of every group's state for it, its producer table and its dedup
+ids, after which its older state segments are deleted
+(state/partition_state.py).
 
 Writes are handed over in the same turn of the event loop as the state
 change they record, so a snapshot (taken in one turn too) always lies after
@@ -60,10 +61,11 @@ class StateWriter:
             batch = state.events_batch(found, now_ms)
             futures.append(self._writer.write(state.log, state.log_id, batch))
             if state.wants_snapshot:
-                self._start_snapshot(topic, topic.partitions[index])
+                self.start_snapshot(topic, topic.partitions[index])
         return futures
 
-    def _start_snapshot(self, topic: Topic, partition: Partition) -> None:
+    def start_snapshot(self, topic: Topic, partition: Partition) -> None:
+        """Take a snapshot of `partition`'s state in the background."""
         task = asyncio.get_running_loop().create_task(self.snapshot(topic, partition))
         self._snapshots.add(task)
         task.add_done_callback(self._snapshot_done)
@@ -86,7 +88,17 @@ class StateWriter:
                 if group.topic == topic.name and partition.index < len(group.deliveries)
             }
             data_offset, producers = producer_snapshot(partition)
-            batch = state.snapshot_batch(groups, data_offset, producers, self._now_ms())
+            under_way = partition.dedup_in_flight > 0
+            batch = state.snapshot_batch(
+                groups,
+                data_offset,
+                producers,
+                self._now_ms(),
+                topic.dedup.partition_ids(partition.index),
+                dedup_tail=under_way,
+            )
+            if not under_way:
+                partition.dedup_mark = None  # the next dedup publish marks anew
             result = await self._writer.write(state.log, state.log_id, batch)
             await asyncio.to_thread(state.snapshot_stored, result.base_offset)
         except (LogError, OSError) as error:

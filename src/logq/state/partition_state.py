@@ -9,11 +9,20 @@ once a snapshot is durable, the segments wholly before it are deleted, so
 old state goes by retention and recovery reads one snapshot plus the tail.
 
 Each batch of a state log holds one record, whose key says what it is:
-`e`, a msgpack list of events (state/events.py), or `s`, a snapshot
-(`StateSnapshot`, msgpack). A snapshot replaces whatever state came before
-it, so events before it in the log (in the segment it shares) are read and
-dropped on recovery; a snapshot that a crash cut short fails its batch's
-CRC and was never there.
+`e`, a msgpack list of events (state/events.py), `s`, a snapshot
+(`StateSnapshot`, msgpack), or `d`, a dedup mark (a msgpack integer: a data
+offset). A snapshot replaces whatever state came before it, so events and
+marks before it in the log (in the segment it shares) are read and dropped
+on recovery; a snapshot that a crash cut short fails its batch's CRC and
+was never there.
+
+The dedup ids of the partition's window are kept the same way: a snapshot
+holds them with where each went and when it expires, and a dedup mark,
+written (durably) before the first dedup publish after a snapshot is
+stored, says that the data log may hold dedup batches from its offset on.
+Recovery reads the data log's tail after the snapshot only when a mark (or
+the snapshot itself, for publishes under way as it was taken) says so, and
+never the data before the snapshot.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from logq.state.snapshots import PartitionSnapshot, restore_partition, snapshot_
 
 EVENTS_KEY = b"e"
 SNAPSHOT_KEY = b"s"
+DEDUP_MARK_KEY = b"d"
 SNAPSHOT_VERSION = 1
 READ_CHUNK_BYTES = 4 << 20
 
@@ -43,6 +53,14 @@ class ProducerSnapshot(msgspec.Struct, array_like=True):
     batches: list[tuple[int, int, int]]
 
 
+class DedupSeen(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Where the first message with a dedup id went, and when the id expires."""
+
+    partition: int
+    offset: int
+    expires_ms: int
+
+
 class StateSnapshot(msgspec.Struct, array_like=True):
     version: int
     # every group's delivery state of this partition, by group key
@@ -51,10 +69,18 @@ class StateSnapshot(msgspec.Struct, array_like=True):
     # state after it is read from the data log's batches
     data_offset: int = 0
     producers: list[ProducerSnapshot] = []
+    # the dedup ids stored in this partition within their window, oldest
+    # first; None in a snapshot of an earlier release (then the window is
+    # read from the data log instead)
+    dedup: dict[str, DedupSeen] | None = None
+    # dedup publishes were under way as the snapshot was taken: the data
+    # log's tail after `data_offset` may hold dedup batches
+    dedup_tail: bool = False
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(StateSnapshot)
+_mark_decoder = msgspec.msgpack.Decoder(int)
 
 
 class Recovered(msgspec.Struct):
@@ -66,6 +92,11 @@ class Recovered(msgspec.Struct):
     producers: list[ProducerSnapshot]
     snapshot_offset: int | None  # where the last snapshot lies, None when none
     tail_bytes: int  # bytes of events after it
+    # the last snapshot's dedup ids; None: no snapshot, or one without them
+    dedup: dict[str, DedupSeen] | None = None
+    # where the data log may hold dedup batches the snapshot does not: None
+    # when it holds none after the snapshot (nor, without one, at all)
+    dedup_scan_from: int | None = None
 
 
 class PartitionState:
@@ -78,6 +109,11 @@ class PartitionState:
         self.bytes_since_snapshot = 0
         self.snapshot_offset: int | None = None
         self.snapshotting = False  # a snapshot is being written
+        # the log holds a dedup mark after its last snapshot (or the snapshot
+        # says dedup batches may follow it): a dedup publish needs no mark
+        self.dedup_marked = False
+        self.dedup_ids_since_snapshot = 0
+        self.data_bytes_since_mark = 0  # bytes the data log took while marked
 
     # -- recovery --------------------------------------------------------------------
 
@@ -94,12 +130,20 @@ class PartitionState:
                     list(snapshot.producers),
                     base_offset,
                     0,
+                    snapshot.dedup,
+                    snapshot.data_offset if snapshot.dedup_tail else None,
                 )
+            elif key == DEDUP_MARK_KEY:
+                offset = _mark_decoder.decode(value)
+                if found.dedup_scan_from is None or offset < found.dedup_scan_from:
+                    found.dedup_scan_from = offset
+                found.tail_bytes += size
             else:
                 found.events.extend(decode_events(value))
                 found.tail_bytes += size
         self.snapshot_offset = found.snapshot_offset
         self.bytes_since_snapshot = found.tail_bytes
+        self.dedup_marked = found.dedup_scan_from is not None
         return found
 
     # -- writing ---------------------------------------------------------------------
@@ -109,9 +153,26 @@ class PartitionState:
         self.bytes_since_snapshot += len(batch)
         return batch
 
+    def dedup_mark_batch(self, data_offset: int, now_ms: int) -> bytes:
+        """A mark: the data log may hold dedup batches from `data_offset` on
+        (durable before any of them is acknowledged)."""
+        batch = encode_batch(
+            [_snapshot_encoder.encode(data_offset)], keys=[DEDUP_MARK_KEY], timestamp_ms=now_ms
+        )
+        self.bytes_since_snapshot += len(batch)
+        return batch
+
     @property
     def wants_snapshot(self) -> bool:
         return not self.snapshotting and self.bytes_since_snapshot >= self.snapshot_bytes
+
+    def wants_dedup_snapshot(self, dedup_ids_max: int) -> bool:
+        """Enough dedup ids (or data, while marked) came since the last
+        snapshot that recovery would read a long tail without a new one."""
+        return not self.snapshotting and (
+            self.dedup_ids_since_snapshot >= dedup_ids_max
+            or self.data_bytes_since_mark >= self.snapshot_bytes
+        )
 
     def snapshot_batch(
         self,
@@ -119,15 +180,24 @@ class PartitionState:
         data_offset: int,
         producers: list[ProducerSnapshot],
         now_ms: int,
+        dedup: dict[str, DedupSeen] | None = None,
+        dedup_tail: bool = False,
     ) -> bytes:
-        """The state as it is now, as one batch (write it before any later event)."""
+        """The state as it is now, as one batch (write it before any later
+        event). `dedup_tail`: dedup publishes are under way (their batches
+        may lie past `data_offset`, their ids are not in `dedup`)."""
         snapshot = StateSnapshot(
             SNAPSHOT_VERSION,
             {group: snapshot_partition(state) for group, state in groups.items()},
             data_offset,
             producers,
+            {} if dedup is None else dedup,
+            dedup_tail,
         )
         self.bytes_since_snapshot = 0
+        self.dedup_ids_since_snapshot = 0
+        self.data_bytes_since_mark = 0
+        self.dedup_marked = dedup_tail
         return encode_batch(
             [_snapshot_encoder.encode(snapshot)], keys=[SNAPSHOT_KEY], timestamp_ms=now_ms
         )
