@@ -10,6 +10,7 @@ files may not yet), opened by a second broker.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _spoil_segments_before(directory: Path, offset: int) -> int:
     bytes no read can use; how many."""
     logs = sorted(directory.glob("*.log"))
     spoiled = 0
-    for this, following in zip(logs, logs[1:], strict=False):
+    for this, following in itertools.pairwise(logs):
         if int(following.name.split(".")[0]) <= offset:
             this.write_bytes(b"\xff" * this.stat().st_size)
             spoiled += 1
