@@ -290,7 +290,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                     )
                 )
                 recovered[(name, partition.index)] = found
-                opened.dedup.restore(partition.index, ids)
+                if ids:
+                    opened.dedup.restore(partition.index, ids)
                 read += batches
                 if read_window and legacy is None:
                     keeping_no_ids.append((opened, partition))

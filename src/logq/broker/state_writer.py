@@ -65,7 +65,9 @@ class StateWriter:
         return futures
 
     def start_snapshot(self, topic: Topic, partition: Partition) -> None:
-        """Take a snapshot of `partition`'s state in the background."""
+        """Take a snapshot of `partition`'s state in the background (marked as
+        under way at once, so the calls until it starts make no more)."""
+        topic.state_of(partition.index).snapshotting = True
         task = asyncio.get_running_loop().create_task(self.snapshot(topic, partition))
         self._snapshots.add(task)
         task.add_done_callback(self._snapshot_done)
