@@ -196,3 +196,41 @@ def test_enough_dedup_ids_take_a_snapshot_that_bounds_the_tail(tmp_path: Path) -
         await broker.close()
 
     asyncio.run(main())
+
+
+def test_a_data_directory_of_the_release_before_reads_each_window_once(tmp_path: Path) -> None:
+    """That release kept no ids in snapshots and wrote no dedup marks: its
+    data directory has no format/dedup-ids record, so each partition reads
+    its last window's batches at the first open, and is snapshotted."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        await broker.create_topic("t", {"partitions": 3, "dedup_window": "10m"})
+        places = {}
+        for n in range(9):  # as that release stored them: the batches, no mark
+            partition = broker.topic("t").partitions[n % 3]
+            batch = encode_batch(
+                [b"x"],
+                headers=[{"logq-dedup-id": f"old-{n}"}],
+                timestamp_ms=clock.now_ms(),
+                dedup=True,
+            )
+            stored = await broker.writer.write(partition.log, partition.log_id, batch)
+            places[f"old-{n}"] = (partition.index, stored.base_offset)
+        await broker.close()
+        shutil.rmtree(tmp_path / "meta" / "format")
+
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        assert broker.topic("t").dedup.batches_read_at_open == 9
+        for key, place in places.items():
+            (again,) = await broker.publish("t", [once(b"again", key)])
+            assert (again.partition, again.offset) == place
+        await broker.close()
+
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        assert broker.topic("t").dedup.batches_read_at_open == 0
+        assert len(broker.topic("t").dedup) == 9
+        await broker.close()
+
+    asyncio.run(main())

@@ -47,7 +47,12 @@ from logq.broker.messages import (
     PublishResult,
     message_from_record,
 )
-from logq.broker.metadata import MetadataRecords, group_record_key, topic_record_key
+from logq.broker.metadata import (
+    DEDUP_IDS_FORMAT,
+    MetadataRecords,
+    group_record_key,
+    topic_record_key,
+)
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.scrubber import Scrubber
@@ -212,7 +217,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self.topics[name] = await self._open_topic(name, settings)
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
-        replayed = await self._recover_states(recovered.groups)
+        replayed = await self._recover_states(recovered.groups, recovered.formats)
         self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
         limit = self.config.partitions_max
         if limit is not None and self.partitions_held > limit:
@@ -268,7 +273,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             return None
         return topic.state_of(index).log if is_state else topic.partitions[index].log
 
-    async def _recover_states(self, groups: dict[tuple[str, str], Any]) -> int:
+    async def _recover_states(self, groups: dict[tuple[str, str], Any], formats: set[str]) -> int:
         """Every group's delivery state, partition by partition, from the state
         logs (or, once, from the state of an earlier release); returns the
         events replayed after the snapshots."""
@@ -278,6 +283,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             if legacy_directory is not None and LegacyState.present(legacy_directory)
             else None
         )
+        # state written before snapshots held the dedup ids: each partition
+        # without a snapshot that holds them reads its window once
+        earlier_release = legacy is not None or (
+            DEDUP_IDS_FORMAT not in formats and bool(self.topics)
+        )
         now_ms = self.clock.now_ms()
         recovered: dict[tuple[str, int], Recovered] = {}
         keeping_no_ids: list[tuple[Topic, Partition]] = []  # snapshotted below, with them
@@ -286,7 +296,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             for partition in opened.partitions:
                 found, ids, batches, read_window = await self.run(
                     lambda opened=opened, partition=partition: _recover_partition(  # type: ignore[misc]
-                        opened, partition, now_ms, earlier_release=legacy is not None
+                        opened, partition, now_ms, earlier_release=earlier_release
                     )
                 )
                 recovered[(name, partition.index)] = found
@@ -343,8 +353,25 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             await self._migrate_legacy_state(legacy)
         # a snapshot of an earlier release: the next one holds the ids, so the
         # window is read once
-        await asyncio.gather(*(self.state_writer.snapshot(t, p) for t, p in keeping_no_ids))
+        stored = await asyncio.gather(
+            *(self.state_writer.snapshot(t, p) for t, p in keeping_no_ids)
+        )
+        if DEDUP_IDS_FORMAT not in formats and all(stored) and self.config.data_dir is not None:
+            await self._note_format(DEDUP_IDS_FORMAT)
         return replayed
+
+    async def _note_format(self, key: str) -> None:
+        """Record that the data directory's state is kept in the form `key`
+        names (once the state is in that form, durably)."""
+        try:
+            await self.records.sync(key, dict)
+        except LogqError as error:
+            logger.warning(
+                "metadata record %r not written (%s): the next start reads "
+                "the state as an earlier release left it",
+                key,
+                error,
+            )
 
     async def _migrate_legacy_state(self, legacy: LegacyState) -> None:
         """Store the state read from an earlier release's `state/` as a snapshot
@@ -1329,7 +1356,7 @@ def _recover_partition(
     log read for them, and whether its window was read for want of ids in
     its state (blocking)."""
     found = topic.state_of(partition.index).recover()
-    read_window = earlier_release or keeps_no_ids(found)
+    read_window = keeps_no_ids(found) or (earlier_release and found.dedup is None)
     ids, batches = recover_partition_ids(
         partition.log,
         partition.index,

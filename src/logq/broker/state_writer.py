@@ -41,7 +41,7 @@ class StateWriter:
         self._topics = topics
         self._groups = groups
         self._now_ms = now_ms
-        self._snapshots: set[asyncio.Task[None]] = set()  # owned until done
+        self._snapshots: set[asyncio.Task[bool]] = set()  # owned until done
 
     def submit(self, events: Sequence[Event]) -> list[asyncio.Future[AppendResult]]:
         """Hand the events to the writer, one batch per partition (now, in
@@ -72,14 +72,14 @@ class StateWriter:
         self._snapshots.add(task)
         task.add_done_callback(self._snapshot_done)
 
-    def _snapshot_done(self, task: asyncio.Task[None]) -> None:
+    def _snapshot_done(self, task: asyncio.Task[bool]) -> None:
         self._snapshots.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("a state snapshot failed: %s", task.exception())
 
-    async def snapshot(self, topic: Topic, partition: Partition) -> None:
+    async def snapshot(self, topic: Topic, partition: Partition) -> bool:
         """Write every group's state of `partition` as a snapshot, durably, and
-        delete the state segments before it."""
+        delete the state segments before it; whether it was stored."""
         state = topic.state_of(partition.index)
         state.snapshotting = True
         try:
@@ -107,6 +107,9 @@ class StateWriter:
             logger.warning(
                 "state snapshot of %s/%d not written: %s", topic.name, partition.index, error
             )
+            return False
+        else:
+            return True
         finally:
             state.snapshotting = False
 
