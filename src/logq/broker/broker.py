@@ -571,6 +571,8 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     async def _snapshot_dedup_tails(self) -> None:
         """At a graceful stop, a snapshot of each partition whose data log may
         hold dedup batches past its last one: the next start reads no data."""
+        if self.config.data_dir is None:
+            return  # nothing outlives a broker in memory
         await asyncio.gather(
             *(
                 self.state_writer.snapshot(topic, partition)
