@@ -118,29 +118,39 @@ class PartitionState:
     # -- recovery --------------------------------------------------------------------
 
     def recover(self) -> Recovered:
-        """Read the log whole (blocking): the last snapshot, then the events after it."""
-        found = Recovered({}, [], 0, [], None, 0)
+        """Read the log whole (blocking): the last snapshot, then the events
+        and marks after it (only the last snapshot is decoded)."""
+        last: tuple[int, bytes] | None = None  # the last snapshot's offset and value
+        events: list[Event] = []
+        tail_bytes = 0
+        scan_from: int | None = None
         for base_offset, key, value, size in _records(self.log):
             if key == SNAPSHOT_KEY:
-                snapshot = _snapshot_decoder.decode(value)
-                found = Recovered(
-                    {group: restore_partition(s) for group, s in snapshot.groups.items()},
-                    [],
-                    snapshot.data_offset,
-                    list(snapshot.producers),
-                    base_offset,
-                    0,
-                    snapshot.dedup,
-                    snapshot.data_offset if snapshot.dedup_tail else None,
-                )
+                last, events, tail_bytes, scan_from = (base_offset, value), [], 0, None
             elif key == DEDUP_MARK_KEY:
                 offset = _mark_decoder.decode(value)
-                if found.dedup_scan_from is None or offset < found.dedup_scan_from:
-                    found.dedup_scan_from = offset
-                found.tail_bytes += size
+                scan_from = offset if scan_from is None else min(scan_from, offset)
+                tail_bytes += size
             else:
-                found.events.extend(decode_events(value))
-                found.tail_bytes += size
+                events.extend(decode_events(value))
+                tail_bytes += size
+        if last is None:
+            found = Recovered({}, events, 0, [], None, tail_bytes, None, scan_from)
+        else:
+            snapshot = _snapshot_decoder.decode(last[1])
+            if snapshot.dedup_tail:
+                tail_from = snapshot.data_offset
+                scan_from = tail_from if scan_from is None else min(scan_from, tail_from)
+            found = Recovered(
+                {group: restore_partition(s) for group, s in snapshot.groups.items()},
+                events,
+                snapshot.data_offset,
+                list(snapshot.producers),
+                last[0],
+                tail_bytes,
+                snapshot.dedup,
+                scan_from,
+            )
         self.snapshot_offset = found.snapshot_offset
         self.bytes_since_snapshot = found.tail_bytes
         self.dedup_marked = found.dedup_scan_from is not None
@@ -203,9 +213,11 @@ class PartitionState:
         )
 
     def snapshot_stored(self, offset: int) -> None:
-        """A snapshot at `offset` is durable: older segments may go (blocking)."""
+        """A snapshot at `offset` is durable: older segments may go, and the
+        segment it lies in goes once the next snapshot is durable (blocking)."""
         self.snapshot_offset = offset
         self.log.delete_before(offset)
+        self.log.roll()
 
 
 def _records(log: PartitionLog) -> Iterator[tuple[int, bytes, bytes, int]]:
