@@ -30,6 +30,7 @@ from logq.broker.dedup import (
     DedupTable,
     Seen,
     dedup_id_of,
+    expires_last_ms,
     keeps_no_ids,
     recover_partition_ids,
 )
@@ -294,14 +295,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         for name, opened in self.topics.items():
             read = 0
             for partition in opened.partitions:
-                found, ids, batches, read_window = await self.run(
+                found, batches, read_window = await self.run(
                     lambda opened=opened, partition=partition: _recover_partition(  # type: ignore[misc]
                         opened, partition, now_ms, earlier_release=earlier_release
                     )
                 )
                 recovered[(name, partition.index)] = found
-                if ids:
-                    opened.dedup.restore(partition.index, ids)
                 read += batches
                 if read_window and legacy is None:
                     keeping_no_ids.append((opened, partition))
@@ -1352,11 +1351,12 @@ def _from_log_error(error: LogError) -> LogqError:
 
 def _recover_partition(
     topic: Topic, partition: Partition, now_ms: int, *, earlier_release: bool
-) -> tuple[Recovered, dict[str, Seen], int, bool]:
+) -> tuple[Recovered, int, bool]:
     """A partition's state log, then its dedup ids from the snapshot in it
-    (and the data log's tail where a mark says so); the batches of the data
-    log read for them, and whether its window was read for want of ids in
-    its state (blocking)."""
+    (and the data log's tail where a mark says so), into the topic's table;
+    the batches of the data log read for them, and whether its window was
+    read for want of ids in its state (blocking: at open, when nothing else
+    uses the table, off the event loop)."""
     found = topic.state_of(partition.index).recover()
     read_window = keeps_no_ids(found) or (earlier_release and found.dedup is None)
     ids, batches = recover_partition_ids(
@@ -1367,4 +1367,6 @@ def _recover_partition(
         topic.settings.dedup_window_ms,
         read_window=read_window,
     )
-    return found, ids, batches, read_window
+    if ids:
+        topic.dedup.restore(partition.index, ids, expires_last_ms(ids))
+    return found, batches, read_window

@@ -65,18 +65,29 @@ def dedup_id_of(batch: bytes, size_bytes_max: int, records_max: int) -> str | No
 
 class DedupTable:
     """dedup id -> where the first message with it went, for one topic; the
-    ids of each partition apart too, for its state snapshots."""
+    ids of each partition apart too, for its state snapshots.
+
+    Ids remembered since the broker opened are kept oldest first, so the
+    expired ones go from the front. Ids recovered at open are kept apart, as
+    the recovery built them (no per-id work on the event loop), and go
+    together once the last of them has expired: within one window."""
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[str, Seen] = OrderedDict()  # oldest first
+        self._seen: OrderedDict[str, Seen] = OrderedDict()  # since open, oldest first
         self._by_partition: dict[int, dict[str, Seen]] = {}
+        self._restored: dict[str, Seen] = {}  # recovered at open, every partition's
+        self._restored_by_partition: dict[int, dict[str, Seen]] = {}
+        self._restored_until_ms = 0  # when the last recovered id expires
         self._claims: dict[str, asyncio.Future[Seen]] = {}
         self.batches_read_at_open = 0  # of the data logs, to recover the ids
 
     def __len__(self) -> int:
-        return len(self._seen)
+        """Ids held (one published again after it expired may count twice)."""
+        return len(self._seen) + len(self._restored)
 
     def _expire(self, now_ms: int) -> None:
+        if self._restored and self._restored_until_ms <= now_ms:
+            self._restored, self._restored_by_partition = {}, {}
         while self._seen:
             key, seen = next(iter(self._seen.items()))
             if seen.expires_ms > now_ms:
@@ -87,7 +98,7 @@ class DedupTable:
     def lookup(self, dedup_id: str, now_ms: int) -> Seen | asyncio.Future[Seen] | None:
         """The first message, a publish of it still in progress, or None."""
         self._expire(now_ms)
-        seen = self._seen.get(dedup_id)
+        seen = self._seen.get(dedup_id) or self._restored.get(dedup_id)
         if seen is not None and seen.expires_ms > now_ms:
             return seen
         return self._claims.get(dedup_id)
@@ -115,19 +126,22 @@ class DedupTable:
         self._seen.move_to_end(dedup_id)
         self._by_partition.setdefault(seen.partition, {})[dedup_id] = seen
 
-    def restore(self, partition: int, found: dict[str, Seen]) -> None:
+    def restore(self, partition: int, found: dict[str, Seen], until_ms: int) -> None:
         """Take a partition's ids as recovery found them (at open, before any
-        publish). Partitions restore one after another, so the topic's order
-        is by partition first: an id that expires before the oldest one of
-        the table goes when that one does (lookups check expiry themselves)."""
+        publish); `until_ms`: when the last of them expires."""
         assert not self._claims
-        self._by_partition[partition] = found
-        self._seen.update(found)
+        self._restored_by_partition[partition] = found
+        self._restored.update(found)
+        self._restored_until_ms = max(self._restored_until_ms, until_ms)
 
     def partition_ids(self, partition: int) -> dict[str, Seen]:
-        """The ids stored in `partition` (a state snapshot encodes them as they
-        are, in the same turn of the event loop)."""
-        return self._by_partition.get(partition, {})
+        """The ids stored in `partition`, oldest first (a state snapshot
+        encodes them as they are, in the same turn of the event loop)."""
+        restored = self._restored_by_partition.get(partition)
+        since_open = self._by_partition.get(partition)
+        if restored and since_open:
+            return {**restored, **since_open}
+        return restored or since_open or {}
 
 
 def keeps_no_ids(found: Recovered) -> bool:
@@ -158,6 +172,15 @@ def recover_partition_ids(
     tail, read = scan_recent(log, partition, since_ms, window_ms, found.dedup_scan_from)
     ids.update(tail)
     return ids, read
+
+
+def expires_last_ms(ids: dict[str, Seen]) -> int:
+    """When the last of `ids` expires (0: none)."""
+    return max(ids.values(), key=_expiry).expires_ms if ids else 0
+
+
+def _expiry(seen: Seen) -> int:
+    return seen.expires_ms
 
 
 def scan_recent(
