@@ -26,7 +26,16 @@ from logq.broker.commit import Commits
 from logq.broker.config import BrokerConfig
 from logq.broker.dead_letter_names import DeadLetterNames
 from logq.broker.dead_letters import DeadLetterMixin, internal_group
-from logq.broker.dedup import DEDUP_ID_LENGTH_MAX, HEADER_DEDUP_ID, Seen, dedup_id_of, scan_recent
+from logq.broker.dedup import (
+    DEDUP_ID_LENGTH_MAX,
+    HEADER_DEDUP_ID,
+    DedupTable,
+    Seen,
+    dedup_id_of,
+    expires_last_ms,
+    keeps_no_ids,
+    recover_partition_ids,
+)
 from logq.broker.delays import check_delay
 from logq.broker.disk import DiskGuard
 from logq.broker.errors import from_log_error
@@ -41,7 +50,12 @@ from logq.broker.messages import (
     PublishResult,
     message_from_record,
 )
-from logq.broker.metadata import MetadataRecords, group_record_key, topic_record_key
+from logq.broker.metadata import (
+    DEDUP_IDS_FORMAT,
+    MetadataRecords,
+    group_record_key,
+    topic_record_key,
+)
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.scrubber import Scrubber
@@ -96,6 +110,7 @@ from logq.log.writer import Writer
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.legacy_journal import LegacyState
+from logq.state.partition_state import Recovered
 from logq.state.trace import TraceLog, TraceRecord
 
 logger = logging.getLogger(__name__)
@@ -219,7 +234,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self.topics[name] = await self._open_topic(name, settings)
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
-        replayed = await self._recover_states(recovered.groups)
+        replayed = await self._recover_states(recovered.groups, recovered.formats)
         self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
         limit = self.config.partitions_max
         if limit is not None and self.partitions_held > limit:
@@ -276,21 +291,44 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             return None
         return topic.state_of(index).log if is_state else topic.partitions[index].log
 
-    async def _recover_states(self, groups: dict[tuple[str, str], Any]) -> int:
+    async def _recover_states(self, groups: dict[tuple[str, str], Any], formats: set[str]) -> int:
         """Every group's delivery state, partition by partition, from the state
         logs (or, once, from the state of an earlier release); returns the
         events replayed after the snapshots."""
-        recovered = {
-            (name, partition.index): await self.run(topic.state_of(partition.index).recover)
-            for name, topic in self.topics.items()
-            for partition in topic.partitions
-        }
         legacy_directory = self.backend.state_directory
         legacy = (
             LegacyState(legacy_directory, self._state_config)
             if legacy_directory is not None and LegacyState.present(legacy_directory)
             else None
         )
+        # state written before snapshots held the dedup ids: each partition
+        # without a snapshot that holds them reads its window once
+        earlier_release = legacy is not None or (
+            DEDUP_IDS_FORMAT not in formats and bool(self.topics)
+        )
+        now_ms = self.clock.now_ms()
+        recovered: dict[tuple[str, int], Recovered] = {}
+        keeping_no_ids: list[tuple[Topic, Partition]] = []  # snapshotted below, with them
+        for name, opened in self.topics.items():
+            read = 0
+            for partition in opened.partitions:
+                found, batches, read_window = await self.run(
+                    lambda opened=opened, partition=partition: _recover_partition(  # type: ignore[misc]
+                        opened, partition, now_ms, earlier_release=earlier_release
+                    )
+                )
+                recovered[(name, partition.index)] = found
+                read += batches
+                if read_window and legacy is None:
+                    keeping_no_ids.append((opened, partition))
+            opened.dedup.batches_read_at_open = read
+            if read or len(opened.dedup):
+                logger.info(
+                    "dedup window of topic %r rebuilt: %d ids from the last %d ms",
+                    name,
+                    len(opened.dedup),
+                    opened.settings.dedup_window_ms,
+                )
         legacy_groups = legacy.groups() if legacy is not None else {}
         for (name, index), found in recovered.items():
             if found.snapshot_offset is not None:
@@ -333,7 +371,27 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 replayed += 1
         if legacy is not None:
             await self._migrate_legacy_state(legacy)
+        # a snapshot of an earlier release: the next one holds the ids, so the
+        # window is read once
+        stored = await asyncio.gather(
+            *(self.state_writer.snapshot(t, p) for t, p in keeping_no_ids)
+        )
+        if DEDUP_IDS_FORMAT not in formats and all(stored) and self.config.data_dir is not None:
+            await self._note_format(DEDUP_IDS_FORMAT)
         return replayed
+
+    async def _note_format(self, key: str) -> None:
+        """Record that the data directory's state is kept in the form `key`
+        names (once the state is in that form, durably)."""
+        try:
+            await self.records.sync(key, dict)
+        except LogqError as error:
+            logger.warning(
+                "metadata record %r not written (%s): the next start reads "
+                "the state as an earlier release left it",
+                key,
+                error,
+            )
 
     async def _migrate_legacy_state(self, legacy: LegacyState) -> None:
         """Store the state read from an earlier release's `state/` as a snapshot
@@ -526,6 +584,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 await self._ticker
         if self.archive is not None:
             await self.archive.close()
+        await self._snapshot_dedup_tails()
         await self.state_writer.close()
         await self.writer.close()  # every write handed over is answered first
         logs = [log for topic in self.topics.values() for log in _partition_logs(topic)]
@@ -536,6 +595,21 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         await self.run(self.trace_log.close)
         await self.run(self.backend.close)
         self._executor.shutdown(wait=True)
+
+    async def _snapshot_dedup_tails(self) -> None:
+        """At a graceful stop, a snapshot of each partition whose data log may
+        hold dedup batches past its last one: the next start reads no data."""
+        if self.config.data_dir is None:
+            return  # nothing outlives a broker in memory
+        await asyncio.gather(
+            *(
+                self.state_writer.snapshot(topic, partition)
+                for topic in list(self.topics.values())
+                for partition in topic.partitions
+                if (state := topic.state_of(partition.index)).dedup_marked
+                and not state.snapshotting
+            )
+        )
 
     async def run(self, function: Callable[[], T]) -> T:
         """Run blocking storage work off the event loop (inline when the
@@ -1021,6 +1095,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         record timestamps of a delayed batch are due times, not publish times)."""
         self.metrics.published(topic.name, end - start, len(batch))
         self.disk.spend(len(batch))
+        state = target.state
+        if state is not None and state.dedup_marked:  # the tail a restart would read grows
+            state.data_bytes_since_mark += len(batch)
+            if state.wants_dedup_snapshot(self.config.snapshot_dedup_ids):
+                self.state_writer.start_snapshot(topic, target)
         if read_header(batch).attributes & DELAYED:
             self._trace("delayed", topic, target.index, [(start, end)])
 
@@ -1030,59 +1109,61 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         """Store a dedup-marked batch unless its id was seen within the window."""
         table = topic.dedup
         window_ms = topic.settings.dedup_window_ms
-        if not table.loaded:
-            await self._load_dedup(topic, now_ms)
         first = table.lookup(dedup_id, now_ms)
         if isinstance(first, asyncio.Future):
             first = await asyncio.shield(first)
         if first is not None:
             return BatchResult(first.partition, first.offset, first.offset, True)
         table.claim(dedup_id)
+        target.dedup_in_flight += 1
         try:
+            await self._mark_dedup(topic, target)
             result, duplicate = await topic.append(target, batch)
         except LogError as error:
-            table.settle(dedup_id, None, error)
+            self._unclaim(table, target, dedup_id, error)
             raise _from_log_error(error) from None
         except BaseException as error:
-            table.settle(dedup_id, None, error)
+            self._unclaim(table, target, dedup_id, error)
             raise
         table.settle(dedup_id, Seen(target.index, result.base_offset, now_ms + window_ms))
+        target.dedup_in_flight -= 1
+        state = topic.state_of(target.index)
+        state.dedup_ids_since_snapshot += 1
+        if state.wants_dedup_snapshot(self.config.snapshot_dedup_ids):
+            self.state_writer.start_snapshot(topic, target)
         if not duplicate:
             self._stored(topic, target, batch, result.base_offset, result.next_offset)
         return BatchResult(target.index, result.base_offset, result.last_offset, duplicate)
 
-    async def _load_dedup(self, topic: Topic, now_ms: int) -> None:
-        """Rebuild a topic's dedup table from its last window, once: publishes
-        that come meanwhile wait for the one scan (each used to start its own)."""
-        table = topic.dedup
-        if table.loading is None:
-            table.loading = asyncio.ensure_future(self._scan_dedup(topic, now_ms))
-        loading = table.loading
-        try:
-            await asyncio.shield(loading)
-        except BaseException:
-            if loading.done() and table.loading is loading:
-                table.loading = None  # failed: the next publish tries again
-            raise
+    @staticmethod
+    def _unclaim(table: DedupTable, target: Partition, dedup_id: str, error: BaseException) -> None:
+        table.settle(dedup_id, None, error)
+        target.dedup_in_flight -= 1
 
-    async def _scan_dedup(self, topic: Topic, now_ms: int) -> None:
-        table = topic.dedup
-        window_ms = topic.settings.dedup_window_ms
-        since = now_ms - window_ms
-        for partition in topic.partitions:
-            log = partition.log
-            found = await self.run(
-                lambda log=log, index=partition.index: scan_recent(log, index, since, window_ms)  # type: ignore[misc]
-            )
-            for key, seen in found:
-                table.remember(key, seen)
-        table.loaded = True
-        logger.info(
-            "dedup window of topic %r rebuilt: %d ids from the last %d ms",
-            topic.name,
-            len(table),
-            window_ms,
-        )
+    async def _mark_dedup(self, topic: Topic, target: Partition) -> None:
+        """Make sure the partition's state log says, durably, that its data
+        log may hold dedup batches past its last snapshot: once per snapshot,
+        before the first such batch is stored (recovery reads the data log's
+        tail only where a mark says so)."""
+        state = topic.state_of(target.index)
+        if state.dedup_marked:
+            return
+        mark = target.dedup_mark
+        if mark is None:
+            batch = state.dedup_mark_batch(target.resolved_end, self.clock.now_ms())
+            mark = target.dedup_mark = self.writer.write(state.log, state.log_id, batch)
+        try:
+            await asyncio.shield(mark)
+        except OSError as error:
+            if target.dedup_mark is mark:
+                target.dedup_mark = None  # the next publish tries again
+            raise self.disk.storage_error(error) from error
+        except BaseException:
+            if mark.done() and target.dedup_mark is mark:
+                target.dedup_mark = None
+            raise
+        if target.dedup_mark is mark:
+            state.dedup_marked = True
 
     # -- reading without a group ----------------------------------------------------------
 
@@ -1423,3 +1504,26 @@ def _with_expiry(message: OutgoingMessage, now_ms: int) -> dict[str, str]:
 
 def _from_log_error(error: LogError) -> LogqError:
     return from_log_error(error)
+
+
+def _recover_partition(
+    topic: Topic, partition: Partition, now_ms: int, *, earlier_release: bool
+) -> tuple[Recovered, int, bool]:
+    """A partition's state log, then its dedup ids from the snapshot in it
+    (and the data log's tail where a mark says so), into the topic's table;
+    the batches of the data log read for them, and whether its window was
+    read for want of ids in its state (blocking: at open, when nothing else
+    uses the table, off the event loop)."""
+    found = topic.state_of(partition.index).recover()
+    read_window = keeps_no_ids(found) or (earlier_release and found.dedup is None)
+    ids, batches = recover_partition_ids(
+        partition.log,
+        partition.index,
+        found,
+        now_ms,
+        topic.settings.dedup_window_ms,
+        read_window=read_window,
+    )
+    if ids:
+        topic.dedup.restore(partition.index, ids, expires_last_ms(ids))
+    return found, batches, read_window

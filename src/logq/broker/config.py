@@ -33,6 +33,10 @@ class BrokerConfig:
     commit_flush_bytes: int = 16 * 1024 * 1024
     # Journal bytes after which delivery state is snapshotted.
     snapshot_bytes: int = 64 * 1024 * 1024
+    # Dedup ids stored in a partition after which its state is snapshotted
+    # (with the window's ids): bounds the data a restart after a crash reads
+    # to rebuild them (see logq.broker.dedup).
+    snapshot_dedup_ids: int = 20_000
     # A member that has not asked for messages this long leaves its group.
     session_timeout_ms: int = 30_000
     # How often leases and sessions are checked for expiry.

@@ -2,6 +2,9 @@
 
     topic/<topic>            {"settings": {...}, "dead_letter_topic": bool}
     group/<topic>/<group>    the group's settings
+    format/<name>            {}: the data directory's state is kept in this
+                             form (format/dedup-ids: state snapshots hold
+                             the dedup ids, see broker/dedup.py)
 
 each JSON, kept by the storage backend (log/backend.py) with a version. A
 change writes only the record it changes, so a create costs the same at 10
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 TOPIC_PREFIX = "topic/"
 GROUP_PREFIX = "group/"
+FORMAT_PREFIX = "format/"
+DEDUP_IDS_FORMAT = f"{FORMAT_PREFIX}dedup-ids"
 
 
 def topic_record_key(topic: str) -> str:
@@ -66,6 +71,7 @@ class Recovered:
     dead_letter_topics: set[str] = field(default_factory=set)
     groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     damaged: list[str] = field(default_factory=list)  # record keys
+    formats: set[str] = field(default_factory=set)  # format/ record keys present
 
 
 class MetadataRecords:
@@ -110,6 +116,16 @@ class MetadataRecords:
             document = self._get(key, recovered)
             if document is not None:
                 recovered.groups[(topic, group)] = document
+        for key in self.backend.list(FORMAT_PREFIX):
+            try:
+                found = self.backend.get(key)
+            except MetadataDamagedError as error:
+                # read as absent: what it marks is done again, then it is rewritten
+                logger.warning("metadata record %r is damaged (%s)", key, error)
+                continue
+            if found is not None:
+                self._versions[key] = found[0]
+                recovered.formats.add(key)
         return recovered
 
     def _get(self, key: str, recovered: Recovered) -> dict[str, Any] | None:

@@ -4,8 +4,9 @@ Each event names a group and a partition; the events of one call go, one
 batch per partition, to those partitions' state logs through the broker's
 writer, so a settlement that spans partitions is one commit group (one
 fsync). A partition whose state log has grown past its snapshot size gets a
-snapshot of every group's state for it, after which its older state
-segments are deleted (state/partition_state.py).
+snapshot of every group's state for it, its producer table and its dedup
+ids, after which its older state segments are deleted
+(state/partition_state.py).
 
 Writes are handed over in the same turn of the event loop as the state
 change they record, so a snapshot (taken in one turn too) always lies after
@@ -42,7 +43,7 @@ class StateWriter:
         self._topics = topics
         self._groups = groups
         self._now_ms = now_ms
-        self._snapshots: set[asyncio.Task[None]] = set()  # owned until done
+        self._snapshots: set[asyncio.Task[bool]] = set()  # owned until done
 
     def submit(self, events: Sequence[Event]) -> list[asyncio.Future[AppendResult]]:
         """Hand the events to the writer, one batch per partition (now, in
@@ -62,22 +63,25 @@ class StateWriter:
             batch = state.events_batch(found, now_ms)
             futures.append(self._writer.write(state.log, state.log_id, batch))
             if state.wants_snapshot:
-                self._start_snapshot(topic, topic.partitions[index])
+                self.start_snapshot(topic, topic.partitions[index])
         return futures
 
-    def _start_snapshot(self, topic: Topic, partition: Partition) -> None:
+    def start_snapshot(self, topic: Topic, partition: Partition) -> None:
+        """Take a snapshot of `partition`'s state in the background (marked as
+        under way at once, so the calls until it starts make no more)."""
+        topic.state_of(partition.index).snapshotting = True
         task = asyncio.get_running_loop().create_task(self.snapshot(topic, partition))
         self._snapshots.add(task)
         task.add_done_callback(self._snapshot_done)
 
-    def _snapshot_done(self, task: asyncio.Task[None]) -> None:
+    def _snapshot_done(self, task: asyncio.Task[bool]) -> None:
         self._snapshots.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("a state snapshot failed: %s", task.exception())
 
-    async def snapshot(self, topic: Topic, partition: Partition) -> None:
+    async def snapshot(self, topic: Topic, partition: Partition) -> bool:
         """Write every group's state of `partition` as a snapshot, durably, and
-        delete the state segments before it."""
+        delete the state segments before it; whether it was stored."""
         state = topic.state_of(partition.index)
         state.snapshotting = True
         try:
@@ -93,13 +97,27 @@ class StateWriter:
                 if self._archive_snapshot is not None and topic.settings.archive
                 else b""
             )
-            batch = state.snapshot_batch(groups, data_offset, producers, self._now_ms(), archive)
+            under_way = partition.dedup_in_flight > 0
+            batch = state.snapshot_batch(
+                groups,
+                data_offset,
+                producers,
+                self._now_ms(),
+                topic.dedup.partition_ids(partition.index),
+                dedup_tail=under_way,
+                archive=archive,
+            )
+            if not under_way:
+                partition.dedup_mark = None  # the next dedup publish marks anew
             result = await self._writer.write(state.log, state.log_id, batch)
             await asyncio.to_thread(state.snapshot_stored, result.base_offset)
         except (LogError, OSError) as error:
             logger.warning(
                 "state snapshot of %s/%d not written: %s", topic.name, partition.index, error
             )
+            return False
+        else:
+            return True
         finally:
             state.snapshotting = False
 

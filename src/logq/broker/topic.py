@@ -76,6 +76,11 @@ class Partition:
     # where the producer table's scan of the log starts: the data offset of
     # the last state snapshot; None: the log's last PRODUCER_SCAN_RECORDS
     producers_scan_from: int | None = None
+    # dedup publishes between their claim and its settling: a snapshot taken
+    # meanwhile says dedup batches may follow it (see dedup.py)
+    dedup_in_flight: int = 0
+    # the dedup mark being written to the state log, once per snapshot
+    dedup_mark: asyncio.Future[AppendResult] | None = None
 
     def readable_end(self) -> int:
         """The partition's readable end: every reader (groups planning

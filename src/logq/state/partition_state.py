@@ -10,12 +10,21 @@ old state goes by retention and recovery reads one snapshot plus the tail.
 
 Each batch of a state log holds one record, whose key says what it is:
 `e`, a msgpack list of events (state/events.py), `s`, a snapshot
-(`StateSnapshot`, msgpack), or `a`, a change of the partition's archive
-manifest (logq/archive/manifest.py; opaque here, as is the manifest a
-snapshot carries). A snapshot replaces whatever state came before
-it, so events before it in the log (in the segment it shares) are read and
-dropped on recovery; a snapshot that a crash cut short fails its batch's
-CRC and was never there.
+(`StateSnapshot`, msgpack), `d`, a dedup mark (a msgpack integer: a data
+offset), or `a`, a change of the partition's archive manifest
+(logq/archive/manifest.py; opaque here, as is the manifest a snapshot
+carries). A snapshot replaces whatever state came before it, so events,
+marks and manifest changes before it in the log (in the segment it shares)
+are read and dropped on recovery; a snapshot that a crash cut short fails
+its batch's CRC and was never there.
+
+The dedup ids of the partition's window are kept the same way: a snapshot
+holds them with where each went and when it expires, and a dedup mark,
+written (durably) before the first dedup publish after a snapshot is
+stored, says that the data log may hold dedup batches from its offset on.
+Recovery reads the data log's tail after the snapshot only when a mark (or
+the snapshot itself, for publishes under way as it was taken) says so, and
+never the data before the snapshot.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from logq.state.snapshots import PartitionSnapshot, restore_partition, snapshot_
 
 EVENTS_KEY = b"e"
 SNAPSHOT_KEY = b"s"
+DEDUP_MARK_KEY = b"d"
 ARCHIVE_KEY = b"a"
 SNAPSHOT_VERSION = 1
 READ_CHUNK_BYTES = 4 << 20
@@ -46,6 +56,14 @@ class ProducerSnapshot(msgspec.Struct, array_like=True):
     batches: list[tuple[int, int, int]]
 
 
+class DedupSeen(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Where the first message with a dedup id went, and when the id expires."""
+
+    partition: int
+    offset: int
+    expires_ms: int
+
+
 class StateSnapshot(msgspec.Struct, array_like=True):
     version: int
     # every group's delivery state of this partition, by group key
@@ -54,6 +72,13 @@ class StateSnapshot(msgspec.Struct, array_like=True):
     # state after it is read from the data log's batches
     data_offset: int = 0
     producers: list[ProducerSnapshot] = []
+    # the dedup ids stored in this partition within their window, oldest
+    # first; None in a snapshot of an earlier release (then the window is
+    # read from the data log instead)
+    dedup: dict[str, DedupSeen] | None = None
+    # dedup publishes were under way as the snapshot was taken: the data
+    # log's tail after `data_offset` may hold dedup batches
+    dedup_tail: bool = False
     # the archive manifest (logq/archive/manifest.py ManifestState), encoded;
     # empty when the partition is not archived
     archive: bytes = b""
@@ -61,6 +86,7 @@ class StateSnapshot(msgspec.Struct, array_like=True):
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(StateSnapshot)
+_mark_decoder = msgspec.msgpack.Decoder(int)
 
 
 class Recovered(msgspec.Struct):
@@ -72,6 +98,11 @@ class Recovered(msgspec.Struct):
     producers: list[ProducerSnapshot]
     snapshot_offset: int | None  # where the last snapshot lies, None when none
     tail_bytes: int  # bytes of events after it
+    # the last snapshot's dedup ids; None: no snapshot, or one without them
+    dedup: dict[str, DedupSeen] | None = None
+    # where the data log may hold dedup batches the snapshot does not: None
+    # when it holds none after the snapshot (nor, without one, at all)
+    dedup_scan_from: int | None = None
     archive: bytes = b""  # the last snapshot's archive manifest
     archive_records: list[bytes] = []  # the manifest's records after it
 
@@ -86,33 +117,60 @@ class PartitionState:
         self.bytes_since_snapshot = 0
         self.snapshot_offset: int | None = None
         self.snapshotting = False  # a snapshot is being written
+        # the log holds a dedup mark after its last snapshot (or the snapshot
+        # says dedup batches may follow it): a dedup publish needs no mark
+        self.dedup_marked = False
+        self.dedup_ids_since_snapshot = 0
+        self.data_bytes_since_mark = 0  # bytes the data log took while marked
 
     # -- recovery --------------------------------------------------------------------
 
     def recover(self) -> Recovered:
-        """Read the log whole (blocking): the last snapshot, then the events after it."""
-        found = Recovered({}, [], 0, [], None, 0, b"", [])
+        """Read the log whole (blocking): the last snapshot, then the events,
+        marks and manifest changes after it (only the last snapshot is decoded)."""
+        last: tuple[int, bytes] | None = None  # the last snapshot's offset and value
+        events: list[Event] = []
+        archive_records: list[bytes] = []
+        tail_bytes = 0
+        scan_from: int | None = None
         for base_offset, key, value, size in _records(self.log):
             if key == SNAPSHOT_KEY:
-                snapshot = _snapshot_decoder.decode(value)
-                found = Recovered(
-                    {group: restore_partition(s) for group, s in snapshot.groups.items()},
-                    [],
-                    snapshot.data_offset,
-                    list(snapshot.producers),
-                    base_offset,
-                    0,
-                    snapshot.archive,
-                    [],
-                )
+                last, events, tail_bytes, scan_from = (base_offset, value), [], 0, None
+                archive_records = []
+            elif key == DEDUP_MARK_KEY:
+                offset = _mark_decoder.decode(value)
+                scan_from = offset if scan_from is None else min(scan_from, offset)
+                tail_bytes += size
             elif key == ARCHIVE_KEY:
-                found.archive_records.append(value)
-                found.tail_bytes += size
+                archive_records.append(value)
+                tail_bytes += size
             else:
-                found.events.extend(decode_events(value))
-                found.tail_bytes += size
+                events.extend(decode_events(value))
+                tail_bytes += size
+        if last is None:
+            found = Recovered(
+                {}, events, 0, [], None, tail_bytes, None, scan_from, b"", archive_records
+            )
+        else:
+            snapshot = _snapshot_decoder.decode(last[1])
+            if snapshot.dedup_tail:
+                tail_from = snapshot.data_offset
+                scan_from = tail_from if scan_from is None else min(scan_from, tail_from)
+            found = Recovered(
+                {group: restore_partition(s) for group, s in snapshot.groups.items()},
+                events,
+                snapshot.data_offset,
+                list(snapshot.producers),
+                last[0],
+                tail_bytes,
+                snapshot.dedup,
+                scan_from,
+                snapshot.archive,
+                archive_records,
+            )
         self.snapshot_offset = found.snapshot_offset
         self.bytes_since_snapshot = found.tail_bytes
+        self.dedup_marked = found.dedup_scan_from is not None
         return found
 
     # -- writing ---------------------------------------------------------------------
@@ -127,9 +185,26 @@ class PartitionState:
         self.bytes_since_snapshot += len(batch)
         return batch
 
+    def dedup_mark_batch(self, data_offset: int, now_ms: int) -> bytes:
+        """A mark: the data log may hold dedup batches from `data_offset` on
+        (durable before any of them is acknowledged)."""
+        batch = encode_batch(
+            [_snapshot_encoder.encode(data_offset)], keys=[DEDUP_MARK_KEY], timestamp_ms=now_ms
+        )
+        self.bytes_since_snapshot += len(batch)
+        return batch
+
     @property
     def wants_snapshot(self) -> bool:
         return not self.snapshotting and self.bytes_since_snapshot >= self.snapshot_bytes
+
+    def wants_dedup_snapshot(self, dedup_ids_max: int) -> bool:
+        """Enough dedup ids (or data, while marked) came since the last
+        snapshot that recovery would read a long tail without a new one."""
+        return not self.snapshotting and (
+            self.dedup_ids_since_snapshot >= dedup_ids_max
+            or self.data_bytes_since_mark >= self.snapshot_bytes
+        )
 
     def snapshot_batch(
         self,
@@ -137,25 +212,36 @@ class PartitionState:
         data_offset: int,
         producers: list[ProducerSnapshot],
         now_ms: int,
+        dedup: dict[str, DedupSeen] | None = None,
+        dedup_tail: bool = False,
         archive: bytes = b"",
     ) -> bytes:
-        """The state as it is now, as one batch (write it before any later event)."""
+        """The state as it is now, as one batch (write it before any later
+        event). `dedup_tail`: dedup publishes are under way (their batches
+        may lie past `data_offset`, their ids are not in `dedup`)."""
         snapshot = StateSnapshot(
             SNAPSHOT_VERSION,
             {group: snapshot_partition(state) for group, state in groups.items()},
             data_offset,
             producers,
+            {} if dedup is None else dedup,
+            dedup_tail,
             archive,
         )
         self.bytes_since_snapshot = 0
+        self.dedup_ids_since_snapshot = 0
+        self.data_bytes_since_mark = 0
+        self.dedup_marked = dedup_tail
         return encode_batch(
             [_snapshot_encoder.encode(snapshot)], keys=[SNAPSHOT_KEY], timestamp_ms=now_ms
         )
 
     def snapshot_stored(self, offset: int) -> None:
-        """A snapshot at `offset` is durable: older segments may go (blocking)."""
+        """A snapshot at `offset` is durable: older segments may go, and the
+        segment it lies in goes once the next snapshot is durable (blocking)."""
         self.snapshot_offset = offset
         self.log.delete_before(offset)
+        self.log.roll()
 
 
 def _records(log: PartitionLog) -> Iterator[tuple[int, bytes, bytes, int]]:
