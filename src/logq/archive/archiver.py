@@ -294,6 +294,7 @@ class Archiver:
             self.holds,
             now_ms=self._now_ms(),
             min_age_ms=self.settings.orphan_age_ms,
+            partition_held=lambda topic, index: (topic, index) in self.partitions,
         )
         self.orphans_removed += len(report.removed)
         return report

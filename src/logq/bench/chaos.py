@@ -25,6 +25,16 @@ everything back:
   exactly the rejected messages, each once.
 
 Each of these must be 0.
+
+With `archive` (`logq bench chaos --archive [URL]`) the broker archives the
+topic (a file:// store in the run's directory unless a URL is given: an
+s3:// one with `archive_endpoint`), rolls segments of 16 KiB and keeps 32 KiB
+of each partition on its disk, so the kills land inside uploads, manifest
+records and local trims, and both the group and the final read from offset
+0 reach most of the topic through the archive. The report then also says
+how much of the topic was read from the store (`archive_remote_reads`) and
+how far the disk was trimmed (`trimmed_offsets`); a run whose disk was never
+trimmed proved nothing about the archive and counts `archive_unused`.
 """
 
 from __future__ import annotations
@@ -75,6 +85,12 @@ class ChaosSettings:
     stall_s: float = 20.0  # the final drain gives up after this long without progress
     seed: int | None = None
     data_dir: Path | None = None
+    archive: str | None = None  # "file": a directory store in the run's directory; or a URL
+    archive_endpoint: str | None = None  # an S3-compatible server's address
+
+
+ARCHIVE_SEGMENT_BYTES = 16 << 10
+ARCHIVE_LOCAL_BYTES = 32 << 10
 
 
 @dataclass(slots=True)
@@ -100,6 +116,9 @@ class ChaosReport:
     dlq_missing: int = 0
     dlq_duplicates: int = 0
     dlq_unexpected: int = 0
+    archive_remote_reads: int = 0
+    trimmed_offsets: int = 0  # offsets of the topic no longer on the broker's disk
+    archive_unused: int = 0  # 1: an archive run whose disk was never trimmed
     examples: list[str] = field(default_factory=list)
 
     VIOLATIONS = (
@@ -113,6 +132,7 @@ class ChaosReport:
         "dlq_missing",
         "dlq_duplicates",
         "dlq_unexpected",
+        "archive_unused",
     )
 
     @property
@@ -141,9 +161,10 @@ def free_port() -> int:
 class ServerProcess:
     """`logq serve` on fixed ports and a data directory, killed and restarted at will."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.extra = extra
         self.native_port = free_port()
         self.http_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -167,6 +188,7 @@ class ServerProcess:
                     str(self.native_port),
                     "--http-port",
                     str(self.http_port),
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -250,14 +272,21 @@ class Chaos:
         settings = self.settings
         directory = settings.data_dir or Path(tempfile.mkdtemp(prefix="logq-chaos-"))
         directory.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess(directory / "data", directory / "server.log")
+        server = ServerProcess(
+            directory / "data", directory / "server.log", self._archive_arguments(directory)
+        )
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         failed, progress = True, self.progress
         try:
             await loop.run_in_executor(None, server.start)
             async with _client(server.address) as admin:
-                await admin.create_topic(TOPIC, partitions=settings.partitions)
+                archived = (
+                    {"archive": True, "local_retention_bytes": ARCHIVE_LOCAL_BYTES}
+                    if settings.archive
+                    else {}
+                )
+                await admin.create_topic(TOPIC, partitions=settings.partitions, **archived)
                 await admin.put_group(
                     TOPIC, GROUP, mode="shared", visibility_timeout=settings.visibility_timeout_ms
                 )
@@ -285,6 +314,8 @@ class Chaos:
                 self.state.consuming = False
                 await consumer
                 await self._check(admin, stored)
+                if settings.archive:
+                    await self._check_archive(admin)
             failed = not self.report.ok
         finally:
             server.stop()
@@ -294,6 +325,32 @@ class Chaos:
                 progress(f"kept {directory} for a look")
         self.report.seconds = round(time.monotonic() - started, 2)
         return self.report
+
+    def _archive_arguments(self, directory: Path) -> tuple[str, ...]:
+        """`--config` of an archiving broker (nothing without `archive`)."""
+        archive = self.settings.archive
+        if archive is None:
+            return ()
+        url = f"file://{directory / 'archive'}" if archive == "file" else archive
+        endpoint = self.settings.archive_endpoint
+        config = directory / "logq.yaml"
+        config.write_text(
+            f"broker: {{segmentBytes: {ARCHIVE_SEGMENT_BYTES}}}\n"
+            f"archive: {{url: '{url}', tickMs: 100"
+            + (f", endpoint: '{endpoint}'" if endpoint else "")
+            + "}\n"
+        )
+        return ("--config", str(config))
+
+    async def _check_archive(self, client: AsyncClient) -> None:
+        """How much of the topic the reads took from the store (the counters
+        are the last start's: the final read from offset 0)."""
+        status = await client.archive_status(TOPIC)
+        self.report.trimmed_offsets = sum(int(p["local_from"]) for p in status["partitions"])
+        self.report.archive_remote_reads = int(status.get("remote_reads", 0))
+        if self.report.trimmed_offsets == 0:
+            self.report.archive_unused = 1
+            self._example("the broker's disk was never trimmed: nothing read from the archive")
 
     async def _produce(self, address: str, index: int) -> None:
         settings = self.settings
