@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from logq.client import Client
 from tests.harness import Running, start_process
@@ -42,7 +43,7 @@ def publish(client: Client, topic: str, first: int, count: int, batch: int = 20)
     return done
 
 
-def wait_archived(client: Client, topic: str, timeout_s: float = 60) -> dict[str, object]:
+def wait_archived(client: Client, topic: str, timeout_s: float = 60) -> dict[str, Any]:
     """Until every sealed segment is archived and the disk was trimmed."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -12,10 +12,12 @@ from logq.bench.chaos import ChaosSettings, run_chaos
 
 def test_kills_of_an_archiving_broker_lose_nothing(tmp_path: Path) -> None:
     report = run_chaos(
-        ChaosSettings(cycles=4, up_s=(0.8, 2.0), archive="file", data_dir=tmp_path / "chaos", seed=7)
+        ChaosSettings(
+            cycles=3, up_s=(0.8, 1.6), archive="file", data_dir=tmp_path / "chaos", seed=7
+        )
     )
     assert report.ok, report.examples
-    assert report.cycles == 4
+    assert report.cycles == 3
     assert report.publishes_acknowledged > 1000
     assert report.lost == report.duplicates == report.out_of_order == 0
     assert report.trimmed_offsets > 0 and report.archive_remote_reads > 0

@@ -92,10 +92,8 @@ def _check_reads(client: Client, counts: dict[str, Counts]) -> None:
 def _delete_leftovers(client: Client) -> None:
     for topic in client.list_topics():
         if str(topic["name"]).startswith("gone-"):
-            try:
+            with contextlib.suppress(TopicNotFoundError):
                 client.delete_topic(str(topic["name"]))
-            except TopicNotFoundError:
-                pass
 
 
 def _referenced(store: Path) -> set[str]:
@@ -112,9 +110,7 @@ def _settled(client: Client, store: Path) -> tuple[set[str], set[str]]:
     """(objects in the store, objects the manifests reference) once they agree."""
     deadline = time.monotonic() + 60
     while True:
-        held = {
-            str(p.relative_to(store)) for p in (store / "topics").rglob("*") if p.is_file()
-        }
+        held = {str(p.relative_to(store)) for p in (store / "topics").rglob("*") if p.is_file()}
         segments = {key for key in held if key.endswith(".seg")}
         parts = client.archive_status()["partitions"]
         manifests = {key for key in held if "/manifest/" in key}
@@ -144,7 +140,9 @@ def test_kills_inside_uploads_and_deletions_lose_and_leave_nothing(tmp_path: Pat
     running: Running = start(data, config)
     try:
         with Client(running.native) as client:
-            client.create_topic("keep", partitions=1, archive=True, local_retention_bytes=LOCAL_BYTES)
+            client.create_topic(
+                "keep", partitions=1, archive=True, local_retention_bytes=LOCAL_BYTES
+            )
             client.create_topic(
                 "roll",
                 partitions=1,
@@ -173,7 +171,9 @@ def test_kills_inside_uploads_and_deletions_lose_and_leave_nothing(tmp_path: Pat
             counts["keep"].attempted = counts["keep"].acknowledged
             wait_archived(client, "keep")
             _settled(client, store)
-            assert read_all(client, "keep") == [value(n) for n in range(counts["keep"].acknowledged)]
+            assert read_all(client, "keep") == [
+                value(n) for n in range(counts["keep"].acknowledged)
+            ]
     finally:
         stop_process(running)
     assert counts["keep"].acknowledged > 1000

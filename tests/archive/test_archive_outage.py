@@ -31,9 +31,7 @@ OUTAGE_S = 4.0
 def test_an_unreachable_store_holds_up_nothing_and_loses_nothing(tmp_path: Path) -> None:
     store = tmp_path / "archive"
     away = tmp_path / "archive-away"
-    config = write_config(
-        tmp_path / "logq.yaml", store, orphanAge="1s", reconcileIntervalMs=300
-    )
+    config = write_config(tmp_path / "logq.yaml", store, orphanAge="1s", reconcileIntervalMs=300)
     running = start(tmp_path / "data", config)
     try:
         with Client(running.native) as client:

@@ -281,12 +281,12 @@ class Chaos:
         try:
             await loop.run_in_executor(None, server.start)
             async with _client(server.address) as admin:
-                archived = (
-                    {"archive": True, "local_retention_bytes": ARCHIVE_LOCAL_BYTES}
-                    if settings.archive
-                    else {}
+                await admin.create_topic(
+                    TOPIC,
+                    partitions=settings.partitions,
+                    archive=True if settings.archive else None,
+                    local_retention_bytes=ARCHIVE_LOCAL_BYTES if settings.archive else None,
                 )
-                await admin.create_topic(TOPIC, partitions=settings.partitions, **archived)
                 await admin.put_group(
                     TOPIC, GROUP, mode="shared", visibility_timeout=settings.visibility_timeout_ms
                 )
