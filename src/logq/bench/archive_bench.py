@@ -9,7 +9,8 @@ server started here (or a store given with `--store URL`):
 - `upload_mb_per_s`: bytes uploaded divided by the time from the first
   publish of the last archived round to the moment nothing waits for
   upload (the archive keeping up with the publishes, then catching up);
-- `cold_replay_ratio`: a replay from offset 0 of a partition whose disk was
+- `cold_replay_ratio`: a replay from offset 0 (`READ`, stored batches, as
+  a group catching up reads them) of a partition whose disk was
   trimmed to `local_bytes`, after a restart (the read cache starts empty),
   in seconds, divided by the same replay from a broker whose disk holds
   everything;
@@ -36,10 +37,12 @@ from typing import Any
 
 from logq.bench.chaos import ServerProcess, free_port
 from logq.client import Client
+from logq.log import decode_batch
+from logq.log.batch import iter_headers
 
 TOPIC = "bench"
 BATCH = 1000
-PAGE = 5000
+READ_BYTES = 1 << 20
 SEGMENT_BYTES = 1 << 20
 BUCKET = "logq-bench"
 
@@ -230,18 +233,25 @@ class ArchiveBench:
             time.sleep(0.05)
 
     def _replay(self, client: Client) -> tuple[float, int]:
-        """Read everything from offset 0: (seconds, acknowledged messages not returned)."""
+        """Read everything from offset 0 as stored batches (`READ`, as a group
+        catching up reads), checking each message: (seconds, acknowledged
+        messages not returned)."""
         started = time.perf_counter()
         expected = 0
         lost = 0
-        while True:
-            page = client.peek(TOPIC, partition=0, offset=expected, limit=PAGE)
-            if not page:
+        while expected < self.settings.messages:
+            data = client.call("READ", TOPIC, 0, expected, "MAXBYTES", READ_BYTES)
+            if not isinstance(data, bytes) or not data:
                 break
-            for message in page:
-                if (message.value or b"")[:12] != f"{message.offset:012d}".encode():
-                    lost += 1
-            expected = page[-1].offset + 1
+            for position, _ in iter_headers(data):
+                for record in decode_batch(data, position).records():
+                    if record.offset < expected:
+                        continue
+                    if record.offset != expected or (record.value or b"")[:12] != (
+                        f"{expected:012d}".encode()
+                    ):
+                        lost += 1
+                    expected = record.offset + 1
         lost += max(0, self.settings.messages - expected)
         return time.perf_counter() - started, lost
 
@@ -260,7 +270,7 @@ class ArchiveBench:
             with Client(server.address) as client:
                 trimmed = client.archive_status(TOPIC)["partitions"][0]["local_from"]
                 started = time.perf_counter()
-                client.peek(TOPIC, partition=0, offset=0, limit=1)
+                client.call("READ", TOPIC, 0, 0, "MAXBYTES", 1)
                 first_ms = (time.perf_counter() - started) * 1000
                 seconds, lost = self._replay(client)
                 before = client.archive_status(TOPIC)
