@@ -133,6 +133,42 @@ def test_the_reconciler_removes_old_orphans_and_nothing_else(store: ArchiveStore
     asyncio.run(main())
 
 
+def test_the_reconciler_removes_the_manifest_copies_of_partitions_not_held(
+    store: ArchiveStore,
+) -> None:
+    async def main() -> None:
+        for version in range(1, 3):
+            await store.put_new(manifest_key("gone", 0, version), b"{}")
+            await store.put_new(manifest_key("kept", 0, version), b"{}")
+        listed = [info async for info in store.list("topics")]
+        newest_ms = max(info.modified_ms for info in listed)
+
+        def held(topic: str, partition: int) -> bool:
+            return topic == "kept"
+
+        young = await reconcile(
+            store,
+            "topics",
+            lambda key: False,
+            now_ms=newest_ms,
+            min_age_ms=3_600_000,
+            partition_held=held,
+        )
+        assert young.removed == [] and young.young == 2
+        report = await reconcile(
+            store,
+            "topics",
+            lambda key: False,
+            now_ms=newest_ms + 7_200_000,
+            min_age_ms=3_600_000,
+            partition_held=held,
+        )
+        assert sorted(report.removed) == [manifest_key("gone", 0, v) for v in (1, 2)]
+        assert sorted(await keys(store, "topics")) == [manifest_key("kept", 0, v) for v in (1, 2)]
+
+    asyncio.run(main())
+
+
 def test_segment_names_carry_their_range_and_never_repeat() -> None:
     first = new_segment_name("orders", 3, 1000, 2000)
     second = new_segment_name("orders", 3, 1000, 2000)

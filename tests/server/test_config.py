@@ -249,3 +249,17 @@ def test_node_id_and_remote_exposure_come_from_the_environment(tmp_path: Path) -
 def test_a_bad_node_id_or_exposure_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         build_config(config_file=None, environ={name: value})
+
+
+def test_archive_orphan_age_goes_down_to_a_second(tmp_path: Path) -> None:
+    config = build_config(
+        config_file=write(tmp_path, "archive: {url: 'file:///tmp/a', orphanAge: 1s}\n"),
+        environ={},
+    )
+    assert config.broker.archive is not None
+    assert config.broker.archive.settings.orphan_age_ms == 1000
+    with pytest.raises(ConfigError, match=r"archive\.orphanAge: 500 ms is outside 1000\.\."):
+        build_config(
+            config_file=write(tmp_path, "archive: {url: 'file:///tmp/a', orphanAge: 500ms}\n"),
+            environ={},
+        )

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logq.archive.errors import ArchiveError, ObjectExistsError
+from logq.archive.errors import ArchiveDamagedError, ArchiveError, ObjectExistsError
 from logq.archive.manifest import (
     ArchivedSegment,
     Copied,
@@ -164,6 +164,7 @@ class Archiver:
         )
         self.partitions: dict[tuple[str, int], ArchivedPartition] = {}
         self.errors = 0
+        self.damaged_reads = 0  # reads refused because an object failed its checks
         self.orphans_removed = 0
 
     # -- partitions -----------------------------------------------------------------------
@@ -316,6 +317,7 @@ class Archiver:
             self.holds,
             now_ms=self._now_ms(),
             min_age_ms=self.settings.orphan_age_ms,
+            partition_held=lambda topic, index: (topic, index) in self.partitions,
         )
         self.orphans_removed += len(report.removed)
         return report
@@ -350,7 +352,15 @@ class Archiver:
         segment = partition.manifest.segment_for(offset, include_deleted=include_deleted)
         if segment is None:
             return None
-        return await self.reader.read(segment, offset, max_bytes)
+        try:
+            return await self.reader.read(segment, offset, max_bytes)
+        except ArchiveDamagedError as error:
+            # the reader answers CORRUPT; the operator learns of it here
+            self.damaged_reads += 1
+            logger.error(  # noqa: TRY400 (the error says it all)
+                "archive: %s:%d offset %d: a damaged object: %s", topic, index, offset, error
+            )
+            raise
 
     # -- topics ----------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ was down. The reconciler lists a prefix and deletes every segment object
 that the manifest does not reference, once it is older than a safety bound
 (an upload still in flight, whose manifest record is on its way, is never
 older than that). Manifest copies older than the newest few are removed
-too. Keys it does not recognise are left alone: it deletes only what this
+too, and every copy of a partition the archive no longer holds (a topic
+deleted while the store was down, or a deletion cut short by a crash),
+once it is as old as the same bound. Keys it does not recognise are left alone: it deletes only what this
 archive wrote.
 """
 
@@ -36,9 +38,11 @@ async def reconcile(
     *,
     now_ms: int,
     min_age_ms: int,
+    partition_held: Callable[[str, int], bool] | None = None,
 ) -> ReconcileReport:
     """Delete the objects under `prefix` that `referenced(key)` disowns and
-    that are older than `min_age_ms` (see the module doc)."""
+    that are older than `min_age_ms`, and the manifest copies of partitions
+    `partition_held(topic, partition)` disowns (see the module doc)."""
     report = ReconcileReport()
     manifests: dict[tuple[str, int], list[tuple[int, str]]] = {}
     doomed: list[str] = []
@@ -47,7 +51,12 @@ async def reconcile(
         manifest = parse_manifest_key(info.key)
         if manifest is not None:
             topic, partition, version = manifest
-            manifests.setdefault((topic, partition), []).append((version, info.key))
+            if partition_held is None or partition_held(topic, partition):
+                manifests.setdefault((topic, partition), []).append((version, info.key))
+            elif now_ms - info.modified_ms < min_age_ms:
+                report.young += 1
+            else:
+                doomed.append(info.key)
             continue
         if parse_segment_key(info.key) is None or referenced(info.key):
             continue

@@ -22,6 +22,16 @@ restarts once more, the consumer drains what is left, and the checker
 - `delays`: a share of the messages are due at times of their own, a few
   seconds ahead, and a share carry a TTL of their own; the topic
   dead-letters what expires.
+
+With `archive` (`logq bench chaos --archive [URL]`) the broker archives the
+topic (a file:// store in the run's directory unless a URL is given: an
+s3:// one with `archive_endpoint`), rolls segments of 16 KiB and keeps 32 KiB
+of each partition on its disk, so the kills land inside uploads, manifest
+records and local trims, and both the group and the final read from offset
+0 reach most of the topic through the archive. The report then also says
+how much of the topic was read from the store (`archive_remote_reads`) and
+how far the disk was trimmed (`trimmed_offsets`); a run whose disk was never
+trimmed proved nothing about the archive and counts `archive_unused`.
 """
 
 from __future__ import annotations
@@ -92,6 +102,13 @@ class ChaosSettings:
     due_s: tuple[float, float] = (1.0, 4.0)  # ...this far ahead, each at its own time
     ttl_every: int = 7  # every n-th message (not due later) expires...
     ttl_ms: tuple[int, int] = (300, 2500)  # ...this long after its publish
+    # archive mode
+    archive: str | None = None  # "file": a directory store in the run's directory; or a URL
+    archive_endpoint: str | None = None  # an S3-compatible server's address
+
+
+ARCHIVE_SEGMENT_BYTES = 16 << 10
+ARCHIVE_LOCAL_BYTES = 32 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +141,40 @@ class Chaos:
         self.send_error = ""  # the last send that failed, for the report's examples
         self.report = ChaosReport(
             mode=",".join(
-                name for name in ("redrive", "dedup", "delays") if getattr(settings, name)
+                name
+                for name in ("redrive", "dedup", "delays", "archive")
+                if getattr(settings, name)
             )
             or "base"
         )
+
+    def _archive_arguments(self, directory: Path) -> tuple[str, ...]:
+        """`--config` of an archiving broker (nothing without `archive`)."""
+        archive = self.settings.archive
+        if archive is None:
+            return ()
+        url = f"file://{directory / 'archive'}" if archive == "file" else archive
+        endpoint = self.settings.archive_endpoint
+        config = directory / "logq.yaml"
+        config.write_text(
+            f"broker: {{segmentBytes: {ARCHIVE_SEGMENT_BYTES}}}\n"
+            f"archive: {{url: '{url}', tickMs: 100"
+            + (f", endpoint: '{endpoint}'" if endpoint else "")
+            + "}\n"
+        )
+        return ("--config", str(config))
+
+    async def _check_archive(self, client: AsyncClient) -> None:
+        """How much of the topic the reads took from the store (the counters
+        are the last start's: the final read from offset 0)."""
+        status = await client.archive_status(TOPIC)
+        self.report.trimmed_offsets = sum(int(p["local_from"]) for p in status["partitions"])
+        self.report.archive_remote_reads = int(status.get("remote_reads", 0))
+        if self.report.trimmed_offsets == 0:
+            self.report.archive_unused = 1
+            self.report.example(
+                "the broker's disk was never trimmed: nothing read from the archive"
+            )
 
     def _environment(self) -> dict[str, str]:
         if not self.settings.redrive:
@@ -143,7 +190,12 @@ class Chaos:
         settings = self.settings
         directory = settings.data_dir or Path(tempfile.mkdtemp(prefix="logq-chaos-"))
         directory.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess(directory / "data", directory / "server.log", self._environment())
+        server = ServerProcess(
+            directory / "data",
+            directory / "server.log",
+            self._environment(),
+            self._archive_arguments(directory),
+        )
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         failed, progress = True, self.progress
@@ -155,6 +207,8 @@ class Chaos:
                     partitions=settings.partitions,
                     ttl_dead_letter=True if settings.delays else None,
                     dedup_window="1d" if settings.dedup else None,
+                    archive=True if settings.archive else None,
+                    local_retention_bytes=ARCHIVE_LOCAL_BYTES if settings.archive else None,
                 )
                 await admin.put_group(
                     TOPIC, GROUP, mode="shared", visibility_timeout=settings.visibility_timeout_ms
@@ -205,6 +259,8 @@ class Chaos:
                     keys=settings.batch if settings.dedup else None,
                     redrive=settings.redrive,
                 )
+                if settings.archive:
+                    await self._check_archive(admin)
             self.report.fault_kills += server.died_starting
             failed = not self.report.ok
         finally:

@@ -115,6 +115,9 @@ class ChaosReport:
     redrive_lost: int = 0
     dedup_answer_differs: int = 0
     dedup_unacknowledged: int = 0
+    archive_remote_reads: int = 0
+    trimmed_offsets: int = 0  # offsets of the topic no longer on the broker's disk
+    archive_unused: int = 0  # 1: an archive run whose disk was never trimmed
     examples: list[str] = field(default_factory=list)
 
     VIOLATIONS = (
@@ -134,6 +137,7 @@ class ChaosReport:
         "redrive_lost",
         "dedup_answer_differs",
         "dedup_unacknowledged",
+        "archive_unused",
     )
 
     @property

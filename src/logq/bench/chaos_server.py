@@ -39,11 +39,16 @@ class ServerProcess:
     """`logq serve` on fixed ports and a data directory, killed and restarted at will."""
 
     def __init__(
-        self, data_dir: Path, log_path: Path, environment: Mapping[str, str] | None = None
+        self,
+        data_dir: Path,
+        log_path: Path,
+        environment: Mapping[str, str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.environment = dict(environment or {})
+        self.extra = extra  # more arguments of `logq serve`
         self.native_port = free_port()
         self.http_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -80,6 +85,7 @@ class ServerProcess:
                     str(self.native_port),
                     "--http-port",
                     str(self.http_port),
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1411,6 +1411,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             "remote_read_bytes": self.archive.archiver.reader.stats.bytes_read,
             "cache_hits": self.archive.archiver.reader.stats.hits,
             "cache_misses": self.archive.archiver.reader.stats.misses,
+            "damaged_reads": self.archive.archiver.damaged_reads,
         }
 
     def dlq_name(self, topic_name: str) -> str:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from logq.bench.abuse_bench import AbuseBenchSettings, run_abuse_bench
+from logq.bench.archive_bench import ArchiveBenchResult, ArchiveBenchSettings, run_archive_bench
 from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
 from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
@@ -37,6 +38,81 @@ bench.add_command(bench_chaos)
 bench.add_command(bench_fuzz)
 bench.add_command(bench_partitions)
 bench.add_command(bench_powercut)
+
+
+@bench.command("archive")
+@click.option("--messages", default=200_000, show_default=True, help="Messages per run.")
+@click.option("--message-bytes", default=100, show_default=True, help="Size of each message.")
+@click.option("--rounds", default=3, show_default=True, help="Alternations of archiving on/off.")
+@click.option(
+    "--local-bytes",
+    default=1 << 20,
+    show_default=True,
+    help="What the archived partition keeps on its disk.",
+)
+@click.option("--segment-bytes", default=1 << 20, show_default=True, help="broker.segmentBytes.")
+@click.option("--store", help="Archive to this store (s3://bucket/prefix, file:///dir), not moto.")
+@click.option("--endpoint", help="--store s3://...: an S3-compatible server's address.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_archive(
+    messages: int,
+    message_bytes: int,
+    rounds: int,
+    local_bytes: int,
+    segment_bytes: int,
+    store: str | None,
+    endpoint: str | None,
+    as_json: bool,
+) -> None:
+    """Tiered storage: upload throughput, publishing with the archive on
+    against off, a cold replay from the archive against one from local disk,
+    the first message of a cold read, the cache's hit rate on a second pass."""
+    at_least_one(
+        ("--messages", messages),
+        ("--rounds", rounds),
+        ("--local-bytes", local_bytes),
+    )
+    if not 16 <= message_bytes <= 1 << 20:
+        raise click.BadParameter("must be within 16..1048576", param_hint="--message-bytes")
+    if not 16 << 10 <= segment_bytes <= 1 << 30:
+        raise click.BadParameter("must be within 16 KiB..1 GiB", param_hint="--segment-bytes")
+    settings = ArchiveBenchSettings(
+        messages=messages,
+        message_bytes=message_bytes,
+        rounds=rounds,
+        local_bytes=local_bytes,
+        segment_bytes=segment_bytes,
+        store=store,
+        endpoint=endpoint,
+    )
+    console = Console(stderr=True)
+    result = run_archive_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+    else:
+        Console().print(_archive_table(result))
+
+
+def _archive_table(result: ArchiveBenchResult) -> Table:
+    table = Table(
+        title=(
+            f"logq bench archive: {result.messages:,} messages of {result.message_bytes} B,"
+            f" {result.rounds} rounds, {result.store}"
+        )
+    )
+    table.add_column("measure")
+    table.add_column("figure", justify="right")
+    table.add_row("publish, archive on", f"{result.publish_on_per_s:,.0f} msg/s")
+    table.add_row("publish, archive off", f"{result.publish_off_per_s:,.0f} msg/s")
+    table.add_row("publish ratio (on ÷ off)", f"{result.publish_ratio:.3f}")
+    table.add_row("upload", f"{result.upload_mb_per_s:,.2f} MB/s")
+    table.add_row("replay, local disk", f"{result.local_replay_s:.3f} s")
+    table.add_row("replay, cold from the archive", f"{result.cold_replay_s:.3f} s")
+    table.add_row("cold replay ratio (archive ÷ local)", f"{result.cold_replay_ratio:.3f}")
+    table.add_row("first message of a cold read", f"{result.first_read_ms:.1f} ms")
+    table.add_row("cache hit rate, second pass", f"{result.cache_hit_rate:.1%}")
+    table.add_row("lost", f"{result.lost:,}")
+    return table
 
 
 @bench.command("log")

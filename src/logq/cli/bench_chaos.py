@@ -56,6 +56,17 @@ from logq.cli.common import at_least_one
 @click.option("--down-max", default=10.0, show_default=True, help="--client: longest outage, s.")
 @click.option("--stops", default=2, show_default=True, help="--client: SIGSTOPs of the broker.")
 @click.option("--stop-s", default=3.0, show_default=True, help="--client: seconds of each SIGSTOP.")
+@click.option(
+    "--archive",
+    "archive",
+    is_flag=False,
+    flag_value="file",
+    default=None,
+    metavar="[URL]",
+    help="Archive the topic (a file:// store in the run's directory, or URL) with 16 KiB "
+    "segments and 32 KiB kept on disk, so kills land inside uploads and reads go through it.",
+)
+@click.option("--archive-endpoint", help="--archive s3://...: an S3-compatible server's address.")
 @click.option("--seed", type=int, help="Seed of the kill moments (random by default).")
 @click.option(
     "--keep",
@@ -78,6 +89,8 @@ def bench_chaos(
     down_max: float,
     stops: int,
     stop_s: float,
+    archive: str | None,
+    archive_endpoint: str | None,
     seed: int | None,
     keep: Path | None,
     as_json: bool,
@@ -89,7 +102,9 @@ def bench_chaos(
     sent again, and due times and TTLs of their own, with their checks. With
     --client, prove that the client library rides the outages out: no
     future failed, nothing stored twice or out of order per key, the consume
-    loop alive throughout. Exits 1 on any violation."""
+    loop alive throughout. With --archive, the broker archives the topic and
+    keeps little on disk: the kills land in uploads and trims, the reads go
+    through the archive. Exits 1 on any violation."""
     if client_mode:
         _client_chaos(
             ClientChaosSettings(
@@ -121,6 +136,8 @@ def bench_chaos(
         crash_chance=crash_chance,
         dedup=dedup,
         delays=delays,
+        archive=archive,
+        archive_endpoint=archive_endpoint,
     )
     console = Console(stderr=True)
     report = run_chaos(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))

@@ -50,6 +50,7 @@ class ArchiveCollector(Collector):
         families["cache_bytes"].add_metric([], archiver.reader.cache.bytes)
         families["errors"].add_metric([], archiver.errors)
         families["orphans_removed"].add_metric([], archiver.orphans_removed)
+        families["damaged_reads"].add_metric([], archiver.damaged_reads)
         return families.values()
 
 
@@ -98,5 +99,9 @@ def _families() -> dict[str, Any]:
         ),
         "orphans_removed": CounterMetricFamily(
             "logq_archive_orphans_removed", "Objects the reconciler removed"
+        ),
+        "damaged_reads": CounterMetricFamily(
+            "logq_archive_damaged_reads",
+            "Reads refused (CORRUPT) because an archived object failed its checks",
         ),
     }
