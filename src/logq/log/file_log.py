@@ -39,9 +39,17 @@ from logq.log.batch import (
     decode_timestamps,
     validate_batch,
 )
-from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
+from logq.log.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    CheckpointDamagedError,
+    drop_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.epochs import (
+    EPOCH_FILE_NAME,
     LeaderEpochs,
     check_start_offset,
     finish_fresh_start,
@@ -141,6 +149,9 @@ class FileLog:
                 "segments_deleted",
                 "corrupt_reads",
                 "damage_found",
+                # indexes rebuilt because they did not match their segment,
+                # checkpoints and epoch files that did not verify
+                "files_repaired",
                 "segments_verified",
                 "verified_bytes",
                 "invalid_batches",
@@ -246,7 +257,17 @@ class FileLog:
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
         bases = self._tidy_directory()
-        checkpoint = read_checkpoint(self.directory)
+        repaired = int(stored_epochs is None and (self.directory / EPOCH_FILE_NAME).exists())
+        try:
+            checkpoint = read_checkpoint(self.directory)
+        except CheckpointDamagedError as error:
+            checkpoint = None
+            repaired += 1
+            logger.warning(
+                "%s does not verify (%s): the active segment is verified whole",
+                self.directory / CHECKPOINT_NAME,
+                error,
+            )
         if not bases:
             start = checkpoint.next_offset if checkpoint else 0
             segment = self._segment(start)
@@ -265,13 +286,14 @@ class FileLog:
                 self._verify_sealed(segment, "its indexes or its end do not match it")
                 rebuilt += 1
         active = self._active
+        active_sane = self._indexes_sane(active)  # before a torn last entry is trimmed
         active.open_for_append()
         clean = False
         if (
             checkpoint is not None
             and checkpoint.segment == active.base_offset
             and checkpoint.position <= active.size
-            and self._indexes_sane(active)
+            and active_sane
         ):
             start_position = checkpoint.position
             result = active.recover(
@@ -281,17 +303,26 @@ class FileLog:
             # too) was fsynced when it was written: no fsync, no new checkpoint.
             clean = result.batches == 0 and result.cut_bytes == 0
         else:
-            if not self._indexes_sane(active):
+            if not active_sane:
                 rebuilt += 1
+                repaired += 1
+                logger.warning(
+                    "segment %s: its indexes do not match it: rebuilt from its batches",
+                    active.log_path,
+                )
             start_position = 0
             active.offset_index.truncate_entries(0)
             active.time_index.truncate_entries(0)
             result = active.recover(0, active.base_offset, NO_TIMESTAMP)
+            if checkpoint is not None and checkpoint.segment == active.base_offset:
+                self._resume_past_lost_tail(checkpoint)
+                active = self._active
         if clean:
             self._checkpoint = checkpoint
         else:
             active.sync()
             active.sync_indexes()
+        self._stats["files_repaired"] += repaired
         self._durable = (active.next_offset, active.base_offset, active.size)
         self._synced_offset = active.next_offset
         self._write_checkpoint_or_drop()
@@ -314,6 +345,33 @@ class FileLog:
                 report.cut_reason,
             )
         return report
+
+    def _resume_past_lost_tail(self, checkpoint: Checkpoint) -> None:
+        """The active segment ends before the durable point its checkpoint
+        names (its file was cut short or replaced by an older copy): the
+        offsets between were acknowledged and are lost. They are never given
+        again: the segment is sealed, a new one starts at the checkpoint's
+        offset, and the sealed segment's verification records the lost range
+        as damage (as for any sealed segment cut short)."""
+        short = self._active
+        if short.next_offset >= checkpoint.next_offset:
+            return
+        logger.error(
+            "segment %s ends at byte %d, before its checkpoint's durable point at byte %d:"
+            " the log goes on at offset %d",
+            short.log_path,
+            short.size,
+            checkpoint.position,
+            checkpoint.next_offset,
+        )
+        new = self._segment(checkpoint.next_offset)
+        new.open_for_append()
+        durable.sync_directory(self.directory)
+        short.seal()
+        short.load_sealed_state(new.base_offset)
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        self._verify_sealed(short, "it ends before its checkpoint")
 
     def _tidy_directory(self) -> list[int]:
         """Base offsets of the segments present; leftovers of interrupted
@@ -693,6 +751,7 @@ class FileLog:
             self._record_damage(segment, verification.damaged)
             if why != SCRUB or verification.damaged:
                 segment.replace_indexes(verification)
+                self._stats["files_repaired"] += 1
                 logger.warning("segment %s: indexes rebuilt from its batches", segment.log_path)
         return True
 

@@ -146,7 +146,15 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
     check_keys(
         "broker",
         broker_data,
-        {"nodeId", "dataDir", "listeners", "fsync", "fsyncIntervalMs", "scrubBytesPerSecond"},
+        {
+            "nodeId",
+            "dataDir",
+            "listeners",
+            "fsync",
+            "fsyncIntervalMs",
+            "scrubBytesPerSecond",
+            *STORAGE_KEYS,
+        },
     )
     broker = config.broker
     changes: dict[str, Any] = {}
@@ -167,6 +175,12 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             log,
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
+    storage_changes: dict[str, Any] = {}
+    for key, (where, name, low, high) in STORAGE_KEYS.items():
+        if key in broker_data:
+            value = _int(f"broker.{key}", broker_data[key], low, high)
+            (storage_changes if where == "log" else changes)[name] = value
+    log = replace(log, **storage_changes)
     changes["log"] = log
     if "scrubBytesPerSecond" in broker_data:
         changes["scrub_bytes_per_second"] = _int(
@@ -338,6 +352,18 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "receiveMessages": ("broker", "receive_messages_max", 1, 1_000_000),
     "connections": ("server", "connections_max", 1, 1_000_000),
     "diskFreeMinBytes": ("broker", "disk_free_min_bytes", 0, 2**62),
+}
+
+
+# `broker.<key>`: how the files on disk are cut (small values make a short
+# run roll segments, write checkpoints, rotate the commit journal and take
+# state snapshots, as `logq bench corrupt` needs).
+STORAGE_KEYS: dict[str, tuple[str, str, int, int]] = {
+    "segmentBytes": ("log", "segment_bytes", 4 << 10, 4 << 30),
+    "indexIntervalBytes": ("log", "index_interval_bytes", 64, 64 << 20),
+    "checkpointIntervalBytes": ("log", "checkpoint_interval_bytes", 1, 1 << 40),
+    "snapshotBytes": ("broker", "snapshot_bytes", 1, 1 << 40),
+    "commitFlushBytes": ("broker", "commit_flush_bytes", 1, 1 << 40),
 }
 
 

@@ -7,6 +7,9 @@ of every group reading it is the last snapshot in the state log plus the
 events after it. Offsets in a state log are continuous like any log's;
 once a snapshot is durable, the segments wholly before it are deleted, so
 old state goes by retention and recovery reads one snapshot plus the tail.
+The snapshot before the last one is kept too (segments go only when wholly
+before it): when the last snapshot is found damaged on disk, recovery takes
+the one before plus every event since, and says so.
 
 Each batch of a state log holds one record, whose key says what it is:
 `e`, a msgpack list of events (state/events.py), or `s`, a snapshot
@@ -18,6 +21,7 @@ CRC and was never there.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import msgspec
@@ -27,6 +31,8 @@ from logq.log.batch import iter_headers
 from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event, decode_events, encode_events
 from logq.state.snapshots import PartitionSnapshot, restore_partition, snapshot_partition
+
+logger = logging.getLogger(__name__)
 
 EVENTS_KEY = b"e"
 SNAPSHOT_KEY = b"s"
@@ -77,6 +83,7 @@ class PartitionState:
         self.snapshot_bytes = snapshot_bytes
         self.bytes_since_snapshot = 0
         self.snapshot_offset: int | None = None
+        self.previous_snapshot_offset: int | None = None
         self.snapshotting = False  # a snapshot is being written
 
     # -- recovery --------------------------------------------------------------------
@@ -84,8 +91,11 @@ class PartitionState:
     def recover(self) -> Recovered:
         """Read the log whole (blocking): the last snapshot, then the events after it."""
         found = Recovered({}, [], 0, [], None, 0)
+        records = 0
         for base_offset, key, value, size in _records(self.log):
             if key == SNAPSHOT_KEY:
+                self.previous_snapshot_offset = found.snapshot_offset
+                records = 0
                 snapshot = _snapshot_decoder.decode(value)
                 found = Recovered(
                     {group: restore_partition(s) for group, s in snapshot.groups.items()},
@@ -98,7 +108,18 @@ class PartitionState:
             else:
                 found.events.extend(decode_events(value))
                 found.tail_bytes += size
+                records += 1
         self.snapshot_offset = found.snapshot_offset
+        for damaged in self.log.damaged_ranges():
+            logger.error(
+                "state log %s: offsets %d..%d lost to damage; the delivery state is the"
+                " snapshot at %s and the %d event records after it",
+                self.log_id.decode(errors="replace"),
+                damaged.start,
+                damaged.end - 1,
+                "none" if found.snapshot_offset is None else f"offset {found.snapshot_offset}",
+                records,
+            )
         self.bytes_since_snapshot = found.tail_bytes
         return found
 
@@ -133,9 +154,14 @@ class PartitionState:
         )
 
     def snapshot_stored(self, offset: int) -> None:
-        """A snapshot at `offset` is durable: older segments may go (blocking)."""
+        """A snapshot at `offset` is durable: the segments wholly before the
+        snapshot before it may go (blocking); that one stays, for a recovery
+        that finds this one damaged."""
+        previous = self.snapshot_offset
+        self.previous_snapshot_offset = previous
         self.snapshot_offset = offset
-        self.log.delete_before(offset)
+        if previous is not None:
+            self.log.delete_before(previous)
 
 
 def _records(log: PartitionLog) -> Iterator[tuple[int, bytes, bytes, int]]:
