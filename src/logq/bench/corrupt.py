@@ -55,6 +55,7 @@ from logq.client import Client
 from logq.errors import LogqError
 
 PEEK_PAGE = 200
+TIME_LOOKUPS = 8  # per partition
 AFTER_RESTART = 1_000_000  # numbers of the values published in a trial
 DRAIN_PAGE = 200
 # Figures of /metrics that count damage found on disk (summed over labels).
@@ -69,6 +70,7 @@ REPORT_METRICS = (
 )
 STATE_FILE_KINDS = frozenset({"state-segment", "commit-journal"})
 FAILURES_KEPT = 20
+WITHHELD = re.compile(r"metadata record '([^']+)' is damaged")
 LOG_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) (.*)$", re.MULTILINE)
 
 
@@ -122,6 +124,9 @@ class _Trial:
     violations: list[tuple[str, str]] = field(default_factory=list)
     reported: bool = False
     exempt: str = ""  # why the damage needs no report, when it needs none
+    # topics and groups whose metadata record the broker reported damaged: it
+    # serves without them (docs/operations.md) and must keep their files
+    withheld: set[str] = field(default_factory=set)
     published: dict[str, bytes] = field(default_factory=dict)  # after the restart
 
     def fail(self, kind: str, text: str) -> None:
@@ -153,13 +158,21 @@ def _check_value(trial: _Trial, message_id: str, value: bytes | None, where: str
         trial.fail("served-damaged", f"{where} {message_id}: {value!r} (published {expected!r})")
 
 
+def _withheld(output: str) -> set[str]:
+    """Keys (`topic/<t>`, `group/<t>/<g>`) of the records the server logged as damaged."""
+    return set(WITHHELD.findall(output))
+
+
 def _read_all(trial: _Trial, client: Client, http: httpx.Client) -> set[str]:
     """Peek every partition whole; the ids read."""
     read: set[str] = set()
     for topic, partitions, *_ in TOPICS:
+        if f"topic/{topic}" in trial.withheld:
+            continue
         for partition in range(partitions):
             offset = 0
             limit = PEEK_PAGE
+            stamps: list[tuple[int, int]] = []
             while True:
                 try:
                     page = client.peek(topic, partition=partition, offset=offset, limit=limit)
@@ -182,8 +195,28 @@ def _read_all(trial: _Trial, client: Client, http: httpx.Client) -> set[str]:
                 for message in page:
                     _check_value(trial, message.id, message.value, "read")
                     read.add(message.id)
+                    stamps.append((message.offset, message.timestamp_ms))
                 offset = page[-1].offset + 1
+            _check_time_lookups(trial, client, topic, partition, stamps)
     return read
+
+
+def _check_time_lookups(
+    trial: _Trial, client: Client, topic: str, partition: int, stamps: list[tuple[int, int]]
+) -> None:
+    """A peek from a time starts at the first message read at or after it
+    (the time index may only make it scan more, never skip)."""
+    for _, stamp in stamps[:: max(1, len(stamps) // TIME_LOOKUPS)]:
+        first = min(o for o, t in stamps if t >= stamp)
+        try:
+            found = client.peek(topic, partition=partition, from_time=stamp, limit=1)
+        except LogqError as error:
+            if error.code != "CORRUPT":
+                trial.fail("read-error", f"peek {topic}:{partition} from {stamp}: {error}")
+            continue
+        if not found or found[0].offset > first:
+            got = found[0].offset if found else None
+            trial.fail("time-lookup", f"{topic}:{partition} from {stamp}: {got}, expected {first}")
 
 
 def _drain(trial: _Trial, client: Client, topic: str, group: str) -> list[str]:
@@ -209,6 +242,8 @@ def _publish_more(trial: _Trial, client: Client) -> set[str]:
     settlement) and every group must get it."""
     fresh: set[str] = set()
     for topic, partitions, *_ in TOPICS:
+        if f"topic/{topic}" in trial.withheld:
+            continue
         for partition in range(partitions):
             value = make_value(topic, AFTER_RESTART + partition)
             try:
@@ -235,6 +270,8 @@ def _check_groups(
     state_damage = trial.damage.file_kind in STATE_FILE_KINDS and trial.reported
     for topic, _, group, _ in TOPICS:
         key = f"{topic}/{group}"
+        if {f"topic/{topic}", f"group/{key}"} & trial.withheld:
+            continue
         drained = _drain(trial, client, topic, group)
         delivered = prepared.delivered.get(key, set())
         acked = prepared.acked.get(key, set())
@@ -264,6 +301,8 @@ def _check_stored(
         if message_id in read:
             continue
         topic, partition, offset = _offset(message_id)
+        if f"topic/{topic}" in trial.withheld:
+            continue
         if not _covering(damaged.get((topic, partition), []), offset):
             trial.fail("lost-publish", f"{message_id} acknowledged, not read, not reported lost")
 
@@ -289,10 +328,26 @@ def _check_reported(trial: _Trial, http: httpx.Client, output: str) -> None:
         trial.fail("unreported", f"metrics: {figures}; log: {first}")
 
 
+def _check_kept(trial: _Trial, data: Path) -> None:
+    """The segments of a topic served without (its record damaged) are kept as they were."""
+    for key in sorted(trial.withheld):
+        kind, _, topic = key.partition("/")
+        if kind != "topic":
+            continue  # a group's delivery state lives in its topic's state logs, still in use
+        for segment in sorted((trial.prepared.data_dir / "topics" / topic).rglob("*.log")):
+            kept = data / segment.relative_to(trial.prepared.data_dir)
+            if kept == data / trial.damage.path:
+                continue
+            if not kept.is_file() or kept.read_bytes() != segment.read_bytes():
+                trial.fail("withheld-not-kept", f"{key}: {kept} changed or gone")
+
+
 def _exemption(data: Path, damage: Damage) -> str:
     """Why this damage needs no report, or "" when it needs one."""
     if damage.file_kind.endswith("index") and index_still_correct(data, damage):
         return "index still correct"
+    if damage.file_kind == "state-timeindex":
+        return "state logs are never looked up by time"
     if damage.kind == "stale" and damage.file_kind == "checkpoint":
         # An older checkpoint is one the broker wrote: a durable point further
         # back. Recovery verifies every batch after it, so it only scans more.
@@ -320,15 +375,16 @@ def run_trial(number: int, seed: int, prepared: Prepared, scratch: Path) -> _Tri
             httpx.Client(base_url=server.http, timeout=30) as http,
         ):
             _check_reported(trial, http, server.output())
-            damaged = _damaged_ranges(http)
+            trial.withheld = _withheld(server.output())
             read = _read_all(trial, client, http)
-            _check_stored(trial, read, damaged)
+            _check_stored(trial, read, _damaged_ranges(http))
             _check_groups(trial, client, read, _damaged_ranges(http))
             if not trial.reported:  # damage met only by the reads: reported now?
                 trial.violations = [v for v in trial.violations if v[0] != "unreported"]
                 _check_reported(trial, http, server.output())
     finally:
-        server.stop()
+        server.kill()  # the copy is thrown away: no need to wait for a graceful stop
+        _check_kept(trial, data)
         if not trial.violations:
             shutil.rmtree(directory, ignore_errors=True)
     return trial

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import ClassVar
 
 import click
 
@@ -21,7 +22,7 @@ class _Commands(click.Group):
     when it is run: every other command, `logq serve` first, starts
     without it (a second less to start on a busy machine)."""
 
-    LAZY = {"bench": ("logq.cli.bench", "bench")}
+    LAZY: ClassVar[dict[str, tuple[str, str]]] = {"bench": ("logq.cli.bench", "bench")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.LAZY])
