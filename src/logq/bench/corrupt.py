@@ -354,7 +354,10 @@ def _exemption(data: Path, damage: Damage) -> str:
         return "index still correct"
     if damage.file_kind == "state-timeindex":
         return "state logs are never looked up by time"
-    if damage.file_kind in {"index", "state-index", "trace-index"} and damage.kind != "delete-index":
+    if (
+        damage.file_kind in {"index", "state-index", "trace-index"}
+        and damage.kind != "delete-index"
+    ):
         # Every entry a read uses is checked against the batch header it
         # points at, and a mismatch is reported (the segment verified whole):
         # with nothing reported, no damaged entry was used.

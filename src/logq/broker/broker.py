@@ -830,7 +830,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 dedup=dedup,
             )
             # the topic was checked above: a dead-letter topic only as_broker
-            appended = await self.publish_batch(topic_name, partition, batch, as_broker=True)
+            appended = await self.publish_batch(
+                topic_name, partition, batch, as_broker=True, disk_checked=True
+            )
             stored_in = appended.partition  # a duplicate answers where the first went
             prefix = f"{topic_name}:{stored_in}:"
             for offset, index in enumerate(indexes, appended.base_offset):
@@ -842,7 +844,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             for lane, _, indexes in partition_runs:
                 await store(partition, lane, indexes)
 
-        await asyncio.gather(*(store_runs(p, r) for p, r in runs.items()))
+        outcomes = await asyncio.gather(
+            *(store_runs(p, r) for p, r in runs.items()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise _partly_stored(outcome, results)
         return [result for result in results if result is not None]
 
     def _check_headers(self, index: int, headers: dict[str, str], as_broker: bool) -> None:
@@ -880,11 +887,20 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         return self.topic(name)
 
     async def publish_batch(
-        self, topic_name: str, partition: int, batch: bytes, *, as_broker: bool = False
+        self,
+        topic_name: str,
+        partition: int,
+        batch: bytes,
+        *,
+        as_broker: bool = False,
+        disk_checked: bool = False,
     ) -> BatchResult:
-        """Store one producer-built batch as it came (the native fast path)."""
+        """Store one producer-built batch as it came (the native fast path).
+        `disk_checked`: the free-space guard already let in the request this
+        batch is part of (a publish is let in or refused whole)."""
         self._check_open()
-        self.disk.check_publish()
+        if not disk_checked:
+            self.disk.check_publish()
         topic = await self._topic_for_publish(topic_name, as_broker=as_broker)
         target = topic.partition(partition)
         now_ms = self.clock.now_ms()
@@ -1266,3 +1282,26 @@ def _with_expiry(message: OutgoingMessage, now_ms: int) -> dict[str, str]:
 
 def _from_log_error(error: LogError) -> LogqError:
     return from_log_error(error)
+
+
+def _partly_stored(error: BaseException, results: list[PublishResult | None]) -> BaseException:
+    """The error of a publish whose batches partly failed, saying which of
+    its messages were stored all the same (they stay: a retry of those
+    would store them twice)."""
+    stored = [(index, result) for index, result in enumerate(results) if result is not None]
+    if (
+        not stored
+        or not isinstance(error, LogqError)
+        or type(error).__init__ is not LogqError.__init__
+    ):
+        return error
+    indexes = ", ".join(str(index) for index, _ in stored)
+    partial = type(error)(
+        f"{error.message}; messages {indexes} of this publish were stored (see `stored`),"
+        " the others were not"
+    )
+    partial.stored = [
+        {"index": index, "id": r.id, "partition": r.partition, "offset": r.offset}
+        for index, r in stored
+    ]
+    return partial

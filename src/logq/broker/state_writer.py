@@ -64,6 +64,9 @@ class StateWriter:
         return futures
 
     def _start_snapshot(self, topic: Topic, partition: Partition) -> None:
+        # at once, not when the task first runs: the next write of this turn
+        # must not start a second snapshot of the same state
+        topic.state_of(partition.index).snapshotting = True
         task = asyncio.get_running_loop().create_task(self.snapshot(topic, partition))
         self._snapshots.add(task)
         task.add_done_callback(self._snapshot_done)
