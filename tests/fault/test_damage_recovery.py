@@ -167,3 +167,43 @@ def test_a_damaged_snapshot_means_the_one_before_plus_the_log_since(
     asyncio.run(main())
     logged = [r.getMessage() for r in caplog.records if "state log" in r.getMessage()]
     assert logged and "the delivery state is the snapshot at offset" in logged[0]
+
+
+def test_offsets_a_group_was_handed_are_not_given_again_after_a_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data log's active segment cut short with its checkpoint gone too
+    (nothing in the log's own files says how far it went): the group that
+    acked those messages says it, and new messages go past them."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        config = BrokerConfig(data_dir=tmp_path)
+        broker = await Broker.open(config, clock=clock)
+        await broker.create_topic("jobs", {"partitions": 1})
+        await broker.put_group("jobs", "g", {"mode": "shared"})
+        for number in range(10):
+            await broker.publish("jobs", [OutgoingMessage(f"m{number}".encode())])
+        taken = await broker.receive("jobs", "g", "c", max_messages=10)
+        await broker.ack("jobs", "g", [m.id for m in taken])
+        await broker.close()
+
+        partition = tmp_path / "topics" / "jobs" / "0"
+        (segment,) = partition.glob("*.log")
+        position, header = iter_headers(segment.read_bytes())[5]
+        with segment.open("r+b") as file:
+            file.truncate(position)
+        (partition / "recovery-checkpoint.json").unlink()
+
+        caplog.set_level(logging.WARNING)
+        broker = await Broker.open(config, clock=clock)
+        (result,) = await broker.publish("jobs", [OutgoingMessage(b"after")])
+        assert result.offset == 10  # not 5: offsets 5..9 were acked by the group
+        (fresh,) = await broker.receive("jobs", "g", "c", max_messages=10)
+        assert (fresh.offset, fresh.value) == (10, b"after")
+        damaged = broker.describe_topic("jobs")["damaged"]
+        assert [(d["start"], d["end"]) for d in damaged] == [(header.base_offset, 10)]
+        await broker.close()
+
+    asyncio.run(main())
+    assert any("were handed offsets up to 9" in r.getMessage() for r in caplog.records)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -204,6 +205,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
         replayed = await self._recover_states(recovered.groups)
+        await self._skip_offsets_seen_before()
         self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
         limit = self.config.partitions_max
         if limit is not None and self.partitions_held > limit:
@@ -248,6 +250,25 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 ", ".join(report.damaged) or "none",
                 "; ".join(report.gaps) or "none",
             )
+
+    async def _skip_offsets_seen_before(self) -> None:
+        """A group that has planned offsets past its partition's end saw
+        messages the data log has lost (its active segment cut short below
+        what the commit journal still held): the log goes on past them, so
+        no new message takes an offset the group has already settled."""
+        for topic in self.topics.values():
+            for partition in topic.partitions:
+                seen = max(
+                    (
+                        group.deliveries[partition.index].next_offset
+                        for group in self.groups.values()
+                        if group.topic == topic.name and partition.index < len(group.deliveries)
+                    ),
+                    default=0,
+                )
+                if seen > partition.log.next_offset:
+                    why = f"its groups were handed offsets up to {seen - 1}"
+                    await self.run(functools.partial(partition.log.resume_at, seen, why))
 
     def _log_named(self, log_id: str) -> PartitionLog | None:
         named = parse_partition_log_id(log_id)

@@ -350,9 +350,7 @@ class FileLog:
         """The active segment ends before the durable point its checkpoint
         names (its file was cut short or replaced by an older copy): the
         offsets between were acknowledged and are lost. They are never given
-        again: the segment is sealed, a new one starts at the checkpoint's
-        offset, and the sealed segment's verification records the lost range
-        as damage (as for any sealed segment cut short)."""
+        again: the log goes on at the checkpoint's offset."""
         short = self._active
         if short.next_offset >= checkpoint.next_offset:
             return
@@ -364,14 +362,48 @@ class FileLog:
             checkpoint.position,
             checkpoint.next_offset,
         )
-        new = self._segment(checkpoint.next_offset)
+        self._skip_to(checkpoint.next_offset, "it ends before its checkpoint")
+
+    def _skip_to(self, offset: int, why: str) -> None:
+        """Seal the active segment and start a new one at `offset`; the sealed
+        segment's verification records the offsets between as damage (as for
+        any sealed segment cut short)."""
+        short = self._active
+        new = self._segment(offset)
         new.open_for_append()
         durable.sync_directory(self.directory)
         short.seal()
         short.load_sealed_state(new.base_offset)
-        self._segments.append(new)
-        self._bases.append(new.base_offset)
-        self._verify_sealed(short, "it ends before its checkpoint")
+        with self._lock:
+            self._segments.append(new)
+            self._bases.append(new.base_offset)
+        self._verify_sealed(short, why)
+
+    def resume_at(self, offset: int, why: str) -> bool:
+        """Offsets below `offset` were handed out before (`why` says how it is
+        known) but the log ends below it: they were lost with the end of the
+        active segment. Go on at `offset`, reporting the range lost, so that
+        no offset is given twice. False when the log already reaches it."""
+        self.ensure_open()
+        with self._verifications_stopped(), self._sync_lock:
+            with self._lock:
+                self._check_open()
+                if self.next_offset >= offset:
+                    return False
+                short = self._active
+            logger.error(
+                "log %s ends at offset %d, but %s: the log goes on at offset %d",
+                self.directory,
+                short.next_offset,
+                why,
+                offset,
+            )
+            self._skip_to(offset, why)
+            with self._lock:
+                self._durable = (offset, offset, 0)
+                self._synced_offset = offset
+            self._write_checkpoint()
+        return True
 
     def _tidy_directory(self) -> list[int]:
         """Base offsets of the segments present; leftovers of interrupted
