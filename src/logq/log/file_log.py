@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -82,7 +83,12 @@ from logq.log.storage import (
     RetentionResult,
     write_each,
 )
-from logq.log.verify import DamagedRange, VerifyInterruptedError, verify_segment
+from logq.log.verify import (
+    OPEN_END,
+    DamagedRange,
+    VerifyInterruptedError,
+    verify_segment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +323,10 @@ class FileLog:
             if checkpoint is not None and checkpoint.segment == active.base_offset:
                 self._resume_past_lost_tail(checkpoint)
                 active = self._active
+        if result.damaged_inside:
+            self._seal_damaged_active()
+            active = self._active
+            result = dataclasses.replace(result, cut_bytes=0, cut_reason=None)
         if clean:
             self._checkpoint = checkpoint
         else:
@@ -363,6 +373,28 @@ class FileLog:
             checkpoint.next_offset,
         )
         self._skip_to(checkpoint.next_offset, "it ends before its checkpoint")
+
+    def _seal_damaged_active(self) -> None:
+        """The active segment holds bad bytes followed by good batches: damage
+        between acknowledged batches, not a torn tail. Only what follows the
+        last good batch is cut; the segment is sealed (its verification
+        records the damaged ranges) and a new one goes on after it."""
+        active = self._active
+        verification = verify_segment(
+            active, OPEN_END, index_interval_bytes=self.config.index_interval_bytes
+        )
+        if verification.end_position < active.file_size():
+            with active.file.pinned() as fd:
+                durable.truncate_durably(fd, verification.end_position)
+        active.size = verification.end_position
+        active.next_offset = verification.next_offset
+        logger.error(
+            "segment %s: damaged batches lie between good ones: the segment is kept whole"
+            " and sealed, the log goes on at offset %d",
+            active.log_path,
+            verification.next_offset,
+        )
+        self._skip_to(verification.next_offset, "damage between its batches")
 
     def _skip_to(self, offset: int, why: str) -> None:
         """Seal the active segment and start a new one at `offset`; the sealed
