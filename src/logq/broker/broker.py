@@ -433,17 +433,25 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         rate = self.config.scrub_bytes_per_second
         if self._scrubber is None and self.backend.persistent and rate > 0:
-            self._scrubber = Scrubber(self._topic_logs, rate)
+            self._scrubber = Scrubber(self._scrubbed_logs, rate)
             self._scrubber.start()
 
-    def _topic_logs(self) -> list[PartitionLog]:
-        """Every topic's partition logs (the scrubber's thread asks)."""
+    def _scrubbed_logs(self) -> list[PartitionLog]:
+        """Every topic's partition logs, their state logs and the trace
+        journal (the scrubber's thread asks): the trace is read only by trace
+        queries, so its damage would otherwise wait for one."""
         for _ in range(3):
             try:
-                return [p.log for topic in list(self.topics.values()) for p in topic.partitions]
+                partitions = [p for topic in list(self.topics.values()) for p in topic.partitions]
+                states = [
+                    topic.state_of(p.index).log
+                    for topic in list(self.topics.values())
+                    for p in topic.partitions
+                ]
+                return [*(p.log for p in partitions), *states, self.trace_log.log]
             except RuntimeError:  # a topic came or went meanwhile: look again
                 continue
-        return []
+        return [self.trace_log.log]
 
     async def _tick_forever(self) -> None:
         while not self._closed:
