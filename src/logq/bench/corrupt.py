@@ -62,6 +62,7 @@ from logq.errors import LogqError
 PEEK_PAGE = 200
 TIME_LOOKUPS = 8  # per partition
 JOURNAL_HEADER_BYTES = 8  # a commit journal file's magic and version
+SCRUB_WAIT_S = 10.0  # a pass over a trial's few hundred KiB takes milliseconds
 AFTER_RESTART = 1_000_000  # numbers of the values published in a trial
 DRAIN_PAGE = 200
 # Figures of /metrics that count damage found on disk (summed over labels).
@@ -321,6 +322,15 @@ def _metric_total(text: str, name: str) -> float:
     return total
 
 
+def _wait_for_a_scrub_pass(http: httpx.Client) -> None:
+    """Until the scrubber has verified every sealed segment once (bounded)."""
+    deadline = time.monotonic() + SCRUB_WAIT_S
+    while time.monotonic() < deadline:
+        if _metric_total(http.get("/metrics").text, "logq_scrub_passes_total") >= 1:
+            return
+        time.sleep(0.05)
+
+
 def _check_reported(trial: _Trial, http: httpx.Client, output: str) -> None:
     metrics = http.get("/metrics").text
     counted = {name: _metric_total(metrics, name) for name in REPORT_METRICS}
@@ -395,7 +405,8 @@ def run_trial(number: int, seed: int, prepared: Prepared, scratch: Path) -> _Tri
             read = _read_all(trial, client, http)
             _check_stored(trial, read, _damaged_ranges(http))
             _check_groups(trial, client, read, _damaged_ranges(http))
-            if not trial.reported:  # damage met only by the reads: reported now?
+            if not trial.reported:  # damage met by the reads or the scrubber: reported now?
+                _wait_for_a_scrub_pass(http)
                 trial.violations = [v for v in trial.violations if v[0] != "unreported"]
                 _check_reported(trial, http, server.output())
     finally:

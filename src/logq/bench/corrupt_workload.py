@@ -55,7 +55,7 @@ broker:
   checkpointIntervalBytes: 2048
   snapshotBytes: 3072
   commitFlushBytes: 12288
-  scrubBytesPerSecond: 0
+  scrubBytesPerSecond: 67108864
 limits:
   diskFreeMinBytes: 0
 """

@@ -436,6 +436,11 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self._scrubber = Scrubber(self._scrubbed_logs, rate)
             self._scrubber.start()
 
+    @property
+    def scrub_passes(self) -> int:
+        """Passes the scrubber finished over every sealed segment (0 when it is off)."""
+        return 0 if self._scrubber is None else self._scrubber.passes
+
     def _scrubbed_logs(self) -> list[PartitionLog]:
         """Every topic's partition logs, their state logs and the trace
         journal (the scrubber's thread asks): the trace is read only by trace

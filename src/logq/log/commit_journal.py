@@ -63,6 +63,8 @@ class Replayable(Protocol):
 
     def write_copy(self, batch: bytes) -> object: ...
 
+    def resume_at(self, offset: int, why: str) -> bool: ...
+
     def sync(self, up_to_offset: int | None = None) -> None: ...
 
 
@@ -276,13 +278,20 @@ class CommitJournal:
             if header.base_offset + header.record_count <= log.next_offset:
                 continue  # the log's file holds it
             if header.base_offset != log.next_offset:
-                stopped.add(log_id)
+                # the log's file lost acknowledged batches the journal no longer
+                # holds: they are lost, the journal's later ones are not (the
+                # log goes on at them, the lost range reported)
                 gap = (
                     f"{log_id}: ends at {log.next_offset}, journal resumes at {header.base_offset}"
                 )
                 report.gaps.append(gap)
                 logger.error("commit journal: %s", gap)
-                continue
+                why = f"the commit journal holds its batches from offset {header.base_offset}"
+                if header.base_offset < log.next_offset or not log.resume_at(
+                    header.base_offset, why
+                ):
+                    stopped.add(log_id)
+                    continue
             log.write_copy(bytes(batch))
             touched[log_id] = log
             report.rewritten += 1

@@ -82,6 +82,7 @@ class StorageCollector(Collector):
             families["commit_journal_bytes"].add_metric([], journal.size_bytes)
             families["commit_journal_damaged"].add_metric([], journal.stats["damaged"])
             families["commit_journal_cut"].add_metric([], journal.stats["cut_bytes"])
+        families["scrub_passes"].add_metric([], broker.scrub_passes)
         disk = broker.disk
         if disk.free_bytes is not None:
             families["disk_free"].add_metric([], disk.free_bytes)
@@ -160,6 +161,9 @@ def _families() -> dict[str, Any]:
         ),
         "verified_bytes": CounterMetricFamily(
             "logq_verified_bytes", "Segment bytes verified whole (scrubber and reads)", labels=topic
+        ),
+        "scrub_passes": CounterMetricFamily(
+            "logq_scrub_passes", "Passes of the scrubber over every sealed segment since the start"
         ),
         "rebalances": CounterMetricFamily(
             "logq_rebalances", "Rebalances of the group", labels=["topic", "group"]
