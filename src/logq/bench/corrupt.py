@@ -17,7 +17,9 @@ trial copies one afresh, damages one file (corrupt_damage.py), starts
   early; a message acked before the stop is delivered again only when the
   damage hit delivery state (a state log or the commit journal) and was
   reported;
-- the damage is reported: the server logged a warning or error naming the
+- the damage is reported (after the scrubber's first pass, so damage in
+  data no check reads is found as in production): the server logged a
+  warning or error naming the
   damaged file (or the log directory it belongs to) and a damage figure of
   /metrics rose (`REPORT_METRICS`), unless the harness can show the damaged
   bytes unused (`_exemption`): an index that is still a correct sparse
