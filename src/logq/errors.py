@@ -21,6 +21,9 @@ class LogqError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # A publish that failed part way: the messages it stored all the
+        # same, each {"index", "id", "partition", "offset"} (index in the request).
+        self.stored: list[dict[str, object]] = []
 
 
 class BadArgumentError(LogqError):

@@ -70,7 +70,7 @@ def test_snapshots_keep_state_logs_short_and_recovery_reads_from_the_last(
         await broker.state_writer.close()
         state_log = broker.topic("jobs").state_of(0).log
         assert state_log.first_offset > 0  # the segments before a snapshot went
-        assert state_log.segment_count <= 4
+        assert state_log.segment_count <= 5  # two snapshots' worth, and the active one
         await broker.close()
 
         broker = await Broker.open(config, clock=clock)

@@ -1,6 +1,7 @@
-"""Damaged data found on start, through a real server: a torn or flipped
-tail is reported and cut at the last good batch and the broker starts and
-goes on; a flipped byte the recovery does not scan (below its checkpoint) is
+"""Damaged data found on start, through a real server: a torn tail is
+reported and cut at the last good batch, a flipped batch that good ones
+follow is reported as damage and only its offsets are lost, and the broker
+starts and goes on; a flipped byte the recovery does not scan (below its checkpoint) is
 refused on read with a catalogue error, never served, while the other
 partitions serve on. (tests/log/test_kill9.py covers the log itself.)"""
 
@@ -55,18 +56,30 @@ def test_a_damaged_tail_is_reported_cut_and_the_broker_goes_on(tmp_path: Path, d
     size = segment.stat().st_size
     batch = size // 40  # every batch has the same size here
     if damage == "flipped":
-        _flip(segment, 30 * batch + batch // 2)  # inside the 31st batch
-        kept = 30
-    else:
-        with segment.open("r+b") as file:
-            file.truncate(size - batch // 2)  # a torn 40th batch
-        kept = 39
+        # inside the 31st batch: good batches follow, so it is damage, not a
+        # torn tail; the nine after it were acknowledged and stay
+        _flip(segment, 30 * batch + batch // 2)
+        with server_process(data) as restarted, Client(restarted.native) as client:
+            output = b"".join(restarted.output).decode(errors="replace")
+            assert "damaged batches lie between good ones" in output
+            assert "offsets 30..30 lost to damage" in output
+            before = [m.value for m in client.peek(TOPIC, partition=0, offset=0, limit=30)]
+            assert before == [f"m{i}".encode() * 10 for i in range(30)]
+            with pytest.raises(LogqError) as refused:
+                client.peek(TOPIC, partition=0, offset=30, limit=1000)
+            assert refused.value.code == "CORRUPT"
+            after = [m.value for m in client.peek(TOPIC, partition=0, offset=31, limit=1000)]
+            assert after == [f"m{i}".encode() * 10 for i in range(31, 40)]
+            assert client.publish(TOPIC, b"after", partition=0).offset == 40
+        return
+    with segment.open("r+b") as file:
+        file.truncate(size - batch // 2)  # a torn 40th batch
     with server_process(data) as restarted:
         output = b"".join(restarted.output).decode(errors="replace")
         assert "recovery cut" in output
-        assert _values(restarted.native, 0) == [f"m{i}".encode() * 10 for i in range(kept)]
+        assert _values(restarted.native, 0) == [f"m{i}".encode() * 10 for i in range(39)]
         with Client(restarted.native) as client:
-            assert client.publish(TOPIC, b"after", partition=0).offset == kept
+            assert client.publish(TOPIC, b"after", partition=0).offset == 39
 
 
 def test_damage_below_the_checkpoint_is_never_served(tmp_path: Path) -> None:

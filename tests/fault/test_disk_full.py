@@ -8,6 +8,7 @@ which runs everywhere on a fake clock."""
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import shutil
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from logq.broker import Broker, BrokerConfig, FakeClock
@@ -140,6 +142,34 @@ def test_writes_that_meet_enospc_are_cut_and_survive_a_restart(small_disk: Path)
         resumed = _until(lambda: _publish_or_none(client, "edge", value))
         assert resumed
         assert [m.id for m in client.peek("edge", limit=10_000)] == [*stored, resumed]
+
+
+def test_a_publish_refused_part_way_names_what_it_stored(small_disk: Path) -> None:
+    """A publish whose batches meet a full disk part way (its first lane's
+    batch stored, its second refused) answers 507 DISKFULL with the
+    messages it stored all the same, exactly those peek finds."""
+    data = small_disk / "data"
+    big = b"b" * 300_000  # more than the room left: its batch meets ENOSPC
+    with (
+        server_thread(data, disk_free_min_bytes=0, disk_check_ms=50) as server,
+        httpx.Client(base_url=server.http, timeout=10) as http,
+        Client(server.native) as client,
+    ):
+        client.create_topic("part", partitions=1)
+        free = os.statvfs(small_disk)
+        room = free.f_bavail * free.f_frsize
+        (small_disk / "ballast").write_bytes(b"\0" * (room - 150_000))
+        messages = [  # one batch per lane, stored in this order
+            {"value_b64": base64.b64encode(b"small").decode(), "priority": "high"},
+            {"value_b64": base64.b64encode(big).decode(), "priority": "low"},
+        ]
+        response = http.post("/v1/topics/part/messages", json={"messages": messages})
+        assert response.status_code == 507
+        error = response.json()["error"]
+        assert error["code"] == "DISKFULL"
+        stored = [(s["index"], s["id"]) for s in error.get("stored", [])]
+        assert stored == [(0, "part:0:0")]
+        assert [(m.id, m.value) for m in client.peek("part", limit=10)] == [("part:0:0", b"small")]
 
 
 # -- injected faults, on a fake clock -----------------------------------------------------

@@ -148,6 +148,9 @@ def test_a_truncated_tail_is_cut_and_reported(tmp_path: Path) -> None:
     size = segment.stat().st_size
     with segment.open("r+b") as file:
         file.truncate(size - len(written[-1]) // 2)
+    # a crash tore it: the checkpoint, written at the clean close, would say
+    # the batch was durable (then it is damage, test_damage_recovery.py)
+    as_crashed(tmp_path)
     log = FileLog(tmp_path, config)
     try:
         assert log.next_offset == 190  # the torn 20th batch is gone, 19 whole ones stay
@@ -160,7 +163,10 @@ def test_a_truncated_tail_is_cut_and_reported(tmp_path: Path) -> None:
         log.close()
 
 
-def test_a_flipped_byte_in_the_tail_cuts_at_the_last_good_batch(tmp_path: Path) -> None:
+def test_a_flipped_byte_in_the_tail_loses_only_its_batch(tmp_path: Path) -> None:
+    """A bad batch followed by good ones is damage, not a torn write: the
+    batches after it were acknowledged, so nothing is cut; the bad batch's
+    offsets are a damaged range."""
     config = LogConfig(segment_bytes=1 << 20, checkpoint_interval_bytes=1 << 20)
     written = fill(tmp_path, 20, config)
     segment = active_segment(tmp_path)
@@ -173,10 +179,13 @@ def test_a_flipped_byte_in_the_tail_cuts_at_the_last_good_batch(tmp_path: Path) 
     as_crashed(tmp_path)
     log = FileLog(tmp_path, config)
     try:
-        assert log.next_offset == 120
-        assert log.recovery.cut_bytes == sum(len(batch) for batch in written[12:])
-        batches = stored_batches(log)
-        assert bodies(batches) == [batch[8:] for batch in written[:12]]
+        assert log.next_offset == 200
+        assert log.recovery.cut_bytes == 0
+        assert [(d.start, d.end) for d in log.damaged_ranges()] == [(120, 130)]
+        with pytest.raises(DamagedDataError):
+            log.read(120, 1 << 20)
+        assert log.read(130, 1 << 20).first_offset == 130
+        assert log.append(written[0]).base_offset == 200
     finally:
         log.close()
 

@@ -38,6 +38,11 @@ def test_state_segments_a_snapshot_replaces_are_removed_durably(
     for n in range(200):
         log.append(state.events_batch([Leased("t/g", 0, [(n, n + 1)], "c", 10_000, 1, 0, 7)], 0))
     first = sorted((tmp_path / "0.state").glob("*.log"))[0]
+    # the snapshot before the last stays (for a recovery that finds the last
+    # damaged): the segments before it go once a later one is durable
+    older = log.append(state.snapshot_batch({"t/g": PartitionDelivery()}, 0, [], 0))
+    state.snapshot_stored(older.base_offset)
+    assert first.exists()
     snapshot = log.append(state.snapshot_batch({"t/g": PartitionDelivery()}, 0, [], 0))
     syncs = _watch_syncs(monkeypatch, first)
     state.snapshot_stored(snapshot.base_offset)

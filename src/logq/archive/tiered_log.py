@@ -166,6 +166,9 @@ class TieredLog:
     def read_sealed(self, base_offset: int) -> bytes:
         return self.local.read_sealed(base_offset)
 
+    def resume_at(self, offset: int, why: str) -> bool:
+        return self.local.resume_at(offset, why)
+
     def flush_if_due(self) -> None:
         self.local.flush_if_due()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -235,6 +236,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
         replayed = await self._recover_states(recovered.groups, recovered.formats)
+        await self._skip_offsets_seen_before()
         self.partitions_held = sum(len(topic.partitions) for topic in self.topics.values())
         limit = self.config.partitions_max
         if limit is not None and self.partitions_held > limit:
@@ -280,6 +282,25 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 ", ".join(report.damaged) or "none",
                 "; ".join(report.gaps) or "none",
             )
+
+    async def _skip_offsets_seen_before(self) -> None:
+        """A group that has planned offsets past its partition's end saw
+        messages the data log has lost (its active segment cut short below
+        what the commit journal still held): the log goes on past them, so
+        no new message takes an offset the group has already settled."""
+        for topic in self.topics.values():
+            for partition in topic.partitions:
+                seen = max(
+                    (
+                        group.deliveries[partition.index].next_offset
+                        for group in self.groups.values()
+                        if group.topic == topic.name and partition.index < len(group.deliveries)
+                    ),
+                    default=0,
+                )
+                if seen > partition.log.next_offset:
+                    why = f"its groups were handed offsets up to {seen - 1}"
+                    await self.run(functools.partial(partition.log.resume_at, seen, why))
 
     def _log_named(self, log_id: str) -> PartitionLog | None:
         named = parse_partition_log_id(log_id)
@@ -497,17 +518,30 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self.archive.start()
         rate = self.config.scrub_bytes_per_second
         if self._scrubber is None and self.backend.persistent and rate > 0:
-            self._scrubber = Scrubber(self._topic_logs, rate)
+            self._scrubber = Scrubber(self._scrubbed_logs, rate)
             self._scrubber.start()
 
-    def _topic_logs(self) -> list[PartitionLog]:
-        """Every topic's partition logs (the scrubber's thread asks)."""
+    @property
+    def scrub_passes(self) -> int:
+        """Passes the scrubber finished over every sealed segment (0 when it is off)."""
+        return 0 if self._scrubber is None else self._scrubber.passes
+
+    def _scrubbed_logs(self) -> list[PartitionLog]:
+        """Every topic's partition logs, their state logs and the trace
+        journal (the scrubber's thread asks): the trace is read only by trace
+        queries, so its damage would otherwise wait for one."""
         for _ in range(3):
             try:
-                return [p.log for topic in list(self.topics.values()) for p in topic.partitions]
+                partitions = [p for topic in list(self.topics.values()) for p in topic.partitions]
+                states = [
+                    topic.state_of(p.index).log
+                    for topic in list(self.topics.values())
+                    for p in topic.partitions
+                ]
+                return [*(p.log for p in partitions), *states, self.trace_log.log]
             except RuntimeError:  # a topic came or went meanwhile: look again
                 continue
-        return []
+        return [self.trace_log.log]
 
     async def _tick_forever(self) -> None:
         while not self._closed:
@@ -1007,7 +1041,9 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
                 dedup=dedup,
             )
             # the topic was checked above: a dead-letter topic only as_broker
-            appended = await self.publish_batch(topic_name, partition, batch, as_broker=True)
+            appended = await self.publish_batch(
+                topic_name, partition, batch, as_broker=True, disk_checked=True
+            )
             stored_in = appended.partition  # a duplicate answers where the first went
             prefix = f"{topic_name}:{stored_in}:"
             for offset, index in enumerate(indexes, appended.base_offset):
@@ -1019,7 +1055,12 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             for lane, _, indexes in partition_runs:
                 await store(partition, lane, indexes)
 
-        await asyncio.gather(*(store_runs(p, r) for p, r in runs.items()))
+        outcomes = await asyncio.gather(
+            *(store_runs(p, r) for p, r in runs.items()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise _partly_stored(outcome, results)
         return [result for result in results if result is not None]
 
     def _check_headers(self, index: int, headers: dict[str, str], as_broker: bool) -> None:
@@ -1057,11 +1098,20 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         return self.topic(name)
 
     async def publish_batch(
-        self, topic_name: str, partition: int, batch: bytes, *, as_broker: bool = False
+        self,
+        topic_name: str,
+        partition: int,
+        batch: bytes,
+        *,
+        as_broker: bool = False,
+        disk_checked: bool = False,
     ) -> BatchResult:
-        """Store one producer-built batch as it came (the native fast path)."""
+        """Store one producer-built batch as it came (the native fast path).
+        `disk_checked`: the free-space guard already let in the request this
+        batch is part of (a publish is let in or refused whole)."""
         self._check_open()
-        self.disk.check_publish()
+        if not disk_checked:
+            self.disk.check_publish()
         topic = await self._topic_for_publish(topic_name, as_broker=as_broker)
         target = topic.partition(partition)
         now_ms = self.clock.now_ms()
@@ -1528,3 +1578,26 @@ def _recover_partition(
     if ids:
         topic.dedup.restore(partition.index, ids, expires_last_ms(ids))
     return found, batches, read_window
+
+
+def _partly_stored(error: BaseException, results: list[PublishResult | None]) -> BaseException:
+    """The error of a publish whose batches partly failed, saying which of
+    its messages were stored all the same (they stay: a retry of those
+    would store them twice)."""
+    stored = [(index, result) for index, result in enumerate(results) if result is not None]
+    if (
+        not stored
+        or not isinstance(error, LogqError)
+        or type(error).__init__ is not LogqError.__init__
+    ):
+        return error
+    indexes = ", ".join(str(index) for index, _ in stored)
+    partial = type(error)(
+        f"{error.message}; messages {indexes} of this publish were stored (see `stored`),"
+        " the others were not"
+    )
+    partial.stored = [
+        {"index": index, "id": r.id, "partition": r.partition, "offset": r.offset}
+        for index, r in stored
+    ]
+    return partial

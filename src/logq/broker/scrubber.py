@@ -2,9 +2,10 @@
 
 Reads verify what they touch, but damage in data nobody reads (an old
 segment a replay will want next month) would wait to be found until then.
-The scrubber walks every topic's sealed segments after the start, one at a
-time, each checked whole (`PartitionLog.scrub`: CRC32C and offset
-continuity of every batch, nothing cut or rewritten), so damage is found,
+The scrubber walks the sealed segments of every topic, state log and the
+trace journal after the start, one at a time, each checked whole
+(`PartitionLog.scrub`: CRC32C and offset continuity of every batch,
+nothing cut or rewritten), so damage is found,
 logged with its offsets and counted before a reader meets it. It reads at
 most `bytes_per_second` (sleeping between 1 MiB windows), in its own thread
 so the storage threads stay free for clients; a pass over everything is

@@ -68,7 +68,8 @@ class StateWriter:
 
     def start_snapshot(self, topic: Topic, partition: Partition) -> None:
         """Take a snapshot of `partition`'s state in the background (marked as
-        under way at once, so the calls until it starts make no more)."""
+        under way at once, not when the task first runs: the calls until it
+        starts, this turn's next write among them, start no second one)."""
         topic.state_of(partition.index).snapshotting = True
         task = asyncio.get_running_loop().create_task(self.snapshot(topic, partition))
         self._snapshots.add(task)

@@ -17,6 +17,7 @@ from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
 from logq.cli.bench_chaos import bench_chaos
 from logq.cli.bench_compare import bench_compare
+from logq.cli.bench_corrupt import bench_corrupt
 from logq.cli.bench_dedup import bench_dedup_restart
 from logq.cli.bench_fuzz import bench_fuzz
 from logq.cli.bench_partitions import bench_partitions
@@ -35,6 +36,7 @@ def bench() -> None:
 bench.add_command(bench_compare)
 bench.add_command(bench_dedup_restart)
 bench.add_command(bench_chaos)
+bench.add_command(bench_corrupt)
 bench.add_command(bench_fuzz)
 bench.add_command(bench_partitions)
 bench.add_command(bench_powercut)

@@ -1,9 +1,10 @@
 """The recovery checkpoint: a durable point inside the active segment.
 
 Everything before it was fsynced, indexes included, so recovery validates
-only the batches after it. It is a small JSON file replaced atomically; a
-missing or unreadable checkpoint only means a longer scan (of the active
-segment alone: sealed segments were fsynced when they were sealed).
+only the batches after it. It is a small JSON file replaced atomically,
+carrying a CRC32C of its fields: a checkpoint that does not verify is
+reported and recovery scans the active segment whole, as it does when the
+file is missing (sealed segments were fsynced when they were sealed).
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from crc32c import crc32c
+
 from logq.log import durable
 
 CHECKPOINT_NAME = "recovery-checkpoint.json"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# Checkpoints of earlier releases carry no CRC; they are read as before.
+UNCHECKED_VERSION = 1
+CHECKPOINT_BYTES_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +32,13 @@ class Checkpoint:
     max_timestamp: int  # max record time of the segment before that position
 
 
+def _crc(checkpoint: Checkpoint) -> int:
+    fields = (checkpoint.segment, checkpoint.position, checkpoint.next_offset)
+    return crc32c(f"{fields[0]}:{fields[1]}:{fields[2]}:{checkpoint.max_timestamp}".encode())
+
+
 def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
-    payload = {"version": CHECKPOINT_VERSION, **asdict(checkpoint)}
+    payload = {"version": CHECKPOINT_VERSION, **asdict(checkpoint), "crc": _crc(checkpoint)}
     durable.write_atomic(directory / CHECKPOINT_NAME, json.dumps(payload).encode())
 
 
@@ -38,17 +49,35 @@ def drop_checkpoint(directory: Path) -> None:
     durable.remove_files([path, path.with_name(path.name + durable.TEMP_SUFFIX)])
 
 
+class CheckpointDamagedError(Exception):
+    """The checkpoint file exists but does not verify (the message says why)."""
+
+
 def read_checkpoint(directory: Path) -> Checkpoint | None:
+    """The checkpoint kept in `directory`, None when there is none; raises
+    CheckpointDamagedError when the file does not verify."""
+    path = directory / CHECKPOINT_NAME
     try:
-        payload = json.loads((directory / CHECKPOINT_NAME).read_bytes())
-        if payload.pop("version") != CHECKPOINT_VERSION:
-            return None
-        checkpoint = Checkpoint(**payload)
-    except (FileNotFoundError, ValueError, TypeError, KeyError, AttributeError):
+        with path.open("rb") as file:
+            stored = file.read(CHECKPOINT_BYTES_MAX + 1)
+    except FileNotFoundError:
         return None
+    try:
+        payload = json.loads(stored)
+        version = payload.pop("version")
+        crc = payload.pop("crc", None) if version == CHECKPOINT_VERSION else None
+        if version not in (CHECKPOINT_VERSION, UNCHECKED_VERSION):
+            raise CheckpointDamagedError(f"unknown version {version!r}")
+        checkpoint = Checkpoint(**payload)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise CheckpointDamagedError(f"not a checkpoint ({type(error).__name__})") from None
     fields = (checkpoint.segment, checkpoint.position, checkpoint.next_offset)
     if not all(isinstance(value, int) and value >= 0 for value in fields):
-        return None
+        raise CheckpointDamagedError("a field out of range")
+    if not isinstance(checkpoint.max_timestamp, int):
+        raise CheckpointDamagedError("a field out of range")
+    if version == CHECKPOINT_VERSION and crc != _crc(checkpoint):
+        raise CheckpointDamagedError("its CRC does not match")
     if checkpoint.next_offset < checkpoint.segment:
-        return None
+        raise CheckpointDamagedError("its offset lies before its segment")
     return checkpoint

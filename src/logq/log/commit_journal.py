@@ -64,6 +64,8 @@ class Replayable(Protocol):
 
     def write_copy(self, batch: bytes) -> object: ...
 
+    def resume_at(self, offset: int, why: str) -> bool: ...
+
     def sync(self, up_to_offset: int | None = None) -> None: ...
 
 
@@ -111,36 +113,59 @@ def decode_record(body: bytes | memoryview) -> Iterator[tuple[str, memoryview]]:
         position += batch_length
 
 
-def _records(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """(position, body) of each record of a journal file; body None at the
-    first one that does not verify (the file's records end there)."""
-    with path.open("rb") as file:
-        head = file.read(FILE_HEADER.size)
-        if len(head) < FILE_HEADER.size:
-            yield 0, None
-            return
-        magic, version = FILE_HEADER.unpack(head)
-        if magic != MAGIC or version != VERSION:
-            yield 0, None
-            return
-        position = FILE_HEADER.size
-        while True:
-            head = file.read(RECORD_HEAD.size)
-            if not head:
+@dataclass(frozen=True, slots=True)
+class _Record:
+    position: int
+    body: bytes | None  # None: bytes that do not verify start at `position`
+    resume: int | None = None  # where a verifying record follows them (None: none does)
+
+
+def _verifies(data: bytes, position: int) -> bool:
+    """Whether a whole record that verifies starts at `position` of `data`
+    (cheap checks first: a plausible length, count and first id)."""
+    if len(data) - position < RECORD_HEAD.size + COUNT.size + ID_LENGTH.size:
+        return False
+    length, crc = RECORD_HEAD.unpack_from(data, position)
+    end = position + 4 + length
+    if not COUNT.size + ID_LENGTH.size <= length - 4 <= RECORD_BYTES_MAX or end > len(data):
+        return False
+    body_at = position + RECORD_HEAD.size
+    (count,) = COUNT.unpack_from(data, body_at)
+    (id_length,) = ID_LENGTH.unpack_from(data, body_at + COUNT.size)
+    if count == 0 or id_length == 0 or id_length > length:
+        return False
+    return bool(crc32c(memoryview(data)[body_at:end]) == crc)
+
+
+def _next_verifying(data: bytes, start: int) -> int | None:
+    """The first position at or after `start` where a verifying record starts."""
+    return next((at for at in range(start, len(data)) if _verifies(data, at)), None)
+
+
+def _records(path: Path) -> Iterator[_Record]:
+    """Each record of a journal file in order. Bytes that do not verify come
+    as one _Record without a body; `resume` says where a verifying record
+    follows them: then they are damage (written before records that were
+    made durable after them), else the file's torn end."""
+    data = path.read_bytes()
+    if len(data) < FILE_HEADER.size:
+        yield _Record(0, None)
+        return
+    position = FILE_HEADER.size
+    if FILE_HEADER.unpack_from(data, 0) != (MAGIC, VERSION):
+        yield _Record(0, None, _next_verifying(data, position))
+    while position < len(data):
+        if not _verifies(data, position):
+            resume = _next_verifying(data, position + 1)
+            yield _Record(position, None, resume)
+            if resume is None:
                 return
-            if len(head) < RECORD_HEAD.size:
-                yield position, None
-                return
-            length, crc = RECORD_HEAD.unpack(head)
-            if not COUNT.size <= length - 4 <= RECORD_BYTES_MAX:
-                yield position, None
-                return
-            body = file.read(length - 4)
-            if len(body) < length - 4 or crc32c(body) != crc:
-                yield position, None
-                return
-            yield position, body
-            position += RECORD_HEAD.size + len(body)
+            position = resume
+            continue
+        (length,) = struct.unpack_from("<I", data, position)
+        end = position + 4 + length
+        yield _Record(position, data[position + RECORD_HEAD.size : end])
+        position = end
 
 
 class CommitJournal:
@@ -164,7 +189,14 @@ class CommitJournal:
         self._position = 0
         self._synced = 0  # position the last fsync covered
         self.bytes_since_rotation = 0
-        self.stats: dict[str, int] = {"records": 0, "bytes": 0, "fsyncs": 0, "rotations": 0}
+        self.stats: dict[str, int] = {
+            "records": 0,
+            "bytes": 0,
+            "fsyncs": 0,
+            "rotations": 0,
+            "damaged": 0,  # records that did not verify, and gaps, found by the replay
+            "cut_bytes": 0,  # the torn end the replay cut
+        }
 
     # -- opening ------------------------------------------------------------------
 
@@ -176,43 +208,35 @@ class CommitJournal:
         touched: dict[str, Replayable] = {}
         stopped: set[str] = set()  # logs with a gap: later entries cannot follow
         end = 0  # of the last file's good records (0: not even its header is good)
+        damaged_last = False  # the last file holds damage: a new file takes new groups
         for number, sequence in enumerate(self._sequences):
             path = self.directory / _file_name(sequence)
             last = number == len(self._sequences) - 1
-            for position, body in _records(path):
-                end = position
-                if body is None:
-                    size = path.stat().st_size
-                    if last:
-                        report.cut_bytes += size - position
-                    else:
-                        where = f"{path} at byte {position}"
-                        report.damaged.append(where)
-                        logger.error("commit journal: a record does not verify in %s", where)
-                    break
-                for log_id, batch in decode_record(body):
-                    report.entries += 1
-                    if log_id in stopped:
-                        continue
-                    log = touched.get(log_id) or resolve(log_id)
-                    if log is None:
-                        report.unknown += 1
-                        continue
-                    header = read_header(batch)
-                    end = header.base_offset + header.record_count
-                    if end <= log.next_offset:
-                        continue  # the log's file holds it
-                    if header.base_offset != log.next_offset:
-                        stopped.add(log_id)
-                        gap = f"{log_id}: ends at {log.next_offset}, journal resumes at {header.base_offset}"
-                        report.gaps.append(gap)
-                        logger.error("commit journal: %s", gap)
-                        continue
-                    log.write_copy(bytes(batch))
-                    touched[log_id] = log
-                    report.rewritten += 1
-            else:
-                end = path.stat().st_size if last else end
+            end = FILE_HEADER.size
+            for record in _records(path):
+                if record.body is None:
+                    if last and record.resume is None:
+                        report.cut_bytes += path.stat().st_size - record.position
+                        end = record.position
+                        logger.warning(
+                            "commit journal: %s from byte %d: a group whose write was cut"
+                            " short (never acknowledged) is cut",
+                            path,
+                            record.position,
+                        )
+                        break
+                    until = "its end" if record.resume is None else f"byte {record.resume}"
+                    where = f"{path} from byte {record.position} to {until}"
+                    report.damaged.append(where)
+                    damaged_last = last
+                    logger.error(
+                        "commit journal: %s does not verify; the copies there are lost"
+                        " (their logs' own files keep what they hold)",
+                        where,
+                    )
+                    continue
+                end = record.position + RECORD_HEAD.size + len(record.body)
+                self._replay_record(record.body, resolve, report, touched, stopped)
         for log in touched.values():
             log.sync()
         if report.rewritten or report.cut_bytes:
@@ -222,8 +246,10 @@ class CommitJournal:
                 report.rewritten,
                 report.cut_bytes,
             )
+        self.stats["damaged"] = len(report.damaged) + len(report.gaps)
+        self.stats["cut_bytes"] = report.cut_bytes
         self._ready = True
-        if self._sequences and end >= FILE_HEADER.size:
+        if self._sequences and not damaged_last and end >= FILE_HEADER.size:
             # go on in the last file (no new file needed: a full disk still opens)
             self._continue_file(self._sequences[-1], end)
         else:
@@ -234,6 +260,44 @@ class CommitJournal:
         if self._sequences:
             self.remove_before(self._sequences[-1])
         return report
+
+    @staticmethod
+    def _replay_record(
+        body: bytes,
+        resolve: Callable[[str], Replayable | None],
+        report: ReplayReport,
+        touched: dict[str, Replayable],
+        stopped: set[str],
+    ) -> None:
+        for log_id, batch in decode_record(body):
+            report.entries += 1
+            if log_id in stopped:
+                continue
+            log = touched.get(log_id) or resolve(log_id)
+            if log is None:
+                report.unknown += 1
+                continue
+            header = read_header(batch)
+            if header.base_offset + header.record_count <= log.next_offset:
+                continue  # the log's file holds it
+            if header.base_offset != log.next_offset:
+                # the log's file lost acknowledged batches the journal no longer
+                # holds: they are lost, the journal's later ones are not (the
+                # log goes on at them, the lost range reported)
+                gap = (
+                    f"{log_id}: ends at {log.next_offset}, journal resumes at {header.base_offset}"
+                )
+                report.gaps.append(gap)
+                logger.error("commit journal: %s", gap)
+                why = f"the commit journal holds its batches from offset {header.base_offset}"
+                if header.base_offset < log.next_offset or not log.resume_at(
+                    header.base_offset, why
+                ):
+                    stopped.add(log_id)
+                    continue
+            log.write_copy(bytes(batch))
+            touched[log_id] = log
+            report.rewritten += 1
 
     def _continue_file(self, sequence: int, end: int) -> None:
         fd = os.open(self.directory / _file_name(sequence), os.O_WRONLY)

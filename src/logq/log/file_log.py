@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -39,9 +40,17 @@ from logq.log.batch import (
     decode_timestamps,
     validate_batch,
 )
-from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
+from logq.log.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    CheckpointDamagedError,
+    drop_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.epochs import (
+    EPOCH_FILE_NAME,
     LeaderEpochs,
     check_start_offset,
     finish_fresh_start,
@@ -75,7 +84,12 @@ from logq.log.storage import (
     SealedSegment,
     write_each,
 )
-from logq.log.verify import DamagedRange, VerifyInterruptedError, verify_segment
+from logq.log.verify import (
+    OPEN_END,
+    DamagedRange,
+    VerifyInterruptedError,
+    verify_segment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +156,9 @@ class FileLog:
                 "segments_deleted",
                 "corrupt_reads",
                 "damage_found",
+                # indexes rebuilt because they did not match their segment,
+                # checkpoints and epoch files that did not verify
+                "files_repaired",
                 "segments_verified",
                 "verified_bytes",
                 "invalid_batches",
@@ -254,7 +271,17 @@ class FileLog:
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
         bases = self._tidy_directory()
-        checkpoint = read_checkpoint(self.directory)
+        repaired = int(stored_epochs is None and (self.directory / EPOCH_FILE_NAME).exists())
+        try:
+            checkpoint = read_checkpoint(self.directory)
+        except CheckpointDamagedError as error:
+            checkpoint = None
+            repaired += 1
+            logger.warning(
+                "%s does not verify (%s): the active segment is verified whole",
+                self.directory / CHECKPOINT_NAME,
+                error,
+            )
         if not bases:
             start = checkpoint.next_offset if checkpoint else 0
             segment = self._segment(start)
@@ -273,13 +300,14 @@ class FileLog:
                 self._verify_sealed(segment, "its indexes or its end do not match it")
                 rebuilt += 1
         active = self._active
+        active_sane = self._indexes_sane(active)  # before a torn last entry is trimmed
         active.open_for_append()
         clean = False
         if (
             checkpoint is not None
             and checkpoint.segment == active.base_offset
             and checkpoint.position <= active.size
-            and self._indexes_sane(active)
+            and active_sane
         ):
             start_position = checkpoint.position
             result = active.recover(
@@ -289,17 +317,30 @@ class FileLog:
             # too) was fsynced when it was written: no fsync, no new checkpoint.
             clean = result.batches == 0 and result.cut_bytes == 0
         else:
-            if not self._indexes_sane(active):
+            if not active_sane:
                 rebuilt += 1
+                repaired += 1
+                logger.warning(
+                    "segment %s: its indexes do not match it: rebuilt from its batches",
+                    active.log_path,
+                )
             start_position = 0
             active.offset_index.truncate_entries(0)
             active.time_index.truncate_entries(0)
             result = active.recover(0, active.base_offset, NO_TIMESTAMP)
+            if checkpoint is not None and checkpoint.segment == active.base_offset:
+                self._resume_past_lost_tail(checkpoint)
+                active = self._active
+        if result.damaged_inside:
+            self._seal_damaged_active()
+            active = self._active
+            result = dataclasses.replace(result, cut_bytes=0, cut_reason=None)
         if clean:
             self._checkpoint = checkpoint
         else:
             active.sync()
             active.sync_indexes()
+        self._stats["files_repaired"] += repaired
         self._durable = (active.next_offset, active.base_offset, active.size)
         self._synced_offset = active.next_offset
         self._write_checkpoint_or_drop()
@@ -322,6 +363,87 @@ class FileLog:
                 report.cut_reason,
             )
         return report
+
+    def _resume_past_lost_tail(self, checkpoint: Checkpoint) -> None:
+        """The active segment ends before the durable point its checkpoint
+        names (its file was cut short or replaced by an older copy): the
+        offsets between were acknowledged and are lost. They are never given
+        again: the log goes on at the checkpoint's offset."""
+        short = self._active
+        if short.next_offset >= checkpoint.next_offset:
+            return
+        logger.error(
+            "segment %s ends at byte %d, before its checkpoint's durable point at byte %d:"
+            " the log goes on at offset %d",
+            short.log_path,
+            short.size,
+            checkpoint.position,
+            checkpoint.next_offset,
+        )
+        self._skip_to(checkpoint.next_offset, "it ends before its checkpoint")
+
+    def _seal_damaged_active(self) -> None:
+        """The active segment holds bad bytes followed by good batches: damage
+        between acknowledged batches, not a torn tail. Only what follows the
+        last good batch is cut; the segment is sealed (its verification
+        records the damaged ranges) and a new one goes on after it."""
+        active = self._active
+        verification = verify_segment(
+            active, OPEN_END, index_interval_bytes=self.config.index_interval_bytes
+        )
+        if verification.end_position < active.file_size():
+            with active.file.pinned() as fd:
+                durable.truncate_durably(fd, verification.end_position)
+        active.size = verification.end_position
+        active.next_offset = verification.next_offset
+        logger.error(
+            "segment %s: damaged batches lie between good ones: the segment is kept whole"
+            " and sealed, the log goes on at offset %d",
+            active.log_path,
+            verification.next_offset,
+        )
+        self._skip_to(verification.next_offset, "damage between its batches")
+
+    def _skip_to(self, offset: int, why: str) -> None:
+        """Seal the active segment and start a new one at `offset`; the sealed
+        segment's verification records the offsets between as damage (as for
+        any sealed segment cut short)."""
+        short = self._active
+        new = self._segment(offset)
+        new.open_for_append()
+        durable.sync_directory(self.directory)
+        short.seal()
+        short.load_sealed_state(new.base_offset)
+        with self._lock:
+            self._segments.append(new)
+            self._bases.append(new.base_offset)
+        self._verify_sealed(short, why)
+
+    def resume_at(self, offset: int, why: str) -> bool:
+        """Offsets below `offset` were handed out before (`why` says how it is
+        known) but the log ends below it: they were lost with the end of the
+        active segment. Go on at `offset`, reporting the range lost, so that
+        no offset is given twice. False when the log already reaches it."""
+        self.ensure_open()
+        with self._verifications_stopped(), self._sync_lock:
+            with self._lock:
+                self._check_open()
+                if self.next_offset >= offset:
+                    return False
+                short = self._active
+            logger.error(
+                "log %s ends at offset %d, but %s: the log goes on at offset %d",
+                self.directory,
+                short.next_offset,
+                why,
+                offset,
+            )
+            self._skip_to(offset, why)
+            with self._lock:
+                self._durable = (offset, offset, 0)
+                self._synced_offset = offset
+            self._write_checkpoint()
+        return True
 
     def _tidy_directory(self) -> list[int]:
         """Base offsets of the segments present; leftovers of interrupted
@@ -701,6 +823,7 @@ class FileLog:
             self._record_damage(segment, verification.damaged)
             if why != SCRUB or verification.damaged:
                 segment.replace_indexes(verification)
+                self._stats["files_repaired"] += 1
                 logger.warning("segment %s: indexes rebuilt from its batches", segment.log_path)
         return True
 

@@ -195,6 +195,10 @@ class MemoryLog:
     def flush_if_due(self) -> None:
         """Nothing to flush in memory."""
 
+    def resume_at(self, offset: int, why: str) -> bool:
+        """Memory loses nothing behind the log's back: nothing to skip."""
+        return False
+
     def _roll_locked(self) -> MemorySegment:
         new = MemorySegment(self._segments[-1].next_offset)
         self._segments.append(new)

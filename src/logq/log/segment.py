@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from logq.log import durable
@@ -27,7 +27,7 @@ from logq.log.batch import (
 )
 from logq.log.file_cache import FileCache
 from logq.log.index import OFFSET_ENTRY, TIME_ENTRY, SparseIndex
-from logq.log.verify import Verification
+from logq.log.verify import Verification, good_batch_after
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class ScanResult:
     batches: int
     cut_bytes: int  # bytes past the last good batch (0 when the region was clean)
     cut_reason: str | None
+    # a good batch follows the bad bytes (damage, not a torn tail): nothing was cut
+    damaged_inside: bool = False
 
 
 class Segment:
@@ -379,6 +381,10 @@ class Segment:
         if start_position > 0:
             self.first_timestamp = self.header_at(0).first_timestamp
         result = self.scan(start_position)
+        if result.cut_bytes and good_batch_after(self, result.end_position, self.next_offset - 1):
+            # a good batch follows: damage between acknowledged batches, not a
+            # torn tail; the caller verifies the segment whole, nothing is cut
+            return replace(result, damaged_inside=True)
         if result.cut_bytes:
             logger.warning(
                 "segment %s: cut %d bytes after position %d (%s)",

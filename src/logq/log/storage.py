@@ -181,6 +181,12 @@ class PartitionLog(Protocol):
         if no sealed segment starts there (retention deleted it)."""
         ...
 
+    def resume_at(self, offset: int, why: str) -> bool:
+        """Go on at `offset` when the log ends below it although offsets up
+        to it were handed out before (`why`): the range between is reported
+        lost to damage and never given again. False when nothing changed."""
+        ...
+
     def flush_if_due(self) -> None:
         """Under `interval`, fsync when the interval has passed; the owner calls
         this on a timer so quiet logs are flushed too."""

@@ -157,6 +157,17 @@ def _resync(
     return None
 
 
+OPEN_END = 2**62  # the end offset of an active segment, which has none yet
+
+
+def good_batch_after(segment: SegmentFile, position: int, after_offset: int) -> int | None:
+    """Position of the first batch past `position` that passes every check
+    and holds offsets past `after_offset` (the file's size bounds the search)."""
+    file_size = segment.file_size()
+    found = _resync(_Window(segment, file_size), position, after_offset, OPEN_END, file_size)
+    return None if found is None else found[0]
+
+
 def verify_segment(
     segment: SegmentFile,
     end_offset: int,
@@ -166,7 +177,8 @@ def verify_segment(
     pace: Callable[[int], None] | None = None,
 ) -> Verification:
     """Walk `segment` up to `end_position` (default: its file size), whose
-    offsets should run from its base up to `end_offset`. `pace(bytes)` is
+    offsets should run from its base up to `end_offset` (OPEN_END: up to
+    wherever its last good batch ends, for an active one). `pace(bytes)` is
     called after each window's worth of batches (a scrubber throttles there)."""
     file_size = segment.file_size() if end_position is None else end_position
     window = _Window(segment, file_size)
@@ -206,7 +218,7 @@ def verify_segment(
         if pace is not None and result.checked_bytes - paced >= WINDOW_BYTES:
             pace(result.checked_bytes - paced)
             paced = result.checked_bytes
-    if result.next_offset < end_offset:
+    if result.next_offset < end_offset and end_offset != OPEN_END:
         reason = "the segment ends before its last offsets (truncated)"
         result.damaged.append(
             DamagedRange(result.next_offset, end_offset, name, position, file_size, reason)

@@ -156,8 +156,8 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             "fsync",
             "fsyncIntervalMs",
             "scrubBytesPerSecond",
-            "segmentBytes",
             "segmentMs",
+            *STORAGE_KEYS,
         },
     )
     broker = config.broker
@@ -179,13 +179,12 @@ def apply_file(config: ServerConfig, data: Mapping[str, Any]) -> ServerConfig:
             log,
             fsync_interval_ms=_duration("broker.fsyncIntervalMs", broker_data["fsyncIntervalMs"]),
         )
-    if "segmentBytes" in broker_data:
-        log = replace(
-            log,
-            segment_bytes=_int(
-                "broker.segmentBytes", broker_data["segmentBytes"], 16 << 10, 1 << 34
-            ),
-        )
+    storage_changes: dict[str, Any] = {}
+    for key, (where, name, low, high) in STORAGE_KEYS.items():
+        if key in broker_data:
+            value = _int(f"broker.{key}", broker_data[key], low, high)
+            (storage_changes if where == "log" else changes)[name] = value
+    log = replace(log, **storage_changes)
     if "segmentMs" in broker_data:
         log = replace(log, segment_ms=_duration("broker.segmentMs", broker_data["segmentMs"]))
     changes["log"] = log
@@ -436,6 +435,18 @@ LIMIT_KEYS: dict[str, tuple[str, str, int, int]] = {
     "receiveMessages": ("broker", "receive_messages_max", 1, 1_000_000),
     "connections": ("server", "connections_max", 1, 1_000_000),
     "diskFreeMinBytes": ("broker", "disk_free_min_bytes", 0, 2**62),
+}
+
+
+# `broker.<key>`: how the files on disk are cut (small values make a short
+# run roll segments, write checkpoints, rotate the commit journal and take
+# state snapshots, as `logq bench corrupt` needs).
+STORAGE_KEYS: dict[str, tuple[str, str, int, int]] = {
+    "segmentBytes": ("log", "segment_bytes", 4 << 10, 4 << 30),
+    "indexIntervalBytes": ("log", "index_interval_bytes", 64, 64 << 20),
+    "checkpointIntervalBytes": ("log", "checkpoint_interval_bytes", 1, 1 << 40),
+    "snapshotBytes": ("broker", "snapshot_bytes", 1, 1 << 40),
+    "commitFlushBytes": ("broker", "commit_flush_bytes", 1, 1 << 40),
 }
 
 

@@ -103,13 +103,16 @@ def json_response(data: object, status: int = 200) -> Response:
     return Response(_encoder.encode(data), status_code=status, media_type=JSON_MEDIA_TYPE)
 
 
-def error_body(code: str, message: str) -> bytes:
-    return _encoder.encode({"error": {"code": code, "message": message}})
+def error_body(code: str, message: str, stored: list[dict[str, object]] | None = None) -> bytes:
+    body: dict[str, object] = {"code": code, "message": message}
+    if stored:
+        body["stored"] = stored
+    return _encoder.encode({"error": body})
 
 
 def error_response(error: LogqError, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
-        error_body(error.code, error.message),
+        error_body(error.code, error.message, error.stored),
         status_code=error.http_status,
         media_type=JSON_MEDIA_TYPE,
         headers=headers,

@@ -17,6 +17,7 @@ from logq.broker import Broker
 from logq.log.file_log import FSYNC_BUCKETS_S
 
 JOURNAL = "~journal"  # the `topic` label of the delivery journal's figures
+TRACE = "~trace"  # the `topic` label of the trace journal's figures
 
 
 class StorageCollector(Collector):
@@ -34,6 +35,7 @@ class StorageCollector(Collector):
             for name, topic in sorted(broker.topics.items())
         ]
         logs.append((JOURNAL, broker.state_logs()))
+        logs.append((TRACE, [broker.trace_log.log]))
         for name, members in logs:
             histograms = [
                 log.fsync_histogram() for log in members if hasattr(log, "fsync_histogram")
@@ -58,6 +60,7 @@ class StorageCollector(Collector):
                 "damaged_ranges",
                 "damaged_offsets",
                 "damage_found",
+                "files_repaired",
                 "verified_bytes",
             ):
                 value = sum(float(s.get(key, 0)) for s in stats)
@@ -77,6 +80,9 @@ class StorageCollector(Collector):
         journal = broker.writer.journal
         if journal is not None:
             families["commit_journal_bytes"].add_metric([], journal.size_bytes)
+            families["commit_journal_damaged"].add_metric([], journal.stats["damaged"])
+            families["commit_journal_cut"].add_metric([], journal.stats["cut_bytes"])
+        families["scrub_passes"].add_metric([], broker.scrub_passes)
         disk = broker.disk
         if disk.free_bytes is not None:
             families["disk_free"].add_metric([], disk.free_bytes)
@@ -112,6 +118,15 @@ def _families() -> dict[str, Any]:
         "commit_journal_bytes": GaugeMetricFamily(
             "logq_commit_journal_bytes", "Size of the active commit journal file"
         ),
+        "commit_journal_damaged": CounterMetricFamily(
+            "logq_commit_journal_damaged",
+            "Commit journal records found not to verify before its last good one, and logs"
+            " missing batches it lacked, at the last start",
+        ),
+        "commit_journal_cut": GaugeMetricFamily(
+            "logq_commit_journal_cut_bytes",
+            "Torn end of the commit journal (a write never acknowledged) cut at the last start",
+        ),
         "fsync": HistogramMetricFamily(
             "logq_fsync_seconds", "fdatasync latency per topic (and ~journal)", labels=topic
         ),
@@ -139,8 +154,16 @@ def _families() -> dict[str, Any]:
         "damage_found": CounterMetricFamily(
             "logq_damage_found", "Damaged ranges found since the start", labels=topic
         ),
+        "files_repaired": CounterMetricFamily(
+            "logq_files_repaired",
+            "Indexes, checkpoints and epoch files found damaged at the last start and rebuilt",
+            labels=topic,
+        ),
         "verified_bytes": CounterMetricFamily(
             "logq_verified_bytes", "Segment bytes verified whole (scrubber and reads)", labels=topic
+        ),
+        "scrub_passes": CounterMetricFamily(
+            "logq_scrub_passes", "Passes of the scrubber over every sealed segment since the start"
         ),
         "rebalances": CounterMetricFamily(
             "logq_rebalances", "Rebalances of the group", labels=["topic", "group"]

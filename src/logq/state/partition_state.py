@@ -7,6 +7,9 @@ of every group reading it is the last snapshot in the state log plus the
 events after it. Offsets in a state log are continuous like any log's;
 once a snapshot is durable, the segments wholly before it are deleted, so
 old state goes by retention and recovery reads one snapshot plus the tail.
+The snapshot before the last one is kept too (segments go only when wholly
+before it): when the last snapshot is found damaged on disk, recovery takes
+the one before plus every event since, and says so.
 
 Each batch of a state log holds one record, whose key says what it is:
 `e`, a msgpack list of events (state/events.py), `s`, a snapshot
@@ -29,6 +32,7 @@ never the data before the snapshot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import msgspec
@@ -38,6 +42,8 @@ from logq.log.batch import iter_headers
 from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event, decode_events, encode_events
 from logq.state.snapshots import PartitionSnapshot, restore_partition, snapshot_partition
+
+logger = logging.getLogger(__name__)
 
 EVENTS_KEY = b"e"
 SNAPSHOT_KEY = b"s"
@@ -116,6 +122,7 @@ class PartitionState:
         self.snapshot_bytes = snapshot_bytes
         self.bytes_since_snapshot = 0
         self.snapshot_offset: int | None = None
+        self.previous_snapshot_offset: int | None = None
         self.snapshotting = False  # a snapshot is being written
         # the log holds a dedup mark after its last snapshot (or the snapshot
         # says dedup batches may follow it): a dedup publish needs no mark
@@ -127,16 +134,20 @@ class PartitionState:
 
     def recover(self) -> Recovered:
         """Read the log whole (blocking): the last snapshot, then the events,
-        marks and manifest changes after it (only the last snapshot is decoded)."""
+        marks and manifest changes after it (only the last snapshot is
+        decoded). A snapshot found damaged on disk is passed over: the one
+        before it, kept for this, and every record since make the state."""
         last: tuple[int, bytes] | None = None  # the last snapshot's offset and value
         events: list[Event] = []
         archive_records: list[bytes] = []
         tail_bytes = 0
+        records = 0  # event records after the last snapshot
         scan_from: int | None = None
         for base_offset, key, value, size in _records(self.log):
             if key == SNAPSHOT_KEY:
+                self.previous_snapshot_offset = last[0] if last is not None else None
                 last, events, tail_bytes, scan_from = (base_offset, value), [], 0, None
-                archive_records = []
+                archive_records, records = [], 0
             elif key == DEDUP_MARK_KEY:
                 offset = _mark_decoder.decode(value)
                 scan_from = offset if scan_from is None else min(scan_from, offset)
@@ -147,6 +158,7 @@ class PartitionState:
             else:
                 events.extend(decode_events(value))
                 tail_bytes += size
+                records += 1
         if last is None:
             found = Recovered(
                 {}, events, 0, [], None, tail_bytes, None, scan_from, b"", archive_records
@@ -169,6 +181,16 @@ class PartitionState:
                 archive_records,
             )
         self.snapshot_offset = found.snapshot_offset
+        for damaged in self.log.damaged_ranges():
+            logger.error(
+                "state log %s: offsets %d..%d lost to damage; the delivery state is the"
+                " snapshot at %s and the %d event records after it",
+                self.log_id.decode(errors="replace"),
+                damaged.start,
+                damaged.end - 1,
+                "none" if found.snapshot_offset is None else f"offset {found.snapshot_offset}",
+                records,
+            )
         self.bytes_since_snapshot = found.tail_bytes
         self.dedup_marked = found.dedup_scan_from is not None
         return found
@@ -237,10 +259,15 @@ class PartitionState:
         )
 
     def snapshot_stored(self, offset: int) -> None:
-        """A snapshot at `offset` is durable: older segments may go, and the
-        segment it lies in goes once the next snapshot is durable (blocking)."""
+        """A snapshot at `offset` is durable: the segments wholly before the
+        snapshot before it may go (that one stays, for a recovery that finds
+        this one damaged), and the log rolls, so the segment this one lies in
+        goes once a later snapshot is durable (blocking)."""
+        previous = self.snapshot_offset
+        self.previous_snapshot_offset = previous
         self.snapshot_offset = offset
-        self.log.delete_before(offset)
+        if previous is not None:
+            self.log.delete_before(previous)
         self.log.roll()
 
 

@@ -75,6 +75,11 @@ class TraceLog:
     def size_bytes(self) -> int:
         return self._log.size_bytes
 
+    @property
+    def log(self) -> PartitionLog:
+        """The partition log underneath, for its storage statistics."""
+        return self._log
+
     def find(
         self, topic: str, partition: int, offset: int, since_ms: int
     ) -> tuple[list[TraceRecord], bool]:
