@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from logq.state.delivery import Lease, PartitionDelivery, Pending
+from logq.state.held import HeldBack, HeldSnapshot
 from logq.state.ranges import RangeSet
 
 
@@ -18,6 +19,9 @@ class PartitionSnapshot(msgspec.Struct, array_like=True):
     # written before tokens: those read as 0, no token)
     lease_tokens: list[int] = []
     pending_tokens: list[int] = []
+    # delayed messages held back before their first delivery, packed (absent
+    # in snapshots written before: those kept them in `pending`)
+    held: HeldSnapshot | None = None
 
 
 def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
@@ -29,6 +33,7 @@ def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
         [(x.start, x.end, x.attempt, x.not_before_ms) for x in state.pending],
         [x.token for x in state.leases],
         [x.token for x in state.pending],
+        state.held.snapshot() if state.held else None,
     )
 
 
@@ -50,4 +55,5 @@ def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
         leases=leases,
         pending=pending,
         last_token=max([0, *lease_tokens, *pending_tokens]),
+        held=HeldBack.restore(snapshot.held) if snapshot.held is not None else HeldBack(),
     )
