@@ -168,3 +168,16 @@ def test_delay_bench_with_distinct_times() -> None:
         subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
     )
     assert figures["messages"] == 200 and figures["early"] == 0
+
+
+def test_delay_bench_with_distinct_pending_delays_runs_on_a_tiny_size() -> None:
+    command = [LOGQ, "bench", "delay", "--distinct", "--pending", "50", "--plain", "40", "--json"]
+    figures = json.loads(
+        subprocess.run(command, capture_output=True, text=True, check=True, timeout=180).stdout
+    )
+    (result,) = figures["results"]
+    assert result["pending"] == 50 and result["early"] == 0
+    assert result["held_back"] + result["near_delivered"] >= 50
+    assert result["held_back_after_restart"] == 50 - result["near_delivered"]
+    for key in ("plain_msgs_per_s", "plain_msgs_per_s_no_delays", "restart_s", "rss_bytes_after"):
+        assert result[key] > 0

@@ -4,7 +4,8 @@ with its own due time, while plain messages flow through it.
 For each size in `pendings`, a fresh broker on its own data directory:
 
 1. a plain stream (`plain` messages) through a shared group of a topic with
-   no delays: receive + ack throughput, the baseline;
+   no delays: receive + ack throughput, the baseline (the second of two
+   rounds: the first warms the broker up);
 2. `pending` delayed messages published to one partition of another topic,
    each its own due time: a few (`near`) between 1 and 10 s ahead, the rest
    spread from 10 s to 7 days; the shared group receives until it has passed
@@ -189,6 +190,7 @@ async def _one_size(
     async with AsyncClient(server.address) as client:
         await client.create_topic("plain", partitions=1)
         await client.put_group("plain", "bench", mode="shared")
+        await _plain_stream(client, "plain", settings, lateness, early)  # warm up
         baseline = await _plain_stream(client, "plain", settings, lateness, early)
         progress(f"no delays: {baseline:,.0f} plain msg/s")
         await client.create_topic("delayed", partitions=1, max_delay="8d")
