@@ -148,28 +148,6 @@ def test_priority_bench_with_single_message_receives_counts_lows_served_past_the
     assert figures["high_run_before_low_min"] >= 10
 
 
-def test_delay_bench_with_distinct_times() -> None:
-    command = [
-        LOGQ,
-        "bench",
-        "delay",
-        "--messages",
-        "200",
-        "--batch",
-        "50",
-        "--spread",
-        "0.2",
-        "--lead",
-        "0.3",
-        "--distinct",
-        "--json",
-    ]
-    figures = json.loads(
-        subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
-    )
-    assert figures["messages"] == 200 and figures["early"] == 0
-
-
 def test_delay_bench_with_distinct_pending_delays_runs_on_a_tiny_size() -> None:
     command = [LOGQ, "bench", "delay", "--distinct", "--pending", "50", "--plain", "40", "--json"]
     figures = json.loads(
