@@ -25,6 +25,7 @@ concurrent receives never plan the same offsets.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -272,15 +273,15 @@ class PartitionDelivery:
         if self.pending:
             for start, end in ranges:
                 self._remove_pending(start, end)
-        kept = [
-            position
-            for position, offset in enumerate(offsets)
-            if not self.is_settled(offset) and offset not in self.held
-        ]
-        if len(kept) == len(offsets):
-            self.held.hold(offsets, dues)
-        else:
-            self.held.hold([offsets[i] for i in kept], [dues[i] for i in kept])
+        if not ranges:
+            return
+        low, high = ranges[0][0], ranges[-1][1]
+        if low < self.floor or self.settled.missing(low, high) != [(low, high)]:
+            # some are settled (an auto-ack group settles what it plans): those stay so
+            kept = [i for i, offset in enumerate(offsets) if not self.is_settled(offset)]
+            offsets = array("q", [offsets[i] for i in kept])
+            dues = array("q", [dues[i] for i in kept])
+        self.held.hold(offsets, dues)
 
     def _advance_next(self) -> None:
         """Move `next_offset` over what lanes took ahead of it (leased,

@@ -107,12 +107,13 @@ class OffsetSet:
 
     def add(self, offsets: Iterable[int]) -> int:
         """Add offsets (any order); returns how many were new."""
-        by_chunk: dict[int, list[int]] = {}
-        for offset in offsets:
-            by_chunk.setdefault(offset >> CHUNK_BITS, []).append(offset & LOW_MASK)
-        added = 0
-        for key, lows in by_chunk.items():
-            added += self._add_to_chunk(key, lows)
+        values = sorted(offsets)  # mostly sorted already: linear
+        added = start = 0
+        while start < len(values):
+            key = values[start] >> CHUNK_BITS
+            end = bisect.bisect_left(values, (key + 1) << CHUNK_BITS, start)
+            added += self._add_to_chunk(key, [value & LOW_MASK for value in values[start:end]])
+            start = end
         self._count += added
         return added
 
@@ -123,9 +124,8 @@ class OffsetSet:
             bisect.insort(self._keys, key)
         if isinstance(chunk, array):
             before = len(chunk)
-            lows.sort()
-            if not chunk or lows[0] > chunk[-1]:
-                chunk.extend(low for i, low in enumerate(lows) if i == 0 or low != lows[i - 1])
+            if not chunk or lows[0] > chunk[-1]:  # lows come sorted
+                chunk.extend(lows if len(set(lows)) == len(lows) else sorted(set(lows)))
             elif len(lows) <= 16:
                 for low in lows:
                     index = bisect.bisect_left(chunk, low)
