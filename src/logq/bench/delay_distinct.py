@@ -6,10 +6,11 @@ For each size in `pendings`, a fresh broker on its own data directory:
 1. a plain stream (`plain` messages) through a shared group of a topic with
    no delays: receive + ack throughput, the baseline (the second of two
    rounds: the first warms the broker up);
-2. `pending` delayed messages published to one partition of another topic,
-   each its own due time: a few (`near`) between 1 and 10 s ahead, the rest
-   spread from 10 s to 7 days; the shared group receives until it has passed
-   them all (held back, pending), or until `pass_s_max` has gone by;
+2. `pending` - `near` delayed messages published to one partition of
+   another topic, each its own due time, spread from 10 s to 7 days ahead;
+   the shared group receives until it has passed them all (held back,
+   pending), or until `pass_s_max` has gone by; then `near` more, due 1 to
+   10 s ahead, which the group passes too;
 3. the near ones are received as they come due: their lateness (arrival
    minus due time, on this machine's clock);
 4. the same plain stream published behind them and received + acked through
@@ -128,22 +129,59 @@ def _server() -> Iterator[_Server]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
     return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
 
 
-def _due_times(pending: int, near: int, now_ms: int) -> list[int]:
-    """`pending` distinct due times: `near` of them 1-10 s ahead, the rest up to 7 days."""
-    near = min(near, pending)
-    times = [
-        now_ms + NEAR_FROM_MS + i * (NEAR_TO_MS - NEAR_FROM_MS) // max(near, 1) for i in range(near)
-    ]
-    far = pending - near
+def _far_times(count: int, now_ms: int) -> list[int]:
+    """`count` distinct due times, spread from 10 s to 7 days ahead."""
     span = WEEK_MS - NEAR_TO_MS
-    times += [now_ms + NEAR_TO_MS + 1 + i * span // max(far, 1) for i in range(far)]
-    return times
+    return [now_ms + NEAR_TO_MS + 1 + i * span // max(count, 1) for i in range(count)]
+
+
+def _near_times(count: int, now_ms: int) -> list[int]:
+    """`count` distinct due times, spread from 1 to 10 s ahead."""
+    step = (NEAR_TO_MS - NEAR_FROM_MS) // max(count, 1)
+    return [now_ms + NEAR_FROM_MS + i * step for i in range(count)]
+
+
+async def _publish_delayed(client: AsyncClient, value: bytes, times: list[int]) -> None:
+    for start in range(0, len(times), 100 * PUBLISH_BATCH):
+        await client.publish_many(
+            "delayed",
+            [
+                {"value": value, "partition": 0, "deliver_at": due}
+                for due in times[start : start + 100 * PUBLISH_BATCH]
+            ],
+        )
+
+
+async def _pass(
+    client: AsyncClient,
+    total: int,
+    settings: DistinctSettings,
+    lateness: list[float],
+    early: list[int],
+) -> int:
+    """Receive until the group has passed `total` delayed messages (holding
+    them back, or delivering those due); returns how many it holds."""
+    started = time.perf_counter()
+    delivered = 0
+    while True:  # each receive reaches further
+        batch = await client.receive("delayed", "bench", max=RECEIVE_MAX, wait=0)
+        _note_delayed(batch, lateness, early)
+        delivered += len(batch)
+        if batch:
+            await client.ack("delayed", "bench", [m.id for m in batch])
+        held = await _pending_of(client, "delayed")
+        if held + delivered >= total or time.perf_counter() - started > settings.pass_s_max:
+            return held
 
 
 async def _plain_stream(
@@ -170,9 +208,10 @@ async def _plain_stream(
 
 
 def _note_delayed(batch: list, lateness: list[float], early: list[int]) -> None:  # type: ignore[type-arg]
+    """Time the near delayed messages of `batch` (the far ones due meanwhile are not)."""
     arrived = time.time() * 1000
     for message in batch:
-        if message.value[:1] == b"d":
+        if message.value[:1] == b"n":
             late = arrived - message.timestamp_ms
             early[0] += late < 0
             lateness.append(late)
@@ -197,35 +236,19 @@ async def _one_size(
         await client.create_topic("delayed", partitions=1, max_delay="8d")
         await client.put_group("delayed", "bench", mode="shared")
         rss_before = rss_bytes(server.pid)
-        value = b"d" * settings.message_bytes
-        now_ms = int(time.time() * 1000)
-        times = _due_times(pending, settings.near, now_ms)
-        for start in range(0, pending, 100 * PUBLISH_BATCH):
-            await client.publish_many(
-                "delayed",
-                [
-                    {"value": value, "partition": 0, "deliver_at": due}
-                    for due in times[start : start + 100 * PUBLISH_BATCH]
-                ],
-            )
-        progress(f"published {pending:,} delayed messages")
-        started = time.perf_counter()
-        held = 0
-        while True:  # the group passes them: each receive reaches further
-            batch = await client.receive("delayed", "bench", max=RECEIVE_MAX, wait=0)
-            _note_delayed(batch, lateness, early)
-            if batch:
-                await client.ack("delayed", "bench", [m.id for m in batch])
-            held = await _pending_of(client, "delayed")
-            if (
-                held + len(lateness) >= pending
-                or time.perf_counter() - started > settings.pass_s_max
-            ):
-                break
-        pass_s = time.perf_counter() - started
-        rss_after = rss_bytes(server.pid)
-        progress(f"the group passed them in {pass_s:.1f} s; {held:,} pending")
         near = min(settings.near, pending)
+        far = pending - near
+        await _publish_delayed(client, b"f" * settings.message_bytes, _far_times(far, _now_ms()))
+        progress(f"published {far:,} delayed messages due from 10 s to 7 days ahead")
+        started = time.perf_counter()
+        held = await _pass(client, far, settings, lateness, early)
+        pass_s = time.perf_counter() - started
+        progress(f"the group passed them in {pass_s:.1f} s; {held:,} pending")
+        # then the near ones, due 1-10 s from now: their lateness once held back
+        now_ms = _now_ms()
+        await _publish_delayed(client, b"n" * settings.message_bytes, _near_times(near, now_ms))
+        held = await _pass(client, held + near, settings, lateness, early)
+        rss_after = rss_bytes(server.pid)
         deadline = now_ms + NEAR_TO_MS + 5000  # the near ones are all due by then
         while len(lateness) < near and time.time() * 1000 < deadline:
             batch = await client.receive(
