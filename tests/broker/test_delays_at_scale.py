@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker.lane_index import forget_loaded
 from tests.broker.fake import run
 from tests.state.work import lines_awaited, lines_run
 
@@ -81,3 +82,25 @@ def test_due_ones_go_out_at_their_time_past_thousands_not_due(tmp_path: Path) ->
 
     run(before, BrokerConfig(data_dir=tmp_path))
     run(after, BrokerConfig(data_dir=tmp_path))
+
+
+def test_the_lane_scan_starts_past_what_the_group_handed_out_not_at_a_held_delay() -> None:
+    """A delayed message due in days keeps a shared group's floor low; the
+    scan for lane batches (after a restart) does not start there."""
+
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.publish(
+            "t", [OutgoingMessage(b"d", deliver_at_ms=clock.now_ms() + 86_400_000)]
+        )
+        for _ in range(300):  # one batch each
+            await broker.publish("t", [OutgoingMessage(b"plain")])
+        assert await receive_and_ack(broker, "t", 1000) == 300
+        state = broker.group("t", "g").deliveries[0]
+        assert state.floor == 0 and state.next_offset == 301
+        topic = broker.topic("t")
+        forget_loaded(topic.partitions[0])  # as after a restart
+        work = await lines_awaited(partial(broker._load_lanes, topic))
+        assert work < 300, work  # not a step per batch below next_offset
+
+    run(test)
