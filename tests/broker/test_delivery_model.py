@@ -12,9 +12,8 @@ which attempts) must agree with it.
 
 What the model cannot know it bounds instead of guessing: a message whose
 TTL has passed is settled by the broker only when a receive meets it, so
-the backlog may hold it or not; a delayed message that a receive met
-before its time is held back until its time rounded up to the broker's
-step (DUE_STEP_MS), so within that step it may go out or not.
+the backlog may hold it or not. A delayed message goes out at its time,
+whether a receive met it before (and held it back) or not.
 
 LOGQ_MODEL_EXAMPLES raises the number of examples for a long run.
 """
@@ -34,7 +33,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
-from logq.broker.delays import DUE_STEP_MS
 
 TOPIC = "t"
 DLQ = "t.dlq"
@@ -87,13 +85,9 @@ class Model:
         return expires is not None and self.now_ms >= expires
 
     def due_ms(self, message_id: str, entry: Entry, *, surely: bool) -> int:
-        """When a message becomes deliverable to a group: a delayed one not
-        handed out may have been held back, until its time rounded up to the
-        step (`surely`), or not, until its time."""
-        due = self.messages[message_id].due_ms
-        if surely and entry.state == READY and self.messages[message_id].delayed:
-            return -(-due // DUE_STEP_MS) * DUE_STEP_MS
-        return due
+        """When a message becomes deliverable to a group: a delayed one at its
+        time, held back or not (holds keep exact due times)."""
+        return self.messages[message_id].due_ms
 
     def deliverable(self, group: str, *, surely: bool = True) -> dict[str, int]:
         """What a receive hands out now (`surely`) or may hand out, with the

@@ -29,7 +29,6 @@ class DelayBenchSettings:
     partitions: int = 6
     spread_s: float = 60.0
     lead_s: float = 10.0  # the first messages are due this long after the start
-    distinct: bool = False  # every message its own due time, not one per batch
     server: str | None = None
 
 

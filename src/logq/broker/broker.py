@@ -183,6 +183,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         # wakes the waiting receives of a topic when held-back or backed-off
         # messages come due (receives also compute their own deadline)
         self.scheduler: TimingWheel[str] = TimingWheel(tick_ms=10, start_ms=clock.now_ms())
+        self.held_wake_ups: dict[tuple[str, int], int] = {}
         self._closed = False
         # Names that are some topic's dead-letter topic: only the broker
         # writes there, so a letter's origin headers can be trusted.

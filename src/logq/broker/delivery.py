@@ -57,7 +57,8 @@ from logq.lanes import DEFAULT_LANES, Lanes
 from logq.log import AppendResult, LogError, StorageBackend, decode_batch
 from logq.log.batch import EXPIRING, iter_headers
 from logq.state.delivery import Lease, PartitionDelivery
-from logq.state.events import Event, Extended, Leased, Lost, Released, Seeked, Settled
+from logq.state.events import Event, Extended, Held, Leased, Lost, Released, Seeked, Settled
+from logq.state.held import pack_offsets, unpack_offsets
 from logq.state.lane_guard import LaneGuard
 from logq.state.ranges import Range, ranges_of
 
@@ -105,6 +106,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
     state_writer: StateWriter
     _random: random.Random
     scheduler: TimingWheel[str]
+    held_wake_ups: dict[tuple[str, int], int]  # (group key, partition) -> due time on the wheel
     lanes: Lanes
     backend: StorageBackend
     disk: DiskGuard
@@ -242,14 +244,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         for release in held:
             group.deliveries[release.partition].apply(release)
             journal.append(release)
-            self._trace(
-                "held_back",
-                topic,
-                release.partition,
-                release.ranges,
-                group=group.name,
-                until_ms=release.not_before_ms,
-            )
+            if topic.settings.trace:
+                for partition, until_ms, ranges in _held_back_by_time(release):
+                    self._trace(
+                        "held_back", topic, partition, ranges, group=group.name, until_ms=until_ms
+                    )
         for partition, ranges, attempt in expired:
             self._trace(
                 "expired", topic, partition, ranges, group=group.name, attempt=attempt, detail="ttl"
@@ -294,31 +293,28 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
 
     def _screen(
         self, group: Group, topic: Topic, filled: Sequence[Delivery]
-    ) -> tuple[list[Delivery], list[tuple[int, list[Range], int]], list[Released]]:
+    ) -> tuple[list[Delivery], list[tuple[int, list[Range], int]], list[Held | Released]]:
         """What may go out now: the deliveries without expired messages and
         without delayed ones whose time has not come. Also returns the
-        expired (partition, ranges, attempt) and the hold-backs as events."""
+        expired (partition, ranges, attempt) and the hold-backs as events
+        (`Held` for first deliveries, one event for all their due times)."""
         now_ms = self.clock.now_ms()
         kept: list[Delivery] = []
         expired: list[tuple[int, list[Range], int]] = []
-        held: list[Released] = []
+        held: list[Held | Released] = []
         for delivery in filled:
             data, start, end = delivery.data, delivery.start, delivery.end
             gone = expired_offsets(data, start, end, topic.settings.ttl_ms, now_ms)
-            later = held_back(data, start, end, now_ms)
+            later, dues = held_back(data, start, end, now_ms)
             if not gone and not later:
                 kept.append(delivery)
                 continue
             if gone:
                 group.counters["ttl_expired"] += len(gone)
                 expired.append((delivery.partition, ranges_of(gone), delivery.attempt))
-            for due, offsets in sorted(later.items()):
-                held.append(
-                    Released(
-                        group.key, delivery.partition, ranges_of(offsets), delivery.attempt - 1, due
-                    )
-                )
-            dropped = set(gone).union(*later.values())
+            if later:
+                held += _hold_events(group.key, delivery.partition, delivery.attempt, later, dues)
+            dropped = set(gone).union(later)
             live = [o for o in range(start, end) if o not in dropped]
             kept += [
                 Delivery(
@@ -928,6 +924,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 group = self.groups.get(event.group)
                 if group is not None:
                     self.scheduler.add(event.not_before_ms, group.topic)
+            elif isinstance(event, Held):
+                self._wake_at_next_due(event.group, event.partition, now_ms)
         self._flush_trace()
         try:
             futures = self.state_writer.submit(events)
@@ -949,6 +947,20 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             if group is not None:
                 self.hand_over(group)
 
+    def _wake_at_next_due(self, group_key: str, partition: int, now_ms: int) -> None:
+        """Put the earliest held-back message of the group's partition on the
+        timing wheel, unless an earlier wake-up for it is there already: one
+        timer per group and partition, however many it holds."""
+        group = self.groups.get(group_key)
+        if group is None or partition >= len(group.deliveries):
+            return
+        due = group.deliveries[partition].next_due_ms()
+        armed = self.held_wake_ups.get((group_key, partition))
+        if due is None or (armed is not None and now_ms < armed <= due):
+            return
+        if self.scheduler.add(due, group.topic):
+            self.held_wake_ups[(group_key, partition)] = due
+
     async def snapshot_delivery_state(self) -> None:
         """Write a snapshot of every partition's delivery state now (each is
         also taken on its own once its state log has grown past
@@ -960,6 +972,35 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 for partition in topic.partitions
             )
         )
+
+
+def _hold_events(
+    group_key: str, partition: int, attempt: int, offsets: list[int], dues: list[int]
+) -> list[Held | Released]:
+    """Offsets of a delivery that are not due yet, as the events that hold
+    them back: one `Held` for a first delivery; for a later attempt (a
+    redelivery that met a message not due), a `Released` per due time."""
+    if attempt == 1:
+        return [Held(group_key, partition, pack_offsets(offsets), pack_offsets(dues))]
+    by_due: defaultdict[int, list[int]] = defaultdict(list)
+    for offset, due in zip(offsets, dues, strict=True):
+        by_due[due].append(offset)
+    return [
+        Released(group_key, partition, ranges_of(found), attempt - 1, due)
+        for due, found in sorted(by_due.items())
+    ]
+
+
+def _held_back_by_time(event: Held | Released) -> list[tuple[int, int, list[Range]]]:
+    """(partition, due time, ranges) of a hold-back, for its trace."""
+    if isinstance(event, Released):
+        return [(event.partition, event.not_before_ms, event.ranges)]
+    by_due: defaultdict[int, list[int]] = defaultdict(list)
+    for offset, due in zip(
+        unpack_offsets(event.offsets), unpack_offsets(event.due_ms), strict=True
+    ):
+        by_due[due].append(offset)
+    return [(event.partition, due, ranges_of(found)) for due, found in sorted(by_due.items())]
 
 
 def _note_unwaited(future: asyncio.Future[AppendResult]) -> None:

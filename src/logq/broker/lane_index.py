@@ -12,7 +12,9 @@ The index holds only what some shared group has not settled: when a shared
 group settles offsets, the entries among them that every shared group of
 the topic has settled go (one bisect per settled range, then one check per
 entry in it), and so do those below every group's floor. Its memory follows
-the unsettled lane batches, not what was ever published. It holds at most
+the unsettled lane batches, not what was ever published. A scan starts at
+the lowest `next_offset` of the shared groups, not at their floor: a group
+holding delayed messages back keeps its floor below them for days. It holds at most
 LANE_BATCHES_MAX entries; past that, later lane batches are served in offset
 order until it drains to half, and then it is scanned again from the lowest
 floor.
@@ -90,7 +92,11 @@ async def load_lanes(
     (`shared_states`, asked afresh after each wait) has not settled."""
     generation = partition.lanes_generation
     states = shared_states()
-    offset = min((state.floor for state in states), default=0)
+    # lanes are planned from a group's next never-delivered offset on (what
+    # lies below it goes out again as a redelivery or a held-back delay, by
+    # offset or by time): the scan need not start lower, however far below
+    # a delayed message due next week keeps the floor
+    offset = min((state.next_offset for state in states), default=0)
     copies = [PartitionDelivery(s.floor, settled=s.settled.copy()) for s in states]
     settled = settled_by_all(copies)  # a snapshot: the scan runs off the loop
     room = topic_module.LANE_BATCHES_MAX + 1

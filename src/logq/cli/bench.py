@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import click
 from rich.console import Console
@@ -12,6 +13,7 @@ from logq.bench.abuse_bench import AbuseBenchSettings, run_abuse_bench
 from logq.bench.archive_bench import ArchiveBenchResult, ArchiveBenchSettings, run_archive_bench
 from logq.bench.broker_bench import BrokerBenchSettings, run_broker_bench
 from logq.bench.delay_bench import DelayBenchSettings, run_delay_bench
+from logq.bench.delay_distinct import DistinctResult, DistinctSettings, run_distinct_bench
 from logq.bench.log_bench import LogBenchResult, LogBenchSettings, run_log_bench
 from logq.bench.priority_bench import PriorityBenchSettings, run_priority_bench
 from logq.bench.rebalance_bench import RebalanceBenchSettings, run_rebalance_bench
@@ -308,8 +310,19 @@ bench.add_command(_broker_scenario("shared", "Shared group: receive batches and 
     "--lead", "lead_s", default=10.0, show_default=True, help="Seconds before the first is due."
 )
 @click.option(
-    "--distinct", is_flag=True, help="Every message its own due time (not one per batch)."
+    "--distinct",
+    is_flag=True,
+    help="Every message its own due time, from 1 s to 7 days ahead, held by a shared group "
+    "while a plain stream passes through it: throughput, RSS, restart after kill -9, "
+    "lateness, for each count of --pending.",
 )
+@click.option(
+    "--pending",
+    default="10000,100000,1000000",
+    show_default=True,
+    help="With --distinct: comma-separated counts of delayed messages to hold pending.",
+)
+@click.option("--plain", default=2000, show_default=True, help="With --distinct: plain messages.")
 @click.option("--server", help="Use this running server (host:port) instead of starting one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_delay(
@@ -319,10 +332,15 @@ def bench_delay(
     spread_s: float,
     lead_s: float,
     distinct: bool,
+    pending: str,
+    plain: int,
     server: str | None,
     as_json: bool,
 ) -> None:
     """Schedule delayed messages: broker memory while they wait, lateness when due."""
+    if distinct:
+        _bench_distinct_pending(pending, plain, as_json)
+        return
     at_least_one(("--messages", messages), ("--batch", batch), ("--partitions", partitions))
     if spread_s < 0 or lead_s < 0:
         raise click.BadParameter("must not be negative", param_hint="--spread/--lead")
@@ -332,7 +350,6 @@ def bench_delay(
         partitions=partitions,
         spread_s=spread_s,
         lead_s=lead_s,
-        distinct=distinct,
         server=server,
     )
     console = Console(stderr=True)
@@ -354,6 +371,45 @@ def bench_delay(
     table.add_row("lateness p99", f"{result.lateness_ms_p99:,.1f} ms")
     table.add_row("lateness max", f"{result.lateness_ms_max:,.1f} ms")
     table.add_row("delivered early", f"{result.early:,}")
+    Console().print(table)
+
+
+def _bench_distinct_pending(pending: str, plain: int, as_json: bool) -> None:
+    try:
+        sizes = tuple(int(part) for part in pending.split(","))
+    except ValueError:
+        raise click.BadParameter("comma-separated counts", param_hint="--pending") from None
+    at_least_one(("--plain", plain), *(("--pending", size) for size in sizes))
+    console = Console(stderr=True)
+    settings = DistinctSettings(pendings=sizes, plain=plain)
+    results = run_distinct_bench(settings, lambda text: console.print(f"[dim]… {text}[/dim]"))
+    if as_json:
+        click.echo(json.dumps({"results": [result.as_dict() for result in results]}))
+        return
+    table = Table(title="logq bench delay --distinct: delayed messages pending, each its own time")
+    table.add_column("measure")
+    for result in results:
+        table.add_column(f"{result.pending:,} pending", justify="right")
+
+    def mb(value: int | None) -> str:
+        return "n/a" if value is None else f"{value / _MB:,.1f} MB"
+
+    rows: list[tuple[str, Callable[[DistinctResult], str]]] = [
+        ("held back once passed", lambda r: f"{r.held_back:,}"),
+        ("group passes them in", lambda r: f"{r.pass_s:,.2f} s"),
+        ("plain receive+ack, no delays", lambda r: f"{r.plain_msgs_per_s_no_delays:,.0f} msg/s"),
+        ("plain receive+ack, delays pending", lambda r: f"{r.plain_msgs_per_s:,.0f} msg/s"),
+        ("broker RSS before the delays", lambda r: mb(r.rss_bytes_before)),
+        ("broker RSS holding them", lambda r: mb(r.rss_bytes_after)),
+        ("restart after kill -9", lambda r: f"{r.restart_s:,.2f} s"),
+        ("held back after restart", lambda r: f"{r.held_back_after_restart:,}"),
+        ("lateness p50 (due in the run)", lambda r: f"{r.lateness_ms_p50:,.1f} ms"),
+        ("lateness p99 (due in the run)", lambda r: f"{r.lateness_ms_p99:,.1f} ms"),
+        ("due in the run, delivered", lambda r: f"{r.near_delivered:,}"),
+        ("delivered early", lambda r: f"{r.early:,}"),
+    ]
+    for name, cell in rows:
+        table.add_row(name, *(cell(result) for result in results))
     Console().print(table)
 
 

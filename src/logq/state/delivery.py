@@ -3,8 +3,11 @@
 Offsets below `floor` are settled; above it, `settled` holds the ranges
 acked out of order, `leases` the ranges in flight (consumer, deadline,
 attempt), `pending` the ranges waiting for redelivery (attempts made, not
-before when), and `next_offset` is where never-delivered messages start.
-Memory follows in-flight work and gaps, not the number of messages.
+before when), `held` the delayed messages held back before their first
+delivery (state/held.py: no object per message, found by due time), and
+`next_offset` is where never-delivered messages start. Memory follows
+in-flight work and gaps, not the number of messages; held-back delays take
+about 18 bytes each.
 
 Each delivery is named by a lease token, unique within the partition's
 state for ever: settlements that carry one act only while the offsets'
@@ -22,12 +25,14 @@ concurrent receives never plan the same offsets.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from logq.state.events import (
     Event,
     Extended,
+    Held,
     Leased,
     Lost,
     Redriven,
@@ -35,8 +40,9 @@ from logq.state.events import (
     Seeked,
     Settled,
 )
+from logq.state.held import HeldBack, unpack_offsets
 from logq.state.lane_guard import LaneGuard, LanePolicy
-from logq.state.ranges import Range, RangeSet
+from logq.state.ranges import Range, RangeSet, ranges_of
 
 
 @dataclass(slots=True)
@@ -79,6 +85,7 @@ class PartitionDelivery:
     # per dead-letter partition (`Redriven.source`), the token of the last
     # redrive applied from it: one entry per DLQ partition that ever redrove here
     redrives: dict[str, int] = field(default_factory=dict)
+    held: HeldBack = field(default_factory=HeldBack)  # delayed, not delivered yet
 
     # -- queries --------------------------------------------------------------
 
@@ -93,7 +100,7 @@ class PartitionDelivery:
 
     @property
     def pending_count(self) -> int:
-        return sum(item.end - item.start for item in self.pending)
+        return sum(item.end - item.start for item in self.pending) + len(self.held)
 
     def _settled_within(self, start: int, end: int) -> int:
         """Settled offsets of [start, end): those below the floor, and the
@@ -135,6 +142,10 @@ class PartitionDelivery:
                 budget -= take
                 if budget <= 0:
                     break
+        if budget > 0 and self.held:
+            for start, end in ranges_of(self.held.due(now_ms, budget)):
+                planned.append(Planned(start, end, 1))
+                budget -= end - start
         if budget > 0 and self.next_offset < log_end:
             planned += [Planned(start, end, 1) for start, end in self._fresh(log_end, budget)]
         return planned
@@ -196,11 +207,18 @@ class PartitionDelivery:
                     low, high = max(start, item.start), min(end, item.end)
                     if low < high:
                         stale.extend(self.unsettled_ranges(low, high))
+        if self.held and token:  # held back: no delivery names them
+            for start, end in ranges:
+                stale.extend(self.held.offsets.ranges_within(start, end))
         return sorted(stale)
 
     def next_due_ms(self) -> int | None:
-        """Earliest time a pending range becomes deliverable."""
-        return min((item.not_before_ms for item in self.pending), default=None)
+        """Earliest time a pending range or a held-back message becomes deliverable."""
+        due = min((item.not_before_ms for item in self.pending), default=None)
+        held = self.held.next_due_ms() if self.held else None
+        if held is None or due is None:
+            return due if held is None else held
+        return min(due, held)
 
     def expired(self, now_ms: int) -> list[Lease]:
         return [lease for lease in self.leases if lease.deadline_ms <= now_ms]
@@ -213,6 +231,7 @@ class PartitionDelivery:
     def apply(self, event: Event) -> None:
         if isinstance(event, Leased):
             for start, end in event.ranges:
+                self.held.release(start, end)
                 self._remove_pending(start, end)
                 self._carve_leases(start, end)
                 self._insert_lease(
@@ -233,6 +252,7 @@ class PartitionDelivery:
         elif isinstance(event, Settled | Lost):
             for start, end in event.ranges:
                 self.settled.add(start, end)
+                self.held.release(start, end)
                 self._remove_pending(start, end)
             self._advance_floor()
             self._drop_settled_leases()
@@ -240,6 +260,7 @@ class PartitionDelivery:
         elif isinstance(event, Released):
             for start, end in event.ranges:
                 carved = self._carve_leases(start, end)
+                self.held.release(start, end)
                 self._remove_pending(start, end)
                 for gap_start, gap_end in self.unsettled_ranges(start, end):
                     for low, high, token in _tokens_over(carved, gap_start, gap_end):
@@ -264,6 +285,7 @@ class PartitionDelivery:
                     self.floor = start
                 self.settled.remove(start, end)
                 self._carve_leases(start, end)
+                self.held.release(start, end)
                 self._remove_pending(start, end)
                 self._insert_pending(Pending(start, end, 0, event.not_before_ms))
         elif isinstance(event, Seeked):
@@ -271,6 +293,30 @@ class PartitionDelivery:
             self.settled = RangeSet()
             self.leases.clear()
             self.pending.clear()
+            self.held.clear()
+        elif isinstance(event, Held):
+            self._hold(event)
+
+    def _hold(self, event: Held) -> None:
+        """Take leased offsets back as held until their due times (they were
+        leased by the receive that found them not due yet)."""
+        offsets, dues = unpack_offsets(event.offsets), unpack_offsets(event.due_ms)
+        if len(offsets) != len(dues):
+            raise ValueError("a hold with more offsets than due times or fewer")
+        ranges = ranges_of(offsets)
+        self._carve_leases_over(ranges)
+        if self.pending:
+            for start, end in ranges:
+                self._remove_pending(start, end)
+        if not ranges:
+            return
+        low, high = ranges[0][0], ranges[-1][1]
+        if low < self.floor or self.settled.missing(low, high) != [(low, high)]:
+            # some are settled (an auto-ack group settles what it plans): those stay so
+            kept = [i for i, offset in enumerate(offsets) if not self.is_settled(offset)]
+            offsets = array("q", [offsets[i] for i in kept])
+            dues = array("q", [dues[i] for i in kept])
+        self.held.hold(offsets, dues)
 
     def _advance_next(self) -> None:
         """Move `next_offset` over what lanes took ahead of it (leased,
@@ -284,6 +330,9 @@ class PartitionDelivery:
                 if item.start <= self.next_offset < item.end:
                     self.next_offset = item.end
                     moved = True
+            while self.next_offset in self.held:  # each held offset passed once
+                self.next_offset += 1
+                moved = True
             if self.next_offset in self.settled:
                 for start, end in self.settled:
                     if start <= self.next_offset < end:
@@ -299,6 +348,10 @@ class PartitionDelivery:
             if item.end <= start or item.start >= end:
                 continue
             gaps = _subtract(gaps, item.start, item.end)
+        if self.held and gaps:
+            first = self.held.offsets.first_at_or_after(gaps[0][0])
+            if first is not None and first < gaps[-1][1]:
+                gaps = _subtract_all(gaps, self.held.offsets.ranges_within(first, gaps[-1][1]))
         return gaps
 
     def attempts_made(self, start: int, end: int) -> list[tuple[int, int, int]]:
@@ -469,6 +522,19 @@ class PartitionDelivery:
         self.leases = sorted(kept, key=lambda lease: lease.start)
         return carved
 
+    def _carve_leases_over(self, ranges: list[Range]) -> None:
+        """Remove sorted `ranges` from the leases, in one pass."""
+        if not ranges or not self.leases:
+            return
+        kept: list[Lease] = []
+        for lease in self.leases:
+            pieces = _subtract_all([(lease.start, lease.end)], _overlapping(ranges, lease))
+            if len(pieces) == 1 and pieces[0] == (lease.start, lease.end):
+                kept.append(lease)
+            else:
+                kept.extend(replace(lease, start=low, end=high) for low, high in pieces)
+        self.leases = kept
+
     def _insert_pending(self, item: Pending) -> None:
         index = bisect.bisect_left([entry.start for entry in self.pending], item.start)
         self.pending.insert(index, item)
@@ -502,6 +568,33 @@ def _tokens_over(pieces: list[Lease], start: int, end: int) -> list[tuple[int, i
     if at < end:
         parts.append((at, end, 0))
     return parts
+
+
+def _overlapping(ranges: list[Range], lease: Lease) -> list[Range]:
+    """The sorted disjoint `ranges` that overlap the lease."""
+    first = bisect.bisect_right(ranges, lease.start, key=lambda item: item[1])
+    last = bisect.bisect_left(ranges, lease.end, key=lambda item: item[0])
+    return ranges[first:last]
+
+
+def _subtract_all(gaps: list[Range], holes: list[Range]) -> list[Range]:
+    """Sorted disjoint `gaps` less sorted disjoint `holes`, in one pass."""
+    if not holes:
+        return gaps
+    kept: list[Range] = []
+    index = 0
+    for low, high in gaps:
+        while index < len(holes) and holes[index][1] <= low:
+            index += 1
+        at, scan = low, index
+        while scan < len(holes) and holes[scan][0] < high:
+            if holes[scan][0] > at:
+                kept.append((at, holes[scan][0]))
+            at = max(at, holes[scan][1])
+            scan += 1
+        if at < high:
+            kept.append((at, high))
+    return kept
 
 
 def _subtract(gaps: list[Range], start: int, end: int) -> list[Range]:

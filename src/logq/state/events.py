@@ -89,7 +89,19 @@ class Redriven(msgspec.Struct, tag="D", frozen=True, array_like=True):
     token: int = 0
 
 
-Event = Leased | Settled | Lost | Released | Extended | Seeked | Redriven
+class Held(msgspec.Struct, tag="H", frozen=True, array_like=True):
+    """First deliveries of delayed messages held back until their times:
+    `offsets[i]` becomes deliverable at `due_ms[i]`. Both are packed as
+    little-endian int64s (state/held.py: `pack_offsets`), so that a hold of
+    thousands of messages, each its own time, costs no object per message."""
+
+    group: str
+    partition: int
+    offsets: bytes
+    due_ms: bytes
+
+
+Event = Leased | Settled | Lost | Released | Extended | Seeked | Redriven | Held
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from logq.state.delivery import Lease, PartitionDelivery, Pending
+from logq.state.held import HeldBack, HeldSnapshot
 from logq.state.ranges import RangeSet
 
 
@@ -24,6 +25,9 @@ class PartitionSnapshot(msgspec.Struct, array_like=True):
     last_token: int = 0
     # the last redrive applied per dead-letter partition (PartitionDelivery.redrives)
     redrives: dict[str, int] = {}
+    # delayed messages held back before their first delivery, packed (absent
+    # in snapshots written before: those kept them in `pending`)
+    held: HeldSnapshot | None = None
 
 
 def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
@@ -37,6 +41,7 @@ def snapshot_partition(state: PartitionDelivery) -> PartitionSnapshot:
         [x.token for x in state.pending],
         state.last_token,
         dict(state.redrives),
+        state.held.snapshot() if state.held else None,
     )
 
 
@@ -59,4 +64,5 @@ def restore_partition(snapshot: PartitionSnapshot) -> PartitionDelivery:
         pending=pending,
         last_token=max([snapshot.last_token, *lease_tokens, *pending_tokens]),
         redrives=dict(snapshot.redrives),
+        held=HeldBack.restore(snapshot.held) if snapshot.held is not None else HeldBack(),
     )
