@@ -76,6 +76,7 @@ from logq.log import (
     LogError,
     MemoryBackend,
     PartitionLog,
+    RetentionResult,
     StorageBackend,
     decode_batch,
     encode_batch,
@@ -412,10 +413,10 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         rate = self.config.scrub_bytes_per_second
         if self._scrubber is None and self.backend.persistent and rate > 0:
-            self._scrubber = Scrubber(self._topic_logs, rate)
+            self._scrubber = Scrubber(self.topic_logs, rate)
             self._scrubber.start()
 
-    def _topic_logs(self) -> list[PartitionLog]:
+    def topic_logs(self) -> list[PartitionLog]:
         """Every topic's partition logs (the scrubber's thread asks)."""
         for _ in range(3):
             try:
@@ -464,13 +465,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             logger.warning("trace flush failed: %s", error)
 
     async def apply_retention(self) -> int:
-        """Delete expired segments of every topic; returns segments deleted."""
+        """Delete expired segments of every topic; returns segments deleted.
+        One hop to the storage threads per topic; a partition whose log is
+        not opened is passed over while its files say nothing can expire."""
         now_ms = self.clock.now_ms()
         deleted = 0
         for topic in list(self.topics.values()):
-            for partition in topic.partitions:
-                before = partition.log.first_offset
-                result = await self.run(lambda log=partition.log: log.apply_retention(now_ms))  # type: ignore[misc]
+            partitions = list(topic.partitions)
+            results = await self.run(lambda p=partitions: _apply_retention(p, now_ms))  # type: ignore[misc]
+            for partition, before, result in results:
                 deleted += result.deleted_segments
                 if result.first_offset > before:
                     gone = [(before, result.first_offset)]
@@ -1217,6 +1220,21 @@ class BatchResult:
 
 
 RESERVED_HEADER_PREFIX = "logq-"
+
+
+def _apply_retention(
+    partitions: list[Partition], now_ms: int
+) -> list[tuple[Partition, int, RetentionResult]]:
+    """Retention of each partition not known to be idle (blocking): each
+    with its first offset before and the result."""
+    applied: list[tuple[Partition, int, RetentionResult]] = []
+    for partition in partitions:
+        log = partition.log
+        if log.retention_idle(now_ms):
+            continue
+        before = log.first_offset
+        applied.append((partition, before, log.apply_retention(now_ms)))
+    return applied
 
 
 def _partition_logs(topic: Topic) -> list[PartitionLog]:

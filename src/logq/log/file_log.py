@@ -29,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from logq.log.batch import (
     HEADER_SIZE,
     compute_crc,
     decode_timestamps,
+    read_header,
     validate_batch,
 )
 from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
@@ -66,6 +68,7 @@ from logq.log.segment import (
     Segment,
     SuspectSegmentError,
     parse_segment_name,
+    segment_name,
 )
 from logq.log.storage import (
     AppendResult,
@@ -84,6 +87,31 @@ READ_VERIFY_ATTEMPTS = 3
 
 Pace = Callable[[int], None]
 SCRUB = "scrub"  # the reason a background verification gives
+
+# `retention_idle`: a log whose retention has no time limit and whose
+# size is within its limit is never due until written
+RETENTION_NEVER_MS = 2**63 - 1
+# The first batch of a segment read to learn when it may expire, at most
+# this long (a longer one: the log is opened instead)
+FIRST_BATCH_READ_BYTES_MAX = 1 << 20
+
+# The counters `statistics()` reports (zero until counted).
+STATISTICS = (
+    "appended_batches",
+    "appended_bytes",
+    "appended_records",
+    "fsyncs",
+    "fsync_failures",
+    "fsync_seconds",
+    "checkpoints",
+    "segments_rolled",
+    "segments_deleted",
+    "corrupt_reads",
+    "damage_found",
+    "segments_verified",
+    "verified_bytes",
+    "invalid_batches",
+)
 
 # Bounds of the fsync latency histogram (seconds), exported as logq_fsync_seconds.
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -117,7 +145,7 @@ class FileLog:
         # Held while a segment is verified (long, so not under `_lock`); the
         # operations that delete segments take it first.
         self._verify_lock = threading.Lock()
-        self._stop_verifying = threading.Event()  # set by them: a verification gives way
+        self._stop_verifying = False  # set by them: a verification gives way
         self._damaged: list[DamagedRange] = []  # known damage, by start offset
         self._segments: list[Segment] = []
         self._bases: list[int] = []
@@ -128,26 +156,12 @@ class FileLog:
         self._synced_offset = 0
         self._checkpoint: Checkpoint | None = None
         self._last_flush = clock()
-        self._stats: dict[str, int | float] = dict.fromkeys(
-            (
-                "appended_batches",
-                "appended_bytes",
-                "appended_records",
-                "fsyncs",
-                "fsync_failures",
-                "fsync_seconds",
-                "checkpoints",
-                "segments_rolled",
-                "segments_deleted",
-                "corrupt_reads",
-                "damage_found",
-                "segments_verified",
-                "verified_bytes",
-                "invalid_batches",
-            ),
-            0,
-        )
-        self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
+        # counters, made on first count (an idle log holds no dict of zeros)
+        self._stats: defaultdict[str, int | float] = defaultdict(int)
+        self._fsync_buckets: list[int] | None = None  # made by the first fsync
+        # (the log's configuration it was worked out for, the time before which
+        # retention deletes nothing): learnt once for a log not opened
+        self._retention_due: tuple[LogConfig, int] | None = None
         self._epochs: LeaderEpochs
 
     # -- properties ----------------------------------------------------------
@@ -483,6 +497,8 @@ class FileLog:
             took = time.perf_counter() - started
             self._stats["fsyncs"] += 1
             self._stats["fsync_seconds"] += took
+            if self._fsync_buckets is None:
+                self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
             self._fsync_buckets[bisect.bisect_left(FSYNC_BUCKETS_S, took)] += 1
             with self._lock:
                 if point[0] > self._durable[0]:
@@ -661,7 +677,11 @@ class FileLog:
     def scrub(self, after_base: int, pace: Pace | None = None) -> int | None:
         """Verify the first sealed segment whose base offset is above
         `after_base` (a scrubber's cursor) and return that base; None when
-        no sealed segment lies past the cursor."""
+        no sealed segment lies past the cursor. A log not opened whose
+        directory holds one segment (its active one) has none: it is not
+        opened for that."""
+        if not self._opened and self._segment_files() <= 1:
+            return None
         self.ensure_open()
         with self._lock:
             self._check_open()
@@ -673,7 +693,7 @@ class FileLog:
 
     def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
         def paced(checked_bytes: int) -> None:
-            if self._stop_verifying.is_set():
+            if self._stop_verifying:
                 raise VerifyInterruptedError(f"{segment.log_path}: verification interrupted")
             if pace is not None:
                 pace(checked_bytes)
@@ -707,6 +727,13 @@ class FileLog:
         kept = [d for d in self._damaged if d.segment != name]
         self._damaged = sorted([*kept, *found], key=lambda d: d.start)
 
+    def _segment_files(self) -> int:
+        """How many segment files the log's directory holds (0: none, or no directory)."""
+        try:
+            return sum(parse_segment_name(p.name) is not None for p in self.directory.iterdir())
+        except FileNotFoundError:
+            return 0
+
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         self.ensure_open()
         with self._lock:
@@ -736,9 +763,9 @@ class FileLog:
     @contextlib.contextmanager
     def _verifications_stopped(self) -> Iterator[None]:
         """Hold off verification (interrupting one under way) while segments may go."""
-        self._stop_verifying.set()
+        self._stop_verifying = True
         with self._verify_lock:
-            self._stop_verifying.clear()
+            self._stop_verifying = False
             yield
 
     def truncate_to(self, offset: int) -> int:
@@ -767,6 +794,52 @@ class FileLog:
             self._checkpoint = None
             self._write_checkpoint()
             return segment.next_offset
+
+    def retention_idle(self, now_ms: int) -> bool:
+        """Whether retention deletes nothing now, known without opening the
+        log: always False for an opened log (`apply_retention` decides).
+
+        A log not opened learns once, from its files, the time before which
+        its oldest segment cannot expire: the newest timestamp of that
+        segment is at least its first batch's (read and CRC-checked), and
+        its sizes change only by appends, which open the log. Until that
+        time (or a change of its retention) a pass over it costs a
+        comparison, so idle partitions are not opened every pass.
+        """
+        if self._opened or self._closed:
+            return False
+        config = self.config
+        if config.retention_ms is None and config.retention_bytes is None:
+            return True
+        if self._known_empty():
+            return True
+        due = self._retention_due
+        if due is None or due[0] is not config:
+            due = self._retention_due = (config, self._retention_due_from_files())
+        return now_ms < due[1]
+
+    def _retention_due_from_files(self) -> int:
+        """The earliest time retention may delete a segment of this log, not
+        opened (0: it may now, open the log to see)."""
+        try:
+            names = {path.name for path in self.directory.iterdir()}
+        except FileNotFoundError:
+            return 0
+        bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
+        if not bases:
+            return 0
+        if self.config.retention_bytes is not None and len(bases) > 1:
+            sizes = sum(
+                (self.directory / f"{segment_name(b)}{LOG_SUFFIX}").stat().st_size for b in bases
+            )
+            if sizes > self.config.retention_bytes:
+                return 0
+        if self.config.retention_ms is None:
+            return RETENTION_NEVER_MS
+        first = _first_batch_max_timestamp(
+            self.directory / f"{segment_name(bases[0])}{LOG_SUFFIX}", self.config
+        )
+        return 0 if first is None else first + self.config.retention_ms
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
         self.ensure_open()
@@ -892,12 +965,14 @@ class FileLog:
     def fsync_histogram(self) -> list[int]:
         """How many fsyncs took at most each of FSYNC_BUCKETS_S (not cumulative;
         the last count is of those above the largest bound)."""
+        if self._fsync_buckets is None:
+            return [0] * (len(FSYNC_BUCKETS_S) + 1)
         return list(self._fsync_buckets)
 
     def statistics(self) -> dict[str, int | float]:
         """Counters, and the log's figures once it is opened (a log not
         opened yet is not opened for them: only its zero counters)."""
-        stats: dict[str, int | float] = dict(self._stats)
+        stats: dict[str, int | float] = {**dict.fromkeys(STATISTICS, 0), **self._stats}
         stats["opened"] = int(self._opened)
         if not self._opened:
             return stats
@@ -937,3 +1012,23 @@ class FileLog:
             self._closed = True
             for segment in self._segments:
                 segment.close()
+
+
+def _first_batch_max_timestamp(path: Path, config: LogConfig) -> int | None:
+    """The newest timestamp of the first batch of a segment file, once its
+    CRC holds; None when it cannot be read whole or does not verify."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                return None
+            header = read_header(head)
+            if not HEADER_SIZE <= header.size <= FIRST_BATCH_READ_BYTES_MAX:
+                return None
+            batch = head + file.read(header.size - HEADER_SIZE)
+        validate_batch(
+            batch, size_bytes_max=FIRST_BATCH_READ_BYTES_MAX, records_max=config.batch_records_max
+        )
+    except (OSError, LogError):
+        return None
+    return header.max_timestamp

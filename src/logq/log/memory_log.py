@@ -270,6 +270,9 @@ class MemoryLog:
             self._epochs.truncate_from_end(segment.next_offset)
             return segment.next_offset
 
+    def retention_idle(self, now_ms: int) -> bool:
+        return False  # nothing to open: apply_retention looks at once
+
     def apply_retention(self, now_ms: int) -> RetentionResult:
         with self._lock:
             self._check_open()

@@ -154,6 +154,11 @@ class PartitionLog(Protocol):
         """Delete whole old segments past the time or size retention."""
         ...
 
+    def retention_idle(self, now_ms: int) -> bool:
+        """True when retention would delete nothing now, known without
+        opening the log (False: call `apply_retention` to see)."""
+        ...
+
     def flush_if_due(self) -> None:
         """Under `interval`, fsync when the interval has passed; the owner calls
         this on a timer so quiet logs are flushed too."""
