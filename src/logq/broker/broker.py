@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from logq.broker.clock import Clock, SystemClock
@@ -95,14 +96,17 @@ from logq.log.writer import Writer
 from logq.partitioning import partition_for_key
 from logq.state.delivery import PartitionDelivery
 from logq.state.legacy_journal import LegacyState
+from logq.state.partition_state import PartitionState
+from logq.state.partition_state import Recovered as RecoveredState
 from logq.state.trace import TraceLog, TraceRecord
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_CHUNK_BYTES = 1 << 20
-# Logs closed per hop to a storage thread at shutdown (most were never
-# opened, or are clean, and close for free: the hop would be the cost).
-CLOSE_LOGS_PER_HOP = 1000
+# Partition logs made or recovered per hop to a storage thread at start
+# (most are never opened and cost next to nothing: one hop each would be
+# the cost).
+LOGS_PER_HOP = 1000
 PEEK_LIMIT_MAX = 10_000
 
 
@@ -195,13 +199,16 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     async def _recover(self) -> None:
         recovered = await self.run(self.records.load)
         self._dead_letter_topics = DeadLetterNames(recovered.dead_letter_topics)
+        opening: list[tuple[str, TopicSettings]] = []
         for name, data in recovered.topics.items():
             try:
                 settings = topic_settings(data, self.config.topic_defaults)
             except LogqError as error:
                 self.records.note_unreadable(topic_record_key(name), str(error))
                 continue
-            self.topics[name] = await self._open_topic(name, settings)
+            opening.append((name, settings))
+        for topic in await self._open_topics(opening):
+            self.topics[topic.name] = topic
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
         replayed = await self._recover_states(recovered.groups)
@@ -264,11 +271,16 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         """Every group's delivery state, partition by partition, from the state
         logs (or, once, from the state of an earlier release); returns the
         events replayed after the snapshots."""
-        recovered = {
-            (name, partition.index): await self.run(topic.state_of(partition.index).recover)
+        states = [
+            ((name, partition.index), topic.state_of(partition.index))
             for name, topic in self.topics.items()
             for partition in topic.partitions
-        }
+        ]
+        recovered: dict[tuple[str, int], RecoveredState] = {}
+        for start in range(0, len(states), LOGS_PER_HOP):
+            chunk = states[start : start + LOGS_PER_HOP]
+            states_found = await self.run(partial(_recover_each, [s for _, s in chunk]))
+            recovered.update(zip((key for key, _ in chunk), states_found, strict=True))
         legacy_directory = self.backend.state_directory
         legacy = (
             LegacyState(legacy_directory, self._state_config)
@@ -328,31 +340,44 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         logger.info("delivery state of an earlier release moved into per-partition state logs")
 
     async def _open_topic(self, name: str, settings: TopicSettings) -> Topic:
-        base = replace(
-            self.config.log,
-            retention_ms=settings.retention_ms,
-            retention_bytes=settings.retention_bytes,
-        )
-        logs: list[tuple[PartitionLog, PartitionLog]] = []
+        return (await self._open_topics([(name, settings)]))[0]
 
-        def open_logs() -> None:  # one hop to the storage threads for the topic
-            for p in range(settings.partitions):
-                logs.append(self._open_partition_now(name, p, base))
+    async def _open_topics(self, wanted: Sequence[tuple[str, TopicSettings]]) -> list[Topic]:
+        """The topics, their partition logs made (not opened) in hops to the
+        storage threads of up to LOGS_PER_HOP partitions each; all or none."""
+        logs: dict[str, list[tuple[PartitionLog, PartitionLog]]] = {name: [] for name, _ in wanted}
+        work = [
+            (name, p, settings) for name, settings in wanted for p in range(settings.partitions)
+        ]
+
+        def open_logs(chunk: list[tuple[str, int, TopicSettings]]) -> None:
+            for name, p, settings in chunk:
+                config = replace(
+                    self.config.log,
+                    retention_ms=settings.retention_ms,
+                    retention_bytes=settings.retention_bytes,
+                )
+                logs[name].append(self._open_partition_now(name, p, config))
 
         try:
-            await self.run(open_logs)
+            for start in range(0, len(work), LOGS_PER_HOP):
+                await self.run(lambda chunk=work[start : start + LOGS_PER_HOP]: open_logs(chunk))  # type: ignore[misc]
         except BaseException:
-            await self._close_logs([log for pair in logs for log in pair])  # none left open
+            made = [log for pairs in logs.values() for pair in pairs for log in pair]
+            await self._close_logs(made)  # none left open
             raise
-        return Topic(
-            name,
-            settings,
-            logs,
-            self.run,
-            self.writer,
-            self.disk.storage_error,
-            self.config.snapshot_bytes,
-        )
+        return [
+            Topic(
+                name,
+                settings,
+                logs[name],
+                self.run,
+                self.writer,
+                self.disk.storage_error,
+                self.config.snapshot_bytes,
+            )
+            for name, settings in wanted
+        ]
 
     def _open_partition_now(
         self, name: str, index: int, config: LogConfig
@@ -501,11 +526,17 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.state_writer.close()
-        await self.writer.close()  # every write handed over is answered first
+        # every write handed over is answered first; the commit journal keeps
+        # its copies until the logs are closed: the logs opened since the start
+        # share one flush (file backend: two syncs of the filesystem, not
+        # fsyncs per log), the others cost nothing, and only then does the
+        # journal go (a crash before that replays it, as after a kill)
+        await self.writer.close(flush=False)
         logs = [log for topic in self.topics.values() for log in _partition_logs(topic)]
-        for start in range(0, len(logs), CLOSE_LOGS_PER_HOP):
-            chunk = logs[start : start + CLOSE_LOGS_PER_HOP]
-            await self.run(lambda chunk=chunk: [log.close() for log in chunk])  # type: ignore[misc]
+        await self.run(lambda: self.backend.close_logs(logs))
+        journal = self.writer.journal
+        if journal is not None:
+            await self.run(journal.retire)
         self._flush_trace()
         await self.run(self.trace_log.close)
         await self.run(self.backend.close)
@@ -1220,6 +1251,11 @@ class BatchResult:
 
 
 RESERVED_HEADER_PREFIX = "logq-"
+
+
+def _recover_each(states: list[PartitionState]) -> list[RecoveredState]:
+    """Each state log's recovery (blocking)."""
+    return [state.recover() for state in states]
 
 
 def _apply_retention(

@@ -200,6 +200,11 @@ class Topic:
         """Hand the batch to the broker's writer: batches of every partition
         that arrive together share one commit (one fsync); order is arrival."""
         try:
+            if not partition.log.opened:
+                # the first write opens the log (its files, a recovery): in the
+                # storage threads, side by side with others, not one after
+                # another in the writer's thread
+                await self._run(partition.log.ensure_open)
             result = await self._writer.write(partition.log, partition.log_id, batch)
         except OSError as error:  # a full or failing disk: a catalogue error
             raise self._storage_error(error) from error

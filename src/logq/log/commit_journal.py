@@ -320,6 +320,14 @@ class CommitJournal:
         durable.remove_files([self.directory / _file_name(s) for s in old])
         self._sequences = [s for s in self._sequences if s >= sequence]
 
+    def retire(self) -> None:
+        """Close the journal and remove every file of it: the logs it holds
+        copies for were made durable in their own files since (a shutdown
+        that closed them all); the next open starts a fresh file."""
+        self.close()
+        if self._sequences:
+            self.remove_before(self._sequences[-1] + 1)
+
     @property
     def size_bytes(self) -> int:
         return self._position

@@ -991,24 +991,30 @@ class FileLog:
         )
         return stats
 
-    def close(self) -> None:
+    def close(self, *, synced: bool = False) -> None:
         """Flush everything, write a checkpoint at the end, release files.
         A log never opened has nothing to flush; one whose checkpoint names
-        its end (nothing written since) is not fsynced again."""
+        its end (nothing written since) is not fsynced again. `synced`: the
+        caller made every write of this log durable already (one
+        `durable.sync_filesystem` for many logs): nothing is written, and
+        the checkpoint stays where it was (it names a point that is still
+        durable: the next open scans from there to the end, as after a
+        crash, and writes the new one)."""
         with self._open_lock, self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
                 return
             if not self._opened:
                 self._closed = True
                 return
-            active = self._active
-            if not self._checkpoint_at_end():
-                active.sync()
-                active.sync_indexes()
-            self._durable = (active.next_offset, active.base_offset, active.size)
-            self._synced_offset = active.next_offset
-            self._write_checkpoint_or_drop()
-            self._epochs.write(required=False)
+            if not synced:
+                active = self._active
+                if not self._checkpoint_at_end():
+                    active.sync()
+                    active.sync_indexes()
+                self._durable = (active.next_offset, active.base_offset, active.size)
+                self._synced_offset = active.next_offset
+                self._write_checkpoint_or_drop()
+            self._epochs.write(required=False)  # only when its epochs changed
             self._closed = True
             for segment in self._segments:
                 segment.close()

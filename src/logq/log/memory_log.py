@@ -270,6 +270,13 @@ class MemoryLog:
             self._epochs.truncate_from_end(segment.next_offset)
             return segment.next_offset
 
+    @property
+    def opened(self) -> bool:
+        return True  # nothing to open
+
+    def ensure_open(self) -> None:
+        return
+
     def retention_idle(self, now_ms: int) -> bool:
         return False  # nothing to open: apply_retention looks at once
 

@@ -150,6 +150,15 @@ class PartitionLog(Protocol):
         """Delete the sealed segments that lie wholly below `offset`."""
         ...
 
+    @property
+    def opened(self) -> bool:
+        """Whether the log was opened (recovered) since it was made."""
+        ...
+
+    def ensure_open(self) -> None:
+        """Open and recover the log now, if no use did it yet (blocking)."""
+        ...
+
     def apply_retention(self, now_ms: int) -> RetentionResult:
         """Delete whole old segments past the time or size retention."""
         ...

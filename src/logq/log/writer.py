@@ -165,7 +165,10 @@ class Writer:
             if group:
                 self._commit(group)
                 self._answer(group)
-            if waiters or (stopping and self._flush_on_stop) or self._flush_due():
+            # a close without a flush leaves the journal to whoever makes
+            # the logs durable next (their owner at once, or a replay)
+            due = self._flush_due() and not (stopping and not self._flush_on_stop)
+            if waiters or (stopping and self._flush_on_stop) or due:
                 self._flush()
                 for waiter in waiters:
                     self._call_soon(waiter)
