@@ -130,3 +130,32 @@ def test_an_idle_partition_costs_a_bounded_number_of_bytes(tmp_path: Path) -> No
         await broker.close()
 
     asyncio.run(main())
+
+
+def _log_fsyncs(broker: Broker) -> int:
+    return sum(
+        int(partition.log.statistics()["fsyncs"])
+        for topic in broker.topics.values()
+        for partition in topic.partitions
+    )
+
+
+def test_a_shutdown_fsyncs_no_partition_log_of_its_own(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        await _fill(broker)
+        before = _log_fsyncs(broker)
+        await broker.close()
+        # one sync of the filesystem made every written partition durable
+        assert _log_fsyncs(broker) == before
+        assert list((tmp_path / "commit").glob("*.wal")) == []  # nothing left to replay
+
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        for n in range(TOPICS):
+            for p in range(PARTITIONS):
+                messages = await broker.read_messages(f"t{n}", partition=p, offset=0)
+                assert [m.value for m in messages] == [f"t{n}/{p}".encode()]
+        await broker.close()
+
+    asyncio.run(main())
