@@ -95,6 +95,12 @@ class FileBackend:
     # -- logs -------------------------------------------------------------------------
 
     def _topic_path(self, topic: str) -> Path:
+        return Path(self._topic_directory(topic))
+
+    def _topic_directory(self, topic: str) -> str:
+        """The topic's directory, checked, as a string (a broker makes two
+        logs per partition at start: tens of thousands of paths, which
+        pathlib would parse one by one)."""
         if (
             not topic
             or topic in (".", "..")
@@ -103,11 +109,12 @@ class FileBackend:
             or len(topic.encode()) > NAME_BYTES_MAX - len(STATE_LOG_SUFFIX)
         ):
             raise InvalidKeyError(f"{topic[:80]!r} cannot name a topic directory")
-        return self.directory / TOPICS_DIR / topic
+        return os.path.join(self.directory, TOPICS_DIR, topic)
 
     def open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
-        return FileLog(self._topic_path(topic) / str(partition), config, files=self.files)
+        directory = os.path.join(self._topic_directory(topic), str(partition))
+        return FileLog(directory, config, files=self.files)
 
     def close_logs(self, logs: Sequence[PartitionLog]) -> None:
         """The logs that were opened share one sync of the filesystem instead
@@ -133,9 +140,8 @@ class FileBackend:
 
     def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
-        return FileLog(
-            self._topic_path(topic) / f"{partition}{STATE_LOG_SUFFIX}", config, files=self.files
-        )
+        directory = os.path.join(self._topic_directory(topic), f"{partition}{STATE_LOG_SUFFIX}")
+        return FileLog(directory, config, files=self.files)
 
     def has_topic_files(self, topic: str) -> bool:
         return self._topic_path(topic).exists()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -122,7 +123,7 @@ class FileLog:
 
     def __init__(
         self,
-        directory: Path,
+        directory: Path | str,
         config: LogConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -130,7 +131,10 @@ class FileLog:
     ) -> None:
         """`files`: the descriptor cache shared by a broker's logs (a log of
         its own otherwise). Nothing is read until the log is first used."""
-        self.directory = Path(directory)
+        # the directory's name; its Path is made on first use (parsing one
+        # per partition at start would cost more than the rest of the log)
+        self._directory_name = os.fspath(directory)
+        self._directory: Path | None = directory if isinstance(directory, Path) else None
         self.config = config or LogConfig()
         self._clock = clock
         self._files = files if files is not None else FileCache()
@@ -167,6 +171,12 @@ class FileLog:
     # -- properties ----------------------------------------------------------
 
     @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            self._directory = Path(self._directory_name)
+        return self._directory
+
+    @property
     def opened(self) -> bool:
         """Whether the log was opened (recovered) since it was made."""
         return self._opened
@@ -189,7 +199,7 @@ class FileLog:
         if self._opened:
             return False
         if not self._unmade:
-            self._unmade = not self.directory.exists()
+            self._unmade = not os.path.exists(self._directory_name)
         return self._unmade
 
     @property
