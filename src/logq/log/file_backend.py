@@ -129,7 +129,11 @@ class FileBackend:
         if not opened:
             return
         try:
-            durable.sync_filesystem(self.directory)
+            # one sync per file system holding them (a topic directory may be
+            # a mount or a link of its own)
+            devices = {os.stat(log.directory).st_dev: log.directory for log in opened}
+            for directory in devices.values():
+                durable.sync_filesystem(directory)
         except OSError as error:
             logger.warning("closing logs: syncfs failed (%s); each log fsyncs its own", error)
             for log in opened:
