@@ -40,7 +40,12 @@ from logq.broker.messages import (
     PublishResult,
     message_from_record,
 )
-from logq.broker.metadata import MetadataRecords, group_record_key, topic_record_key
+from logq.broker.metadata import (
+    MetadataRecords,
+    encode_record,
+    group_record_key,
+    topic_record_key,
+)
 from logq.broker.metrics import Metrics
 from logq.broker.replay import ReplayMixin
 from logq.broker.scrubber import Scrubber
@@ -200,12 +205,18 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         recovered = await self.run(self.records.load)
         self._dead_letter_topics = DeadLetterNames(recovered.dead_letter_topics)
         opening: list[tuple[str, TopicSettings]] = []
+        # most topics share their settings: each distinct record is parsed
+        # once (settings are frozen, so topics may share one object)
+        parsed: dict[bytes, TopicSettings] = {}
         for name, data in recovered.topics.items():
-            try:
-                settings = topic_settings(data, self.config.topic_defaults)
-            except LogqError as error:
-                self.records.note_unreadable(topic_record_key(name), str(error))
-                continue
+            key = encode_record(data)
+            settings = parsed.get(key)
+            if settings is None:
+                try:
+                    settings = parsed[key] = topic_settings(data, self.config.topic_defaults)
+                except LogqError as error:
+                    self.records.note_unreadable(topic_record_key(name), str(error))
+                    continue
             opening.append((name, settings))
         for topic in await self._open_topics(opening):
             self.topics[topic.name] = topic
@@ -350,14 +361,22 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             (name, p, settings) for name, settings in wanted for p in range(settings.partitions)
         ]
 
-        def open_logs(chunk: list[tuple[str, int, TopicSettings]]) -> None:
-            for name, p, settings in chunk:
-                config = replace(
+        by_retention: dict[tuple[int | None, int | None], LogConfig] = {}
+        configs: dict[str, LogConfig] = {}
+        for name, settings in wanted:  # one config per distinct retention
+            retention = (settings.retention_ms, settings.retention_bytes)
+            config = by_retention.get(retention)
+            if config is None:
+                config = by_retention[retention] = replace(
                     self.config.log,
                     retention_ms=settings.retention_ms,
                     retention_bytes=settings.retention_bytes,
                 )
-                logs[name].append(self._open_partition_now(name, p, config))
+            configs[name] = config
+
+        def open_logs(chunk: list[tuple[str, int, TopicSettings]]) -> None:
+            for name, p, _ in chunk:
+                logs[name].append(self._open_partition_now(name, p, configs[name]))
 
         try:
             for start in range(0, len(work), LOGS_PER_HOP):
