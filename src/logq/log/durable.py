@@ -153,6 +153,22 @@ def overwrite_in_place(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def overwrite_unsynced(path: Path, data: bytes) -> None:
+    """Write `data` as the content of `path` (created if missing) in place,
+    without an fsync: durable with the next `sync_filesystem`, and a crash
+    before it may leave any mix of old and new bytes (only for files whose
+    content carries its own checksum, and whose loss costs nothing but time)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        position = 0
+        while position < len(data):
+            position += os.pwrite(fd, view[position:], position)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
 def remove_tree(path: Path) -> None:
     """Remove a directory and all it holds (a missing one is fine), durably:
     once its entry is gone from its parent, so is everything under it."""

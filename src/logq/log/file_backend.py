@@ -117,11 +117,13 @@ class FileBackend:
         return FileLog(directory, config, files=self.files)
 
     def close_logs(self, logs: Sequence[PartitionLog]) -> None:
-        """The logs that were opened share one sync of the filesystem instead
-        of fsyncs and checkpoints of their own (a shutdown closes thousands;
-        each next open scans from its last checkpoint, as after a crash).
-        Should the sync fail, each log closes on its own (and reports its
-        own failure)."""
+        """The logs that were opened share two syncs of each file system that
+        holds them (a topic directory may be a mount of its own) instead of
+        fsyncs of their own (a shutdown closes thousands): the first makes
+        every write to them durable, then each overwrites its checkpoint in
+        place (checksummed), and the second makes the checkpoints durable.
+        Should a sync fail, each log still open closes on its own (and
+        reports its own failure)."""
         opened = [log for log in logs if isinstance(log, FileLog) and log.opened]
         for log in logs:
             if not (isinstance(log, FileLog) and log.opened):
@@ -129,8 +131,6 @@ class FileBackend:
         if not opened:
             return
         try:
-            # one sync per file system holding them (a topic directory may be
-            # a mount or a link of its own)
             devices = {os.stat(log.directory).st_dev: log.directory for log in opened}
             for directory in devices.values():
                 durable.sync_filesystem(directory)
@@ -141,6 +141,8 @@ class FileBackend:
             return
         for log in opened:
             log.close(synced=True)
+        for directory in devices.values():
+            durable.sync_filesystem(directory)
 
     def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0

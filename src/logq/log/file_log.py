@@ -39,10 +39,15 @@ from logq.log.batch import (
     HEADER_SIZE,
     compute_crc,
     decode_timestamps,
-    read_header,
     validate_batch,
 )
-from logq.log.checkpoint import Checkpoint, drop_checkpoint, read_checkpoint, write_checkpoint
+from logq.log.checkpoint import (
+    Checkpoint,
+    drop_checkpoint,
+    overwrite_checkpoint_unsynced,
+    read_checkpoint,
+    write_checkpoint,
+)
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.epochs import (
     LeaderEpochs,
@@ -58,6 +63,7 @@ from logq.log.errors import (
     OffsetOutOfRangeError,
 )
 from logq.log.file_cache import FileCache
+from logq.log.idle_files import retention_due_from_files, segment_bases
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.replica import check_replica_data
@@ -69,7 +75,6 @@ from logq.log.segment import (
     Segment,
     SuspectSegmentError,
     parse_segment_name,
-    segment_name,
 )
 from logq.log.storage import (
     AppendResult,
@@ -88,13 +93,6 @@ READ_VERIFY_ATTEMPTS = 3
 
 Pace = Callable[[int], None]
 SCRUB = "scrub"  # the reason a background verification gives
-
-# `retention_idle`: a log whose retention has no time limit and whose
-# size is within its limit is never due until written
-RETENTION_NEVER_MS = 2**63 - 1
-# The first batch of a segment read to learn when it may expire, at most
-# this long (a longer one: the log is opened instead)
-FIRST_BATCH_READ_BYTES_MAX = 1 << 20
 
 # The counters `statistics()` reports (zero until counted).
 STATISTICS = (
@@ -690,7 +688,7 @@ class FileLog:
         no sealed segment lies past the cursor. A log not opened whose
         directory holds one segment (its active one) has none: it is not
         opened for that."""
-        if not self._opened and self._segment_files() <= 1:
+        if not self._opened and len(segment_bases(self._directory_name)) <= 1:
             return None
         self.ensure_open()
         with self._lock:
@@ -736,13 +734,6 @@ class FileLog:
                 logger.error("log %s: %s", self.directory, damaged.describe())
         kept = [d for d in self._damaged if d.segment != name]
         self._damaged = sorted([*kept, *found], key=lambda d: d.start)
-
-    def _segment_files(self) -> int:
-        """How many segment files the log's directory holds (0: none, or no directory)."""
-        try:
-            return sum(parse_segment_name(p.name) is not None for p in self.directory.iterdir())
-        except FileNotFoundError:
-            return 0
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         self.ensure_open()
@@ -825,31 +816,11 @@ class FileLog:
             return True
         due = self._retention_due
         if due is None or due[0] is not config:
-            due = self._retention_due = (config, self._retention_due_from_files())
-        return now_ms < due[1]
-
-    def _retention_due_from_files(self) -> int:
-        """The earliest time retention may delete a segment of this log, not
-        opened (0: it may now, open the log to see)."""
-        try:
-            names = {path.name for path in self.directory.iterdir()}
-        except FileNotFoundError:
-            return 0
-        bases = sorted(b for b in map(parse_segment_name, names) if b is not None)
-        if not bases:
-            return 0
-        if self.config.retention_bytes is not None and len(bases) > 1:
-            sizes = sum(
-                (self.directory / f"{segment_name(b)}{LOG_SUFFIX}").stat().st_size for b in bases
+            due = self._retention_due = (
+                config,
+                retention_due_from_files(self._directory_name, config),
             )
-            if sizes > self.config.retention_bytes:
-                return 0
-        if self.config.retention_ms is None:
-            return RETENTION_NEVER_MS
-        first = _first_batch_max_timestamp(
-            self.directory / f"{segment_name(bases[0])}{LOG_SUFFIX}", self.config
-        )
-        return 0 if first is None else first + self.config.retention_ms
+        return now_ms < due[1]
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
         self.ensure_open()
@@ -1005,46 +976,47 @@ class FileLog:
         """Flush everything, write a checkpoint at the end, release files.
         A log never opened has nothing to flush; one whose checkpoint names
         its end (nothing written since) is not fsynced again. `synced`: the
-        caller made every write of this log durable already (one
-        `durable.sync_filesystem` for many logs): nothing is written, and
-        the checkpoint stays where it was (it names a point that is still
-        durable: the next open scans from there to the end, as after a
-        crash, and writes the new one)."""
+        caller made every write of this log durable already and syncs the
+        file system again once it is closed (one `durable.sync_filesystem`
+        each for many logs): nothing is fsynced here, and the checkpoint is
+        overwritten in place, durable with that second sync."""
         with self._open_lock, self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
                 return
             if not self._opened:
                 self._closed = True
                 return
+            active = self._active
+            at_end = self._checkpoint_at_end()
+            if not synced and not at_end:
+                active.sync()
+                active.sync_indexes()
+            self._durable = (active.next_offset, active.base_offset, active.size)
+            self._synced_offset = active.next_offset
             if not synced:
-                active = self._active
-                if not self._checkpoint_at_end():
-                    active.sync()
-                    active.sync_indexes()
-                self._durable = (active.next_offset, active.base_offset, active.size)
-                self._synced_offset = active.next_offset
                 self._write_checkpoint_or_drop()
+            elif not at_end:
+                self._overwrite_checkpoint(active)
             self._epochs.write(required=False)  # only when its epochs changed
             self._closed = True
             for segment in self._segments:
                 segment.close()
 
-
-def _first_batch_max_timestamp(path: Path, config: LogConfig) -> int | None:
-    """The newest timestamp of the first batch of a segment file, once its
-    CRC holds; None when it cannot be read whole or does not verify."""
-    try:
-        with path.open("rb") as file:
-            head = file.read(HEADER_SIZE)
-            if len(head) < HEADER_SIZE:
-                return None
-            header = read_header(head)
-            if not HEADER_SIZE <= header.size <= FIRST_BATCH_READ_BYTES_MAX:
-                return None
-            batch = head + file.read(header.size - HEADER_SIZE)
-        validate_batch(
-            batch, size_bytes_max=FIRST_BATCH_READ_BYTES_MAX, records_max=config.batch_records_max
+    def _overwrite_checkpoint(self, active: Segment) -> None:
+        """The checkpoint at the end, in place and not fsynced (see close);
+        should that fail, the old one stays (it names a durable point)."""
+        checkpoint = Checkpoint(
+            active.base_offset, active.size, active.next_offset, active.max_timestamp
         )
-    except (OSError, LogError):
-        return None
-    return header.max_timestamp
+        try:
+            with self._checkpoint_lock:
+                overwrite_checkpoint_unsynced(self.directory, checkpoint)
+                self._checkpoint = checkpoint
+                self._stats["checkpoints"] += 1
+        except OSError as error:
+            logger.warning(
+                "log %s: no recovery checkpoint written at close (%s); the next open"
+                " scans from the last one",
+                self.directory,
+                error.strerror or error,
+            )
