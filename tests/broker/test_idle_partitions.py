@@ -159,3 +159,23 @@ def test_a_shutdown_fsyncs_no_partition_log_of_its_own(tmp_path: Path) -> None:
         await broker.close()
 
     asyncio.run(main())
+
+
+def test_counting_every_topic_leaves_idle_partitions_unopened(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        await _fill(broker)
+        sizes = {c["name"]: c["bytes"] for c in broker.topic_counts()}
+        await broker.close()
+
+        broker = await Broker.open(_config(tmp_path), clock=clock)
+        counted = broker.topic_counts()  # what a scrape and the dashboard read
+        assert _opened(broker) == 0
+        assert {c["name"]: c["messages"] for c in counted} == {
+            f"t{n}": PARTITIONS for n in range(TOPICS)
+        }
+        assert {c["name"]: c["bytes"] for c in counted} == sizes
+        await broker.close()
+
+    asyncio.run(main())

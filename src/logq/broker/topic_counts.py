@@ -30,12 +30,12 @@ def topic_counts(topics: Mapping[str, Topic], groups: Iterable[Group]) -> list[d
         its_groups = by_topic.get(name, [])
         messages = size = pending = in_flight = 0
         for partition in topic.partitions:
-            log = partition.log
-            messages += log.next_offset - log.first_offset
-            size += log.size_bytes
+            first, end, stored = partition.log.stored_figures()  # idle ones stay closed
+            messages += end - first
+            size += stored
             for group in its_groups:
                 delivery = group.deliveries[partition.index]
-                pending += delivery.unsettled(log.next_offset)
+                pending += delivery.unsettled(end)
                 in_flight += delivery.in_flight
         counted.append(
             {

@@ -63,7 +63,11 @@ from logq.log.errors import (
     OffsetOutOfRangeError,
 )
 from logq.log.file_cache import FileCache
-from logq.log.idle_files import retention_due_from_files, segment_bases
+from logq.log.idle_files import (
+    retention_due_from_files,
+    segment_bases,
+    stored_figures_from_files,
+)
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.replica import check_replica_data
@@ -164,6 +168,8 @@ class FileLog:
         # (the log's configuration it was worked out for, the time before which
         # retention deletes nothing): learnt once for a log not opened
         self._retention_due: tuple[LogConfig, int] | None = None
+        # stored_figures() of a log not opened, from its files (None: not learnt)
+        self._stored_figures: tuple[int, int, int] | None = None
         self._epochs: LeaderEpochs
 
     # -- properties ----------------------------------------------------------
@@ -795,6 +801,20 @@ class FileLog:
             self._checkpoint = None
             self._write_checkpoint()
             return segment.next_offset
+
+    def stored_figures(self) -> tuple[int, int, int]:
+        """(first offset, next offset, size in bytes). A log not opened answers
+        from its files when its checkpoint names its end (learnt once: they
+        do not change until it is opened), so counting every partition (a
+        scrape, the dashboard) does not open the idle ones."""
+        if not self._opened:
+            if self._known_empty():
+                return 0, 0, 0
+            if self._stored_figures is None:
+                self._stored_figures = stored_figures_from_files(self._directory_name)
+            if self._stored_figures is not None and not self._opened:
+                return self._stored_figures
+        return self.first_offset, self.next_offset, self.size_bytes
 
     def retention_idle(self, now_ms: int) -> bool:
         """Whether retention deletes nothing now, known without opening the

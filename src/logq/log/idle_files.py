@@ -10,8 +10,10 @@ when the answer says there may be something to do.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from logq.log.batch import HEADER_SIZE, read_header, validate_batch
+from logq.log.checkpoint import read_checkpoint
 from logq.log.config import LogConfig
 from logq.log.errors import LogError
 from logq.log.segment import LOG_SUFFIX, parse_segment_name, segment_name
@@ -32,6 +34,26 @@ def segment_bases(directory: str) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(base for base in map(parse_segment_name, names) if base is not None)
+
+
+def stored_figures_from_files(directory: str) -> tuple[int, int, int] | None:
+    """(first offset, next offset, size in bytes) of the log in `directory`
+    when its recovery checkpoint names the end of its active segment (it was
+    closed cleanly, or nothing came after the checkpoint); None otherwise
+    (open the log to know)."""
+    bases = segment_bases(directory)
+    if not bases:
+        return None
+    checkpoint = read_checkpoint(Path(directory))
+    if checkpoint is None or checkpoint.segment != bases[-1]:
+        return None
+    try:
+        sizes = [os.stat(_segment_path(directory, base)).st_size for base in bases]
+    except FileNotFoundError:
+        return None
+    if checkpoint.position != sizes[-1]:
+        return None
+    return bases[0], checkpoint.next_offset, sum(sizes)
 
 
 def retention_due_from_files(directory: str, config: LogConfig) -> int:

@@ -277,6 +277,9 @@ class MemoryLog:
     def ensure_open(self) -> None:
         return
 
+    def stored_figures(self) -> tuple[int, int, int]:
+        return self.first_offset, self.next_offset, self.size_bytes
+
     def retention_idle(self, now_ms: int) -> bool:
         return False  # nothing to open: apply_retention looks at once
 

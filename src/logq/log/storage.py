@@ -155,6 +155,11 @@ class PartitionLog(Protocol):
         """Whether the log was opened (recovered) since it was made."""
         ...
 
+    def stored_figures(self) -> tuple[int, int, int]:
+        """(first offset, next offset, size in bytes), for counting; a log
+        not opened may answer from its files without opening."""
+        ...
+
     def ensure_open(self) -> None:
         """Open and recover the log now, if no use did it yet (blocking)."""
         ...
