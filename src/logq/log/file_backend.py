@@ -141,8 +141,15 @@ class FileBackend:
             return
         for log in opened:
             log.close(synced=True)
-        for directory in devices.values():
-            durable.sync_filesystem(directory)
+        try:
+            for directory in devices.values():
+                durable.sync_filesystem(directory)
+        except OSError as error:  # the data is durable: only the checkpoints may be lost
+            logger.warning(
+                "closing logs: the checkpoints may not be durable (syncfs: %s); the next"
+                " open of each scans from its last durable one",
+                error,
+            )
 
     def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
