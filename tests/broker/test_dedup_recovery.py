@@ -68,6 +68,7 @@ def test_ids_come_back_from_the_snapshot_and_the_tail_without_the_data_before_it
         before = [(await broker.publish("t", [once(b"x" * 200, f"old-{n}")]))[0] for n in range(60)]
         await broker.snapshot_delivery_state()
         snapshot_offset = broker.topic("t").partitions[0].resolved_end
+        assert snapshot_offset is not None
         after = [(await broker.publish("t", [once(b"y", f"new-{n}")]))[0] for n in range(5)]
         crashed = await _crash_copy(broker, tmp_path / "a", tmp_path / "b")
         await broker.close()
@@ -157,6 +158,7 @@ def test_a_snapshot_without_ids_reads_the_window_from_the_data_log_once(tmp_path
         (first,) = await broker.publish("t", [once(b"x", "kept")])
         partition = broker.topic("t").partitions[0]
         state = broker.topic("t").state_of(0)
+        assert partition.resolved_end is not None
         earlier = _EarlierSnapshot(SNAPSHOT_VERSION, {}, partition.resolved_end, [])
         batch = encode_batch(
             [msgspec.msgpack.encode(earlier)], keys=[SNAPSHOT_KEY], timestamp_ms=clock.now_ms()

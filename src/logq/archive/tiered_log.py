@@ -100,6 +100,20 @@ class TieredLog:
     def apply_retention(self, now_ms: int) -> RetentionResult:
         return RetentionResult(0, 0, self.first_offset)
 
+    def retention_idle(self, now_ms: int) -> bool:
+        return True  # retention here is the archive's, never the log's own
+
+    def stored_figures(self) -> tuple[int, int, int]:
+        first, end, stored = self.local.stored_figures()
+        return self.remote.start_offset(first), end, stored
+
+    @property
+    def opened(self) -> bool:
+        return self.local.opened
+
+    def ensure_open(self) -> None:
+        self.local.ensure_open()
+
     # -- the local log in everything else -------------------------------------------------
 
     @property

@@ -54,6 +54,7 @@ from logq.broker.messages import (
 from logq.broker.metadata import (
     DEDUP_IDS_FORMAT,
     MetadataRecords,
+    encode_record,
     group_record_key,
     topic_record_key,
 )
@@ -93,6 +94,7 @@ from logq.log import (
     LogError,
     MemoryBackend,
     PartitionLog,
+    RetentionResult,
     StorageBackend,
     decode_batch,
     encode_batch,
@@ -117,9 +119,10 @@ from logq.state.trace import TraceLog, TraceRecord
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_CHUNK_BYTES = 1 << 20
-# Logs closed per hop to a storage thread at shutdown (most were never
-# opened, or are clean, and close for free: the hop would be the cost).
-CLOSE_LOGS_PER_HOP = 1000
+# Partition logs made or recovered per hop to a storage thread at start
+# (most are never opened and cost next to nothing: one hop each would be
+# the cost).
+LOGS_PER_HOP = 1000
 PEEK_LIMIT_MAX = 10_000
 
 
@@ -227,13 +230,22 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
     async def _recover(self) -> None:
         recovered = await self.run(self.records.load)
         self._dead_letter_topics = DeadLetterNames(recovered.dead_letter_topics)
+        opening: list[tuple[str, TopicSettings]] = []
+        # most topics share their settings: each distinct record is parsed
+        # once (settings are frozen, so topics may share one object)
+        parsed: dict[bytes, TopicSettings] = {}
         for name, data in recovered.topics.items():
-            try:
-                settings = topic_settings(data, self.config.topic_defaults)
-            except LogqError as error:
-                self.records.note_unreadable(topic_record_key(name), str(error))
-                continue
-            self.topics[name] = await self._open_topic(name, settings)
+            key = encode_record(data)
+            settings = parsed.get(key)
+            if settings is None:
+                try:
+                    settings = parsed[key] = topic_settings(data, self.config.topic_defaults)
+                except LogqError as error:
+                    self.records.note_unreadable(topic_record_key(name), str(error))
+                    continue
+            opening.append((name, settings))
+        for topic in await self._open_topics(opening):
+            self.topics[topic.name] = topic
         await self.run(self._replay_commit_journal)
         self.writer.start(asyncio.get_running_loop())
         replayed = await self._recover_states(recovered.groups, recovered.formats)
@@ -331,18 +343,26 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         now_ms = self.clock.now_ms()
         recovered: dict[tuple[str, int], Recovered] = {}
         keeping_no_ids: list[tuple[Topic, Partition]] = []  # snapshotted below, with them
-        for name, opened in self.topics.items():
-            read = 0
-            for partition in opened.partitions:
-                found, batches, read_window = await self.run(
-                    lambda opened=opened, partition=partition: _recover_partition(  # type: ignore[misc]
-                        opened, partition, now_ms, earlier_release=earlier_release
-                    )
-                )
-                recovered[(name, partition.index)] = found
-                read += batches
+        work = [
+            (opened, partition)
+            for opened in self.topics.values()
+            for partition in opened.partitions
+        ]
+        read_of: dict[str, int] = {}
+        for start in range(0, len(work), LOGS_PER_HOP):  # hops of many partitions each
+            chunk = work[start : start + LOGS_PER_HOP]
+            results = await self.run(
+                functools.partial(_recover_partitions, chunk, now_ms, earlier_release)
+            )
+            for (opened, partition), (found, batches, read_window) in zip(
+                chunk, results, strict=True
+            ):
+                recovered[(opened.name, partition.index)] = found
+                read_of[opened.name] = read_of.get(opened.name, 0) + batches
                 if read_window and legacy is None:
                     keeping_no_ids.append((opened, partition))
+        for name, opened in self.topics.items():
+            read = read_of.get(name, 0)
             opened.dedup.batches_read_at_open = read
             if read or len(opened.dedup):
                 logger.info(
@@ -428,32 +448,55 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         logger.info("delivery state of an earlier release moved into per-partition state logs")
 
     async def _open_topic(self, name: str, settings: TopicSettings) -> Topic:
-        archived = settings.archive  # the archive keeps its horizons (archive/retention.py)
-        base = replace(
-            self.config.log,
-            retention_ms=None if archived else settings.retention_ms,
-            retention_bytes=None if archived else settings.retention_bytes,
-        )
-        logs: list[tuple[PartitionLog, PartitionLog]] = []
+        return (await self._open_topics([(name, settings)]))[0]
 
-        def open_logs() -> None:  # one hop to the storage threads for the topic
-            for p in range(settings.partitions):
-                logs.append(self._open_partition_now(name, p, base))
+    async def _open_topics(self, wanted: Sequence[tuple[str, TopicSettings]]) -> list[Topic]:
+        """The topics, their partition logs made (not opened) in hops to the
+        storage threads of up to LOGS_PER_HOP partitions each; all or none."""
+        logs: dict[str, list[tuple[PartitionLog, PartitionLog]]] = {name: [] for name, _ in wanted}
+        work = [
+            (name, p, settings) for name, settings in wanted for p in range(settings.partitions)
+        ]
+
+        by_retention: dict[tuple[int | None, int | None], LogConfig] = {}
+        configs: dict[str, LogConfig] = {}
+        for name, settings in wanted:  # one config per distinct retention
+            # an archived topic's retention is the archive's (archive/retention.py)
+            retention = (
+                (None, None)
+                if settings.archive
+                else (settings.retention_ms, settings.retention_bytes)
+            )
+            config = by_retention.get(retention)
+            if config is None:
+                config = by_retention[retention] = replace(
+                    self.config.log, retention_ms=retention[0], retention_bytes=retention[1]
+                )
+            configs[name] = config
+
+        def open_logs(chunk: list[tuple[str, int, TopicSettings]]) -> None:
+            for name, p, _ in chunk:
+                logs[name].append(self._open_partition_now(name, p, configs[name]))
 
         try:
-            await self.run(open_logs)
+            for start in range(0, len(work), LOGS_PER_HOP):
+                await self.run(lambda chunk=work[start : start + LOGS_PER_HOP]: open_logs(chunk))  # type: ignore[misc]
         except BaseException:
-            await self._close_logs([log for pair in logs for log in pair])  # none left open
+            made = [log for pairs in logs.values() for pair in pairs for log in pair]
+            await self._close_logs(made)  # none left open
             raise
-        return Topic(
-            name,
-            settings,
-            logs,
-            self.run,
-            self.writer,
-            self.disk.storage_error,
-            self.config.snapshot_bytes,
-        )
+        return [
+            Topic(
+                name,
+                settings,
+                logs[name],
+                self.run,
+                self.writer,
+                self.disk.storage_error,
+                self.config.snapshot_bytes,
+            )
+            for name, settings in wanted
+        ]
 
     def _open_partition_now(
         self, name: str, index: int, config: LogConfig
@@ -527,6 +570,10 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         """Passes the scrubber finished over every sealed segment (0 when it is off)."""
         return 0 if self._scrubber is None else self._scrubber.passes
 
+    def topic_logs(self) -> list[PartitionLog]:
+        """Every topic's partition logs."""
+        return [p.log for topic in list(self.topics.values()) for p in topic.partitions]
+
     def _scrubbed_logs(self) -> list[PartitionLog]:
         """Every topic's partition logs, their state logs and the trace
         journal (the scrubber's thread asks): the trace is read only by trace
@@ -584,13 +631,15 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             logger.warning("trace flush failed: %s", error)
 
     async def apply_retention(self) -> int:
-        """Delete expired segments of every topic; returns segments deleted."""
+        """Delete expired segments of every topic; returns segments deleted.
+        One hop to the storage threads per topic; a partition whose log is
+        not opened is passed over while its files say nothing can expire."""
         now_ms = self.clock.now_ms()
         deleted = 0
         for topic in list(self.topics.values()):
-            for partition in topic.partitions:
-                before = partition.log.first_offset
-                result = await self.run(lambda log=partition.log: log.apply_retention(now_ms))  # type: ignore[misc]
+            partitions = list(topic.partitions)
+            results = await self.run(lambda p=partitions: _apply_retention(p, now_ms))  # type: ignore[misc]
+            for partition, before, result in results:
                 deleted += result.deleted_segments
                 if result.first_offset > before:
                     gone = [(before, result.first_offset)]
@@ -621,11 +670,17 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             await self.archive.close()
         await self._snapshot_dedup_tails()
         await self.state_writer.close()
-        await self.writer.close()  # every write handed over is answered first
+        # every write handed over is answered first; the commit journal keeps
+        # its copies until the logs are closed: the logs opened since the start
+        # share one flush (file backend: two syncs of the filesystem, not
+        # fsyncs per log), the others cost nothing, and only then does the
+        # journal go (a crash before that replays it, as after a kill)
+        await self.writer.close(flush=False)
         logs = [log for topic in self.topics.values() for log in _partition_logs(topic)]
-        for start in range(0, len(logs), CLOSE_LOGS_PER_HOP):
-            chunk = logs[start : start + CLOSE_LOGS_PER_HOP]
-            await self.run(lambda chunk=chunk: [log.close() for log in chunk])  # type: ignore[misc]
+        await self.run(lambda: self.backend.close_logs(logs))
+        journal = self.writer.journal
+        if journal is not None:
+            await self.run(journal.retire)
         self._flush_trace()
         await self.run(self.trace_log.close)
         await self.run(self.backend.close)
@@ -1201,7 +1256,10 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             return
         mark = target.dedup_mark
         if mark is None:
-            batch = state.dedup_mark_batch(target.resolved_end, self.clock.now_ms())
+            end = target.resolved_end
+            batch = state.dedup_mark_batch(
+                target.log.next_offset if end is None else end, self.clock.now_ms()
+            )
             mark = target.dedup_mark = self.writer.write(state.log, state.log_id, batch)
         try:
             await asyncio.shield(mark)
@@ -1509,9 +1567,32 @@ class BatchResult:
 RESERVED_HEADER_PREFIX = "logq-"
 
 
+def _apply_retention(
+    partitions: list[Partition], now_ms: int
+) -> list[tuple[Partition, int, RetentionResult]]:
+    """Retention of each partition not known to be idle (blocking): each
+    with its first offset before and the result."""
+    applied: list[tuple[Partition, int, RetentionResult]] = []
+    for partition in partitions:
+        log = partition.log
+        if log.retention_idle(now_ms):
+            continue
+        before = log.first_offset
+        applied.append((partition, before, log.apply_retention(now_ms)))
+    return applied
+
+
 def _partition_logs(topic: Topic) -> list[PartitionLog]:
-    """A topic's data logs and state logs."""
-    return [log for p in topic.partitions for log in (p.log, topic.state_of(p.index).log)]
+    """A topic's data logs and state logs (an archived partition's local log,
+    which is what its storage backend opened and closes)."""
+    return [
+        log
+        for p in topic.partitions
+        for log in (
+            p.log.local if isinstance(p.log, TieredLog) else p.log,
+            topic.state_of(p.index).log,
+        )
+    ]
 
 
 def _check_reserved_headers(batch: bytes) -> None:
@@ -1556,6 +1637,16 @@ def _with_expiry(message: OutgoingMessage, now_ms: int) -> dict[str, str]:
 
 def _from_log_error(error: LogError) -> LogqError:
     return from_log_error(error)
+
+
+def _recover_partitions(
+    pairs: list[tuple[Topic, Partition]], now_ms: int, earlier_release: bool
+) -> list[tuple[Recovered, int, bool]]:
+    """`_recover_partition` of each (blocking: one hop for many)."""
+    return [
+        _recover_partition(topic, partition, now_ms, earlier_release=earlier_release)
+        for topic, partition in pairs
+    ]
 
 
 def _recover_partition(

@@ -5,7 +5,9 @@ segment a replay will want next month) would wait to be found until then.
 The scrubber walks the sealed segments of every topic, state log and the
 trace journal after the start, one at a time, each checked whole
 (`PartitionLog.scrub`: CRC32C and offset continuity of every batch,
-nothing cut or rewritten), so damage is found,
+nothing cut or rewritten; a log not opened whose directory holds only its
+active segment is not opened for it, so a pass over idle partitions costs a
+directory listing each), so damage is found,
 logged with its offsets and counted before a reader meets it. It reads at
 most `bytes_per_second` (sleeping between 1 MiB windows), in its own thread
 so the storage threads stay free for clients; a pass over everything is
@@ -59,22 +61,32 @@ class Scrubber:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                for log in self._logs():
-                    self._scrub_log(log)
-                self.passes += 1
+                self.run_pass()
                 self._stopping.wait(PASS_PAUSE_S)
         except ScrubStoppedError:
             return
         except Exception:  # the scrubber must never take the server down
             logger.exception("scrubber failed; sealed segments are verified on read only")
 
-    def _scrub_log(self, log: PartitionLog) -> None:
-        cursor = -1
+    def run_pass(self) -> int:
+        """One pass over every log (blocking, paced); the segments verified."""
+        verified = 0
+        for log in self._logs():
+            verified += self._scrub_log(log)
+        self.passes += 1
+        return verified
+
+    def _scrub_log(self, log: PartitionLog) -> int:
+        """Verify the log's sealed segments (a log with none, not opened, is
+        not opened for it: `PartitionLog.scrub`); how many."""
+        cursor, verified = -1, 0
         while not self._stopping.is_set():
             try:
                 base = log.scrub(cursor, self._pace)
             except LogError:  # the log was closed (its topic deleted): go on with the others
-                return
+                break
             if base is None:
-                return
+                break
             cursor = base
+            verified += 1
+        return verified

@@ -71,8 +71,10 @@ class Partition:
     # every group's delivery state of this partition, durable (state/partition_state.py)
     state: PartitionState | None = None
     # the end of the appends answered so far: every batch below it is known
-    # to the producer table (so a snapshot of the table is good up to it)
-    resolved_end: int = 0
+    # to the producer table (so a snapshot of the table is good up to it);
+    # None until the first append (then the log's end at open: everything
+    # the log held when it was opened was answered before the start)
+    resolved_end: int | None = None
     # where the producer table's scan of the log starts: the data offset of
     # the last state snapshot; None: the log's last PRODUCER_SCAN_RECORDS
     producers_scan_from: int | None = None
@@ -128,7 +130,6 @@ class Topic:
             log,
             log_id=partition_log_id(self.name, index),
             state=PartitionState(state_log, state_id, self.snapshot_bytes),
-            resolved_end=log.next_offset,
         )
         self.partitions.append(partition)
         return partition
@@ -217,10 +218,15 @@ class Topic:
         """Hand the batch to the broker's writer: batches of every partition
         that arrive together share one commit (one fsync); order is arrival."""
         try:
+            if not partition.log.opened:
+                # the first write opens the log (its files, a recovery): in the
+                # storage threads, side by side with others, not one after
+                # another in the writer's thread
+                await self._run(partition.log.ensure_open)
             result = await self._writer.write(partition.log, partition.log_id, batch)
         except OSError as error:  # a full or failing disk: a catalogue error
             raise self._storage_error(error) from error
-        partition.resolved_end = max(partition.resolved_end, result.next_offset)
+        partition.resolved_end = max(partition.resolved_end or 0, result.next_offset)
         self._notify()
         return result
 
@@ -287,7 +293,10 @@ def producer_snapshot(partition: Partition) -> tuple[int, list[ProducerSnapshot]
                 [(seq, b, e) for seq, (b, e) in ordered],
             )
         )
-    return partition.resolved_end, kept
+    resolved_end = partition.resolved_end
+    if resolved_end is None:  # nothing appended since the start: the log's end
+        resolved_end = partition.log.next_offset  # (opened by the producer scan)
+    return resolved_end, kept
 
 
 def restore_producers(

@@ -30,12 +30,18 @@ def topic_counts(topics: Mapping[str, Topic], groups: Iterable[Group]) -> list[d
         its_groups = by_topic.get(name, [])
         messages = size = pending = in_flight = 0
         for partition in topic.partitions:
-            readable = partition.readable_end()
-            messages += partition.readable_messages()
-            size += partition.log.size_bytes
+            log = partition.log
+            if log.opened:
+                end = partition.readable_end()
+                messages += partition.readable_messages()
+                size += log.size_bytes
+            else:  # idle ones stay closed: their figures from their files
+                first, end, stored = log.stored_figures()
+                messages += end - first
+                size += stored
             for group in its_groups:
                 delivery = group.deliveries[partition.index]
-                pending += delivery.unsettled(readable)
+                pending += delivery.unsettled(end)
                 in_flight += delivery.in_flight
         counted.append(
             {

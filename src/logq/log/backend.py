@@ -20,6 +20,7 @@ get, put and delete alike: it is never overwritten silently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +49,11 @@ class StorageBackend(Protocol):
 
     def open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         """The data log of one partition, created empty when new."""
+        ...
+
+    def close_logs(self, logs: Sequence[PartitionLog]) -> None:
+        """Close many logs of this backend at once (a shutdown), each flushed
+        as `close` does; the work may be shared between them."""
         ...
 
     def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:

@@ -391,6 +391,14 @@ class CommitJournal:
         with self._sequences_lock:
             self._sequences = [s for s in self._sequences if s not in old]
 
+    def retire(self) -> None:
+        """Close the journal and remove every file of it: the logs it holds
+        copies for were made durable in their own files since (a shutdown
+        that closed them all); the next open starts a fresh file."""
+        self.close()
+        if self._sequences:
+            self.remove_before(self._sequences[-1] + 1)
+
     @property
     def size_bytes(self) -> int:
         return self._position

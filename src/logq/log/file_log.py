@@ -28,8 +28,10 @@ import bisect
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from logq.log.checkpoint import (
     Checkpoint,
     CheckpointDamagedError,
     drop_checkpoint,
+    overwrite_checkpoint_unsynced,
     read_checkpoint,
     write_checkpoint,
 )
@@ -64,6 +67,11 @@ from logq.log.errors import (
     OffsetOutOfRangeError,
 )
 from logq.log.file_cache import FileCache
+from logq.log.idle_files import (
+    retention_due_from_files,
+    segment_bases,
+    stored_figures_from_files,
+)
 from logq.log.policy import MAX_RELATIVE_OFFSET, expired_prefix, should_roll
 from logq.log.reading import cut_whole_batches
 from logq.log.replica import check_replica_data
@@ -100,6 +108,27 @@ READ_VERIFY_ATTEMPTS = 3
 Pace = Callable[[int], None]
 SCRUB = "scrub"  # the reason a background verification gives
 
+# The counters `statistics()` reports (zero until counted).
+STATISTICS = (
+    "appended_batches",
+    "appended_bytes",
+    "appended_records",
+    "fsyncs",
+    "fsync_failures",
+    "fsync_seconds",
+    "checkpoints",
+    "segments_rolled",
+    "segments_deleted",
+    "corrupt_reads",
+    "damage_found",
+    # indexes rebuilt because they did not match their segment,
+    # checkpoints and epoch files that did not verify
+    "files_repaired",
+    "segments_verified",
+    "verified_bytes",
+    "invalid_batches",
+)
+
 # Bounds of the fsync latency histogram (seconds), exported as logq_fsync_seconds.
 FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -109,7 +138,7 @@ class FileLog:
 
     def __init__(
         self,
-        directory: Path,
+        directory: Path | str,
         config: LogConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -117,7 +146,10 @@ class FileLog:
     ) -> None:
         """`files`: the descriptor cache shared by a broker's logs (a log of
         its own otherwise). Nothing is read until the log is first used."""
-        self.directory = Path(directory)
+        # the directory's name; its Path is made on first use (parsing one
+        # per partition at start would cost more than the rest of the log)
+        self._directory_name = os.fspath(directory)
+        self._directory: Path | None = directory if isinstance(directory, Path) else None
         self.config = config or LogConfig()
         self._clock = clock
         self._files = files if files is not None else FileCache()
@@ -132,7 +164,7 @@ class FileLog:
         # Held while a segment is verified (long, so not under `_lock`); the
         # operations that delete segments take it first.
         self._verify_lock = threading.Lock()
-        self._stop_verifying = threading.Event()  # set by them: a verification gives way
+        self._stop_verifying = False  # set by them: a verification gives way
         self._damaged: list[DamagedRange] = []  # known damage, by start offset
         self._segments: list[Segment] = []
         self._bases: list[int] = []
@@ -143,32 +175,23 @@ class FileLog:
         self._synced_offset = 0
         self._checkpoint: Checkpoint | None = None
         self._last_flush = clock()
-        self._stats: dict[str, int | float] = dict.fromkeys(
-            (
-                "appended_batches",
-                "appended_bytes",
-                "appended_records",
-                "fsyncs",
-                "fsync_failures",
-                "fsync_seconds",
-                "checkpoints",
-                "segments_rolled",
-                "segments_deleted",
-                "corrupt_reads",
-                "damage_found",
-                # indexes rebuilt because they did not match their segment,
-                # checkpoints and epoch files that did not verify
-                "files_repaired",
-                "segments_verified",
-                "verified_bytes",
-                "invalid_batches",
-            ),
-            0,
-        )
-        self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
+        # counters, made on first count (an idle log holds no dict of zeros)
+        self._stats: defaultdict[str, int | float] = defaultdict(int)
+        self._fsync_buckets: list[int] | None = None  # made by the first fsync
+        # (the log's configuration it was worked out for, the time before which
+        # retention deletes nothing): learnt once for a log not opened
+        self._retention_due: tuple[LogConfig, int] | None = None
+        # stored_figures() of a log not opened, from its files (None: not learnt)
+        self._stored_figures: tuple[int, int, int] | None = None
         self._epochs: LeaderEpochs
 
     # -- properties ----------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            self._directory = Path(self._directory_name)
+        return self._directory
 
     @property
     def opened(self) -> bool:
@@ -193,7 +216,7 @@ class FileLog:
         if self._opened:
             return False
         if not self._unmade:
-            self._unmade = not self.directory.exists()
+            self._unmade = not os.path.exists(self._directory_name)
         return self._unmade
 
     @property
@@ -613,6 +636,8 @@ class FileLog:
             took = time.perf_counter() - started
             self._stats["fsyncs"] += 1
             self._stats["fsync_seconds"] += took
+            if self._fsync_buckets is None:
+                self._fsync_buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # the last: above them all
             self._fsync_buckets[bisect.bisect_left(FSYNC_BUCKETS_S, took)] += 1
             with self._lock:
                 if point[0] > self._durable[0]:
@@ -791,7 +816,11 @@ class FileLog:
     def scrub(self, after_base: int, pace: Pace | None = None) -> int | None:
         """Verify the first sealed segment whose base offset is above
         `after_base` (a scrubber's cursor) and return that base; None when
-        no sealed segment lies past the cursor."""
+        no sealed segment lies past the cursor. A log not opened whose
+        directory holds one segment (its active one) has none: it is not
+        opened for that."""
+        if not self._opened and len(segment_bases(self._directory_name)) <= 1:
+            return None
         self.ensure_open()
         with self._lock:
             self._check_open()
@@ -803,7 +832,7 @@ class FileLog:
 
     def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
         def paced(checked_bytes: int) -> None:
-            if self._stop_verifying.is_set():
+            if self._stop_verifying:
                 raise VerifyInterruptedError(f"{segment.log_path}: verification interrupted")
             if pace is not None:
                 pace(checked_bytes)
@@ -867,9 +896,9 @@ class FileLog:
     @contextlib.contextmanager
     def _verifications_stopped(self) -> Iterator[None]:
         """Hold off verification (interrupting one under way) while segments may go."""
-        self._stop_verifying.set()
+        self._stop_verifying = True
         with self._verify_lock:
-            self._stop_verifying.clear()
+            self._stop_verifying = False
             yield
 
     def truncate_to(self, offset: int) -> int:
@@ -898,6 +927,46 @@ class FileLog:
             self._checkpoint = None
             self._write_checkpoint()
             return segment.next_offset
+
+    def stored_figures(self) -> tuple[int, int, int]:
+        """(first offset, next offset, size in bytes). A log not opened answers
+        from its files when its checkpoint names its end (learnt once: they
+        do not change until it is opened), so counting every partition (a
+        scrape, the dashboard) does not open the idle ones."""
+        if not self._opened:
+            if self._known_empty():
+                return 0, 0, 0
+            if self._stored_figures is None:
+                self._stored_figures = stored_figures_from_files(self._directory_name)
+            if self._stored_figures is not None and not self._opened:
+                return self._stored_figures
+        return self.first_offset, self.next_offset, self.size_bytes
+
+    def retention_idle(self, now_ms: int) -> bool:
+        """Whether retention deletes nothing now, known without opening the
+        log: always False for an opened log (`apply_retention` decides).
+
+        A log not opened learns once, from its files, the time before which
+        its oldest segment cannot expire: the newest timestamp of that
+        segment is at least its first batch's (read and CRC-checked), and
+        its sizes change only by appends, which open the log. Until that
+        time (or a change of its retention) a pass over it costs a
+        comparison, so idle partitions are not opened every pass.
+        """
+        if self._opened or self._closed:
+            return False
+        config = self.config
+        if config.retention_ms is None and config.retention_bytes is None:
+            return True
+        if self._known_empty():
+            return True
+        due = self._retention_due
+        if due is None or due[0] is not config:
+            due = self._retention_due = (
+                config,
+                retention_due_from_files(self._directory_name, config),
+            )
+        return now_ms < due[1]
 
     def apply_retention(self, now_ms: int) -> RetentionResult:
         self.ensure_open()
@@ -1042,12 +1111,14 @@ class FileLog:
     def fsync_histogram(self) -> list[int]:
         """How many fsyncs took at most each of FSYNC_BUCKETS_S (not cumulative;
         the last count is of those above the largest bound)."""
+        if self._fsync_buckets is None:
+            return [0] * (len(FSYNC_BUCKETS_S) + 1)
         return list(self._fsync_buckets)
 
     def statistics(self) -> dict[str, int | float]:
         """Counters, and the log's figures once it is opened (a log not
         opened yet is not opened for them: only its zero counters)."""
-        stats: dict[str, int | float] = dict(self._stats)
+        stats: dict[str, int | float] = {**dict.fromkeys(STATISTICS, 0), **self._stats}
         stats["opened"] = int(self._opened)
         if not self._opened:
             return stats
@@ -1066,10 +1137,14 @@ class FileLog:
         )
         return stats
 
-    def close(self) -> None:
+    def close(self, *, synced: bool = False) -> None:
         """Flush everything, write a checkpoint at the end, release files.
         A log never opened has nothing to flush; one whose checkpoint names
-        its end (nothing written since) is not fsynced again."""
+        its end (nothing written since) is not fsynced again. `synced`: the
+        caller made every write of this log durable already and syncs the
+        file system again once it is closed (one `durable.sync_filesystem`
+        each for many logs): nothing is fsynced here, and the checkpoint is
+        overwritten in place, durable with that second sync."""
         with self._open_lock, self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
                 return
@@ -1077,13 +1152,36 @@ class FileLog:
                 self._closed = True
                 return
             active = self._active
-            if not self._checkpoint_at_end():
+            at_end = self._checkpoint_at_end()
+            if not synced and not at_end:
                 active.sync()
                 active.sync_indexes()
             self._durable = (active.next_offset, active.base_offset, active.size)
             self._synced_offset = active.next_offset
-            self._write_checkpoint_or_drop()
-            self._epochs.write(required=False)
+            if not synced:
+                self._write_checkpoint_or_drop()
+            elif not at_end:
+                self._overwrite_checkpoint(active)
+            self._epochs.write(required=False)  # only when its epochs changed
             self._closed = True
             for segment in self._segments:
                 segment.close()
+
+    def _overwrite_checkpoint(self, active: Segment) -> None:
+        """The checkpoint at the end, in place and not fsynced (see close);
+        should that fail, the old one stays (it names a durable point)."""
+        checkpoint = Checkpoint(
+            active.base_offset, active.size, active.next_offset, active.max_timestamp
+        )
+        try:
+            with self._checkpoint_lock:
+                overwrite_checkpoint_unsynced(self.directory, checkpoint)
+                self._checkpoint = checkpoint
+                self._stats["checkpoints"] += 1
+        except OSError as error:
+            logger.warning(
+                "log %s: no recovery checkpoint written at close (%s); the next open"
+                " scans from the last one",
+                self.directory,
+                error.strerror or error,
+            )

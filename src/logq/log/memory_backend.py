@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class MemoryBackend:
     def _check_topic(self, topic: str) -> None:
         if not topic or "/" in topic or "\0" in topic:
             raise InvalidKeyError(f"{topic[:80]!r} cannot name a topic")
+
+    def close_logs(self, logs: Sequence[PartitionLog]) -> None:
+        for log in logs:
+            log.close()
 
     def open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         self._check_topic(topic)

@@ -279,6 +279,19 @@ class MemoryLog:
             self._epochs.truncate_from_end(segment.next_offset)
             return segment.next_offset
 
+    @property
+    def opened(self) -> bool:
+        return True  # nothing to open
+
+    def ensure_open(self) -> None:
+        return
+
+    def stored_figures(self) -> tuple[int, int, int]:
+        return self.first_offset, self.next_offset, self.size_bytes
+
+    def retention_idle(self, now_ms: int) -> bool:
+        return False  # nothing to open: apply_retention looks at once
+
     def apply_retention(self, now_ms: int) -> RetentionResult:
         with self._lock:
             self._check_open()

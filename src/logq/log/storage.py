@@ -167,6 +167,20 @@ class PartitionLog(Protocol):
         """Delete the sealed segments that lie wholly below `offset`."""
         ...
 
+    @property
+    def opened(self) -> bool:
+        """Whether the log was opened (recovered) since it was made."""
+        ...
+
+    def stored_figures(self) -> tuple[int, int, int]:
+        """(first offset, next offset, size in bytes), for counting; a log
+        not opened may answer from its files without opening."""
+        ...
+
+    def ensure_open(self) -> None:
+        """Open and recover the log now, if no use did it yet (blocking)."""
+        ...
+
     def apply_retention(self, now_ms: int) -> RetentionResult:
         """Delete whole old segments past the time or size retention."""
         ...
@@ -185,6 +199,11 @@ class PartitionLog(Protocol):
         """Go on at `offset` when the log ends below it although offsets up
         to it were handed out before (`why`): the range between is reported
         lost to damage and never given again. False when nothing changed."""
+        ...
+
+    def retention_idle(self, now_ms: int) -> bool:
+        """True when retention would delete nothing now, known without
+        opening the log (False: call `apply_retention` to see)."""
         ...
 
     def flush_if_due(self) -> None:

@@ -91,9 +91,9 @@ async def archived(state: ApiState, request: Request) -> Response:
 
 async def restore(state: ApiState, request: Request) -> Response:
     body = await read_json(request, dict[str, Any], limit=state.limits.body_bytes_max)
-    topic = body.get("topic")
+    topic = body.get("name")
     if not isinstance(topic, str):
-        raise BadArgumentError('the body names the topic to restore: {"topic": "name"}')
+        raise BadArgumentError('the body names the topic to restore: {"name": "orders"}')
     return json_response(await restore_topic(state.broker, topic))
 
 
@@ -172,7 +172,7 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
             restore,
             "Make a topic again from the archive: its data up to the last archived segment,"
             " its groups at their committed positions",
-            body=object_schema({"topic": {"type": "string"}}, ("topic",)),
+            body=object_schema({"name": {"type": "string"}}, ("name",)),
             body_required=True,
             response={"type": "object"},
         ),

@@ -39,7 +39,7 @@ ROUTES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/v1/stats"): ("STATS", None, None),
     ("GET", "/v1/archive"): ("ARCHIVE", None, None),
     ("GET", "/v1/archive/topics"): ("ARCHIVED", None, None),
-    ("POST", "/v1/archive/restore"): ("RESTORE", "body:topic", None),
+    ("POST", "/v1/archive/restore"): ("RESTORE", "body:name", None),
     ("GET", "/v1/events"): ("STATS", None, None),
     ("GET", "/"): ("STATS", None, None),
     ("GET", "/assets/{name}"): ("STATS", None, None),

@@ -36,10 +36,15 @@ class StorageCollector(Collector):
         ]
         logs.append((JOURNAL, broker.state_logs()))
         logs.append((TRACE, [broker.trace_log.log]))
-        for name, members in logs:
+        for name, logs_of_topic in logs:
+            # a log not opened since the start has counted nothing: passed
+            # over, so a scrape costs what the partitions in use cost
+            members = [log for log in logs_of_topic if log.opened]
             histograms = [
                 log.fsync_histogram() for log in members if hasattr(log, "fsync_histogram")
             ]
+            if not histograms and logs_of_topic and hasattr(logs_of_topic[0], "fsync_histogram"):
+                histograms = [[0] * (len(FSYNC_BUCKETS_S) + 1)]
             stats = [log.statistics() for log in members]
             if histograms:
                 counts = [sum(column) for column in zip(*histograms, strict=True)]
