@@ -38,6 +38,24 @@ def test_a_delayed_message_goes_to_every_group_at_its_time_not_before() -> None:
     run(test)
 
 
+def test_an_auto_ack_group_gets_a_delayed_message_it_met_early_at_its_time() -> None:
+    async def test(broker: Broker, clock: FakeClock) -> None:
+        await broker.create_topic("t", {"partitions": 1})
+        await broker.put_group("t", "g", {"mode": "shared", "auto_ack": True})
+        now = clock.now_ms()
+        await broker.publish(
+            "t", [OutgoingMessage(b"later", deliver_at_ms=now + 5_000), OutgoingMessage(b"now")]
+        )
+        assert await take(broker, "t") == [(b"now", 1)]  # settled as it goes
+        clock.advance(5_000)
+        assert await take(broker, "t") == [(b"later", 1)]  # held back, not settled unseen
+        assert await take(broker, "t") == []  # and settled once it went out
+        (part,) = broker.describe_group("t", "g")["partitions"]
+        assert (part["committed"], part["in_flight"]) == (2, 0)
+
+    run(test)
+
+
 def test_the_wait_of_a_receive_ends_when_the_message_is_due() -> None:
     async def test(broker: Broker, clock: FakeClock) -> None:
         await broker.create_topic("t", {"partitions": 1})

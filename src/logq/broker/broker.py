@@ -301,19 +301,25 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
         messages the data log has lost (its active segment cut short below
         what the commit journal still held): the log goes on past them, so
         no new message takes an offset the group has already settled."""
-        for topic in self.topics.values():
-            for partition in topic.partitions:
-                seen = max(
-                    (
-                        group.deliveries[partition.index].next_offset
-                        for group in self.groups.values()
-                        if group.topic == topic.name and partition.index < len(group.deliveries)
-                    ),
-                    default=0,
-                )
-                if seen > partition.log.next_offset:
-                    why = f"its groups were handed offsets up to {seen - 1}"
-                    await self.run(functools.partial(partition.log.resume_at, seen, why))
+        seen_of: dict[tuple[str, int], int] = {}
+        for group in self.groups.values():
+            for index, delivery in enumerate(group.deliveries):
+                key = (group.topic, index)
+                seen_of[key] = max(seen_of.get(key, 0), delivery.next_offset)
+        candidates = [
+            (partition, seen)
+            for (name, index), seen in seen_of.items()
+            if seen > 0
+            and (topic := self.topics.get(name)) is not None
+            and index < len(topic.partitions)
+            for partition in (topic.partitions[index],)
+        ]
+        # a log not opened tells its end from its files where it can (idle ones stay closed)
+        ends = await self.run(lambda: [p.log.stored_figures()[1] for p, _ in candidates])
+        for (partition, seen), end in zip(candidates, ends, strict=True):
+            if seen > end:
+                why = f"its groups were handed offsets up to {seen - 1}"
+                await self.run(functools.partial(partition.log.resume_at, seen, why))
 
     def _log_named(self, log_id: str) -> PartitionLog | None:
         named = parse_partition_log_id(log_id)

@@ -15,7 +15,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -272,6 +272,12 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                     group=group.name,
                     detail="auto_ack",
                 )
+        if group.settings.auto_ack:  # what goes out is settled as it goes
+            for delivery in kept:
+                done = Settled(group.key, delivery.partition, [(delivery.start, delivery.end)])
+                group.deliveries[delivery.partition].apply(done)
+                journal.append(done)
+            kept = [replace(d, lease=0) for d in kept]  # nothing for the consumer to settle
         dead_letter = topic.settings.ttl_dead_letter
         for partition, ranges, _ in [] if dead_letter else expired:
             settle = Settled(group.key, partition, ranges)
@@ -401,15 +407,11 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 by_attempt[item.attempt].append((item.start, item.end))
                 budget -= item.end - item.start
             for attempt, ranges in sorted(by_attempt.items()):
-                event: Leased | Settled
-                if group.settings.auto_ack:
-                    event = Settled(group.key, index, ranges)
-                else:
-                    token = state.next_token(now_ms)
-                    deadline = now_ms + lease_ms
-                    event = Leased(
-                        group.key, index, ranges, consumer, deadline, attempt, now_ms, token
-                    )
+                # auto-ack too: leased first, settled once screened (_deliver),
+                # so a delayed message met early is held back, not settled
+                token = state.next_token(now_ms)
+                deadline = now_ms + lease_ms
+                event = Leased(group.key, index, ranges, consumer, deadline, attempt, now_ms, token)
                 state.apply(event)
                 events.append(event)
         return events

@@ -192,7 +192,7 @@ class PartitionState:
                 archive_records,
             )
         self.snapshot_offset = found.snapshot_offset
-        for damaged in self.log.damaged_ranges():
+        for damaged in self.log.damaged_ranges() if self.log.opened else ():
             logger.error(
                 "state log %s: offsets %d..%d lost to damage; the delivery state is the"
                 " snapshot at %s and the %d event records after it",
