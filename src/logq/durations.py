@@ -4,7 +4,7 @@ an integer count of milliseconds, RFC 3339 times or epoch milliseconds."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 from logq.errors import BadArgumentError
 
@@ -33,7 +33,8 @@ def parse_duration_ms(value: object, *, name: str = "duration") -> int:
 
 
 def parse_time_ms(value: object, *, name: str = "time") -> int:
-    """Epoch milliseconds from an RFC 3339 string or an integer."""
+    """Epoch milliseconds from an RFC 3339 string, a date alone (`2025-01-01`:
+    its midnight UTC), or an integer."""
     if isinstance(value, bool):
         raise BadArgumentError(f"{name}: expected an RFC 3339 time or epoch ms, got {value!r}")
     if isinstance(value, int):
@@ -42,6 +43,13 @@ def parse_time_ms(value: object, *, name: str = "time") -> int:
         text = value.strip()
         if text.lstrip("-").isdecimal():
             return int(text)
+        if len(text) == 10 and text[4] == "-" and text[7] == "-":  # a date: midnight UTC
+            try:
+                day = date.fromisoformat(text)
+            except ValueError:
+                pass
+            else:
+                return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:

@@ -75,6 +75,15 @@ def test_parsers_accept_decimal_digits_only() -> None:
     assert MessageId.parse("t:2:45") == MessageId("t", 2, 45)
 
 
+def test_a_date_alone_is_its_midnight_utc_and_a_datetime_needs_its_zone() -> None:
+    assert parse_time_ms("2025-01-01") == 1_735_689_600_000  # --from-snapshot 2025-01-01
+    assert parse_time_ms("2025-01-01T00:00:00Z") == 1_735_689_600_000
+    with pytest.raises(BadArgumentError, match="no time zone"):
+        parse_time_ms("2025-01-01T00:00:00")
+    with pytest.raises(BadArgumentError):
+        parse_time_ms("2025-13-01")
+
+
 async def test_a_logq_header_with_a_non_decimal_digit_does_not_poison_a_partition(
     broker: Broker,
 ) -> None:

@@ -37,6 +37,17 @@ def topics() -> None:
 )
 @click.option("--max-delay", help="Delayed messages may be due at most this far ahead [7d].")
 @click.option("--dedup-window", help="A dedup id seen within this is not stored again [5m].")
+@click.option(
+    "--archive",
+    is_flag=True,
+    default=None,
+    help="Copy closed segments to the broker's archive (serve --archive URL).",
+)
+@click.option("--local-retention", help="Archived: keep this long on the broker's disk (e.g. 1h).")
+@click.option("--local-retention-bytes", type=int, help="Archived: at most this much on disk.")
+@click.option(
+    "--archive-retention", help="Archived: keep what passed --retention for audit reads this long."
+)
 @backoff_options
 @server_option
 @json_option
