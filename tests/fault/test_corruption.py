@@ -7,13 +7,14 @@ partitions serve on. (tests/log/test_kill9.py covers the log itself.)"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from logq.client import Client
 from logq.errors import LogqError
-from tests.harness import server_process, start_process, stop_process
+from tests.harness import Running, server_process, start_process, stop_process
 
 TOPIC = "c"
 
@@ -35,6 +36,16 @@ def _flip(path: Path, position: int) -> None:
         byte = file.read(1)
         file.seek(position)
         file.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _output_with(running: Running, text: str, timeout_s: float = 10.0) -> str:
+    """The server's output once it holds `text` (or all of it, at the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        output = b"".join(running.output).decode(errors="replace")
+        if text in output or time.monotonic() > deadline:
+            return output
+        time.sleep(0.05)
 
 
 def _values(native: str, partition: int) -> list[bytes | None]:
@@ -60,10 +71,10 @@ def test_a_damaged_tail_is_reported_cut_and_the_broker_goes_on(tmp_path: Path, d
         # torn tail; the nine after it were acknowledged and stay
         _flip(segment, 30 * batch + batch // 2)
         with server_process(data) as restarted, Client(restarted.native) as client:
-            output = b"".join(restarted.output).decode(errors="replace")
-            assert "damaged batches lie between good ones" in output
-            assert "offsets 30..30 lost to damage" in output
+            # the partition opens (and recovers) on its first use: the report comes then
             before = [m.value for m in client.peek(TOPIC, partition=0, offset=0, limit=30)]
+            output = _output_with(restarted, "offsets 30..30 lost to damage")
+            assert "damaged batches lie between good ones" in output
             assert before == [f"m{i}".encode() * 10 for i in range(30)]
             with pytest.raises(LogqError) as refused:
                 client.peek(TOPIC, partition=0, offset=30, limit=1000)
@@ -75,9 +86,8 @@ def test_a_damaged_tail_is_reported_cut_and_the_broker_goes_on(tmp_path: Path, d
     with segment.open("r+b") as file:
         file.truncate(size - batch // 2)  # a torn 40th batch
     with server_process(data) as restarted:
-        output = b"".join(restarted.output).decode(errors="replace")
-        assert "recovery cut" in output
         assert _values(restarted.native, 0) == [f"m{i}".encode() * 10 for i in range(39)]
+        assert "recovery cut" in _output_with(restarted, "recovery cut")
         with Client(restarted.native) as client:
             assert client.publish(TOPIC, b"after", partition=0).offset == 39
 

@@ -45,8 +45,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from logq.bench.corrupt_damage import Damage, apply, index_still_correct
 from logq.bench.corrupt_workload import (
@@ -60,6 +59,9 @@ from logq.bench.corrupt_workload import (
 )
 from logq.client import Client
 from logq.errors import LogqError
+
+if TYPE_CHECKING:
+    import httpx
 
 PEEK_PAGE = 200
 TIME_LOOKUPS = 8  # per partition
@@ -398,6 +400,8 @@ def run_trial(number: int, seed: int, prepared: Prepared, scratch: Path) -> _Tri
         except RuntimeError as error:
             trial.fail("start", str(error)[-1500:])
             return trial
+        import httpx  # noqa: PLC0415  (a bench extra: the command loads without it)
+
         with (
             Client(server.native) as client,
             httpx.Client(base_url=server.http, timeout=30) as http,

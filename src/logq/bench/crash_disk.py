@@ -3,8 +3,9 @@
 `DiskRecorder` wraps, for the duration of a run, the `os` and `shutil`
 functions through which logq changes files (`os.open` with `O_CREAT` or
 `O_TRUNC`, `write`, `pwrite`, `pwritev`, `ftruncate`, `fsync`, `fdatasync`,
-`close`, `replace`, `rename`, `unlink`, `mkdir`, `rmdir` and
-`shutil.rmtree`). The real call runs as usual (the broker works on real
+`close`, `replace`, `rename`, `unlink`, `mkdir`, `rmdir`,
+`shutil.rmtree`, and logq's `durable.sync_filesystem`: a syncfs makes every
+file and directory under it durable at once). The real call runs as usual (the broker works on real
 files); for paths under the recorded directory it also appends one
 operation to a list, naming files by a model inode, so `ops[:k]` is
 everything the program had done when the `k`-th operation finished.
@@ -57,6 +58,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from logq.log import durable
 
 # Operation kinds (the first field of each recorded tuple).
 LINK = "link"  # (LINK, directory, name, inode, is_directory): a create or mkdir
@@ -117,6 +120,7 @@ class DiskRecorder:
             (os, "mkdir"): self._mkdir,
             (os, "rmdir"): self._rmdir,
             (shutil, "rmtree"): self._rmtree,
+            (durable, "sync_filesystem"): self._sync_filesystem,
         }
         assert not self._saved, "already recording"
         for (module, name), wrapper in wrappers.items():
@@ -244,6 +248,18 @@ class DiskRecorder:
             inode = self._fds.get(fd)
             if inode is not None:
                 self._inodes[inode].syncs.append(self._record((SYNC, inode)))
+
+    def _sync_filesystem(self, path: Path) -> None:
+        # syncfs(2): every file's data and every directory's names so far are
+        # durable, as if each had been fsynced at this point
+        real = self._saved[(durable, "sync_filesystem")]
+        with self._lock:
+            real(path)
+            if self._inside(path) is None:
+                return
+            index = self._record((SYNC, ROOT))
+            for node in self._inodes:
+                node.syncs.append(index)
 
     def _rename(
         self,

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from logq.log.batch import HEADER_SIZE, read_header, validate_batch
-from logq.log.checkpoint import read_checkpoint
+from logq.log.checkpoint import CheckpointDamagedError, read_checkpoint
 from logq.log.config import LogConfig
 from logq.log.errors import LogError
 from logq.log.segment import LOG_SUFFIX, parse_segment_name, segment_name
@@ -44,7 +44,10 @@ def stored_figures_from_files(directory: str) -> tuple[int, int, int] | None:
     bases = segment_bases(directory)
     if not bases:
         return None
-    checkpoint = read_checkpoint(Path(directory))
+    try:
+        checkpoint = read_checkpoint(Path(directory))
+    except CheckpointDamagedError:
+        return None  # opening the log reports it and scans instead
     if checkpoint is None or checkpoint.segment != bases[-1]:
         return None
     try:
