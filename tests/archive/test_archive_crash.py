@@ -107,8 +107,9 @@ def _referenced(store: Path) -> set[str]:
 
 
 def _settled(client: Client, store: Path) -> tuple[set[str], set[str]]:
-    """(objects in the store, objects the manifests reference) once they agree."""
-    deadline = time.monotonic() + 60
+    """(objects in the store, objects the manifests reference) once they agree
+    (a bound for a loaded machine: uploads, purges and reconciliation take turns)."""
+    deadline = time.monotonic() + 180
     while True:
         held = {str(p.relative_to(store)) for p in (store / "topics").rglob("*") if p.is_file()}
         segments = {key for key in held if key.endswith(".seg")}

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from logq.log.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
+    CheckpointDamagedError,
     overwrite_checkpoint_unsynced,
     read_checkpoint,
     write_checkpoint,
@@ -19,14 +22,15 @@ from logq.log.checkpoint import (
 POINT = Checkpoint(segment=52_000, position=67_108_864, next_offset=577_000, max_timestamp=17)
 
 
-def test_a_checkpoint_reads_back_and_a_changed_field_reads_as_missing(tmp_path: Path) -> None:
+def test_a_checkpoint_reads_back_and_a_changed_field_does_not_verify(tmp_path: Path) -> None:
     write_checkpoint(tmp_path, POINT)
     assert read_checkpoint(tmp_path) == POINT
     path = tmp_path / CHECKPOINT_NAME
     text = path.read_text()
     assert "67108864" in text
     path.write_text(text.replace("67108864", "67108865"))  # a digit of a torn overwrite
-    assert read_checkpoint(tmp_path) is None
+    with pytest.raises(CheckpointDamagedError, match="CRC"):
+        read_checkpoint(tmp_path)  # opening the log reports it and scans instead
 
 
 def test_an_overwrite_in_place_over_a_longer_one_leaves_no_tail(tmp_path: Path) -> None:
