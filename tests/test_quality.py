@@ -27,3 +27,10 @@ def test_ruff_format_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     result = _run(str(BIN / "mypy"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_broker_components_call_each_other_only_through_methods() -> None:
+    """The broker is a facade over components (broker/broker.py): none
+    reaches into another's private attributes."""
+    result = _run(str(BIN / "ruff"), "check", "--select", "SLF001", "src/logq/broker")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -132,7 +132,7 @@ def test_after_a_restart_the_window_is_read_once_for_concurrent_publishes(
         assert broker.describe_topic("t")["messages"] == 90
 
     run(before, BrokerConfig(data_dir=tmp_path))
-    with caplog.at_level(logging.INFO, logger="logq.broker.broker"):
+    with caplog.at_level(logging.INFO, logger="logq.broker.recovery"):
         run(after, BrokerConfig(data_dir=tmp_path))
     rebuilt = [r.getMessage() for r in caplog.records if "dedup window" in r.getMessage()]
     assert rebuilt == ["dedup window of topic 't' rebuilt: 30 ids from the last 1800000 ms"]

@@ -100,7 +100,7 @@ def test_the_lane_scan_starts_past_what_the_group_handed_out_not_at_a_held_delay
         assert state.floor == 0 and state.next_offset == 301
         topic = broker.topic("t")
         forget_loaded(topic.partitions[0])  # as after a restart
-        work = await lines_awaited(partial(broker._load_lanes, topic))
+        work = await lines_awaited(partial(broker._commit.load_lanes, topic))
         assert work < 300, work  # not a step per batch below next_offset
 
     run(test)

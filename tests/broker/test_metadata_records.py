@@ -47,7 +47,7 @@ async def _assert_fixture_content(broker: Broker) -> None:
     assert sorted((g.topic, g.name) for g in broker.groups.values()) == GROUPS
     assert broker.group("orders", "billing").settings.mode is GroupMode.ORDERED
     assert broker.group("events", "all").settings.auto_ack
-    assert "orders.dead" in broker._dead_letter_topics.made
+    assert "orders.dead" in broker._core.dead_letter_topics.made
 
 
 def test_metadata_json_of_an_earlier_release_becomes_records(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def _crash_at(
 ) -> None:
     """From now on, a commit holding an event for which `dies` is true writes
     its other events (those state logs' writes landed) and then crashes."""
-    commit = broker._commit
+    commit = broker._commit.commit
 
     async def crashing(events: Sequence[Event], *, durable: bool = True) -> None:
         if any(dies(event) for event in events):
@@ -50,7 +50,7 @@ def _crash_at(
             raise CrashError
         await commit(events, durable=durable)
 
-    monkeypatch.setattr(broker, "_commit", crashing)
+    monkeypatch.setattr(broker._commit, "commit", crashing)
 
 
 async def _dead_letter_one(broker: Broker) -> None:

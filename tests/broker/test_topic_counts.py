@@ -31,7 +31,7 @@ def test_topic_counts_agree_with_describe_topic() -> None:
             described = broker.describe_topic(topic["name"])
             assert topic["partitions"] == len(described["partitions"])
             assert {key: topic[key] for key in COUNTED} == {
-                key: described[key] for key in COUNTED
+                key: dict(described)[key] for key in COUNTED
             }, topic["name"]
         orders = next(topic for topic in counted if topic["name"] == "orders")
         assert (orders["messages"], orders["acked"], orders["in_flight"]) == (9, 2, 2)

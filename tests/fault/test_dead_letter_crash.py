@@ -35,14 +35,14 @@ def test_an_interrupted_dead_letter_move_finishes_once(
         (published,) = await broker.publish("t", [OutgoingMessage(value=b"bad")])
         ids.append(published.id)
         (message,) = await broker.receive("t", "g", "c1", max_messages=1)
-        commit = broker._commit
+        commit = broker._commit.commit
 
         async def crash_before_settling(events: Sequence[Event], *, durable: bool = True) -> None:
             if any(isinstance(event, Settled) for event in events):
                 raise CrashError
             await commit(events, durable=durable)
 
-        monkeypatch.setattr(broker, "_commit", crash_before_settling)
+        monkeypatch.setattr(broker._commit, "commit", crash_before_settling)
         with pytest.raises(CrashError):
             await broker.reject("t", "g", [message.id], reason="bad input")
         assert len(await broker.dlq_messages("t")) == 1  # the copy is stored

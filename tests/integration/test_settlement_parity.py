@@ -263,7 +263,7 @@ async def run_settlement(front_end: FrontEnd, kind: str) -> Outcome:
 
     async def observe(broker: Broker) -> tuple[dict[str, Any], list[Any], dict[str, Any]]:
         return (
-            broker.describe_group(TOPIC, GROUP),
+            dict(broker.describe_group(TOPIC, GROUP)),
             await broker.dlq_messages(TOPIC),
             await broker.trace(f"{TOPIC}:0:0"),
         )

@@ -79,11 +79,13 @@ def _check_storage(broker: Broker, manifest: dict[str, Any]) -> None:
         assert config == expected["config"], name
         assert [p["next_offset"] for p in described["partitions"]] == expected["next_offsets"]
     for key, expected in manifest["groups"].items():
-        described = broker.describe_group(expected["topic"], expected["group"])
-        assert described["settings"] == expected["settings"], key
-        partitions = [{k: p[k] for k in expected["partitions"][0]} for p in described["partitions"]]
+        group = broker.describe_group(expected["topic"], expected["group"])
+        assert group["settings"] == expected["settings"], key
+        partitions = [
+            {k: dict(p)[k] for k in expected["partitions"][0]} for p in group["partitions"]
+        ]
         assert partitions == expected["partitions"], key
-        assert (described["in_flight"], described["lag"]) == (
+        assert (group["in_flight"], group["lag"]) == (
             expected["in_flight"],
             expected["lag"],
         ), key

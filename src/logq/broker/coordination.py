@@ -10,56 +10,46 @@ waiting on the topic so the new owner starts at once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from logq.broker.clock import Clock
-from logq.broker.config import BrokerConfig
+from logq.broker.core import Core
 from logq.broker.group import Group
+from logq.broker.group_catalog import GroupCatalog
 from logq.broker.settings import check_consumer_name
-from logq.broker.topic import Topic
+from logq.broker.views import MemberView
 from logq.durations import parse_duration_ms
 from logq.errors import BadArgumentError, LimitError
 
 MEMBERS_MAX = 10_000  # per group; silent members leave after their session
 
 
-class CoordinationMixin:
-    """The membership half of the Broker (see broker.py for the rest)."""
+class Coordinator:
+    """Group membership: who is in each group and which partitions they serve."""
 
-    config: BrokerConfig
-    clock: Clock
-    topics: dict[str, Topic]
-    groups: dict[str, Group]
-
-    if TYPE_CHECKING:
-
-        def topic(self, name: str) -> Topic: ...
-        def group(self, topic_name: str, name: str) -> Group: ...
-        async def group_for_receive(self, topic_name: str, name: str) -> Group: ...
-        def _check_open(self) -> None: ...
+    def __init__(self, core: Core, groups: GroupCatalog) -> None:
+        self._core = core
+        self._groups = groups
 
     def session_timeout_ms(self, group: Group) -> int:
-        return group.settings.session_timeout_ms or self.config.session_timeout_ms
+        return group.settings.session_timeout_ms or self._core.config.session_timeout_ms
 
-    def _member_alive(self, group: Group, consumer: str, session_timeout_ms: int | None) -> None:
+    def member_alive(self, group: Group, consumer: str, session_timeout_ms: int | None) -> None:
         members = group.membership.members
         if consumer not in members and len(members) >= MEMBERS_MAX:
             raise LimitError(
                 f"group {group.name!r} has {len(members)} members, the limit is {MEMBERS_MAX}"
             )
-        now_ms = self.clock.now_ms()
+        now_ms = self._core.clock.now_ms()
         session = session_timeout_ms or self.session_timeout_ms(group)
         if group.touch(consumer, now_ms, session):
             self._after_rebalance(group, now_ms)
 
     def _after_rebalance(self, group: Group, now_ms: int) -> None:
         group.hand_over(now_ms)
-        self.topics[group.topic].changed.set()
+        self._core.topics[group.topic].changed.set()
 
     def hand_over(self, group: Group) -> None:
         """Hand over drained revoking partitions; wake receives if any moved."""
-        if group.membership.revoking and group.hand_over(self.clock.now_ms()):
-            self.topics[group.topic].changed.set()
+        if group.membership.revoking and group.hand_over(self._core.clock.now_ms()):
+            self._core.topics[group.topic].changed.set()
 
     async def join(
         self,
@@ -68,9 +58,9 @@ class CoordinationMixin:
         consumer: str,
         *,
         session_timeout_ms: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> MemberView:
         """Join (or stay in) a group; returns the member's view of the group."""
-        self._check_open()
+        self._core.check_open()
         check_consumer_name(consumer)
         session = None
         if session_timeout_ms is not None:
@@ -79,51 +69,51 @@ class CoordinationMixin:
                 raise BadArgumentError(
                     f"session_timeout is {session} ms, it must be within 100 ms..1h"
                 )
-        self.topic(topic_name)
-        group = await self.group_for_receive(topic_name, group_name)
+        self._core.topic(topic_name)
+        group = await self._groups.group_for_receive(topic_name, group_name)
         member = group.membership.members.get(consumer)
         if member is not None and session is not None:
             member.session_timeout_ms = session
-        self._member_alive(group, consumer, session)
+        self.member_alive(group, consumer, session)
         return self.member_view(group, consumer)
 
-    def heartbeat(self, topic_name: str, group_name: str, consumer: str) -> dict[str, Any]:
+    def heartbeat(self, topic_name: str, group_name: str, consumer: str) -> MemberView:
         """Keep a member alive; a member that had expired joins again."""
-        self._check_open()
+        self._core.check_open()
         check_consumer_name(consumer)
-        group = self.group(topic_name, group_name)
-        self._member_alive(group, consumer, None)
+        group = self._core.group(topic_name, group_name)
+        self.member_alive(group, consumer, None)
         return self.member_view(group, consumer)
 
     def leave(self, topic_name: str, group_name: str, consumer: str) -> bool:
         """Leave at once: the member's partitions go to the others without
         waiting for its session to expire (its leases still run out)."""
-        group = self.groups.get(f"{topic_name}/{group_name}")
+        group = self._core.groups.get(f"{topic_name}/{group_name}")
         if group is None:
             return False
-        now_ms = self.clock.now_ms()
+        now_ms = self._core.clock.now_ms()
         if not group.leave(consumer, now_ms):
             return False
         self._after_rebalance(group, now_ms)
         return True
 
     def expire_sessions(self) -> None:
-        now_ms = self.clock.now_ms()
-        for group in self.groups.values():
+        now_ms = self._core.clock.now_ms()
+        for group in self._core.groups.values():
             if group.expire_members(now_ms):
                 self._after_rebalance(group, now_ms)
             elif group.membership.revoking and group.hand_over(now_ms):
-                self.topics[group.topic].changed.set()
+                self._core.topics[group.topic].changed.set()
 
-    def member_view(self, group: Group, consumer: str) -> dict[str, Any]:
-        entry = group.membership.assignment().get(
-            consumer, {"partitions": [], "revoking": [], "incoming": []}
-        )
+    def member_view(self, group: Group, consumer: str) -> MemberView:
+        entry = group.membership.assignment().get(consumer, {})
         member = group.membership.members.get(consumer)
-        return {
-            "generation": group.membership.generation,
-            "member": consumer,
-            "mode": group.settings.mode.value,
-            "session_timeout_ms": member.session_timeout_ms if member else None,
-            **entry,
-        }
+        return MemberView(
+            generation=group.membership.generation,
+            member=consumer,
+            mode=group.settings.mode.value,
+            session_timeout_ms=member.session_timeout_ms if member else None,
+            partitions=entry.get("partitions", []),
+            revoking=entry.get("revoking", []),
+            incoming=entry.get("incoming", []),
+        )

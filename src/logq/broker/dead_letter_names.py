@@ -15,6 +15,9 @@ from collections.abc import Iterable, Mapping
 
 from logq.broker.topic import Topic
 
+# the internal group of a dead-letter topic: a letter is in the DLQ until it settles it
+DLQ_GROUP = "~dlq"
+
 
 class DeadLetterNames:
     def __init__(self, made: Iterable[str] = ()) -> None:

@@ -13,110 +13,80 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
 
-from logq.broker.dead_letter_names import DeadLetterNames
+from logq.broker.core import Core
+from logq.broker.dead_letter_names import DLQ_GROUP
 from logq.broker.delivery import HEADER_GROUP, HEADER_ORIGIN_ID
 from logq.broker.group import Group, group_key
+from logq.broker.group_catalog import GroupCatalog
 from logq.broker.messages import Message, MessageId, OutgoingMessage
-from logq.broker.redrive import DLQ_GROUP, RedriveMixin, origin_of, origin_topic_of
+from logq.broker.publishing import Publisher
+from logq.broker.reading import Reader
+from logq.broker.redrive import Redrives, origin_of, origin_topic_of
+from logq.broker.state_commit import StateCommit
 from logq.errors import BadArgumentError, MessageNotFoundError
-from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event, Settled
 from logq.state.ranges import ranges_of
-
-if TYPE_CHECKING:
-    from logq.broker.clock import Clock
-    from logq.broker.config import BrokerConfig
-    from logq.broker.topic import Topic
 
 DLQ_PAGE = 1000
 IDS_PER_CALL_MAX = 100_000
 DLQ_LIST_MAX = 10_000  # letters one listing returns, as a peek (all of them are in memory)
 
 
-class DeadLetterMixin(RedriveMixin):
-    """The dead-letter half of the Broker (see broker.py for the rest)."""
+class DeadLetters:
+    """Lists, redrives, purges and requeues the letters of dead-letter topics."""
 
-    config: BrokerConfig
-    clock: Clock
-    topics: dict[str, Topic]
-    groups: dict[str, Group]
-    _dlq_locks: dict[str, asyncio.Lock]
-    _dead_letter_topics: DeadLetterNames
-
-    if TYPE_CHECKING:
-
-        def dlq_name(self, topic_name: str) -> str: ...
-        def topic(self, name: str) -> Topic: ...
-        def _check_open(self) -> None: ...
-        async def _save_group(self, topic_name: str, name: str) -> None: ...
-        async def _commit(self, events: Sequence[Event]) -> None: ...
-        async def get_message(self, message_id: str) -> Message: ...
-        async def publish(
-            self, topic_name: str, messages: Sequence[OutgoingMessage]
-        ) -> list[Any]: ...
-        async def read_messages(
-            self,
-            topic_name: str,
-            partition: int | None = None,
-            *,
-            offset: int | None = None,
-            from_time_ms: int | None = None,
-            to_time_ms: int | None = None,
-            limit: int = 100,
-        ) -> list[Message]: ...
+    def __init__(
+        self,
+        core: Core,
+        commit: StateCommit,
+        groups: GroupCatalog,
+        reader: Reader,
+        publisher: Publisher,
+        redrives: Redrives,
+    ) -> None:
+        self._core = core
+        self._commit = commit
+        self._groups = groups
+        self._reader = reader
+        self._publisher = publisher
+        self._redrives = redrives
+        self._locks: dict[str, asyncio.Lock] = {}  # one DLQ action at a time per DLQ
 
     async def _dlq_group(self, dlq_topic: str) -> Group:
-        key = group_key(dlq_topic, DLQ_GROUP)
-        group = self.groups.get(key)
-        if group is None:
-            topic = self.topic(dlq_topic)
-            group = Group(
-                dlq_topic,
-                DLQ_GROUP,
-                self.config.group_defaults,
-                [PartitionDelivery() for _ in topic.partitions],
-            )
-            self.groups[key] = group
-            await self._save_group(dlq_topic, DLQ_GROUP)
-        while len(group.deliveries) < len(self.topic(dlq_topic).partitions):
-            group.deliveries.append(PartitionDelivery())
-        return group
+        return await self._groups.internal_group(dlq_topic, DLQ_GROUP)
 
-    def dlq_size(self, topic_name: str) -> int:
-        """Dead letters in the topic's DLQ now (not yet redriven, requeued or
-        purged; all of a shared DLQ's), from the DLQ group's state: no reads."""
-        dlq = self.topics.get(self.dlq_name(topic_name))
-        if dlq is None:
-            return 0
-        group = self.groups.get(group_key(dlq.name, DLQ_GROUP))
-        size = 0
-        for partition in dlq.partitions:
-            if group is None or partition.index >= len(group.deliveries):
-                size += partition.readable_messages()
-                continue
-            state = group.deliveries[partition.index]
-            start = max(state.floor, partition.log.first_offset)
-            readable = partition.readable_end()
-            size += sum(end - begin for begin, end in state.unsettled_ranges(start, readable))
-        return size
+    def forget(self, topic_name: str) -> None:
+        """A deleted topic's lock goes with it."""
+        self._locks.pop(topic_name, None)
+
+    async def finish_redrives(self) -> int:
+        """After recovery, finish the redrives a crash interrupted (their holds
+        are in the DLQ groups' state); returns how many letters went back."""
+        finished = 0
+        for group in list(self._core.groups.values()):
+            if group.name == DLQ_GROUP and group.topic in self._core.topics:
+                async with self._locks.setdefault(group.topic, asyncio.Lock()):
+                    finished += await self._redrives.finish(group)
+        return finished
 
     async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
         """Dead letters of `topic_name` not yet redriven or purged, oldest first."""
-        name = self.dlq_name(topic_name)
-        if name not in self.topics:
+        name = self._core.dlq_name(topic_name)
+        if name not in self._core.topics:
             return []
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= DLQ_LIST_MAX:
             raise BadArgumentError(f"limit must be within 1..{DLQ_LIST_MAX}, got {limit!r}")
         group = await self._dlq_group(name)
         found: list[Message] = []
         for partition, state in enumerate(group.deliveries):
-            stored = self.topic(name).partitions[partition]
+            stored = self._core.topic(name).partitions[partition]
             offset, end = max(state.floor, stored.log.first_offset), stored.readable_end()
             while len(found) < limit and offset < end:
-                page = await self.read_messages(name, partition, offset=offset, limit=DLQ_PAGE)
+                page = await self._reader.read_messages(
+                    name, partition, offset=offset, limit=DLQ_PAGE
+                )
                 if not page:
                     break
                 found.extend(m for m in page if not state.is_settled(m.offset))
@@ -129,11 +99,11 @@ class DeadLetterMixin(RedriveMixin):
         """Redrive, purge and requeue of one DLQ run one at a time: each reads
         which letters are still in it, then settles them. Each first finishes
         the redrives its DLQ left unfinished (a failed write), oldest first."""
-        name = self.dlq_name(topic_name)
-        async with self._dlq_locks.setdefault(name, asyncio.Lock()):
-            group = self.groups.get(group_key(name, DLQ_GROUP))
-            if group is not None and name in self.topics:
-                await self._finish_redrives(group)
+        name = self._core.dlq_name(topic_name)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            group = self._core.groups.get(group_key(name, DLQ_GROUP))
+            if group is not None and name in self._core.topics:
+                await self._redrives.finish(group)
             yield
 
     async def redrive(self, topic_name: str, ids: list[str] | None = None) -> int:
@@ -169,17 +139,19 @@ class DeadLetterMixin(RedriveMixin):
                 by_partition.setdefault(letter.partition, {})[letter.offset] = letter
         redriven = 0
         for partition, chosen in by_partition.items():
-            redriven += await self._redrive_held(dlq_group, partition, list(chosen.values()))
+            redriven += await self._redrives.redrive_held(
+                dlq_group, partition, list(chosen.values())
+            )
         return redriven
 
     async def _purge(self, topic_name: str, ids: list[str] | None) -> int:
-        self._check_open()
-        name = self.dlq_name(topic_name)
-        if name not in self.topics:
+        self._core.check_open()
+        name = self._core.dlq_name(topic_name)
+        if name not in self._core.topics:
             return 0
         shared = any(
             other != topic_name and topic.settings.dlq_topic(other) == name
-            for other, topic in self.topics.items()
+            for other, topic in self._core.topics.items()
         )
         if ids is not None or shared:  # letter by letter: only this topic's letters go
             purged = 0
@@ -190,7 +162,7 @@ class DeadLetterMixin(RedriveMixin):
         events: list[Event] = []
         purged = 0
         for partition, state in enumerate(group.deliveries):
-            stored = self.topic(name).partitions[partition]
+            stored = self._core.topic(name).partitions[partition]
             gaps = state.unsettled_ranges(state.floor, stored.readable_end())
             if gaps:
                 # letters retention already removed are settled too, not counted
@@ -199,11 +171,11 @@ class DeadLetterMixin(RedriveMixin):
                 events.append(Settled(group.key, partition, gaps))
         for event in events:
             group.deliveries[event.partition].apply(event)
-        await self._commit(events)
+        await self._commit.commit(events)
         return purged
 
     async def _requeue(self, topic_name: str, ids: list[str] | None) -> int:
-        if topic_name in self._dead_letter_topics:
+        if topic_name in self._core.dead_letter_topics:
             raise BadArgumentError(
                 f"{topic_name!r} is a dead-letter topic: its letters cannot be published"
                 " to it again; redrive them to the group that dead-lettered them"
@@ -231,7 +203,7 @@ class DeadLetterMixin(RedriveMixin):
             for letter in letters
         ]
         for start in range(0, len(copies), 1000):
-            await self.publish(topic_name, copies[start : start + 1000])
+            await self._publisher.publish(topic_name, copies[start : start + 1000])
         return await self._settle_letters(group, letters)
 
     async def _chosen(
@@ -241,19 +213,21 @@ class DeadLetterMixin(RedriveMixin):
         `ids` names, each once; when None, every letter in the DLQ that came
         from `topic_name` (a DLQ may be shared), a page at a time, so memory
         holds one page however long the DLQ. Nothing when there is no DLQ."""
-        self._check_open()
-        name = self.dlq_name(topic_name)
-        if name not in self.topics:
+        self._core.check_open()
+        name = self._core.dlq_name(topic_name)
+        if name not in self._core.topics:
             return
         group = await self._dlq_group(name)
         if ids is not None:
             yield name, group, await self._letters(topic_name, name, ids, orphans=orphans)
             return
         for partition, state in enumerate(group.deliveries):
-            stored = self.topic(name).partitions[partition]
+            stored = self._core.topic(name).partitions[partition]
             offset, end = max(state.floor, stored.log.first_offset), stored.readable_end()
             while offset < end:  # letters arriving meanwhile wait for the next call
-                page = await self.read_messages(name, partition, offset=offset, limit=DLQ_PAGE)
+                page = await self._reader.read_messages(
+                    name, partition, offset=offset, limit=DLQ_PAGE
+                )
                 if not page:
                     break
                 offset = page[-1].offset + 1
@@ -280,7 +254,7 @@ class DeadLetterMixin(RedriveMixin):
                 raise BadArgumentError(
                     f"{text!r} is not a dead letter of {topic_name!r} (those are {name}:...)"
                 )
-            letter = await self.get_message(text)
+            letter = await self._reader.get_message(text)
             origin = origin_topic_of(letter)
             if origin is None and not orphans:
                 raise MessageNotFoundError(f"{text} carries no {HEADER_ORIGIN_ID} header")
@@ -303,12 +277,8 @@ class DeadLetterMixin(RedriveMixin):
         ]
         for event in events:
             group.deliveries[event.partition].apply(event)
-        await self._commit(events)
+        await self._commit.commit(events)
         return sum(len(set(offsets)) for offsets in settled.values())
 
 
-def internal_group(name: str) -> bool:
-    return name.startswith("~")
-
-
-__all__ = ["DLQ_GROUP", "HEADER_GROUP", "HEADER_ORIGIN_ID", "DeadLetterMixin", "internal_group"]
+__all__ = ["DLQ_GROUP", "HEADER_GROUP", "HEADER_ORIGIN_ID", "DeadLetters"]

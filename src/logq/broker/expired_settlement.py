@@ -18,11 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from logq.broker.delivery import Delivery, DeliveryMixin, _leased_parts
+from logq.broker.core import Core
+from logq.broker.dead_lettering import DeadLetterMover
+from logq.broker.delivery import Delivery, fill, leased_parts
 from logq.broker.expiry import expired_offsets
 from logq.broker.group import Group
-from logq.broker.receipts import Named, check_named, current_parts
+from logq.broker.receipts import Named, check_named, current_parts, named_deliveries
+from logq.broker.settlement import counted_stale
+from logq.broker.state_commit import StateCommit
 from logq.broker.topic import Topic
+from logq.broker.tracing import Tracer
 from logq.errors import NotExpiredError
 from logq.state.events import Event, Settled
 from logq.state.ranges import Range, RangeSet, ranges_of
@@ -31,8 +36,16 @@ NOT_EXPIRED_LISTED_MAX = 1000  # ids listed in one NotExpiredError (the count sa
 NOT_EXPIRED_SHOWN_MAX = 100  # of them, shown in its message
 
 
-class ExpiredSettlementMixin(DeliveryMixin):
-    """The `EXPIRED` settlement of the Broker (see broker.py for the rest)."""
+class ExpiredSettlement:
+    """Settles what consumers release as expired; see the module doc."""
+
+    def __init__(
+        self, core: Core, tracer: Tracer, commit: StateCommit, mover: DeadLetterMover
+    ) -> None:
+        self._core = core
+        self._tracer = tracer
+        self._commit = commit
+        self._mover = mover
 
     async def release_expired(self, topic_name: str, group_name: str, ids: Iterable[str]) -> int:
         """Release delivered messages (ids, or receipts `<id>@<lease>`) that
@@ -40,25 +53,27 @@ class ExpiredSettlementMixin(DeliveryMixin):
         how many. Raises StaleDeliveryError (stale receipts), else
         NotExpiredError (messages not expired by the broker's clock), after
         releasing the rest."""
-        self._check_open()
-        group = self.group(topic_name, group_name)
-        return await self._release_expired(group, self._named(topic_name, group, ids))
+        self._core.check_open()
+        group = self._core.group(topic_name, group_name)
+        return await self._release_expired(
+            group, named_deliveries(topic_name, len(group.deliveries), ids)
+        )
 
     async def release_expired_ranges(self, topic_name: str, group_name: str, ranges: Named) -> int:
         """`release_expired` for offset ranges [start, end) per (partition,
         lease token; 0 for none), as `ack_ranges` takes them."""
-        self._check_open()
-        group = self.group(topic_name, group_name)
+        self._core.check_open()
+        group = self._core.group(topic_name, group_name)
         check_named(ranges, len(group.deliveries))
         return await self._release_expired(group, ranges)
 
     async def _release_expired(self, group: Group, named: Named) -> int:
-        topic = self.topic(group.topic)
+        topic = self._core.topic(group.topic)
         current, stale = current_parts(group.deliveries, named)
         found: list[tuple[int, list[Range], int, str]] = []
         fresh: list[tuple[int, Range]] = []
         for partition, ranges in current.items():
-            for (start, end), attempt in _leased_parts(group.deliveries[partition], ranges):
+            for (start, end), attempt in leased_parts(group.deliveries[partition], ranges):
                 gone = await self._expired_in(topic, partition, start, end, attempt)
                 if gone:
                     lease = group.deliveries[partition].lease_of(gone[0][0])
@@ -69,7 +84,7 @@ class ExpiredSettlementMixin(DeliveryMixin):
                 fresh += [(partition, part) for part in left]
         count = await self._settle_expired(group, topic, found)
         if stale:
-            raise self._stale(group, stale, count)
+            raise counted_stale(group, stale, count)
         if fresh:
             raise _not_expired(topic.name, fresh, count)
         return count
@@ -79,10 +94,10 @@ class ExpiredSettlementMixin(DeliveryMixin):
     ) -> list[Range]:
         """The offsets of [start, end) that have expired by the broker's
         clock, read from their stored batches (parts lost to damage are not)."""
-        parts, _ = await self._fill(
-            topic, Delivery(topic.name, partition, start, end, attempt, b"")
+        parts, _ = await fill(
+            self._core.run, topic, Delivery(topic.name, partition, start, end, attempt, b"")
         )
-        now_ms = self.clock.now_ms()
+        now_ms = self._core.clock.now_ms()
         offsets: list[int] = []
         for part in parts:
             offsets += expired_offsets(
@@ -101,7 +116,7 @@ class ExpiredSettlementMixin(DeliveryMixin):
             size = sum(end - start for start, end in ranges)
             count += size
             group.counters["ttl_expired"] += size
-            self._trace(
+            self._tracer.record(
                 "expired",
                 topic,
                 partition,
@@ -115,9 +130,9 @@ class ExpiredSettlementMixin(DeliveryMixin):
                 event = Settled(group.key, partition, ranges)
                 group.deliveries[partition].apply(event)
                 events.append(event)
-        await self._commit(events)
+        await self._commit.commit(events)
         for partition, ranges, attempt, _ in found if dead_letter else []:
-            await self._dead_letter(group, topic, partition, ranges, attempt, "expired (ttl)")
+            await self._mover.move(group, topic, partition, ranges, attempt, "expired (ttl)")
         if found:
             topic.changed.set()
         return count

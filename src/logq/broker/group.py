@@ -64,6 +64,15 @@ class Group:
     def backoff(self, topic: TopicSettings) -> Backoff:
         return self.settings.backoff or topic.backoff
 
+    def backoff_wait_ms(self, topic: TopicSettings, attempt: int, jitter: float) -> int:
+        """How long a message released after `attempt` waits (the group's
+        backoff, `jitter` in [0, 1)), counted."""
+        wait = self.backoff(topic).delay_ms(attempt, jitter)
+        if wait:
+            self.counters["backoff_waits"] += 1
+            self.counters["backoff_wait_ms"] += wait
+        return wait
+
     def max_deliveries(self, topic: TopicSettings) -> int:
         return self.settings.max_deliveries or topic.max_deliveries
 
@@ -103,6 +112,11 @@ class Group:
         self.membership.ordered = settings.mode is GroupMode.ORDERED
         self.membership.revoke_timeout_ms = settings.revoke_timeout_ms
         self.membership.set_strategy(settings.assignor, now_ms)
+
+
+def internal_group(name: str) -> bool:
+    """A group the broker keeps for itself (`~dlq`): no user can name one."""
+    return name.startswith("~")
 
 
 def group_key(topic: str, group: str) -> str:

@@ -27,69 +27,37 @@ awaited between the steps, at the points named `redrive.held` and
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
+from logq.broker.core import Core
 from logq.broker.delivery import HEADER_DEAD_AT, HEADER_GROUP, HEADER_ORIGIN_ID, REDRIVE_CONSUMER
 from logq.broker.group import Group, group_key
 from logq.broker.messages import Message, MessageId
-from logq.broker.tracing import TracingMixin
+from logq.broker.reading import Reader
+from logq.broker.state_commit import StateCommit
+from logq.broker.tracing import Tracer
 from logq.errors import BadArgumentError, LogqError, MessageNotFoundError
 from logq.state.events import Event, Leased, Redriven, Released, Settled
 from logq.state.ranges import Range, ranges_of
 
-if TYPE_CHECKING:
-    from logq.broker.clock import Clock
-    from logq.broker.config import BrokerConfig
-    from logq.broker.topic import Topic
-
-DLQ_GROUP = "~dlq"
 FAULT_HELD = "redrive.held"
 FAULT_HANDED_BACK = "redrive.handed_back"
 LETTERS_PAGE = 1000
 
 
-class RedriveMixin(TracingMixin):
-    """The redrive steps of the Broker's dead-letter half (dead_letters.py)."""
+class Redrives:
+    """Runs the steps of redrives (see the module doc); the caller holds the DLQ's lock."""
 
-    config: BrokerConfig
-    clock: Clock
-    topics: dict[str, Topic]
-    groups: dict[str, Group]
-    _dlq_locks: dict[str, asyncio.Lock]
-
-    if TYPE_CHECKING:
-
-        def topic(self, name: str) -> Topic: ...
-        async def _commit(self, events: Sequence[Event]) -> None: ...
-        async def read_messages(
-            self,
-            topic_name: str,
-            partition: int | None = None,
-            *,
-            offset: int | None = None,
-            from_time_ms: int | None = None,
-            to_time_ms: int | None = None,
-            limit: int = 100,
-        ) -> list[Message]: ...
+    def __init__(self, core: Core, tracer: Tracer, commit: StateCommit, reader: Reader) -> None:
+        self._core = core
+        self._tracer = tracer
+        self._commit = commit
+        self._reader = reader
 
     async def _fault(self, point: str) -> None:
-        hook = self.config.fault_hook
+        hook = self._core.config.fault_hook
         if hook is not None:
             await hook(point)
 
-    async def finish_redrives(self) -> int:
-        """After recovery, finish the redrives a crash interrupted (their holds
-        are in the DLQ groups' state); returns how many letters went back."""
-        finished = 0
-        for group in list(self.groups.values()):
-            if group.name == DLQ_GROUP and group.topic in self.topics:
-                async with self._dlq_locks.setdefault(group.topic, asyncio.Lock()):
-                    finished += await self._finish_redrives(group)
-        return finished
-
-    async def _finish_redrives(self, dlq_group: Group) -> int:
+    async def finish(self, dlq_group: Group) -> int:
         """Run steps 2 and 3 of every unfinished hold of `dlq_group`, oldest
         first (the caller holds the DLQ's lock)."""
         finished = 0
@@ -116,25 +84,27 @@ class RedriveMixin(TracingMixin):
         for start, end in ranges:
             offset = start
             while offset < end:
-                page = await self.read_messages(name, partition, offset=offset, limit=LETTERS_PAGE)
+                page = await self._reader.read_messages(
+                    name, partition, offset=offset, limit=LETTERS_PAGE
+                )
                 letters += [m for m in page if start <= m.offset < end]
                 if not page or page[-1].offset + 1 >= end:
                     break
                 offset = page[-1].offset + 1
         return letters
 
-    async def _redrive_held(self, dlq_group: Group, partition: int, letters: list[Message]) -> int:
+    async def redrive_held(self, dlq_group: Group, partition: int, letters: list[Message]) -> int:
         """Redrive `letters` (unsettled, of one DLQ partition): hold them, then
         hand them back and settle them."""
         state = dlq_group.deliveries[partition]
-        now_ms = self.clock.now_ms()
+        now_ms = self._core.clock.now_ms()
         source = _source(dlq_group.topic, partition)
         # above the last redrive every target applied from this source, so a
         # DLQ made again (its tokens start afresh) still redrives
         token = max(
             [state.next_token(now_ms)]
             + [
-                self.groups[key].deliveries[index].redrives.get(source, 0) + 1
+                self._core.groups[key].deliveries[index].redrives.get(source, 0) + 1
                 for key, index in self._targets(letters)
             ]
         )
@@ -142,7 +112,7 @@ class RedriveMixin(TracingMixin):
         hold = Leased(dlq_group.key, partition, ranges, REDRIVE_CONSUMER, now_ms, 0, now_ms, token)
         state.apply(hold)
         try:
-            await self._commit([hold])
+            await self._commit.commit([hold])
         except LogqError:
             # not stored (a failed write stores nothing): nor is it held here
             state.apply(Released(dlq_group.key, partition, ranges, 0, 0))
@@ -154,7 +124,7 @@ class RedriveMixin(TracingMixin):
         """(origin group key, origin partition) of a letter; None when the
         group or partition is gone (the letter just leaves the DLQ)."""
         origin = origin_of(letter)
-        group = self.groups.get(group_key(origin.topic, letter.headers.get(HEADER_GROUP, "")))
+        group = self._core.groups.get(group_key(origin.topic, letter.headers.get(HEADER_GROUP, "")))
         if group is None or origin.partition >= len(group.deliveries):
             return None
         return group.key, origin.partition
@@ -179,12 +149,12 @@ class RedriveMixin(TracingMixin):
         """Steps 2 and 3 of the redrive held under `token`: hand the letters
         back to their groups (where not done already), then settle `ranges`
         in the DLQ group. Returns how many went back now."""
-        now_ms = self.clock.now_ms()
+        now_ms = self._core.clock.now_ms()
         source = _source(dlq_group.topic, partition)
         events: list[Event] = []
         fresh: set[tuple[str, int]] = set()
         for (key, index), offsets in self._targets(letters).items():
-            group = self.groups[key]
+            group = self._core.groups[key]
             event = Redriven(key, index, ranges_of(sorted(set(offsets))), now_ms, source, token)
             events.append(event)  # written again if applied: its second copy changes nothing
             if not group.deliveries[index].takes_redrive(source, token):
@@ -192,9 +162,9 @@ class RedriveMixin(TracingMixin):
             fresh.add((key, index))
             group.deliveries[index].apply(event)
             group.counters["redriven"] += len(offsets)
-            self._trace(
+            self._tracer.record(
                 "redriven",
-                self.topics[group.topic],
+                self._core.topics[group.topic],
                 index,
                 event.ranges,
                 group=group.name,
@@ -208,12 +178,12 @@ class RedriveMixin(TracingMixin):
             handed_back += 1
             dead_at = letter.headers.get(HEADER_DEAD_AT, "")
             if dead_at.isdecimal():
-                self.groups[target[0]].lifecycle.redriven(now_ms - int(dead_at))
-        await self._commit(events)
+                self._core.groups[target[0]].lifecycle.redriven(now_ms - int(dead_at))
+        await self._commit.commit(events)
         await self._fault(FAULT_HANDED_BACK)
         settle = Settled(dlq_group.key, partition, ranges)
         dlq_group.deliveries[partition].apply(settle)
-        await self._commit([settle])
+        await self._commit.commit([settle])
         return handed_back
 
 

@@ -10,35 +10,24 @@ everything else: members, acks, retries, its own DLQ moves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from logq.broker.group import Group, group_key
-from logq.broker.topic import Topic
+from logq.broker.core import Core
+from logq.broker.group import group_key
+from logq.broker.group_catalog import GroupCatalog
+from logq.broker.settlement import Settlement
+from logq.broker.views import GroupView
 from logq.durations import parse_time_ms
 from logq.errors import AlreadyExistsError, BadArgumentError
 
-T = TypeVar("T")
 
+class Replays:
+    """Creates replay groups; see the module doc."""
 
-class ReplayMixin:
-    """The replay half of the Broker (see broker.py for the rest)."""
-
-    groups: dict[str, Group]
-
-    if TYPE_CHECKING:
-
-        async def run(self, function: Callable[[], T]) -> T: ...
-        def topic(self, name: str) -> Topic: ...
-        def dlq_name(self, topic_name: str) -> str: ...
-        def _check_open(self) -> None: ...
-        def describe_group(self, topic_name: str, name: str) -> dict[str, Any]: ...
-        async def put_group(
-            self, topic_name: str, name: str, settings: dict[str, Any] | None = None
-        ) -> Group: ...
-        async def seek(
-            self, topic_name: str, group_name: str, target: object
-        ) -> dict[int, int]: ...
+    def __init__(self, core: Core, groups: GroupCatalog, settlement: Settlement) -> None:
+        self._core = core
+        self._groups = groups
+        self._settlement = settlement
 
     async def replay(
         self,
@@ -49,13 +38,13 @@ class ReplayMixin:
         to_time: object = None,
         dlq: bool = False,
         settings: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> GroupView:
         """Create `group_name` to replay [from_time, to_time) of the topic (of
         its DLQ with `dlq`); returns the new group, described."""
-        self._check_open()
-        name = self.dlq_name(topic_name) if dlq else topic_name
-        topic = self.topic(name)
-        if group_key(name, group_name) in self.groups:
+        self._core.check_open()
+        name = self._core.dlq_name(topic_name) if dlq else topic_name
+        topic = self._core.topic(name)
+        if group_key(name, group_name) in self._core.groups:
             raise AlreadyExistsError(
                 f"group {group_name!r} of {name!r} exists: replay into a new one"
             )
@@ -68,8 +57,10 @@ class ReplayMixin:
             log = partition.log
             found = None
             if end is not None:
-                found = await self.run(lambda log=log: log.offset_for_time(end))  # type: ignore[misc]
+                found = await self._core.run(lambda log=log: log.offset_for_time(end))  # type: ignore[misc]
             ends.append(partition.readable_end() if found is None else found)
-        await self.put_group(name, group_name, {**(settings or {}), "end_offsets": ends})
-        await self.seek(name, group_name, "earliest" if start is None else {"time": start})
-        return self.describe_group(name, group_name)
+        await self._groups.put_group(name, group_name, {**(settings or {}), "end_offsets": ends})
+        await self._settlement.seek(
+            name, group_name, "earliest" if start is None else {"time": start}
+        )
+        return self._groups.describe_group(name, group_name)

@@ -23,7 +23,6 @@ from logq.broker.commit import Commits
 from logq.broker.group import Group
 from logq.broker.topic import Partition, Topic, producer_snapshot
 from logq.log import AppendResult, LogError
-from logq.state.delivery import PartitionDelivery
 from logq.state.events import Event
 
 logger = logging.getLogger(__name__)
@@ -87,11 +86,7 @@ class StateWriter:
         state.snapshotting = True
         try:
             await topic.load_producers(partition)
-            groups: dict[str, PartitionDelivery] = {
-                key: group.deliveries[partition.index]
-                for key, group in self._groups.items()
-                if group.topic == topic.name and partition.index < len(group.deliveries)
-            }
+            groups = dict(partition.deliveries)
             data_offset, producers = producer_snapshot(partition)
             archive = (
                 self._archive_snapshot(topic.name, partition.index)

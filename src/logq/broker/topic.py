@@ -1,4 +1,12 @@
-"""A topic at run time: its settings, its partition logs, and producer state.
+"""A topic at run time: its settings, and per partition everything that moves with it.
+
+A `Partition` is the runtime of one partition, the unit a broker serves
+(and, with replicas, the unit that moves between brokers): its data log
+and the appends to it, its producer table, its lane index, its state log
+with every group's delivery state of it, and its role (the leader on a
+single node). Groups hold the same delivery states by partition: a group
+made, grown or removed is attached to or detached from its topic's
+partitions (`Topic.attach`, `Topic.detach`).
 
 Appends go to the broker's one writer (log/writer.py), which commits the
 writes of every partition that arrive together with one fsync; reads run
@@ -15,6 +23,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Protocol, TypeVar
 
 from logq.broker.commit import Commits
@@ -23,6 +32,7 @@ from logq.broker.settings import TopicSettings
 from logq.errors import BadArgumentError
 from logq.log import AppendResult, LogConfig, PartitionLog, read_header, read_past_damage
 from logq.log.batch import LANE_MASK, LANE_SHIFT, NO_PRODUCER_ID, iter_headers
+from logq.state.delivery import PartitionDelivery
 from logq.state.partition_state import PartitionState, ProducerSnapshot
 
 T = TypeVar("T")
@@ -47,6 +57,13 @@ TOPICS_LOG_PREFIX = "topics/"
 STATE_LOG_SUFFIX = ".state"
 
 
+class Role(Enum):
+    """What this broker is for a partition: its leader takes appends and
+    serves groups (every partition of a single node)."""
+
+    LEADER = "leader"
+
+
 @dataclass(slots=True)
 class ProducerEntry:
     last_sequence: int = -1
@@ -68,8 +85,11 @@ class Partition:
     lanes_generation: int = 0  # moves on each time the index must be scanned again
     lanes_overflowed: bool = False  # lane batches were left out: scan again once it drains
     log_id: bytes = b""  # names the log in the commit journal (log/writer.py)
-    # every group's delivery state of this partition, durable (state/partition_state.py)
+    # the state log of every group's delivery events of this partition, durable
+    # (state/partition_state.py), and those groups' states (group key -> state)
     state: PartitionState | None = None
+    deliveries: dict[str, PartitionDelivery] = field(default_factory=dict)
+    role: Role = Role.LEADER
     # the end of the appends answered so far: every batch below it is known
     # to the producer table (so a snapshot of the table is good up to it);
     # None until the first append (then the log's end at open: everything
@@ -141,6 +161,16 @@ class Topic:
 
     def next_round_robin(self) -> int:
         return next(self._round_robin) % len(self.partitions)
+
+    def attach(self, key: str, deliveries: list[PartitionDelivery]) -> None:
+        """Give each partition the delivery state of group `key` (by partition)."""
+        for partition, state in zip(self.partitions, deliveries, strict=False):
+            partition.deliveries[key] = state
+
+    def detach(self, key: str) -> None:
+        """Group `key` is gone: its partitions forget its state."""
+        for partition in self.partitions:
+            partition.deliveries.pop(key, None)
 
     def partition(self, index: object) -> Partition:
         if isinstance(index, bool) or not isinstance(index, int):

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from logq.broker.dead_letters import internal_group
-from logq.broker.group import Group
+from logq.broker.group import Group, internal_group
 from logq.broker.topic import Topic
 
 

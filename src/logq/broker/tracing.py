@@ -1,6 +1,6 @@
 """Message tracing: every message's lifecycle, recorded per range, queried by id.
 
-Delivery code calls `_trace(...)` as it changes state; records wait in a
+Delivery code calls `Tracer.record(...)` as it changes state; records wait in a
 buffer that goes to the trace log with the next delivery-state commit (one
 append per commit) or the next timer tick. `trace(id)` rebuilds one
 message's timeline: its publish (from the message itself), then every
@@ -11,10 +11,9 @@ nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from logq.broker.clock import Clock
+from logq.broker.core import Core
 from logq.broker.expiry import HEADER_EXPIRES_AT
 from logq.broker.messages import MessageId
 from logq.broker.topic import Topic
@@ -25,7 +24,6 @@ from logq.state.ranges import Range
 from logq.state.trace import TraceLog, TraceRecord
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # What a record may say happened, and how a timeline names it.
 KINDS = {
@@ -46,19 +44,15 @@ KINDS = {
 SETTLING = ("acked", "rejected", "dead_lettered", "expired")
 
 
-class TracingMixin:
-    """The tracing half of the Broker (see broker.py for the rest)."""
+class Tracer:
+    """Records what happens to messages, and answers a message's timeline."""
 
-    clock: Clock
-    topics: dict[str, Topic]
-    trace_log: TraceLog
-    _trace_buffer: list[TraceRecord]
+    def __init__(self, core: Core, trace_log: TraceLog) -> None:
+        self._core = core
+        self.log = trace_log
+        self._buffer: list[TraceRecord] = []
 
-    if TYPE_CHECKING:
-
-        async def run(self, function: Callable[[], T]) -> T: ...
-
-    def _trace(
+    def record(
         self,
         kind: str,
         topic: Topic,
@@ -72,9 +66,9 @@ class TracingMixin:
         until_ms: int = 0,
     ) -> None:
         if topic.settings.trace and ranges:
-            self._trace_buffer.append(
+            self._buffer.append(
                 TraceRecord(
-                    self.clock.now_ms(),
+                    self._core.clock.now_ms(),
                     kind,
                     topic.name,
                     partition,
@@ -87,34 +81,34 @@ class TracingMixin:
                 )
             )
 
-    def _flush_trace(self) -> None:
+    def flush(self) -> None:
         """Write what is buffered as one batch (the log fsyncs it by interval)."""
-        if not self._trace_buffer:
+        if not self._buffer:
             return
-        records, self._trace_buffer = self._trace_buffer, []
+        records, self._buffer = self._buffer, []
         try:
-            self.trace_log.append(records, self.clock.now_ms())
+            self.log.append(records, self._core.clock.now_ms())
         except (LogError, OSError) as error:  # the trace is not worth failing a delivery for
             logger.warning("trace records dropped: %s", error)
 
     async def trace(self, message_id: str) -> dict[str, Any]:
         """The timeline of one message: published, then what happened to it, per group."""
         parsed = MessageId.parse(message_id)
-        topic = self.topics.get(parsed.topic)
+        topic = self._core.topics.get(parsed.topic)
         if topic is None or not 0 <= parsed.partition < len(topic.partitions):
             raise MessageNotFoundError(f"no message {message_id!r}")
         log = topic.partitions[parsed.partition].log
         if parsed.offset >= topic.partitions[parsed.partition].readable_end():
             raise MessageNotFoundError(f"no message {message_id!r}")
-        self._flush_trace()
-        published = await self.run(lambda: _published(log, parsed.offset))
+        self.flush()
+        published = await self._core.run(lambda: _published(log, parsed.offset))
         since = 0
         if published is not None:
             since = published["at_ms"]
             if published["delayed"]:  # its timestamp is its due time: look back for the publish
                 since -= topic.settings.max_delay_ms
-        records, truncated = await self.run(
-            lambda: self.trace_log.find(parsed.topic, parsed.partition, parsed.offset, since)
+        records, truncated = await self._core.run(
+            lambda: self.log.find(parsed.topic, parsed.partition, parsed.offset, since)
         )
         events: list[dict[str, Any]] = []
         start: int | None = None

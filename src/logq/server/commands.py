@@ -848,7 +848,7 @@ async def _requeue(broker: Broker, session: Session, args: list[bytes]) -> Reply
 
 @command("STATS")
 async def _stats(broker: Broker, session: Session, args: list[bytes]) -> Reply:
-    statistics = broker.stats()
+    statistics: dict[str, Any] = dict(broker.stats())
     connections = session.extra.get("connections")
     if connections is not None:
         statistics.update(connections.statistics())
