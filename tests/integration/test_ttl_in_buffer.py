@@ -140,9 +140,9 @@ def test_receive_leaves_out_what_expired_before_the_reply_was_read() -> None:
             clock.advance(5_001)  # "old" is past its 10 s when the reply is read
             return found
 
-        domain.receive_raw = slow_reply  # type: ignore[method-assign]
+        domain.receive_raw = slow_reply
         received = client.receive("jobs", "g", max=10)
-        domain.receive_raw = leased  # type: ignore[method-assign]
+        domain.receive_raw = leased
         assert [m.value for m in received] == [b"new"]
         client.flush()
         group = client.describe_group("jobs", "g")

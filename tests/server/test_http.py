@@ -981,9 +981,9 @@ async def test_receive_leaves_out_what_expired_before_the_response_was_built(api
         api.clock.advance(5_001)  # "old" is past its 10 s now
         return found
 
-    api.broker.receive = slow  # type: ignore[method-assign]
+    api.broker.receive = slow
     messages = await api.receive("t", "g")
-    api.broker.receive = leased  # type: ignore[method-assign]
+    api.broker.receive = leased
     assert [m["value"] for m in messages] == ["new"]
     assert messages[0]["expires_at"] == messages[0]["timestamp"] + 10_001
     group = await api.ok("GET", "/v1/topics/t/groups/g")

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from logq.broker.archiving import BrokerArchive
 from logq.broker.catalog import Catalog, partition_logs
@@ -35,16 +35,12 @@ from logq.broker.coordination import Coordinator
 from logq.broker.core import Core
 from logq.broker.dead_lettering import DeadLetterMover
 from logq.broker.dead_letters import DeadLetters
-from logq.broker.delivery import Delivery
 from logq.broker.describing import Describer
 from logq.broker.expired_settlement import ExpiredSettlement
-from logq.broker.group import Group
 from logq.broker.group_catalog import GroupCatalog
 from logq.broker.leases import Leases
-from logq.broker.messages import Message, OutgoingMessage, PublishResult
 from logq.broker.publishing import BatchResult, Publisher
 from logq.broker.reading import Reader
-from logq.broker.receipts import Named
 from logq.broker.receiving import Receiving
 from logq.broker.recovery import Recovery
 from logq.broker.redrive import Redrives
@@ -52,9 +48,8 @@ from logq.broker.replay import Replays
 from logq.broker.scrubber import Scrubber
 from logq.broker.settlement import Settlement
 from logq.broker.state_commit import StateCommit
-from logq.broker.topic import Partition, Topic
+from logq.broker.topic import Partition
 from logq.broker.tracing import Tracer
-from logq.broker.views import ArchiveStatusView, GroupView, MemberView, StatsView, TopicView
 from logq.errors import LogqError
 from logq.log import DirectoryLock, FsyncPolicy, PartitionLog, RetentionResult
 from logq.state.trace import TraceLog
@@ -134,6 +129,7 @@ class Broker:
             else None
         )
         core.archive = self.archive
+        self._bind_api()
         self._disk_checked_ms = clock.now_ms()
         self._retention_checked_ms = clock.now_ms()
         self._ticker: asyncio.Task[None] | None = None
@@ -161,6 +157,57 @@ class Broker:
                 lock.release()
             raise
         return broker
+
+    def _bind_api(self) -> None:
+        """The facade's calls, each the method of the component whose job it
+        is (bound, so a request costs no extra hop; their docs are there)."""
+        core, catalog, describer = self._core, self._catalog, self._describer
+        # topics
+        self.topic = core.topic
+        self.dlq_name = core.dlq_name
+        self.create_topic = catalog.create_topic
+        self.update_topic = catalog.update_topic
+        self.delete_topic = catalog.delete_topic
+        self.describe_topic = describer.describe_topic
+        self.list_topics = describer.list_topics
+        self.topic_counts = describer.topic_counts
+        self.group_counts = describer.group_counts
+        self.stats = describer.stats
+        self.archive_status = describer.archive_status
+        self.dlq_size = describer.dlq_size
+        # publishing and reading
+        self.publish = self._publisher.publish
+        self.publish_batch = self._publisher.publish_batch
+        self.read_raw = self._reader.read_raw
+        self.read_messages = self._reader.read_messages
+        self.get_message = self._reader.get_message
+        self.trace = self._tracer.trace
+        # groups
+        self.group = core.group
+        self.put_group = self._groups.put_group
+        self.describe_group = self._groups.describe_group
+        self.list_groups = self._groups.list_groups
+        self.join = self._coordinator.join
+        self.heartbeat = self._coordinator.heartbeat
+        self.leave = self._coordinator.leave
+        self.replay = self._replays.replay
+        # delivery
+        self.receive_raw = self._receiving.receive_raw
+        self.receive = self._receiving.receive
+        self.ack = self._settlement.ack
+        self.ack_ranges = self._settlement.ack_ranges
+        self.nack = self._settlement.nack
+        self.reject = self._settlement.reject
+        self.extend = self._settlement.extend
+        self.seek = self._settlement.seek
+        self.release_expired = self._expired.release_expired
+        self.release_expired_ranges = self._expired.release_expired_ranges
+        self.expire_leases = self._leases.expire_leases
+        # dead letters
+        self.dlq_messages = self._dead_letters.dlq_messages
+        self.redrive = self._dead_letters.redrive
+        self.purge_dlq = self._dead_letters.purge_dlq
+        self.requeue_dlq = self._dead_letters.requeue_dlq
 
     @property
     def partitions_held(self) -> int:
@@ -339,259 +386,6 @@ class Broker:
                 for partition in topic.partitions
             )
         )
-
-    # -- topics -----------------------------------------------------------------------
-
-    def topic(self, name: str) -> Topic:
-        return self._core.topic(name)
-
-    async def create_topic(
-        self,
-        name: str,
-        settings: dict[str, Any] | None = None,
-        *,
-        exist_ok: bool = False,
-        internal: bool = False,
-    ) -> Topic:
-        """Create a topic; `internal` (a DLQ) skips the configured name limit."""
-        return await self._catalog.create_topic(
-            name, settings, exist_ok=exist_ok, internal=internal
-        )
-
-    async def update_topic(self, name: str, changes: dict[str, Any]) -> Topic:
-        return await self._catalog.update_topic(name, changes)
-
-    async def delete_topic(self, name: str) -> None:
-        await self._catalog.delete_topic(name)
-
-    def describe_topic(self, name: str) -> TopicView:
-        return self._describer.describe_topic(name)
-
-    def list_topics(self) -> list[TopicView]:
-        return self._describer.list_topics()
-
-    def topic_counts(self) -> list[dict[str, Any]]:
-        """Each topic's totals as `describe_topic` has them, cheaply, by name."""
-        return self._describer.topic_counts()
-
-    def group_counts(self) -> list[dict[str, Any]]:
-        """Each group's lag and in-flight as `list_groups` has them, cheaply."""
-        return self._describer.group_counts()
-
-    def stats(self, names: Sequence[str] | None = None) -> StatsView:
-        """Pending messages per partition of every topic, or of the topics
-        `names` (a page); the broker's totals."""
-        return self._describer.stats(names)
-
-    def archive_status(self, topic_name: str | None = None) -> ArchiveStatusView:
-        """The archive and, per archived partition: what it holds, what the
-        local disk holds, the upload lag and the last error."""
-        return self._describer.archive_status(topic_name)
-
-    def dlq_name(self, topic_name: str) -> str:
-        return self._core.dlq_name(topic_name)
-
-    def dlq_size(self, topic_name: str) -> int:
-        return self._describer.dlq_size(topic_name)
-
-    # -- publishing and reading ---------------------------------------------------------
-
-    async def publish(
-        self, topic_name: str, messages: Sequence[OutgoingMessage], *, as_broker: bool = False
-    ) -> list[PublishResult]:
-        """Store messages durably (see publishing.py)."""
-        return await self._publisher.publish(topic_name, messages, as_broker=as_broker)
-
-    async def publish_batch(
-        self,
-        topic_name: str,
-        partition: int,
-        batch: bytes,
-        *,
-        as_broker: bool = False,
-        disk_checked: bool = False,
-    ) -> BatchResult:
-        """Store one producer-built batch as it came (the native fast path)."""
-        return await self._publisher.publish_batch(
-            topic_name, partition, batch, as_broker=as_broker, disk_checked=disk_checked
-        )
-
-    async def read_raw(self, topic_name: str, partition: int, offset: int, max_bytes: int) -> bytes:
-        return await self._reader.read_raw(topic_name, partition, offset, max_bytes)
-
-    async def read_messages(
-        self,
-        topic_name: str,
-        partition: int | None = None,
-        *,
-        offset: int | None = None,
-        from_time_ms: int | None = None,
-        to_time_ms: int | None = None,
-        limit: int = 100,
-        include_deleted: bool = False,
-    ) -> list[Message]:
-        """Peek or replay by offset or time window, changing nothing."""
-        return await self._reader.read_messages(
-            topic_name,
-            partition,
-            offset=offset,
-            from_time_ms=from_time_ms,
-            to_time_ms=to_time_ms,
-            limit=limit,
-            include_deleted=include_deleted,
-        )
-
-    async def get_message(self, message_id: str) -> Message:
-        return await self._reader.get_message(message_id)
-
-    async def trace(self, message_id: str) -> dict[str, Any]:
-        """The timeline of one message: published, then what happened to it, per group."""
-        return await self._tracer.trace(message_id)
-
-    # -- groups ---------------------------------------------------------------------------
-
-    def group(self, topic_name: str, name: str) -> Group:
-        return self._core.group(topic_name, name)
-
-    async def put_group(
-        self, topic_name: str, name: str, settings: dict[str, Any] | None = None
-    ) -> Group:
-        """Create a group, or change its settings."""
-        return await self._groups.put_group(topic_name, name, settings)
-
-    def describe_group(self, topic_name: str, name: str) -> GroupView:
-        return self._groups.describe_group(topic_name, name)
-
-    def list_groups(self) -> list[GroupView]:
-        return self._groups.list_groups()
-
-    async def join(
-        self,
-        topic_name: str,
-        group_name: str,
-        consumer: str,
-        *,
-        session_timeout_ms: int | None = None,
-    ) -> MemberView:
-        """Join (or stay in) a group; returns the member's view of the group."""
-        return await self._coordinator.join(
-            topic_name, group_name, consumer, session_timeout_ms=session_timeout_ms
-        )
-
-    def heartbeat(self, topic_name: str, group_name: str, consumer: str) -> MemberView:
-        return self._coordinator.heartbeat(topic_name, group_name, consumer)
-
-    def leave(self, topic_name: str, group_name: str, consumer: str) -> bool:
-        return self._coordinator.leave(topic_name, group_name, consumer)
-
-    async def replay(
-        self,
-        topic_name: str,
-        group_name: str,
-        *,
-        from_time: object = None,
-        to_time: object = None,
-        dlq: bool = False,
-        settings: dict[str, Any] | None = None,
-    ) -> GroupView:
-        """Create `group_name` to replay [from_time, to_time) of the topic (of its DLQ)."""
-        return await self._replays.replay(
-            topic_name, group_name, from_time=from_time, to_time=to_time, dlq=dlq, settings=settings
-        )
-
-    # -- delivery ---------------------------------------------------------------------------
-
-    async def receive_raw(
-        self,
-        topic_name: str,
-        group_name: str,
-        consumer: str,
-        *,
-        max_messages: int = 1,
-        wait_ms: int = 0,
-        visibility_timeout_ms: int | None = None,
-    ) -> list[Delivery]:
-        """Lease up to `max_messages` to `consumer`, waiting up to `wait_ms` for some."""
-        return await self._receiving.receive_raw(
-            topic_name,
-            group_name,
-            consumer,
-            max_messages=max_messages,
-            wait_ms=wait_ms,
-            visibility_timeout_ms=visibility_timeout_ms,
-        )
-
-    async def receive(
-        self,
-        topic_name: str,
-        group_name: str,
-        consumer: str,
-        *,
-        max_messages: int = 1,
-        wait_ms: int = 0,
-        visibility_timeout_ms: int | None = None,
-    ) -> list[Message]:
-        """Like `receive_raw`, decoded into messages (REST, embedded use)."""
-        return await self._receiving.receive(
-            topic_name,
-            group_name,
-            consumer,
-            max_messages=max_messages,
-            wait_ms=wait_ms,
-            visibility_timeout_ms=visibility_timeout_ms,
-        )
-
-    async def ack(self, topic_name: str, group_name: str, ids: Iterable[str]) -> int:
-        return await self._settlement.ack(topic_name, group_name, ids)
-
-    async def ack_ranges(self, topic_name: str, group_name: str, ranges: Named) -> int:
-        return await self._settlement.ack_ranges(topic_name, group_name, ranges)
-
-    async def nack(
-        self, topic_name: str, group_name: str, ids: Iterable[str], delay_ms: int | None = None
-    ) -> int:
-        return await self._settlement.nack(topic_name, group_name, ids, delay_ms)
-
-    async def reject(
-        self, topic_name: str, group_name: str, ids: Iterable[str], reason: str = "rejected"
-    ) -> int:
-        return await self._settlement.reject(topic_name, group_name, ids, reason)
-
-    async def extend(
-        self,
-        topic_name: str,
-        group_name: str,
-        ids: Iterable[str],
-        visibility_timeout_ms: int | None = None,
-    ) -> int:
-        return await self._settlement.extend(topic_name, group_name, ids, visibility_timeout_ms)
-
-    async def seek(self, topic_name: str, group_name: str, target: object) -> dict[int, int]:
-        return await self._settlement.seek(topic_name, group_name, target)
-
-    async def release_expired(self, topic_name: str, group_name: str, ids: Iterable[str]) -> int:
-        return await self._expired.release_expired(topic_name, group_name, ids)
-
-    async def release_expired_ranges(self, topic_name: str, group_name: str, ranges: Named) -> int:
-        return await self._expired.release_expired_ranges(topic_name, group_name, ranges)
-
-    async def expire_leases(self) -> int:
-        """Leases past their deadline: back to pending, or to the DLQ."""
-        return await self._leases.expire_leases()
-
-    # -- dead letters -----------------------------------------------------------------------
-
-    async def dlq_messages(self, topic_name: str, limit: int = 100) -> list[Message]:
-        return await self._dead_letters.dlq_messages(topic_name, limit)
-
-    async def redrive(self, topic_name: str, ids: list[str] | None = None) -> int:
-        return await self._dead_letters.redrive(topic_name, ids)
-
-    async def purge_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
-        return await self._dead_letters.purge_dlq(topic_name, ids)
-
-    async def requeue_dlq(self, topic_name: str, ids: list[str] | None = None) -> int:
-        return await self._dead_letters.requeue_dlq(topic_name, ids)
 
 
 def _apply_retention(

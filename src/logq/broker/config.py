@@ -31,6 +31,8 @@ class BrokerConfig:
     # the journal's older files removed (log/writer.py): bounds the replay
     # at a start.
     commit_flush_bytes: int = 16 * 1024 * 1024
+    # ... or after this long since the last flush, whichever comes first.
+    commit_flush_interval_ms: int = 2000
     # Journal bytes after which delivery state is snapshotted.
     snapshot_bytes: int = 64 * 1024 * 1024
     # Dedup ids stored in a partition after which its state is snapshotted

@@ -66,6 +66,7 @@ class Core:
                 self.backend.open_commit_journal(),
                 inline=not self.backend.calls_block,
                 flush_bytes=config.commit_flush_bytes,
+                flush_interval_s=config.commit_flush_interval_ms / 1000,
             )
         )
         # a state log beside each partition: kept short by snapshots, not by time

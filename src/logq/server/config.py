@@ -447,6 +447,7 @@ STORAGE_KEYS: dict[str, tuple[str, str, int, int]] = {
     "checkpointIntervalBytes": ("log", "checkpoint_interval_bytes", 1, 1 << 40),
     "snapshotBytes": ("broker", "snapshot_bytes", 1, 1 << 40),
     "commitFlushBytes": ("broker", "commit_flush_bytes", 1, 1 << 40),
+    "commitFlushIntervalMs": ("broker", "commit_flush_interval_ms", 10, 3_600_000),
 }
 
 
