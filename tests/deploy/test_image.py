@@ -20,6 +20,7 @@ import trustme
 from logq.client import Client
 from logq.errors import AuthRequiredError
 from logq.server.auth import new_token
+from tests.deploy import tools
 from tests.deploy.containers import Container, broker_container
 
 LOGQ = str(Path(sys.executable).parent / "logq")
@@ -59,6 +60,30 @@ def test_the_image_is_configured_as_documented(image: str, podman: dict[str, str
     environment = dict(item.split("=", 1) for item in config["Env"])
     assert environment["LOGQ_HOST"] == "0.0.0.0"
     assert environment["LOGQ_DATA_DIR"] == "/var/lib/logq"
+
+
+def test_the_image_and_the_layers_logq_adds_stay_within_their_sizes(
+    image: str, podman: dict[str, str]
+) -> None:
+    """At most 250 MB uncompressed on a slim Python base, of which logq's
+    layers (the venv and what the stages add) at most 120 MB."""
+
+    def size(name: str) -> int:
+        done = subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{.Size}}", name],
+            env=podman,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(done.stdout.strip())
+
+    whole, base = size(image), size(tools.BASE_IMAGE)
+    print(
+        f"\nimage {whole / 1e6:.1f} MB, base {base / 1e6:.1f} MB, logq {(whole - base) / 1e6:.1f} MB"
+    )
+    assert whole <= 250_000_000, whole
+    assert whole - base <= 120_000_000, whole - base
 
 
 def test_publish_consume_and_metrics_through_the_published_ports(

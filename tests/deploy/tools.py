@@ -27,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LOGQ_TEST_CACHE", "/var/cache/logq-test"))
-BASE_IMAGE = "localhost/logq-test-base:bookworm"
+BASE_IMAGE = "localhost/logq-test-base:bookworm-slim"
 IMAGE = "localhost/logq:test"
 BUILD_STAGE_IMAGE = "localhost/logq-build:test"
 # Debian packages: podman with runc (crun refuses these hosts' hybrid
@@ -106,16 +106,34 @@ def podman_environment() -> dict[str, str]:
     return environ
 
 
+# what a slim image leaves out (as Debian's -slim images do)
+SLIM_PATHS = (
+    "exclude=/usr/share/doc/*",
+    "include=/usr/share/doc/*/copyright",
+    "exclude=/usr/share/man/*",
+    "exclude=/usr/share/info/*",
+    "exclude=/usr/share/locale/*",
+    "include=/usr/share/locale/locale.alias",
+)
+
+
 def base_image(environ: dict[str, str]) -> str:
-    """A Debian bookworm image with python3 and its venv module (the
-    official python:*-slim images cannot be pulled here)."""
+    """A Debian bookworm image with python3 and its venv module, made as
+    the official python:*-slim images are (which cannot be pulled here):
+    docs, manuals and translations left out, no package lists, /usr merged
+    by the bootstrap rather than by the usrmerge package (which would bring
+    all of perl)."""
     if run(["podman", "image", "exists", BASE_IMAGE], env=environ, check=False).returncode == 0:
         return BASE_IMAGE
-    rootfs = CACHE / "bookworm-rootfs.tar"
+    rootfs = CACHE / "bookworm-slim-rootfs.tar"
     if not rootfs.exists():
         partial = rootfs.with_suffix(".partial")
         command = [
-            "mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+            "mmdebstrap", "--variant=minbase", "--format=tar",  # whatever the name says
+            "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+            "--include=python3,python3-venv,ca-certificates",
+            *(f"--dpkgopt=path-{rule}" for rule in SLIM_PATHS),
+            "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*",
             "bookworm", str(partial),
         ]  # fmt: skip
         run(command)
