@@ -25,6 +25,9 @@ from logq.log import FsyncPolicy, LogConfig
 from logq.server.app import BoundAddresses, serve
 from logq.server.config import ServerConfig
 
+# a bound, not a speed: a start takes about a second, but a machine running
+# the suite beside other work has been seen to need tens of seconds
+START_TIMEOUT_S = 90
 READY = re.compile(rb"native (\S+):(\d+) http (https?)://(\S+):(\d+)")
 
 
@@ -118,7 +121,7 @@ def start_process(
     )
     assert process.stdout is not None
     output: list[bytes] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         readable, _, _ = select.select([process.stdout], [], [], 0.5)
         if not readable:
@@ -140,7 +143,7 @@ def start_process(
             )
     code = process.poll()
     process.kill()
-    how = "timed out after 30 s" if code is None else f"exited with {code}"
+    how = f"timed out after {START_TIMEOUT_S} s" if code is None else f"exited with {code}"
     raise RuntimeError(
         f"logq serve did not start ({how}):\n" + b"".join(output).decode(errors="replace")
     )

@@ -360,8 +360,10 @@ def test_delayed_messages_arrive_at_their_time_through_every_interface(
         f"{server.http}/v1/topics/{name}/messages", json={"value": "rest", "deliver_at": at}
     )
     assert http.status_code == 200, http.text
-    assert client.receive(name, "g", max=10) == []  # none is due yet
-    got: list[bytes] = []
+    early = client.receive(name, "g", max=10)
+    if time.time() < started + 0.3:  # answered before any was due: none may come
+        assert early == []
+    got: list[bytes] = [m.value or b"" for m in early]
     while len(got) < 3:
         batch = client.receive(name, "g", max=10, wait="5s")
         assert batch, "the delayed messages did not come"

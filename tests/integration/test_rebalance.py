@@ -24,8 +24,11 @@ def test_cooperative_rebalance_under_load() -> None:
     assert result.processed_twice_concurrently == 0
     assert result.moved_partitions == 6  # 3 to the newcomer, then the killed one's 3
     assert [r["reason"] for r in result.rebalances] == ["consumer-3 joined", "consumer-0 left"]
-    # the consumers whose partitions stayed never stopped; moved ones resumed quickly
-    assert result.unmoved_gap_ms_max < 100, result
+    # the consumers whose partitions stayed never stopped (no longer gap than
+    # 100 ms, or than thrice what the machine gives with no rebalance when it
+    # is loaded: a stop-the-world rebalance would be a whole lease, 1 s);
+    # moved ones resumed quickly
+    assert result.unmoved_gap_ms_max < max(100, 3 * result.baseline_gap_ms_max), result
     assert result.moved_resume_ms_max < 1_000, result
 
 
