@@ -211,10 +211,10 @@ class LineSearches(bytearray):
     """A parser's buffer that counts the searches for a line's end: one per
     value parsed (its type and length line), so the parser's work."""
 
-    count = 0
+    made = 0
 
     def find(self, *args: Any) -> int:
-        self.count += 1
+        self.made += 1
         return super().find(*args)
 
 
@@ -233,7 +233,7 @@ def test_a_command_arriving_in_many_pieces_is_parsed_once() -> None:
             commands.append(command)
     assert commands == [[b"PUBBATCH", *args]]
     pieces = len(frame) // 100 + 1
-    assert searches.count <= len(args) + 2 + 2 * pieces  # each item once, a retry or two a piece
+    assert searches.made <= len(args) + 2 + 2 * pieces  # each item once, a retry or two a piece
 
 
 def test_a_reply_arriving_in_many_pieces_is_parsed_once() -> None:
@@ -249,4 +249,4 @@ def test_a_reply_arriving_in_many_pieces_is_parsed_once() -> None:
     parser._buffer = searches = LineSearches()
     pieces = [data[at : at + 4096] for at in range(0, len(data), 4096)]
     assert parse_all(data, 4096, parser) == [reply, "OK"]
-    assert searches.count <= values_in_reply + 1 + 2 * len(pieces)  # once, a retry or two a piece
+    assert searches.made <= values_in_reply + 1 + 2 * len(pieces)  # once, a retry or two a piece
