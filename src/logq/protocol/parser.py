@@ -141,7 +141,7 @@ class Parser:
             # when whole and well formed; everything else by _item
             value: object = _OPENED
             kind = buffer[position] if position < len(buffer) else 0
-            if kind == 0x24 or kind == 0x3A:  # '$' bulk string, ':' integer
+            if kind in (0x24, 0x3A):  # '$' bulk string, ':' integer
                 end = buffer.find(_CRLF, position + 1)
                 if 1 < end - position <= 41:  # a line of 1..40 bytes
                     try:
