@@ -150,6 +150,7 @@ def test_archived_reads_answer_unavailable_while_the_store_is_away(
             status, body = _rest_error(rest + str(bases[2]))
             assert (status, body["code"]) == (503, "UNAVAILABLE"), body
             link.restore()
+            assert client.archive_status("orders")["unavailable_reads"] >= 4
             found = client.peek("orders", partition=0, offset=bases[1], limit=10)
             assert [m.value for m in found] == _values(bases[1], 10)
 

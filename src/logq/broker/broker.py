@@ -1527,6 +1527,7 @@ class Broker(ExpiredSettlementMixin, DeadLetterMixin, ReplayMixin):
             "cache_hits": self.archive.archiver.reader.stats.hits,
             "cache_misses": self.archive.archiver.reader.stats.misses,
             "damaged_reads": self.archive.archiver.damaged_reads,
+            "unavailable_reads": self.archive.archiver.unavailable_reads,
         }
 
     def dlq_name(self, topic_name: str) -> str:
