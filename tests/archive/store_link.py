@@ -36,6 +36,8 @@ class StoreLink:
             self._state = "cut"
             listener, self._listener = self._listener, None
         if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept() blocked on it
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         self._drop_all()
 
@@ -80,6 +82,9 @@ class StoreLink:
                 state = self._state
             if state == "up":
                 threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+            elif state == "cut":
+                self._drop(client)
+                return
             # hung: held open, never read, until the state changes
 
     def _relay(self, client: socket.socket) -> None:
