@@ -145,6 +145,18 @@ class StorageError(LogqError):
     retriable = True
 
 
+class UnavailableError(LogqError):
+    """Something the request needs is out of reach for now: the archive's
+    object store is down, refused or did not answer in time, so a read of
+    archived offsets could not be served. Nothing changed; the same request
+    may succeed once it is back (reads of the broker's own disk go on). The
+    Python client tries such a call again, with backoff, within its timeout."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+    retriable = True
+
+
 class AuthRequiredError(LogqError):
     """No valid credentials: authenticate first (AUTH, or an HTTP Authorization header)."""
 
@@ -253,6 +265,7 @@ _ALL: list[type[LogqError]] = [
     LimitError,
     CapacityError,
     StorageError,
+    UnavailableError,
     AuthRequiredError,
     ForbiddenError,
     ThrottledError,

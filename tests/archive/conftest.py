@@ -26,12 +26,20 @@ def s3_endpoint() -> Iterator[str]:
 _buckets = iter(range(1_000_000))
 
 
-def s3_store(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ArchiveStore:
-    """A fresh bucket on the moto server, opened as logq opens one."""
-    bucket = f"logq-test-{next(_buckets)}"
-    request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+def s3_store(
+    endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    bucket: str | None = None,
+    prefix: str = "archive",
+) -> ArchiveStore:
+    """A fresh bucket on the moto server (or `bucket`, made already), opened
+    as logq opens one."""
+    if bucket is None:
+        bucket = f"logq-test-{next(_buckets)}"
+        request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
     for name, value in {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
@@ -39,7 +47,7 @@ def s3_store(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ArchiveStore:
     }.items():
         monkeypatch.setenv(name, os.environ.get(name, value))
     return open_store(
-        ArchiveLocation(f"s3://{bucket}/archive", endpoint=endpoint, region="us-east-1")
+        ArchiveLocation(f"s3://{bucket}/{prefix}", endpoint=endpoint, region="us-east-1")
     )
 
 

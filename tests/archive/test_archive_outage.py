@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from logq.client import Client
-from logq.errors import LogqError
+from logq.errors import UnavailableError
 from tests.archive.served import (
     LOCAL_BYTES,
     publish,
@@ -61,8 +61,11 @@ def test_an_unreachable_store_holds_up_nothing_and_loses_nothing(tmp_path: Path)
             assert part["last_error"], part
             # nothing un-archived left the disk: it still starts where the archive ends
             assert part["local_from"] <= part["archived_to"] + 1, part
-            with pytest.raises(LogqError):  # archived data: an error, never other bytes
-                client.peek("orders", partition=0, offset=0, limit=10)
+            with (  # archived data: an error that says try again, never other bytes
+                Client(running.native, request_timeout_s=2) as impatient,
+                pytest.raises(UnavailableError),
+            ):
+                impatient.peek("orders", partition=0, offset=0, limit=10)
             store.unlink()
             away.rename(store)
             after = wait_archived(client, "orders", timeout_s=90)

@@ -26,7 +26,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logq.archive.errors import ArchiveDamagedError, ArchiveError, ObjectExistsError
+from logq.archive.errors import (
+    ArchiveDamagedError,
+    ArchivedObjectMissingError,
+    ArchiveError,
+    ArchiveUnavailableError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+)
 from logq.archive.manifest import (
     ArchivedSegment,
     Copied,
@@ -47,7 +54,7 @@ from logq.archive.reconcile import ReconcileReport, reconcile
 from logq.archive.retention import Horizons, plan
 from logq.archive.store import ArchiveStore
 from logq.archive.uploader import Uploader, UploadStatus
-from logq.log import LogError, PartitionLog, read_header
+from logq.log import LogError, OffsetOutOfRangeError, PartitionLog, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ class ArchiverSettings:
     upload_concurrency: int = 4
     upload_bytes_per_s: int = 0  # 0: no bound
     remote_reads_max: int = 8
+    remote_read_timeout_ms: int = 10_000  # a store request's answer, or UNAVAILABLE
     purge_grace_ms: int = 5 * 60_000
     orphan_age_ms: int = 60 * 60_000
     # the active segment of a quiet partition is sealed (and so archived)
@@ -111,7 +119,10 @@ class ArchivedPartition:
         )
         if offset is None or segment is None:
             return offset
-        footer = await self.archiver.reader.footer(segment)
+        try:
+            footer = await self.archiver.reader.footer(segment)
+        except ObjectNotFoundError:
+            raise self.archiver.missing(self, segment, offset, include_deleted) from None
         narrowed = footer.offset_for_time(timestamp_ms)
         return max(offset, narrowed) if narrowed is not None else offset
 
@@ -161,10 +172,12 @@ class Archiver:
             ChunkCache(cache_directory, settings.cache_bytes),
             chunk_bytes=settings.chunk_bytes,
             requests_max=settings.remote_reads_max,
+            request_timeout_s=settings.remote_read_timeout_ms / 1000,
         )
         self.partitions: dict[tuple[str, int], ArchivedPartition] = {}
         self.errors = 0
-        self.damaged_reads = 0  # reads refused because an object failed its checks
+        self.damaged_reads = 0  # reads refused because an object failed its checks or is gone
+        self.unavailable_reads = 0  # reads refused because the store was out of reach
         self.orphans_removed = 0
 
     # -- partitions -----------------------------------------------------------------------
@@ -354,6 +367,8 @@ class Archiver:
             return None
         try:
             return await self.reader.read(segment, offset, max_bytes)
+        except ObjectNotFoundError:
+            raise self.missing(partition, segment, offset, include_deleted) from None
         except ArchiveDamagedError as error:
             # the reader answers CORRUPT; the operator learns of it here
             self.damaged_reads += 1
@@ -361,6 +376,32 @@ class Archiver:
                 "archive: %s:%d offset %d: a damaged object: %s", topic, index, offset, error
             )
             raise
+        except ArchiveUnavailableError as error:  # the reader answers UNAVAILABLE
+            self.unavailable_reads += 1
+            logger.warning("archive: %s:%d offset %d: %s", topic, index, offset, error)
+            raise
+
+    def missing(
+        self,
+        partition: ArchivedPartition,
+        segment: ArchivedSegment,
+        offset: int,
+        include_deleted: bool,
+    ) -> LogError:
+        """What a read answers when the store has no object of `segment`:
+        out of range if retention retired it meanwhile (its objects go after
+        the grace), else the offsets are lost until it is put back (CORRUPT)."""
+        if partition.manifest.segment_for(offset, include_deleted=include_deleted) != segment:
+            return OffsetOutOfRangeError(f"offset {offset} left the archive during the read")
+        self.damaged_reads += 1
+        error = ArchivedObjectMissingError(
+            f"offsets {segment.base_offset}..{segment.next_offset - 1} are lost: the archived"
+            f" object {segment.key} the manifest names is missing from {self.store.description}"
+        )
+        logger.error(
+            "archive: %s:%d offset %d: %s", partition.topic_name, partition.index, offset, error
+        )
+        return error
 
     # -- topics ----------------------------------------------------------------------------
 

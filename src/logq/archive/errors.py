@@ -18,10 +18,20 @@ class ObjectNotFoundError(ArchiveError):
 
 
 class ArchiveUnavailableError(ArchiveError):
-    """The store could not be reached or refused for now: try again later."""
+    """The store could not be reached, refused for now or did not answer in
+    time: try again later (code UNAVAILABLE, retriable)."""
+
+    code = "UNAVAILABLE"
+    retriable = True
 
 
 class ArchiveDamagedError(ArchiveError):
     """An archived object failed its checks: nothing of it is handed on."""
 
     code = "CORRUPT"
+
+
+class ArchivedObjectMissingError(ArchiveDamagedError):
+    """An object the manifest still names is not in the store (deleted behind
+    the broker's back, a lifecycle rule): its offsets are lost until it is
+    put back, as a damaged one's are (CORRUPT, not retriable)."""

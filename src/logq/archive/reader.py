@@ -15,6 +15,10 @@ chunks go first), so a second pass over the same range costs no request.
 - Requests to the store run under their own bound (`requests_max`), so
   remote reads never take every thread or connection from local work; the
   cache's disk work runs in threads, off the event loop.
+- A request not answered within `request_timeout_s` (its wait for a slot
+  included) fails with ArchiveUnavailableError, as a store that refuses
+  does: the reader's client hears UNAVAILABLE and may try again, and a
+  hung store never holds a read, nor a storage thread, for longer.
 - Every batch handed on has passed its CRC (segment_object.whole_batches):
   a damaged object or chunk raises ArchiveDamagedError and is dropped from
   the cache, never served.
@@ -30,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from logq.archive.errors import ArchiveDamagedError
+from logq.archive.errors import ArchiveDamagedError, ArchiveUnavailableError
 from logq.archive.manifest import ArchivedSegment
 from logq.archive.segment_object import (
     TAIL_READ_BYTES,
@@ -44,6 +48,7 @@ from logq.archive.store import ArchiveStore
 CHUNK_BYTES = 4 << 20
 CACHE_BYTES = 1 << 30
 REQUESTS_MAX = 8
+REQUEST_TIMEOUT_S = 10.0  # a 4 MiB chunk at 400 KiB/s; a reader's client waits 30 s
 FOOTERS_KEPT = 1024
 
 
@@ -127,10 +132,12 @@ class ArchiveReader:
         *,
         chunk_bytes: int = CHUNK_BYTES,
         requests_max: int = REQUESTS_MAX,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.cache = cache
         self.chunk_bytes = chunk_bytes
+        self.request_timeout_s = request_timeout_s
         self.stats = ReaderStats()
         self._requests = asyncio.Semaphore(requests_max)
         self._footers: OrderedDict[str, Footer] = OrderedDict()
@@ -251,8 +258,13 @@ class ArchiveReader:
         task.add_done_callback(self._ahead.discard)
 
     async def _request(self, key: str, start: int, end: int) -> bytes:
-        async with self._requests:
-            data = await self.store.get_range(key, start, end)
+        try:
+            async with asyncio.timeout(self.request_timeout_s), self._requests:
+                data = await self.store.get_range(key, start, end)
+        except TimeoutError:
+            raise ArchiveUnavailableError(
+                f"{self.store.description}: {key}: no answer within {self.request_timeout_s:g} s"
+            ) from None
         self.stats.requests += 1
         self.stats.bytes_read += len(data)
         return data

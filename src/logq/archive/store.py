@@ -11,7 +11,12 @@ never branches on where its objects are:
 
 Errors are the storage engine's: `ObjectExistsError`, `ObjectNotFoundError`,
 and `ArchiveUnavailableError` for everything that may pass by itself (the
-store down, a timeout, throttling), which callers retry with backoff.
+store down, a timeout, throttling), which callers retry with backoff. An S3
+request is tried again by obstore a few times within a few seconds only
+(`STORE_RETRIES_MAX`, `STORE_RETRY_TIMEOUT_S`; its defaults are ten tries
+within three minutes): uploads back off by themselves, and a read that
+meets a store refusing connections answers UNAVAILABLE in about a second,
+for its client to try again, instead of holding the request for a minute.
 
 URLs (`logq serve --archive URL`): `s3://bucket/prefix` (credentials from the
 usual AWS sources: environment, profile; `endpoint` for S3-compatible
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +43,9 @@ from logq.archive.errors import (
 )
 
 LIST_CHUNK = 1000
+STORE_RETRIES_MAX = 3  # obstore's own tries of a failed S3 request (connection, 5xx)
+STORE_RETRY_TIMEOUT_S = 5.0  # and no new try this long after the first
+STORE_CONNECT_TIMEOUT_S = 5.0  # a store that drops connections fails as fast
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +158,20 @@ def open_store(location: ArchiveLocation) -> ArchiveStore:
             options["endpoint"] = location.endpoint
         if location.region:
             options["region"] = location.region
-        client_options = (
-            {"allow_http": True} if (location.endpoint or "").startswith("http:") else {}
-        )
+        client_options: dict[str, object] = {
+            "connect_timeout": timedelta(seconds=STORE_CONNECT_TIMEOUT_S)
+        }
+        if (location.endpoint or "").startswith("http:"):
+            client_options["allow_http"] = True
         store: ObjectStore = S3Store(
             parts.netloc,
             prefix=prefix or None,
             config=options,  # type: ignore[arg-type]
             client_options=client_options,  # type: ignore[arg-type]
+            retry_config={
+                "max_retries": STORE_RETRIES_MAX,
+                "retry_timeout": timedelta(seconds=STORE_RETRY_TIMEOUT_S),
+            },
         )
         return ArchiveStore(store, f"s3://{parts.netloc}/{prefix}")
     if parts.scheme == "file":

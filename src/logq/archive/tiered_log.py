@@ -12,7 +12,10 @@ knowing it is there.
 Reads of a log are blocking calls made on the broker's storage threads; an
 archive read is asynchronous, so it is handed to the event loop and waited
 for there (`RemoteReads`). It must never be made on the loop's own thread,
-which would wait for itself: that raises instead.
+which would wait for itself: that raises instead. The archive bounds each
+of its store requests; a read that still takes longer than
+REMOTE_READ_TIMEOUT_S is abandoned as the store being out of reach
+(ArchiveUnavailableError, UNAVAILABLE), so no storage thread waits longer.
 
 Retention of an archived partition is the archiver's (three horizons, see
 retention.py): `apply_retention` here deletes nothing.
@@ -21,9 +24,11 @@ retention.py): `apply_retention` here deletes nothing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
+from logq.archive.errors import ArchiveUnavailableError
 from logq.log import (
     AppendResult,
     DamagedRange,
@@ -68,7 +73,14 @@ class TieredLog:
             running = None
         if running is self._loop:
             raise LogError("an archive read was made on the event loop's thread")
-        return asyncio.run_coroutine_threadsafe(make(), self._loop).result(REMOTE_READ_TIMEOUT_S)
+        future = asyncio.run_coroutine_threadsafe(make(), self._loop)
+        try:
+            return future.result(REMOTE_READ_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ArchiveUnavailableError(
+                f"the archive did not answer within {REMOTE_READ_TIMEOUT_S:g} s"
+            ) from None
 
     # -- what differs: the start, reads and time lookups below the local disk -------------
 

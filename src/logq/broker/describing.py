@@ -150,6 +150,7 @@ class Describer:
             cache_hits=reads.hits,
             cache_misses=reads.misses,
             damaged_reads=archive.archiver.damaged_reads,
+            unavailable_reads=archive.archiver.unavailable_reads,
         )
 
     def dlq_size(self, topic_name: str) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from logq import errors
-from logq.archive.errors import ArchiveDamagedError
+from logq.archive.errors import ArchiveDamagedError, ArchiveUnavailableError
 from logq.log import errors as log_errors
 
 _FROM_LOG: dict[type[log_errors.LogError], type[errors.LogqError]] = {
-    ArchiveDamagedError: errors.CorruptError,  # an archived object failed its checks
+    ArchiveDamagedError: errors.CorruptError,  # an archived object failed its checks or is gone
+    ArchiveUnavailableError: errors.UnavailableError,  # the store down or slow: try again
     log_errors.BatchTooLargeError: errors.TooBigError,
     log_errors.CorruptBatchError: errors.BadBatchError,  # a batch offered for append
     log_errors.DamagedDataError: errors.CorruptError,  # stored data failed its checks

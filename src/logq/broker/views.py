@@ -108,3 +108,4 @@ class ArchiveStatusView(TypedDict, total=False):
     cache_hits: int
     cache_misses: int
     damaged_reads: int
+    unavailable_reads: int

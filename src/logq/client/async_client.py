@@ -28,7 +28,11 @@ Every call is bounded in time: `request_timeout_s` (or a call's own
 `timeout_s`) covers reconnecting, the handshake and the wait for the
 reply. A broker that does not answer in time yields `logq.errors.TimeoutError`
 (and the connection is dropped, as its pipeline is stuck); one that cannot
-be reached, `ConnectionLostError`. Both are retriable `LogqError`s.
+be reached, `ConnectionLostError`. Both are retriable `LogqError`s. A
+call the broker answers with `UNAVAILABLE` (it could not reach its
+archive's store, and changed nothing) is sent again, with the same
+backoff, until it succeeds or its timeout has passed: then that
+`UnavailableError` is raised.
 Publishes have their own, longer bound, the delivery timeout (see
 producer.py), within which they are retried idempotently.
 """
@@ -63,7 +67,12 @@ from logq.client.records import (
 )
 from logq.client.settle import Settler, settled_count, unconfirmed_error
 from logq.durations import parse_duration_ms
-from logq.errors import BadArgumentError, ConnectionLostError, UnconfirmedError
+from logq.errors import (
+    BadArgumentError,
+    ConnectionLostError,
+    UnavailableError,
+    UnconfirmedError,
+)
 from logq.errors import TimeoutError as CallTimeoutError
 from logq.lanes import DEFAULT_LANES, Lanes
 from logq.partitioning import partition_for_key
@@ -216,7 +225,8 @@ class AsyncClient:
         """Send one command and return its reply. A lost connection is made
         again and the command sent again, with backoff, until `timeout_s`
         (default `request_timeout_s`) has passed since the call began: then
-        ConnectionLostError (no connection) or TimeoutError (no reply)."""
+        ConnectionLostError (no connection) or TimeoutError (no reply). An
+        UNAVAILABLE reply is tried again the same way (then UnavailableError)."""
         budget_s = self.request_timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
@@ -242,7 +252,7 @@ class AsyncClient:
                 raise CallTimeoutError(
                     f"no answer from {self.host}:{self.port} to {_name(args)} within {budget_s} s"
                 ) from None
-            except (ConnectionLostError, OSError) as error:
+            except (ConnectionLostError, OSError, UnavailableError) as error:
                 attempt += 1
                 await self._pause(attempt, deadline, budget_s, error)
 
@@ -252,6 +262,8 @@ class AsyncClient:
         """Back off before the next try, or raise if it would come after the deadline."""
         pause_s = self.backoff_s(attempt)
         if asyncio.get_running_loop().time() + pause_s >= deadline:
+            if isinstance(error, UnavailableError):  # the broker's own answer says it best
+                raise error
             kind = CallTimeoutError if isinstance(error, TimeoutError) else ConnectionLostError
             raise kind(
                 f"no connection to {self.host}:{self.port} within {budget_s} s "

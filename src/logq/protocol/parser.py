@@ -4,7 +4,10 @@ Feed it what the socket gave; take complete values out. Every length is
 checked against `Limits` before anything is buffered for it, so a peer can
 make the parser hold at most one frame of `max_bulk_bytes` plus small change.
 A value that is not complete yet costs nothing to retry: the parser
-remembers how many bytes it needs before trying again.
+remembers how many bytes it needs before trying again, and keeps the
+containers (arrays, maps...) it has opened with the items parsed so far, so
+each byte is parsed once however many reads a large reply or command takes
+(re-parsing from the start on every read costs the square of its size).
 
 The server side also accepts inline commands (a line of words, as typed
 into telnet), split like the Redis server does.
@@ -38,6 +41,21 @@ class _IncompleteError(Exception):
 NEED_MORE: Final = object()
 _CRLF = b"\r\n"
 _TYPES = frozenset(b"+-:$*_#,(!=%~|>")
+_OPENED: Final = object()  # _item's answer when it opened a container
+_ANNOTATES: Final = object()  # a closed attribute: it annotates the value that follows
+# the kinds of container
+_ARRAY, _MAP, _PUSH, _ATTRIBUTE, _ANNOTATED = range(5)
+
+
+class _Open:
+    """A container whose items are still arriving."""
+
+    __slots__ = ("items", "kind", "wanted")
+
+    def __init__(self, kind: int, wanted: int) -> None:
+        self.kind = kind
+        self.wanted = wanted  # items still to come (a map's keys and values both count)
+        self.items: list[object] = []
 
 
 class Parser:
@@ -49,10 +67,12 @@ class Parser:
         self._buffer = bytearray()
         self._start = 0
         self._need = 0  # buffer length (from _start) below which parsing cannot succeed
-        # a command array that is still arriving: its items so far, where the
-        # next one starts, how many it has; so each byte is parsed once, however
-        # many pieces the array comes in
-        self._partial: tuple[list[object], int, int] | None = None
+        # a value that is still arriving: its containers still open, outermost
+        # first, with the items they have so far, and where the next item
+        # starts; so each byte is parsed once, however many pieces a large
+        # reply or command comes in
+        self._open: list[_Open] = []
+        self._resume = 0
 
     @property
     def buffered(self) -> int:
@@ -70,7 +90,7 @@ class Parser:
         if self.buffered == 0 or self.buffered < self._need:
             return NEED_MORE
         try:
-            value, end = self._value(self._start, 0)
+            value, end = self._parse()
         except _IncompleteError as incomplete:
             self._need = incomplete.need - self._start
             return NEED_MORE
@@ -85,7 +105,7 @@ class Parser:
                 return None
             first = self._buffer[self._start]
             if first == 0x2A:  # '*'
-                value = self._next_array()
+                value = self.next_value()
                 if value is NEED_MORE:
                     return None
                 if value is None:
@@ -105,34 +125,140 @@ class Parser:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _next_array(self) -> object:
-        """The array at `_start` (None for a null array), or NEED_MORE; the
-        items parsed so far are kept between calls."""
-        if self._partial is None:
-            try:
-                line, position = self._line(self._start + 1)
-            except _IncompleteError as incomplete:
-                self._need = incomplete.need - self._start
-                return NEED_MORE
+    def _parse(self) -> tuple[object, int]:
+        """The value at `_start` and where it ends, taken up where the last
+        try stopped (the containers still open are on `_open`, the next item
+        starts at `_resume`); raises _IncompleteError for more bytes."""
+        open_ = self._open
+        buffer = self._buffer
+        position = self._resume if open_ else self._start
+        max_depth = self.limits.max_depth
+        max_bulk = self.limits.max_bulk_bytes
+        while True:
+            if len(open_) > max_depth:
+                raise ProtocolError(f"values nested deeper than {max_depth}")
+            # bulk strings and integers, nearly all of a reply, are read here
+            # when whole and well formed; everything else by _item
+            value: object = _OPENED
+            kind = buffer[position] if position < len(buffer) else 0
+            if kind in (0x24, 0x3A):  # '$' bulk string, ':' integer
+                end = buffer.find(_CRLF, position + 1)
+                if 1 < end - position <= 41:  # a line of 1..40 bytes
+                    try:
+                        number = int(buffer[position + 1 : end])
+                    except ValueError:
+                        pass  # not a number: _item says so
+                    else:
+                        if kind == 0x3A:
+                            value, position = number, end + 2
+                        elif 0 <= number <= max_bulk:
+                            stop = end + 2 + number
+                            if buffer[stop : stop + 2] == _CRLF:
+                                value, position = bytes(buffer[end + 2 : stop]), stop + 2
+            if value is _OPENED:
+                try:
+                    value, position = self._item(position)
+                except _IncompleteError:
+                    self._resume = position
+                    raise
+                if value is _OPENED:
+                    if open_[-1].wanted:
+                        continue
+                    value = self._close(open_.pop())
+            # hand the value to the containers it completes, innermost first
+            while open_:
+                if value is _ANNOTATES:  # an attribute: the value it annotates is next,
+                    open_.append(_Open(_ANNOTATED, 1))  # one level deeper (bounded by max_depth)
+                    break
+                container = open_[-1]
+                container.items.append(value)
+                container.wanted -= 1
+                if (
+                    isinstance(value, (list, dict))
+                    and container.kind in (_MAP, _ATTRIBUTE)
+                    and container.wanted % 2
+                ):
+                    raise ProtocolError("a map key must be a plain value")
+                if container.wanted:
+                    break
+                value = self._close(open_.pop())
+            else:
+                if value is _ANNOTATES:
+                    open_.append(_Open(_ANNOTATED, 1))
+                    continue
+                return value, position
+
+    def _close(self, container: _Open) -> object:
+        """The value of a container whose items have all arrived."""
+        kind, items = container.kind, container.items
+        if kind == _ARRAY:
+            return items
+        if kind == _MAP:
+            return dict(zip(items[::2], items[1::2], strict=True))
+        if kind == _PUSH:
+            return Push(items)
+        if kind == _ATTRIBUTE:
+            return _ANNOTATES
+        return items[0]  # _ANNOTATED: the value an attribute annotated
+
+    def _item(self, position: int) -> tuple[object, int]:
+        """One value at `position`: a scalar and where it ends, or _OPENED
+        with a container pushed on `_open` (its items come next)."""
+        if position >= len(self._buffer):
+            raise _IncompleteError(position + 1)
+        kind = self._buffer[position]
+        line, position = self._line(position + 1)
+        if kind == 0x24:  # '$' bulk string
+            return self._blob(position, line)
+        if kind == 0x3A:  # ':' integer
+            return self._integer(line), position
+        if kind == 0x2A:  # '*' array
             count = self._count(line, "array")
             if count == -1:
-                self._consume(position)
-                return None
+                return None, position
             if count < 0:
                 raise ProtocolError(f"bad array length {count}")
-            self._partial = ([], position, count)
-        items, position, count = self._partial
-        while len(items) < count:
+            self._open.append(_Open(_ARRAY, count))
+            return _OPENED, position
+        if kind in (0x25, 0x7C):  # '%' map, '|' attribute
+            count = self._count(line, "map")
+            if count < 0:
+                raise ProtocolError(f"bad map length {count}")
+            self._open.append(_Open(_MAP if kind == 0x25 else _ATTRIBUTE, 2 * count))
+            return _OPENED, position
+        if kind in (0x7E, 0x3E):  # '~' set, '>' push
+            count = self._count(line, "set")
+            if count < 0:
+                raise ProtocolError(f"bad length {count}")
+            self._open.append(_Open(_ARRAY if kind == 0x7E else _PUSH, count))
+            return _OPENED, position
+        if kind == 0x2B:  # '+' simple string
+            return SimpleString(line.decode(errors="replace")), position
+        if kind == 0x2D:  # '-' error
+            return RespError(line.decode(errors="replace")), position
+        if kind == 0x5F:  # '_' null
+            return None, position
+        if kind == 0x23:  # '#' boolean
+            if line not in (b"t", b"f"):
+                raise ProtocolError(f"bad boolean {line[:10]!r}")
+            return line == b"t", position
+        if kind == 0x2C:  # ',' double
             try:
-                item, position = self._value(position, 1)
-            except _IncompleteError as incomplete:
-                self._partial = (items, position, count)
-                self._need = incomplete.need - self._start
-                return NEED_MORE
-            items.append(item)
-        self._partial = None
-        self._consume(position)
-        return items
+                return float(line), position
+            except ValueError:
+                raise ProtocolError(f"bad double {line[:40]!r}") from None
+        if kind == 0x28:  # '(' big number
+            try:
+                return int(line), position
+            except ValueError:
+                raise ProtocolError(f"bad big number {line[:40]!r}") from None
+        if kind in (0x21, 0x3D):  # '!' bulk error, '=' verbatim string
+            blob, position = self._blob(position, line)
+            text = (blob or b"").decode(errors="replace")
+            if kind == 0x21:
+                return RespError(text), position
+            return text[4:] if text[3:4] == ":" else text, position
+        raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
 
     def _consume(self, end: int) -> None:
         self._start = end
@@ -184,80 +310,6 @@ class Parser:
         if self._buffer[end : end + 2] != _CRLF:
             raise ProtocolError("bulk string not followed by CRLF")
         return bytes(self._buffer[position:end]), end + 2
-
-    def _value(self, position: int, depth: int) -> tuple[object, int]:
-        if position >= len(self._buffer):
-            raise _IncompleteError(position + 1)
-        if depth > self.limits.max_depth:
-            raise ProtocolError(f"values nested deeper than {self.limits.max_depth}")
-        kind = self._buffer[position]
-        line, position = self._line(position + 1)
-        if kind == 0x24:  # '$' bulk string
-            return self._blob(position, line)
-        if kind == 0x2A:  # '*' array
-            count = self._count(line, "array")
-            if count == -1:
-                return None, position
-            if count < 0:
-                raise ProtocolError(f"bad array length {count}")
-            items: list[object] = []
-            for _ in range(count):
-                item, position = self._value(position, depth + 1)
-                items.append(item)
-            return items, position
-        if kind == 0x3A:  # ':' integer
-            return self._integer(line), position
-        if kind == 0x2B:  # '+' simple string
-            return SimpleString(line.decode(errors="replace")), position
-        if kind == 0x2D:  # '-' error
-            return RespError(line.decode(errors="replace")), position
-        if kind == 0x5F:  # '_' null
-            return None, position
-        if kind == 0x23:  # '#' boolean
-            if line not in (b"t", b"f"):
-                raise ProtocolError(f"bad boolean {line[:10]!r}")
-            return line == b"t", position
-        if kind == 0x2C:  # ',' double
-            try:
-                return float(line), position
-            except ValueError:
-                raise ProtocolError(f"bad double {line[:40]!r}") from None
-        if kind == 0x28:  # '(' big number
-            try:
-                return int(line), position
-            except ValueError:
-                raise ProtocolError(f"bad big number {line[:40]!r}") from None
-        if kind in (0x21, 0x3D):  # '!' bulk error, '=' verbatim string
-            blob, position = self._blob(position, line)
-            text = (blob or b"").decode(errors="replace")
-            if kind == 0x21:
-                return RespError(text), position
-            return text[4:] if text[3:4] == ":" else text, position
-        if kind in (0x25, 0x7C):  # '%' map, '|' attribute
-            count = self._count(line, "map")
-            if count < 0:
-                raise ProtocolError(f"bad map length {count}")
-            mapping: dict[object, object] = {}
-            for _ in range(count):
-                key, position = self._value(position, depth + 1)
-                value, position = self._value(position, depth + 1)
-                if isinstance(key, (list, dict)):
-                    raise ProtocolError("a map key must be a plain value")
-                mapping[key] = value
-            if kind == 0x7C:  # attributes annotate the value that follows (one level deeper,
-                # so a chain of attributes is bounded by max_depth like any nesting)
-                return self._value(position, depth + 1)
-            return mapping, position
-        if kind in (0x7E, 0x3E):  # '~' set, '>' push
-            count = self._count(line, "set")
-            if count < 0:
-                raise ProtocolError(f"bad length {count}")
-            members: list[object] = []
-            for _ in range(count):
-                item, position = self._value(position, depth + 1)
-                members.append(item)
-            return (Push(members) if kind == 0x3E else members), position
-        raise ProtocolError(f"unknown RESP type byte {bytes([kind])!r}")
 
     def _inline_command(self) -> list[bytes] | None:
         try:

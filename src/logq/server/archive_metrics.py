@@ -51,6 +51,7 @@ class ArchiveCollector(Collector):
         families["errors"].add_metric([], archiver.errors)
         families["orphans_removed"].add_metric([], archiver.orphans_removed)
         families["damaged_reads"].add_metric([], archiver.damaged_reads)
+        families["unavailable_reads"].add_metric([], archiver.unavailable_reads)
         return families.values()
 
 
@@ -102,6 +103,10 @@ def _families() -> dict[str, Any]:
         ),
         "damaged_reads": CounterMetricFamily(
             "logq_archive_damaged_reads",
-            "Reads refused (CORRUPT) because an archived object failed its checks",
+            "Reads refused (CORRUPT) because an archived object failed its checks or is missing",
+        ),
+        "unavailable_reads": CounterMetricFamily(
+            "logq_archive_unavailable_reads",
+            "Reads refused (UNAVAILABLE) because the store was out of reach or did not answer",
         ),
     }

@@ -283,6 +283,8 @@ ARCHIVE_DURATIONS: dict[str, tuple[str, int, int]] = {
     "purgeGrace": ("purge_grace_ms", 0, 30 * 86_400_000),
     "orphanAge": ("orphan_age_ms", 1_000, 30 * 86_400_000),
     "quietRoll": ("quiet_roll_ms", 1_000, 30 * 86_400_000),
+    # below the clients' request timeout (30 s), so a reader hears UNAVAILABLE
+    "remoteReadTimeout": ("remote_read_timeout_ms", 100, 600_000),
 }
 
 
