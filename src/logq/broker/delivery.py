@@ -917,7 +917,8 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
         """Make applied events durable before the caller answers (unless not
         `durable`: then they are written now and made durable by the next
         commit group); wake-ups for what they made deliverable later go on
-        the timing wheel."""
+        the timing wheel, and receives waiting on the topic recompute when to
+        wake (one that began waiting before would sleep past the new time)."""
         if not events:
             return
         now_ms = self.clock.now_ms()
@@ -926,6 +927,7 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
                 group = self.groups.get(event.group)
                 if group is not None:
                     self.scheduler.add(event.not_before_ms, group.topic)
+                    self._wake_receives(group.topic)
             elif isinstance(event, Held):
                 self._wake_at_next_due(event.group, event.partition, now_ms)
         self._flush_trace()
@@ -962,6 +964,14 @@ class DeliveryMixin(CoordinationMixin, TracingMixin):
             return
         if self.scheduler.add(due, group.topic):
             self.held_wake_ups[(group_key, partition)] = due
+        self._wake_receives(group.topic)  # an earlier due: waiting receives recompute
+
+    def _wake_receives(self, topic_name: str) -> None:
+        """Wake the receives waiting on the topic (they plan again, then
+        wait until the earliest due time they find)."""
+        topic = self.topics.get(topic_name)
+        if topic is not None:
+            topic.changed.set()
 
     async def snapshot_delivery_state(self) -> None:
         """Write a snapshot of every partition's delivery state now (each is
