@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,9 +191,10 @@ def test_a_snapshot_of_an_earlier_release_with_int64_runs_still_restores() -> No
     found = OffsetSet()
     found.add(offsets)
     chunks = [(key, bitmap, bytes(data)) for key, bitmap, data in found.chunks()]
-    earlier = HeldSnapshot(
-        chunks, [(pack_offsets(d for d, _ in ordered), pack_offsets(o for _, o in ordered))]
-    )
+    runs = [(pack_offsets(d for d, _ in ordered), pack_offsets(o for _, o in ordered))]
+    # as written then: `[chunks, runs]`, no packed runs
+    earlier = msgspec.msgpack.decode(msgspec.msgpack.encode([chunks, runs]), type=HeldSnapshot)
+    assert earlier.packed_runs == []
     restored = HeldBack.restore(earlier)
     assert len(restored) == 2000 and restored.next_due_ms() == ordered[0][0]
     assert restored.due(10**9, 10**6) == [o for _, o in ordered]

@@ -17,11 +17,13 @@ too.
 
 Memory follows what groups hold back, never the log, and no Python object
 stands for a held message: the group's `HeldBack` (state/held.py) keeps
-about 18 bytes per message in arrays, and finds the next due one at the top
-of a heap of sorted runs; the partition log is the durable store of the
-messages themselves. The broker's timing wheel (wheel.py) holds one wake-up
-per group and partition, for its earliest due message, so receives waiting
-on the topic wake when it comes due.
+about 8 to 10 bytes per message in arrays, and finds the next due one at
+the top of a heap of sorted runs; the partition log is the durable store of
+the messages themselves. A receive waiting on the topic sleeps until the
+earliest due time of its group; a hold-back that brings that time earlier
+wakes the waiting receives to sleep again until the new time. The broker's
+timing wheel (wheel.py) holds one wake-up per group and partition, for its
+earliest due message, as a second way to wake them.
 """
 
 from __future__ import annotations
