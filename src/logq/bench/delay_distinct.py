@@ -11,8 +11,9 @@ For each size in `pendings`, a fresh broker on its own data directory:
    the shared group receives until it has passed them all (held back,
    pending), or until `pass_s_max` has gone by; then `near` more, due 1 to
    10 s ahead, which the group passes too;
-3. the near ones are received as they come due: their lateness (arrival
-   minus due time, on this machine's clock);
+3. the near ones are received as they come due, a receive always waiting
+   (acks go on a second connection): their lateness (arrival minus due
+   time, on this machine's clock);
 4. the same plain stream published behind them and received + acked through
    the same group: throughput with that many delays pending;
 5. `kill -9`, then a restart on the same directory: seconds until the
@@ -242,6 +243,30 @@ def _note_delayed(batch: list, lateness: list[float], early: list[int]) -> None:
             lateness.append(late)
 
 
+async def _receive_due(
+    client: AsyncClient,
+    address: str,
+    near: int,
+    deadline_ms: float,
+    lateness: list[float],
+    early: list[int],
+) -> None:
+    """Receive the near ones as they come due, a receive always waiting:
+    each batch is acked on a second connection meanwhile (as a consumer
+    acks while it goes on receiving), so no due message waits for the
+    bench's own ack (an fsync) to be answered."""
+    async with AsyncClient(address) as acker:
+        acks: list[asyncio.Task[int]] = []
+        while len(lateness) < near and time.time() * 1000 < deadline_ms:
+            wait = max(1, int(deadline_ms - time.time() * 1000))
+            batch = await client.receive("delayed", "bench", max=RECEIVE_MAX, wait=wait)
+            _note_delayed(batch, lateness, early)
+            if batch:
+                ids = [message.id for message in batch]
+                acks.append(asyncio.create_task(acker.ack("delayed", "bench", ids)))
+        await asyncio.gather(*acks)
+
+
 async def _pending_of(client: AsyncClient, topic: str) -> int:
     group = await client.describe_group(topic, "bench")
     return int(sum(p["pending_redelivery"] for p in group["partitions"]))
@@ -277,13 +302,7 @@ async def _one_size(
         held = await _pass(client, held + near, settings, lateness, early)
         rss_after = rss_bytes(server.pid)
         deadline = now_ms + NEAR_TO_MS + 5000  # the near ones are all due by then
-        while len(lateness) < near and time.time() * 1000 < deadline:
-            batch = await client.receive(
-                "delayed", "bench", max=RECEIVE_MAX, wait=max(1, int(deadline - time.time() * 1000))
-            )
-            _note_delayed(batch, lateness, early)
-            if batch:
-                await client.ack("delayed", "bench", [m.id for m in batch])
+        await _receive_due(client, server.address, near, deadline, lateness, early)
         cpu_before = cpu_seconds(server.pid)
         throughput = await _plain_stream(client, "delayed", settings, lateness, early)
         cpu_pending = _cpu_us_per_msg(cpu_before, cpu_seconds(server.pid), settings.plain)

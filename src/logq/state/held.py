@@ -44,6 +44,8 @@ import msgspec
 
 from logq.state.ranges import Range, ranges_of
 
+Buffer = bytes | memoryview
+
 CHUNK_BITS = 16
 CHUNK_SIZE = 1 << CHUNK_BITS
 LOW_MASK = CHUNK_SIZE - 1
@@ -63,17 +65,16 @@ def _little_endian(values: array) -> bytes:  # type: ignore[type-arg]
     return values.tobytes()
 
 
-def _little_endian_view(values: array, start: int = 0) -> bytes:  # type: ignore[type-arg]
+def _little_endian_view(values: array, start: int = 0) -> memoryview:  # type: ignore[type-arg]
     """`values[start:]` as little-endian bytes: a view of the array itself
-    where the machine is little-endian (the caller encodes it before the
-    array can change)."""
+    where the machine is little-endian (for arrays that never change size)."""
     if sys.byteorder == "big":
-        return _little_endian(values[start:])
+        return memoryview(_little_endian(values[start:]))
     view = memoryview(values).cast("B")
-    return view[start * values.itemsize :] if start else view  # type: ignore[return-value]
+    return view[start * values.itemsize :] if start else view
 
 
-def _from_little_endian(typecode: str, data: bytes) -> array:  # type: ignore[type-arg]
+def _from_little_endian(typecode: str, data: Buffer) -> array:  # type: ignore[type-arg]
     values = array(typecode)
     values.frombytes(data)
     if sys.byteorder == "big":
@@ -92,7 +93,7 @@ def pack_offsets(values: Iterable[int]) -> bytes:
     return _little_endian(array("q", values))
 
 
-def unpack_offsets(data: bytes) -> array:  # type: ignore[type-arg]
+def unpack_offsets(data: Buffer) -> array:  # type: ignore[type-arg]
     return _from_little_endian("q", data)
 
 
@@ -251,20 +252,21 @@ class OffsetSet:
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def chunks(self) -> list[tuple[int, bool, bytes]]:
-        """(key, is a bitmap, contents little-endian) of every chunk, by key."""
+    def chunks(self) -> list[tuple[int, bool, memoryview]]:
+        """(key, is a bitmap, contents little-endian) of every chunk, by key
+        (copies: a chunk changes size as offsets come and go)."""
         return [
             (
                 key,
                 isinstance(chunk, bytearray),
-                bytes(chunk) if isinstance(chunk, bytearray) else _little_endian(chunk),
+                memoryview(bytes(chunk) if isinstance(chunk, bytearray) else _little_endian(chunk)),
             )
             for key in self._keys
             for chunk in (self._chunks[key],)
         ]
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[tuple[int, bool, bytes]]) -> OffsetSet:
+    def from_chunks(cls, chunks: Iterable[tuple[int, bool, Buffer]]) -> OffsetSet:
         made = cls()
         for key, is_bitmap, data in chunks:
             chunk: Chunk
@@ -372,38 +374,52 @@ class _Run:
         return self.dues.itemsize * len(self.dues) + self.offsets.itemsize * len(self.offsets)
 
 
-def _narrowed(values: array, low: int, high: int) -> tuple[int, array]:  # type: ignore[type-arg]
+Int64s = array | memoryview  # type: ignore[type-arg]
+
+
+def _narrowed(
+    values: Int64s,
+    low: int,
+    high: int,
+    room: array | None = None,  # type: ignore[type-arg]
+) -> tuple[int, array]:  # type: ignore[type-arg]
     """(base, the distances of int64 `values` from it) in 4 bytes each when
-    they fit, else (0, values). When every value has the same high 32 bits
-    (nearly always) the distances are the low halves, copied in one C loop."""
+    they fit (in `room`, an array('I') of their length, when given), else
+    (0, values). When every value has the same high 32 bits (nearly always)
+    the distances are the low halves, copied in one C loop."""
     if low >> 32 == high >> 32:
-        narrow = array("I")
+        narrow = room if room is not None else array("I", [0]) * len(values)
         halves = memoryview(values).cast("B").cast("I")  # (low, high) halves of each
-        narrow.frombytes(halves[0 if sys.byteorder == "little" else 1 :: 2].tobytes())
+        memoryview(narrow)[:] = halves[0 if sys.byteorder == "little" else 1 :: 2]
         return low >> 32 << 32, narrow
     if high - low <= NARROW_MAX:
         return low, array("I", map(operator.sub, values, repeat(low)))
-    return 0, values
+    return 0, array("q", values)
 
 
-def _run_of(dues: array, offsets: array) -> _Run:  # type: ignore[type-arg]
-    """A run of int64 pairs already sorted (by due time, then offset)."""
-    due_base, narrow_dues = _narrowed(dues, dues[0], dues[-1])
-    offset_base, narrow_offsets = _narrowed(offsets, min(offsets), max(offsets))
+def _run_of(dues: Int64s, offsets: Int64s, rooms: tuple[array, array] | None = None) -> _Run:  # type: ignore[type-arg]
+    """A run of int64 pairs already sorted (by due time, then offset), in
+    `rooms` (two array('I') of their length) when the distances fit."""
+    due_room, offset_room = rooms if rooms is not None else (None, None)
+    due_base, narrow_dues = _narrowed(dues, dues[0], dues[-1], due_room)
+    offset_base, narrow_offsets = _narrowed(offsets, min(offsets), max(offsets), offset_room)
     return _Run(due_base, narrow_dues, offset_base, narrow_offsets)
 
 
-def _sorted_run(dues: array, offsets: array) -> _Run:  # type: ignore[type-arg]
+def _sorted_run(dues: Int64s, offsets: Int64s) -> _Run:
     """A run of the int64 pairs, sorted. Pairs that come in due order (a
     steady delay, or due times rising with offsets) are taken as they are;
-    others are packed into one integer each and sorted, all in C loops."""
+    others are packed into one integer each and sorted, all in C loops.
+    The run's own arrays are made first, before any the sorting makes and
+    drops, so those do not leave holes between the arrays that stay."""
     if min(offsets) < 0:
         raise ValueError("a negative offset")
+    rooms = (array("I", [0]) * len(dues), array("I", [0]) * len(dues))
     if not all(map(operator.lt, dues, islice(dues, 1, None))):
         keys = sorted(map(operator.or_, map(operator.lshift, dues, repeat(64)), offsets))
         dues = array("q", map(operator.rshift, keys, repeat(64)))
         offsets = array("q", map(operator.and_, keys, repeat(PAIR_MASK)))
-    return _run_of(dues, offsets)
+    return _run_of(dues, offsets, rooms)
 
 
 def _int64s(values: Sequence[int]) -> array:  # type: ignore[type-arg]
@@ -412,7 +428,7 @@ def _int64s(values: Sequence[int]) -> array:  # type: ignore[type-arg]
     return array("q", values)
 
 
-PackedRun = tuple[int, int, bytes, int, int, bytes]
+PackedRun = tuple[int, int, memoryview, int, int, memoryview]
 
 
 class DueIndex:
@@ -486,7 +502,10 @@ class DueIndex:
         count = self._inbox_count
         if not count or self._inbox_dues is None or self._inbox_offsets is None:
             return
-        run = _sorted_run(self._inbox_dues[:count], self._inbox_offsets[:count])
+        # views of the inbox, not copies (it never changes size)
+        run = _sorted_run(
+            memoryview(self._inbox_dues)[:count], memoryview(self._inbox_offsets)[:count]
+        )
         self._inbox_count, self._inbox_min = 0, None
         self._push(run)
 
@@ -566,7 +585,9 @@ class DueIndex:
 
     @classmethod
     def restore(
-        cls, packed: Iterable[PackedRun], int64_runs: Iterable[tuple[bytes, bytes]] = ()
+        cls,
+        packed: Iterable[tuple[int, int, Buffer, int, int, Buffer]],
+        int64_runs: Iterable[tuple[Buffer, Buffer]] = (),
     ) -> DueIndex:
         """The index from `packed_runs()` (each run sorted as written), and
         from the int64 runs snapshots of earlier releases hold."""
@@ -589,10 +610,12 @@ class DueIndex:
 class HeldSnapshot(msgspec.Struct, array_like=True):
     """Held offsets as snapshots store them: the set's chunks, the index's
     runs (`runs`: int64 pairs, as earlier releases wrote them, now empty;
-    `packed_runs`: `DueIndex.packed_runs()`)."""
+    `packed_runs`: `DueIndex.packed_runs()`). The bytes are views: decoded,
+    of the snapshot record itself, so a restore copies each array once, with
+    nothing made and dropped between the arrays it keeps."""
 
-    chunks: list[tuple[int, bool, bytes]]
-    runs: list[tuple[bytes, bytes]]
+    chunks: list[tuple[int, bool, memoryview]]
+    runs: list[tuple[memoryview, memoryview]]
     packed_runs: list[PackedRun] = []
 
 
