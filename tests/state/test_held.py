@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -211,3 +212,14 @@ def test_pairs_too_far_apart_for_four_bytes_keep_eight() -> None:
     expected = [o for _, o in sorted(far + near)]
     assert copy.due(2**62, 10**6, held.__contains__) == expected
     assert index.due(2**62, 10**6, held.__contains__) == expected
+
+
+def test_a_negative_due_time_or_offset_is_refused_and_changes_nothing() -> None:
+    index = DueIndex()
+    index.add([10, 20], [1, 2])
+    for dues, offsets in (([5, -1], [3, 4]), ([5, 6], [3, -4])):
+        with pytest.raises(ValueError):
+            index.add(dues, offsets)
+    assert len(index) == 2 and index.due(100, 10, {1, 2}.__contains__) == [1, 2]
+    with pytest.raises(ValueError):
+        OffsetSet().add([5, -3])

@@ -412,8 +412,6 @@ def _sorted_run(dues: Int64s, offsets: Int64s) -> _Run:
     others are packed into one integer each and sorted, all in C loops.
     The run's own arrays are made first, before any the sorting makes and
     drops, so those do not leave holes between the arrays that stay."""
-    if min(offsets) < 0:
-        raise ValueError("a negative offset")
     rooms = (array("I", [0]) * len(dues), array("I", [0]) * len(dues))
     if not all(map(operator.lt, dues, islice(dues, 1, None))):
         keys = sorted(map(operator.or_, map(operator.lshift, dues, repeat(64)), offsets))
@@ -475,8 +473,8 @@ class DueIndex:
             return
         dues, offsets = _int64s(dues), _int64s(offsets)
         earliest = min(dues)
-        if earliest < 0:
-            raise ValueError(f"a due time before the epoch: {earliest}")
+        if earliest < 0 or min(offsets) < 0:
+            raise ValueError("a due time before the epoch, or a negative offset")
         start = 0
         while start < len(dues):
             if self._inbox_dues is None or self._inbox_offsets is None:
@@ -635,9 +633,10 @@ class HeldBack:
         return offset in self.offsets
 
     def hold(self, offsets: Sequence[int], dues: Sequence[int]) -> None:
-        """Hold `offsets[i]` until `dues[i]` (none of them held already)."""
+        """Hold `offsets[i]` until `dues[i]` (none of them held already);
+        bad input (a negative due time or offset) changes nothing."""
+        self.index.add(dues, offsets)  # checks both first
         self.offsets.add(offsets)
-        self.index.add(dues, offsets)
 
     def release(self, start: int, end: int) -> int:
         """[start, end) is no longer held (leased, settled, handed back)."""
