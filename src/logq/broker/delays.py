@@ -28,6 +28,8 @@ earliest due message, as a second way to wake them.
 
 from __future__ import annotations
 
+from itertools import compress
+
 from logq.errors import BadArgumentError
 from logq.log.batch import DELAYED, HEADER_SIZE, decode_timestamps, iter_headers, read_header
 
@@ -45,13 +47,11 @@ def held_back(data: bytes, start: int, end: int, now_ms: int) -> tuple[list[int]
         low, high = max(start, header.base_offset), min(end, header.next_offset)
         if low >= high:
             continue
-        times = decode_timestamps(data, position)
         base = header.base_offset
-        for offset in range(low, high):
-            due = times[offset - base]
-            if due > now_ms:
-                offsets.append(offset)
-                dues.append(due)
+        times = decode_timestamps(data, position)[low - base : high - base]
+        later = list(map(now_ms.__lt__, times))  # the work per record in C loops
+        offsets.extend(compress(range(low, high), later))
+        dues.extend(compress(times, later))
     return offsets, dues
 
 
