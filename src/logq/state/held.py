@@ -346,8 +346,8 @@ def _clear_bits(bitmap: bytearray, low: int, high: int) -> int:
 class _Run:
     """(due_ms, offset) pairs sorted by due time, then offset. Each is kept
     as its distance from the run's bases, in 4 bytes when every distance
-    fits 32 bits (a week of due times, a run's offsets: nearly always),
-    else in 8 with the bases 0. `position` is the first pair not taken yet.
+    fits 32 bits (due times less than 49 days apart, a run's offsets:
+    nearly always), else in 8 with the bases 0. `position` is the first pair not taken yet.
     A run never changes once made (snapshots write its arrays as they lie)."""
 
     __slots__ = ("due_base", "dues", "offset_base", "offsets", "position")
@@ -385,8 +385,9 @@ def _narrowed(
 ) -> tuple[int, array]:  # type: ignore[type-arg]
     """(base, the distances of int64 `values` from it) in 4 bytes each when
     they fit (in `room`, an array('I') of their length, when given), else
-    (0, values). When every value has the same high 32 bits (nearly always)
-    the distances are the low halves, copied in one C loop."""
+    (0, the values as an array('q')). When every value has the same high 32
+    bits (nearly always) the distances are the low halves, copied in one C
+    loop."""
     if low >> 32 == high >> 32:
         narrow = room if room is not None else array("I", [0]) * len(values)
         halves = memoryview(values).cast("B").cast("I")  # (low, high) halves of each
