@@ -161,6 +161,9 @@ def test_delay_bench_with_distinct_pending_delays_runs_on_a_tiny_size() -> None:
     assert result["held_back_after_restart"] == 50 - result["near_delivered"]
     for key in ("plain_msgs_per_s", "plain_msgs_per_s_no_delays", "restart_s", "rss_bytes_after"):
         assert result[key] > 0
+    for key in ("restart_cpu_s", "rss_bytes_after_restart"):  # read from /proc on Linux
+        assert result[key] > 0
+    assert result["plain_cpu_us_per_msg"] >= 0 and result["plain_cpu_us_per_msg_no_delays"] >= 0
 
 
 @pytest.mark.parametrize("argv", [["serve", "--help"], ["--help"], ["bench", "--help"]])

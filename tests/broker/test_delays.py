@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker.delays import held_back
 from logq.errors import BadArgumentError
 from logq.log.batch import DELAYED, encode_batch
 from tests.broker.fake import run
@@ -132,3 +133,13 @@ def test_the_timing_wheel_wakes_waiting_receives_when_a_message_comes_due() -> N
         assert len(broker.scheduler) == 0
 
     run(test)
+
+
+def test_held_back_finds_the_records_not_due_within_the_range_asked() -> None:
+    first = encode_batch([b"a", b"b", b"c", b"d"], timestamps=[5, 50, 7, 60], delayed=True)
+    second = encode_batch([b"e", b"f"], timestamps=[90, 8], delayed=True, base_offset=4)
+    plain = encode_batch([b"g"], timestamp_ms=500, base_offset=6)  # not marked: never held
+    data = first + second + plain
+    assert held_back(data, 0, 7, 10) == ([1, 3, 4], [50, 60, 90])
+    assert held_back(data, 2, 5, 10) == ([3, 4], [60, 90])
+    assert held_back(data, 0, 7, 1_000) == ([], [])

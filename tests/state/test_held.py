@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import random
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logq.state.delivery import PartitionDelivery, Planned
 from logq.state.events import Held, Leased, Released, Settled
-from logq.state.held import ARRAY_MAX, DueIndex, HeldBack, OffsetSet, pack_offsets
+from logq.state.held import (
+    ARRAY_MAX,
+    INBOX_MAX,
+    DueIndex,
+    HeldBack,
+    HeldSnapshot,
+    OffsetSet,
+    pack_offsets,
+)
 from logq.state.ranges import ranges_of
 from logq.state.snapshots import restore_partition, snapshot_partition
 from tests.state.work import lines_run
@@ -74,7 +84,7 @@ def test_the_due_index_hands_out_the_earliest_first_and_drops_what_is_gone() -> 
         index.add(dues, offsets)
         held |= set(offsets)
         pairs += zip(dues, offsets, strict=True)
-    assert index.run_count() <= 12  # merged as they piled up
+    assert index.run_count() <= 60_000 // INBOX_MAX  # sorted runs of the inbox's size
     gone = set(rng.sample(sorted(held), 5000))
     held -= gone
     expected = sorted(p for p in pairs if p[1] in held)
@@ -84,7 +94,7 @@ def test_the_due_index_hands_out_the_earliest_first_and_drops_what_is_gone() -> 
     assert index.due(expected[99][0], 100, held.__contains__) == [o for _, o in expected[:100]]
     held -= {o for _, o in expected[:100]}
     assert index.next_due_ms(held.__contains__) == expected[100][0]
-    copy = DueIndex.from_runs(index.runs())
+    copy = DueIndex.restore(index.packed_runs())
     assert copy.due(10**9, 10**6, held.__contains__) == [o for _, o in expected[100:]]
 
 
@@ -128,7 +138,9 @@ def test_the_next_due_is_found_without_a_scan() -> None:
     assert lines_run(state.next_due_ms) < 200
     assert state.next_due_ms() == first
     held = state.held
-    assert held.index.memory_bytes() + held.offsets.memory_bytes() <= 20 * 50_000
+    # 8 bytes a pair (distances from each run's bases), a bit an offset, the inbox's room
+    assert held.index.memory_bytes() <= 8 * 50_000 + 16 * INBOX_MAX
+    assert held.offsets.memory_bytes() <= 50_000 // 8 + 8192
 
 
 def test_due_ones_go_out_earliest_first_and_once() -> None:
@@ -153,7 +165,7 @@ def test_held_offsets_survive_a_snapshot_without_an_object_each() -> None:
     assert restored.next_due_ms() == state.next_due_ms()
     assert restored.plan(10**9, 10**5, 60_000) == state.plan(10**9, 10**5, 60_000)
     held = restored.held
-    assert isinstance(held, HeldBack) and held.index.run_count() <= 4
+    assert isinstance(held, HeldBack) and held.index.run_count() <= 20_000 // INBOX_MAX + 1
 
 
 def test_a_hold_journaled_by_an_earlier_release_still_replays() -> None:
@@ -170,3 +182,44 @@ def test_a_hold_journaled_by_an_earlier_release_still_replays() -> None:
 def test_a_lease_token_never_names_a_held_message() -> None:
     state = _holding(10)
     assert state.stale_parts([(0, 10)], 1) == [(0, 10)]
+
+
+def test_a_snapshot_of_an_earlier_release_with_int64_runs_still_restores() -> None:
+    """Snapshots written before runs were packed hold them as int64 arrays."""
+    offsets = list(range(1000, 3000))
+    dues = [5_000 + (offset * 7_919) % 100_000 for offset in offsets]
+    ordered = sorted(zip(dues, offsets, strict=True))
+    found = OffsetSet()
+    found.add(offsets)
+    chunks = [(key, bitmap, bytes(data)) for key, bitmap, data in found.chunks()]
+    runs = [(pack_offsets(d for d, _ in ordered), pack_offsets(o for _, o in ordered))]
+    # as written then: `[chunks, runs]`, no packed runs
+    earlier = msgspec.msgpack.decode(msgspec.msgpack.encode([chunks, runs]), type=HeldSnapshot)
+    assert earlier.packed_runs == []
+    restored = HeldBack.restore(earlier)
+    assert len(restored) == 2000 and restored.next_due_ms() == ordered[0][0]
+    assert restored.due(10**9, 10**6) == [o for _, o in ordered]
+
+
+def test_pairs_too_far_apart_for_four_bytes_keep_eight() -> None:
+    index, held = DueIndex(), set()
+    far = [(2**40 + i * 2**33, 2**50 - i * 2**34) for i in range(300)]  # spans past 2^32
+    near = [(10_000 + i, 5 + 3 * i) for i in range(300)]
+    for dues, offsets in (zip(*far, strict=True), zip(*near, strict=True)):
+        index.add(list(dues), list(offsets))
+    held = {o for _, o in far + near}
+    copy = DueIndex.restore(index.packed_runs())
+    expected = [o for _, o in sorted(far + near)]
+    assert copy.due(2**62, 10**6, held.__contains__) == expected
+    assert index.due(2**62, 10**6, held.__contains__) == expected
+
+
+def test_a_negative_due_time_or_offset_is_refused_and_changes_nothing() -> None:
+    index = DueIndex()
+    index.add([10, 20], [1, 2])
+    for dues, offsets in (([5, -1], [3, 4]), ([5, 6], [3, -4])):
+        with pytest.raises(ValueError):
+            index.add(dues, offsets)
+    assert len(index) == 2 and index.due(100, 10, {1, 2}.__contains__) == [1, 2]
+    with pytest.raises(ValueError):
+        OffsetSet().add([5, -3])

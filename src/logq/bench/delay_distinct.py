@@ -11,15 +11,19 @@ For each size in `pendings`, a fresh broker on its own data directory:
    the shared group receives until it has passed them all (held back,
    pending), or until `pass_s_max` has gone by; then `near` more, due 1 to
    10 s ahead, which the group passes too;
-3. the near ones are received as they come due: their lateness (arrival
-   minus due time, on this machine's clock);
+3. the near ones are received as they come due, a receive always waiting
+   (acks go on a second connection): their lateness (arrival minus due
+   time, on this machine's clock);
 4. the same plain stream published behind them and received + acked through
    the same group: throughput with that many delays pending;
 5. `kill -9`, then a restart on the same directory: seconds until the
    broker answers a receive of the group again, and what it holds pending.
 
-The broker's resident memory is read before the delays and once the group
-holds them.
+The broker's resident memory is read before the delays, once the group
+holds them, and after the restart. Beside each time on the clock the broker
+process's CPU time is read too (Linux /proc): on a machine shared with
+other work the clock counts the waits for a CPU, the CPU time does not.
+The broker's data directory is made under `TMPDIR` (e.g. `/dev/shm`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,12 @@ class DistinctResult:
     rss_bytes_after: int | None
     restart_s: float
     held_back_after_restart: int
+    rss_bytes_after_restart: int | None
+    # the broker's CPU time: per plain message received and acked (without
+    # and with the delays pending), and from its start until it answered
+    plain_cpu_us_per_msg_no_delays: float | None
+    plain_cpu_us_per_msg: float | None
+    restart_cpu_s: float | None
     lateness_ms_p50: float
     lateness_ms_p99: float
     near_delivered: int
@@ -127,6 +137,22 @@ def _server() -> Iterator[_Server]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a local process (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_us_per_msg(before: float | None, after: float | None, count: int) -> float | None:
+    return None if before is None or after is None else (after - before) * 1e6 / count
 
 
 def _now_ms() -> int:
@@ -217,6 +243,30 @@ def _note_delayed(batch: list, lateness: list[float], early: list[int]) -> None:
             lateness.append(late)
 
 
+async def _receive_due(
+    client: AsyncClient,
+    address: str,
+    near: int,
+    deadline_ms: float,
+    lateness: list[float],
+    early: list[int],
+) -> None:
+    """Receive the near ones as they come due, a receive always waiting:
+    each batch is acked on a second connection meanwhile (as a consumer
+    acks while it goes on receiving), so no due message waits for the
+    bench's own ack (an fsync) to be answered."""
+    async with AsyncClient(address) as acker:
+        acks: list[asyncio.Task[int]] = []
+        while len(lateness) < near and time.time() * 1000 < deadline_ms:
+            wait = max(1, int(deadline_ms - time.time() * 1000))
+            batch = await client.receive("delayed", "bench", max=RECEIVE_MAX, wait=wait)
+            _note_delayed(batch, lateness, early)
+            if batch:
+                ids = [message.id for message in batch]
+                acks.append(asyncio.create_task(acker.ack("delayed", "bench", ids)))
+        await asyncio.gather(*acks)
+
+
 async def _pending_of(client: AsyncClient, topic: str) -> int:
     group = await client.describe_group(topic, "bench")
     return int(sum(p["pending_redelivery"] for p in group["partitions"]))
@@ -231,7 +281,9 @@ async def _one_size(
         await client.create_topic("plain", partitions=1)
         await client.put_group("plain", "bench", mode="shared")
         await _plain_stream(client, "plain", settings, lateness, early)  # warm up
+        cpu_before = cpu_seconds(server.pid)
         baseline = await _plain_stream(client, "plain", settings, lateness, early)
+        cpu_baseline = _cpu_us_per_msg(cpu_before, cpu_seconds(server.pid), settings.plain)
         progress(f"no delays: {baseline:,.0f} plain msg/s")
         await client.create_topic("delayed", partitions=1, max_delay="8d")
         await client.put_group("delayed", "bench", mode="shared")
@@ -250,14 +302,10 @@ async def _one_size(
         held = await _pass(client, held + near, settings, lateness, early)
         rss_after = rss_bytes(server.pid)
         deadline = now_ms + NEAR_TO_MS + 5000  # the near ones are all due by then
-        while len(lateness) < near and time.time() * 1000 < deadline:
-            batch = await client.receive(
-                "delayed", "bench", max=RECEIVE_MAX, wait=max(1, int(deadline - time.time() * 1000))
-            )
-            _note_delayed(batch, lateness, early)
-            if batch:
-                await client.ack("delayed", "bench", [m.id for m in batch])
+        await _receive_due(client, server.address, near, deadline, lateness, early)
+        cpu_before = cpu_seconds(server.pid)
         throughput = await _plain_stream(client, "delayed", settings, lateness, early)
+        cpu_pending = _cpu_us_per_msg(cpu_before, cpu_seconds(server.pid), settings.plain)
         progress(f"with {pending:,} pending: {throughput:,.0f} plain msg/s")
     server.kill()
     started = time.perf_counter()
@@ -265,7 +313,9 @@ async def _one_size(
     async with AsyncClient(server.address) as client:
         await client.receive("delayed", "bench", max=1, wait=0, timeout_s=600)
         restart_s = time.perf_counter() - started
+        restart_cpu_s = cpu_seconds(server.pid)
         after = await _pending_of(client, "delayed")
+        rss_restarted = rss_bytes(server.pid)
     progress(f"restart after kill -9: {restart_s:.2f} s, {after:,} pending")
     ordered = sorted(lateness)
     return DistinctResult(
@@ -278,6 +328,10 @@ async def _one_size(
         rss_bytes_after=rss_after,
         restart_s=restart_s,
         held_back_after_restart=after,
+        rss_bytes_after_restart=rss_restarted,
+        plain_cpu_us_per_msg_no_delays=cpu_baseline,
+        plain_cpu_us_per_msg=cpu_pending,
+        restart_cpu_s=restart_cpu_s,
         lateness_ms_p50=percentile(ordered, 0.50),
         lateness_ms_p99=percentile(ordered, 0.99),
         near_delivered=len(lateness),

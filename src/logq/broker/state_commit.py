@@ -43,7 +43,8 @@ class StateCommit:
         """Make applied events durable before the caller answers (unless not
         `durable`: then they are written now and made durable by the next
         commit group); wake-ups for what they made deliverable later go on
-        the timing wheel."""
+        the timing wheel, and receives waiting on the topic recompute when to
+        wake (one that began waiting before would sleep past the new time)."""
         if not events:
             return
         now_ms = self._core.clock.now_ms()
@@ -52,6 +53,7 @@ class StateCommit:
                 group = self._core.groups.get(event.group)
                 if group is not None:
                     self._core.scheduler.add(event.not_before_ms, group.topic)
+                    self._wake_receives(group.topic)
             elif isinstance(event, Held):
                 self.wake_at_next_due(event.group, event.partition, now_ms)
         self._tracer.flush()
@@ -88,6 +90,14 @@ class StateCommit:
             return
         if self._core.scheduler.add(due, group.topic):
             self._core.held_wake_ups[(group_key, partition)] = due
+        self._wake_receives(group.topic)  # an earlier due: waiting receives recompute
+
+    def _wake_receives(self, topic_name: str) -> None:
+        """Wake the receives waiting on the topic (they plan again, then
+        wait until the earliest due time they find)."""
+        topic = self._core.topics.get(topic_name)
+        if topic is not None:
+            topic.changed.set()
 
     def shared_states(self, topic_name: str, index: int) -> list[PartitionDelivery]:
         """The delivery state of partition `index` in each shared group of the topic."""

@@ -394,6 +394,12 @@ def _bench_distinct_pending(pending: str, plain: int, as_json: bool) -> None:
     def mb(value: int | None) -> str:
         return "n/a" if value is None else f"{value / _MB:,.1f} MB"
 
+    def us(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.1f} µs/msg"
+
+    def seconds(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.2f} s"
+
     rows: list[tuple[str, Callable[[DistinctResult], str]]] = [
         ("held back once passed", lambda r: f"{r.held_back:,}"),
         ("group passes them in", lambda r: f"{r.pass_s:,.2f} s"),
@@ -401,7 +407,11 @@ def _bench_distinct_pending(pending: str, plain: int, as_json: bool) -> None:
         ("plain receive+ack, delays pending", lambda r: f"{r.plain_msgs_per_s:,.0f} msg/s"),
         ("broker RSS before the delays", lambda r: mb(r.rss_bytes_before)),
         ("broker RSS holding them", lambda r: mb(r.rss_bytes_after)),
+        ("plain, broker CPU, no delays", lambda r: us(r.plain_cpu_us_per_msg_no_delays)),
+        ("plain, broker CPU, delays pending", lambda r: us(r.plain_cpu_us_per_msg)),
         ("restart after kill -9", lambda r: f"{r.restart_s:,.2f} s"),
+        ("restart, broker CPU", lambda r: seconds(r.restart_cpu_s)),
+        ("broker RSS after the restart", lambda r: mb(r.rss_bytes_after_restart)),
         ("held back after restart", lambda r: f"{r.held_back_after_restart:,}"),
         ("lateness p50 (due in the run)", lambda r: f"{r.lateness_ms_p50:,.1f} ms"),
         ("lateness p99 (due in the run)", lambda r: f"{r.lateness_ms_p99:,.1f} ms"),

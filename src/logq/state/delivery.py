@@ -7,7 +7,7 @@ before when), `held` the delayed messages held back before their first
 delivery (state/held.py: no object per message, found by due time), and
 `next_offset` is where never-delivered messages start. Memory follows
 in-flight work and gaps, not the number of messages; held-back delays take
-about 18 bytes each.
+about 8 to 10 bytes each.
 
 Each delivery is named by a lease token, unique within the partition's
 state for ever: settlements that carry one act only while the offsets'

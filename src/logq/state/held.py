@@ -2,46 +2,60 @@
 
 A group that reaches a delayed message before its time holds it back, as a
 first delivery, until then. With every message its own due time there may be
-millions of them, so no Python object stands for one:
+millions of them, so no Python object stands for one, and no step of Python
+code runs for one where a loop in C can do the work:
 
 - `OffsetSet` says which offsets are held: offsets cut into chunks of 65,536
   (by their high bits), each chunk a sorted `array('H')` of its low 16 bits
   (2 bytes an offset) or, once it holds more than 4,096, a bitmap of 8 KiB
   (a bit an offset), as roaring bitmaps do. Membership, adding and removing a
-  range cost a chunk lookup and a bisect.
-- `DueIndex` finds them by due time: (due_ms, offset) pairs in sorted runs of
-  two `array('q')` (16 bytes a pair) with a heap of the runs' heads, so the
-  next due is the heap's top and taking the due ones costs O(log runs) each.
-  New pairs gather in an unsorted inbox (its earliest due kept aside) that
-  becomes a run once it is full or once something in it comes due; small runs
-  are merged as they pile up (as in a log-structured merge tree), never past
-  `RUN_MAX` pairs, so no merge holds the event loop long.
+  range cost a chunk lookup and a bisect; a run of consecutive offsets is set
+  in a bitmap a byte at a time.
+- `DueIndex` finds them by due time: (due_ms, offset) pairs in sorted runs,
+  each pair kept as its distances from the run's two bases in two
+  `array('I')` (8 bytes a pair; 16 when a run spans more than 2^32 ms or
+  offsets), with a heap of the runs' heads, so the next due is the heap's
+  top and taking the due ones costs O(log runs) each. New pairs gather in an
+  inbox of fixed room (made once, reused) that becomes a run once it is
+  full or once something in it comes due: sorting `INBOX_MAX` pairs is the
+  longest step, well under a millisecond or two, so no hold and no due time
+  holds the event loop long. Runs are not merged: a million pairs make a
+  heap of about 250 runs.
 
 The index never deletes: a pair whose offset is no longer held (leased when
 it came due, settled, lost) is dropped when it reaches the top. `HeldBack`
 joins the two; the set decides what is held, the index when.
+
+Snapshots write the arrays as they lie in memory (little-endian), so
+taking one copies nothing per message and restoring one is a copy of bytes.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+import operator
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice, repeat
 
 import msgspec
 
-Range = tuple[int, int]
+from logq.state.ranges import Range, ranges_of
+
+Buffer = bytes | memoryview
 
 CHUNK_BITS = 16
 CHUNK_SIZE = 1 << CHUNK_BITS
 LOW_MASK = CHUNK_SIZE - 1
 ARRAY_MAX = 4096  # more offsets than this in a chunk: a bitmap (8 KiB) is smaller
 BITMAP_BYTES = CHUNK_SIZE // 8
-INBOX_MAX = 16_384  # pairs gathered before they are sorted into a run
-RUN_MAX = 16_384  # a run is not merged past this many pairs (a merge stays short)
+INBOX_MAX = 4096  # pairs gathered before they are sorted into a run (about 1 ms of sorting)
 PAIR_MASK = (1 << 64) - 1
+NARROW_MAX = (1 << 32) - 1  # distances up to this are kept in 4 bytes
+_TYPECODE_OF_WIDTH = {4: "I", 8: "q"}
+assert array("I").itemsize == 4 and array("q").itemsize == 8
 
 
 def _little_endian(values: array) -> bytes:  # type: ignore[type-arg]
@@ -51,7 +65,16 @@ def _little_endian(values: array) -> bytes:  # type: ignore[type-arg]
     return values.tobytes()
 
 
-def _from_little_endian(typecode: str, data: bytes) -> array:  # type: ignore[type-arg]
+def _little_endian_view(values: array, start: int = 0) -> memoryview:  # type: ignore[type-arg]
+    """`values[start:]` as little-endian bytes: a view of the array itself
+    where the machine is little-endian (for arrays that never change size)."""
+    if sys.byteorder == "big":
+        return memoryview(_little_endian(values[start:]))
+    view = memoryview(values).cast("B")
+    return view[start * values.itemsize :] if start else view
+
+
+def _from_little_endian(typecode: str, data: Buffer) -> array:  # type: ignore[type-arg]
     values = array(typecode)
     values.frombytes(data)
     if sys.byteorder == "big":
@@ -59,12 +82,18 @@ def _from_little_endian(typecode: str, data: bytes) -> array:  # type: ignore[ty
     return values
 
 
+def _typecode_of_width(width: int) -> str:
+    if width not in _TYPECODE_OF_WIDTH:
+        raise ValueError(f"a run of {width}-byte values (4 or 8 expected)")
+    return _TYPECODE_OF_WIDTH[width]
+
+
 def pack_offsets(values: Iterable[int]) -> bytes:
     """Offsets or times as little-endian int64s (how a `Held` event carries them)."""
     return _little_endian(array("q", values))
 
 
-def unpack_offsets(data: bytes) -> array:  # type: ignore[type-arg]
+def unpack_offsets(data: Buffer) -> array:  # type: ignore[type-arg]
     return _from_little_endian("q", data)
 
 
@@ -108,11 +137,15 @@ class OffsetSet:
     def add(self, offsets: Iterable[int]) -> int:
         """Add offsets (any order); returns how many were new."""
         values = sorted(offsets)  # mostly sorted already: linear
+        if values and values[0] < 0:
+            raise ValueError(f"a negative offset: {values[0]}")
         added = start = 0
         while start < len(values):
             key = values[start] >> CHUNK_BITS
             end = bisect.bisect_left(values, (key + 1) << CHUNK_BITS, start)
-            added += self._add_to_chunk(key, [value & LOW_MASK for value in values[start:end]])
+            added += self._add_to_chunk(
+                key, list(map(LOW_MASK.__and__, islice(values, start, end)))
+            )
             start = end
         self._count += added
         return added
@@ -136,17 +169,10 @@ class OffsetSet:
             if len(chunk) <= ARRAY_MAX:
                 return len(chunk) - before
             bitmap = bytearray(BITMAP_BYTES)
-            for low in chunk:
-                bitmap[low >> 3] |= 1 << (low & 7)
+            _set_bits(bitmap, chunk)
             self._chunks[key] = bitmap
             return len(chunk) - before
-        added = 0
-        for low in lows:
-            bit = 1 << (low & 7)
-            if not chunk[low >> 3] & bit:
-                chunk[low >> 3] |= bit
-                added += 1
-        return added
+        return _set_bits(chunk, lows)
 
     def _keys_over(self, start: int, end: int) -> list[int]:
         """Keys of the chunks that may hold offsets of [start, end)."""
@@ -169,7 +195,10 @@ class OffsetSet:
                 removed += last - first
                 left = len(chunk)
             else:
-                removed += _clear_bits(chunk, low, high)
+                cleared = _clear_bits(chunk, low, high)
+                if not cleared:
+                    continue  # none of them held (a lease of fresh offsets, most often)
+                removed += cleared
                 left = int.from_bytes(chunk, "little").bit_count()
                 if 0 < left <= ARRAY_MAX // 2:
                     self._chunks[key] = array("H", _bits_of(chunk, 0, CHUNK_SIZE))
@@ -223,20 +252,21 @@ class OffsetSet:
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def chunks(self) -> list[tuple[int, bool, bytes]]:
-        """(key, is a bitmap, contents little-endian) of every chunk, by key."""
+    def chunks(self) -> list[tuple[int, bool, memoryview]]:
+        """(key, is a bitmap, contents little-endian) of every chunk, by key
+        (copies: a chunk changes size as offsets come and go)."""
         return [
             (
                 key,
                 isinstance(chunk, bytearray),
-                bytes(chunk) if isinstance(chunk, bytearray) else _little_endian(chunk),
+                memoryview(bytes(chunk) if isinstance(chunk, bytearray) else _little_endian(chunk)),
             )
             for key in self._keys
             for chunk in (self._chunks[key],)
         ]
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[tuple[int, bool, bytes]]) -> OffsetSet:
+    def from_chunks(cls, chunks: Iterable[tuple[int, bool, Buffer]]) -> OffsetSet:
         made = cls()
         for key, is_bitmap, data in chunks:
             chunk: Chunk
@@ -268,6 +298,30 @@ def _bits_of(bitmap: bytearray, low: int, high: int) -> Iterable[int]:
                     yield value
 
 
+def _set_bits(bitmap: bytearray, lows: Sequence[int]) -> int:
+    """Set the bits `lows` (ascending) of `bitmap`, a run of consecutive
+    ones a byte at a time; returns how many were not set before."""
+    first, last = lows[0] >> 3, (lows[-1] >> 3) + 1
+    before = int.from_bytes(bitmap[first:last], "little").bit_count()
+    for start, end in ranges_of(lows):
+        _fill_bits(bitmap, start, end)
+    return int.from_bytes(bitmap[first:last], "little").bit_count() - before
+
+
+def _fill_bits(bitmap: bytearray, low: int, high: int) -> None:
+    """Set bits [low, high) of `bitmap`: the whole bytes among them at once."""
+    while low < high and low & 7:
+        bitmap[low >> 3] |= 1 << (low & 7)
+        low += 1
+    whole_end = high >> 3
+    if low >> 3 < whole_end:
+        bitmap[low >> 3 : whole_end] = b"\xff" * (whole_end - (low >> 3))  # same length
+        low = whole_end << 3
+    while low < high:
+        bitmap[low >> 3] |= 1 << (low & 7)
+        low += 1
+
+
 def _clear_bits(bitmap: bytearray, low: int, high: int) -> int:
     """Clear bits [low, high) of `bitmap`; returns how many were set."""
     cleared = 0
@@ -290,27 +344,90 @@ def _clear_bits(bitmap: bytearray, low: int, high: int) -> int:
 
 
 class _Run:
-    """(due_ms, offset) pairs sorted by due time then offset; `position` is
-    the first not taken yet."""
+    """(due_ms, offset) pairs sorted by due time, then offset. Each is kept
+    as its distance from the run's bases, in 4 bytes when every distance
+    fits 32 bits (due times less than 49 days apart, a run's offsets:
+    nearly always), else in 8 with the bases 0. `position` is the first pair not taken yet.
+    A run never changes once made (snapshots write its arrays as they lie)."""
 
-    __slots__ = ("dues", "offsets", "position")
+    __slots__ = ("due_base", "dues", "offset_base", "offsets", "position")
 
-    def __init__(self, dues: array, offsets: array) -> None:  # type: ignore[type-arg]
+    def __init__(self, due_base: int, dues: array, offset_base: int, offsets: array) -> None:  # type: ignore[type-arg]
+        self.due_base = due_base
         self.dues = dues
+        self.offset_base = offset_base
         self.offsets = offsets
         self.position = 0
 
     def __len__(self) -> int:
         return len(self.dues) - self.position
 
+    def pair(self, position: int, run_id: int) -> tuple[int, int, int]:
+        """(due_ms, offset, run_id) of the pair at `position`: a heap entry."""
+        return (
+            self.due_base + self.dues[position],
+            self.offset_base + self.offsets[position],
+            run_id,
+        )
 
-def _sorted_run(dues: Iterable[int], offsets: Iterable[int]) -> _Run:
-    """A run of the pairs, sorted (packed into one integer each: the sort runs in C)."""
-    keys = [due << 64 | offset for due, offset in zip(dues, offsets, strict=True)]
-    keys.sort()
-    return _Run(
-        array("q", [key >> 64 for key in keys]), array("q", [key & PAIR_MASK for key in keys])
-    )
+    def memory_bytes(self) -> int:
+        return self.dues.itemsize * len(self.dues) + self.offsets.itemsize * len(self.offsets)
+
+
+Int64s = array | memoryview  # type: ignore[type-arg]
+
+
+def _narrowed(
+    values: Int64s,
+    low: int,
+    high: int,
+    room: array | None = None,  # type: ignore[type-arg]
+) -> tuple[int, array]:  # type: ignore[type-arg]
+    """(base, the distances of int64 `values` from it) in 4 bytes each when
+    they fit (in `room`, an array('I') of their length, when given), else
+    (0, the values as an array('q')). When every value has the same high 32
+    bits (nearly always) the distances are the low halves, copied in one C
+    loop."""
+    if low >> 32 == high >> 32:
+        narrow = room if room is not None else array("I", [0]) * len(values)
+        halves = memoryview(values).cast("B").cast("I")  # (low, high) halves of each
+        memoryview(narrow)[:] = halves[0 if sys.byteorder == "little" else 1 :: 2]
+        return low >> 32 << 32, narrow
+    if high - low <= NARROW_MAX:
+        return low, array("I", map(operator.sub, values, repeat(low)))
+    return 0, array("q", values)
+
+
+def _run_of(dues: Int64s, offsets: Int64s, rooms: tuple[array, array] | None = None) -> _Run:  # type: ignore[type-arg]
+    """A run of int64 pairs already sorted (by due time, then offset), in
+    `rooms` (two array('I') of their length) when the distances fit."""
+    due_room, offset_room = rooms if rooms is not None else (None, None)
+    due_base, narrow_dues = _narrowed(dues, dues[0], dues[-1], due_room)
+    offset_base, narrow_offsets = _narrowed(offsets, min(offsets), max(offsets), offset_room)
+    return _Run(due_base, narrow_dues, offset_base, narrow_offsets)
+
+
+def _sorted_run(dues: Int64s, offsets: Int64s) -> _Run:
+    """A run of the int64 pairs, sorted. Pairs that come in due order (a
+    steady delay, or due times rising with offsets) are taken as they are;
+    others are packed into one integer each and sorted, all in C loops.
+    The run's own arrays are made first, before any the sorting makes and
+    drops, so those do not leave holes between the arrays that stay."""
+    rooms = (array("I", [0]) * len(dues), array("I", [0]) * len(dues))
+    if not all(map(operator.lt, dues, islice(dues, 1, None))):
+        keys = sorted(map(operator.or_, map(operator.lshift, dues, repeat(64)), offsets))
+        dues = array("q", map(operator.rshift, keys, repeat(64)))
+        offsets = array("q", map(operator.and_, keys, repeat(PAIR_MASK)))
+    return _run_of(dues, offsets, rooms)
+
+
+def _int64s(values: Sequence[int]) -> array:  # type: ignore[type-arg]
+    if isinstance(values, array) and values.typecode == "q":
+        return values
+    return array("q", values)
+
+
+PackedRun = tuple[int, int, memoryview, int, int, memoryview]
 
 
 class DueIndex:
@@ -319,95 +436,94 @@ class DueIndex:
 
     __slots__ = (
         "_heap",
+        "_inbox_count",
         "_inbox_dues",
         "_inbox_min",
         "_inbox_offsets",
         "_next_id",
         "_runs",
-        "_stack",
     )
 
     def __init__(self) -> None:
-        self._inbox_dues = array("q")
-        self._inbox_offsets = array("q")
+        # the inbox: INBOX_MAX pairs' room, made at the first add and reused
+        self._inbox_dues: array | None = None  # type: ignore[type-arg]
+        self._inbox_offsets: array | None = None  # type: ignore[type-arg]
+        self._inbox_count = 0
         self._inbox_min: int | None = None
         self._runs: dict[int, _Run] = {}
-        self._stack: list[int] = []  # run ids, oldest first (merges join the newest)
         self._heap: list[tuple[int, int, int]] = []  # (due_ms, offset, run id) of each run's head
         self._next_id = 0
 
     def __len__(self) -> int:
         """Pairs kept, including those no longer held and not yet dropped."""
-        return len(self._inbox_dues) + sum(len(run) for run in self._runs.values())
+        return self._inbox_count + sum(len(run) for run in self._runs.values())
 
     def run_count(self) -> int:
         return len(self._runs)
 
     def memory_bytes(self) -> int:
-        """Bytes the pairs' arrays take."""
-        arrays = [self._inbox_dues, self._inbox_offsets]
-        arrays += [a for run in self._runs.values() for a in (run.dues, run.offsets)]
-        return sum(a.itemsize * len(a) for a in arrays)
+        """Bytes the pairs' arrays take (the inbox's room included)."""
+        inbox = 0 if self._inbox_dues is None else 16 * INBOX_MAX
+        return inbox + sum(run.memory_bytes() for run in self._runs.values())
 
     def add(self, dues: Sequence[int], offsets: Sequence[int]) -> None:
-        if not dues:
+        """Add the pairs (`dues[i]`, `offsets[i]`), in any order."""
+        if len(dues) != len(offsets):
+            raise ValueError("more due times than offsets or fewer")
+        if not len(dues):
             return
-        if min(dues) < 0:
-            raise ValueError("a due time before the epoch")
-        self._inbox_dues.extend(dues)
-        self._inbox_offsets.extend(offsets)
+        dues, offsets = _int64s(dues), _int64s(offsets)
         earliest = min(dues)
-        self._inbox_min = earliest if self._inbox_min is None else min(self._inbox_min, earliest)
-        if len(self._inbox_dues) >= INBOX_MAX:
-            self._seal_inbox()
+        if earliest < 0 or min(offsets) < 0:
+            raise ValueError("a due time before the epoch, or a negative offset")
+        start = 0
+        while start < len(dues):
+            if self._inbox_dues is None or self._inbox_offsets is None:
+                self._inbox_dues = array("q", bytes(8 * INBOX_MAX))
+                self._inbox_offsets = array("q", bytes(8 * INBOX_MAX))
+            at = self._inbox_count
+            end = min(len(dues), start + INBOX_MAX - at)
+            self._inbox_dues[at : at + end - start] = dues[start:end]  # same length: no resize
+            self._inbox_offsets[at : at + end - start] = offsets[start:end]
+            if self._inbox_min is None or earliest < self._inbox_min:
+                self._inbox_min = earliest
+            self._inbox_count += end - start
+            start = end
+            if self._inbox_count == INBOX_MAX:
+                self._seal_inbox()
+                if start < len(dues):
+                    earliest = min(dues[start:])  # of what goes into the next inbox
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
 
     def _seal_inbox(self) -> None:
-        if not self._inbox_dues:
+        count = self._inbox_count
+        if not count or self._inbox_dues is None or self._inbox_offsets is None:
             return
-        run = _sorted_run(self._inbox_dues, self._inbox_offsets)
-        self._inbox_dues, self._inbox_offsets, self._inbox_min = array("q"), array("q"), None
+        # views of the inbox, not copies (it never changes size)
+        run = _sorted_run(
+            memoryview(self._inbox_dues)[:count], memoryview(self._inbox_offsets)[:count]
+        )
+        self._inbox_count, self._inbox_min = 0, None
         self._push(run)
-        while len(self._stack) >= 2:
-            older, newer = self._runs[self._stack[-2]], self._runs[self._stack[-1]]
-            if len(older) > 2 * len(newer) or len(older) + len(newer) > RUN_MAX:
-                break
-            self._drop(self._stack[-1])
-            self._drop(self._stack[-1])
-            dues = [*older.dues[older.position :], *newer.dues[newer.position :]]
-            offsets = [*older.offsets[older.position :], *newer.offsets[newer.position :]]
-            self._push(_sorted_run(dues, offsets))
-            heapq.heapify(self._heap)
 
     def _push(self, run: _Run) -> None:
         if not len(run):
             return
         self._next_id += 1
         self._runs[self._next_id] = run
-        self._stack.append(self._next_id)
-        heapq.heappush(
-            self._heap, (run.dues[run.position], run.offsets[run.position], self._next_id)
-        )
-
-    def _drop(self, run_id: int) -> None:
-        del self._runs[run_id]
-        self._stack.remove(run_id)
-        self._heap = [entry for entry in self._heap if entry[2] != run_id]
+        heapq.heappush(self._heap, run.pair(run.position, self._next_id))
 
     def _pop_top(self) -> None:
         _, _, run_id = self._heap[0]
         run = self._runs[run_id]
         run.position += 1
         if run.position < len(run.dues):
-            heapq.heapreplace(
-                self._heap, (run.dues[run.position], run.offsets[run.position], run_id)
-            )
+            heapq.heapreplace(self._heap, run.pair(run.position, run_id))
         else:
             heapq.heappop(self._heap)
             del self._runs[run_id]
-            self._stack.remove(run_id)
 
     def tidy(self, held: Callable[[int], bool]) -> None:
         """Drop the pairs at the top whose offsets are no longer held."""
@@ -439,7 +555,7 @@ class DueIndex:
             position = positions.get(run_id, run.position) + 1
             positions[run_id] = position
             if position < len(run.dues):
-                heapq.heapreplace(heap, (run.dues[position], run.offsets[position], run_id))
+                heapq.heapreplace(heap, run.pair(position, run_id))
             else:
                 heapq.heappop(heap)
             if held(offset):
@@ -448,36 +564,58 @@ class DueIndex:
 
     # -- snapshots -----------------------------------------------------------------------
 
-    def runs(self) -> list[tuple[bytes, bytes]]:
-        """(due times, offsets) of every run, sorted, then the inbox, each
-        as little-endian int64s."""
-        parts = [
-            (_little_endian(run.dues[run.position :]), _little_endian(run.offsets[run.position :]))
-            for run_id in self._stack
-            for run in (self._runs[run_id],)
+    def packed_runs(self) -> list[PackedRun]:
+        """Every pair not taken yet, as runs `(due base, due width, due
+        distances, offset base, offset width, offset distances)`: the
+        distances little-endian, `width` bytes each (4 or 8). The inbox is
+        sorted into a run first; the arrays go out as they lie, not copied."""
+        self._seal_inbox()
+        return [
+            (
+                run.due_base,
+                run.dues.itemsize,
+                _little_endian_view(run.dues, run.position),
+                run.offset_base,
+                run.offsets.itemsize,
+                _little_endian_view(run.offsets, run.position),
+            )
+            for run in self._runs.values()
         ]
-        if self._inbox_dues:
-            run = _sorted_run(self._inbox_dues, self._inbox_offsets)
-            parts.append((_little_endian(run.dues), _little_endian(run.offsets)))
-        return parts
 
     @classmethod
-    def from_runs(cls, runs: Iterable[tuple[bytes, bytes]]) -> DueIndex:
-        """The index from `runs()` (each run sorted as written)."""
+    def restore(
+        cls,
+        packed: Iterable[tuple[int, int, Buffer, int, int, Buffer]],
+        int64_runs: Iterable[tuple[Buffer, Buffer]] = (),
+    ) -> DueIndex:
+        """The index from `packed_runs()` (each run sorted as written), and
+        from the int64 runs snapshots of earlier releases hold."""
         made = cls()
-        for dues_data, offsets_data in runs:
+        for due_base, due_width, dues_data, offset_base, offset_width, offsets_data in packed:
+            dues = _from_little_endian(_typecode_of_width(due_width), dues_data)
+            offsets = _from_little_endian(_typecode_of_width(offset_width), offsets_data)
+            if len(dues) != len(offsets):
+                raise ValueError("a run of due times and offsets of different lengths")
+            made._push(_Run(due_base, dues, offset_base, offsets))
+        for dues_data, offsets_data in int64_runs:
             dues, offsets = unpack_offsets(dues_data), unpack_offsets(offsets_data)
             if len(dues) != len(offsets):
                 raise ValueError("a run of due times and offsets of different lengths")
-            made._push(_Run(dues, offsets))
+            if dues:
+                made._push(_run_of(dues, offsets))
         return made
 
 
 class HeldSnapshot(msgspec.Struct, array_like=True):
-    """Held offsets as snapshots store them: the set's chunks, the index's runs."""
+    """Held offsets as snapshots store them: the set's chunks, the index's
+    runs (`runs`: int64 pairs, as earlier releases wrote them, now empty;
+    `packed_runs`: `DueIndex.packed_runs()`). The bytes are views: decoded,
+    of the snapshot record itself, so a restore copies each array once, with
+    nothing made and dropped between the arrays it keeps."""
 
-    chunks: list[tuple[int, bool, bytes]]
-    runs: list[tuple[bytes, bytes]]
+    chunks: list[tuple[int, bool, memoryview]]
+    runs: list[tuple[memoryview, memoryview]]
+    packed_runs: list[PackedRun] = []
 
 
 class HeldBack:
@@ -496,9 +634,10 @@ class HeldBack:
         return offset in self.offsets
 
     def hold(self, offsets: Sequence[int], dues: Sequence[int]) -> None:
-        """Hold `offsets[i]` until `dues[i]` (none of them held already)."""
+        """Hold `offsets[i]` until `dues[i]` (none of them held already);
+        bad input (a negative due time or offset) changes nothing."""
+        self.index.add(dues, offsets)  # checks both first
         self.offsets.add(offsets)
-        self.index.add(dues, offsets)
 
     def release(self, start: int, end: int) -> int:
         """[start, end) is no longer held (leased, settled, handed back)."""
@@ -513,14 +652,19 @@ class HeldBack:
 
     def next_due_ms(self) -> int | None:
         if not self.offsets:
-            if len(self.index):
-                self.index.clear()
+            if len(self.index) or self.index.memory_bytes():
+                self.index.clear()  # the inbox's room goes too
             return None
         return self.index.next_due_ms(self.offsets.__contains__)
 
     def snapshot(self) -> HeldSnapshot:
-        return HeldSnapshot(self.offsets.chunks(), self.index.runs())
+        """The state as a snapshot stores it; views of the arrays themselves
+        where they can be: encode it before anything else changes them."""
+        return HeldSnapshot(self.offsets.chunks(), [], self.index.packed_runs())
 
     @classmethod
     def restore(cls, snapshot: HeldSnapshot) -> HeldBack:
-        return cls(OffsetSet.from_chunks(snapshot.chunks), DueIndex.from_runs(snapshot.runs))
+        return cls(
+            OffsetSet.from_chunks(snapshot.chunks),
+            DueIndex.restore(snapshot.packed_runs, snapshot.runs),
+        )

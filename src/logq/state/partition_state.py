@@ -29,8 +29,8 @@ Recovery reads the data log's tail after the snapshot only when a mark (or
 the snapshot itself, for publishes under way as it was taken) says so, and
 never the data before the snapshot.
 
-Held-back delayed messages (`Held` events) are replayed one Python step
-per message, so a partition whose state log has gathered many of them since
+Held-back delayed messages (`Held` events) are replayed at about a
+microsecond of CPU per message (state/held.py), so a partition whose state log has gathered many of them since
 its snapshot gets a new one sooner: once their packed bytes reach half the
 last snapshot's size (at least `HELD_TAIL_BYTES_MIN`). The tail a restart
 replays stays short, and writing snapshots costs at most about three times

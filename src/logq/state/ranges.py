@@ -8,7 +8,9 @@ of messages.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable, Iterator
+from itertools import compress, islice
 
 Range = tuple[int, int]  # [start, end)
 
@@ -125,12 +127,20 @@ class RangeSet:
 
 
 def ranges_of(values: Iterable[int]) -> list[Range]:
-    """Sorted values (any order in) collapsed into [start, end) ranges."""
+    """Sorted values (any order in) collapsed into [start, end) ranges; the
+    work per value runs in C loops, only the work per range in Python."""
     ordered = sorted(set(values))
-    ranges: list[Range] = []
-    for value in ordered:
-        if ranges and ranges[-1][1] == value:
-            ranges[-1] = (ranges[-1][0], value + 1)
-        else:
-            ranges.append((value, value + 1))
-    return ranges
+    if not ordered:
+        return []
+    if ordered[-1] - ordered[0] == len(ordered) - 1:
+        return [(ordered[0], ordered[-1] + 1)]  # one run: the common case
+    # the positions of the values that do not follow the one before them
+    breaks = list(
+        compress(
+            range(1, len(ordered)),
+            map(operator.ne, islice(ordered, 1, None), map((1).__add__, ordered)),
+        )
+    )
+    starts = [ordered[0], *map(ordered.__getitem__, breaks)]
+    ends = [*(ordered[index - 1] + 1 for index in breaks), ordered[-1] + 1]
+    return list(zip(starts, ends, strict=True))
