@@ -44,6 +44,8 @@ from logq.log.errors import (
 from logq.log.file_cache import FileCache
 from logq.log.file_log import FileLog
 from logq.log.metadata_slots import (
+    HEADER_SIZE,
+    KEY_BYTES_MAX,
     SLOT_SUFFIXES,
     VALUE_BYTES_MAX,
     SlotError,
@@ -66,6 +68,9 @@ LEGACY_METADATA_NAME = "metadata.json"
 STATE_LOG_SUFFIX = ".state"
 NAME_BYTES_MAX = 255
 LOCK_STRIPES = 64
+# The longest a slot file can be (a longer one fails its length check).
+SLOT_BYTES_MAX = HEADER_SIZE + KEY_BYTES_MAX + VALUE_BYTES_MAX
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class FileBackend:
@@ -75,7 +80,10 @@ class FileBackend:
         self.directory = directory
         # the descriptors every partition log of the broker shares
         self.files = files if files is not None else FileCache()
+        # the fsyncs of topic directories its new partition logs share
+        self.directory_syncs = durable.DirectorySyncs()
         self._meta = directory / META_DIR
+        self._meta_name = os.fspath(self._meta)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._current: dict[str, tuple[int, int]] = {}  # key -> (version, slot index)
         self._reported: set[Path] = set()  # slots reported not to verify
@@ -114,7 +122,7 @@ class FileBackend:
     def open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
         directory = os.path.join(self._topic_directory(topic), str(partition))
-        return FileLog(directory, config, files=self.files)
+        return FileLog(directory, config, files=self.files, directory_syncs=self.directory_syncs)
 
     def close_logs(self, logs: Sequence[PartitionLog]) -> None:
         """The logs that were opened share two syncs of each file system that
@@ -131,7 +139,8 @@ class FileBackend:
         if not opened:
             return
         try:
-            devices = {os.stat(log.directory).st_dev: log.directory for log in opened}
+            names = {os.stat(log.directory_name).st_dev: log.directory_name for log in opened}
+            devices = {device: Path(name) for device, name in names.items()}
             for directory in devices.values():
                 durable.sync_filesystem(directory)
         except OSError as error:
@@ -154,7 +163,7 @@ class FileBackend:
     def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
         directory = os.path.join(self._topic_directory(topic), f"{partition}{STATE_LOG_SUFFIX}")
-        return FileLog(directory, config, files=self.files)
+        return FileLog(directory, config, files=self.files, directory_syncs=self.directory_syncs)
 
     def has_topic_files(self, topic: str) -> bool:
         return self._topic_path(topic).exists()
@@ -199,14 +208,17 @@ class FileBackend:
         when it has no slot file; MetadataDamagedError when none verifies."""
         valid: list[tuple[int, int, bytes]] = []
         bad: list[str] = []
-        for index, path in enumerate(self._slot_paths(names)):
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
+        # paths as strings, read with os calls: a start reads every record
+        parent = os.path.join(self._meta_name, *names[:-1])
+        for index, suffix in enumerate(SLOT_SUFFIXES):
+            name = os.path.join(parent, names[-1] + suffix)
+            data = _read_slot_file(name)
+            if data is None:
                 continue
             try:
                 slot = decode_slot(key, data)
             except SlotError as error:
+                path = Path(name)
                 self._report_slot(key, path, str(error))
                 bad.append(f"{path.name}: {error}")
                 continue
@@ -342,3 +354,23 @@ class FileBackend:
 
     def close(self) -> None:
         self._current.clear()
+
+
+def _read_slot_file(path: str) -> bytes | None:
+    """The file's bytes, at most SLOT_BYTES_MAX + 1; None when it is missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        parts: list[bytes] = []
+        total = 0
+        while total <= SLOT_BYTES_MAX:
+            chunk = os.read(fd, min(READ_CHUNK_BYTES, SLOT_BYTES_MAX + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
