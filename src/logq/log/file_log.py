@@ -225,7 +225,7 @@ class FileLog:
         if self._opened:
             return False
         if not self._unmade:
-            self._unmade = not os.path.exists(self._directory_name)
+            self._unmade = not os.access(self._directory_name, os.F_OK)  # no exception raised
         return self._unmade
 
     @property
