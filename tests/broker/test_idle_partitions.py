@@ -150,10 +150,8 @@ def test_a_shutdown_fsyncs_no_partition_log_of_its_own(tmp_path: Path) -> None:
         # under way) while the logs written next are closed
         await broker.writer.flush()
         for n in range(TOPICS):
-            messages = [
-                OutgoingMessage(f"t{n}/{p}".encode(), partition=p) for p in range(PARTITIONS)
-            ]
-            await broker.publish(f"t{n}", messages)
+            again = [OutgoingMessage(f"t{n}/{p}".encode(), partition=p) for p in range(PARTITIONS)]
+            await broker.publish(f"t{n}", again)
         before = _log_fsyncs(broker)
         await broker.close()
         # one sync of the filesystem made every written partition durable
