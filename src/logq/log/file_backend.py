@@ -24,11 +24,12 @@ this process writes the directory (the broker holds its lock).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,6 +91,13 @@ class FileBackend:
         self._damaged: set[str] = set()  # keys reported damaged
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
+        # The slot files the last listing saw of each key (a start lists
+        # every record, then reads each: a slot it did not see is not looked
+        # for), good while no put or delete came since it began.
+        self._listing_lock = threading.Lock()
+        self._changes = 0  # puts and deletes begun or ended
+        self._listed: dict[str, set[int]] = {}
+        self._listed_at = -1  # `_changes` when the listing began
         durable.make_directory(directory)
 
     @property
@@ -208,10 +216,14 @@ class FileBackend:
         when it has no slot file; MetadataDamagedError when none verifies."""
         valid: list[tuple[int, int, bytes]] = []
         bad: list[str] = []
+        with self._listing_lock:
+            listed = self._listed.get(key) if self._listed_at == self._changes else None
         # paths as strings, read with os calls: a start reads every record
-        parent = os.path.join(self._meta_name, *names[:-1])
+        stem = "/".join((self._meta_name, *names))
         for index, suffix in enumerate(SLOT_SUFFIXES):
-            name = os.path.join(parent, names[-1] + suffix)
+            if listed is not None and index not in listed:
+                continue  # not there when listed, and nothing changed since
+            name = stem + suffix
             data = _read_slot_file(name)
             if data is None:
                 continue
@@ -268,7 +280,7 @@ class FileBackend:
             raise MetadataTooLargeError(
                 f"metadata record {key!r} is {len(value)} bytes, the limit is {VALUE_BYTES_MAX}"
             )
-        with self._lock(key):
+        with self._lock(key), self._changing():
             current = self._current_of(key, names)
             version = None if current is None else current[0]
             if version != expected_version:
@@ -291,7 +303,7 @@ class FileBackend:
 
     def delete(self, key: str, expected_version: int) -> None:
         names = check_key(key)
-        with self._lock(key):
+        with self._lock(key), self._changing():
             current = self._current_of(key, names)
             version = None if current is None else current[0]
             if current is None or version != expected_version:
@@ -309,10 +321,27 @@ class FileBackend:
             self._reported.difference_update(paths)
         self._count("deletes")
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a put or delete: a listing begun before its end is not used."""
+        self._note_change()
+        try:
+            yield
+        finally:
+            self._note_change()
+
+    def _note_change(self) -> None:
+        with self._listing_lock:
+            self._changes += 1
+            self._listed.clear()
+
     def list(self, prefix: str) -> list[str]:
         head = prefix.rpartition("/")[0]
         start = self._meta.joinpath(*(escape_segment(s) for s in head.split("/") if s))
         keys: set[str] = set()
+        with self._listing_lock:
+            began = self._changes
+        slots: dict[str, set[int]] = {}
         for directory, _, files in os.walk(start):
             parts = Path(directory).relative_to(self._meta).parts
             segments = [unescape_segment(part) for part in parts]
@@ -326,6 +355,12 @@ class FileBackend:
                 key = "/".join([*(s for s in segments if s is not None), leaf])
                 if key.startswith(prefix):
                     keys.add(key)
+                    slots.setdefault(key, set()).add(SLOT_SUFFIXES.index(suffix))
+        with self._listing_lock:
+            if self._changes == began:
+                if self._listed_at != began:
+                    self._listed, self._listed_at = {}, began
+                self._listed.update(slots)
         return sorted(keys)
 
     def legacy_metadata(self) -> bytes | None:
