@@ -184,3 +184,42 @@ def test_the_command_needs_only_the_runtime_dependencies(argv: list[str]) -> Non
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Usage:" in result.stdout
+
+
+# What a broker without an archive or a config file never uses: a start
+# that loaded them would pay their import (compiled anew at each start
+# where no bytecode is cached) for nothing.
+NOT_LOADED_BY_SERVE = (
+    "yaml",
+    "obstore",
+    "logq.archive.archiver",
+    "logq.archive.store",
+    "logq.archive.manifest",
+    "logq.archive.reader",
+    "logq.server.http_openapi",
+)
+
+
+def test_a_running_broker_loads_no_module_it_does_not_use(tmp_path: Path) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from logq.cli.serve import serve_command\n"
+        "from logq.server.app import serve\n"
+        "from logq.server.config import ServerConfig\n"
+        "from logq.broker import BrokerConfig\n"
+        "async def main():\n"
+        "    stop = asyncio.Event()\n"
+        "    config = ServerConfig(host='127.0.0.1', native_port=0, http_port=0,\n"
+        f"        broker=BrokerConfig(data_dir=Path({str(tmp_path / 'data')!r})))\n"
+        "    def ready(addresses):\n"
+        f"        print(sorted(m for m in {NOT_LOADED_BY_SERVE!r} if m in sys.modules))\n"
+        "        stop.set()\n"
+        "    await serve(config, on_ready=ready, stop=stop, handle_signals=False)\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

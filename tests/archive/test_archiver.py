@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from logq.archive.archiver import Archiver, ArchiverSettings, restored_state
+from logq.archive.archiver import Archiver, restored_state
 from logq.archive.retention import Horizons
+from logq.archive.settings import ArchiverSettings
 from logq.archive.store import ArchiveLocation, open_store
 from logq.log import FileLog, LogConfig, encode_batch, read_past_damage
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from logq.archive.archiver import ArchiverSettings
+from logq.archive.settings import ArchiverSettings
 from logq.archive.tiered_log import TieredLog
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
 from logq.broker.archive_restore import archived_topics, restore_topic

@@ -137,6 +137,19 @@ def test_put_get_and_compare_and_swap(backend: StorageBackend) -> None:
     assert backend.get("topic/payments") is None
 
 
+def test_a_listing_hides_nothing_put_or_deleted_after_it(backend: StorageBackend) -> None:
+    # (the file backend reads only the slot files a listing saw, until a change)
+    backend.put("topic/orders", b"one", None)
+    backend.put("topic/payments", b"one", None)
+    assert backend.list("topic/") == ["topic/orders", "topic/payments"]
+    assert backend.put("topic/orders", b"two", 1) == 2  # into the slot the listing did not see
+    assert backend.get("topic/orders") == (2, b"two")
+    assert backend.list("topic/") == ["topic/orders", "topic/payments"]
+    backend.delete("topic/payments", 1)
+    assert backend.get("topic/payments") is None
+    assert backend.get("topic/orders") == (2, b"two")
+
+
 def test_delete_is_compare_and_swap_too(backend: StorageBackend) -> None:
     backend.put("group/orders/billing", b"v1", None)
     backend.put("group/orders/billing", b"v2", 1)

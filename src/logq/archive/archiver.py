@@ -52,6 +52,7 @@ from logq.archive.names import manifest_key, parse_manifest_key, topic_prefix
 from logq.archive.reader import ArchiveReader, ChunkCache
 from logq.archive.reconcile import ReconcileReport, reconcile
 from logq.archive.retention import Horizons, plan
+from logq.archive.settings import ArchiverSettings
 from logq.archive.store import ArchiveStore
 from logq.archive.uploader import Uploader, UploadStatus
 from logq.log import LogError, OffsetOutOfRangeError, PartitionLog, read_header
@@ -65,21 +66,6 @@ WriteRecord = Callable[[str, int, bytes], Awaitable[object]]
 # for a broker that restores the topic: `settings` (the topic's), `groups`
 # (each group's settings and committed position in the partition)
 Describe = Callable[[str, int], dict[str, object]]
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiverSettings:
-    cache_bytes: int = 1 << 30
-    chunk_bytes: int = 4 << 20
-    upload_concurrency: int = 4
-    upload_bytes_per_s: int = 0  # 0: no bound
-    remote_reads_max: int = 8
-    remote_read_timeout_ms: int = 10_000  # a store request's answer, or UNAVAILABLE
-    purge_grace_ms: int = 5 * 60_000
-    orphan_age_ms: int = 60 * 60_000
-    # the active segment of a quiet partition is sealed (and so archived)
-    # once its first message is this old, though it never filled up
-    quiet_roll_ms: int = 60 * 60_000
 
 
 @dataclass(slots=True)

@@ -13,13 +13,16 @@ After each step the bench reports:
   messages, in the same calls, to a single partition;
 - the graceful stop (SIGTERM to exit), and the restart after it and after
   a `kill -9`: from the process's start to `/health` answering and a
-  publish succeeding.
+  publish succeeding. Each also in CPU seconds of the server (user and
+  system, from /proc and the exit's resource usage): on a machine shared
+  with other work the wall-clock figures measure the others too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -65,6 +68,9 @@ class Step:
     stop_s: float
     restart_after_sigterm_s: float
     restart_after_kill_s: float
+    stop_cpu_s: float
+    restart_after_sigterm_cpu_s: float
+    restart_after_kill_cpu_s: float
     rss_mb_after_restart: float
     open_fds_after_restart: int
 
@@ -85,6 +91,7 @@ class Server:
         self.data_dir, self.log_path, self.open_files_max = data_dir, log_path, open_files_max
         self.native_port, self.http_port = free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.ready_cpu_s = 0.0  # the CPU seconds the last start took to be ready
 
     @property
     def address(self) -> str:
@@ -109,7 +116,9 @@ class Server:
                 command, stdout=log, stderr=subprocess.STDOUT, env=environ
             )
         asyncio.run(self._wait_ready(probe))
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.ready_cpu_s = self.cpu_s()
+        return took
 
     async def _wait_ready(self, probe: bool) -> None:
         import httpx  # noqa: PLC0415  (a bench extra: the command loads without it)
@@ -139,13 +148,27 @@ class Server:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"logq serve did not become ready; its log ends with:\n{tail}")
 
-    def stop(self) -> float:
-        """SIGTERM; the seconds until the process exits."""
+    def stop(self) -> tuple[float, float]:
+        """SIGTERM; the seconds until the process exits, and its CPU seconds
+        meanwhile (its whole CPU time, counted for the reaped child, less
+        what it had used before the signal)."""
         assert self.process is not None
+        before_cpu_s = self.cpu_s()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(600)
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total_cpu_s = (reaped.ru_utime - children.ru_utime) + (reaped.ru_stime - children.ru_stime)
+        return took, max(0.0, total_cpu_s - before_cpu_s)
+
+    def cpu_s(self) -> float:
+        """The server's CPU seconds so far (user and system)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -242,8 +265,9 @@ def _measure(
     progress("publishing")
     spread, single = asyncio.run(_publish(server.address, [f"t{n}" for n in range(made)]))
     progress("stopping (SIGTERM) and restarting with metrics.aggregate on")
-    stop_s = server.stop()
+    stop_s, stop_cpu_s = server.stop()
     after_term = server.start(aggregate=True)
+    after_term_cpu_s = server.ready_cpu_s
     aggregated_bytes, aggregated_ms = _scrape(server.http)
     progress("kill -9 and restarting")
     server.kill()
@@ -263,6 +287,9 @@ def _measure(
         stop_s=stop_s,
         restart_after_sigterm_s=after_term,
         restart_after_kill_s=after_kill,
+        stop_cpu_s=stop_cpu_s,
+        restart_after_sigterm_cpu_s=after_term_cpu_s,
+        restart_after_kill_cpu_s=server.ready_cpu_s,
         rss_mb_after_restart=server.rss_mb(),
         open_fds_after_restart=server.open_fds(),
     )

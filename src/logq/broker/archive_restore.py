@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from logq.archive.archiver import restored_state
-from logq.archive.manifest import Manifest
 from logq.archive.tiered_log import TieredLog
 from logq.broker.archiving import BrokerArchive
 from logq.errors import AlreadyExistsError, BadArgumentError, TopicNotFoundError
@@ -39,6 +37,10 @@ async def archived_topics(broker: Broker) -> dict[str, list[int]]:
 async def restore_topic(broker: Broker, name: str) -> dict[str, Any]:
     """Make `name` again from the store (see the module doc); returns what
     was restored per partition."""
+    # the archive's modules load with the broker's archive (archiving.py)
+    from logq.archive.archiver import restored_state  # noqa: PLC0415
+    from logq.archive.manifest import Manifest  # noqa: PLC0415
+
     archive = _archive(broker)
     if name in broker.topics:
         raise AlreadyExistsError(f"topic {name!r} exists on this broker: delete it first")

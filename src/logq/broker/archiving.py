@@ -8,6 +8,10 @@ its manifest records written through the broker's writer to that state
 log. A task of its own runs the periodic work (uploads, horizons, deletion
 after the grace, the reconciler), so a slow or unreachable store never
 holds up the broker's timer, publishes or local reads.
+
+The archive's modules (the object store client, manifests, the reader) are
+imported when a broker makes its archive: a broker without one, and every
+restart of it, does not load them.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from logq.archive.archiver import Archiver, ArchiverSettings, PartitionStatus
-from logq.archive.retention import Horizons
-from logq.archive.store import ArchiveLocation, open_store
+from logq.archive.settings import ArchiverSettings
 from logq.archive.tiered_log import TieredLog
 from logq.broker.settings import TopicSettings
 from logq.log import PartitionLog
+
+if TYPE_CHECKING:
+    from logq.archive.archiver import PartitionStatus
+    from logq.archive.retention import Horizons
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +52,8 @@ class ArchiveConfig:
 
 
 def horizons(settings: TopicSettings) -> Horizons:
+    from logq.archive.retention import Horizons  # noqa: PLC0415 (see the module doc)
+
     return Horizons(
         retention_ms=settings.retention_ms,
         retention_bytes=settings.retention_bytes,
@@ -72,6 +81,9 @@ class BrokerArchive:
         )
         if directory is None:
             raise ValueError("an archive needs a data directory for its cache (or cache_directory)")
+        from logq.archive.archiver import Archiver  # noqa: PLC0415 (see the module doc)
+        from logq.archive.store import ArchiveLocation, open_store  # noqa: PLC0415
+
         self.config = config
         self.archiver = Archiver(
             open_store(ArchiveLocation(config.url, config.endpoint, config.region)),

@@ -289,10 +289,13 @@ class Broker:
             await self.apply_retention()
 
     def _flush_due(self) -> None:
-        """Under `fsync: interval`, the logs whose interval has passed (blocking)."""
-        for topic in list(self.topics.values()):
-            for partition in topic.partitions:
-                partition.log.flush_if_due()
+        """Under `fsync: interval`, the logs whose interval has passed (blocking);
+        under the other policies no partition log is looked at (a tick comes
+        every `tick_ms`: a walk over tens of thousands would cost a core)."""
+        if self.config.log.fsync is FsyncPolicy.INTERVAL:
+            for topic in list(self.topics.values()):
+                for partition in topic.partitions:
+                    partition.log.flush_if_due()
         try:
             self.trace_log.flush_if_due()
         except OSError as error:  # the trace is not worth failing the timer for

@@ -68,9 +68,9 @@ def _table(result: PartitionsBenchResult) -> Table:
         ("scrape ms (agg ms)", None, ""),
         ("publish/s spread", "publish_spread_per_s", "{:,.0f}"),
         ("publish/s 1 part.", "publish_one_partition_per_s", "{:,.0f}"),
-        ("stop s", "stop_s", "{:.2f}"),
-        ("restart s (TERM)", "restart_after_sigterm_s", "{:.2f}"),
-        ("restart s (kill -9)", "restart_after_kill_s", "{:.2f}"),
+        ("stop s (CPU s)", "stop", ""),
+        ("restart s (TERM) (CPU s)", "restart_after_sigterm", ""),
+        ("restart s (kill -9) (CPU s)", "restart_after_kill", ""),
         ("RSS MB / fds after", None, ""),
     )
     for title, _, _ in columns:
@@ -78,7 +78,9 @@ def _table(result: PartitionsBenchResult) -> Table:
     for step in result.steps:
         row = []
         for title, key, form in columns:
-            if key is not None:
+            if key is not None and not form:  # wall-clock seconds (CPU seconds)
+                row.append(f"{getattr(step, key + '_s'):.2f} ({getattr(step, key + '_cpu_s'):.2f})")
+            elif key is not None:
                 row.append(form.format(getattr(step, key)))
             elif title.startswith("/metrics"):
                 row.append(

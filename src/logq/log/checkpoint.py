@@ -13,7 +13,8 @@ tore fails its CRC, and only lengthens that scan).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from crc32c import crc32c
@@ -41,18 +42,32 @@ def _crc(checkpoint: Checkpoint) -> int:
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
-    payload = {"version": CHECKPOINT_VERSION, **asdict(checkpoint), "crc": _crc(checkpoint)}
-    return json.dumps(payload).encode()
+    """The JSON document (as `json.dumps` of the fields in this order would
+    write it, formatted directly: a shutdown encodes one per log written
+    since its last checkpoint, tens of thousands)."""
+    assert type(checkpoint.segment) is type(checkpoint.position) is int
+    assert type(checkpoint.next_offset) is type(checkpoint.max_timestamp) is int
+    return (
+        f'{{"version": {CHECKPOINT_VERSION}, "segment": {checkpoint.segment}, '
+        f'"position": {checkpoint.position}, "next_offset": {checkpoint.next_offset}, '
+        f'"max_timestamp": {checkpoint.max_timestamp}, "crc": {_crc(checkpoint)}}}'
+    ).encode()
 
 
-def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
-    durable.write_atomic(directory / CHECKPOINT_NAME, encode_checkpoint(checkpoint))
+def write_checkpoint(directory: Path, checkpoint: Checkpoint, *, sync_parent: bool = True) -> None:
+    """`sync_parent=False`: the caller fsyncs the directory next."""
+    durable.write_atomic(
+        directory / CHECKPOINT_NAME, encode_checkpoint(checkpoint), sync_parent=sync_parent
+    )
 
 
-def overwrite_checkpoint_unsynced(directory: Path, checkpoint: Checkpoint) -> None:
+def overwrite_checkpoint_unsynced(directory: Path | str, checkpoint: Checkpoint) -> None:
     """Overwrite the checkpoint in place, durable only with the caller's next
-    `durable.sync_filesystem` (torn before it: its CRC fails, see above)."""
-    durable.overwrite_unsynced(directory / CHECKPOINT_NAME, encode_checkpoint(checkpoint))
+    `durable.sync_filesystem` (torn before it: its CRC fails, see above).
+    (`directory` may be a string: a shutdown does this for thousands of logs.)"""
+    durable.overwrite_unsynced(
+        f"{os.fspath(directory)}/{CHECKPOINT_NAME}", encode_checkpoint(checkpoint)
+    )
 
 
 def drop_checkpoint(directory: Path) -> None:

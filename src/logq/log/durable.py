@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,11 +67,68 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def make_directory(path: Path) -> None:
+class DirectorySyncs:
+    """Fsyncs of directories shared between the logs that made entries in
+    them at about the same time: the partitions of a topic opened together
+    by one publish each make their directory in the topic's, and each needs
+    an fsync of it that began after its mkdir. A caller takes a ticket
+    after its change (`changed`) and asks for such an fsync (`sync`):
+    callers that arrive while one runs wait for it and share the next one
+    (group commit, as the logs' own fsyncs do); one whose change an fsync
+    that began after it already covered returns at once."""
+
+    # directories whose last fsync is remembered (a forgotten one is only
+    # fsynced once more than it needs)
+    REMEMBERED_MAX = 1024
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._tickets = 0  # a clock: changes and fsync starts take its next value
+        self._running: set[str] = set()  # directories being fsynced now
+        self._synced: dict[str, int] = {}  # directory -> when its last finished fsync began
+        self.fsyncs = 0
+
+    def changed(self) -> int:
+        """A ticket for a change just made (take it after the change)."""
+        with self._condition:
+            self._tickets += 1
+            return self._tickets
+
+    def sync(self, directory: Path | str, ticket: int) -> None:
+        """Return once an fsync of `directory` that began after `ticket` has
+        finished (doing it, or waiting for the one under way)."""
+        name = os.fspath(directory)
+        with self._condition:
+            while self._synced.get(name, 0) < ticket and name in self._running:
+                self._condition.wait()
+            if self._synced.get(name, 0) >= ticket:
+                return
+            self._running.add(name)
+            self._tickets += 1
+            began = self._tickets
+        try:
+            sync_directory(Path(name))
+        except BaseException:
+            with self._condition:
+                self._running.discard(name)
+                self._condition.notify_all()  # a waiter tries the fsync itself
+            raise
+        with self._condition:
+            self._running.discard(name)
+            self.fsyncs += 1
+            # the newest last: the oldest is forgotten first
+            self._synced[name] = max(began, self._synced.pop(name, 0))
+            while len(self._synced) > self.REMEMBERED_MAX:
+                del self._synced[next(iter(self._synced))]
+            self._condition.notify_all()
+
+
+def make_directory(path: Path, syncs: DirectorySyncs | None = None) -> None:
     """Create `path` and its missing parents so that the directory survives
     power loss: a new directory's name lives in its parent, which is fsynced
     (an fsync of the directory itself, or of files in it, does not make its
-    own name durable). Nothing is fsynced when `path` exists, which would
+    own name durable); with `syncs`, that fsync is shared with other
+    directories made in the same parent meanwhile. Nothing is fsynced when `path` exists, which would
     cost a device flush per partition at every start (0.4 ms here): a
     process killed between a mkdir and its parent's fsync leaves a directory
     whose name becomes durable with the next fsync of its parent. (A topic
@@ -88,11 +146,17 @@ def make_directory(path: Path) -> None:
         except FileExistsError:
             if not directory.is_dir():
                 raise
-        sync_directory(directory.parent)
+        if syncs is None:
+            sync_directory(directory.parent)
+        else:
+            syncs.sync(directory.parent, syncs.changed())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file."""
+def write_atomic(path: Path, data: bytes, *, sync_parent: bool = True) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file.
+    `sync_parent=False`: the caller fsyncs the directory itself later (with
+    other new names in it), or a crash that keeps the old file (or none) is
+    as good as one that keeps the new."""
     temp = path.with_name(path.name + TEMP_SUFFIX)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -104,7 +168,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(temp, path)
-    sync_directory(path.parent)
+    if sync_parent:
+        sync_directory(path.parent)
 
 
 def truncate_durably(fd: int, size: int) -> None:
@@ -153,7 +218,7 @@ def overwrite_in_place(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def overwrite_unsynced(path: Path, data: bytes) -> None:
+def overwrite_unsynced(path: Path | str, data: bytes) -> None:
     """Write `data` as the content of `path` (created if missing) in place,
     without an fsync: durable with the next `sync_filesystem`, and a crash
     before it may leave any mix of old and new bytes (only for files whose

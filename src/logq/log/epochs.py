@@ -285,6 +285,9 @@ class LeaderEpochs:
         self._state = state or EpochState()
         # What the file holds (None: unknown or bad, so it is rewritten).
         self._written = written
+        # No file was found and none written since: a crash that loses the
+        # first one written is as good as one that keeps it (see `stamp`).
+        self._no_file = False
 
     @classmethod
     def recovered(
@@ -296,6 +299,7 @@ class LeaderEpochs:
             state = scan_epochs(segments)
             bad = (directory / EPOCH_FILE_NAME).exists()
             epochs = cls(directory, state, None if bad else EpochState())
+            epochs._no_file = not bad
         else:
             state = dataclasses.replace(stored, start_at=NO_OFFSET)
             state = state.truncated_from_end(segments[-1].next_offset)
@@ -325,7 +329,15 @@ class LeaderEpochs:
         start noted (in the file first) when it begins a new epoch."""
         state = self._state
         if state.leader_epoch > state.latest_epoch or self._written is not state:
-            self._change(state.with_epoch_from(state.leader_epoch, base_offset))
+            # A log without a file (a new one) writes its first without
+            # fsyncing the directory: should a crash lose its name, the
+            # cache is rebuilt from the batch headers, which tell the same
+            # (this epoch begins at this batch, and no leader epoch was set
+            # above it: setting one writes the file durably).
+            self._change(
+                state.with_epoch_from(state.leader_epoch, base_offset),
+                sync_parent=not self._no_file,
+            )
         return state.leader_epoch
 
     def note_replica(self, headers: Sequence[BatchHeader]) -> None:
@@ -361,17 +373,17 @@ class LeaderEpochs:
     def end_offset_for(self, epoch: int, log_end: int) -> tuple[int, int]:
         return self._state.end_offset_for(epoch, log_end)
 
-    def _change(self, state: EpochState) -> None:
+    def _change(self, state: EpochState, *, sync_parent: bool = True) -> None:
         """Adopt `state` once the file holds it (nothing changes if it cannot)."""
         previous = self._state
         self._state = state
         try:
-            self.write(required=True)
+            self.write(required=True, sync_parent=sync_parent)
         except OSError:
             self._state = previous
             raise
 
-    def write(self, *, required: bool) -> None:
+    def write(self, *, required: bool, sync_parent: bool = True) -> None:
         """Bring the file up to date; on failure raise if `required`, else log."""
         if self._written is self._state:
             return
@@ -379,7 +391,11 @@ class LeaderEpochs:
             self._written = self._state
             return
         try:
-            durable.write_atomic(self._directory / EPOCH_FILE_NAME, encode_state(self._state))
+            durable.write_atomic(
+                self._directory / EPOCH_FILE_NAME,
+                encode_state(self._state),
+                sync_parent=sync_parent,
+            )
         except OSError as error:
             if required:
                 raise
@@ -390,3 +406,4 @@ class LeaderEpochs:
             )
             return
         self._written = self._state
+        self._no_file = False

@@ -24,11 +24,12 @@ this process writes the directory (the broker holds its lock).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from logq.log.errors import (
 from logq.log.file_cache import FileCache
 from logq.log.file_log import FileLog
 from logq.log.metadata_slots import (
+    HEADER_SIZE,
+    KEY_BYTES_MAX,
     SLOT_SUFFIXES,
     VALUE_BYTES_MAX,
     SlotError,
@@ -66,6 +69,9 @@ LEGACY_METADATA_NAME = "metadata.json"
 STATE_LOG_SUFFIX = ".state"
 NAME_BYTES_MAX = 255
 LOCK_STRIPES = 64
+# The longest a slot file can be (a longer one fails its length check).
+SLOT_BYTES_MAX = HEADER_SIZE + KEY_BYTES_MAX + VALUE_BYTES_MAX
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class FileBackend:
@@ -75,13 +81,23 @@ class FileBackend:
         self.directory = directory
         # the descriptors every partition log of the broker shares
         self.files = files if files is not None else FileCache()
+        # the fsyncs of topic directories its new partition logs share
+        self.directory_syncs = durable.DirectorySyncs()
         self._meta = directory / META_DIR
+        self._meta_name = os.fspath(self._meta)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._current: dict[str, tuple[int, int]] = {}  # key -> (version, slot index)
         self._reported: set[Path] = set()  # slots reported not to verify
         self._damaged: set[str] = set()  # keys reported damaged
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
+        # The slot files the last listing saw of each key (a start lists
+        # every record, then reads each: a slot it did not see is not looked
+        # for), good while no put or delete came since it began.
+        self._listing_lock = threading.Lock()
+        self._changes = 0  # puts and deletes begun or ended
+        self._listed: dict[str, set[int]] = {}
+        self._listed_at = -1  # `_changes` when the listing began
         durable.make_directory(directory)
 
     @property
@@ -114,7 +130,7 @@ class FileBackend:
     def open_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
         directory = os.path.join(self._topic_directory(topic), str(partition))
-        return FileLog(directory, config, files=self.files)
+        return FileLog(directory, config, files=self.files, directory_syncs=self.directory_syncs)
 
     def close_logs(self, logs: Sequence[PartitionLog]) -> None:
         """The logs that were opened share two syncs of each file system that
@@ -131,7 +147,8 @@ class FileBackend:
         if not opened:
             return
         try:
-            devices = {os.stat(log.directory).st_dev: log.directory for log in opened}
+            names = {os.stat(log.directory_name).st_dev: log.directory_name for log in opened}
+            devices = {device: Path(name) for device, name in names.items()}
             for directory in devices.values():
                 durable.sync_filesystem(directory)
         except OSError as error:
@@ -154,7 +171,7 @@ class FileBackend:
     def open_state_log(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
         assert partition >= 0
         directory = os.path.join(self._topic_directory(topic), f"{partition}{STATE_LOG_SUFFIX}")
-        return FileLog(directory, config, files=self.files)
+        return FileLog(directory, config, files=self.files, directory_syncs=self.directory_syncs)
 
     def has_topic_files(self, topic: str) -> bool:
         return self._topic_path(topic).exists()
@@ -199,14 +216,21 @@ class FileBackend:
         when it has no slot file; MetadataDamagedError when none verifies."""
         valid: list[tuple[int, int, bytes]] = []
         bad: list[str] = []
-        for index, path in enumerate(self._slot_paths(names)):
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
+        with self._listing_lock:
+            listed = self._listed.get(key) if self._listed_at == self._changes else None
+        # paths as strings, read with os calls: a start reads every record
+        stem = "/".join((self._meta_name, *names))
+        for index, suffix in enumerate(SLOT_SUFFIXES):
+            if listed is not None and index not in listed:
+                continue  # not there when listed, and nothing changed since
+            name = stem + suffix
+            data = _read_slot_file(name)
+            if data is None:
                 continue
             try:
                 slot = decode_slot(key, data)
             except SlotError as error:
+                path = Path(name)
                 self._report_slot(key, path, str(error))
                 bad.append(f"{path.name}: {error}")
                 continue
@@ -256,7 +280,7 @@ class FileBackend:
             raise MetadataTooLargeError(
                 f"metadata record {key!r} is {len(value)} bytes, the limit is {VALUE_BYTES_MAX}"
             )
-        with self._lock(key):
+        with self._lock(key), self._changing():
             current = self._current_of(key, names)
             version = None if current is None else current[0]
             if version != expected_version:
@@ -279,7 +303,7 @@ class FileBackend:
 
     def delete(self, key: str, expected_version: int) -> None:
         names = check_key(key)
-        with self._lock(key):
+        with self._lock(key), self._changing():
             current = self._current_of(key, names)
             version = None if current is None else current[0]
             if current is None or version != expected_version:
@@ -297,10 +321,27 @@ class FileBackend:
             self._reported.difference_update(paths)
         self._count("deletes")
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a put or delete: a listing begun before its end is not used."""
+        self._note_change()
+        try:
+            yield
+        finally:
+            self._note_change()
+
+    def _note_change(self) -> None:
+        with self._listing_lock:
+            self._changes += 1
+            self._listed.clear()
+
     def list(self, prefix: str) -> list[str]:
         head = prefix.rpartition("/")[0]
         start = self._meta.joinpath(*(escape_segment(s) for s in head.split("/") if s))
         keys: set[str] = set()
+        with self._listing_lock:
+            began = self._changes
+        slots: dict[str, set[int]] = {}
         for directory, _, files in os.walk(start):
             parts = Path(directory).relative_to(self._meta).parts
             segments = [unescape_segment(part) for part in parts]
@@ -314,6 +355,12 @@ class FileBackend:
                 key = "/".join([*(s for s in segments if s is not None), leaf])
                 if key.startswith(prefix):
                     keys.add(key)
+                    slots.setdefault(key, set()).add(SLOT_SUFFIXES.index(suffix))
+        with self._listing_lock:
+            if self._changes == began:
+                if self._listed_at != began:
+                    self._listed, self._listed_at = {}, began
+                self._listed.update(slots)
         return sorted(keys)
 
     def legacy_metadata(self) -> bytes | None:
@@ -342,3 +389,23 @@ class FileBackend:
 
     def close(self) -> None:
         self._current.clear()
+
+
+def _read_slot_file(path: str) -> bytes | None:
+    """The file's bytes, at most SLOT_BYTES_MAX + 1; None when it is missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        parts: list[bytes] = []
+        total = 0
+        while total <= SLOT_BYTES_MAX:
+            chunk = os.read(fd, min(READ_CHUNK_BYTES, SLOT_BYTES_MAX + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)

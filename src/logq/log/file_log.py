@@ -143,9 +143,12 @@ class FileLog:
         *,
         clock: Callable[[], float] = time.monotonic,
         files: FileCache | None = None,
+        directory_syncs: durable.DirectorySyncs | None = None,
     ) -> None:
         """`files`: the descriptor cache shared by a broker's logs (a log of
-        its own otherwise). Nothing is read until the log is first used."""
+        its own otherwise); `directory_syncs`: the fsyncs of parent
+        directories they share (see `_open`). Nothing is read until the log
+        is first used."""
         # the directory's name; its Path is made on first use (parsing one
         # per partition at start would cost more than the rest of the log)
         self._directory_name = os.fspath(directory)
@@ -153,6 +156,7 @@ class FileLog:
         self.config = config or LogConfig()
         self._clock = clock
         self._files = files if files is not None else FileCache()
+        self._directory_syncs = directory_syncs
         self._open_lock = threading.Lock()  # the first use opens the log, once
         self._opened = False
         self._recovery: RecoveryReport | None = None
@@ -194,6 +198,11 @@ class FileLog:
         return self._directory
 
     @property
+    def directory_name(self) -> str:
+        """The directory as a string (no Path made for it)."""
+        return self._directory_name
+
+    @property
     def opened(self) -> bool:
         """Whether the log was opened (recovered) since it was made."""
         return self._opened
@@ -216,7 +225,7 @@ class FileLog:
         if self._opened:
             return False
         if not self._unmade:
-            self._unmade = not os.path.exists(self._directory_name)
+            self._unmade = not os.access(self._directory_name, os.F_OK)  # no exception raised
         return self._unmade
 
     @property
@@ -288,8 +297,14 @@ class FileLog:
         return Segment(self.directory, base_offset, self.config.index_interval_bytes, self._files)
 
     def _open(self) -> RecoveryReport:
+        """Open (recover) the log. A new log (no segment, no checkpoint) makes
+        its files with the fsyncs its durability needs and no more: its
+        directory's name in the topic's (an fsync shared with the other
+        partitions opened meanwhile), its checkpoint's content, and one fsync
+        of its own directory for the names of its segment files (empty: they
+        need no fsync of their own) and of its checkpoint."""
         started = time.perf_counter()
-        durable.make_directory(self.directory)
+        durable.make_directory(self.directory, self._directory_syncs)
         stored_epochs = read_epoch_file(self.directory)
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
@@ -305,10 +320,12 @@ class FileLog:
                 self.directory / CHECKPOINT_NAME,
                 error,
             )
+        new = not bases and checkpoint is None
         if not bases:
             start = checkpoint.next_offset if checkpoint else 0
             segment = self._segment(start)
-            durable.sync_directory(self.directory)
+            if not new:
+                durable.sync_directory(self.directory)
             bases = [start]
             self._segments = [segment]
         else:
@@ -360,13 +377,15 @@ class FileLog:
             result = dataclasses.replace(result, cut_bytes=0, cut_reason=None)
         if clean:
             self._checkpoint = checkpoint
-        else:
+        elif not new:
             active.sync()
             active.sync_indexes()
         self._stats["files_repaired"] += repaired
         self._durable = (active.next_offset, active.base_offset, active.size)
         self._synced_offset = active.next_offset
-        self._write_checkpoint_or_drop()
+        self._write_checkpoint_or_drop(sync_parent=not new)
+        if new:
+            durable.sync_directory(self.directory)
         self._epochs = LeaderEpochs.recovered(self.directory, stored_epochs, self._segments)
         report = RecoveryReport(
             segments=len(self._segments),
@@ -675,21 +694,24 @@ class FileLog:
             and self._synced_offset >= active.next_offset
         )
 
-    def _write_checkpoint(self) -> None:
+    def _write_checkpoint(self, *, sync_parent: bool = True) -> None:
         active = self._active
         if self._durable[1] != active.base_offset:
             return
         self._store_checkpoint(
-            Checkpoint(active.base_offset, self._durable[2], self._durable[0], active.max_timestamp)
+            Checkpoint(
+                active.base_offset, self._durable[2], self._durable[0], active.max_timestamp
+            ),
+            sync_parent=sync_parent,
         )
 
-    def _write_checkpoint_or_drop(self) -> None:
+    def _write_checkpoint_or_drop(self, *, sync_parent: bool = True) -> None:
         """At open and close a checkpoint only shortens the next recovery, so a
         disk too full to write one (another program filled it) stops neither:
         the old checkpoint is removed instead (it may name a point this
         recovery just cut) and the next open scans the active segment whole."""
         try:
-            self._write_checkpoint()
+            self._write_checkpoint(sync_parent=sync_parent)
         except OSError as error:
             logger.warning(
                 "log %s: no recovery checkpoint written (%s); the next start scans"
@@ -701,7 +723,7 @@ class FileLog:
                 drop_checkpoint(self.directory)
                 self._checkpoint = None
 
-    def _store_checkpoint(self, checkpoint: Checkpoint) -> None:
+    def _store_checkpoint(self, checkpoint: Checkpoint, *, sync_parent: bool = True) -> None:
         with self._checkpoint_lock:
             last = self._checkpoint
             if last is not None and (last.segment, last.position) >= (
@@ -709,7 +731,7 @@ class FileLog:
                 checkpoint.position,
             ):
                 return
-            write_checkpoint(self.directory, checkpoint)
+            write_checkpoint(self.directory, checkpoint, sync_parent=sync_parent)
             self._checkpoint = checkpoint
             self._stats["checkpoints"] += 1
 
@@ -1145,11 +1167,13 @@ class FileLog:
         file system again once it is closed (one `durable.sync_filesystem`
         each for many logs): nothing is fsynced here, and the checkpoint is
         overwritten in place, durable with that second sync."""
+        if not self._opened:
+            with self._open_lock:
+                if not self._opened:  # nothing to flush, no verification to stop
+                    self._closed = True
+                    return
         with self._open_lock, self._verifications_stopped(), self._sync_lock, self._lock:
             if self._closed:
-                return
-            if not self._opened:
-                self._closed = True
                 return
             active = self._active
             at_end = self._checkpoint_at_end()
@@ -1175,7 +1199,7 @@ class FileLog:
         )
         try:
             with self._checkpoint_lock:
-                overwrite_checkpoint_unsynced(self.directory, checkpoint)
+                overwrite_checkpoint_unsynced(self._directory_name, checkpoint)
                 self._checkpoint = checkpoint
                 self._stats["checkpoints"] += 1
         except OSError as error:

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from logq.broker import BrokerConfig, TopicSettings
 from logq.broker.archiving import ArchiveConfig
 from logq.broker.backoff import parse_backoff
@@ -114,6 +112,9 @@ def _listener(key: str, value: object) -> tuple[str | None, int]:
 
 
 def load_file(path: Path) -> dict[str, Any]:
+    # a start without a config file (and the help) does not load the YAML parser
+    import yaml  # noqa: PLC0415
+
     try:
         loaded = yaml.safe_load(path.read_text())
     except OSError as error:

@@ -58,7 +58,6 @@ from logq.server.http_common import (
 from logq.server.http_guard import BrowserGuard
 from logq.server.http_listener import SCOPE_KEY
 from logq.server.http_metrics import HttpMetrics
-from logq.server.http_openapi import openapi_document
 from logq.server.security import ROUTES, Security
 from logq.server.security_config import SecurityConfig
 
@@ -105,6 +104,9 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi_json(state: ApiState, request: Request) -> Response:
+        # built on request: a start does not load the document's schemas
+        from logq.server.http_openapi import openapi_document  # noqa: PLC0415
+
         return json_response(openapi_document(table))
 
     return (

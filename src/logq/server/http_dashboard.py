@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from functools import partial
+from functools import cache, partial
 from importlib.resources import files
 
 from starlette.requests import Request
@@ -39,12 +39,19 @@ _TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-_DIRECTORY = files("logq.server") / "dashboard"
-ASSETS: dict[str, bytes] = {
-    entry.name: entry.read_bytes()
-    for entry in _DIRECTORY.iterdir()
-    if entry.is_file() and any(entry.name.endswith(suffix) for suffix in _TYPES)
-}
+
+
+@cache
+def assets() -> dict[str, bytes]:
+    """The page and its assets by name, read on the first request for one
+    (a broker's start reads none of them)."""
+    return {
+        entry.name: entry.read_bytes()
+        for entry in (files("logq.server") / "dashboard").iterdir()
+        if entry.is_file() and any(entry.name.endswith(suffix) for suffix in _TYPES)
+    }
+
+
 _CACHE = {"Cache-Control": "no-cache"}
 
 EVENTS_QUERY = (
@@ -128,12 +135,12 @@ EVENTS_SCHEMA = {
 
 
 async def page(state: ApiState, request: Request) -> Response:
-    return Response(ASSETS["index.html"], media_type=_TYPES[".html"], headers=_CACHE)
+    return Response(assets()["index.html"], media_type=_TYPES[".html"], headers=_CACHE)
 
 
 async def asset(state: ApiState, request: Request) -> Response:
     name = request.path_params["name"]
-    body = ASSETS.get(name) if name != "index.html" else None
+    body = assets().get(name) if name != "index.html" else None
     if body is None:
         raise UnknownCommandError(f"no asset {name[:80]!r}")
     suffix = name[name.rfind(".") :]
