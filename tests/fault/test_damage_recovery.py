@@ -212,11 +212,6 @@ def test_offsets_a_group_was_handed_are_not_given_again_after_a_cut(
     assert any("were handed offsets up to 9" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a time index entry's time is trusted; damage that leaves the"
-    " index sane makes a time lookup skip batches, unreported",
-)
 def test_a_damaged_time_index_entry_never_makes_a_time_lookup_skip(tmp_path: Path) -> None:
     config = LogConfig(segment_bytes=4096, index_interval_bytes=128)
     log = FileLog(tmp_path, config)

@@ -317,13 +317,17 @@ class FileLog:
         rebuilt = 0
         for segment, next_base in zip(self._segments, bases[1:], strict=False):
             segment.load_sealed_state(next_base)
-            if not self._indexes_sane(segment) or not segment.tail_fits(next_base):
+            problem = self._index_problem(segment, next_base - segment.base_offset)
+            if problem is None and not segment.tail_fits(next_base):
+                problem = "its batches do not run to the next segment's base"
+            if problem is not None:
                 # Sealed segments hold acknowledged data on both sides of any
                 # damage: they are verified and reindexed, never cut.
-                self._verify_sealed(segment, "its indexes or its end do not match it")
+                self._verify_sealed(segment, problem)
                 rebuilt += 1
         active = self._active
-        active_sane = self._indexes_sane(active)  # before a torn last entry is trimmed
+        active_problem = self._index_problem(active, None)  # before a torn entry is trimmed
+        active_sane = active_problem is None
         active.open_for_append()
         clean = False
         if (
@@ -344,8 +348,9 @@ class FileLog:
                 rebuilt += 1
                 repaired += 1
                 logger.warning(
-                    "segment %s: its indexes do not match it: rebuilt from its batches",
+                    "segment %s: its indexes do not match it (%s): rebuilt from its batches",
                     active.log_path,
+                    active_problem,
                 )
             start_position = 0
             active.offset_index.truncate_entries(0)
@@ -489,14 +494,17 @@ class FileLog:
         return sorted(bases)
 
     @staticmethod
-    def _indexes_sane(segment: Segment) -> bool:
-        limits_offset = (MAX_RELATIVE_OFFSET, max(segment.size - 1, 0))
-        limits_time = (2**63 - 1, MAX_RELATIVE_OFFSET)
+    def _index_problem(segment: Segment, end_relative: int | None) -> str | None:
+        """Why the segment's indexes cannot be used as they are, or None.
+        `end_relative`: a sealed segment's offset count (None: the active
+        one, whose time index is checked entry by entry, as recovery trusts
+        it below the checkpoint)."""
         if segment.size == 0:
-            return True
-        return segment.offset_index.is_sane(limits_offset) and segment.time_index.is_sane(
-            limits_time
-        )
+            return None
+        if not segment.offset_index.is_sane((MAX_RELATIVE_OFFSET, max(segment.size - 1, 0))):
+            return "its offset index is missing, cut or out of order"
+        problem = segment.time_index.check(end_relative, every_entry=end_relative is None)
+        return None if problem is None else f"its time index: {problem}"
 
     # -- appending ---------------------------------------------------------------
 
@@ -850,10 +858,16 @@ class FileLog:
             if segment not in self._segments and self._segments:
                 return False
             self._record_damage(segment, verification.damaged)
+            if why == SCRUB and not verification.damaged:
+                # the time index is trusted to skip data: it must be the one
+                # the walk built (the offset index is checked at each use)
+                why = segment.time_index.disagreement(verification.time_entries) or SCRUB
             if why != SCRUB or verification.damaged:
                 segment.replace_indexes(verification)
                 self._stats["files_repaired"] += 1
-                logger.warning("segment %s: indexes rebuilt from its batches", segment.log_path)
+                logger.warning(
+                    "segment %s: indexes rebuilt from its batches (%s)", segment.log_path, why
+                )
         return True
 
     def _record_damage(self, segment: Segment, found: list[DamagedRange]) -> None:
@@ -868,28 +882,47 @@ class FileLog:
         self._damaged = sorted([*kept, *found], key=lambda d: d.start)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record time is >= `timestamp_ms`, or None.
+        A segment whose time index does not verify is scanned from its start
+        for this lookup, and verified whole (its indexes rebuilt) after it."""
         self.ensure_open()
+        suspect: tuple[int, str] | None = None
+        found: int | None = None
         with self._lock:
             self._check_open()
             readable = self._readable_offset()
             for segment in self._segments:
                 if segment.max_timestamp < timestamp_ms:
                     continue
-                end_position = self._readable_position(segment)
-                position = segment.position_for_time(timestamp_ms)
-                while position < end_position:
-                    header = segment.header_at(position)
-                    if not HEADER_SIZE <= header.size <= end_position - position:
-                        break  # damage: reads report it; the next segment may answer
-                    if header.max_timestamp >= timestamp_ms:
-                        data = segment.pread(position, header.size)
-                        if compute_crc(data, 0, header.size) == header.crc:
-                            for index, stamp in enumerate(decode_timestamps(data)):
-                                if stamp >= timestamp_ms:
-                                    found = header.base_offset + index
-                                    return found if found < readable else None
-                    position += header.size
-            return None
+                try:
+                    position = segment.position_for_time(timestamp_ms)
+                except SuspectSegmentError as error:
+                    suspect, position = (segment.base_offset, str(error)), 0
+                found = self._first_at_or_after(segment, position, timestamp_ms)
+                if found is not None:
+                    found = found if found < readable else None
+                    break
+        if suspect is not None:
+            self._stats["corrupt_reads"] += 1
+            self.verify(*suspect)
+        return found
+
+    def _first_at_or_after(self, segment: Segment, position: int, timestamp_ms: int) -> int | None:
+        """The first offset of `segment` from `position` on whose time is at
+        least `timestamp_ms`, or None (damage stops the walk: reads report it)."""
+        end_position = self._readable_position(segment)
+        while position < end_position:
+            header = segment.header_at(position)
+            if not HEADER_SIZE <= header.size <= end_position - position:
+                return None  # damage: reads report it; the next segment may answer
+            if header.max_timestamp >= timestamp_ms:
+                data = segment.pread(position, header.size)
+                if compute_crc(data, 0, header.size) == header.crc:
+                    for index, stamp in enumerate(decode_timestamps(data)):
+                        if stamp >= timestamp_ms:
+                            return header.base_offset + index
+            position += header.size
+        return None
 
     # -- truncation and retention ------------------------------------------------------
 

@@ -29,7 +29,7 @@ from logq.log.batch import (
     compute_crc,
     read_header,
 )
-from logq.log.index import OFFSET_ENTRY, TIME_ENTRY
+from logq.log.index import OFFSET_ENTRY
 
 # The walk reads the segment in windows of this size; a larger batch is read whole.
 WINDOW_BYTES = 1024 * 1024
@@ -60,7 +60,7 @@ class Verification:
 
     damaged: list[DamagedRange] = field(default_factory=list)
     offset_entries: bytearray = field(default_factory=bytearray)
-    time_entries: bytearray = field(default_factory=bytearray)
+    time_entries: list[tuple[int, int]] = field(default_factory=list)  # (T, relative offset)
     batches: int = 0
     checked_bytes: int = 0
     end_position: int = 0
@@ -206,7 +206,7 @@ def verify_segment(
         if since_entry >= index_interval_bytes:
             result.offset_entries += OFFSET_ENTRY.pack(relative, position)
             if result.max_timestamp > time_entry_timestamp:
-                result.time_entries += TIME_ENTRY.pack(result.max_timestamp, relative)
+                result.time_entries.append((result.max_timestamp, relative))
                 time_entry_timestamp = result.max_timestamp
             since_entry = 0
         since_entry += header.size
@@ -224,10 +224,10 @@ def verify_segment(
             DamagedRange(result.next_offset, end_offset, name, position, file_size, reason)
         )
         result.next_offset = end_offset
-    if result.max_timestamp > time_entry_timestamp and result.batches:
-        result.time_entries += TIME_ENTRY.pack(
-            result.max_timestamp, result.next_offset - segment.base_offset
-        )
+    end_relative = result.next_offset - segment.base_offset
+    if end_relative > 0 and end_offset != OPEN_END:
+        # the final entry a sealed segment's index ends with (docs/format.md)
+        result.time_entries.append((result.max_timestamp, end_relative))
     result.end_position = position
     if pace is not None and result.checked_bytes > paced:
         pace(result.checked_bytes - paced)
