@@ -41,7 +41,7 @@ def _opened(directory: Path, config: LogConfig) -> FileLog:
     return log
 
 
-def _layout(stored: bytes) -> tuple[int, int]:
+def _layout(stored: bytes | bytearray) -> tuple[int, int]:
     """(where entries start, entry size) of a time index in either shape."""
     return (16, 16) if stored.startswith(HEADER) else (0, 12)
 
