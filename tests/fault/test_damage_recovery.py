@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from logq.broker import Broker, BrokerConfig, FakeClock, OutgoingMessage
+from logq.broker.commit import Commits
 from logq.log import DamagedDataError, FsyncPolicy, LogConfig, encode_batch
 from logq.log.batch import decode_batch, iter_headers
 from logq.log.commit_journal import CommitJournal
 from logq.log.file_log import FileLog
+from logq.log.writer import Writer
 
 CONFIG = LogConfig(fsync=FsyncPolicy.ALWAYS, segment_bytes=64 << 10, index_interval_bytes=256)
 BATCHES = 20
@@ -229,3 +233,45 @@ def test_a_damaged_time_index_entry_never_makes_a_time_lookup_skip(tmp_path: Pat
         assert wrong == [] or log.statistics()["files_repaired"] > 0
     finally:
         log.close()
+
+
+def test_a_cut_above_the_last_checkpoint_of_batches_the_journal_dropped_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal's flush fsyncs the log and drops its copies: the log's
+    checkpoint must then name how far it reached, or a cut of its file at a
+    batch boundary (below what was acknowledged, above the last interval
+    checkpoint) would pass for a log that never held those batches."""
+    config = LogConfig(fsync=FsyncPolicy.ALWAYS, checkpoint_interval_bytes=1 << 30)
+    running, stopped = tmp_path / "running", tmp_path / "stopped"
+
+    async def main() -> None:
+        log = FileLog(running / "log", config)
+        writer = Commits(Writer(_new_journal(running / "commit")))
+        writer.start(asyncio.get_running_loop())
+        for number in range(BATCHES):  # one commit group each, held by the journal
+            await writer.write(log, b"log", encode_batch([f"value {number}".encode() * 8]))
+        await writer.flush()  # the log fsynced, the journal's copies dropped
+        shutil.copytree(running, stopped)  # what a kill -9 leaves
+        await writer.close()
+        log.close()
+
+    asyncio.run(main())
+    (segment,) = (stopped / "log").glob("*.log")
+    position, header = iter_headers(segment.read_bytes())[BATCHES // 2]
+    os.truncate(segment, position)  # a cut at a batch boundary
+    caplog.set_level(logging.WARNING)
+    log = FileLog(stopped / "log", config)
+    report = CommitJournal(stopped / "commit").replay({"log": log}.get)
+    assert report.gaps == []
+    assert log.next_offset == BATCHES  # the lost offsets are not given again
+    assert [(d.start, d.end) for d in log.damaged_ranges()] == [(header.base_offset, BATCHES)]
+    assert _values(log) == [f"value {n}".encode() * 8 for n in range(header.base_offset)]
+    assert any("before its checkpoint" in r.getMessage() for r in caplog.records)
+    log.close()
+
+
+def _new_journal(directory: Path) -> CommitJournal:
+    journal = CommitJournal(directory)
+    journal.replay(lambda _: None)
+    return journal

@@ -639,6 +639,9 @@ class FileLog:
                 segment = self._active
                 point = (segment.next_offset, segment.base_offset, segment.size)
                 max_timestamp = segment.max_timestamp
+                # writes only a commit journal holds: the journal's flush, which
+                # drops its copies after this fsync (see below)
+                journal_held = self._durable[0] > self._synced_offset
             started = time.perf_counter()
             segment.sync()
             took = time.perf_counter() - started
@@ -652,7 +655,7 @@ class FileLog:
                     self._durable = point
                 self._synced_offset = max(self._synced_offset, point[0])
             self._last_flush = self._clock()
-            self._maybe_checkpoint(segment, point, max_timestamp)
+            self._maybe_checkpoint(segment, point, max_timestamp, forced=journal_held)
 
     def flush_if_due(self) -> None:
         if self.config.fsync is not FsyncPolicy.INTERVAL or not self._opened:
@@ -661,11 +664,23 @@ class FileLog:
             self.sync()
 
     def _maybe_checkpoint(
-        self, segment: Segment, point: tuple[int, int, int], max_timestamp: int
+        self,
+        segment: Segment,
+        point: tuple[int, int, int],
+        max_timestamp: int,
+        *,
+        forced: bool = False,
     ) -> None:
+        """A checkpoint at `point` once `checkpoint_interval_bytes` passed since
+        the last one, or `forced`: when the fsync made durable in this file
+        writes the commit journal held, whose copies go once it is done. The
+        checkpoint then names how far the log reached, so recovery tells a
+        file cut below it (acknowledged offsets lost: reported, never given
+        again) from a torn tail; above it the journal still holds the copies."""
         last = self._checkpoint
         if (
-            last is not None
+            not forced
+            and last is not None
             and last.segment == point[1]
             and point[2] - last.position < self.config.checkpoint_interval_bytes
         ):
