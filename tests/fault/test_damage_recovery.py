@@ -275,3 +275,30 @@ def _new_journal(directory: Path) -> CommitJournal:
     journal = CommitJournal(directory)
     journal.replay(lambda _: None)
     return journal
+
+
+def test_the_scrubber_finds_damage_below_the_active_segments_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clean stop leaves the checkpoint at the active segment's end, so the
+    next open reads none of its batches again: damage there waits for a read
+    unless the scrubber walks the active segment's durable bytes too."""
+    _filled(tmp_path).close()
+    (segment,) = tmp_path.glob("*.log")
+    position, _ = iter_headers(segment.read_bytes())[3]
+    stored = bytearray(segment.read_bytes())
+    stored[position + 8] ^= 0x40  # its batch_length
+    segment.write_bytes(bytes(stored))
+    caplog.set_level(logging.WARNING)
+    log = FileLog(tmp_path, CONFIG)
+    log.ensure_open()
+    assert log.damaged_ranges() == []  # the open read nothing below the checkpoint
+    cursor = -1
+    while (base := log.scrub(cursor)) is not None:
+        cursor = base
+    assert [(d.start, d.end) for d in log.damaged_ranges()] == [(3, 4)]
+    assert log.statistics()["damage_found"] == 1
+    assert any(segment.name in r.getMessage() for r in caplog.records)
+    assert _values(log) == [f"value {n}".encode() * 8 for n in range(BATCHES) if n != 3]
+    assert log.write(encode_batch([b"after"])).base_offset == BATCHES
+    log.close()

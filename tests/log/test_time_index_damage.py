@@ -206,3 +206,23 @@ def test_a_rebuilt_index_is_written_whole_and_opens_cleanly(tmp_path: Path) -> N
         assert _wrong_lookups(log) == []
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("damage", ["removed", "partial entry", "within header"])
+def test_an_active_index_removed_or_cut_is_rebuilt_and_reported(
+    tmp_path: Path, damage: str
+) -> None:
+    config = LogConfig(segment_bytes=1 << 20, index_interval_bytes=128, retention_ms=None)
+    _filled(tmp_path, config)
+    (path,) = tmp_path.glob("*.timeindex")
+    stored = path.read_bytes()
+    if damage == "removed":
+        path.unlink()
+    else:
+        path.write_bytes(stored[: 10 if damage == "within header" else len(stored) - 5])
+    log = _opened(tmp_path, config)
+    try:
+        assert log.statistics()["files_repaired"] == 1
+        assert _wrong_lookups(log) == []
+    finally:
+        log.close()

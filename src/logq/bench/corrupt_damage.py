@@ -189,8 +189,6 @@ def _time_index_still_correct(
     """A time index (docs/format.md: a header, then entries with a CRC32C
     each) whose every entry verifies and is true of its segment: its offset
     a batch's start or the segment's end, its time the largest before it."""
-    if not stored:
-        return True  # no entry: lookups scan the segment from its start
     header = TIME_INDEX_HEADER.pack(TIME_INDEX_MAGIC, TIME_INDEX_VERSION, 0, base)
     if not stored.startswith(header) or (len(stored) - len(header)) % CHECKED_TIME_ENTRY.size:
         return False

@@ -837,21 +837,57 @@ class FileLog:
                 return False
 
     def scrub(self, after_base: int, pace: Pace | None = None) -> int | None:
-        """Verify the first sealed segment whose base offset is above
-        `after_base` (a scrubber's cursor) and return that base; None when
-        no sealed segment lies past the cursor. A log not opened whose
-        directory holds one segment (its active one) has none: it is not
-        opened for that."""
+        """Verify the first segment whose base offset is above `after_base`
+        (a scrubber's cursor) and return that base; None when none lies past
+        the cursor. Sealed segments are verified whole; the active one, last,
+        up to its durable point (bytes no write touches any more), and only
+        in a log already opened. A log not opened whose directory holds one
+        segment (its active one) is not opened for that."""
         if not self._opened and len(segment_bases(self._directory_name)) <= 1:
             return None
         self.ensure_open()
         with self._lock:
             self._check_open()
             bases = [s.base_offset for s in self._segments[:-1] if s.base_offset > after_base]
-        if not bases:
-            return None
-        self.verify(bases[0], SCRUB, pace)
-        return bases[0]
+            active = self._active
+        if bases:
+            self.verify(bases[0], SCRUB, pace)
+            return bases[0]
+        if active.base_offset > after_base:
+            self._scrub_active(active, pace)
+            return active.base_offset
+        return None
+
+    def _scrub_active(self, active: Segment, pace: Pace | None) -> None:
+        """Walk the active segment up to its durable point; damage there (a
+        batch below the checkpoint that recovery did not read again) seals
+        and verifies it whole, as a read meeting it would."""
+        with self._verify_lock:
+            with self._lock:
+                if self._closed or active is not self._active:
+                    return
+                _, durable_base, durable_position = self._durable
+                end_position = durable_position if durable_base == active.base_offset else 0
+
+            def paced(checked_bytes: int) -> None:
+                if self._stop_verifying:
+                    raise VerifyInterruptedError(f"{active.log_path}: verification interrupted")
+                if pace is not None:
+                    pace(checked_bytes)
+
+            try:
+                verification = verify_segment(
+                    active,
+                    OPEN_END,
+                    end_position=end_position,
+                    index_interval_bytes=self.config.index_interval_bytes,
+                    pace=paced,
+                )
+            except VerifyInterruptedError:
+                return
+            self._stats["verified_bytes"] += verification.checked_bytes
+        if verification.damaged:
+            self.verify(active.base_offset, verification.damaged[0].describe())
 
     def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
         def paced(checked_bytes: int) -> None:

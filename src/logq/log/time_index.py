@@ -133,8 +133,18 @@ class TimeIndex(SparseIndex):
         A valid header; its first and last entries (or every entry) verifying,
         neither field going back; the last offset within `end_relative`, and
         for a sealed segment with batches (`end_relative` given, above 0)
-        exactly there: the final entry. A partial entry at the end (a torn
-        append) is left out, as the index is read."""
+        exactly there: the final entry. Asked only of a segment holding
+        batches, whose index file was made with its header at once: a file
+        missing, shorter than its header or ending in a partial entry was
+        damaged (or torn by a power cut: rebuilt all the same)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return "missing"
+        if size < len(self._header):
+            return f"cut within its header ({size} bytes)"
+        if (size - len(self._header)) % self.entry.size:
+            return f"a partial entry at its end ({size} bytes)"
         if every_entry:
             self._entries = None  # read it afresh
             self._load()
