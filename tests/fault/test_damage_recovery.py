@@ -302,3 +302,45 @@ def test_the_scrubber_finds_damage_below_the_active_segments_checkpoint(
     assert _values(log) == [f"value {n}".encode() * 8 for n in range(BATCHES) if n != 3]
     assert log.write(encode_batch([b"after"])).base_offset == BATCHES
     log.close()
+
+
+def test_offsets_a_state_snapshot_saw_stored_are_not_given_again_after_a_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data log's active segment cut short past every group's position,
+    with its checkpoint gone: the last state snapshot, taken with more
+    stored, says how far the log reached."""
+
+    async def main() -> None:
+        clock = FakeClock()
+        config = _broker_config(tmp_path)
+        broker = await Broker.open(config, clock=clock)
+        await broker.create_topic("jobs", {"partitions": 1})
+        await broker.put_group("jobs", "g", {"mode": "shared"})
+        for _ in range(6):
+            await broker.publish("jobs", [OutgoingMessage(b"m") for _ in range(100)])
+        for _ in range(300):  # one ack at a time: many small state batches, snapshots
+            (message,) = await broker.receive("jobs", "g", "c", max_messages=1)
+            await broker.ack("jobs", "g", [message.id])
+        await broker.close()
+
+        partition = tmp_path / "topics" / "jobs" / "0"
+        segment = sorted(partition.glob("*.log"))[-1]
+        layout = iter_headers(segment.read_bytes())
+        position, header = next((p, h) for p, h in layout if h.base_offset >= 400)
+        with segment.open("r+b") as file:
+            file.truncate(position)
+        (partition / "recovery-checkpoint.json").unlink()
+
+        caplog.set_level(logging.WARNING)
+        broker = await Broker.open(config, clock=clock)
+        (result,) = await broker.publish("jobs", [OutgoingMessage(b"after")])
+        assert result.offset == 600  # not where the cut ends: a snapshot saw 600 stored
+        damaged = broker.describe_topic("jobs")["damaged"]
+        assert [(d["start"], d["end"]) for d in damaged] == [(header.base_offset, 600)]
+        await broker.close()
+
+    asyncio.run(main())
+    assert any(
+        "state snapshot was taken with offsets up to 599" in r.getMessage() for r in caplog.records
+    )
