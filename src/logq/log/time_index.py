@@ -83,6 +83,7 @@ class TimeIndex(SparseIndex):
             os.ftruncate(fd, len(self._header) + len(entries))
             os.pwrite(fd, self._header, 0)
         self._file = file
+        self.problem = None  # what it holds now is a valid index (none, if it was not)
 
     def floor(self, field: int, value: int) -> tuple[int, ...] | None:
         self._load()
