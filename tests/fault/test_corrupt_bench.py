@@ -17,8 +17,6 @@ from logq.bench.corrupt_damage import apply, file_kind
 from logq.cli.main import cli
 
 TRIALS = 24
-KNOWN_DEFECT_FILES = {"flip timeindex", "flip trace-timeindex"}
-KNOWN_DEFECT_VIOLATIONS = {"unreported", "time-lookup"}
 
 
 def test_damaged_starts_serve_nothing_damaged_and_report_the_damage(tmp_path: Path) -> None:
@@ -43,14 +41,9 @@ def test_damaged_starts_serve_nothing_damaged_and_report_the_damage(tmp_path: Pa
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["trials"] == TRIALS
     assert sum(report["by_damage"].values()) == TRIALS
-    # The one known defect (test_damage_recovery.py, a strict expected
-    # failure): a time index entry's time is trusted, so a flipped byte that
-    # leaves the index sane goes unreported until the index is rebuilt.
-    assert set(report["violations_by_file"]) <= KNOWN_DEFECT_FILES, report["failures"]
-    assert set(report["violations"]) <= KNOWN_DEFECT_VIOLATIONS, report["failures"]
-    known = sum(report["violations_by_file"].values())
-    assert result.exit_code == (1 if known else 0), result.output
-    assert report["reported"] + sum(report["exempt"].values()) + known == TRIALS
+    assert report["violations"] == {}, report["failures"]
+    assert result.exit_code == 0, result.output
+    assert report["reported"] + sum(report["exempt"].values()) == TRIALS
 
 
 def test_each_damage_changes_one_file_as_described(tmp_path: Path) -> None:
