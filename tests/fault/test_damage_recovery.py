@@ -344,3 +344,33 @@ def test_offsets_a_state_snapshot_saw_stored_are_not_given_again_after_a_cut(
     assert any(
         "state snapshot was taken with offsets up to 599" in r.getMessage() for r in caplog.records
     )
+
+
+@pytest.mark.parametrize("where", ["sealed", "active"])
+def test_a_damaged_leader_epoch_field_is_found_though_the_crc_holds(
+    tmp_path: Path, where: str
+) -> None:
+    """The batch CRC starts after the leader epoch field (the log writes it
+    on append): a flipped byte there is caught by the epoch cache, which
+    says which epoch every stored batch carries."""
+    config = LogConfig(segment_bytes=4096 if where == "sealed" else 64 << 10)
+    count = 80  # three segments when they are sealed at 4 KiB
+    log = FileLog(tmp_path, config)
+    for number in range(count):
+        log.append(encode_batch([f"value {number}".encode() * 8]))
+    log.close()
+    segment = sorted(tmp_path.glob("*.log"))[0]
+    position, header = iter_headers(segment.read_bytes())[2]
+    stored = bytearray(segment.read_bytes())
+    stored[position + 15] ^= 0x12  # the high byte of its leader epoch
+    segment.write_bytes(bytes(stored))
+    log = FileLog(tmp_path, config)
+    log.ensure_open()
+    cursor = -1
+    while (base := log.scrub(cursor)) is not None:
+        cursor = base
+    assert [(d.start, d.end) for d in log.damaged_ranges()] == [(2, 3)]
+    with pytest.raises(DamagedDataError):
+        log.read(header.base_offset, 1 << 20)
+    assert _values(log) == [f"value {n}".encode() * 8 for n in range(count) if n != 2]
+    log.close()

@@ -54,6 +54,7 @@ from logq.log.checkpoint import (
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.epochs import (
     EPOCH_FILE_NAME,
+    EpochState,
     LeaderEpochs,
     check_start_offset,
     finish_fresh_start,
@@ -184,6 +185,9 @@ class FileLog:
         # stored_figures() of a log not opened, from its files (None: not learnt)
         self._stored_figures: tuple[int, int, int] | None = None
         self._epochs: LeaderEpochs
+        # the epoch file as the open found it (None: missing or bad), which
+        # checks batch epochs until the open has loaded the epochs
+        self._opening_epochs: EpochState | None = None
 
     # -- properties ----------------------------------------------------------
 
@@ -291,6 +295,7 @@ class FileLog:
         started = time.perf_counter()
         durable.make_directory(self.directory)
         stored_epochs = read_epoch_file(self.directory)
+        self._opening_epochs = stored_epochs
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
         bases = self._tidy_directory()
@@ -392,6 +397,15 @@ class FileLog:
             )
         return report
 
+    def _epoch_at(self, offset: int) -> int | None:
+        """The leader epoch the epoch cache gives the batch at `offset` (None:
+        unknown: before the cache's first entry, or no cache to go by)."""
+        state = self._epochs.state if self._opened else self._opening_epochs
+        if state is None or not state.entries:
+            return None
+        index = bisect.bisect_right(state.entries, offset, key=lambda entry: entry[1]) - 1
+        return state.entries[index][0] if index >= 0 else None
+
     def _resume_past_lost_tail(self, checkpoint: Checkpoint) -> None:
         """The active segment ends before the durable point its checkpoint
         names (its file was cut short or replaced by an older copy): the
@@ -417,7 +431,10 @@ class FileLog:
         records the damaged ranges) and a new one goes on after it."""
         active = self._active
         verification = verify_segment(
-            active, OPEN_END, index_interval_bytes=self.config.index_interval_bytes
+            active,
+            OPEN_END,
+            index_interval_bytes=self.config.index_interval_bytes,
+            epoch_at=self._epoch_at,
         )
         if verification.end_position < active.file_size():
             with active.file.pinned() as fd:
@@ -771,7 +788,9 @@ class FileLog:
                     data = segment.pread(position, length)
             if found is not None:
                 try:
-                    return cut_whole_batches(data, readable, source=segment.log_path.name)
+                    return cut_whole_batches(
+                        data, readable, source=segment.log_path.name, epoch_at=self._epoch_at
+                    )
                 except DamagedDataError as error:
                     why = str(error)
             self._stats["corrupt_reads"] += 1
@@ -882,12 +901,15 @@ class FileLog:
                     end_position=end_position,
                     index_interval_bytes=self.config.index_interval_bytes,
                     pace=paced,
+                    epoch_at=self._epoch_at,
                 )
             except VerifyInterruptedError:
                 return
             self._stats["verified_bytes"] += verification.checked_bytes
         if verification.damaged:
-            self.verify(active.base_offset, verification.damaged[0].describe())
+            found = verification.damaged[0]
+            why = f"the scrubber found a bad batch at byte {found.position} ({found.reason})"
+            self.verify(active.base_offset, why)
 
     def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
         def paced(checked_bytes: int) -> None:
@@ -902,6 +924,7 @@ class FileLog:
             end_position=segment.size,
             index_interval_bytes=self.config.index_interval_bytes,
             pace=paced,
+            epoch_at=self._epoch_at,
         )
         with self._lock:
             self._stats["segments_verified"] += 1

@@ -106,13 +106,23 @@ class _Window:
         return self._data[offset : offset + size]
 
 
+EpochAt = Callable[[int], int | None]
+
+
 def check_batch(
-    window: _Window, position: int, expected_offset: int | None, end_offset: int
+    window: _Window,
+    position: int,
+    expected_offset: int | None,
+    end_offset: int,
+    epoch_at: EpochAt | None = None,
 ) -> tuple[BatchHeader | None, str]:
     """The header of the good batch at `position`, or None and why it is not one.
 
     `expected_offset` None accepts any base offset after nothing (a resync
-    candidate then only has to lie inside the segment's offsets)."""
+    candidate then only has to lie inside the segment's offsets).
+    `epoch_at(offset)`: the leader epoch the log's epoch cache gives the
+    batch at that offset (None: unknown), which its header must carry: the
+    CRC does not cover the epoch field, the cache does."""
     head = window.get(position, HEADER_SIZE)
     if head is None:
         return None, "torn batch header"
@@ -132,11 +142,19 @@ def check_batch(
         return None, "torn batch"
     if compute_crc(body, 0, header.size) != header.crc:
         return None, "CRC mismatch"
+    expected_epoch = None if epoch_at is None else epoch_at(header.base_offset)
+    if expected_epoch is not None and header.leader_epoch != expected_epoch:
+        return None, f"leader epoch {header.leader_epoch}, its epoch cache says {expected_epoch}"
     return header, ""
 
 
 def _resync(
-    window: _Window, position: int, after_offset: int, end_offset: int, file_size: int
+    window: _Window,
+    position: int,
+    after_offset: int,
+    end_offset: int,
+    file_size: int,
+    epoch_at: EpochAt | None = None,
 ) -> tuple[int, BatchHeader] | None:
     """The first good batch past `position` holding offsets past `after_offset`."""
     candidate = position + 1
@@ -149,7 +167,7 @@ def _resync(
         found = chunk.find(version, VERSION_AT)
         while found != -1:
             start = candidate + found - VERSION_AT
-            header, _ = check_batch(window, start, None, end_offset)
+            header, _ = check_batch(window, start, None, end_offset, epoch_at)
             if header is not None and after_offset < header.base_offset:
                 return start, header
             found = chunk.find(version, found + 1)
@@ -175,6 +193,7 @@ def verify_segment(
     end_position: int | None = None,
     index_interval_bytes: int = 4096,
     pace: Callable[[int], None] | None = None,
+    epoch_at: EpochAt | None = None,
 ) -> Verification:
     """Walk `segment` up to `end_position` (default: its file size), whose
     offsets should run from its base up to `end_offset` (OPEN_END: up to
@@ -189,9 +208,9 @@ def verify_segment(
     time_entry_timestamp = NO_TIMESTAMP
     paced = 0
     while position < file_size and result.next_offset < end_offset:
-        header, reason = check_batch(window, position, result.next_offset, end_offset)
+        header, reason = check_batch(window, position, result.next_offset, end_offset, epoch_at)
         if header is None:
-            found = _resync(window, position, result.next_offset, end_offset, file_size)
+            found = _resync(window, position, result.next_offset, end_offset, file_size, epoch_at)
             resume, resume_offset = (file_size, end_offset)
             if found is not None:
                 resume, resume_offset = found[0], found[1].base_offset
