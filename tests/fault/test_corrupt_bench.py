@@ -77,3 +77,17 @@ def test_each_damage_changes_one_file_as_described(tmp_path: Path) -> None:
     assert file_kind(Path("commit/00000000000000000001.wal")) == "commit-journal"
     assert file_kind(Path("meta/topic/t.b")) == "meta-slot"
     assert file_kind(Path("lock")) is None
+
+
+def test_an_index_of_a_segment_holding_no_batch_needs_no_report(tmp_path: Path) -> None:
+    from logq.bench.corrupt import _exemption  # noqa: PLC0415 (the harness's own rule)
+    from logq.bench.corrupt_damage import Damage  # noqa: PLC0415
+
+    state = tmp_path / "topics" / "t" / "0.state"
+    state.mkdir(parents=True)
+    (state / "00000000000000000025.log").write_bytes(b"")  # just rolled to
+    (state / "00000000000000000000.log").write_bytes(b"x" * 100)
+    empty = Path("topics/t/0.state/00000000000000000025.index")
+    held = Path("topics/t/0.state/00000000000000000000.timeindex")
+    assert _exemption(tmp_path, Damage("delete-index", "state-index", empty, 0, 0, "")) != ""
+    assert _exemption(tmp_path, Damage("delete-index", "timeindex", held, 16, 0, "")) == ""
