@@ -27,7 +27,8 @@ trial copies one afresh, damages one file (corrupt_damage.py), starts
   offset index entry nobody used (every use is checked against the batch it
   points at and a mismatch reported, so with no report none was used), a
   state log's time index (state logs are never looked up by time), a
-  commit journal file that held no record, or an older checkpoint (one the
+  commit journal file that held no record, an index of a segment holding
+  no batch yet, or an older checkpoint (one the
   broker wrote itself: a durable point further back, after which recovery
   verifies every batch).
 """
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from logq.bench.corrupt_damage import Damage, apply, index_still_correct
+from logq.bench.corrupt_damage import INDEX_KINDS, Damage, apply, index_still_correct
 from logq.bench.corrupt_workload import (
     CONSUMER,
     TOPICS,
@@ -378,6 +379,11 @@ def _exemption(data: Path, damage: Damage) -> str:
         return "offset index entries are checked at use"
     if damage.file_kind == "commit-journal" and damage.size_before <= JOURNAL_HEADER_BYTES:
         return "the journal file held no record"
+    segment = data / damage.path.with_suffix(".log")
+    if damage.file_kind in INDEX_KINDS and segment.is_file() and segment.stat().st_size == 0:
+        # a segment just rolled to (a state log's, after a snapshot): its
+        # indexes hold nothing, and the broker makes them afresh as it opens it
+        return "its segment held no batch"
     if damage.kind == "stale" and damage.file_kind == "checkpoint":
         # An older checkpoint is one the broker wrote: a durable point further
         # back. Recovery verifies every batch after it, so it only scans more.

@@ -22,7 +22,16 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from crc32c import crc32c
+
 from logq.log.batch import iter_headers
+from logq.log.index import TIME_ENTRY
+from logq.log.time_index import (
+    CHECKED_TIME_ENTRY,
+    TIME_INDEX_HEADER,
+    TIME_INDEX_MAGIC,
+    TIME_INDEX_VERSION,
+)
 
 DAMAGE_KINDS = ("flip", "truncate", "stale", "delete-index")
 STALE_KINDS = frozenset({"checkpoint", "meta-slot", "state-segment"})
@@ -171,11 +180,27 @@ def index_still_correct(root: Path, damage: Damage) -> bool:
             return False
         entries = [struct.unpack_from("<II", stored, at) for at in range(0, len(stored), 8)]
         return all(by_offset.get(relative) == position for relative, position in entries)
-    if len(stored) % 12:
+    return _time_index_still_correct(stored, base, batches, segment)
+
+
+def _time_index_still_correct(
+    stored: bytes, base: int, batches: list[tuple[int, int, int]], segment: Path
+) -> bool:
+    """A time index (docs/format.md: a header, then entries with a CRC32C
+    each) whose every entry verifies and is true of its segment: its offset
+    a batch's start or the segment's end, its time the largest before it."""
+    header = TIME_INDEX_HEADER.pack(TIME_INDEX_MAGIC, TIME_INDEX_VERSION, 0, base)
+    if not stored.startswith(header) or (len(stored) - len(header)) % CHECKED_TIME_ENTRY.size:
         return False
-    for at in range(0, len(stored), 12):
-        time_ms, relative = struct.unpack_from("<qI", stored, at)
-        if relative not in by_offset:
+    seed = crc32c(base.to_bytes(8, "little", signed=True))
+    layout = iter_headers(segment.read_bytes()) if batches else []
+    end = layout[len(batches) - 1][1].next_offset - base if batches else 0
+    starts = {offset - base for _, offset, _ in batches}
+    for at in range(len(header), len(stored), CHECKED_TIME_ENTRY.size):
+        time_ms, relative, crc = CHECKED_TIME_ENTRY.unpack_from(stored, at)
+        if crc != crc32c(TIME_ENTRY.pack(time_ms, relative), seed):
+            return False
+        if relative not in starts and relative != end:
             return False
         before = [t for _, offset, t in batches if offset - base < relative]
         if before and time_ms < max(before):

@@ -124,15 +124,24 @@ class Recovery:
     async def _skip_offsets_seen_before(self) -> None:
         """A group that has planned offsets past its partition's end saw
         messages the data log has lost (its active segment cut short below
-        what the commit journal still held): the log goes on past them, so
-        no new message takes an offset the group has already settled."""
+        what the commit journal still held), and a state snapshot taken with
+        more stored than the log now holds says the same: the log goes on
+        past them (reporting the range), so no new message takes an offset
+        a group has already settled or a producer was answered with."""
         seen_of: dict[tuple[str, int], int] = {}
         for group in self._core.groups.values():
             for index, delivery in enumerate(group.deliveries):
                 key = (group.topic, index)
                 seen_of[key] = max(seen_of.get(key, 0), delivery.next_offset)
+        # so does the last state snapshot: every append below its data offset was answered
+        snapshot_said: set[tuple[str, int]] = set()
+        for name, stored_topic in self._core.topics.items():
+            for index, partition in enumerate(stored_topic.partitions):
+                if (partition.producers_scan_from or 0) > seen_of.get((name, index), 0):
+                    seen_of[(name, index)] = partition.producers_scan_from or 0
+                    snapshot_said.add((name, index))
         candidates = [
-            (partition, seen)
+            (partition, seen, (name, index) in snapshot_said)
             for (name, index), seen in seen_of.items()
             if seen > 0
             and (topic := self._core.topics.get(name)) is not None
@@ -140,10 +149,14 @@ class Recovery:
             for partition in (topic.partitions[index],)
         ]
         # a log not opened tells its end from its files where it can (idle ones stay closed)
-        ends = await self._core.run(lambda: [p.log.stored_figures()[1] for p, _ in candidates])
-        for (partition, seen), end in zip(candidates, ends, strict=True):
+        ends = await self._core.run(lambda: [p.log.stored_figures()[1] for p, _, _ in candidates])
+        for (partition, seen, by_snapshot), end in zip(candidates, ends, strict=True):
             if seen > end:
-                why = f"its groups were handed offsets up to {seen - 1}"
+                why = (
+                    f"its last state snapshot was taken with offsets up to {seen - 1} stored"
+                    if by_snapshot
+                    else f"its groups were handed offsets up to {seen - 1}"
+                )
                 await self._core.run(functools.partial(partition.log.resume_at, seen, why))
 
     def _log_named(self, log_id: str) -> PartitionLog | None:

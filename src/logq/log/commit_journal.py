@@ -241,9 +241,10 @@ class CommitJournal:
             log.sync()
         if report.rewritten or report.cut_bytes:
             logger.warning(
-                "commit journal: %d batches written back to their logs, %d bytes of an"
+                "commit journal: %d batches written back to their logs (%s), %d bytes of an"
                 " unacknowledged tail cut",
                 report.rewritten,
+                _some_names(sorted(touched)),
                 report.cut_bytes,
             )
         self.stats["damaged"] = len(report.damaged) + len(report.gaps)
@@ -417,3 +418,14 @@ def _write_all(fd: int, data: bytes, position: int) -> None:
             raise OSError(errno.ENOSPC, "short write to the commit journal")
         view = view[written:]
         position += written
+
+
+# A log line names at most this many logs (a start after a power cut may give
+# batches back to thousands).
+NAMED_LOGS_MAX = 10
+
+
+def _some_names(names: list[str]) -> str:
+    shown = ", ".join(names[:NAMED_LOGS_MAX]) or "none"
+    more = len(names) - NAMED_LOGS_MAX
+    return f"{shown} and {more} more" if more > 0 else shown

@@ -54,6 +54,7 @@ from logq.log.checkpoint import (
 from logq.log.config import FsyncPolicy, LogConfig
 from logq.log.epochs import (
     EPOCH_FILE_NAME,
+    EpochState,
     LeaderEpochs,
     check_start_offset,
     finish_fresh_start,
@@ -188,6 +189,9 @@ class FileLog:
         # stored_figures() of a log not opened, from its files (None: not learnt)
         self._stored_figures: tuple[int, int, int] | None = None
         self._epochs: LeaderEpochs
+        # the epoch file as the open found it (None: missing or bad), which
+        # checks batch epochs until the open has loaded the epochs
+        self._opening_epochs: EpochState | None = None
 
     # -- properties ----------------------------------------------------------
 
@@ -306,6 +310,7 @@ class FileLog:
         started = time.perf_counter()
         durable.make_directory(self.directory, self._directory_syncs)
         stored_epochs = read_epoch_file(self.directory)
+        self._opening_epochs = stored_epochs
         if stored_epochs is not None and stored_epochs.start_at >= 0:
             finish_fresh_start(self.directory, stored_epochs.start_at)
         bases = self._tidy_directory()
@@ -334,13 +339,17 @@ class FileLog:
         rebuilt = 0
         for segment, next_base in zip(self._segments, bases[1:], strict=False):
             segment.load_sealed_state(next_base)
-            if not self._indexes_sane(segment) or not segment.tail_fits(next_base):
+            problem = self._index_problem(segment, next_base - segment.base_offset)
+            if problem is None and not segment.tail_fits(next_base):
+                problem = "its batches do not run to the next segment's base"
+            if problem is not None:
                 # Sealed segments hold acknowledged data on both sides of any
                 # damage: they are verified and reindexed, never cut.
-                self._verify_sealed(segment, "its indexes or its end do not match it")
+                self._verify_sealed(segment, problem)
                 rebuilt += 1
         active = self._active
-        active_sane = self._indexes_sane(active)  # before a torn last entry is trimmed
+        active_problem = self._index_problem(active, None)  # before a torn entry is trimmed
+        active_sane = active_problem is None
         active.open_for_append()
         clean = False
         if (
@@ -361,8 +370,9 @@ class FileLog:
                 rebuilt += 1
                 repaired += 1
                 logger.warning(
-                    "segment %s: its indexes do not match it: rebuilt from its batches",
+                    "segment %s: its indexes do not match it (%s): rebuilt from its batches",
                     active.log_path,
+                    active_problem,
                 )
             start_position = 0
             active.offset_index.truncate_entries(0)
@@ -406,6 +416,15 @@ class FileLog:
             )
         return report
 
+    def _epoch_at(self, offset: int) -> int | None:
+        """The leader epoch the epoch cache gives the batch at `offset` (None:
+        unknown: before the cache's first entry, or no cache to go by)."""
+        state = self._epochs.state if self._opened else self._opening_epochs
+        if state is None or not state.entries:
+            return None
+        index = bisect.bisect_right(state.entries, offset, key=lambda entry: entry[1]) - 1
+        return state.entries[index][0] if index >= 0 else None
+
     def _resume_past_lost_tail(self, checkpoint: Checkpoint) -> None:
         """The active segment ends before the durable point its checkpoint
         names (its file was cut short or replaced by an older copy): the
@@ -431,7 +450,10 @@ class FileLog:
         records the damaged ranges) and a new one goes on after it."""
         active = self._active
         verification = verify_segment(
-            active, OPEN_END, index_interval_bytes=self.config.index_interval_bytes
+            active,
+            OPEN_END,
+            index_interval_bytes=self.config.index_interval_bytes,
+            epoch_at=self._epoch_at,
         )
         if verification.end_position < active.file_size():
             with active.file.pinned() as fd:
@@ -508,14 +530,17 @@ class FileLog:
         return sorted(bases)
 
     @staticmethod
-    def _indexes_sane(segment: Segment) -> bool:
-        limits_offset = (MAX_RELATIVE_OFFSET, max(segment.size - 1, 0))
-        limits_time = (2**63 - 1, MAX_RELATIVE_OFFSET)
+    def _index_problem(segment: Segment, end_relative: int | None) -> str | None:
+        """Why the segment's indexes cannot be used as they are, or None.
+        `end_relative`: a sealed segment's offset count (None: the active
+        one, whose time index is checked entry by entry, as recovery trusts
+        it below the checkpoint)."""
         if segment.size == 0:
-            return True
-        return segment.offset_index.is_sane(limits_offset) and segment.time_index.is_sane(
-            limits_time
-        )
+            return None
+        if not segment.offset_index.is_sane((MAX_RELATIVE_OFFSET, max(segment.size - 1, 0))):
+            return "its offset index is missing, cut or out of order"
+        problem = segment.time_index.check(end_relative, every_entry=end_relative is None)
+        return None if problem is None else f"its time index: {problem}"
 
     # -- appending ---------------------------------------------------------------
 
@@ -650,6 +675,9 @@ class FileLog:
                 segment = self._active
                 point = (segment.next_offset, segment.base_offset, segment.size)
                 max_timestamp = segment.max_timestamp
+                # writes only a commit journal holds: the journal's flush, which
+                # drops its copies after this fsync (see below)
+                journal_held = self._durable[0] > self._synced_offset
             started = time.perf_counter()
             segment.sync()
             took = time.perf_counter() - started
@@ -663,7 +691,7 @@ class FileLog:
                     self._durable = point
                 self._synced_offset = max(self._synced_offset, point[0])
             self._last_flush = self._clock()
-            self._maybe_checkpoint(segment, point, max_timestamp)
+            self._maybe_checkpoint(segment, point, max_timestamp, forced=journal_held)
 
     def flush_if_due(self) -> None:
         if self.config.fsync is not FsyncPolicy.INTERVAL or not self._opened:
@@ -672,11 +700,23 @@ class FileLog:
             self.sync()
 
     def _maybe_checkpoint(
-        self, segment: Segment, point: tuple[int, int, int], max_timestamp: int
+        self,
+        segment: Segment,
+        point: tuple[int, int, int],
+        max_timestamp: int,
+        *,
+        forced: bool = False,
     ) -> None:
+        """A checkpoint at `point` once `checkpoint_interval_bytes` passed since
+        the last one, or `forced`: when the fsync made durable in this file
+        writes the commit journal held, whose copies go once it is done. The
+        checkpoint then names how far the log reached, so recovery tells a
+        file cut below it (acknowledged offsets lost: reported, never given
+        again) from a torn tail; above it the journal still holds the copies."""
         last = self._checkpoint
         if (
-            last is not None
+            not forced
+            and last is not None
             and last.segment == point[1]
             and point[2] - last.position < self.config.checkpoint_interval_bytes
         ):
@@ -770,7 +810,9 @@ class FileLog:
                     data = segment.pread(position, length)
             if found is not None:
                 try:
-                    return cut_whole_batches(data, readable, source=segment.log_path.name)
+                    return cut_whole_batches(
+                        data, readable, source=segment.log_path.name, epoch_at=self._epoch_at
+                    )
                 except DamagedDataError as error:
                     why = str(error)
             self._stats["corrupt_reads"] += 1
@@ -836,21 +878,60 @@ class FileLog:
                 return False
 
     def scrub(self, after_base: int, pace: Pace | None = None) -> int | None:
-        """Verify the first sealed segment whose base offset is above
-        `after_base` (a scrubber's cursor) and return that base; None when
-        no sealed segment lies past the cursor. A log not opened whose
-        directory holds one segment (its active one) has none: it is not
-        opened for that."""
+        """Verify the first segment whose base offset is above `after_base`
+        (a scrubber's cursor) and return that base; None when none lies past
+        the cursor. Sealed segments are verified whole; the active one, last,
+        up to its durable point (bytes no write touches any more), and only
+        in a log already opened. A log not opened whose directory holds one
+        segment (its active one) is not opened for that."""
         if not self._opened and len(segment_bases(self._directory_name)) <= 1:
             return None
         self.ensure_open()
         with self._lock:
             self._check_open()
             bases = [s.base_offset for s in self._segments[:-1] if s.base_offset > after_base]
-        if not bases:
-            return None
-        self.verify(bases[0], SCRUB, pace)
-        return bases[0]
+            active = self._active
+        if bases:
+            self.verify(bases[0], SCRUB, pace)
+            return bases[0]
+        if active.base_offset > after_base:
+            self._scrub_active(active, pace)
+            return active.base_offset
+        return None
+
+    def _scrub_active(self, active: Segment, pace: Pace | None) -> None:
+        """Walk the active segment up to its durable point; damage there (a
+        batch below the checkpoint that recovery did not read again) seals
+        and verifies it whole, as a read meeting it would."""
+        with self._verify_lock:
+            with self._lock:
+                if self._closed or active is not self._active:
+                    return
+                _, durable_base, durable_position = self._durable
+                end_position = durable_position if durable_base == active.base_offset else 0
+
+            def paced(checked_bytes: int) -> None:
+                if self._stop_verifying:
+                    raise VerifyInterruptedError(f"{active.log_path}: verification interrupted")
+                if pace is not None:
+                    pace(checked_bytes)
+
+            try:
+                verification = verify_segment(
+                    active,
+                    OPEN_END,
+                    end_position=end_position,
+                    index_interval_bytes=self.config.index_interval_bytes,
+                    pace=paced,
+                    epoch_at=self._epoch_at,
+                )
+            except VerifyInterruptedError:
+                return
+            self._stats["verified_bytes"] += verification.checked_bytes
+        if verification.damaged:
+            found = verification.damaged[0]
+            why = f"the scrubber found a bad batch at byte {found.position} ({found.reason})"
+            self.verify(active.base_offset, why)
 
     def _verify_sealed(self, segment: Segment, why: str, pace: Pace | None = None) -> bool:
         def paced(checked_bytes: int) -> None:
@@ -865,6 +946,7 @@ class FileLog:
             end_position=segment.size,
             index_interval_bytes=self.config.index_interval_bytes,
             pace=paced,
+            epoch_at=self._epoch_at,
         )
         with self._lock:
             self._stats["segments_verified"] += 1
@@ -872,10 +954,16 @@ class FileLog:
             if segment not in self._segments and self._segments:
                 return False
             self._record_damage(segment, verification.damaged)
+            if why == SCRUB and not verification.damaged:
+                # the time index is trusted to skip data: it must be the one
+                # the walk built (the offset index is checked at each use)
+                why = segment.time_index.disagreement(verification.time_entries) or SCRUB
             if why != SCRUB or verification.damaged:
                 segment.replace_indexes(verification)
                 self._stats["files_repaired"] += 1
-                logger.warning("segment %s: indexes rebuilt from its batches", segment.log_path)
+                logger.warning(
+                    "segment %s: indexes rebuilt from its batches (%s)", segment.log_path, why
+                )
         return True
 
     def _record_damage(self, segment: Segment, found: list[DamagedRange]) -> None:
@@ -890,28 +978,47 @@ class FileLog:
         self._damaged = sorted([*kept, *found], key=lambda d: d.start)
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record time is >= `timestamp_ms`, or None.
+        A segment whose time index does not verify is scanned from its start
+        for this lookup, and verified whole (its indexes rebuilt) after it."""
         self.ensure_open()
+        suspect: tuple[int, str] | None = None
+        found: int | None = None
         with self._lock:
             self._check_open()
             readable = self._readable_offset()
             for segment in self._segments:
                 if segment.max_timestamp < timestamp_ms:
                     continue
-                end_position = self._readable_position(segment)
-                position = segment.position_for_time(timestamp_ms)
-                while position < end_position:
-                    header = segment.header_at(position)
-                    if not HEADER_SIZE <= header.size <= end_position - position:
-                        break  # damage: reads report it; the next segment may answer
-                    if header.max_timestamp >= timestamp_ms:
-                        data = segment.pread(position, header.size)
-                        if compute_crc(data, 0, header.size) == header.crc:
-                            for index, stamp in enumerate(decode_timestamps(data)):
-                                if stamp >= timestamp_ms:
-                                    found = header.base_offset + index
-                                    return found if found < readable else None
-                    position += header.size
-            return None
+                try:
+                    position = segment.position_for_time(timestamp_ms)
+                except SuspectSegmentError as error:
+                    suspect, position = (segment.base_offset, str(error)), 0
+                found = self._first_at_or_after(segment, position, timestamp_ms)
+                if found is not None:
+                    found = found if found < readable else None
+                    break
+        if suspect is not None:
+            self._stats["corrupt_reads"] += 1
+            self.verify(*suspect)
+        return found
+
+    def _first_at_or_after(self, segment: Segment, position: int, timestamp_ms: int) -> int | None:
+        """The first offset of `segment` from `position` on whose time is at
+        least `timestamp_ms`, or None (damage stops the walk: reads report it)."""
+        end_position = self._readable_position(segment)
+        while position < end_position:
+            header = segment.header_at(position)
+            if not HEADER_SIZE <= header.size <= end_position - position:
+                return None  # damage: reads report it; the next segment may answer
+            if header.max_timestamp >= timestamp_ms:
+                data = segment.pread(position, header.size)
+                if compute_crc(data, 0, header.size) == header.crc:
+                    for index, stamp in enumerate(decode_timestamps(data)):
+                        if stamp >= timestamp_ms:
+                            return header.base_offset + index
+            position += header.size
+        return None
 
     # -- truncation and retention ------------------------------------------------------
 

@@ -158,13 +158,13 @@ class SparseIndex:
             with self._file.pinned() as fd:
                 os.ftruncate(fd, len(entries))
 
-    def replace(self, entries: bytes) -> None:
-        """Rewrite the whole index (after a rebuild)."""
+    def replace(self, entries: bytes, *, header: bytes = b"") -> None:
+        """Rewrite the whole index (after a rebuild), after `header` if any."""
         assert len(entries) % self.entry.size == 0
         self._entries = bytearray(entries)
         if self._file is not None:
             with self._file.pinned() as fd:
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, entries, 0)
+                os.pwrite(fd, header + entries, 0)
         else:
-            durable.write_atomic(self.path, entries)
+            durable.write_atomic(self.path, header + entries)

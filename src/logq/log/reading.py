@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from logq.log.batch import HEADER_SIZE, LENGTH_PREFIX_SIZE, compute_crc, read_header
 from logq.log.errors import DamagedDataError
 from logq.log.storage import PartitionLog, ReadResult
 
 
-def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadResult:
-    """Keep the whole batches at the front of `data`, each CRC-checked.
+def cut_whole_batches(
+    data: bytes,
+    log_end_offset: int,
+    *,
+    source: str,
+    epoch_at: Callable[[int], int | None] | None = None,
+) -> ReadResult:
+    """Keep the whole batches at the front of `data`, each CRC-checked (and,
+    with `epoch_at`, its leader epoch the one the log's epoch cache gives
+    its offset: the CRC does not cover that field).
 
-    A batch that fails its CRC is never served: if it comes first the read
-    fails with DamagedDataError; otherwise the read stops just before it.
+    A batch that fails is never served: if it comes first the read fails
+    with DamagedDataError; otherwise the read stops just before it.
     """
     position = 0
     records = 0
@@ -26,10 +34,14 @@ def cut_whole_batches(data: bytes, log_end_offset: int, *, source: str) -> ReadR
             break
         if batches and header.base_offset != next_offset:
             break  # out of sequence (a damaged offset field): the next read finds out
-        if compute_crc(data, position, size) != header.crc:
+        expected_epoch = None if epoch_at is None else epoch_at(header.base_offset)
+        if compute_crc(data, position, size) != header.crc or (
+            expected_epoch is not None and header.leader_epoch != expected_epoch
+        ):
             if batches == 0:
                 raise DamagedDataError(
-                    f"batch at offset {header.base_offset} in {source} fails its CRC",
+                    f"batch at offset {header.base_offset} in {source} fails its CRC"
+                    " or its leader epoch",
                     header.base_offset,
                     header.next_offset,
                 )

@@ -26,7 +26,8 @@ from logq.log.batch import (
     stamped_head,
 )
 from logq.log.file_cache import FileCache
-from logq.log.index import OFFSET_ENTRY, TIME_ENTRY, SparseIndex
+from logq.log.index import OFFSET_ENTRY, SparseIndex
+from logq.log.time_index import TimeIndex, TimeIndexDamagedError
 from logq.log.verify import Verification, good_batch_after
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Segment:
         name = segment_name(base_offset)
         self.log_path = directory / f"{name}{LOG_SUFFIX}"
         self.offset_index = SparseIndex(directory / f"{name}{INDEX_SUFFIX}", OFFSET_ENTRY, files)
-        self.time_index = SparseIndex(directory / f"{name}{TIME_INDEX_SUFFIX}", TIME_ENTRY, files)
+        self.time_index = TimeIndex(directory / f"{name}{TIME_INDEX_SUFFIX}", base_offset, files)
         self.index_interval_bytes = index_interval_bytes
         # opened on demand through the broker's descriptor cache (file_cache.py)
         self.file = files.file(self.log_path)
@@ -111,12 +112,15 @@ class Segment:
         self.writable = True
 
     def seal(self) -> None:
-        """Make everything durable and stop writing; a final time entry makes
-        the time index's last entry the segment's max timestamp."""
+        """Make everything durable and stop writing; a final time entry at the
+        segment's end offset makes the time index's last entry carry the
+        segment's max timestamp (and tells an index cut short)."""
         if not self.writable:
             return
-        if self.max_timestamp > self._time_entry_timestamp and not self.is_empty:
-            self.time_index.append(self.max_timestamp, self.next_offset - self.base_offset)
+        end = self.next_offset - self.base_offset
+        last = self.time_index.last()
+        if not self.is_empty and (last is None or last[1] != end):
+            self.time_index.append(self.max_timestamp, end)
             self._time_entry_timestamp = self.max_timestamp
         with self.file.pinned() as fd:
             durable.sync_data(fd)
@@ -273,8 +277,12 @@ class Segment:
         return position == self.size and expected == end_offset
 
     def position_for_time(self, timestamp: int) -> int:
-        """A position from which scanning finds the first record at or after `timestamp`."""
-        entry = self.time_index.floor(0, timestamp - 1)
+        """A position from which scanning finds the first record at or after
+        `timestamp`; SuspectSegmentError when the time index does not verify."""
+        try:
+            entry = self.time_index.floor(0, timestamp - 1)
+        except TimeIndexDamagedError as error:
+            raise SuspectSegmentError(f"its time index does not verify ({error})") from None
         if entry is None:
             return 0
         found = self.offset_index.floor(0, entry[1])
@@ -359,7 +367,13 @@ class Segment:
         """Rebuild in-memory state from the last offset-index entry onward."""
         last = self.offset_index.last()
         relative, position = (last[0], last[1]) if last else (0, 0)
-        before = self.time_index.floor(1, relative)
+        try:
+            before = self.time_index.floor(1, relative)
+        except TimeIndexDamagedError:
+            # nothing of the index is trusted: both are rebuilt from the start
+            self.offset_index.truncate_entries(0)
+            self.time_index.truncate_entries(0)
+            return self.recover(0, self.base_offset, NO_TIMESTAMP)
         max_before = before[0] if before else NO_TIMESTAMP
         return self.recover(position, self.base_offset + relative, max_before)
 
@@ -402,12 +416,15 @@ class Segment:
         """Rebuild both indexes of a sealed segment from a verifying walk."""
         assert not self.writable
         self.offset_index.replace(bytes(verification.offset_entries))
-        self.time_index.replace(bytes(verification.time_entries))
+        self.time_index.replace_with(verification.time_entries)
         self.max_timestamp = verification.max_timestamp
 
     def load_sealed_state(self, next_offset: int) -> None:
         """State of a sealed segment from its indexes, reading no batch data."""
         self.next_offset = next_offset
-        last_time = self.time_index.last()
+        try:
+            last_time = self.time_index.last()
+        except TimeIndexDamagedError:
+            last_time = None  # the open's index check finds it and rebuilds the index
         self.max_timestamp = last_time[0] if last_time else NO_TIMESTAMP
         self.first_timestamp = NO_TIMESTAMP  # only the active segment rolls by age

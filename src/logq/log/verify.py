@@ -29,7 +29,7 @@ from logq.log.batch import (
     compute_crc,
     read_header,
 )
-from logq.log.index import OFFSET_ENTRY, TIME_ENTRY
+from logq.log.index import OFFSET_ENTRY
 
 # The walk reads the segment in windows of this size; a larger batch is read whole.
 WINDOW_BYTES = 1024 * 1024
@@ -60,7 +60,7 @@ class Verification:
 
     damaged: list[DamagedRange] = field(default_factory=list)
     offset_entries: bytearray = field(default_factory=bytearray)
-    time_entries: bytearray = field(default_factory=bytearray)
+    time_entries: list[tuple[int, int]] = field(default_factory=list)  # (T, relative offset)
     batches: int = 0
     checked_bytes: int = 0
     end_position: int = 0
@@ -106,13 +106,23 @@ class _Window:
         return self._data[offset : offset + size]
 
 
+EpochAt = Callable[[int], int | None]
+
+
 def check_batch(
-    window: _Window, position: int, expected_offset: int | None, end_offset: int
+    window: _Window,
+    position: int,
+    expected_offset: int | None,
+    end_offset: int,
+    epoch_at: EpochAt | None = None,
 ) -> tuple[BatchHeader | None, str]:
     """The header of the good batch at `position`, or None and why it is not one.
 
     `expected_offset` None accepts any base offset after nothing (a resync
-    candidate then only has to lie inside the segment's offsets)."""
+    candidate then only has to lie inside the segment's offsets).
+    `epoch_at(offset)`: the leader epoch the log's epoch cache gives the
+    batch at that offset (None: unknown), which its header must carry: the
+    CRC does not cover the epoch field, the cache does."""
     head = window.get(position, HEADER_SIZE)
     if head is None:
         return None, "torn batch header"
@@ -132,11 +142,19 @@ def check_batch(
         return None, "torn batch"
     if compute_crc(body, 0, header.size) != header.crc:
         return None, "CRC mismatch"
+    expected_epoch = None if epoch_at is None else epoch_at(header.base_offset)
+    if expected_epoch is not None and header.leader_epoch != expected_epoch:
+        return None, f"leader epoch {header.leader_epoch}, its epoch cache says {expected_epoch}"
     return header, ""
 
 
 def _resync(
-    window: _Window, position: int, after_offset: int, end_offset: int, file_size: int
+    window: _Window,
+    position: int,
+    after_offset: int,
+    end_offset: int,
+    file_size: int,
+    epoch_at: EpochAt | None = None,
 ) -> tuple[int, BatchHeader] | None:
     """The first good batch past `position` holding offsets past `after_offset`."""
     candidate = position + 1
@@ -149,7 +167,7 @@ def _resync(
         found = chunk.find(version, VERSION_AT)
         while found != -1:
             start = candidate + found - VERSION_AT
-            header, _ = check_batch(window, start, None, end_offset)
+            header, _ = check_batch(window, start, None, end_offset, epoch_at)
             if header is not None and after_offset < header.base_offset:
                 return start, header
             found = chunk.find(version, found + 1)
@@ -175,6 +193,7 @@ def verify_segment(
     end_position: int | None = None,
     index_interval_bytes: int = 4096,
     pace: Callable[[int], None] | None = None,
+    epoch_at: EpochAt | None = None,
 ) -> Verification:
     """Walk `segment` up to `end_position` (default: its file size), whose
     offsets should run from its base up to `end_offset` (OPEN_END: up to
@@ -189,9 +208,9 @@ def verify_segment(
     time_entry_timestamp = NO_TIMESTAMP
     paced = 0
     while position < file_size and result.next_offset < end_offset:
-        header, reason = check_batch(window, position, result.next_offset, end_offset)
+        header, reason = check_batch(window, position, result.next_offset, end_offset, epoch_at)
         if header is None:
-            found = _resync(window, position, result.next_offset, end_offset, file_size)
+            found = _resync(window, position, result.next_offset, end_offset, file_size, epoch_at)
             resume, resume_offset = (file_size, end_offset)
             if found is not None:
                 resume, resume_offset = found[0], found[1].base_offset
@@ -206,7 +225,7 @@ def verify_segment(
         if since_entry >= index_interval_bytes:
             result.offset_entries += OFFSET_ENTRY.pack(relative, position)
             if result.max_timestamp > time_entry_timestamp:
-                result.time_entries += TIME_ENTRY.pack(result.max_timestamp, relative)
+                result.time_entries.append((result.max_timestamp, relative))
                 time_entry_timestamp = result.max_timestamp
             since_entry = 0
         since_entry += header.size
@@ -224,10 +243,10 @@ def verify_segment(
             DamagedRange(result.next_offset, end_offset, name, position, file_size, reason)
         )
         result.next_offset = end_offset
-    if result.max_timestamp > time_entry_timestamp and result.batches:
-        result.time_entries += TIME_ENTRY.pack(
-            result.max_timestamp, result.next_offset - segment.base_offset
-        )
+    end_relative = result.next_offset - segment.base_offset
+    if end_relative > 0 and end_offset != OPEN_END:
+        # the final entry a sealed segment's index ends with (docs/format.md)
+        result.time_entries.append((result.max_timestamp, end_relative))
     result.end_position = position
     if pace is not None and result.checked_bytes > paced:
         pace(result.checked_bytes - paced)
