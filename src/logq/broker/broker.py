@@ -39,6 +39,7 @@ from logq.broker.describing import Describer
 from logq.broker.expired_settlement import ExpiredSettlement
 from logq.broker.group_catalog import GroupCatalog
 from logq.broker.leases import Leases
+from logq.broker.memory import release_free_memory
 from logq.broker.publishing import BatchResult, Publisher
 from logq.broker.reading import Reader
 from logq.broker.receiving import Receiving
@@ -152,6 +153,8 @@ class Broker:
             # what a crash interrupted is finished at once, not when its holds expire
             await broker._mover.finish_moves()
             await broker._dead_letters.finish_redrives()
+            # what recovery read (segments, snapshots) is freed: give it back
+            await asyncio.to_thread(release_free_memory)
         except BaseException:
             if lock is not None:
                 lock.release()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from logq.broker.commit import Commits
 from logq.broker.group import Group
+from logq.broker.memory import TRIM_AFTER_BYTES, release_free_memory
 from logq.broker.topic import Partition, Topic, producer_snapshot
 from logq.log import AppendResult, LogError
 from logq.state.events import Event
@@ -107,6 +108,9 @@ class StateWriter:
                 partition.dedup_mark = None  # the next dedup publish marks anew
             result = await self._writer.write(state.log, state.log_id, batch)
             await asyncio.to_thread(state.snapshot_stored, result.base_offset)
+            if len(batch) >= TRIM_AFTER_BYTES:  # a large buffer let go: give it back
+                del batch, groups, producers, archive
+                await asyncio.to_thread(release_free_memory)
         except (LogError, OSError) as error:
             logger.warning(
                 "state snapshot of %s/%d not written: %s", topic.name, partition.index, error
