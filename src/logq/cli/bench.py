@@ -47,7 +47,7 @@ bench.add_command(bench_powercut)
 @bench.command("archive")
 @click.option("--messages", default=200_000, show_default=True, help="Messages per run.")
 @click.option("--message-bytes", default=100, show_default=True, help="Size of each message.")
-@click.option("--rounds", default=3, show_default=True, help="Alternations of archiving on/off.")
+@click.option("--rounds", default=5, show_default=True, help="Alternations of archiving on/off.")
 @click.option(
     "--local-bytes",
     default=1 << 20,
