@@ -331,3 +331,28 @@ def test_a_batch_given_back_keeps_the_epoch_it_was_written_in(tmp_path: Path) ->
     assert log.end_offset_for_epoch(3) == (3, 4)
     data = log.read(0, 1 << 20).data
     assert [header.leader_epoch for _, header in iter_headers(data)] == [3, 3, 3, 3]
+
+
+def test_writes_nobody_waits_for_share_the_next_fsync(tmp_path: Path) -> None:
+    """A group of writes not asked to sync (leases) is journaled without an
+    fsync; the next group that syncs makes them durable with its own."""
+
+    async def main() -> None:
+        lazy, synced = (FileLog(tmp_path / name, CONFIG) for name in ("lazy", "synced"))
+        writer = Commits(Writer(new_journal(tmp_path / "commit")))
+        writer.start(asyncio.get_running_loop())
+        for n in range(5):  # each awaited: five groups of one write
+            await writer.write(lazy, b"lazy", batch(f"l{n}".encode()), sync=False)
+        assert writer.stats["journal_fsyncs"] == 0
+        assert writer.stats["groups"] == 5
+        assert lazy.durable_offset == 0  # written, in the journal, not yet fsynced
+        assert values(lazy) == [f"l{n}".encode() for n in range(5)]
+        await writer.write(synced, b"synced", batch(b"s"))
+        assert writer.stats["journal_fsyncs"] == 1
+        assert lazy.durable_offset == 5  # the same journal fsync covered them
+        assert synced.durable_offset == 1
+        await writer.close()
+        for log in (lazy, synced):
+            log.close()
+
+    asyncio.run(main())

@@ -38,8 +38,12 @@ class Commits:
 
         self._writer.start(hand_back)
 
-    def write(self, log: PartitionLog, log_id: bytes, batch: bytes) -> asyncio.Future[AppendResult]:
-        """Hand the batch over now; the future resolves once it is durable."""
+    def write(
+        self, log: PartitionLog, log_id: bytes, batch: bytes, *, sync: bool = True
+    ) -> asyncio.Future[AppendResult]:
+        """Hand the batch over now; the future resolves once it is durable
+        (not `sync`: once it is written; durable with the next commit group
+        that fsyncs, Writer.write)."""
         assert self._loop is not None, "not started"
         future: asyncio.Future[AppendResult] = self._loop.create_future()
 
@@ -51,7 +55,7 @@ class Commits:
             else:
                 future.set_result(outcome)
 
-        self._writer.write(log, log_id, batch, done)
+        self._writer.write(log, log_id, batch, done, sync=sync)
         return future
 
     async def flush(self) -> None:

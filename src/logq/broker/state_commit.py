@@ -58,7 +58,7 @@ class StateCommit:
                 self.wake_at_next_due(event.group, event.partition, now_ms)
         self._tracer.flush()
         try:
-            futures = self._core.state_writer.submit(events)
+            futures = self._core.state_writer.submit(events, sync=durable)
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
         if durable:

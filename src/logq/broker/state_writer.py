@@ -45,9 +45,12 @@ class StateWriter:
         self._now_ms = now_ms
         self._snapshots: set[asyncio.Task[bool]] = set()  # owned until done
 
-    def submit(self, events: Sequence[Event]) -> list[asyncio.Future[AppendResult]]:
+    def submit(
+        self, events: Sequence[Event], *, sync: bool = True
+    ) -> list[asyncio.Future[AppendResult]]:
         """Hand the events to the writer, one batch per partition (now, in
-        this turn of the loop); the futures resolve once each is durable."""
+        this turn of the loop); the futures resolve once each is durable (not
+        `sync`: once written, durable with the next commit that fsyncs)."""
         by_partition: dict[tuple[str, int], list[Event]] = {}
         for event in events:
             group = self._groups.get(event.group)
@@ -61,7 +64,7 @@ class StateWriter:
                 continue  # deleted meanwhile: its state went with it
             state = topic.state_of(index)
             batch = state.events_batch(found, now_ms)
-            futures.append(self._writer.write(state.log, state.log_id, batch))
+            futures.append(self._writer.write(state.log, state.log_id, batch, sync=sync))
             if state.wants_snapshot:
                 self.start_snapshot(topic, topic.partitions[index])
         return futures

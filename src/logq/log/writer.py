@@ -61,6 +61,7 @@ class _Write:
     log_id: bytes
     batch: bytes
     done: Done
+    sync: bool = True
     outcome: Outcome | None = None
 
 
@@ -93,6 +94,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._hand_back: HandBack | None = None
         self._dirty: dict[int, PartitionLog] = {}  # logs with journal copies since the flush
+        # where the unsynced writes of lazy groups end, per log: durable with the next fsync
+        self._unsynced: dict[int, tuple[PartitionLog, tuple[int, int, int]]] = {}
         self._dirty_lock = threading.Lock()  # the flusher gives back the logs it failed
         self._flushing: threading.Thread | None = None  # the flush in flight
         self._last_flush = clock()
@@ -115,11 +118,17 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="logq-writer", daemon=True)
         self._thread.start()
 
-    def write(self, log: PartitionLog, log_id: bytes, batch: bytes, done: Done) -> None:
+    def write(
+        self, log: PartitionLog, log_id: bytes, batch: bytes, done: Done, *, sync: bool = True
+    ) -> None:
         """Store `batch` in `log`; `done(outcome)` runs on the owner's thread
-        once it is durable as the log's policy asks, or has failed."""
+        once it is durable as the log's policy asks, or has failed. Not
+        `sync`: nobody waits for it to be durable (a lease), so a group of
+        such writes alone is written to the journal without an fsync; the
+        next group that fsyncs, or the next flush, makes it durable, and
+        `done` runs once it is written."""
         assert self._hand_back is not None, "the writer was not started"
-        item = _Write(log, log_id, batch, done)
+        item = _Write(log, log_id, batch, done, sync)
         if self._inline:
             if self._stopping:
                 raise LogClosedError("the writer is closed")
@@ -223,7 +232,7 @@ class Writer:
             else:  # memory, or a policy that makes it durable later (interval: when due)
                 self._quietly(log.flush_if_due)
         if entries:
-            self._commit_journal(entries, journaled)
+            self._commit_journal(entries, journaled, lazy=not any(i.sync for i in group))
         for log, items in synced.values():
             try:
                 log.sync()
@@ -235,14 +244,19 @@ class Writer:
         self,
         entries: list[tuple[bytes, bytes]],
         journaled: dict[int, tuple[PartitionLog, list[_Write]]],
+        *,
+        lazy: bool = False,
     ) -> None:
+        """Append the group's copies to the journal and fsync it (unless
+        `lazy`: then their logs are durable from the next fsync on)."""
         journal = self._journal
         assert journal is not None
         points = {key: log.write_point() for key, (log, _) in journaled.items()}
         try:
             journal.append(entries)
-            journal.sync()
-            self.stats["journal_fsyncs"] += 1
+            if not lazy:
+                journal.sync()
+                self.stats["journal_fsyncs"] += 1
         except OSError as error:
             self.stats["failed_groups"] += 1
             for log, items in journaled.values():
@@ -250,8 +264,18 @@ class Writer:
             return
         with self._dirty_lock:
             for key, (log, _) in journaled.items():
-                log.mark_durable(points[key])
                 self._dirty[key] = log
+        if lazy:
+            for key, (log, _) in journaled.items():
+                self._unsynced[key] = (log, points[key])
+            return
+        unsynced, self._unsynced = self._unsynced, {}
+        for key, (log, point) in unsynced.items():
+            if key not in journaled:
+                with contextlib.suppress(LogError):  # closed meanwhile: its close synced it
+                    log.mark_durable(point)
+        for key, (log, _) in journaled.items():
+            log.mark_durable(points[key])
 
     def _fail(self, log: PartitionLog, items: list[_Write], error: BaseException) -> None:
         """Nothing of `items` is acknowledged: cut `log` back to its durable end."""
@@ -271,6 +295,8 @@ class Writer:
         self._wait_for_flush()
         self._last_flush = self._clock()
         sequence = self._rotate()
+        if sequence is not None:
+            self._unsynced.clear()  # the flush fsyncs their logs' own files
         if sequence is None:
             for waiter in waiters:
                 self._call_soon(waiter)
@@ -296,6 +322,7 @@ class Writer:
         self._last_flush = self._clock()
         sequence = self._rotate()
         if sequence is not None:
+            self._unsynced.clear()  # fsynced below, in their own files
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, {}
             self._flush_logs(dirty, sequence, [])
