@@ -190,3 +190,22 @@ def test_counting_every_topic_leaves_idle_partitions_unopened(tmp_path: Path) ->
         await broker.close()
 
     asyncio.run(main())
+
+
+def test_describing_a_new_topic_opens_none_of_its_logs(tmp_path: Path) -> None:
+    """A create's answer describes the new topic: that must not open (and so
+    make on disk, on the event loop) the logs of partitions nothing wrote."""
+
+    async def main() -> None:
+        broker = await Broker.open(_config(tmp_path), clock=FakeClock())
+        await broker.create_topic("fresh", {"partitions": PARTITIONS})
+        described = broker.describe_topic("fresh")
+        assert _opened(broker) == 0
+        assert [p["segments"] for p in described["partitions"]] == [1] * PARTITIONS
+        assert [p["next_offset"] for p in described["partitions"]] == [0] * PARTITIONS
+        assert described["damaged"] == []
+        await broker.publish("fresh", [OutgoingMessage(b"x", partition=0)])
+        assert broker.describe_topic("fresh")["partitions"][0]["next_offset"] == 1
+        await broker.close()
+
+    asyncio.run(main())

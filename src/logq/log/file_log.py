@@ -272,6 +272,8 @@ class FileLog:
 
     @property
     def segment_count(self) -> int:
+        if self._known_empty():
+            return 1  # what opening it would make: one empty active segment
         self.ensure_open()
         return len(self._segments)
 
@@ -827,6 +829,8 @@ class FileLog:
 
     def damaged_ranges(self) -> list[DamagedRange]:
         """The damage found so far in the stored offsets, lowest first."""
+        if self._known_empty():
+            return []
         self.ensure_open()
         with self._lock:
             return list(self._damaged)
