@@ -341,8 +341,10 @@ def test_writes_nobody_waits_for_share_the_next_fsync(tmp_path: Path) -> None:
         lazy, synced = (FileLog(tmp_path / name, CONFIG) for name in ("lazy", "synced"))
         writer = Commits(Writer(new_journal(tmp_path / "commit")))
         writer.start(asyncio.get_running_loop())
-        for n in range(5):  # each awaited: five groups of one write
-            await writer.write(lazy, b"lazy", batch(f"l{n}".encode()), sync=False)
+        for n in range(5):  # each taken by a kick: five groups of one write
+            written = writer.write(lazy, b"lazy", batch(f"l{n}".encode()), sync=False)
+            writer.kick()
+            await written
         assert writer.stats["journal_fsyncs"] == 0
         assert writer.stats["groups"] == 5
         assert lazy.durable_offset == 0  # written, in the journal, not yet fsynced
@@ -354,5 +356,28 @@ def test_writes_nobody_waits_for_share_the_next_fsync(tmp_path: Path) -> None:
         await writer.close()
         for log in (lazy, synced):
             log.close()
+
+    asyncio.run(main())
+
+
+def test_writes_nobody_waits_for_wait_for_the_next_group(tmp_path: Path) -> None:
+    """Writes not asked to sync do not wake the writer: they go with the next
+    write that is waited for, in order, in one group and one fsync."""
+
+    async def main() -> None:
+        log = FileLog(tmp_path / "log", CONFIG)
+        writer = Commits(Writer(new_journal(tmp_path / "commit")))
+        writer.start(asyncio.get_running_loop())
+        leases = [writer.write(log, b"log", batch(f"l{n}".encode()), sync=False) for n in range(5)]
+        assert writer.stats["groups"] == 0
+        assert not any(lease.done() for lease in leases)
+        await writer.write(log, b"log", batch(b"ack"))
+        assert all(lease.done() for lease in leases)
+        assert writer.stats["groups"] == 1
+        assert writer.stats["journal_fsyncs"] == 1
+        assert log.durable_offset == 6
+        assert values(log) == [*(f"l{n}".encode() for n in range(5)), b"ack"]
+        await writer.close()
+        log.close()
 
     asyncio.run(main())

@@ -274,6 +274,7 @@ class Broker:
 
     async def tick(self) -> None:
         """One round of timed work: expire leases and sessions, flush, retain."""
+        self._core.writer.kick()  # leases' records wait no longer than a tick
         await self._leases.expire_leases()
         now_ms = self.clock.now_ms()
         for name in {topic_name for _, topic_name in self.scheduler.advance(now_ms)}:

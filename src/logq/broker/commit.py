@@ -58,6 +58,10 @@ class Commits:
         self._writer.write(log, log_id, batch, done, sync=sync)
         return future
 
+    def kick(self) -> None:
+        """Have the writer take the writes nobody waits for (Writer.kick)."""
+        self._writer.kick()
+
     async def flush(self) -> None:
         """Every log written so far durable in its own file, no journal copy left."""
         assert self._loop is not None, "not started"

@@ -62,7 +62,11 @@ class StateCommit:
         except LogError as error:
             raise LogqError(f"delivery state could not be stored: {error}") from None
         if durable:
-            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            outcomes = (
+                [await _outcome(futures[0])]  # the usual case: one partition
+                if len(futures) == 1
+                else await asyncio.gather(*futures, return_exceptions=True)
+            )
             for outcome in outcomes:
                 if isinstance(outcome, OSError):  # a full or failing disk
                     raise self._core.disk.storage_error(outcome) from None
@@ -133,6 +137,14 @@ class StateCommit:
                 ranges = event.ranges if isinstance(event, Settled) else []
                 states = self.shared_states(topic.name, event.partition)
                 forget_settled(partition, ranges, states)
+
+
+async def _outcome(future: asyncio.Future[AppendResult]) -> AppendResult | BaseException:
+    """The write's result or its exception, as `gather(return_exceptions=True)`."""
+    try:
+        return await future
+    except Exception as error:  # handed to the caller to sort
+        return error
 
 
 def _note_unwaited(future: asyncio.Future[AppendResult]) -> None:

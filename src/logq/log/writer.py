@@ -19,6 +19,12 @@ file is fsynced while the writer goes on appending to it: the new journal
 file holds the copies of whatever the fsync may miss). One flush runs at a
 time; a flush asked for while one runs waits for it.
 
+A write nobody waits for (a lease's record: `sync=False`) does not wake
+the writer: it waits in the queue for the next write that is waited for,
+for `LAZY_WRITES_MAX` of its kind, or for the owner's `kick()` (the
+broker's timer), so handing messages out costs no thread wake-up of its
+own. A group of such writes alone is journaled without an fsync.
+
 Order: writes to one log are stored in the order they were handed over.
 Failure: a write that fails (a refused batch, a full disk) fails alone; a
 failed journal write or fsync fails every write of the group that waited
@@ -49,6 +55,8 @@ LARGE_BATCH_BYTES = 64 * 1024
 # after this many bytes or seconds, whichever comes first.
 FLUSH_BYTES = 16 * 1024 * 1024
 FLUSH_INTERVAL_S = 2.0
+# Writes nobody waits for queued before the writer is woken for them.
+LAZY_WRITES_MAX = 256
 
 Outcome = AppendResult | BaseException
 Done = Callable[[Outcome], None]
@@ -88,6 +96,7 @@ class Writer:
         self._clock = clock
         self._condition = threading.Condition()
         self._queue: list[_Write] = []
+        self._woken = False  # the writer was told the queue holds work
         self._flush_waiters: list[Callable[[], None]] = []
         self._stopping = False
         self._flush_on_stop = True
@@ -123,10 +132,11 @@ class Writer:
     ) -> None:
         """Store `batch` in `log`; `done(outcome)` runs on the owner's thread
         once it is durable as the log's policy asks, or has failed. Not
-        `sync`: nobody waits for it to be durable (a lease), so a group of
-        such writes alone is written to the journal without an fsync; the
-        next group that fsyncs, or the next flush, makes it durable, and
-        `done` runs once it is written."""
+        `sync`: nobody waits for it (a lease): it waits for the next write
+        that is waited for, or `kick()`, to be written; a group of such
+        writes alone is written to the journal without an fsync; the next
+        group that fsyncs, or the next flush, makes it durable, and `done`
+        runs once it is written."""
         assert self._hand_back is not None, "the writer was not started"
         item = _Write(log, log_id, batch, done, sync)
         if self._inline:
@@ -139,7 +149,18 @@ class Writer:
             if self._stopping:
                 raise LogClosedError("the writer is closed")
             self._queue.append(item)
-            if len(self._queue) == 1:
+            if not self._woken and (sync or len(self._queue) >= LAZY_WRITES_MAX):
+                self._woken = True
+                self._condition.notify()
+
+    def kick(self) -> None:
+        """Have the writer take the writes nobody waits for that are queued
+        (the owner's timer calls this, so none waits longer than a tick)."""
+        if self._inline or not self._queue:
+            return
+        with self._condition:
+            if self._queue and not self._woken:
+                self._woken = True
                 self._condition.notify()
 
     def flush(self, done: Callable[[], None]) -> None:
@@ -170,11 +191,12 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not (self._queue or self._flush_waiters or self._stopping):
+                while not (self._woken or self._flush_waiters or self._stopping):
                     timeout = self._flush_timeout()
                     if not self._condition.wait(timeout) and self._flush_timeout() == 0:
                         break
                 group, self._queue = self._queue, []
+                self._woken = False
                 waiters, self._flush_waiters = self._flush_waiters, []
                 stopping = self._stopping and not group
             if group:
@@ -295,12 +317,11 @@ class Writer:
         self._wait_for_flush()
         self._last_flush = self._clock()
         sequence = self._rotate()
-        if sequence is not None:
-            self._unsynced.clear()  # the flush fsyncs their logs' own files
         if sequence is None:
             for waiter in waiters:
                 self._call_soon(waiter)
             return
+        self._unsynced.clear()  # the flush fsyncs their logs' own files
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, {}
         thread = threading.Thread(
