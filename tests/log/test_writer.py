@@ -381,3 +381,24 @@ def test_writes_nobody_waits_for_wait_for_the_next_group(tmp_path: Path) -> None
         log.close()
 
     asyncio.run(main())
+
+
+def test_enough_writes_nobody_waits_for_wake_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue of writes nobody waits for is bounded: the LAZY_WRITES_MAX-th
+    wakes the writer, with no kick and no waited-for write."""
+    monkeypatch.setattr("logq.log.writer.LAZY_WRITES_MAX", 3)
+
+    async def main() -> None:
+        log = FileLog(tmp_path / "log", CONFIG)
+        writer = Commits(Writer(new_journal(tmp_path / "commit")))
+        writer.start(asyncio.get_running_loop())
+        leases = [writer.write(log, b"log", batch(f"l{n}".encode()), sync=False) for n in range(3)]
+        await asyncio.wait_for(asyncio.gather(*leases), 30)
+        assert writer.stats["groups"] == 1
+        assert writer.stats["journal_fsyncs"] == 0
+        await writer.close()
+        log.close()
+
+    asyncio.run(main())
