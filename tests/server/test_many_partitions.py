@@ -5,17 +5,20 @@ queues as /v1/topics does, and answers as before without paging."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
 
 from logq.broker import Broker, BrokerConfig, OutgoingMessage
 from logq.server.connections import ConnectionCounter
 from logq.server.http_app import create_app
 from logq.server.http_routes_topics import TOPICS_PAGE_MAX
+from logq.server.storage_metrics import StorageCollector, StorageFigures
 
 PARTITIONS = 6
 pytestmark = pytest.mark.anyio
@@ -107,3 +110,27 @@ async def test_stats_pages_and_filters_like_the_topic_list() -> None:
             response = await client.get("/v1/stats", params=query)
             assert response.status_code == 400, query
             assert response.json()["error"]["code"] == "BADARG"
+
+
+async def test_a_scrape_sums_and_formats_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What grows with the partitions (the per-topic families, summing,
+    the text) is built on a thread: the loop only reads the broker."""
+    built_on: list[bool] = []
+    build = StorageCollector.build
+
+    def watched(figures: StorageFigures) -> list[Metric]:
+        try:
+            asyncio.get_running_loop()
+            built_on.append(True)
+        except RuntimeError:
+            built_on.append(False)
+        return build(figures)
+
+    monkeypatch.setattr(StorageCollector, "build", staticmethod(watched))
+    for aggregate in (False, True):
+        async with served(5, aggregate=aggregate) as client:
+            text = (await client.get("/metrics")).text
+        assert "logq_segments" in text
+    assert built_on == [False, False], "built on the event loop"

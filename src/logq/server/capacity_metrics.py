@@ -5,8 +5,8 @@
 descriptor cache (open, its size, evictions), the partitions held and
 their cap, and the times each listener ran out of descriptors.
 
-`Aggregated` wraps a collector and sums its samples over the `topic` and
-`group` labels (dropped): counters, gauges and each histogram bucket alike,
+`aggregate` sums a family's samples over the `topic` and `group` labels
+(dropped): counters, gauges and each histogram bucket alike,
 as Redpanda's `aggregate_metrics` does over partitions. With it on
 (`metrics.aggregate`) the broker-wide families have one series each, so a
 scrape's size no longer grows with the topic or group count.
@@ -86,20 +86,6 @@ def _families() -> dict[str, Any]:
             labels=["listener"],
         ),
     }
-
-
-class Aggregated(Collector):
-    """`inner`'s families, each sample summed over the AGGREGATED_LABELS."""
-
-    def __init__(self, inner: Collector) -> None:
-        self._inner = inner
-
-    def describe(self) -> Iterable[Metric]:
-        describe = getattr(self._inner, "describe", None)
-        return list(describe()) if describe is not None else []
-
-    def collect(self) -> Iterable[Metric]:
-        return [aggregate(family) for family in self._inner.collect()]
 
 
 def aggregate(family: Metric) -> Metric:

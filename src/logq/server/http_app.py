@@ -101,7 +101,8 @@ def _system_endpoints(metrics: HttpMetrics, table: Sequence[Endpoint]) -> tuple[
     `table` (the app's whole route table, this part included)."""
 
     async def prometheus(state: ApiState, request: Request) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        body = await asyncio.to_thread(metrics.format, metrics.collect())
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi_json(state: ApiState, request: Request) -> Response:
         # built on request: a start does not load the document's schemas

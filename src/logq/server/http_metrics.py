@@ -7,11 +7,17 @@ keep their plain integer counters and pay nothing for the export. Only the
 request latency histogram is updated per request, labelled by route
 template (never the raw path), so its series are bounded by the route table.
 The native listener's command latency comes from `command_metrics`.
+
+A scrape reads the broker on the event loop (`collect`: its state is the
+loop's) and sums (`metrics.aggregate`) and formats on a thread (`format`):
+at 30,000 partitions the text alone took the loop 0.6 s a scrape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,7 +32,7 @@ from prometheus_client.registry import Collector
 from logq.broker import Broker
 from logq.server.archive_metrics import ArchiveCollector
 from logq.server.auth_throttle import SignInThrottle
-from logq.server.capacity_metrics import Aggregated, CapacityCollector
+from logq.server.capacity_metrics import CapacityCollector, aggregate
 from logq.server.command_metrics import CommandCollector, CommandTimes
 from logq.server.connections import ConnectionCounter
 from logq.server.descriptors import DescriptorWatch
@@ -187,6 +193,25 @@ class BrokerCollector(Collector):
         return families
 
 
+@dataclass(frozen=True)
+class Collected:
+    """A scrape as read: the per-topic and per-group families (made by
+    calling `per_topic`, on any thread) apart from the others."""
+
+    per_topic: list[Callable[[], Iterable[Metric]]]
+    other: list[Metric]
+
+
+class _Families(Collector):
+    """Families already read, as `generate_latest` takes them."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
 class HttpMetrics:
     """The app's registry: broker numbers plus HTTP request latency."""
 
@@ -202,14 +227,13 @@ class HttpMetrics:
     ) -> None:
         """`aggregate`: the per-topic and per-group families summed over
         topics and groups (see capacity_metrics)."""
-        self.registry = CollectorRegistry()
-        per_topic: list[Collector] = [
+        self.registry = CollectorRegistry()  # what is exposed as it is read
+        self._per_topic: list[Collector] = [
             BrokerCollector(broker, connections),
             StorageCollector(broker),
             ArchiveCollector(broker),
         ]
-        for collector in per_topic:
-            self.registry.register(Aggregated(collector) if aggregate else collector)
+        self._aggregate = aggregate
         self.registry.register(AdmissionCollector(connections, throttle or SignInThrottle()))
         self.registry.register(CapacityCollector(broker, descriptors or DescriptorWatch(None)))
         if native_times is not None:
@@ -233,5 +257,22 @@ class HttpMetrics:
         self._latency.labels(method, route).observe(seconds)
         self._requests.labels(method, route, str(status)).inc()
 
+    def collect(self) -> Collected:
+        """Read every family (on the event loop: it reads the broker's state)."""
+        per_topic: list[Callable[[], Iterable[Metric]]] = []
+        for collector in self._per_topic:
+            if isinstance(collector, StorageCollector):  # read now, built later
+                per_topic.append(partial(collector.build, collector.read()))
+            else:
+                per_topic.append(partial(list, collector.collect()))
+        return Collected(per_topic, list(self.registry.collect()))
+
+    def format(self, collected: Collected) -> bytes:
+        """The exposition text (on any thread: it reads only `collected`)."""
+        per_topic = [family for build in collected.per_topic for family in build()]
+        if self._aggregate:
+            per_topic = [aggregate(family) for family in per_topic]
+        return generate_latest(_Families([*per_topic, *collected.other]))
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.format(self.collect())

@@ -2,11 +2,15 @@
 writer's commit groups, fsync latency (a histogram per topic, and the
 delivery journal's), fsync failures, what recovery found on start,
 segments, rebalances per group, the data disk's free space, and the
-metadata records' writes and damage."""
+metadata records' writes and damage. A scrape reads the logs' figures on
+the event loop (`read`) and builds the families from them on a thread
+(`build`): tens of thousands of partitions make about a hundred thousand
+samples."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -20,6 +24,19 @@ JOURNAL = "~journal"  # the `topic` label of the delivery journal's figures
 TRACE = "~trace"  # the `topic` label of the trace journal's figures
 
 
+@dataclass
+class StorageFigures:
+    """What a scrape read of the storage side, for `StorageCollector.build`."""
+
+    # per topic (and the two journals): histograms and statistics of its
+    # opened logs, and whether its logs keep an fsync histogram at all
+    topics: list[tuple[str, list[list[int]], list[dict[str, Any]], bool]] = field(
+        default_factory=list
+    )
+    rebalances: list[tuple[str, str, int]] = field(default_factory=list)
+    gauges: dict[str, list[tuple[list[str], float]]] = field(default_factory=dict)
+
+
 class StorageCollector(Collector):
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -28,7 +45,11 @@ class StorageCollector(Collector):
         return list(_families().values())
 
     def collect(self) -> Iterable[Metric]:
-        families = _families()
+        return self.build(self.read())
+
+    def read(self) -> StorageFigures:
+        """The figures, read from the broker (on the event loop)."""
+        figures = StorageFigures()
         broker = self._broker
         logs: list[tuple[str, list[Any]]] = [
             (name, [p.log for p in topic.partitions])
@@ -43,9 +64,47 @@ class StorageCollector(Collector):
             histograms = [
                 log.fsync_histogram() for log in members if hasattr(log, "fsync_histogram")
             ]
-            if not histograms and logs_of_topic and hasattr(logs_of_topic[0], "fsync_histogram"):
-                histograms = [[0] * (len(FSYNC_BUCKETS_S) + 1)]
+            keeps = bool(logs_of_topic) and hasattr(logs_of_topic[0], "fsync_histogram")
             stats = [log.statistics() for log in members]
+            figures.topics.append((name, histograms, stats, keeps))
+        figures.rebalances = [
+            (group.topic, group.name, group.membership.generation)
+            for group in broker.groups.values()
+            if not group.name.startswith("~")
+        ]
+        gauges = figures.gauges
+        writer = broker.writer.stats
+        gauges["commit_groups"] = [([], writer["groups"])]
+        gauges["commit_writes"] = [([], writer["writes"])]
+        gauges["commit_fsyncs"] = [
+            (["journal"], writer["journal_fsyncs"]),
+            (["log"], writer["log_fsyncs"]),
+        ]
+        gauges["commit_flushes"] = [([], writer["flushes"])]
+        gauges["commit_failed"] = [([], writer["failed_groups"])]
+        journal = broker.writer.journal
+        if journal is not None:
+            gauges["commit_journal_bytes"] = [([], journal.size_bytes)]
+            gauges["commit_journal_damaged"] = [([], journal.stats["damaged"])]
+            gauges["commit_journal_cut"] = [([], journal.stats["cut_bytes"])]
+        gauges["scrub_passes"] = [([], broker.scrub_passes)]
+        disk = broker.disk
+        if disk.free_bytes is not None:
+            gauges["disk_free"] = [([], disk.free_bytes)]
+        gauges["disk_full"] = [([], int(disk.full))]
+        metadata = broker.backend.metadata_statistics()
+        gauges["metadata_slots_damaged"] = [([], metadata["slots_damaged"])]
+        gauges["metadata_records_damaged"] = [([], len(broker.records.damaged))]
+        gauges["metadata_writes"] = [([], metadata["puts"] + metadata["deletes"])]
+        gauges["metadata_written_bytes"] = [([], metadata["bytes_written"])]
+        return figures
+
+    @staticmethod
+    def build(figures: StorageFigures) -> list[Metric]:
+        """The families of what `read` found (on any thread)."""
+        families = _families()
+        for name, found, stats, keeps in figures.topics:
+            histograms = found or ([[0] * (len(FSYNC_BUCKETS_S) + 1)] if keeps else [])
             if histograms:
                 counts = [sum(column) for column in zip(*histograms, strict=True)]
                 total_seconds = sum(float(s.get("fsync_seconds", 0.0)) for s in stats)
@@ -70,33 +129,11 @@ class StorageCollector(Collector):
             ):
                 value = sum(float(s.get(key, 0)) for s in stats)
                 families[key].add_metric([name], value / 1000 if key == "recovery_ms" else value)
-        for group in broker.groups.values():
-            if not group.name.startswith("~"):
-                families["rebalances"].add_metric(
-                    [group.topic, group.name], group.membership.generation
-                )
-        writer = broker.writer.stats
-        families["commit_groups"].add_metric([], writer["groups"])
-        families["commit_writes"].add_metric([], writer["writes"])
-        families["commit_fsyncs"].add_metric(["journal"], writer["journal_fsyncs"])
-        families["commit_fsyncs"].add_metric(["log"], writer["log_fsyncs"])
-        families["commit_flushes"].add_metric([], writer["flushes"])
-        families["commit_failed"].add_metric([], writer["failed_groups"])
-        journal = broker.writer.journal
-        if journal is not None:
-            families["commit_journal_bytes"].add_metric([], journal.size_bytes)
-            families["commit_journal_damaged"].add_metric([], journal.stats["damaged"])
-            families["commit_journal_cut"].add_metric([], journal.stats["cut_bytes"])
-        families["scrub_passes"].add_metric([], broker.scrub_passes)
-        disk = broker.disk
-        if disk.free_bytes is not None:
-            families["disk_free"].add_metric([], disk.free_bytes)
-        families["disk_full"].add_metric([], int(disk.full))
-        metadata = broker.backend.metadata_statistics()
-        families["metadata_slots_damaged"].add_metric([], metadata["slots_damaged"])
-        families["metadata_records_damaged"].add_metric([], len(broker.records.damaged))
-        families["metadata_writes"].add_metric([], metadata["puts"] + metadata["deletes"])
-        families["metadata_written_bytes"].add_metric([], metadata["bytes_written"])
+        for topic, group, generation in figures.rebalances:
+            families["rebalances"].add_metric([topic, group], generation)
+        for key, samples in figures.gauges.items():
+            for labels, value in samples:
+                families[key].add_metric(labels, value)
         return list(families.values())
 
 
