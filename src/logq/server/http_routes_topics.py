@@ -232,8 +232,8 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
     "visibility_timeout": ref("Duration"),
     "dlq": {"type": ["string", "null"], "description": 'dead-letter topic (default "<topic>.dlq")'},
     "backoff": {
-        "type": "object",
-        "description": "retry wait after a nack without delay or a lease expiry: initial * multiplier**(attempt-1), capped at max, minus up to jitter of it",
+        "type": ["object", "null"],
+        "description": "retry wait after a nack without delay or a lease expiry: initial * multiplier**(attempt-1), capped at max, minus up to jitter of it (null: none)",
         "properties": {
             "initial": ref("Duration"),
             "multiplier": {"type": "number", "minimum": 1, "maximum": 100},
@@ -241,7 +241,10 @@ _SETTINGS_PROPERTIES: dict[str, Any] = {
             "jitter": {"type": "number", "minimum": 0, "maximum": 1},
         },
     },
-    "ttl": {**ref("Duration"), "description": "messages expire this long after their timestamp"},
+    "ttl": {
+        "anyOf": [ref("Duration"), {"type": "null"}],
+        "description": "messages expire this long after their timestamp (null: never)",
+    },
     "ttl_dead_letter": {"type": "boolean", "description": "expired messages go to the DLQ"},
     "max_delay": {
         **ref("Duration"),
